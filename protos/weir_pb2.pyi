@@ -1,0 +1,268 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CallOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OK: _ClassVar[CallOutcome]
+    REJECTED: _ClassVar[CallOutcome]
+    USER_ERROR: _ClassVar[CallOutcome]
+    UNAVAILABLE: _ClassVar[CallOutcome]
+    TIMEOUT: _ClassVar[CallOutcome]
+OK: CallOutcome
+REJECTED: CallOutcome
+USER_ERROR: CallOutcome
+UNAVAILABLE: CallOutcome
+TIMEOUT: CallOutcome
+
+class Header(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: bytes
+    value: bytes
+    def __init__(self, name: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class HttpRequest(_message.Message):
+    __slots__ = ("method", "path", "query_string", "headers", "body", "root_path", "scheme", "client_host", "client_port", "http_version")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    QUERY_STRING_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    ROOT_PATH_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_HOST_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_PORT_FIELD_NUMBER: _ClassVar[int]
+    HTTP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    path: str
+    query_string: bytes
+    headers: _containers.RepeatedCompositeFieldContainer[Header]
+    body: bytes
+    root_path: str
+    scheme: str
+    client_host: str
+    client_port: int
+    http_version: str
+    def __init__(self, method: _Optional[str] = ..., path: _Optional[str] = ..., query_string: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., body: _Optional[bytes] = ..., root_path: _Optional[str] = ..., scheme: _Optional[str] = ..., client_host: _Optional[str] = ..., client_port: _Optional[int] = ..., http_version: _Optional[str] = ...) -> None: ...
+
+class CallRequest(_message.Message):
+    __slots__ = ("request_id", "method", "deadline", "http", "pickled_args", "caller")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FIELD_NUMBER: _ClassVar[int]
+    PICKLED_ARGS_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    method: str
+    deadline: float
+    http: HttpRequest
+    pickled_args: bytes
+    caller: str
+    def __init__(self, request_id: _Optional[str] = ..., method: _Optional[str] = ..., deadline: _Optional[float] = ..., http: _Optional[_Union[HttpRequest, _Mapping]] = ..., pickled_args: _Optional[bytes] = ..., caller: _Optional[str] = ...) -> None: ...
+
+class CallReply(_message.Message):
+    __slots__ = ("outcome", "status", "headers", "body", "pickled", "error", "error_type", "traceback", "ongoing", "more_body")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    PICKLED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    ONGOING_FIELD_NUMBER: _ClassVar[int]
+    MORE_BODY_FIELD_NUMBER: _ClassVar[int]
+    outcome: CallOutcome
+    status: int
+    headers: _containers.RepeatedCompositeFieldContainer[Header]
+    body: bytes
+    pickled: bytes
+    error: str
+    error_type: str
+    traceback: str
+    ongoing: int
+    more_body: bool
+    def __init__(self, outcome: _Optional[_Union[CallOutcome, str]] = ..., status: _Optional[int] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., body: _Optional[bytes] = ..., pickled: _Optional[bytes] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., traceback: _Optional[str] = ..., ongoing: _Optional[int] = ..., more_body: _Optional[bool] = ...) -> None: ...
+
+class ReplicaReport(_message.Message):
+    __slots__ = ("replica_id", "address", "pid", "state", "message", "ongoing", "queued", "version", "user_config_json")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ONGOING_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    USER_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    address: str
+    pid: int
+    state: str
+    message: str
+    ongoing: int
+    queued: int
+    version: str
+    user_config_json: str
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., ongoing: _Optional[int] = ..., queued: _Optional[int] = ..., version: _Optional[str] = ..., user_config_json: _Optional[str] = ...) -> None: ...
+
+class ReplicaCommand(_message.Message):
+    __slots__ = ("kind", "spec_json", "user_config_json", "graceful_shutdown_timeout_s")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    USER_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    GRACEFUL_SHUTDOWN_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    spec_json: str
+    user_config_json: str
+    graceful_shutdown_timeout_s: float
+    def __init__(self, kind: _Optional[str] = ..., spec_json: _Optional[str] = ..., user_config_json: _Optional[str] = ..., graceful_shutdown_timeout_s: _Optional[float] = ...) -> None: ...
+
+class ReplicaTarget(_message.Message):
+    __slots__ = ("replica_id", "address", "ongoing", "queued")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ONGOING_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    address: str
+    ongoing: int
+    queued: int
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., ongoing: _Optional[int] = ..., queued: _Optional[int] = ...) -> None: ...
+
+class DeploymentTargets(_message.Message):
+    __slots__ = ("app", "deployment", "max_ongoing_requests", "max_queued_requests", "replicas")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ONGOING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    deployment: str
+    max_ongoing_requests: int
+    max_queued_requests: int
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaTarget]
+    def __init__(self, app: _Optional[str] = ..., deployment: _Optional[str] = ..., max_ongoing_requests: _Optional[int] = ..., max_queued_requests: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaTarget, _Mapping]]] = ...) -> None: ...
+
+class Route(_message.Message):
+    __slots__ = ("route_prefix", "app", "deployment")
+    ROUTE_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    route_prefix: str
+    app: str
+    deployment: str
+    def __init__(self, route_prefix: _Optional[str] = ..., app: _Optional[str] = ..., deployment: _Optional[str] = ...) -> None: ...
+
+class RouteTable(_message.Message):
+    __slots__ = ("version", "routes", "deployments", "http_options_json")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_OPTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    deployments: _containers.RepeatedCompositeFieldContainer[DeploymentTargets]
+    http_options_json: str
+    def __init__(self, version: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., deployments: _Optional[_Iterable[_Union[DeploymentTargets, _Mapping]]] = ..., http_options_json: _Optional[str] = ...) -> None: ...
+
+class WatchRoutesRequest(_message.Message):
+    __slots__ = ("subscriber", "address")
+    SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    subscriber: str
+    address: str
+    def __init__(self, subscriber: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class DeployRequest(_message.Message):
+    __slots__ = ("config_json", "partial", "pickled_apps", "dry_run")
+    class PickledAppsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    PICKLED_APPS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    config_json: str
+    partial: bool
+    pickled_apps: _containers.ScalarMap[str, bytes]
+    dry_run: bool
+    def __init__(self, config_json: _Optional[str] = ..., partial: _Optional[bool] = ..., pickled_apps: _Optional[_Mapping[str, bytes]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class DeployReply(_message.Message):
+    __slots__ = ("message", "revision", "diff_json")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DIFF_JSON_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    revision: int
+    diff_json: str
+    def __init__(self, message: _Optional[str] = ..., revision: _Optional[int] = ..., diff_json: _Optional[str] = ...) -> None: ...
+
+class GetConfigRequest(_message.Message):
+    __slots__ = ("name", "history", "revision")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    history: bool
+    revision: int
+    def __init__(self, name: _Optional[str] = ..., history: _Optional[bool] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class GetConfigReply(_message.Message):
+    __slots__ = ("config_json",)
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    config_json: str
+    def __init__(self, config_json: _Optional[str] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetStatusReply(_message.Message):
+    __slots__ = ("status_json",)
+    STATUS_JSON_FIELD_NUMBER: _ClassVar[int]
+    status_json: str
+    def __init__(self, status_json: _Optional[str] = ...) -> None: ...
+
+class DeleteAppsRequest(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteAppsReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ShutdownRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ShutdownReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListReplicasRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListReplicasReply(_message.Message):
+    __slots__ = ("replicas_json",)
+    REPLICAS_JSON_FIELD_NUMBER: _ClassVar[int]
+    replicas_json: str
+    def __init__(self, replicas_json: _Optional[str] = ...) -> None: ...
