@@ -1,0 +1,179 @@
+"""The replica process: a data-plane server, a controller session, and the user's code.
+
+Lifecycle: STARTING (serving gRPC, registered, no code yet) -> INIT from the controller ->
+INITIALIZING (constructor, then reconfigure(user_config)) -> RUNNING -> on STOP or SIGTERM,
+STOPPING: refuse new calls, finish in-flight ones up to graceful_shutdown_timeout_s, exit.
+A constructor that raises reports FAILED with the reason, and the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import time
+from typing import Any
+
+import structlog
+
+from weir import context
+from weir.protos import weir_pb2 as pb
+from weir.replica.server import ReplicaServer, start_server
+from weir.replica.session import ControllerSession, user_config_json
+from weir.replica.user_callable import UserCallable, add_sys_paths, error_fields
+from weir.route_table import LeaderLocator
+from weir.runtime import configure_logging, run_until_signalled
+
+log = structlog.get_logger("weir.replica")
+
+
+class Replica:
+    """Glue between the server, the session and the user's code."""
+
+    def __init__(self, replica_id: str, locator: LeaderLocator, host: str) -> None:
+        self.replica_id = replica_id
+        self.locator = locator
+        self.host = host
+        self.server = ReplicaServer(self._load_changed)
+        self.session: ControllerSession | None = None
+        self.version = ""
+        self.message = ""
+        self.user_config: Any = None
+        self.applied_user_config = ""
+        self.spec: dict[str, Any] = {}
+        self.stop = asyncio.Event()
+        self.graceful_timeout = 20.0
+        self._init_task: asyncio.Task[None] | None = None
+        self._health_task: asyncio.Task[None] | None = None
+
+    def _load_changed(self) -> None:
+        if self.session is not None:
+            self.session.report_soon()
+
+    def snapshot(self) -> pb.ReplicaReport:
+        """What the replica tells the controller now."""
+        return pb.ReplicaReport(
+            state=self.server.state, message=self.message, ongoing=self.server.ongoing,
+            version=self.version, user_config_json=self.applied_user_config)
+
+    async def on_command(self, command: pb.ReplicaCommand) -> None:
+        """Act on a controller command."""
+        if command.kind == "INIT" and self._init_task is None:
+            self._init_task = asyncio.get_running_loop().create_task(
+                self._initialize(json.loads(command.spec_json)))
+        elif command.kind == "RECONFIGURE" and self.server.state == "RUNNING":
+            await self._reconfigure(command.user_config_json)
+        elif command.kind == "STOP":
+            self.graceful_timeout = command.graceful_shutdown_timeout_s or self.graceful_timeout
+            self.stop.set()
+
+    async def _reconfigure(self, config_json: str) -> None:
+        assert self.server.user is not None
+        value = json.loads(config_json) if config_json else None
+        if value is not None:
+            await self.server.user.reconfigure(value)
+        self.applied_user_config = user_config_json(value)
+        log.info("reconfigured", user_config=value)
+
+    async def _initialize(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        options = spec["options"]
+        self.server.max_ongoing = int(options["max_ongoing_requests"])
+        self.graceful_timeout = float(options["graceful_shutdown_timeout_s"])
+        self.server.state = "INITIALIZING"
+        add_sys_paths(spec.get("sys_paths", []))
+        structlog.contextvars.bind_contextvars(app=spec["app"], deployment=spec["deployment"])
+        user = UserCallable(base64.b64decode(spec["definition"]),
+                            max_threads=self.server.max_ongoing)
+        try:
+            await user.construct()
+            self.server.user = user
+            await self._reconfigure(user_config_json(options.get("user_config")))
+        except Exception as exc:
+            fields = error_fields(exc)
+            self.message = (f"replica {self.replica_id} failed to start: "
+                            f"{fields['error_type']}: {fields['error']}")
+            log.error("constructor raised", exc_info=True)
+            self.server.state = "FAILED"
+            self._load_changed()
+            return
+        self.version = spec["version"]
+        self.server.state = "RUNNING"
+        self.message = ""
+        log.info("running", version=self.version)
+        self._load_changed()
+        self._health_task = asyncio.get_running_loop().create_task(self._health_loop(options))
+
+    async def _health_loop(self, options: dict[str, Any]) -> None:
+        period = float(options.get("health_check_period_s", 10.0))
+        timeout = float(options.get("health_check_timeout_s", 30.0))
+        while self.server.state == "RUNNING":
+            await asyncio.sleep(period)
+            assert self.server.user is not None
+            try:
+                await asyncio.wait_for(self.server.user.check_health(), timeout)
+            except Exception as exc:
+                reason = "timed out" if isinstance(exc, TimeoutError) else (
+                    f"{type(exc).__name__}: {exc}")
+                self.message = f"replica {self.replica_id} failed its health check: {reason}"
+                log.warning("health check failed", reason=reason)
+                self.server.state = "UNHEALTHY"
+                self._load_changed()
+                return
+
+    async def run(self, signalled: asyncio.Event) -> None:
+        """Serve until told to stop, then drain and exit."""
+        context.bind_loop(asyncio.get_running_loop())
+        grpc_server, address = await start_server(self.server, self.host)
+        structlog.contextvars.bind_contextvars(address=address)
+        self.session = ControllerSession(self.replica_id, address, self.locator,
+                                         self.snapshot, self.on_command)
+        session_task = asyncio.get_running_loop().create_task(self.session.run())
+        log.info("replica serving", address=address)
+        stop_wait = asyncio.get_running_loop().create_task(self.stop.wait())
+        sig_wait = asyncio.get_running_loop().create_task(signalled.wait())
+        await asyncio.wait({stop_wait, sig_wait}, return_when=asyncio.FIRST_COMPLETED)
+        await self._drain()
+        session_task.cancel()
+        for task in (stop_wait, sig_wait, self._init_task, self._health_task):
+            if task is not None:
+                task.cancel()
+        await grpc_server.stop(0.5)
+        if self.server.user is not None:
+            self.server.user.shutdown()
+        log.info("replica stopped")
+
+    async def _drain(self) -> None:
+        self.server.state = "STOPPING"
+        self._load_changed()
+        deadline = time.monotonic() + self.graceful_timeout
+        log.info("draining", ongoing=self.server.ongoing, timeout_s=self.graceful_timeout)
+        while self.server.ongoing > 0 and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self.server.idle.wait(),
+                                       min(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                pass
+        # Let the session tell the controller we are stopping before we vanish.
+        await asyncio.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `python -m weir.replica`."""
+    parser = argparse.ArgumentParser(prog="python -m weir.replica")
+    parser.add_argument("--replica-id", required=True)
+    parser.add_argument("--etcd", default=os.environ.get("WEIR_ETCD_ENDPOINTS", ""))
+    parser.add_argument("--controller", default="")
+    parser.add_argument("--cluster-id", default="")
+    parser.add_argument("--host", default="127.0.0.1")
+    opts = parser.parse_args(argv)
+    configure_logging("replica", replica_id=opts.replica_id)
+    os.environ["WEIR_ETCD_ENDPOINTS"] = opts.etcd
+    context.set_cluster(context.ClusterCoordinates(
+        opts.etcd, tuple(a for a in opts.controller.split(",") if a)),
+        subscriber=f"replica:{opts.replica_id}")
+    locator = LeaderLocator(opts.etcd, [a for a in opts.controller.split(",") if a])
+    replica = Replica(opts.replica_id, locator, opts.host)
+    run_until_signalled(replica.run)

@@ -1,0 +1,207 @@
+"""The replica's data-plane server: admits calls up to max_ongoing_requests and runs them.
+
+A call beyond max_ongoing_requests, or one that arrives while the replica is not RUNNING
+(starting, draining), is answered at once with REJECTED / UNAVAILABLE: it never started,
+so the caller's router tries another replica. Every reply carries the replica's load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import cloudpickle
+import grpc
+import structlog
+
+from weir.protos import weir_pb2 as pb
+from weir.protos import weir_pb2_grpc as pb_grpc
+from weir.replica.user_callable import UserCallable, error_fields
+
+log = structlog.get_logger("weir.replica")
+
+
+class ReplicaServer(pb_grpc.ReplicaServicer):
+    """Serves `weir.Replica` for one UserCallable."""
+
+    def __init__(self, on_load_change: Callable[[], None]) -> None:
+        self.state = "STARTING"
+        self.user: UserCallable | None = None
+        self.max_ongoing = 5
+        self.admitted = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self._on_load_change = on_load_change
+
+    @property
+    def ongoing(self) -> int:
+        """Requests in progress, counting sync work abandoned after a timeout."""
+        busy = self.user.busy_threads if self.user is not None else 0
+        return max(self.admitted, busy)
+
+    def _admit(self) -> pb.CallReply | None:
+        if self.state != "RUNNING" or self.user is None:
+            return pb.CallReply(outcome=pb.UNAVAILABLE, ongoing=self.ongoing,
+                                error=f"replica is {self.state.lower()}")
+        if self.ongoing >= self.max_ongoing:
+            return pb.CallReply(outcome=pb.REJECTED, ongoing=self.ongoing,
+                                error="replica at max_ongoing_requests")
+        self.admitted += 1
+        self.idle.clear()
+        self._on_load_change()
+        return None
+
+    def _done(self) -> None:
+        self.admitted -= 1
+        if self.admitted == 0:
+            self.idle.set()
+        self._on_load_change()
+
+    @staticmethod
+    def _timeout(request: pb.CallRequest) -> float | None:
+        return None if not request.deadline else request.deadline - time.time()
+
+    async def Call(self, request: pb.CallRequest, context: Any) -> pb.CallReply:
+        """A unary call from a handle."""
+        refused = self._admit()
+        if refused is not None:
+            return refused
+        assert self.user is not None
+        log_ = log.bind(request_id=request.request_id, method=request.method or "__call__")
+        try:
+            timeout = self._timeout(request)
+            if timeout is not None and timeout <= 0:
+                return pb.CallReply(outcome=pb.TIMEOUT, error="deadline passed before start")
+            result = await asyncio.wait_for(
+                self.user.call_python(request.method, request.pickled_args), timeout)
+            try:
+                pickled = cloudpickle.dumps(result)
+            except Exception as exc:
+                raise TypeError(f"return value of type {type(result).__name__} cannot be "
+                                f"serialized: {exc}") from exc
+            return pb.CallReply(outcome=pb.OK, pickled=pickled, ongoing=self.ongoing - 1)
+        except TimeoutError:
+            log_.warning("request timed out; cancelled")
+            return pb.CallReply(outcome=pb.TIMEOUT, error="request timed out on the replica",
+                                ongoing=self.ongoing - 1)
+        except Exception as exc:
+            log_.error("user code raised", exc_info=True)
+            return pb.CallReply(outcome=pb.USER_ERROR, ongoing=self.ongoing - 1,
+                                **error_fields(exc))
+        finally:
+            self._done()
+
+    async def CallStream(self, request: pb.CallRequest,
+                         context: Any) -> AsyncIterator[pb.CallReply]:
+        """An HTTP call from the proxy, or a streaming handle call."""
+        refused = self._admit()
+        if refused is not None:
+            yield refused
+            return
+        try:
+            if request.HasField("http"):
+                async for reply in self._http(request):
+                    yield reply
+            else:
+                async for reply in self._python_stream(request):
+                    yield reply
+        finally:
+            self._done()
+
+    async def _python_stream(self, request: pb.CallRequest) -> AsyncIterator[pb.CallReply]:
+        assert self.user is not None
+        yield pb.CallReply(outcome=pb.OK, ongoing=self.ongoing)
+        try:
+            async for item in self.user.stream_python(request.method, request.pickled_args):
+                yield pb.CallReply(outcome=pb.OK, pickled=cloudpickle.dumps(item))
+        except Exception as exc:
+            log.error("user stream raised", request_id=request.request_id, exc_info=True)
+            yield pb.CallReply(outcome=pb.USER_ERROR, **error_fields(exc))
+
+    async def _http(self, request: pb.CallRequest) -> AsyncIterator[pb.CallReply]:
+        assert self.user is not None
+        queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+
+        async def send(message: dict[str, Any]) -> None:
+            await queue.put(message)
+
+        async def run() -> None:
+            try:
+                await self.user.call_http(request.method, request.http, send)  # type: ignore[union-attr]
+                await queue.put(None)
+            except BaseException as exc:
+                await queue.put(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+
+        task = asyncio.get_running_loop().create_task(run())
+        timeout = self._timeout(request)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        started = False
+        pending: pb.CallReply | None = None
+        try:
+            while True:
+                wait = None if deadline is None else deadline - time.monotonic()
+                try:
+                    item = await asyncio.wait_for(queue.get(), wait)
+                except TimeoutError:
+                    task.cancel()
+                    log.warning("request timed out; cancelled", request_id=request.request_id)
+                    if not started:
+                        yield pb.CallReply(outcome=pb.TIMEOUT, error="request timed out")
+                    return
+                if isinstance(item, BaseException):
+                    if not started:
+                        log.error("user code raised", request_id=request.request_id,
+                                  exc_info=item)
+                        fields = error_fields(item)
+                        yield pb.CallReply(
+                            outcome=pb.USER_ERROR, status=500, ongoing=self.ongoing - 1,
+                            headers=[pb.Header(name=b"content-type",
+                                               value=b"text/plain; charset=utf-8")],
+                            body=f"Internal Server Error: {fields['error_type']}: "
+                                 f"{fields['error']}".encode(),
+                            **fields)
+                    else:
+                        log.error("user code raised mid-response",
+                                  request_id=request.request_id, exc_info=item)
+                    return
+                if item is None:
+                    if pending is not None:
+                        yield pending
+                    return
+                kind = item["type"]
+                if kind == "http.response.start":
+                    started = True
+                    pending = pb.CallReply(
+                        outcome=pb.OK, status=item["status"], ongoing=self.ongoing - 1,
+                        headers=[pb.Header(name=bytes(k), value=bytes(v))
+                                 for k, v in item.get("headers", [])])
+                elif kind == "http.response.body":
+                    body = item.get("body", b"")
+                    more = item.get("more_body", False)
+                    if pending is not None:
+                        # Fold the first body chunk into the start message: one message for
+                        # the common, non-streaming response.
+                        pending.body = body
+                        pending.more_body = more
+                        yield pending
+                        pending = None
+                    else:
+                        yield pb.CallReply(outcome=pb.OK, body=body, more_body=more)
+        finally:
+            if not task.done():
+                task.cancel()
+
+
+async def start_server(servicer: ReplicaServer, host: str) -> tuple[grpc.aio.Server, str]:
+    """Start the gRPC server on a free port; returns it and its address."""
+    from weir.transport import CHANNEL_OPTIONS
+
+    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    pb_grpc.add_ReplicaServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{host}:0")
+    await server.start()
+    return server, f"{host}:{port}"

@@ -1,0 +1,103 @@
+"""The replica's session with the leading controller.
+
+One bidi stream: the replica registers (id, address, pid, state, version), then reports its
+load when it changes (at most every REPORT_MIN_INTERVAL_S) and at least every
+HEARTBEAT_S; the controller answers with commands (INIT, RECONFIGURE, STOP). When the
+stream breaks, the replica finds the leader anew through etcd and re-registers with its
+current state, so a new leader adopts it instead of starting another. Serving never waits
+on this session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+
+import grpc
+import structlog
+
+from weir.protos import weir_pb2 as pb
+from weir.protos import weir_pb2_grpc as pb_grpc
+from weir.route_table import LeaderLocator
+
+log = structlog.get_logger("weir.replica.session")
+
+REPORT_MIN_INTERVAL_S = 0.05
+HEARTBEAT_S = 1.0
+
+
+class ControllerSession:
+    """Keeps the replica registered with whichever controller leads."""
+
+    def __init__(self, replica_id: str, address: str, locator: LeaderLocator,
+                 snapshot: Callable[[], pb.ReplicaReport],
+                 on_command: Callable[[pb.ReplicaCommand], Awaitable[None]]) -> None:
+        self.replica_id = replica_id
+        self.address = address
+        self.locator = locator
+        self.snapshot = snapshot
+        self.on_command = on_command
+        self.changed = asyncio.Event()
+
+    def report_soon(self) -> None:
+        """Load or state changed: send a report shortly."""
+        self.changed.set()
+
+    def _report(self) -> pb.ReplicaReport:
+        report = self.snapshot()
+        report.replica_id = self.replica_id
+        report.address = self.address
+        report.pid = os.getpid()
+        return report
+
+    async def run(self) -> None:
+        """Hold the session until cancelled, reconnecting as needed."""
+        backoff = 0.05
+        while True:
+            address = await self.locator.leader_address()
+            if address is not None:
+                try:
+                    await self._hold(address)
+                    backoff = 0.05
+                except grpc.aio.AioRpcError as exc:
+                    log.info("controller session ended", controller=address,
+                             code=exc.code().name, details=exc.details())
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def _hold(self, address: str) -> None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = pb_grpc.ControllerStub(channel).ReplicaSession()
+            await call.write(self._report())
+            log.info("registered with controller", controller=address)
+            reader = asyncio.get_running_loop().create_task(self._read(call))
+            try:
+                while not reader.done():
+                    self.changed.clear()
+                    waiter = asyncio.get_running_loop().create_task(self.changed.wait())
+                    done, _ = await asyncio.wait({reader, waiter}, timeout=HEARTBEAT_S,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    if reader in done:
+                        break
+                    await call.write(self._report())
+                    await asyncio.sleep(REPORT_MIN_INTERVAL_S)
+                await reader
+            finally:
+                reader.cancel()
+                call.cancel()
+
+    async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
+        async for command in call:
+            try:
+                await self.on_command(command)
+            except Exception:
+                log.error("command failed", kind=command.kind, exc_info=True)
+            self.report_soon()
+
+
+def user_config_json(value: object) -> str:
+    """Canonical JSON of a user_config, for comparing what was applied with the goal."""
+    return json.dumps(value, sort_keys=True)

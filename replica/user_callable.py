@@ -1,0 +1,246 @@
+"""The user's deployment inside a replica: construct it, call its methods, and turn what
+they return into HTTP responses or pickled values.
+
+Sync methods run in a bounded thread pool, async ones on the replica's event loop.
+HTTP requests reach user code as a starlette `Request` (or, for `@serve.ingress` classes,
+as the ASGI call itself); whatever comes back is played through ASGI so that every
+starlette Response, streaming ones included, passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cloudpickle
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from weir.protos import weir_pb2 as pb
+
+Message = dict[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class UserCallableError(Exception):
+    """The deployment could not be loaded or constructed; the message says why."""
+
+
+def http_scope(http: pb.HttpRequest) -> dict[str, Any]:
+    """The ASGI scope of a forwarded HTTP request."""
+    client = (http.client_host, http.client_port) if http.client_host else None
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": http.http_version or "1.1",
+        "method": http.method,
+        "scheme": http.scheme or "http",
+        "path": http.path,
+        "raw_path": http.path.encode(),
+        "query_string": http.query_string,
+        "root_path": http.root_path,
+        "headers": [(h.name, h.value) for h in http.headers],
+        "client": client,
+        "server": None,
+    }
+
+
+def body_receiver(body: bytes) -> Callable[[], Awaitable[Message]]:
+    """An ASGI `receive` that yields the body once, then waits for a disconnect forever."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def to_response(result: Any) -> Response:
+    """Ray Serve's conversions: str -> text/plain, bytes as is, dict/list -> JSON, a starlette
+    Response as is, a generator -> a streaming response; other JSON-able values as JSON."""
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, str):
+        return PlainTextResponse(result)
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return Response(bytes(result), media_type="application/octet-stream")
+    if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        return StreamingResponse(result, media_type="text/plain")
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"the return value of type {type(result).__name__} cannot be sent over HTTP: "
+            "return str, bytes, a dict/list of JSON values, or a starlette Response"
+        ) from None
+    return JSONResponse(result)
+
+
+class UserCallable:
+    """One instance of the user's deployment and the way to call it."""
+
+    def __init__(self, definition: bytes, *, max_threads: int) -> None:
+        self._definition = definition
+        self.executor = ThreadPoolExecutor(max_workers=max(1, max_threads),
+                                           thread_name_prefix="weir-user")
+        self.instance: Any = None
+        self.is_function = False
+        self.asgi_app: Any = None
+        #: Threads running user code now (a timed-out sync call keeps its thread busy).
+        self.busy_threads = 0
+        self._busy_lock = threading.Lock()
+
+    async def construct(self) -> None:
+        """Unpickle the definition and run the constructor (in a thread: it may block)."""
+        loop = asyncio.get_running_loop()
+        try:
+            target, args, kwargs = await loop.run_in_executor(
+                self.executor, cloudpickle.loads, self._definition)
+        except Exception as exc:
+            raise UserCallableError(f"could not load the deployment's code: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+        if inspect.isclass(target):
+            self.instance = await loop.run_in_executor(
+                self.executor, lambda: target(*args, **kwargs))
+            self.asgi_app = getattr(self.instance, "__weir_asgi_app__", None)
+        else:
+            self.is_function = True
+            self.instance = target
+
+    def method(self, name: str) -> Callable[..., Any]:
+        """The bound method to call (`""` is `__call__`)."""
+        if self.is_function:
+            if name not in ("", "__call__"):
+                raise AttributeError(f"function deployments have only __call__, not {name!r}")
+            return self.instance  # type: ignore[no-any-return]
+        attr = name or "__call__"
+        if attr.startswith("_") and attr != "__call__":
+            raise AttributeError(f"method {attr!r} is private")
+        try:
+            return getattr(self.instance, attr)  # type: ignore[no-any-return]
+        except AttributeError:
+            raise AttributeError(
+                f"deployment class {type(self.instance).__name__} has no method {attr!r}"
+            ) from None
+
+    async def invoke(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call sync code in the thread pool, async code on the loop."""
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)
+        ):
+            return await fn(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self.executor, self._in_thread, fn, args, kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _in_thread(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        with self._busy_lock:
+            self.busy_threads += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self._busy_lock:
+                self.busy_threads -= 1
+
+    async def reconfigure(self, user_config: Any) -> None:
+        """Call the user's `reconfigure(user_config)` if it has one."""
+        fn = getattr(self.instance, "reconfigure", None)
+        if fn is not None and not self.is_function:
+            await self.invoke(fn, user_config)
+
+    async def check_health(self) -> None:
+        """Call the user's `check_health()` if it has one; raises if unhealthy."""
+        fn = getattr(self.instance, "check_health", None)
+        if fn is not None and not self.is_function:
+            await self.invoke(fn)
+
+    async def call_python(self, method: str, pickled_args: bytes) -> Any:
+        """A handle call: unpickle (args, kwargs) and call the method."""
+        args, kwargs = cloudpickle.loads(pickled_args) if pickled_args else ((), {})
+        return await self.invoke(self.method(method), *args, **kwargs)
+
+    async def stream_python(self, method: str, pickled_args: bytes) -> AsyncIterator[Any]:
+        """A streaming handle call: the method is a (sync or async) generator."""
+        args, kwargs = cloudpickle.loads(pickled_args) if pickled_args else ((), {})
+        fn = self.method(method)
+        if inspect.isasyncgenfunction(fn):
+            async for item in fn(*args, **kwargs):
+                yield item
+            return
+        result = await self.invoke(fn, *args, **kwargs)
+        if inspect.isasyncgen(result):
+            async for item in result:
+                yield item
+        elif inspect.isgenerator(result):
+            loop = asyncio.get_running_loop()
+            done = object()
+            while True:
+                item = await loop.run_in_executor(self.executor, next, result, done)
+                if item is done:
+                    break
+                yield item
+        else:
+            yield result
+
+    async def call_http(self, method: str, http: pb.HttpRequest, send: Send) -> None:
+        """An HTTP call: play the request through the ingress ASGI app, or call the method
+        with a starlette Request and play its result; ASGI messages go to `send`."""
+        scope = http_scope(http)
+        receive = body_receiver(http.body)
+        if self.asgi_app is not None and not method:
+            await self.asgi_app(scope, receive, send)
+            return
+        fn = self.method(method)
+        request = Request(scope, receive)
+        if inspect.isasyncgenfunction(fn):
+            result: Any = fn(request)
+        else:
+            result = await self.invoke(fn, request)
+        if inspect.isgenerator(result):
+            result = _iterate_in_thread(result, self.executor)
+        await to_response(result)(scope, receive, send)
+
+    def shutdown(self) -> None:
+        """Run the user's `__del__`-style cleanup and stop the thread pool."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _iterate_in_thread(gen: Any, executor: ThreadPoolExecutor) -> AsyncIterator[Any]:
+    loop = asyncio.get_running_loop()
+    done = object()
+    while True:
+        item = await loop.run_in_executor(executor, next, gen, done)
+        if item is done:
+            return
+        yield item
+
+
+def error_fields(exc: BaseException) -> dict[str, str]:
+    """The error fields of a reply for an exception raised by user code."""
+    import traceback
+
+    return {
+        "error": str(exc) or type(exc).__name__,
+        "error_type": type(exc).__name__,
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
+def add_sys_paths(paths: list[str]) -> None:
+    """Put runtime_env paths first on sys.path (working_dir, py_modules)."""
+    for path in reversed(paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)

@@ -1,0 +1,155 @@
+"""A process's way to call deployments: the route table subscription, one router per
+deployment, and the transport. The proxy has one; so does every process that uses handles
+(a replica, a driver script).
+
+Retries follow one rule: a call is retried on another replica only when it never started
+(the replica refused it, was draining, or could not be reached), never after it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import structlog
+
+from weir.exceptions import DeploymentUnavailableError, RequestTimeoutError
+from weir.protos import weir_pb2 as pb
+from weir.route_table import LeaderLocator, RouteTable, RouteTableSubscriber
+from weir.router import REJECTED_BACKOFF_S, UNREACHABLE_BACKOFF_S, DeploymentRouter
+from weir.transport import ReplicaTransport, ReplicaUnreachable
+
+log = structlog.get_logger("weir.data_plane")
+
+#: With no deadline, how long a call waits for the route table to name its deployment.
+UNKNOWN_DEPLOYMENT_WAIT_S = 30.0
+_NEVER_STARTED = (pb.REJECTED, pb.UNAVAILABLE)
+
+
+def unix_deadline(deadline: float | None) -> float:
+    """A monotonic deadline as the UNIX time carried on the wire (0: none)."""
+    return 0.0 if deadline is None else time.time() + (deadline - time.monotonic())
+
+
+class DataPlane:
+    """Routes calls from this process to replicas."""
+
+    def __init__(self, locator: LeaderLocator, subscriber: str) -> None:
+        self.transport = ReplicaTransport()
+        self.routers: dict[tuple[str, str], DeploymentRouter] = {}
+        self.subscriber = RouteTableSubscriber(locator, subscriber, self._on_table)
+        self._table_changed = asyncio.Event()
+
+    @property
+    def table(self) -> RouteTable | None:
+        """The last route table received."""
+        return self.subscriber.table
+
+    def start(self) -> None:
+        """Start following the route table (on the running loop)."""
+        self.subscriber.start()
+
+    async def close(self) -> None:
+        """Stop following the table and close channels."""
+        await self.subscriber.stop()
+        await self.transport.close()
+
+    def _on_table(self, table: RouteTable) -> None:
+        for key, targets in table.deployments.items():
+            self.router(*key).update(
+                targets.max_ongoing_requests,
+                targets.max_queued_requests,
+                [(r.replica_id, r.address, r.ongoing) for r in targets.replicas],
+            )
+        for key, router in self.routers.items():
+            if key not in table.deployments and router.known:
+                router.update(router.max_ongoing, router.max_queued, [])
+        self._table_changed.set()
+        self._table_changed = asyncio.Event()
+
+    def router(self, app: str, deployment: str) -> DeploymentRouter:
+        """The router for one deployment (created on first use)."""
+        key = (app, deployment)
+        router = self.routers.get(key)
+        if router is None:
+            router = self.routers[key] = DeploymentRouter(app, deployment)
+        return router
+
+    async def wait_known(self, app: str, deployment: str, deadline: float | None) -> None:
+        """Wait until the route table names the deployment."""
+        end = deadline if deadline is not None else time.monotonic() + UNKNOWN_DEPLOYMENT_WAIT_S
+        while not self.router(app, deployment).known:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise DeploymentUnavailableError(
+                    f"deployment {deployment!r} of application {app!r} is not known to the "
+                    "cluster (not deployed, or the controller is unreachable)"
+                )
+            try:
+                await asyncio.wait_for(self._table_changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    async def call(self, app: str, deployment: str, request: pb.CallRequest,
+                   deadline: float | None) -> pb.CallReply:
+        """Route one unary call; `deadline` is monotonic. Raises BackPressureError,
+        DeploymentUnavailableError, RequestTimeoutError or ReplicaCallFailed."""
+        await self.wait_known(app, deployment, deadline)
+        router = self.router(app, deployment)
+        request.deadline = unix_deadline(deadline)
+        while True:
+            slot = await router.assign(deadline)
+            reported: int | None = None
+            skip = 0.0
+            try:
+                timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
+                reply = await self.transport.call(slot.address, request, timeout)
+                reported = reply.ongoing
+                if reply.outcome in _NEVER_STARTED:
+                    skip = REJECTED_BACKOFF_S
+                    continue
+                if reply.outcome == pb.TIMEOUT:
+                    raise RequestTimeoutError(reply.error or "request timed out")
+                return reply
+            except ReplicaUnreachable:
+                skip = UNREACHABLE_BACKOFF_S
+                continue
+            except TimeoutError as exc:
+                raise RequestTimeoutError(str(exc)) from exc
+            finally:
+                router.release(slot, reported=reported, skip_for=skip)
+
+    async def stream(self, app: str, deployment: str, request: pb.CallRequest,
+                     deadline: float | None) -> AsyncIterator[pb.CallReply]:
+        """Route one streaming call; yields reply messages. Retries like `call` while the
+        replica has not started it (its first message refuses)."""
+        await self.wait_known(app, deployment, deadline)
+        router = self.router(app, deployment)
+        request.deadline = unix_deadline(deadline)
+        while True:
+            slot = await router.assign(deadline)
+            reported: int | None = None
+            skip = 0.0
+            try:
+                timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
+                first = True
+                async for reply in self.transport.stream(slot.address, request, timeout):
+                    if first:
+                        first = False
+                        reported = reply.ongoing
+                        if reply.outcome in _NEVER_STARTED:
+                            skip = REJECTED_BACKOFF_S
+                            break
+                        if reply.outcome == pb.TIMEOUT:
+                            raise RequestTimeoutError(reply.error or "request timed out")
+                    yield reply
+                else:
+                    return
+            except ReplicaUnreachable:
+                skip = UNREACHABLE_BACKOFF_S
+                continue
+            except TimeoutError as exc:
+                raise RequestTimeoutError(str(exc)) from exc
+            finally:
+                router.release(slot, reported=reported, skip_for=skip)

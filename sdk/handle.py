@@ -1,0 +1,229 @@
+"""DeploymentHandle and DeploymentResponse: calling a deployment from Python.
+
+A handle is a name (app, deployment, method) plus call options; it pickles as such, so
+handles pass freely into constructors and across processes and connect lazily to the
+process's cluster. Calls run on the data plane loop (a replica's own loop, or a daemon
+thread in a driver), so `.result()` can block in sync code while `await` works in async code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+import uuid
+from collections.abc import AsyncIterator, Generator, Iterator
+from typing import Any
+
+import cloudpickle
+
+from weir import context
+from weir.exceptions import RayServeException, RequestCancelledError, UserCodeError
+from weir.protos import weir_pb2 as pb
+
+
+def decode_reply(reply: pb.CallReply) -> Any:
+    """The Python value a reply carries, or the remote error raised as UserCodeError."""
+    if reply.outcome == pb.USER_ERROR:
+        raise UserCodeError(reply.error_type, reply.error, reply.traceback)
+    if reply.outcome != pb.OK:
+        raise RayServeException(reply.error or pb.CallOutcome.Name(reply.outcome))
+    return cloudpickle.loads(reply.pickled) if reply.pickled else None
+
+
+async def _resolve(value: Any) -> Any:
+    """Await DeploymentResponses passed as arguments (chaining without awaiting)."""
+    if isinstance(value, DeploymentResponse):
+        return await value
+    if isinstance(value, list):
+        return [await _resolve(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple([await _resolve(v) for v in value])
+    if isinstance(value, dict):
+        return {k: await _resolve(v) for k, v in value.items()}
+    return value
+
+
+def _on_data_plane_loop() -> bool:
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return running is context.data_plane_loop()
+
+
+class DeploymentResponse:
+    """The future result of `handle.remote()`: `await` it, or `.result()` in sync code."""
+
+    def __init__(self, task: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:
+        self._task = task
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if isinstance(self._task, asyncio.Future):
+            return self._task.__await__()
+        return asyncio.wrap_future(self._task).__await__()
+
+    def result(self, *, timeout_s: float | None = None) -> Any:
+        """Block until the call returns; raises its error, or TimeoutError after timeout_s."""
+        if isinstance(self._task, asyncio.Future):
+            raise RuntimeError(
+                "DeploymentResponse.result() would block the event loop; use `await response`"
+            )
+        try:
+            return self._task.result(timeout=timeout_s)
+        except concurrent.futures.CancelledError:
+            raise RequestCancelledError("the request was cancelled") from None
+
+    def cancel(self) -> None:
+        """Cancel the call; the replica cancels its work (asyncio) or abandons it (threads)."""
+        if isinstance(self._task, asyncio.Future):
+            self._task.cancel()
+        else:
+            loop = context.data_plane_loop()
+            loop.call_soon_threadsafe(self._task.cancel)
+
+    def cancelled(self) -> bool:
+        """Whether the call was cancelled."""
+        return self._task.cancelled()
+
+
+_END = object()
+
+
+class DeploymentResponseGenerator:
+    """The result of a streaming call (`handle.options(stream=True).remote()`): iterate it
+    with `async for` or plain `for`."""
+
+    def __init__(self, queue: asyncio.Queue[Any], task: asyncio.Future[Any]) -> None:
+        self._queue = queue
+        self._task = task
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        if _on_data_plane_loop():
+            item = await self._queue.get()
+        else:
+            item = await asyncio.wrap_future(context.submit(self._queue.get()))
+        if item is _END:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = context.submit(self._queue.get()).result()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def cancel(self) -> None:
+        """Stop the stream; the replica stops producing."""
+        context.data_plane_loop().call_soon_threadsafe(self._task.cancel)
+
+
+class DeploymentHandle:
+    """A handle to one deployment of one application; `.remote()` calls it."""
+
+    def __init__(self, deployment_name: str, app_name: str = "default", *,
+                 method_name: str = "__call__", stream: bool = False,
+                 timeout_s: float | None = None) -> None:
+        self.deployment_name = deployment_name
+        self.app_name = app_name
+        self.method_name = method_name
+        self.stream = stream
+        self.timeout_s = timeout_s
+
+    def __repr__(self) -> str:
+        return (f"DeploymentHandle(deployment={self.deployment_name!r}, "
+                f"app={self.app_name!r}, method={self.method_name!r})")
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (self.deployment_name, self.app_name, self.method_name, self.stream,
+                           self.timeout_s))
+
+    def options(self, *, method_name: str | None = None, stream: bool | None = None,
+                timeout_s: float | None = None, **_ignored: Any) -> DeploymentHandle:
+        """A handle with other call options: method_name, stream, timeout_s."""
+        return DeploymentHandle(
+            self.deployment_name, self.app_name,
+            method_name=self.method_name if method_name is None else method_name,
+            stream=self.stream if stream is None else stream,
+            timeout_s=self.timeout_s if timeout_s is None else timeout_s,
+        )
+
+    def __getattr__(self, name: str) -> DeploymentHandle:
+        if name.startswith("__") or name in ("deployment_name", "app_name", "method_name",
+                                             "stream", "timeout_s"):
+            raise AttributeError(name)
+        return self.options(method_name=name)
+
+    def _request(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> pb.CallRequest:
+        return pb.CallRequest(
+            request_id=uuid.uuid4().hex,
+            method="" if self.method_name == "__call__" else self.method_name,
+            pickled_args=cloudpickle.dumps((args, kwargs)),
+            caller="handle",
+        )
+
+    def _deadline(self) -> float | None:
+        return None if self.timeout_s is None else time.monotonic() + self.timeout_s
+
+    async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        args, kwargs = await _resolve(args), await _resolve(kwargs)
+        plane = await context.get_data_plane()
+        reply = await plane.call(self.app_name, self.deployment_name,
+                                 self._request(args, kwargs), self._deadline())
+        return decode_reply(reply)
+
+    async def _produce(self, queue: asyncio.Queue[Any], args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> None:
+        try:
+            args, kwargs = await _resolve(args), await _resolve(kwargs)
+            plane = await context.get_data_plane()
+            first = True
+            async for reply in plane.stream(self.app_name, self.deployment_name,
+                                            self._request(args, kwargs), self._deadline()):
+                if first:
+                    first = False
+                    decode_reply(reply)  # raises if the call failed before the first item
+                    continue
+                await queue.put(decode_reply(reply))
+            await queue.put(_END)
+        except asyncio.CancelledError:
+            await queue.put(_END)
+            raise
+        except BaseException as exc:
+            await queue.put(exc)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the deployment: a DeploymentResponse, or with stream=True a
+        DeploymentResponseGenerator."""
+        if self.stream:
+            return self._start_stream(args, kwargs)
+        if _on_data_plane_loop():
+            return DeploymentResponse(asyncio.get_running_loop().create_task(
+                self._call(args, kwargs)))
+        return DeploymentResponse(context.submit(self._call(args, kwargs)))
+
+    def _start_stream(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        async def start() -> DeploymentResponseGenerator:
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            task = asyncio.get_running_loop().create_task(self._produce(queue, args, kwargs))
+            return DeploymentResponseGenerator(queue, task)
+
+        if _on_data_plane_loop():
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            task = asyncio.get_running_loop().create_task(self._produce(queue, args, kwargs))
+            return DeploymentResponseGenerator(queue, task)
+        return context.submit(start()).result()
+
+
+def _rebuild(deployment: str, app: str, method: str, stream: bool,
+             timeout_s: float | None) -> DeploymentHandle:
+    return DeploymentHandle(deployment, app, method_name=method, stream=stream,
+                            timeout_s=timeout_s)

@@ -1,0 +1,169 @@
+"""The route table: which route prefix goes to which app's ingress, and each deployment's
+running replicas with their last reported load. Streamed by the leading controller to every
+proxy and handle; subscribers keep serving the last table while the controller is away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+
+from weir.protos import weir_pb2 as pb
+from weir.protos import weir_pb2_grpc as pb_grpc
+
+log = structlog.get_logger("weir.route_table")
+
+LEADER_KEY = "/weir/leader"
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    """A route prefix and the ingress deployment serving it."""
+
+    route_prefix: str
+    app: str
+    deployment: str
+
+
+@dataclass
+class RouteTable:
+    """Plain-data view of the streamed `weir.RouteTable`."""
+
+    version: int = 0
+    routes: list[RouteEntry] = field(default_factory=list)
+    deployments: dict[tuple[str, str], pb.DeploymentTargets] = field(default_factory=dict)
+    http_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_proto(cls, msg: pb.RouteTable) -> RouteTable:
+        """Build from the wire message."""
+        return cls(
+            version=msg.version,
+            routes=[RouteEntry(r.route_prefix, r.app, r.deployment) for r in msg.routes],
+            deployments={(d.app, d.deployment): d for d in msg.deployments},
+            http_options=json.loads(msg.http_options_json) if msg.http_options_json else {},
+        )
+
+    def ingress_of(self, app: str) -> str | None:
+        """The ingress deployment of an app, if it has a route."""
+        for r in self.routes:
+            if r.app == app:
+                return r.deployment
+        return None
+
+
+def match_route(routes: Sequence[RouteEntry], path: str) -> RouteEntry | None:
+    """Longest route prefix that matches `path` on a segment boundary (`/a` matches `/a` and
+    `/a/b`, not `/ab`); `/` matches everything."""
+    best: RouteEntry | None = None
+    for route in routes:
+        prefix = route.route_prefix
+        if prefix == "/" or path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            if best is None or len(prefix) > len(best.route_prefix):
+                best = route
+    return best
+
+
+def parse_leader(value: bytes) -> str:
+    """The admin address stored in the leader key."""
+    return str(json.loads(value)["address"])
+
+
+class LeaderLocator:
+    """Finds the leading controller's admin address: from etcd when endpoints are known,
+    else from a list of controller addresses (any controller tells where the leader is)."""
+
+    def __init__(self, etcd_endpoints: str = "", controllers: Sequence[str] = ()) -> None:
+        self.etcd_endpoints = etcd_endpoints
+        self.controllers = list(controllers)
+        self._store: Any = None
+
+    async def leader_address(self) -> str | None:
+        """The leader's address now, or None if it cannot be told."""
+        if self.etcd_endpoints:
+            from weir.store import Store, StoreError
+
+            try:
+                if self._store is None:
+                    store = Store(self.etcd_endpoints)
+                    await store.connect()
+                    self._store = store
+                kv = await self._store.get(LEADER_KEY)
+            except StoreError as exc:
+                log.debug("leader lookup failed", error=str(exc))
+                return None
+            return parse_leader(kv.value) if kv else None
+        return random.choice(self.controllers) if self.controllers else None
+
+    async def close(self) -> None:
+        """Release the etcd connection."""
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+
+class RouteTableSubscriber:
+    """Keeps a live subscription to the leader's route table; `on_table` gets each table.
+
+    Reconnects with backoff, finding the leader anew each time; the last table stays in force
+    meanwhile (the data plane never depends on a controller being up).
+    """
+
+    def __init__(self, locator: LeaderLocator, subscriber: str,
+                 on_table: Callable[[RouteTable], None]) -> None:
+        self.locator = locator
+        self.subscriber = subscriber
+        self.on_table = on_table
+        self.table: RouteTable | None = None
+        self.first_table = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the subscription task on the running loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the subscription."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.locator.close()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            address = await self.locator.leader_address()
+            if address is not None:
+                try:
+                    await self._follow(address)
+                    backoff = 0.05
+                except grpc.aio.AioRpcError as exc:
+                    details = exc.details() or ""
+                    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "leader at" in details:
+                        self.locator.controllers = [details.rsplit("leader at", 1)[1].strip()]
+                        continue
+                    log.debug("route table stream ended", address=address,
+                              code=exc.code().name)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def _follow(self, address: str) -> None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.ControllerStub(channel)
+            stream = stub.WatchRoutes(pb.WatchRoutesRequest(subscriber=self.subscriber))
+            async for msg in stream:
+                table = RouteTable.from_proto(msg)
+                self.table = table
+                self.on_table(table)
+                self.first_table.set()

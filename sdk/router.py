@@ -1,0 +1,178 @@
+"""Per-caller routing to one deployment's replicas: power of two choices with a bounded queue.
+
+Used by the proxy (one caller) and by every DeploymentHandle (another caller), as in Ray
+Serve: `max_queued_requests` bounds each caller's own queue, not a global one.
+
+The choice is a pure function (`choose_replica`) over plain slots; `DeploymentRouter` adds
+the asyncio waiting around it. A request is admitted when a replica below
+max_ongoing_requests (by this caller's own count of in-flight calls) is free; otherwise it
+waits in a FIFO queue; when the queue already holds max_queued_requests, it is shed at once
+with BackPressureError. A replica that refuses a call (at capacity because of other callers,
+or draining) is skipped briefly and the call goes elsewhere: it never started, so that retry
+is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from weir.exceptions import BackPressureError, DeploymentUnavailableError
+
+#: How long a replica that refused a call is skipped before it is tried again.
+REJECTED_BACKOFF_S = 0.02
+#: How long an unreachable replica is skipped (the route table normally drops it sooner).
+UNREACHABLE_BACKOFF_S = 1.0
+#: With no deadline, how long a request waits when the deployment has no replica at all.
+NO_REPLICA_WAIT_S = 30.0
+
+
+@dataclass
+class ReplicaSlot:
+    """A replica as one caller sees it."""
+
+    replica_id: str
+    address: str
+    #: Ongoing requests the replica last reported (all callers), piggybacked or streamed.
+    reported: int = 0
+    #: This caller's own calls in flight to it.
+    in_flight: int = 0
+    #: Monotonic time before which it is skipped (it refused a call or was unreachable).
+    skip_until: float = 0.0
+
+    @property
+    def load(self) -> int:
+        """Estimated queue depth: the larger of what we sent and what it reported."""
+        return max(self.in_flight, self.reported)
+
+
+def choose_replica(
+    slots: Sequence[ReplicaSlot], max_ongoing: int, now: float, rng: random.Random
+) -> ReplicaSlot | None:
+    """Power of two choices: two random replicas below max_ongoing, the less loaded one.
+
+    Returns None when no replica can take a call now.
+    """
+    free = [s for s in slots if s.in_flight < max_ongoing and s.skip_until <= now]
+    if not free:
+        return None
+    if len(free) == 1:
+        return free[0]
+    a, b = rng.sample(free, 2)
+    return a if a.load <= b.load else b
+
+
+class DeploymentRouter:
+    """One caller's router for one deployment."""
+
+    def __init__(self, app: str, deployment: str, *, rng: random.Random | None = None) -> None:
+        self.app = app
+        self.deployment = deployment
+        self.max_ongoing = 5
+        self.max_queued = -1
+        self._slots: dict[str, ReplicaSlot] = {}
+        self._waiters: deque[asyncio.Event] = deque()
+        self._rng = rng or random.Random()
+        self.known = False
+
+    @property
+    def slots(self) -> list[ReplicaSlot]:
+        """Current replicas."""
+        return list(self._slots.values())
+
+    @property
+    def num_queued(self) -> int:
+        """Requests of this caller waiting for a replica."""
+        return len(self._waiters)
+
+    def update(
+        self, max_ongoing: int, max_queued: int, replicas: Iterable[tuple[str, str, int]]
+    ) -> None:
+        """Take a new replica list `(replica_id, address, reported_ongoing)` from the table."""
+        self.known = True
+        self.max_ongoing = max(1, max_ongoing)
+        self.max_queued = max_queued
+        fresh: dict[str, ReplicaSlot] = {}
+        for replica_id, address, ongoing in replicas:
+            slot = self._slots.get(replica_id)
+            if slot is None or slot.address != address:
+                slot = ReplicaSlot(replica_id, address)
+            slot.reported = ongoing
+            fresh[replica_id] = slot
+        self._slots = fresh
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiters:
+            self._waiters[0].set()
+
+    def _take(self) -> ReplicaSlot | None:
+        slot = choose_replica(list(self._slots.values()), self.max_ongoing, time.monotonic(),
+                              self._rng)
+        if slot is not None:
+            slot.in_flight += 1
+        return slot
+
+    async def assign(self, deadline: float | None) -> ReplicaSlot:
+        """Wait for a replica with room; shed at once when this caller's queue is full.
+
+        `deadline` is on the `time.monotonic()` clock. Raises BackPressureError or
+        DeploymentUnavailableError (deadline passed while waiting).
+        """
+        if not self._waiters:
+            slot = self._take()
+            if slot is not None:
+                return slot
+        if 0 <= self.max_queued <= len(self._waiters):
+            raise BackPressureError(
+                num_queued_requests=len(self._waiters), max_queued_requests=self.max_queued
+            )
+        if deadline is None and not self._slots:
+            deadline = time.monotonic() + NO_REPLICA_WAIT_S
+        event = asyncio.Event()
+        self._waiters.append(event)
+        try:
+            while True:
+                if self._waiters[0] is event:
+                    slot = self._take()
+                    if slot is not None:
+                        return slot
+                event.clear()
+                wait = self._poll_interval(deadline)
+                try:
+                    await asyncio.wait_for(event.wait(), wait)
+                except TimeoutError:
+                    pass
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DeploymentUnavailableError(
+                        f"no replica of deployment {self.deployment!r} in application "
+                        f"{self.app!r} became available in time"
+                        + ("" if self._slots else " (it has no running replica)")
+                    )
+        finally:
+            self._waiters.remove(event)
+            self._wake()
+
+    def _poll_interval(self, deadline: float | None) -> float | None:
+        now = time.monotonic()
+        waits = [s.skip_until - now for s in self._slots.values() if s.skip_until > now]
+        if deadline is not None:
+            waits.append(deadline - now)
+        if not self._slots:
+            waits.append(0.5)
+        return max(0.0, min(waits)) if waits else None
+
+    def release(self, slot: ReplicaSlot, *, reported: int | None = None,
+                skip_for: float = 0.0) -> None:
+        """A call to `slot` ended: free its place, note the replica's reported load, and
+        optionally skip the replica for `skip_for` seconds (it refused or was unreachable)."""
+        slot.in_flight = max(0, slot.in_flight - 1)
+        if reported is not None:
+            slot.reported = reported
+        if skip_for:
+            slot.skip_until = time.monotonic() + skip_for
+        self._wake()

@@ -1,0 +1,75 @@
+"""Process-wide setup: the one home for global state (logging, event loop, signals).
+
+Every Weir process (controller, proxy, replica, CLI) calls `configure_logging` once with its
+component name; every log line is then one structlog event carrying `component` and any
+bound context (replica_id, request_id, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def configure_logging(component: str, **context: Any) -> None:
+    """Route structlog events to stderr as one key=value line each, tagged with `component`.
+
+    `WEIR_LOG_LEVEL` (debug, info, warning, error) sets the threshold; `WEIR_LOG_JSON=1` switches
+    to JSON lines for log shippers.
+    """
+    level = _LEVELS.get(os.environ.get("WEIR_LOG_LEVEL", "info").lower(), logging.INFO)
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if os.environ.get("WEIR_LOG_JSON") == "1"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(component=component, pid=os.getpid(), **context)
+
+
+def install_event_loop_policy() -> None:
+    """Use uvloop where it is installed: it serves grpc.aio and HTTP 10-15 % faster."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `main(stop)` on a fresh event loop; SIGTERM and SIGINT set `stop` once.
+
+    `main` owns the orderly shutdown: it waits on the event, then drains and returns.
+    """
+    install_event_loop_policy()
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
