@@ -136,8 +136,9 @@ class UserCallable:
 
     async def invoke(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call sync code in the thread pool, async code on the loop."""
-        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-            getattr(fn, "__call__", None)
+        if inspect.iscoroutinefunction(fn) or (
+            not inspect.isfunction(fn) and not inspect.ismethod(fn)
+            and inspect.iscoroutinefunction(type(fn).__call__)
         ):
             return await fn(*args, **kwargs)
         loop = asyncio.get_running_loop()

@@ -67,7 +67,8 @@ class BuiltApp:
 
     def to_json(self) -> str:
         """Serialize for the wire and for etcd."""
-        return json.dumps({"name": self.name, "deployments": [d.to_json() for d in self.deployments]})
+        return json.dumps({"name": self.name,
+                           "deployments": [d.to_json() for d in self.deployments]})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> BuiltApp:

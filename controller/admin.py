@@ -1,0 +1,235 @@
+"""The controller's gRPC face: the admin API (CLI, SDK), replica sessions and route streams.
+
+Any controller answers config reads (they come from etcd). Everything else needs the leader:
+a standby refuses with FAILED_PRECONDITION "not the leader; leader at ADDRESS" and the
+client follows, so a write is applied once, by the one leader.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from weir.config import ConfigError, config_from_json, diff_applications
+from weir.controller.goal import (
+    APPS_PREFIX,
+    HISTORY_PREFIX,
+    HTTP_OPTIONS_KEY,
+    AppGoal,
+    apply_deploy,
+)
+from weir.controller.leader import Leader
+from weir.protos import weir_pb2 as pb
+from weir.protos import weir_pb2_grpc as pb_grpc
+from weir.store import Store, StoreError
+
+log = structlog.get_logger("weir.controller.admin")
+
+#: How many accepted configs `weir config --history` keeps.
+HISTORY_LIMIT = 100
+
+
+class AdminService(pb_grpc.ControllerServicer):
+    """Serves `weir.Controller` for one controller process."""
+
+    def __init__(self, store: Store, leader: Callable[[], Leader | None],
+                 leader_address: Callable[[], str], on_shutdown: Callable[[], Any]) -> None:
+        self.store = store
+        self._leader = leader
+        self._leader_address = leader_address
+        self._on_shutdown = on_shutdown
+
+    async def _need_leader(self, context: grpc.aio.ServicerContext) -> Leader:
+        leader = self._leader()
+        if leader is None:
+            address = self._leader_address() or "unknown (election in progress)"
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"not the leader; leader at {address}")
+            raise AssertionError("unreachable")
+        return leader
+
+    # ------------------------------------------------------------ data-plane support
+
+    async def ReplicaSession(self, request_iterator: AsyncIterator[pb.ReplicaReport],
+                             context: grpc.aio.ServicerContext
+                             ) -> AsyncIterator[pb.ReplicaCommand]:
+        """A replica's session (leader only)."""
+        leader = await self._need_leader(context)
+        async for command in leader.session(request_iterator):
+            yield command
+
+    async def WatchRoutes(self, request: pb.WatchRoutesRequest,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RouteTable]:
+        """Stream the route table (leader only)."""
+        leader = await self._need_leader(context)
+        log.info("route subscriber", subscriber=request.subscriber)
+        async for table in leader.watch_routes():
+            yield table
+
+    # ------------------------------------------------------------ admin
+
+    async def Deploy(self, request: pb.DeployRequest,
+                     context: grpc.aio.ServicerContext) -> pb.DeployReply:
+        """Validate a config, then replace the goal in one etcd transaction."""
+        leader = await self._need_leader(context)
+        try:
+            config = config_from_json(request.config_json)
+        except ConfigError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
+        app_configs = [a.model_dump(mode="json", exclude_unset=True)
+                       for a in config.applications]
+        for cfg, app in zip(app_configs, config.applications, strict=True):
+            cfg["name"] = app.name
+            cfg["deployments"] = [d.model_dump(mode="json", exclude_unset=True)
+                                  for d in app.deployments]
+        by_value = {k: v.decode() for k, v in request.pickled_apps.items()}
+        http_options = config.http_options.model_dump(mode="json")
+        for _attempt in range(5):
+            try:
+                leader_goals, revisions = await self._read_goals()
+                puts, deletes = apply_deploy(leader_goals, app_configs, partial=request.partial,
+                                             by_value=by_value, now=time.time())
+                previous = await self._latest_config()
+                merged = self._merged_config(previous, config.model_dump(mode="json"),
+                                             request.partial, deletes)
+                diff = diff_applications(config_from_json(json.dumps(previous))
+                                         if previous else None,
+                                         config_from_json(json.dumps(merged)))
+                if request.dry_run:
+                    return pb.DeployReply(message="dry run: nothing changed",
+                                          diff_json=json.dumps(diff, default=str))
+                keys: dict[str, bytes] = {APPS_PREFIX + n: g.to_bytes() for n, g in puts.items()}
+                keys[HTTP_OPTIONS_KEY] = json.dumps(http_options).encode()
+                keys[f"{HISTORY_PREFIX}{time.time_ns():020d}"] = json.dumps(
+                    {"timestamp": time.time(), "config": merged}).encode()
+                guards = {APPS_PREFIX + n: revisions.get(n, 0) for n in [*puts, *deletes]}
+                revision = await self.store.commit(
+                    puts=keys, deletes=[APPS_PREFIX + n for n in deletes],
+                    expect_mod_revision=guards)
+            except StoreError as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    f"cannot write the goal state: {exc}")
+                raise
+            if revision is not None:
+                await self._trim_history()
+                leader.wake()
+                changed = sorted(puts)
+                log.info("deployed", changed=changed, deleted=deletes, revision=revision)
+                return pb.DeployReply(
+                    message=f"deployed: {len(changed)} app(s) changed, {len(deletes)} removed",
+                    revision=revision, diff_json=json.dumps(diff, default=str))
+        await context.abort(grpc.StatusCode.ABORTED,
+                            "the goal changed concurrently five times; try again")
+        raise AssertionError("unreachable")
+
+    async def _read_goals(self) -> tuple[dict[str, AppGoal], dict[str, int]]:
+        items, _ = await self.store.get_prefix(APPS_PREFIX)
+        goals, revisions = {}, {}
+        for kv in items:
+            goal = AppGoal.from_bytes(kv.value)
+            goals[goal.name] = goal
+            revisions[goal.name] = kv.mod_revision
+        return goals, revisions
+
+    async def _latest_config(self) -> dict[str, Any] | None:
+        items, _ = await self.store.get_prefix(HISTORY_PREFIX)
+        if not items:
+            return None
+        return json.loads(items[-1].value)["config"]  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _merged_config(previous: dict[str, Any] | None, new: dict[str, Any], partial: bool,
+                       deletes: list[str]) -> dict[str, Any]:
+        if not partial or previous is None:
+            return new
+        names = {a["name"] for a in new["applications"]}
+        kept = [a for a in previous.get("applications", [])
+                if a["name"] not in names and a["name"] not in deletes]
+        return {**previous, "applications": kept + new["applications"]}
+
+    async def _trim_history(self) -> None:
+        items, _ = await self.store.get_prefix(HISTORY_PREFIX)
+        for kv in items[:-HISTORY_LIMIT]:
+            await self.store.delete(kv.key)
+
+    async def GetConfig(self, request: pb.GetConfigRequest,
+                        context: grpc.aio.ServicerContext) -> pb.GetConfigReply:
+        """The goal as held in etcd; with `history`, every accepted config."""
+        try:
+            if request.history:
+                items, _ = await self.store.get_prefix(HISTORY_PREFIX)
+                history = [{"revision": kv.key.rsplit("/", 1)[1], **json.loads(kv.value)}
+                           for kv in items]
+                return pb.GetConfigReply(config_json=json.dumps(history))
+            goals, _ = await self._read_goals()
+            kv = await self.store.get(HTTP_OPTIONS_KEY)
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read the goal: {exc}")
+            raise
+        if request.name:
+            goal = goals.get(request.name)
+            if goal is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND,
+                                    f"no application named {request.name!r}")
+                raise AssertionError("unreachable")
+            return pb.GetConfigReply(config_json=json.dumps(goal.config))
+        doc = {"http_options": json.loads(kv.value) if kv else {},
+               "applications": [g.config for _, g in sorted(goals.items())]}
+        return pb.GetConfigReply(config_json=json.dumps(doc))
+
+    async def GetStatus(self, request: pb.GetStatusRequest,
+                        context: grpc.aio.ServicerContext) -> pb.GetStatusReply:
+        """Applications' statuses (leader only), with controllers and proxies."""
+        leader = await self._need_leader(context)
+        apps = leader.status()
+        if request.name:
+            apps = {k: v for k, v in apps.items() if k == request.name}
+        from weir.controller.goal import CONTROLLERS_PREFIX, PROXIES_PREFIX
+
+        try:
+            controllers, _ = await self.store.get_prefix(CONTROLLERS_PREFIX)
+            proxies, _ = await self.store.get_prefix(PROXIES_PREFIX)
+        except StoreError:
+            controllers, proxies = [], []
+        leader_address = self._leader_address()
+        doc = {
+            "applications": apps,
+            "controllers": [
+                {**(info := json.loads(kv.value)),
+                 "role": "leader" if info.get("address") == leader_address else "standby"}
+                for kv in controllers],
+            "proxies": [json.loads(kv.value) for kv in proxies],
+        }
+        return pb.GetStatusReply(status_json=json.dumps(doc))
+
+    async def DeleteApps(self, request: pb.DeleteAppsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.DeleteAppsReply:
+        """Remove applications from the goal; their replicas drain and stop."""
+        leader = await self._need_leader(context)
+        try:
+            for name in request.names:
+                await self.store.delete(APPS_PREFIX + name)
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot write the goal: {exc}")
+        leader.wake()
+        return pb.DeleteAppsReply()
+
+    async def Shutdown(self, request: pb.ShutdownRequest,
+                       context: grpc.aio.ServicerContext) -> pb.ShutdownReply:
+        """Delete every app, wait for replicas to stop, then tell all controllers to exit."""
+        leader = await self._need_leader(context)
+        await self._on_shutdown()
+        del leader
+        return pb.ShutdownReply()
+
+    async def ListReplicas(self, request: pb.ListReplicasRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListReplicasReply:
+        """Every replica the leader knows, with state, PID and address."""
+        leader = await self._need_leader(context)
+        return pb.ListReplicasReply(replicas_json=json.dumps(leader.replicas()))

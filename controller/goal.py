@@ -1,0 +1,169 @@
+"""The goal state as it lives in etcd, and the pure rules that turn a deploy into it.
+
+Layout (one JSON document per key):
+- /weir/apps/<name>: an AppGoal: the application's config as submitted, its deployment
+  timestamp, and its built deployment specs (or why building failed);
+- /weir/http_options: the cluster's HTTP options;
+- /weir/history/<ns>: every accepted config, whole (`weir config --history`, `weir rollback`);
+- /weir/replicas/<id>: a ReplicaRecord per replica the leader started, written before the
+  launch, so a new leader adopts instead of starting twice;
+- /weir/leader (lease-bound) and /weir/controllers/<id> (lease-bound): who serves.
+A deploy writes every changed key of that list in one etcd transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from weir.build import BuiltApp, DeploymentSpec, definition_version
+from weir.controller.reconciler import DeploymentTarget
+from weir.deployment import DEFAULT_OPTIONS
+
+APPS_PREFIX = "/weir/apps/"
+REPLICAS_PREFIX = "/weir/replicas/"
+HISTORY_PREFIX = "/weir/history/"
+CONTROLLERS_PREFIX = "/weir/controllers/"
+PROXIES_PREFIX = "/weir/proxies/"
+HTTP_OPTIONS_KEY = "/weir/http_options"
+SHUTDOWN_KEY = "/weir/shutdown"
+
+
+@dataclass
+class AppGoal:
+    """One application's goal."""
+
+    name: str
+    #: The application's config as submitted (only the fields the user set).
+    config: dict[str, Any]
+    deployment_timestamp: float
+    #: Hash of what building depends on (import path, args, runtime_env).
+    build_key: str
+    built_json: str | None = None
+    build_error: str = ""
+    #: Shipped by value (serve.run from a script): never rebuilt from an import path.
+    by_value: bool = False
+
+    def to_bytes(self) -> bytes:
+        """Serialize for etcd."""
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AppGoal:
+        """Inverse of `to_bytes`."""
+        return cls(**json.loads(data))
+
+    @property
+    def built(self) -> BuiltApp | None:
+        """The built specs, if building is done."""
+        return BuiltApp.from_json(self.built_json) if self.built_json else None
+
+    @property
+    def route_prefix(self) -> str | None:
+        """Where HTTP reaches the app (None: no HTTP route)."""
+        return self.config.get("route_prefix", "/")  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """What etcd keeps of a replica: enough to adopt it after a leader change."""
+
+    replica_id: str
+    app: str
+    deployment: str
+    version: str
+    pid: int
+    started_at: float
+    cluster_id: str = ""
+    log_file: str = ""
+
+    def to_bytes(self) -> bytes:
+        """Serialize for etcd."""
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ReplicaRecord:
+        """Inverse of `to_bytes`."""
+        return cls(**json.loads(data))
+
+
+def build_key(app_config: Mapping[str, Any]) -> str:
+    """Hash of the inputs of building an app: a change means the app must be rebuilt."""
+    basis = {k: app_config.get(k) for k in ("import_path", "args", "runtime_env")}
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def apply_deploy(
+    current: Mapping[str, AppGoal],
+    app_configs: list[dict[str, Any]],
+    *,
+    partial: bool,
+    by_value: Mapping[str, str],
+    now: float,
+) -> tuple[dict[str, AppGoal], list[str]]:
+    """The app goals to put and the app names to delete for a deploy.
+
+    An app whose config is unchanged is left as it is (deploying the same file twice is a
+    no-op). An app whose build inputs are unchanged keeps its built specs, so changing only
+    deployment options never re-imports code.
+    """
+    puts: dict[str, AppGoal] = {}
+    for cfg in app_configs:
+        name = cfg.get("name", "default")
+        key = build_key(cfg)
+        prev = current.get(name)
+        if name in by_value:
+            built: str | None = by_value[name]
+        elif prev is not None and prev.build_key == key and prev.built_json and not prev.by_value:
+            built = prev.built_json
+        else:
+            built = None
+        if prev is not None and prev.config == cfg and prev.built_json == built and built:
+            continue
+        puts[name] = AppGoal(name=name, config=cfg, deployment_timestamp=now, build_key=key,
+                             built_json=built, by_value=name in by_value)
+    deletes = [] if partial else [n for n in current if n not in {c.get("name", "default")
+                                                                   for c in app_configs}]
+    return puts, deletes
+
+
+def deployment_options(spec: DeploymentSpec, app_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults, then the decorator's options, then the config file's overrides."""
+    overrides: dict[str, Any] = {}
+    for entry in app_config.get("deployments") or []:
+        if entry.get("name") == spec.name:
+            overrides = {k: v for k, v in entry.items() if k != "name"}
+    return {**DEFAULT_OPTIONS, **spec.options, **overrides}
+
+
+def user_config_json(value: Any) -> str:
+    """Canonical JSON of a user_config (the form replicas report back)."""
+    return json.dumps(value, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class DeploymentPlan:
+    """A deployment's target plus what a replica of it needs to start."""
+
+    target: DeploymentTarget
+    options: dict[str, Any]
+    spec: DeploymentSpec
+    ingress: bool
+
+
+def deployment_plans(goal: AppGoal) -> list[DeploymentPlan]:
+    """Targets of an app's deployments (empty until it is built)."""
+    built = goal.built
+    if built is None:
+        return []
+    plans = []
+    for spec in built.deployments:
+        options = deployment_options(spec, goal.config)
+        version = definition_version(spec, options, extra=goal.build_key)
+        target = DeploymentTarget(goal.name, spec.name, version, int(options["num_replicas"]),
+                                  user_config_json(options.get("user_config")))
+        plans.append(DeploymentPlan(target, options, spec, spec.ingress))
+    return plans

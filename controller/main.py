@@ -1,0 +1,161 @@
+"""The controller process: campaign for leadership, lead while elected, serve the admin API.
+
+Controllers keep no state of their own. Each registers itself under /weir/controllers/
+(bound to a lease, so a dead one disappears), campaigns for /weir/leader, and while it
+leads runs a `Leader`. Losing the lease ends the term: the Leader stops, replicas keep
+serving, and the controller campaigns again. On SIGTERM a leader revokes its lease so that
+a standby takes over at once instead of after the TTL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import structlog
+
+from weir.controller.admin import AdminService
+from weir.controller.election import Election
+from weir.controller.goal import (
+    APPS_PREFIX,
+    CONTROLLERS_PREFIX,
+    HTTP_OPTIONS_KEY,
+    REPLICAS_PREFIX,
+    SHUTDOWN_KEY,
+)
+from weir.controller.launcher import LocalProcessLauncher
+from weir.controller.leader import Leader
+from weir.protos import weir_pb2_grpc as pb_grpc
+from weir.route_table import LEADER_KEY, parse_leader
+from weir.runtime import configure_logging, run_until_signalled
+from weir.store import Store, StoreError
+from weir.transport import CHANNEL_OPTIONS
+
+log = structlog.get_logger("weir.controller")
+
+SHUTDOWN_WAIT_S = 30.0
+
+
+class Controller:
+    """One controller process."""
+
+    def __init__(self, opts: argparse.Namespace) -> None:
+        self.opts = opts
+        self.id = uuid.uuid4().hex[:8]
+        self.store = Store(opts.etcd)
+        self.leader: Leader | None = None
+        self.leader_address = ""
+        self.address = ""
+        self.exit = asyncio.Event()
+        self.launcher = LocalProcessLauncher(opts.etcd, opts.log_dir, opts.cluster_id)
+
+    async def run(self, signalled: asyncio.Event) -> None:
+        """Serve until signalled or told to shut down."""
+        await self.store.connect()
+        server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        pb_grpc.add_ControllerServicer_to_server(
+            AdminService(self.store, lambda: self.leader, lambda: self.leader_address,
+                         self.shutdown_cluster), server)
+        port = server.add_insecure_port(f"{self.opts.host}:{self.opts.port}")
+        if port == 0:
+            log.error("cannot listen", host=self.opts.host, port=self.opts.port)
+            sys.exit(1)
+        await server.start()
+        self.address = f"{self.opts.host}:{port}"
+        structlog.contextvars.bind_contextvars(controller_id=self.id, address=self.address)
+        identity = json.dumps({"id": self.id, "address": self.address, "pid": os.getpid()})
+        election = Election(self.store, identity.encode(), ttl=self.opts.lease_ttl)
+        presence = await self.store.grant_lease(self.opts.lease_ttl)
+        self.store.keep_alive(presence, lambda: log.warning("presence lease lost"))
+        await self.store.put(CONTROLLERS_PREFIX + self.id, identity.encode(), lease=presence)
+        log.info("controller up", address=self.address)
+        if self.opts.ready_file:
+            await asyncio.to_thread(Path(self.opts.ready_file).write_text, self.address)
+        tasks = [asyncio.get_running_loop().create_task(self._lead(election)),
+                 asyncio.get_running_loop().create_task(self._follow_leader())]
+        stop_wait = asyncio.get_running_loop().create_task(signalled.wait())
+        exit_wait = asyncio.get_running_loop().create_task(self.exit.wait())
+        await asyncio.wait({stop_wait, exit_wait}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (*tasks, stop_wait, exit_wait):
+            task.cancel()
+        if self.leader is not None:
+            await self.leader.stop()
+            self.leader = None
+        try:
+            if election.is_leader:
+                await election.resign()
+            await self.store.revoke_lease(presence)
+        except StoreError:
+            pass
+        await server.stop(0.5)
+        await self.store.close()
+        log.info("controller stopped")
+
+    async def _lead(self, election: Election) -> None:
+        while True:
+            await election.campaign()
+            self.leader_address = self.address
+            leader = Leader(self.store, self.launcher, python_executable=sys.executable,
+                            cluster_id=self.opts.cluster_id)
+            await leader.start()
+            self.leader = leader
+            await election.lost.wait()
+            log.warning("leadership lost; back to standby")
+            self.leader = None
+            await leader.stop()
+
+    async def _follow_leader(self) -> None:
+        """Keep the leader's address fresh (for redirects) and watch for cluster shutdown."""
+        while True:
+            try:
+                kv = await self.store.get(LEADER_KEY)
+                if kv is not None:
+                    self.leader_address = parse_leader(kv.value)
+                if await self.store.get(SHUTDOWN_KEY) is not None and self.leader is None:
+                    log.info("cluster shutdown requested")
+                    self.exit.set()
+            except StoreError:
+                pass
+            await asyncio.sleep(0.25)
+
+    async def shutdown_cluster(self) -> None:
+        """Remove every app, wait for the replicas to stop, and tell every controller to exit."""
+        leader = self.leader
+        if leader is None:
+            return
+        log.info("shutting down the cluster")
+        await self.store.delete_prefix(APPS_PREFIX)
+        await self.store.delete(HTTP_OPTIONS_KEY)
+        leader.wake()
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S
+        # Records change as the reconcile loop stops replicas; poll them with a deadline.
+        while leader.records and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        for record in list(leader.records.values()):
+            self.launcher.kill(record)
+        await self.store.delete_prefix(REPLICAS_PREFIX)
+        await self.store.put(SHUTDOWN_KEY, b"1")
+        asyncio.get_running_loop().call_later(0.2, self.exit.set)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `python -m weir.controller`."""
+    parser = argparse.ArgumentParser(prog="python -m weir.controller")
+    parser.add_argument("--etcd", required=True, help="etcd endpoints, comma-separated")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9500)
+    parser.add_argument("--lease-ttl", type=float, default=3.0)
+    parser.add_argument("--log-dir", default=os.path.join(tempfile.gettempdir(), "weir-logs"))
+    parser.add_argument("--cluster-id", default="")
+    parser.add_argument("--ready-file", default="")
+    opts = parser.parse_args(argv)
+    configure_logging("controller")
+    run_until_signalled(Controller(opts).run)

@@ -1,0 +1,116 @@
+"""Status roll-up: replica states and failures into deployment and application statuses,
+with the meanings of Ray Serve's `serve status` (seed 001).
+
+Application: NOT_STARTED, DEPLOYING, RUNNING, DEPLOY_FAILED (the latest deploy failed).
+Deployment: UPDATING, HEALTHY, UNHEALTHY (failed to update, or became unhealthy after).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from weir.controller.reconciler import DeploymentTarget, ReplicaView
+
+
+@dataclass
+class DeploymentHealth:
+    """What the leader remembers of a deployment's recent trouble (observed, not goal)."""
+
+    message: str = ""
+    consecutive_failures: int = 0
+    #: The version that last reached HEALTHY.
+    healthy_version: str = ""
+
+
+@dataclass
+class AppView:
+    """The parts of an application's goal the roll-up needs."""
+
+    name: str
+    deployment_timestamp: float
+    built: bool
+    build_error: str = ""
+    deployments: list[str] = field(default_factory=list)
+    ingress: str = ""
+    route_prefix: str | None = "/"
+
+
+def deployment_status(
+    target: DeploymentTarget | None,
+    replicas: Iterable[ReplicaView],
+    health: DeploymentHealth,
+) -> tuple[str, str, dict[str, int]]:
+    """(status, message, replica counts by state) of one deployment."""
+    group = list(replicas)
+    counts = dict(Counter("STOPPING" if r.stopping else r.state for r in group))
+    if target is None:
+        return "UPDATING", "waiting for the application to build", counts
+    live = [r for r in group if not r.stopping and r.state != "DEAD"]
+    running_new = sum(1 for r in live if r.version == target.version and r.state == "RUNNING")
+    old = [r for r in live if r.version != target.version]
+    if running_new == target.num_replicas and not old:
+        return "HEALTHY", "", counts
+    if health.message:
+        return "UNHEALTHY", health.message, counts
+    return "UPDATING", (f"{running_new} of {target.num_replicas} replicas of the new version "
+                        f"running"), counts
+
+
+def application_status(
+    app: AppView,
+    deployments: Mapping[str, tuple[str, str]],
+    *,
+    ever_running: bool,
+) -> tuple[str, str]:
+    """(status, message) of an application from its deployments' (status, message)."""
+    if app.build_error:
+        return "DEPLOY_FAILED", app.build_error
+    if not app.built:
+        return "DEPLOYING", "building the application (importing its code)"
+    unhealthy = {n: m for n, (s, m) in deployments.items() if s == "UNHEALTHY"}
+    if unhealthy:
+        name, message = next(iter(sorted(unhealthy.items())))
+        if not ever_running:
+            return "DEPLOY_FAILED", f"deployment {name!r} failed to deploy: {message}"
+        return "RUNNING", f"deployment {name!r} is unhealthy: {message}"
+    if any(s == "UPDATING" for s, _ in deployments.values()):
+        return "DEPLOYING", ""
+    return "RUNNING", ""
+
+
+def status_document(
+    apps: Iterable[AppView],
+    targets: Mapping[tuple[str, str], DeploymentTarget],
+    replicas: Iterable[ReplicaView],
+    health: Mapping[tuple[str, str], DeploymentHealth],
+    ever_running: Mapping[str, bool],
+) -> tuple[dict[str, Any], dict[str, bool]]:
+    """The `applications:` part of `weir status`, and which apps are RUNNING now."""
+    by_key: dict[tuple[str, str], list[ReplicaView]] = {}
+    for r in replicas:
+        by_key.setdefault((r.app, r.deployment), []).append(r)
+    doc: dict[str, Any] = {}
+    running: dict[str, bool] = {}
+    for app in apps:
+        dep_status: dict[str, tuple[str, str]] = {}
+        dep_docs = []
+        for name in app.deployments:
+            key = (app.name, name)
+            status, message, counts = deployment_status(
+                targets.get(key), by_key.get(key, []), health.get(key, DeploymentHealth()))
+            dep_status[name] = (status, message)
+            dep_docs.append({"name": name, "status": status, "message": message,
+                             "replica_states": counts})
+        status, message = application_status(app, dep_status,
+                                             ever_running=ever_running.get(app.name, False))
+        running[app.name] = status == "RUNNING" and not message
+        doc[app.name] = {
+            "app_status": {"status": status, "message": message,
+                           "deployment_timestamp": app.deployment_timestamp},
+            "route_prefix": app.route_prefix,
+            "deployment_statuses": dep_docs,
+        }
+    return doc, running

@@ -1,0 +1,185 @@
+"""The HTTP ingress: a plain ASGI app, so the server under it (hypercorn, uvicorn) is a setting.
+
+It only moves bytes: match the route prefix, read the body (up to the limit), hand the
+request to the router, and play the replica's reply back. It never unpickles anything.
+Status codes of its own: 404 no route, 413 body too large, 503 shed or no replica (with
+Retry-After), 408 past request_timeout_s, 502 the replica died mid-call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import structlog
+
+from weir.data_plane import DataPlane
+from weir.exceptions import (
+    BackPressureError,
+    DeploymentUnavailableError,
+    RequestTimeoutError,
+)
+from weir.protos import weir_pb2 as pb
+from weir.route_table import match_route
+from weir.transport import ReplicaCallFailed
+
+log = structlog.get_logger("weir.proxy")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+DEFAULT_MAX_BODY = 100 * 1024 * 1024
+CALL_METHOD_HEADER = b"x-serve-call-method"
+
+
+class BodyTooLarge(Exception):
+    """The request body passed max_request_body_bytes."""
+
+
+async def _respond(send: Any, status: int, text: str,
+                   extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = text.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"),
+               (b"content-length", str(len(body)).encode()), *(extra_headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Any, limit: int) -> bytes:
+    """The whole request body, or BodyTooLarge past `limit` bytes."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError("client disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class ProxyApp:
+    """The proxy's ASGI application."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1003})
+            return
+        path: str = scope["path"]
+        if path == "/-/healthz":
+            ready = self.plane.table is not None
+            await _respond(send, 200 if ready else 503,
+                           "success" if ready else "no route table yet")
+            return
+        if path == "/-/routes":
+            table = self.plane.table
+            routes = {r.route_prefix: r.app for r in table.routes} if table else {}
+            await _respond(send, 200, json.dumps(routes),
+                           [(b"content-type", b"application/json")])
+            return
+        await self._forward(scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _forward(self, scope: Scope, receive: Any, send: Any) -> None:
+        table = self.plane.table
+        path = scope["path"]
+        route = match_route(table.routes, path) if table else None
+        if route is None:
+            await _respond(send, 404, f"Path '{path}' not found. "
+                                      "Ping http://.../-/routes for available routes.")
+            return
+        options = table.http_options if table else {}
+        limit = int(options.get("max_request_body_bytes") or DEFAULT_MAX_BODY)
+        try:
+            body = await read_body(receive, limit)
+        except BodyTooLarge:
+            await _respond(send, 413, f"request body larger than {limit} bytes")
+            return
+        method = ""
+        headers = []
+        for name, value in scope["headers"]:
+            if name == CALL_METHOD_HEADER:
+                method = value.decode()
+            headers.append(pb.Header(name=name, value=value))
+        client = scope.get("client") or ("", 0)
+        request_id = uuid.uuid4().hex
+        request = pb.CallRequest(
+            request_id=request_id, method=method, caller="proxy",
+            http=pb.HttpRequest(
+                method=scope["method"], path=path, query_string=scope.get("query_string", b""),
+                headers=headers, body=body, scheme=scope.get("scheme", "http"),
+                root_path=route.route_prefix if route.route_prefix != "/" else "",
+                client_host=client[0] or "", client_port=client[1] or 0,
+                http_version=scope.get("http_version", "1.1")))
+        timeout = options.get("request_timeout_s")
+        deadline = time.monotonic() + float(timeout) if timeout else None
+        call = asyncio.ensure_future(self._relay(route.app, route.deployment, request,
+                                                 deadline, send))
+        watcher = asyncio.ensure_future(receive())
+        try:
+            done, _ = await asyncio.wait({call, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if call not in done:
+                message = watcher.result()
+                if message["type"] == "http.disconnect":
+                    call.cancel()
+                    log.info("client disconnected; request cancelled", request_id=request_id)
+                    return
+            await call
+        finally:
+            watcher.cancel()
+            if not call.done():
+                call.cancel()
+
+    async def _relay(self, app: str, deployment: str, request: pb.CallRequest,
+                     deadline: float | None, send: Any) -> None:
+        started = False
+        try:
+            async for reply in self.plane.stream(app, deployment, request, deadline):
+                if not started:
+                    started = True
+                    if reply.outcome == pb.USER_ERROR and not reply.status:
+                        await _respond(send, 500, f"{reply.error_type}: {reply.error}")
+                        return
+                    await send({"type": "http.response.start", "status": reply.status or 200,
+                                "headers": [(h.name, h.value) for h in reply.headers]})
+                await send({"type": "http.response.body", "body": reply.body,
+                            "more_body": True})
+            if started:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                await _respond(send, 502, "the replica closed the call without a reply")
+        except BackPressureError as exc:
+            log.warning("request shed", request_id=request.request_id, reason=str(exc))
+            await _respond(send, 503, str(exc), [(b"retry-after", b"1")])
+        except DeploymentUnavailableError as exc:
+            await _respond(send, 503, str(exc), [(b"retry-after", b"1")])
+        except RequestTimeoutError:
+            if not started:
+                await _respond(send, 408, "request timed out (request_timeout_s)")
+        except ReplicaCallFailed as exc:
+            log.warning("replica failed mid-call", request_id=request.request_id,
+                        error=str(exc))
+            if not started:
+                await _respond(send, 502, "the replica serving this request failed")

@@ -1,0 +1,104 @@
+"""The proxy process: the HTTP ingress on hypercorn (or uvicorn), fed by the route table.
+
+The route table comes by a stream from the leading controller; the proxy keeps serving the
+last one while no controller is reachable. It registers itself under /weir/proxies/ with a
+lease, so `weir status` lists live proxies only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import uuid
+from pathlib import Path
+
+import structlog
+
+from weir.controller.goal import PROXIES_PREFIX
+from weir.data_plane import DataPlane
+from weir.proxy.http_app import ProxyApp
+from weir.route_table import LeaderLocator
+from weir.runtime import configure_logging, run_until_signalled
+from weir.store import Store, StoreError
+
+log = structlog.get_logger("weir.proxy")
+
+
+async def _register(store: Store, proxy_id: str, info: dict[str, object]) -> None:
+    while True:
+        try:
+            await store.connect()
+            lease = await store.grant_lease(3)
+            lost = asyncio.Event()
+            store.keep_alive(lease, lost.set)
+            await store.put(PROXIES_PREFIX + proxy_id, json.dumps(info).encode(), lease=lease)
+            await lost.wait()
+        except StoreError:
+            pass
+        await asyncio.sleep(1)
+
+
+async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
+    """Run the proxy until `stop` is set."""
+    proxy_id = opts.proxy_id or uuid.uuid4().hex[:8]
+    structlog.contextvars.bind_contextvars(proxy_id=proxy_id)
+    plane = DataPlane(LeaderLocator(opts.etcd), f"proxy:{proxy_id}")
+    plane.start()
+    app = ProxyApp(plane)
+    address = f"{opts.http_host}:{opts.http_port}"
+    store = Store(opts.etcd)
+    info = {"id": proxy_id, "http": address, "pid": os.getpid()}
+    registration = asyncio.get_running_loop().create_task(_register(store, proxy_id, info))
+    if opts.http_server == "uvicorn":
+        import uvicorn
+
+        config = uvicorn.Config(app, host=opts.http_host, port=opts.http_port, log_level="warning",
+                                lifespan="off", access_log=False)
+        server = uvicorn.Server(config)
+        server_task = asyncio.get_running_loop().create_task(server.serve())
+        await _announce(opts, address)
+        await stop.wait()
+        server.should_exit = True
+        await server_task
+    else:
+        from hypercorn.asyncio import serve as hypercorn_serve
+        from hypercorn.config import Config
+
+        config = Config()
+        config.bind = [address]
+        config.accesslog = None
+        config.keep_alive_timeout = 5
+        config.graceful_timeout = 2
+        server_task = asyncio.get_running_loop().create_task(
+            hypercorn_serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        await _announce(opts, address)
+        await server_task
+    registration.cancel()
+    await plane.close()
+    try:
+        await store.close()
+    except StoreError:
+        pass
+    log.info("proxy stopped")
+
+
+async def _announce(opts: argparse.Namespace, address: str) -> None:
+    log.info("proxy serving", http=address)
+    if opts.ready_file:
+        await asyncio.to_thread(Path(opts.ready_file).write_text, address)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `python -m weir.proxy`."""
+    parser = argparse.ArgumentParser(prog="python -m weir.proxy")
+    parser.add_argument("--etcd", required=True)
+    parser.add_argument("--http-host", default="127.0.0.1")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--http-server", choices=("hypercorn", "uvicorn"), default="hypercorn")
+    parser.add_argument("--proxy-id", default="")
+    parser.add_argument("--ready-file", default="")
+    opts = parser.parse_args(argv)
+    configure_logging("proxy")
+    run_until_signalled(lambda stop: serve(opts, stop))

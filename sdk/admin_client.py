@@ -1,0 +1,103 @@
+"""The admin API client used by the CLI and the SDK (and nothing else: they use only this).
+
+Errors come out as ClusterError with one line a user can act on; a standby's "not the
+leader; leader at X" is followed transparently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import grpc
+
+from weir.exceptions import ClusterError
+from weir.protos import weir_pb2 as pb
+from weir.protos import weir_pb2_grpc as pb_grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:9500"
+
+
+class ConfigRejected(ClusterError):
+    """The controller rejected a config; the message names the fields."""
+
+
+def resolve_address(explicit: str | None = None) -> str:
+    """--address, else WEIR_ADDRESS, else a running `weir start` cluster, else the default."""
+    if explicit:
+        return explicit
+    if os.environ.get("WEIR_ADDRESS"):
+        return os.environ["WEIR_ADDRESS"].split(",")[0]
+    from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, weir_home
+
+    info = ClusterInfo.load(weir_home() / STATE_FILE_NAME)
+    return info.address if info else DEFAULT_ADDRESS
+
+
+class AdminClient:
+    """A synchronous client of one cluster's admin API."""
+
+    def __init__(self, address: str, *, timeout: float = 30.0) -> None:
+        self.address = address
+        self.timeout = timeout
+
+    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        address = self.address
+        for _ in range(4):
+            with grpc.insecure_channel(address) as channel:
+                stub = pb_grpc.ControllerStub(channel)
+                try:
+                    return getattr(stub, method)(request, timeout=timeout or self.timeout)
+                except grpc.RpcError as exc:
+                    code, details = exc.code(), exc.details() or ""
+                    if code == grpc.StatusCode.FAILED_PRECONDITION and "leader at " in details:
+                        target = details.rsplit("leader at ", 1)[1].strip()
+                        if ":" in target and target != address:
+                            address = target
+                            continue
+                        raise ClusterError(f"the cluster at {self.address} has no leader "
+                                           "right now; try again in a few seconds") from None
+                    if code == grpc.StatusCode.UNAVAILABLE:
+                        raise ClusterError(
+                            f"cannot reach the Weir controller at {address}: {details}. "
+                            "Is the cluster running (`weir start`)? Set --address or "
+                            "WEIR_ADDRESS to point at another one.") from None
+                    if code == grpc.StatusCode.INVALID_ARGUMENT:
+                        raise ConfigRejected(details) from None
+                    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        raise ClusterError(f"the controller at {address} did not answer "
+                                           "in time") from None
+                    raise ClusterError(f"{code.name}: {details}") from None
+        raise ClusterError(f"could not find the leader of the cluster at {self.address}")
+
+    def deploy(self, config: dict[str, Any], *, partial: bool = False,
+               pickled_apps: dict[str, bytes] | None = None,
+               dry_run: bool = False) -> pb.DeployReply:
+        """Replace (or with partial, add to) the goal state."""
+        return self._call("Deploy", pb.DeployRequest(
+            config_json=json.dumps(config), partial=partial, pickled_apps=pickled_apps or {},
+            dry_run=dry_run))
+
+    def get_config(self, name: str = "", *, history: bool = False) -> Any:
+        """The goal as the controller holds it (or the history of accepted configs)."""
+        reply = self._call("GetConfig", pb.GetConfigRequest(name=name, history=history))
+        return json.loads(reply.config_json)
+
+    def get_status(self, name: str = "") -> dict[str, Any]:
+        """Applications, controllers and proxies."""
+        reply = self._call("GetStatus", pb.GetStatusRequest(name=name))
+        return json.loads(reply.status_json)  # type: ignore[no-any-return]
+
+    def delete_apps(self, names: list[str]) -> None:
+        """Remove applications."""
+        self._call("DeleteApps", pb.DeleteAppsRequest(names=names))
+
+    def shutdown(self) -> None:
+        """Stop every replica and every controller."""
+        self._call("Shutdown", pb.ShutdownRequest(), timeout=max(self.timeout, 40.0))
+
+    def list_replicas(self) -> list[dict[str, Any]]:
+        """Every replica with state, PID and address."""
+        reply = self._call("ListReplicas", pb.ListReplicasRequest())
+        return json.loads(reply.replicas_json)  # type: ignore[no-any-return]

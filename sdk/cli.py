@@ -1,0 +1,321 @@
+"""The `weir` command (also installed as `serve`): run, start, build, deploy, status,
+config, shutdown, delete, rollback.
+
+Every command that talks to a cluster uses only the admin API; errors are one line and
+exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import yaml
+
+from weir.admin_client import AdminClient, resolve_address
+from weir.exceptions import ClusterError, RayServeException
+
+ADDRESS_HELP = ("Controller admin address (host:port); default WEIR_ADDRESS, else the local "
+                "cluster.")
+
+
+def fail(message: str) -> NoReturn:
+    """Print one line to stderr and exit 1."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML in block style, keys in the order given."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def _load_config_file(path: str) -> Any:
+    from weir.config import ConfigError, parse_config
+
+    try:
+        return parse_config(Path(path))
+    except ConfigError as exc:
+        fail(f"invalid config {path}:\n{exc}")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+
+
+def _config_dict(schema: Any) -> dict[str, Any]:
+    return schema.model_dump(mode="json", exclude_unset=True)  # type: ignore[no-any-return]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Weir: serve Python services and ML models (Ray Serve's CLI, same commands)."""
+    from weir.runtime import configure_logging
+
+    configure_logging("cli")
+
+
+@main.command()
+@click.argument("config_or_import_path")
+@click.option("--address", "-a", default=None, help=ADDRESS_HELP)
+@click.option("--name", default="default", show_default=True, help="Application name.")
+@click.option("--route-prefix", default="/", show_default=True)
+@click.option("--app-dir", "-d", default=".", show_default=True,
+              help="Directory added to the import path (becomes working_dir).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="HTTP host of the embedded proxy.")
+@click.option("--port", "-p", default=8000, show_default=True,
+              help="HTTP port of the embedded proxy.")
+@click.option("--admin-port", default=9500, show_default=True)
+@click.option("--non-blocking", is_flag=True,
+              help="Return once the app runs (an embedded cluster is stopped).")
+def run(config_or_import_path: str, address: str | None, name: str, route_prefix: str,
+        app_dir: str, host: str, port: int, admin_port: int, non_blocking: bool) -> None:
+    """Run an application (import path `module:app` or a config file) and block until
+    Ctrl-C. With no cluster address, an embedded local cluster (etcd included) is started
+    for the command's lifetime and stopped with it."""
+    from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
+    from weir.serve import wait_for_app
+
+    if config_or_import_path.endswith((".yaml", ".yml", ".json")):
+        config = _config_dict(_load_config_file(config_or_import_path))
+    else:
+        config = {"applications": [{
+            "name": name, "route_prefix": route_prefix, "import_path": config_or_import_path,
+            "runtime_env": {"working_dir": os.path.abspath(app_dir)}}]}
+    cluster: LocalCluster | None = None
+    addr = address or os.environ.get("WEIR_ADDRESS")
+    if not addr:
+        info = ClusterInfo.load(weir_home() / STATE_FILE_NAME)
+        addr = info.address if info else None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if not addr:
+        http_opts = config.get("http_options", {})
+        cluster = LocalCluster(http_host=http_opts.get("host", host),
+                               http_port=int(http_opts.get("port", port)), admin_port=admin_port)
+        try:
+            info = cluster.start()
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            fail(f"cannot start the local cluster: {exc}")
+        addr = info.address
+        click.echo(f"Started a local Weir cluster: HTTP at http://{info.http}, "
+                   f"admin at {info.address}", err=True)
+    client = AdminClient(addr)
+    exit_code = 0
+    try:
+        started = time.time() - 1
+        client.deploy(config, partial=cluster is None)
+        for app in config.get("applications", []):
+            app_name = app.get("name", "default")
+            wait_for_app(client, app_name, since=started)
+            prefix = app.get("route_prefix", "/")
+            click.echo(f"Application {app_name!r} is RUNNING"
+                       + (f" at route prefix {prefix}" if prefix else ""), err=True)
+        if not non_blocking:
+            click.echo("Press Ctrl-C to stop.", err=True)
+            stop.wait()
+    except (ClusterError, RayServeException) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        exit_code = 1
+    finally:
+        if cluster is not None:
+            click.echo("Stopping the local cluster...", err=True)
+            cluster.stop()
+    sys.exit(exit_code)
+
+
+@main.command()
+@click.option("--http-host", default="127.0.0.1", show_default=True)
+@click.option("--http-port", default=8000, show_default=True)
+@click.option("--admin-port", default=9500, show_default=True)
+@click.option("--controllers", default=1, show_default=True, help="Controllers to run (one leads).")
+@click.option("--etcd", default="", help="Use this etcd (URL[,URL]) instead of an embedded one.")
+@click.option("--lease-ttl", default=3.0, show_default=True, help="Leader lease TTL, seconds.")
+@click.option("--http-server", type=click.Choice(["hypercorn", "uvicorn"]), default="hypercorn",
+              show_default=True)
+def start(http_host: str, http_port: int, admin_port: int, controllers: int, etcd: str,
+          lease_ttl: float, http_server: str) -> None:
+    """Start a long-running local cluster in the background (etcd, controllers, proxy)."""
+    from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
+
+    state = weir_home() / STATE_FILE_NAME
+    existing = ClusterInfo.load(state)
+    if existing is not None:
+        fail(f"a cluster is already running (admin at {existing.address}); "
+             "`weir shutdown` stops it")
+    endpoints = ",".join(e.split("://", 1)[-1] for e in etcd.split(",") if e)
+    cluster = LocalCluster(http_host=http_host, http_port=http_port, admin_port=admin_port,
+                           controllers=controllers, etcd=endpoints, lease_ttl=lease_ttl,
+                           http_server=http_server)
+    try:
+        info = cluster.start()
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        fail(f"cannot start the cluster: {exc}")
+    info.save(state)
+    click.echo(f"Weir cluster started.\n  admin address: {info.address}\n"
+               f"  HTTP: http://{info.http}\n  etcd: {info.etcd_endpoints}\n"
+               f"  logs: {info.temp_dir}/logs")
+
+
+@main.command()
+@click.option("--address", "-a", default=None, help=ADDRESS_HELP)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def shutdown(address: str | None, yes: bool) -> None:
+    """Stop the cluster: every replica, the controllers, the proxy (and an embedded etcd)."""
+    from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, stop_cluster, weir_home
+
+    if not yes and sys.stdin.isatty():
+        click.confirm("This stops every application and the cluster. Continue?", abort=True)
+    state = weir_home() / STATE_FILE_NAME
+    info = ClusterInfo.load(state)
+    if info is not None and (address is None or address in info.controllers):
+        stop_cluster(info)
+        state.unlink(missing_ok=True)
+        click.echo("Cluster stopped.")
+        return
+    try:
+        AdminClient(resolve_address(address)).shutdown()
+    except ClusterError as exc:
+        fail(str(exc))
+    click.echo("Shutdown requested: applications deleted, controllers exiting.")
+
+
+@main.command()
+@click.argument("import_paths", nargs=-1, required=True)
+@click.option("--output-path", "-o", default=None, help="Write the config here (default stdout).")
+@click.option("--app-dir", "-d", default=".", show_default=True)
+def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str) -> None:
+    """Write a complete config file for one or more `module:app` import paths."""
+    from weir.build import build_app, load_application
+    from weir.config import dump_config, parse_config
+    from weir.deployment import DEFAULT_OPTIONS
+
+    sys.path.insert(0, os.path.abspath(app_dir))
+    apps = []
+    for i, path in enumerate(import_paths):
+        name = "app" + str(i + 1) if len(import_paths) > 1 else "default"
+        try:
+            built = build_app(load_application(path), name)
+        except Exception as exc:
+            fail(f"cannot build {path!r}: {type(exc).__name__}: {exc}")
+        deployments = []
+        for spec in built.deployments:
+            options = {**DEFAULT_OPTIONS, **spec.options}
+            deployments.append({"name": spec.name, **{k: options[k] for k in DEFAULT_OPTIONS}})
+        apps.append({"name": name, "route_prefix": "/" if i == 0 else f"/{name}",
+                     "import_path": path, "runtime_env": {}, "deployments": deployments})
+    schema = parse_config({"http_options": {}, "applications": apps})
+    text = dump_config(schema)
+    if output_path:
+        Path(output_path).write_text(text)
+        click.echo(f"Config written to {output_path}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("config_file")
+@click.option("--address", "-a", default=None, help=ADDRESS_HELP)
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+def deploy(config_file: str, address: str | None, dry_run: bool) -> None:
+    """Validate a config file, then replace the cluster's goal state with it atomically."""
+    config = _config_dict(_load_config_file(config_file))
+    try:
+        reply = AdminClient(resolve_address(address)).deploy(config, dry_run=dry_run)
+    except ClusterError as exc:
+        fail(str(exc))
+    if dry_run:
+        click.echo(dump_yaml(json.loads(reply.diff_json or "{}")), nl=False)
+        return
+    click.echo(f"Sent deploy request successfully ({reply.message}, revision {reply.revision}).")
+
+
+@main.command()
+@click.option("--address", "-a", default=None, help=ADDRESS_HELP)
+@click.option("--name", "-n", default="", help="Only this application, in the seed's shape.")
+def status(address: str | None, name: str) -> None:
+    """Print the status of the applications, controllers and proxies as YAML."""
+    try:
+        doc = AdminClient(resolve_address(address)).get_status(name)
+    except ClusterError as exc:
+        fail(str(exc))
+    if name:
+        app = doc.get("applications", {}).get(name)
+        if app is None:
+            app = {"app_status": {"status": "NOT_STARTED", "message": "",
+                                  "deployment_timestamp": 0},
+                   "deployment_statuses": []}
+        app = {k: v for k, v in app.items() if k != "route_prefix"}
+        click.echo(dump_yaml(app), nl=False)
+        return
+    click.echo(dump_yaml(doc), nl=False)
+
+
+@main.command()
+@click.option("--address", "-a", default=None, help=ADDRESS_HELP)
+@click.option("--name", "-n", default="", help="Only this application's config.")
+@click.option("--history", is_flag=True, help="List every accepted config with its revision.")
+def config(address: str | None, name: str, history: bool) -> None:
+    """Print the goal state (the latest accepted config) as the controller holds it."""
+    try:
+        doc = AdminClient(resolve_address(address)).get_config(name, history=history)
+    except ClusterError as exc:
+        fail(str(exc))
+    if history:
+        for entry in doc:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["timestamp"]))
+            apps = ", ".join(a.get("name", "default")
+                             for a in entry["config"].get("applications", []))
+            click.echo(f"{entry['revision']}  {stamp}  apps: {apps or '-'}")
+        return
+    click.echo(dump_yaml(doc), nl=False)
+
+
+@main.command()
+@click.argument("revision", required=False)
+@click.option("--address", "-a", default=None, help=ADDRESS_HELP)
+def rollback(revision: str | None, address: str | None) -> None:
+    """Redeploy an earlier accepted config (default: the one before the latest)."""
+    client = AdminClient(resolve_address(address))
+    try:
+        history = client.get_config(history=True)
+        if not history:
+            fail("no config has been deployed yet")
+        if revision is None:
+            if len(history) < 2:
+                fail("there is no earlier config to roll back to")
+            entry = history[-2]
+        else:
+            matches = [e for e in history if e["revision"] == revision]
+            if not matches:
+                fail(f"no accepted config with revision {revision}; see `weir config --history`")
+            entry = matches[0]
+        reply = client.deploy(entry["config"])
+    except ClusterError as exc:
+        fail(str(exc))
+    click.echo(f"Rolled back to revision {entry['revision']} ({reply.message}).")
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--address", "-a", default=None, help=ADDRESS_HELP)
+@click.option("--yes", "-y", is_flag=True)
+def delete(names: tuple[str, ...], address: str | None, yes: bool) -> None:
+    """Delete applications."""
+    del yes
+    try:
+        AdminClient(resolve_address(address)).delete_apps(list(names))
+    except ClusterError as exc:
+        fail(str(exc))
+    click.echo(f"Deleted: {', '.join(names)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The embedded local cluster: a private etcd, controllers and a proxy as child processes.
+
+`weir run` and `serve.run` start one for the life of the command or script; `weir start`
+starts one detached and records it in a state file so that later commands find it and
+`weir shutdown` stops it. Stopping is thorough: the leader drains and stops every replica,
+then the proxy, controllers and etcd are terminated by PID, any replica still alive is
+killed by its cluster id, and the temp dir is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import structlog
+
+from weir.etcd_server import EtcdServer, free_port
+
+log = structlog.get_logger("weir.local_cluster")
+
+STATE_FILE_NAME = "cluster.json"
+
+
+def weir_home() -> Path:
+    """Where `weir start` keeps its state file (WEIR_HOME, else ~/.weir)."""
+    return Path(os.environ.get("WEIR_HOME") or Path.home() / ".weir")
+
+
+@dataclass
+class ClusterInfo:
+    """How to reach and stop a local cluster."""
+
+    cluster_id: str
+    etcd_endpoints: str
+    controllers: list[str]
+    http: str
+    temp_dir: str
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        """The admin address (first controller)."""
+        return self.controllers[0]
+
+    def save(self, path: Path) -> None:
+        """Write the state file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterInfo | None:
+        """Read a state file whose cluster still runs (None otherwise)."""
+        try:
+            info = cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if not any(_alive(pid) for name, pid in info.pids.items() if name.startswith("controller")):
+            return None
+        return info
+
+
+def _alive(pid: int) -> bool:
+    from weir.controller.launcher import pid_runs
+
+    return pid_runs(pid)
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM, wait up to `timeout`, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        time.sleep(0.02)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def replica_pids(cluster_id: str) -> list[int]:
+    """PIDs of replica processes of a cluster, found by their command line."""
+    needle = f"--cluster-id\0{cluster_id}\0".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                if b"weir.replica" in cmdline and needle in cmdline:
+                    found.append(int(entry.name))
+    return found
+
+
+class LocalCluster:
+    """Starts and stops one local cluster."""
+
+    def __init__(self, *, http_host: str = "127.0.0.1", http_port: int = 8000,
+                 admin_port: int = 9500, controllers: int = 1, etcd: str = "",
+                 etcd_binary: str | None = None, lease_ttl: float = 3.0,
+                 http_server: str = "hypercorn") -> None:
+        self.http_host = http_host
+        self.http_port = http_port
+        self.admin_port = admin_port
+        self.num_controllers = controllers
+        self.external_etcd = etcd
+        self.etcd_binary = etcd_binary
+        self.lease_ttl = lease_ttl
+        self.http_server = http_server
+        self.info: ClusterInfo | None = None
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, timeout: float = 30.0) -> ClusterInfo:
+        """Start everything; returns when the proxy answers /-/healthz."""
+        temp_dir = tempfile.mkdtemp(prefix="weir-cluster-")
+        cluster_id = uuid.uuid4().hex[:12]
+        pids: dict[str, int] = {}
+        info = ClusterInfo(cluster_id, self.external_etcd, [], "", temp_dir, pids)
+        self.info = info
+        try:
+            if not self.external_etcd:
+                etcd = EtcdServer(Path(temp_dir) / "etcd", binary=self.etcd_binary)
+                etcd.start()
+                etcd.release()
+                info.etcd_endpoints = etcd.endpoint
+                pids["etcd"] = etcd.pid or 0
+            logs = Path(temp_dir) / "logs"
+            logs.mkdir()
+            for i in range(self.num_controllers):
+                port = self.admin_port if i == 0 else 0
+                if port == 0:
+                    port = free_port(self.http_host)
+                ready = Path(temp_dir) / f"controller-{i}.ready"
+                proc = self._spawn(
+                    [sys.executable, "-m", "weir.controller", "--etcd", info.etcd_endpoints,
+                     "--host", "127.0.0.1", "--port", str(port), "--lease-ttl",
+                     str(self.lease_ttl), "--log-dir", str(logs), "--cluster-id", cluster_id,
+                     "--ready-file", str(ready)],
+                    logs / f"controller-{i}.log")
+                pids[f"controller-{i}"] = proc.pid
+                info.controllers.append(f"127.0.0.1:{port}")
+            proc = self._spawn(
+                [sys.executable, "-m", "weir.proxy", "--etcd", info.etcd_endpoints,
+                 "--http-host", self.http_host, "--http-port", str(self.http_port),
+                 "--http-server", self.http_server],
+                logs / "proxy.log")
+            pids["proxy"] = proc.pid
+            host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
+            info.http = f"{host}:{self.http_port}"
+            self._wait_ready(info, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return info
+
+    def _spawn(self, cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self._procs.append(proc)
+        return proc
+
+    def _wait_ready(self, info: ClusterInfo, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://{info.http}/-/healthz"
+        while time.monotonic() < deadline:
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{' '.join(proc.args[:3])} exited with code {proc.returncode}; "  # type: ignore[index]
+                        f"see the logs in {info.temp_dir}/logs")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            time.sleep(0.05)
+        raise TimeoutError(f"the local cluster was not ready within {timeout:.0f} s; "
+                           f"see the logs in {info.temp_dir}/logs")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every process of the cluster and remove its temp dir."""
+        if self.info is not None:
+            stop_cluster(self.info, timeout)
+        for proc in self._procs:
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=1)
+        self._procs = []
+        self.info = None
+
+
+def stop_cluster(info: ClusterInfo, timeout: float = 10.0) -> None:
+    """Stop a cluster from its ClusterInfo (also from another process than its starter)."""
+    from weir.admin_client import AdminClient
+
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(Exception):
+        AdminClient(info.address, timeout=max(1.0, timeout - 2)).shutdown()
+    for name, pid in sorted(info.pids.items()):
+        if name.startswith("proxy") or name.startswith("controller"):
+            _terminate(pid, max(0.5, min(3.0, deadline - time.monotonic())))
+    for pid in replica_pids(info.cluster_id):
+        _terminate(pid, 0.5)
+    if "etcd" in info.pids:
+        _terminate(info.pids["etcd"], 3.0)
+    shutil.rmtree(info.temp_dir, ignore_errors=True)

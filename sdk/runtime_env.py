@@ -1,0 +1,114 @@
+"""runtime_env: where an application's code comes from and what environment it runs in.
+
+Supported: `working_dir` and `py_modules` as local paths or URLs of zip archives (http(s)://
+and file://), downloaded once and cached by content hash; `env_vars`. `pip` is accepted and
+reported as not installed by Weir (bring an image or venv with the packages).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class RuntimeEnvError(ValueError):
+    """A runtime_env entry could not be prepared; the message names it."""
+
+
+@dataclass
+class PreparedEnv:
+    """What a process needs to run an app's code."""
+
+    cwd: str | None = None
+    sys_paths: list[str] = field(default_factory=list)
+    env_vars: dict[str, str] = field(default_factory=dict)
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded archives are kept (WEIR_RUNTIME_ENV_CACHE, else a temp dir)."""
+    path = os.environ.get("WEIR_RUNTIME_ENV_CACHE") or os.path.join(
+        tempfile.gettempdir(), "weir-runtime-env")
+    return Path(path)
+
+
+def _is_url(value: str) -> bool:
+    return urllib.parse.urlparse(value).scheme in ("http", "https", "file")
+
+
+def fetch_archive(url: str, cache_dir: Path, field_name: str) -> Path:
+    """Download a zip archive once; returns the extracted directory (the archive's single top
+    folder if it has exactly one)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            data = resp.read()
+    except Exception as exc:
+        raise RuntimeEnvError(f"runtime_env.{field_name}: cannot download {url!r}: {exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()[:24]
+    target = cache_dir / digest
+    if not target.exists():
+        scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".partial-"))
+        archive = scratch / "archive.zip"
+        archive.write_bytes(data)
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                for name in zf.namelist():
+                    if name.startswith("/") or ".." in Path(name).parts:
+                        raise RuntimeEnvError(
+                            f"runtime_env.{field_name}: archive {url!r} has unsafe path {name!r}")
+                zf.extractall(scratch / "x")
+        except zipfile.BadZipFile as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise RuntimeEnvError(
+                f"runtime_env.{field_name}: {url!r} is not a zip archive") from exc
+        try:
+            (scratch / "x").rename(target)
+        except OSError:
+            pass  # another process won the race; its copy is identical
+        shutil.rmtree(scratch, ignore_errors=True)
+    entries = [p for p in target.iterdir() if not p.name.startswith("__MACOSX")]
+    if len(entries) == 1 and entries[0].is_dir():
+        return entries[0]
+    return target
+
+
+def prepare(runtime_env: dict[str, Any] | None, cache_dir: Path | None = None) -> PreparedEnv:
+    """Resolve a runtime_env into a working directory, sys.path entries and env vars."""
+    env = runtime_env or {}
+    cache = cache_dir or default_cache_dir()
+    out = PreparedEnv(env_vars={str(k): str(v) for k, v in (env.get("env_vars") or {}).items()})
+    working_dir = env.get("working_dir")
+    if working_dir:
+        path = fetch_archive(working_dir, cache, "working_dir") if _is_url(working_dir) \
+            else Path(working_dir).expanduser().resolve()
+        if not path.is_dir():
+            raise RuntimeEnvError(f"runtime_env.working_dir: {working_dir!r} is not a directory")
+        out.cwd = str(path)
+        out.sys_paths.append(str(path))
+    for i, module in enumerate(env.get("py_modules") or []):
+        if _is_url(module):
+            out.sys_paths.append(str(fetch_archive(module, cache, f"py_modules[{i}]")))
+            continue
+        path = Path(module).expanduser().resolve()
+        if not path.exists():
+            raise RuntimeEnvError(f"runtime_env.py_modules[{i}]: {module!r} does not exist")
+        out.sys_paths.append(str(path.parent))
+    return out
+
+
+def process_env(prepared: PreparedEnv, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child process running the app's code."""
+    env = dict(os.environ if base is None else base)
+    env.update(prepared.env_vars)
+    if prepared.sys_paths:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [*prepared.sys_paths, *filter(None, [env.get("PYTHONPATH")])])
+    return env

@@ -1,0 +1,243 @@
+"""`from weir import serve`: Ray Serve's API on a Weir cluster.
+
+`serve.run(app)` deploys an application and returns a handle to its ingress. With no
+cluster configured (WEIR_ADDRESS, or a `weir start` cluster) it starts an embedded local
+cluster for the life of the process. Apps defined in `__main__` or a notebook are shipped
+by value (cloudpickle); classes from importable modules by reference.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from weir import context
+from weir.admin_client import AdminClient
+from weir.build import build_app
+from weir.deployment import Application, Deployment, deployment
+from weir.exceptions import (
+    BackPressureError,
+    ClusterError,
+    RayServeException,
+    RequestTimeoutError,
+)
+from weir.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+
+__all__ = [
+    "Application",
+    "BackPressureError",
+    "Deployment",
+    "DeploymentHandle",
+    "DeploymentResponse",
+    "DeploymentResponseGenerator",
+    "RayServeException",
+    "RequestTimeoutError",
+    "delete",
+    "deployment",
+    "get_app_handle",
+    "get_deployment_handle",
+    "run",
+    "shutdown",
+    "start",
+    "status",
+]
+
+DEPLOY_WAIT_S = 120.0
+
+
+@dataclass
+class DeploymentStatusOverview:
+    """One deployment's status."""
+
+    name: str
+    status: str
+    message: str
+    replica_states: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ApplicationStatusOverview:
+    """One application's status and its deployments'."""
+
+    status: str
+    message: str
+    deployment_timestamp: float
+    deployments: dict[str, DeploymentStatusOverview] = field(default_factory=dict)
+
+
+@dataclass
+class ServeStatus:
+    """What `serve.status()` returns."""
+
+    applications: dict[str, ApplicationStatusOverview] = field(default_factory=dict)
+    controllers: list[dict[str, Any]] = field(default_factory=list)
+    proxies: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Session:
+    """The cluster this process deploys to (and owns, if it started it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.client: AdminClient | None = None
+        self.owned: Any = None
+        self.http: str = ""
+
+
+_session = _Session()
+
+
+def _connect(http_options: dict[str, Any] | None = None) -> AdminClient:
+    with _session.lock:
+        if _session.client is not None:
+            return _session.client
+        from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
+
+        address = os.environ.get("WEIR_ADDRESS", "")
+        info = None if address else ClusterInfo.load(weir_home() / STATE_FILE_NAME)
+        if address:
+            coords = context.ClusterCoordinates(
+                os.environ.get("WEIR_ETCD_ENDPOINTS", ""), tuple(address.split(",")))
+        elif info is not None:
+            coords = context.ClusterCoordinates(info.etcd_endpoints, tuple(info.controllers))
+            address = info.address
+            _session.http = info.http
+        else:
+            opts = http_options or {}
+            cluster = LocalCluster(http_host=opts.get("host", "127.0.0.1"),
+                                   http_port=int(opts.get("port", 8000)),
+                                   admin_port=int(os.environ.get("WEIR_ADMIN_PORT", "9500")))
+            info = cluster.start()
+            _session.owned = cluster
+            _session.http = info.http
+            atexit.register(shutdown)
+            coords = context.ClusterCoordinates(info.etcd_endpoints, tuple(info.controllers))
+            address = info.address
+        context.set_cluster(coords)
+        _session.client = AdminClient(address)
+        return _session.client
+
+
+def start(*, http_options: dict[str, Any] | None = None, **_ignored: Any) -> None:
+    """Start (or connect to) the cluster, with HTTP options for an embedded one."""
+    client = _connect(http_options)
+    if http_options:
+        client.deploy({"http_options": http_options, "applications": []}, partial=True)
+
+
+def _import_path_of(app: Application) -> str:
+    target = app.deployment.func_or_class
+    module = getattr(target, "__module__", "__main__") or "__main__"
+    return f"{module}:{getattr(target, '__qualname__', app.deployment.name)}"
+
+
+def wait_for_app(client: AdminClient, name: str, timeout: float = DEPLOY_WAIT_S,
+                 since: float = 0.0) -> dict[str, Any]:
+    """Poll until the app is RUNNING (returns its status) or DEPLOY_FAILED (raises)."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        apps = client.get_status(name).get("applications", {})
+        last = apps.get(name, {})
+        app_status = last.get("app_status", {})
+        if app_status.get("deployment_timestamp", 0) >= since:
+            if app_status.get("status") == "RUNNING":
+                return last
+            if app_status.get("status") == "DEPLOY_FAILED":
+                raise RayServeException(
+                    f"application {name!r} failed to deploy: {app_status.get('message')}")
+        time.sleep(0.05)
+    raise RayServeException(f"application {name!r} did not become RUNNING within "
+                            f"{timeout:.0f} s; last status: {last.get('app_status')}")
+
+
+def run(target: Application, *, name: str = "default", route_prefix: str | None = "/",
+        blocking: bool = False, _wait: bool = True, **_ignored: Any) -> DeploymentHandle:
+    """Deploy `target` as application `name` and return a handle to its ingress."""
+    if isinstance(target, Deployment):
+        target = target.bind()
+    built = build_app(target, name)
+    client = _connect()
+    runtime_env = {"working_dir": os.getcwd()}
+    config = {"applications": [{
+        "name": name, "route_prefix": route_prefix, "import_path": _import_path_of(target),
+        "runtime_env": runtime_env}]}
+    started = time.time() - 1
+    client.deploy(config, partial=True, pickled_apps={name: built.to_json().encode()})
+    if _wait:
+        wait_for_app(client, name, since=started)
+    handle = DeploymentHandle(built.ingress, name)
+    if blocking:
+        print(f"Application {name!r} is running at http://{_session.http}{route_prefix or ''}",
+              file=sys.stderr)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            shutdown()
+    return handle
+
+
+def status() -> ServeStatus:
+    """The status of every application on the cluster."""
+    doc = _connect().get_status()
+    out = ServeStatus(controllers=doc.get("controllers", []), proxies=doc.get("proxies", []))
+    for name, app in doc.get("applications", {}).items():
+        a = app["app_status"]
+        out.applications[name] = ApplicationStatusOverview(
+            a["status"], a["message"], a["deployment_timestamp"],
+            {d["name"]: DeploymentStatusOverview(d["name"], d["status"], d["message"],
+                                                 d.get("replica_states", {}))
+             for d in app["deployment_statuses"]})
+    return out
+
+
+def delete(name: str, _blocking: bool = True) -> None:
+    """Delete an application; with _blocking, wait until it is gone."""
+    client = _connect()
+    client.delete_apps([name])
+    deadline = time.monotonic() + 60
+    while _blocking and time.monotonic() < deadline:
+        if name not in client.get_status().get("applications", {}):
+            return
+        time.sleep(0.05)
+
+
+def get_app_handle(name: str) -> DeploymentHandle:
+    """A handle to the ingress deployment of a running application."""
+    client = _connect()
+    app = client.get_status(name).get("applications", {}).get(name)
+    if app is None:
+        raise RayServeException(f"application {name!r} does not exist")
+    deployments = app["deployment_statuses"]
+    # Deployments are listed ingress first.
+    ingress = deployments[0]["name"] if deployments else ""
+    return DeploymentHandle(ingress, name)
+
+
+def get_deployment_handle(deployment_name: str, app_name: str = "default") -> DeploymentHandle:
+    """A handle to any deployment of an application (works inside replicas too)."""
+    if not context.cluster():
+        _connect()
+    return DeploymentHandle(deployment_name, app_name)
+
+
+def shutdown() -> None:
+    """Delete every application; stop the embedded cluster if this process started it."""
+    with _session.lock:
+        owned, client = _session.owned, _session.client
+        _session.owned = _session.client = None
+    context.reset()
+    if owned is not None:
+        owned.stop()
+    elif client is not None:
+        try:
+            names = list(client.get_status().get("applications", {}))
+            if names:
+                client.delete_apps(names)
+        except ClusterError:
+            pass
