@@ -148,9 +148,10 @@ class AdminService(pb_grpc.ControllerServicer):
                        deletes: list[str]) -> dict[str, Any]:
         if not partial or previous is None:
             return new
-        names = {a["name"] for a in new["applications"]}
+        names = {a.get("name", "default") for a in new["applications"]}
         kept = [a for a in previous.get("applications", [])
-                if a["name"] not in names and a["name"] not in deletes]
+                if a.get("name", "default") not in names
+                and a.get("name", "default") not in deletes]
         return {**previous, "applications": kept + new["applications"]}
 
     async def _trim_history(self) -> None:

@@ -142,8 +142,8 @@ class Leader:
             goal = AppGoal.from_bytes(kv.value)
             self.goals[goal.name] = goal
             self.goal_revisions[goal.name] = kv.mod_revision
-        kv = await self.store.get(HTTP_OPTIONS_KEY)
-        self.http_options = json.loads(kv.value) if kv else {}
+        options = await self.store.get(HTTP_OPTIONS_KEY)
+        self.http_options = json.loads(options.value) if options else {}
         items, _ = await self.store.get_prefix(REPLICAS_PREFIX)
         self.records = {}
         for kv in items:
@@ -360,10 +360,13 @@ class Leader:
             return None, (f"importing {import_path!r} did not finish within "
                           f"{BUILD_TIMEOUT_S:.0f} s")
         try:
-            data = json.loads(out or b"{}")
-        except json.JSONDecodeError:
+            data = json.loads(out)
+            if not isinstance(data, dict) or not ("error" in data or "deployments" in data):
+                raise ValueError("unexpected output")
+        except ValueError:
             tail = err.decode(errors="replace").strip().splitlines()[-3:]
-            return None, f"building {import_path!r} failed: {' '.join(tail)}"
+            return None, (f"building {import_path!r} failed (exit code {proc.returncode}): "
+                          f"{' '.join(tail)}")
         if "error" in data:
             return None, f"failed to import {import_path!r}: {data['error']}"
         return json.dumps(data), ""

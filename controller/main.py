@@ -78,7 +78,7 @@ class Controller:
         await self.store.put(CONTROLLERS_PREFIX + self.id, identity.encode(), lease=presence)
         log.info("controller up", address=self.address)
         if self.opts.ready_file:
-            await asyncio.to_thread(Path(self.opts.ready_file).write_text, self.address)
+            await asyncio.to_thread(_write_atomically, Path(self.opts.ready_file), self.address)
         tasks = [asyncio.get_running_loop().create_task(self._lead(election)),
                  asyncio.get_running_loop().create_task(self._follow_leader())]
         stop_wait = asyncio.get_running_loop().create_task(signalled.wait())
@@ -144,6 +144,12 @@ class Controller:
         await self.store.delete_prefix(REPLICAS_PREFIX)
         await self.store.put(SHUTDOWN_KEY, b"1")
         asyncio.get_running_loop().call_later(0.2, self.exit.set)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    scratch = path.with_suffix(".partial")
+    scratch.write_text(text)
+    os.replace(scratch, path)
 
 
 def main(argv: list[str] | None = None) -> None:

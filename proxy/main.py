@@ -66,13 +66,13 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
         from hypercorn.asyncio import serve as hypercorn_serve
         from hypercorn.config import Config
 
-        config = Config()
-        config.bind = [address]
-        config.accesslog = None
-        config.keep_alive_timeout = 5
-        config.graceful_timeout = 2
+        hconfig = Config()
+        hconfig.bind = [address]
+        hconfig.accesslog = None
+        hconfig.keep_alive_timeout = 5
+        hconfig.graceful_timeout = 2
         server_task = asyncio.get_running_loop().create_task(
-            hypercorn_serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+            hypercorn_serve(app, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
         await _announce(opts, address)
         await server_task
     registration.cancel()

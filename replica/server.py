@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 import cloudpickle
@@ -122,9 +122,9 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
 
     async def _http(self, request: pb.CallRequest) -> AsyncIterator[pb.CallReply]:
         assert self.user is not None
-        queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+        queue: asyncio.Queue[MutableMapping[str, Any] | BaseException | None] = asyncio.Queue()
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             await queue.put(message)
 
         async def run() -> None:

@@ -75,13 +75,15 @@ class ControllerSession:
             reader = asyncio.get_running_loop().create_task(self._read(call))
             try:
                 while not reader.done():
-                    self.changed.clear()
                     waiter = asyncio.get_running_loop().create_task(self.changed.wait())
                     done, _ = await asyncio.wait({reader, waiter}, timeout=HEARTBEAT_S,
                                                  return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
                     if reader in done:
                         break
+                    # Clear before taking the snapshot: a change after this point is caught
+                    # by the next report.
+                    self.changed.clear()
                     await call.write(self._report())
                     await asyncio.sleep(REPORT_MIN_INTERVAL_S)
                 await reader

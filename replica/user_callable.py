@@ -14,7 +14,7 @@ import inspect
 import json
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from weir.protos import weir_pb2 as pb
 
 Message = dict[str, Any]
-Send = Callable[[Message], Awaitable[None]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class UserCallableError(Exception):
@@ -76,7 +76,7 @@ def to_response(result: Any) -> Response:
     if isinstance(result, (bytes, bytearray, memoryview)):
         return Response(bytes(result), media_type="application/octet-stream")
     if inspect.isgenerator(result) or inspect.isasyncgen(result):
-        return StreamingResponse(result, media_type="text/plain")
+        return StreamingResponse(result, media_type="text/plain")  # type: ignore[arg-type]
     try:
         json.dumps(result)
     except (TypeError, ValueError):
@@ -229,7 +229,7 @@ async def _iterate_in_thread(gen: Any, executor: ThreadPoolExecutor) -> AsyncIte
         yield item
 
 
-def error_fields(exc: BaseException) -> dict[str, str]:
+def error_fields(exc: BaseException) -> dict[str, Any]:
     """The error fields of a reply for an exception raised by user code."""
     import traceback
 

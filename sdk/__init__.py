@@ -10,7 +10,18 @@
     serve.run(Hello.bind())
 """
 
-from weir import serve
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["serve"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # `weir.serve` is imported on first use, so that servers importing `weir.<module>`
+    # do not pay for the whole SDK.
+    if name == "serve":
+        return importlib.import_module("weir.serve")
+    raise AttributeError(f"module 'weir' has no attribute {name!r}")

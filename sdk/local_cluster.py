@@ -135,15 +135,15 @@ class LocalCluster:
             if not self.external_etcd:
                 etcd = EtcdServer(Path(temp_dir) / "etcd", binary=self.etcd_binary)
                 etcd.start()
-                etcd.release()
+                etcd._detach()  # the cluster, not this object, owns etcd now
                 info.etcd_endpoints = etcd.endpoint
                 pids["etcd"] = etcd.pid or 0
             logs = Path(temp_dir) / "logs"
             logs.mkdir()
             for i in range(self.num_controllers):
+                # Port 0: the controller binds a free port itself and reports it in its
+                # ready file (no race with other processes picking free ports).
                 port = self.admin_port if i == 0 else 0
-                if port == 0:
-                    port = free_port(self.http_host)
                 ready = Path(temp_dir) / f"controller-{i}.ready"
                 proc = self._spawn(
                     [sys.executable, "-m", "weir.controller", "--etcd", info.etcd_endpoints,
@@ -152,7 +152,9 @@ class LocalCluster:
                      "--ready-file", str(ready)],
                     logs / f"controller-{i}.log")
                 pids[f"controller-{i}"] = proc.pid
-                info.controllers.append(f"127.0.0.1:{port}")
+                info.controllers.append(self._wait_file(ready, proc, timeout))
+            if not self.http_port:
+                self.http_port = free_port(self.http_host)
             proc = self._spawn(
                 [sys.executable, "-m", "weir.proxy", "--etcd", info.etcd_endpoints,
                  "--http-host", self.http_host, "--http-port", str(self.http_port),
@@ -174,6 +176,17 @@ class LocalCluster:
         self._procs.append(proc)
         return proc
 
+    def _wait_file(self, path: Path, proc: subprocess.Popen[bytes], timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists() and (text := path.read_text().strip()):
+                return text
+            if proc.poll() is not None:
+                raise RuntimeError(f"{' '.join(map(str, proc.args[:3]))} exited with code "  # type: ignore[index]
+                                   f"{proc.returncode}; see {path.parent}/logs")
+            time.sleep(0.02)
+        raise TimeoutError(f"{path.name} did not appear within {timeout:.0f} s")
+
     def _wait_ready(self, info: ClusterInfo, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         url = f"http://{info.http}/-/healthz"
@@ -181,8 +194,8 @@ class LocalCluster:
             for proc in self._procs:
                 if proc.poll() is not None:
                     raise RuntimeError(
-                        f"{' '.join(proc.args[:3])} exited with code {proc.returncode}; "  # type: ignore[index]
-                        f"see the logs in {info.temp_dir}/logs")
+                        f"{' '.join(map(str, proc.args[:3]))} exited with code "  # type: ignore[index]
+                        f"{proc.returncode}; see the logs in {info.temp_dir}/logs")
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(url, timeout=1) as resp:
                     if resp.status == 200:

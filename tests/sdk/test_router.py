@@ -1,0 +1,81 @@
+"""The router: p2c choice (pure) and the bounded queue, with no network."""
+
+import asyncio
+import random
+import time
+
+import pytest
+
+from weir.exceptions import BackPressureError, DeploymentUnavailableError
+from weir.router import DeploymentRouter, ReplicaSlot, choose_replica
+
+
+def test_p2c_prefers_less_loaded() -> None:
+    rng = random.Random(0)
+    slots = [ReplicaSlot("a", "x", reported=9), ReplicaSlot("b", "y", reported=0)]
+    picks = {choose_replica(slots, 10, time.monotonic(), rng).replica_id for _ in range(20)}  # type: ignore[union-attr]
+    assert picks == {"b"}
+
+
+def test_p2c_skips_full_and_backed_off_replicas() -> None:
+    now = time.monotonic()
+    slots = [ReplicaSlot("a", "x", in_flight=2), ReplicaSlot("b", "y", skip_until=now + 1)]
+    assert choose_replica(slots, 2, now, random.Random(0)) is None
+    slots.append(ReplicaSlot("c", "z"))
+    assert choose_replica(slots, 2, now, random.Random(0)).replica_id == "c"  # type: ignore[union-attr]
+
+
+def test_p2c_spreads_evenly_under_equal_load() -> None:
+    rng = random.Random(1)
+    slots = [ReplicaSlot(str(i), str(i)) for i in range(4)]
+    counts = {s.replica_id: 0 for s in slots}
+    for _ in range(400):
+        s = choose_replica(slots, 1000, time.monotonic(), rng)
+        assert s is not None
+        s.in_flight += 1
+        counts[s.replica_id] += 1
+    assert max(counts.values()) - min(counts.values()) <= 2
+
+
+def test_seed_load_shedding_shape() -> None:
+    """max_ongoing=2, max_queued=2, one replica: 2 run, 2 wait, the rest are shed at once."""
+
+    async def scenario() -> None:
+        router = DeploymentRouter("app", "D")
+        router.update(2, 2, [("r1", "addr", 0)])
+        running = [await router.assign(None) for _ in range(2)]
+        waiters = [asyncio.ensure_future(router.assign(None)) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert router.num_queued == 2
+        for _ in range(5):
+            with pytest.raises(BackPressureError):
+                await router.assign(None)
+        router.release(running[0])
+        slot = await asyncio.wait_for(waiters[0], 1)
+        assert slot.replica_id == "r1" and not waiters[1].done()
+        router.release(running[1])
+        await asyncio.wait_for(waiters[1], 1)
+
+    asyncio.run(scenario())
+
+
+def test_no_replica_waits_until_deadline_then_unavailable() -> None:
+    async def scenario() -> None:
+        router = DeploymentRouter("app", "D")
+        router.update(1, -1, [])
+        with pytest.raises(DeploymentUnavailableError):
+            await router.assign(time.monotonic() + 0.2)
+
+    asyncio.run(scenario())
+
+
+def test_replica_arriving_wakes_waiter() -> None:
+    async def scenario() -> None:
+        router = DeploymentRouter("app", "D")
+        router.update(1, -1, [])
+        waiter = asyncio.ensure_future(router.assign(time.monotonic() + 5))
+        await asyncio.sleep(0.01)
+        router.update(1, -1, [("r1", "addr", 0)])
+        assert (await asyncio.wait_for(waiter, 1)).replica_id == "r1"
+
+    asyncio.run(scenario())
