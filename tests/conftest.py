@@ -1,0 +1,59 @@
+"""Fixtures shared by every test folder: real etcd processes on loopback.
+
+Each fixture starts its own etcd (a quarter of a second for one member), so a test may
+kill or restart it freely; teardown stops every process and checks by PID that none
+is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from weir.etcd_server import EtcdCluster, EtcdServer
+
+
+def _reap(pids: list[int]) -> None:
+    """SIGKILL any of ``pids`` still alive; fail the test if one had to be."""
+    leftovers = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        leftovers.append(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"etcd processes left running after stop(): {leftovers}"
+
+
+@pytest.fixture
+def etcd_server() -> Iterator[EtcdServer]:
+    """A started single-member etcd, stopped and removed after the test."""
+    server = EtcdServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        pids = [server.pid] if server.pid is not None else []
+        server.stop()
+        _reap(pids)
+        assert not os.path.exists(server.data_dir)
+
+
+@pytest.fixture
+def etcd_cluster() -> Iterator[EtcdCluster]:
+    """A started three-member etcd cluster, stopped and removed after the test."""
+    cluster = EtcdCluster(3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        pids = [m.pid for m in cluster.members if m.pid is not None]
+        cluster.stop()
+        _reap(pids)
+        assert not any(os.path.exists(m.data_dir) for m in cluster.members)
