@@ -135,7 +135,7 @@ class LocalCluster:
             if not self.external_etcd:
                 etcd = EtcdServer(Path(temp_dir) / "etcd", binary=self.etcd_binary)
                 etcd.start()
-                etcd._detach()  # the cluster, not this object, owns etcd now
+                etcd.detach()  # the cluster, not this object, owns etcd now
                 info.etcd_endpoints = etcd.endpoint
                 pids["etcd"] = etcd.pid or 0
             logs = Path(temp_dir) / "logs"
