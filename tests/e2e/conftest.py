@@ -43,9 +43,16 @@ class RunningCluster:
         return self.client.get_status(name).get("applications", {}).get(name, {})  # type: ignore[no-any-return]
 
     def wait_status(self, name: str, want: str, timeout: float = 60) -> dict[str, Any]:
-        """Poll until the app's status is `want`."""
-        return wait_for(lambda: (s := self.app_status(name)).get("app_status", {}).get(
-            "status") == want and s, timeout, f"app {name} to be {want}")
+        """Poll until the app's status is `want`; fail at once on an unexpected failure."""
+
+        def check() -> dict[str, Any] | None:
+            status = self.app_status(name)
+            current = status.get("app_status", {}).get("status")
+            if current == "DEPLOY_FAILED" and want != current:
+                raise AssertionError(f"app {name} failed: {status['app_status']['message']}")
+            return status if current == want else None
+
+        return wait_for(check, timeout, f"app {name} to be {want}")  # type: ignore[no-any-return]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
