@@ -1,0 +1,320 @@
+"""HTTP throughput and latency of Weir against bare baselines, measured in one run.
+
+Systems, each started fresh, in its own processes, on loopback:
+  bare-hypercorn  a starlette app answering "ok" on hypercorn;
+  bare-hop        the same app making one grpc.aio call per request to an echo process:
+                  the floor for any proxy that forwards over gRPC, as Weir's does;
+  weir-hypercorn  a no-op deployment behind a `weir start` cluster (proxy on hypercorn);
+  weir-uvicorn    the same with `weir start --http-server uvicorn`.
+Each is measured at every concurrency (default 1 and 64) after a warm-up; the table gives
+req/s, p50 and p99 latency, and Weir's req/s as a fraction of the bare hop's.
+
+    python bench/http_throughput.py                         # everything, 5 s per point
+    python bench/http_throughput.py --duration 2 --only baselines --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.load_client import LoadClient, LoadError, Measurement, choose_client
+from bench.processes import ProcessFailed, ProcessGroup, free_port, wait_http_ok
+from bench.weir_cluster import CliFailed, WeirCluster
+
+NOOP_IMPORT_PATH = "bench.noop_app:app"
+EXPECTED_BODY = b"ok"
+GROUPS = {
+    "baselines": ["bare-hypercorn", "bare-hop"],
+    "weir": ["weir-hypercorn", "weir-uvicorn"],
+}
+GROUPS["all"] = GROUPS["baselines"] + GROUPS["weir"]
+BASELINE_FOR_RATIO = "bare-hop"
+
+
+@dataclass
+class RunSettings:
+    """What every system's runner needs: where to log, the event loop, the deadlines."""
+
+    work_dir: Path
+    loop: str
+    ready_timeout: float
+
+
+@dataclass
+class SystemResult:
+    """The points measured for one system, or why it could not be measured."""
+
+    name: str
+    points: dict[int, Measurement] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, points keyed by concurrency."""
+        return {"name": self.name, "error": self.error,
+                "points": {str(c): m.as_dict() for c, m in self.points.items()}}
+
+
+# -- the systems under test: each a context manager yielding the URL to load --------------
+
+def _bare_server(settings: RunSettings, group: ProcessGroup, name: str, *args: str) -> None:
+    group.spawn(name, [sys.executable, "-m", "bench.bare_servers", *args,
+                       "--loop", settings.loop])
+
+
+@contextlib.contextmanager
+def bare_hypercorn(settings: RunSettings) -> Iterator[str]:
+    """The bare starlette app on hypercorn, one process."""
+    with ProcessGroup(settings.work_dir / "bare-hypercorn") as group:
+        port = free_port()
+        _bare_server(settings, group, "plain", "plain", "--port", str(port))
+        url = f"http://127.0.0.1:{port}/"
+        wait_http_ok(url, settings.ready_timeout, check=group)
+        yield url
+
+
+@contextlib.contextmanager
+def bare_hop(settings: RunSettings) -> Iterator[str]:
+    """The bare app forwarding each request over grpc.aio to an echo process."""
+    with ProcessGroup(settings.work_dir / "bare-hop") as group:
+        echo_port, http_port = free_port(), free_port()
+        _bare_server(settings, group, "echo", "echo", "--port", str(echo_port))
+        _bare_server(settings, group, "hop", "hop", "--port", str(http_port),
+                     "--echo-port", str(echo_port))
+        url = f"http://127.0.0.1:{http_port}/"
+        # 200 only once the hop answers and its call to the echo server succeeds.
+        wait_http_ok(url, settings.ready_timeout, check=group)
+        yield url
+
+
+def weir_system(http_server: str) -> Callable[[RunSettings], AbstractContextManager[str]]:
+    """A runner for a Weir cluster whose proxy runs on `http_server`."""
+
+    @contextlib.contextmanager
+    def run(settings: RunSettings) -> Iterator[str]:
+        home = settings.work_dir / f"weir-{http_server}"
+        with WeirCluster(home, free_port(), free_port(), http_server) as cluster:
+            cluster.start(settings.ready_timeout)
+            cluster.deploy(NOOP_IMPORT_PATH, settings.ready_timeout)
+            cluster.wait_serving(settings.ready_timeout)
+            yield cluster.url
+
+    return run
+
+
+SYSTEMS: dict[str, Callable[[RunSettings], AbstractContextManager[str]]] = {
+    "bare-hypercorn": bare_hypercorn,
+    "bare-hop": bare_hop,
+    "weir-hypercorn": weir_system("hypercorn"),
+    "weir-uvicorn": weir_system("uvicorn"),
+}
+
+
+# -- running -----------------------------------------------------------------------------
+
+def check_answer(url: str) -> None:
+    """Fail unless `url` answers 200 with the expected body: never benchmark an error page."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body = response.read()
+    if body.strip() != EXPECTED_BODY:
+        raise ProcessFailed(f"{url} answered {body[:200]!r}, expected {EXPECTED_BODY!r}")
+
+
+def measure_system(name: str, settings: RunSettings, client: LoadClient,
+                   concurrencies: list[int], duration: float, warmup: float) -> SystemResult:
+    """Start one system, measure each concurrency, stop it; errors become the result's."""
+    result = SystemResult(name)
+    print(f"{name}: starting", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    try:
+        with SYSTEMS[name](settings) as url:
+            check_answer(url)
+            print(f"{name}: ready in {time.monotonic() - started:.1f} s at {url}",
+                  file=sys.stderr, flush=True)
+            for concurrency in concurrencies:
+                point = client.measure(url, concurrency, duration, warmup)
+                result.points[concurrency] = point
+                print(f"{name}: c={concurrency} {point.rps:,.0f} req/s p50 "
+                      f"{point.p50_ms:.2f} ms p99 {point.p99_ms:.2f} ms"
+                      + (f" ({point.errors} errors)" if point.errors else ""),
+                      file=sys.stderr, flush=True)
+    except (ProcessFailed, CliFailed, LoadError, OSError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        print(f"{name}: FAILED: {result.error}", file=sys.stderr, flush=True)
+    return result
+
+
+def ratios(results: list[SystemResult], concurrencies: list[int]) -> dict[str, dict[str, float]]:
+    """Each Weir system's req/s divided by the bare hop's, per concurrency."""
+    base = next((r for r in results if r.name == BASELINE_FOR_RATIO), None)
+    out: dict[str, dict[str, float]] = {}
+    if base is None:
+        return out
+    for result in results:
+        if not result.name.startswith("weir-"):
+            continue
+        for c in concurrencies:
+            if c in result.points and c in base.points and base.points[c].rps:
+                out.setdefault(result.name, {})[str(c)] = (result.points[c].rps
+                                                           / base.points[c].rps)
+    return out
+
+
+def error_summary(error: str) -> str:
+    """First and last lines of a (possibly multi-line) error: the command and the cause."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    return lines[0] if len(lines) < 2 else f"{lines[0]} ... {lines[-1]}"
+
+
+def format_table(results: list[SystemResult], concurrencies: list[int],
+                 weir_ratios: dict[str, dict[str, float]]) -> str:
+    """The results as a fixed-width text table, then the Weir / bare hop ratios."""
+    header = ["system"]
+    for c in concurrencies:
+        header += [f"c={c} req/s", "p50 ms", "p99 ms"]
+    rows = [header]
+    notes = []
+    for result in results:
+        row = [result.name]
+        for c in concurrencies:
+            point = result.points.get(c)
+            if point is None:
+                row += ["-", "-", "-"]
+                continue
+            flag = "!" if point.errors else ""
+            row += [f"{point.rps:,.0f}{flag}", f"{point.p50_ms:.2f}", f"{point.p99_ms:.2f}"]
+            if point.errors:
+                notes.append(f"! {result.name} c={c}: {point.errors} errors "
+                             f"of {point.requests} requests")
+        if result.error:
+            notes.append(f"{result.name}: not measured: {error_summary(result.error)}")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for name, by_c in weir_ratios.items():
+        parts = ", ".join(f"c={c} {ratio:.2f}" for c, ratio in by_c.items())
+        lines.append(f"{name} / {BASELINE_FOR_RATIO} req/s: {parts}")
+    return "\n".join(lines + notes)
+
+
+def environment(client: LoadClient, args: argparse.Namespace) -> dict[str, Any]:
+    """What the figures depend on, recorded beside them."""
+    try:
+        import httptools  # noqa: F401
+
+        uvicorn_http = "httptools"
+    except ImportError:
+        uvicorn_http = "h11"
+    return {"client": client.name, "duration_s": args.duration, "warmup_s": args.warmup,
+            "loop": args.loop, "uvicorn_http": uvicorn_http, "cpus": os.cpu_count(),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def selected_systems(only: str) -> list[str]:
+    """Expand `--only` (names and groups, comma-separated) into system names, in order."""
+    wanted: list[str] = []
+    for item in filter(None, (part.strip() for part in only.split(","))):
+        names = GROUPS.get(item, [item])
+        for name in names:
+            if name not in SYSTEMS:
+                choices = ", ".join([*GROUPS, *SYSTEMS])
+                raise SystemExit(f"--only: unknown system {item!r} (choose from {choices})")
+            if name not in wanted:
+                wanted.append(name)
+    return [name for name in SYSTEMS if name in wanted]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
+                        help="Load generator; auto takes wrk when it is on PATH.")
+    parser.add_argument("--duration", type=float, default=5.0,
+                        help="Seconds measured per point (wrk rounds to whole seconds).")
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="Seconds of load before each measured point.")
+    parser.add_argument("--concurrency", default="1,64",
+                        help="Comma-separated connection counts.")
+    parser.add_argument("--only", default="all",
+                        help="Systems or groups, comma-separated: "
+                             f"{', '.join([*GROUPS, *SYSTEMS])}.")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="Event loop of the bare servers (Weir's processes use uvloop).")
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--ready-timeout", type=float, default=60.0,
+                        help="Deadline for a system to start and answer 200.")
+    parser.add_argument("--json", type=Path, default=None, help="Also write results here.")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="Keep the servers' logs even when every system ran.")
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every finally stops its children
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; returns the exit code (1 if a system could not be measured)."""
+    args = parse_args(argv)
+    concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    names = selected_systems(args.only)
+    client = choose_client(args.client, args.wrk_threads)
+    signal.signal(signal.SIGTERM, _interrupt)
+    work_dir = Path(tempfile.mkdtemp(prefix="weir-bench-"))
+    settings = RunSettings(work_dir, args.loop, args.ready_timeout)
+    print(f"client: {client.name}; {args.duration:g} s per point after {args.warmup:g} s "
+          f"warm-up; logs in {work_dir}", file=sys.stderr, flush=True)
+    results: list[SystemResult] = []
+    try:
+        for name in names:
+            results.append(measure_system(name, settings, client, concurrencies,
+                                          args.duration, args.warmup))
+    except KeyboardInterrupt:
+        if args.keep_logs:
+            print(f"interrupted; logs kept in {work_dir}", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
+            shutil.rmtree(work_dir, ignore_errors=True)
+        return 130
+    weir_ratios = ratios(results, concurrencies)
+    print(f"client {client.name}, {args.duration:g} s per point after {args.warmup:g} s "
+          f"warm-up, bare servers on {args.loop}, {os.cpu_count()} CPUs")
+    print(format_table(results, concurrencies, weir_ratios))
+    if args.json is not None:
+        args.json.write_text(json.dumps(
+            {"environment": environment(client, args), "concurrencies": concurrencies,
+             "systems": [r.as_dict() for r in results], "weir_over_bare_hop": weir_ratios},
+            indent=2) + "\n")
+    failed = any(r.error for r in results)
+    if failed or args.keep_logs:
+        print(f"logs kept in {work_dir}", file=sys.stderr)
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
