@@ -18,6 +18,7 @@ import structlog
 from weir.config import ConfigError, config_from_json, diff_applications
 from weir.controller.goal import (
     APPS_PREFIX,
+    GRPC_OPTIONS_KEY,
     HISTORY_PREFIX,
     HTTP_OPTIONS_KEY,
     AppGoal,
@@ -90,6 +91,7 @@ class AdminService(pb_grpc.ControllerServicer):
                                   for d in app.deployments]
         by_value = {k: v.decode() for k, v in request.pickled_apps.items()}
         http_options = config.http_options.model_dump(mode="json")
+        grpc_options = config.grpc_options.model_dump(mode="json")
         for _attempt in range(5):
             try:
                 leader_goals, revisions = await self._read_goals()
@@ -105,7 +107,10 @@ class AdminService(pb_grpc.ControllerServicer):
                     return pb.DeployReply(message="dry run: nothing changed",
                                           diff_json=json.dumps(diff, default=str))
                 keys: dict[str, bytes] = {APPS_PREFIX + n: g.to_bytes() for n, g in puts.items()}
-                keys[HTTP_OPTIONS_KEY] = json.dumps(http_options).encode()
+                if not request.partial or "http_options" in config.model_fields_set:
+                    keys[HTTP_OPTIONS_KEY] = json.dumps(http_options).encode()
+                if not request.partial or "grpc_options" in config.model_fields_set:
+                    keys[GRPC_OPTIONS_KEY] = json.dumps(grpc_options).encode()
                 keys[f"{HISTORY_PREFIX}{time.time_ns():020d}"] = json.dumps(
                     {"timestamp": time.time(), "config": merged}).encode()
                 guards = {APPS_PREFIX + n: revisions.get(n, 0) for n in [*puts, *deletes]}

@@ -29,6 +29,7 @@ HISTORY_PREFIX = "/weir/history/"
 CONTROLLERS_PREFIX = "/weir/controllers/"
 PROXIES_PREFIX = "/weir/proxies/"
 HTTP_OPTIONS_KEY = "/weir/http_options"
+GRPC_OPTIONS_KEY = "/weir/grpc_options"
 SHUTDOWN_KEY = "/weir/shutdown"
 
 

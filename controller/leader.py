@@ -30,6 +30,7 @@ from weir.build import BuiltApp
 from weir.controller import reconciler
 from weir.controller.goal import (
     APPS_PREFIX,
+    GRPC_OPTIONS_KEY,
     HTTP_OPTIONS_KEY,
     REPLICAS_PREFIX,
     AppGoal,
@@ -89,6 +90,7 @@ class Leader:
         self.goals: dict[str, AppGoal] = {}
         self.goal_revisions: dict[str, int] = {}
         self.http_options: dict[str, Any] = {}
+        self.grpc_options: dict[str, Any] = {}
         self.records: dict[str, ReplicaRecord] = {}
         self.sessions: dict[str, Session] = {}
         self.books: dict[str, ReplicaBook] = {}
@@ -142,6 +144,8 @@ class Leader:
             goal = AppGoal.from_bytes(kv.value)
             self.goals[goal.name] = goal
             self.goal_revisions[goal.name] = kv.mod_revision
+        grpc_options = await self.store.get(GRPC_OPTIONS_KEY)
+        self.grpc_options = json.loads(grpc_options.value) if grpc_options else {}
         options = await self.store.get(HTTP_OPTIONS_KEY)
         self.http_options = json.loads(options.value) if options else {}
         items, _ = await self.store.get_prefix(REPLICAS_PREFIX)
@@ -383,6 +387,7 @@ class Leader:
             "app": record.app, "deployment": record.deployment, "version": record.version,
             "definition": base64.b64encode(p.spec.definition).decode(),
             "options": p.options, "sys_paths": env.sys_paths,
+            "grpc_servicer_functions": self.grpc_options.get("grpc_servicer_functions", []),
         }
 
     async def session(self, reports: AsyncIterator[pb.ReplicaReport]

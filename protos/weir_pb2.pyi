@@ -52,21 +52,33 @@ class HttpRequest(_message.Message):
     http_version: str
     def __init__(self, method: _Optional[str] = ..., path: _Optional[str] = ..., query_string: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., body: _Optional[bytes] = ..., root_path: _Optional[str] = ..., scheme: _Optional[str] = ..., client_host: _Optional[str] = ..., client_port: _Optional[int] = ..., http_version: _Optional[str] = ...) -> None: ...
 
+class GrpcRequest(_message.Message):
+    __slots__ = ("method_path", "payload", "metadata")
+    METHOD_PATH_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    method_path: str
+    payload: bytes
+    metadata: _containers.RepeatedCompositeFieldContainer[Header]
+    def __init__(self, method_path: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
+
 class CallRequest(_message.Message):
-    __slots__ = ("request_id", "method", "deadline", "http", "pickled_args", "caller")
+    __slots__ = ("request_id", "method", "deadline", "http", "pickled_args", "caller", "grpc")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
     HTTP_FIELD_NUMBER: _ClassVar[int]
     PICKLED_ARGS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
+    GRPC_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     method: str
     deadline: float
     http: HttpRequest
     pickled_args: bytes
     caller: str
-    def __init__(self, request_id: _Optional[str] = ..., method: _Optional[str] = ..., deadline: _Optional[float] = ..., http: _Optional[_Union[HttpRequest, _Mapping]] = ..., pickled_args: _Optional[bytes] = ..., caller: _Optional[str] = ...) -> None: ...
+    grpc: GrpcRequest
+    def __init__(self, request_id: _Optional[str] = ..., method: _Optional[str] = ..., deadline: _Optional[float] = ..., http: _Optional[_Union[HttpRequest, _Mapping]] = ..., pickled_args: _Optional[bytes] = ..., caller: _Optional[str] = ..., grpc: _Optional[_Union[GrpcRequest, _Mapping]] = ...) -> None: ...
 
 class CallReply(_message.Message):
     __slots__ = ("outcome", "status", "headers", "body", "pickled", "error", "error_type", "traceback", "ongoing", "more_body")

@@ -81,6 +81,7 @@ class Replica:
         self.spec = spec
         options = spec["options"]
         self.server.max_ongoing = int(options["max_ongoing_requests"])
+        self.server.grpc_servicer_functions = list(spec.get("grpc_servicer_functions", []))
         self.graceful_timeout = float(options["graceful_shutdown_timeout_s"])
         self.server.state = "INITIALIZING"
         add_sys_paths(spec.get("sys_paths", []))

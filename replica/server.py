@@ -18,6 +18,7 @@ import structlog
 
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
+from weir.replica.grpc_codecs import MethodCodec, method_codecs
 from weir.replica.user_callable import UserCallable, error_fields
 
 log = structlog.get_logger("weir.replica")
@@ -34,6 +35,9 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         self.idle = asyncio.Event()
         self.idle.set()
         self._on_load_change = on_load_change
+        #: The config's grpc_options.grpc_servicer_functions, for gRPC ingress calls.
+        self.grpc_servicer_functions: list[str] = []
+        self._grpc_codecs: dict[str, MethodCodec] | None = None
 
     @property
     def ongoing(self) -> int:
@@ -74,6 +78,8 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             timeout = self._timeout(request)
             if timeout is not None and timeout <= 0:
                 return pb.CallReply(outcome=pb.TIMEOUT, error="deadline passed before start")
+            if request.HasField("grpc"):
+                return await self._grpc(request, timeout)
             result = await asyncio.wait_for(
                 self.user.call_python(request.method, request.pickled_args), timeout)
             try:
@@ -92,6 +98,22 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                                 **error_fields(exc))
         finally:
             self._done()
+
+    async def _grpc(self, request: pb.CallRequest, timeout: float | None) -> pb.CallReply:
+        """A call from the gRPC ingress: decode with the user's protos, call, encode."""
+        assert self.user is not None
+        if self._grpc_codecs is None:
+            self._grpc_codecs = method_codecs(self.grpc_servicer_functions)
+        path = request.grpc.method_path
+        codec = self._grpc_codecs.get(path)
+        if codec is None:
+            raise LookupError(f"no gRPC method {path}: add its servicer function to "
+                              "grpc_options.grpc_servicer_functions")
+        message = codec.deserialize(request.grpc.payload)
+        result = await asyncio.wait_for(
+            self.user.invoke(self.user.method(request.method), message), timeout)
+        return pb.CallReply(outcome=pb.OK, body=codec.serialize(result),
+                            ongoing=self.ongoing - 1)
 
     async def CallStream(self, request: pb.CallRequest,
                          context: Any) -> AsyncIterator[pb.CallReply]:
