@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import secrets
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -351,18 +353,18 @@ class Leader:
 
         env = await self._prepared_env(goal.name)
         import_path = goal.config["import_path"]
-        proc = await asyncio.create_subprocess_exec(
-            self.python, "-m", "weir.build", "--import-path", import_path,
-            "--app-name", goal.name, "--args-json", json.dumps(goal.config.get("args") or {}),
-            cwd=env.cwd or None, env=process_env(env), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        cmd = [self.python, "-m", "weir.build", "--import-path", import_path, "--app-name",
+               goal.name, "--args-json", json.dumps(goal.config.get("args") or {})]
+        # subprocess (vfork + exec) in a worker thread rather than asyncio's subprocess: the
+        # event loop's fork() runs gRPC's fork handlers in the child, which can crash it.
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), BUILD_TIMEOUT_S)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+            proc = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+                subprocess.run, cmd, cwd=env.cwd or None, env=process_env(env),
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=BUILD_TIMEOUT_S))
+        except subprocess.TimeoutExpired:
             return None, (f"importing {import_path!r} did not finish within "
                           f"{BUILD_TIMEOUT_S:.0f} s")
+        out, err = proc.stdout, proc.stderr
         try:
             data = json.loads(out)
             if not isinstance(data, dict) or not ("error" in data or "deployments" in data):

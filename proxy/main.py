@@ -48,6 +48,11 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
     plane.start()
     app = ProxyApp(plane)
     address = f"{opts.http_host}:{opts.http_port}"
+    grpc_server = None
+    if opts.grpc_port >= 0:
+        from weir.proxy.grpc_ingress import start_grpc_ingress
+
+        grpc_server = await start_grpc_ingress(plane, opts.http_host, opts.grpc_port)
     store = Store(opts.etcd)
     info = {"id": proxy_id, "http": address, "pid": os.getpid()}
     registration = asyncio.get_running_loop().create_task(_register(store, proxy_id, info))
@@ -76,6 +81,8 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
         await _announce(opts, address)
         await server_task
     registration.cancel()
+    if grpc_server is not None:
+        await grpc_server.stop(1)
     await plane.close()
     try:
         await store.close()
@@ -97,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--http-host", default="127.0.0.1")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--http-server", choices=("hypercorn", "uvicorn"), default="hypercorn")
+    parser.add_argument("--grpc-port", type=int, default=-1,
+                        help="Serve the gRPC ingress on this port (-1: off).")
     parser.add_argument("--proxy-id", default="")
     parser.add_argument("--ready-file", default="")
     opts = parser.parse_args(argv)

@@ -47,6 +47,8 @@ class ClusterInfo:
     http: str
     temp_dir: str
     pids: dict[str, int] = field(default_factory=dict)
+    #: The gRPC ingress address ("" when off).
+    grpc: str = ""
 
     @property
     def address(self) -> str:
@@ -112,7 +114,7 @@ class LocalCluster:
     def __init__(self, *, http_host: str = "127.0.0.1", http_port: int = 8000,
                  admin_port: int = 9500, controllers: int = 1, etcd: str = "",
                  etcd_binary: str | None = None, lease_ttl: float = 3.0,
-                 http_server: str = "hypercorn") -> None:
+                 http_server: str = "hypercorn", grpc_port: int | None = None) -> None:
         self.http_host = http_host
         self.http_port = http_port
         self.admin_port = admin_port
@@ -121,6 +123,8 @@ class LocalCluster:
         self.etcd_binary = etcd_binary
         self.lease_ttl = lease_ttl
         self.http_server = http_server
+        #: None: no gRPC ingress; 0: on a free port.
+        self.grpc_port = grpc_port
         self.info: ClusterInfo | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
 
@@ -155,12 +159,17 @@ class LocalCluster:
                 info.controllers.append(self._wait_file(ready, proc, timeout))
             if not self.http_port:
                 self.http_port = free_port(self.http_host)
+            if self.grpc_port == 0:
+                self.grpc_port = free_port(self.http_host)
             proc = self._spawn(
                 [sys.executable, "-m", "weir.proxy", "--etcd", info.etcd_endpoints,
                  "--http-host", self.http_host, "--http-port", str(self.http_port),
-                 "--http-server", self.http_server],
+                 "--http-server", self.http_server, "--grpc-port",
+                 str(-1 if self.grpc_port is None else self.grpc_port)],
                 logs / "proxy.log")
             pids["proxy"] = proc.pid
+            if self.grpc_port is not None:
+                info.grpc = f"127.0.0.1:{self.grpc_port}"
             host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
             info.http = f"{host}:{self.http_port}"
             self._wait_ready(info, timeout)

@@ -67,11 +67,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    """One local cluster for the module."""
+def start_cluster(tmp_path_factory: pytest.TempPathFactory,
+                  **options: Any) -> Iterator[RunningCluster]:
+    """Start a local cluster on free ports, yield it, stop it and check nothing is left."""
     os.environ["WEIR_HOME"] = str(tmp_path_factory.mktemp("weir-home"))
-    local = LocalCluster(http_port=0, admin_port=0)
+    local = LocalCluster(http_port=0, admin_port=0, **options)
     info = local.start()
     pids = dict(info.pids)
     try:
@@ -81,3 +81,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
         left = [p for p in pids.values() if pid_runs(p)] + replica_pids(info.cluster_id)
         assert not left, f"processes left behind: {left}"
         assert not os.path.exists(info.temp_dir)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    """One local cluster for the module."""
+    yield from start_cluster(tmp_path_factory)
