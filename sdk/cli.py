@@ -106,7 +106,8 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
             fail(f"cannot start the local cluster: {exc}")
         addr = info.address
         click.echo(f"Started a local Weir cluster: HTTP at http://{info.http}, "
-                   f"admin at {info.address}", err=True)
+                   f"admin at {info.address}, etcd at {info.etcd_endpoints}, "
+                   f"logs in {info.temp_dir}/logs", err=True)
     client = AdminClient(addr)
     exit_code = 0
     try:

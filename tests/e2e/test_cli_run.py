@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,11 +17,9 @@ from tests.e2e.conftest import ROOT, wait_for
 from weir.controller.launcher import pid_runs
 from weir.etcd_server import free_port
 
-WEIR_MARKERS = (b"weir.controller", b"weir.replica", b"weir.proxy", b"weir.build", b"etcd")
 
-
-def weir_processes() -> set[int]:
-    """PIDs of every Weir or etcd process on the machine."""
+def processes_mentioning(*needles: str) -> set[int]:
+    """PIDs of live processes whose command line contains any of `needles`."""
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -28,26 +27,21 @@ def weir_processes() -> set[int]:
                 cmd = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if any(m in cmd for m in WEIR_MARKERS) and pid_runs(int(entry.name)):
+            if any(n.encode() in cmd for n in needles) and pid_runs(int(entry.name)):
                 found.add(int(entry.name))
     return found
 
 
-def cluster_dirs() -> set[str]:
-    import tempfile
-
-    return {p.name for p in Path(tempfile.gettempdir()).glob("weir-cluster-*")}
-
-
 def test_weir_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
-    before, dirs_before = weir_processes(), cluster_dirs()
     port = free_port()
     env = {**os.environ, "WEIR_HOME": str(tmp_path)}
     env.pop("WEIR_ADDRESS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "weir.cli", "run", "tests.e2e.apps.basic:echo", "--port",
-         str(port), "--admin-port", "0"], cwd=ROOT, env=env, stderr=subprocess.PIPE,
-        start_new_session=True)
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "weir.cli", "run", "tests.e2e.apps.basic:echo", "--port",
+             str(port), "--admin-port", "0"], cwd=ROOT, env=env, stderr=err,
+            start_new_session=True)
     try:
         def answered() -> bool:
             try:
@@ -56,20 +50,24 @@ def test_weir_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
                 return False
 
         wait_for(answered, 60, "weir run to serve")
-        assert len(weir_processes() - before) >= 5  # etcd, controller, proxy, 2 replicas
+        match = re.search(r"etcd at (\S+), logs in (\S+)/logs", log.read_text())
+        assert match, log.read_text()
+        etcd, temp_dir = match.groups()
+        mine = processes_mentioning(etcd, temp_dir)
+        assert len(mine) >= 5, mine  # etcd, controller, proxy, 2 replicas
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)
         assert time.monotonic() - started < 10, "Ctrl-C stops everything within 10 s"
         assert proc.returncode == 0
-        wait_for(lambda: not (weir_processes() - before), 5, "every process to exit")
-        assert cluster_dirs() == dirs_before, "no temp dir left behind"
+        wait_for(lambda: not processes_mentioning(etcd, temp_dir), 5, "every process to exit")
+        assert not any(pid_runs(p) for p in mine)
+        assert not os.path.exists(temp_dir), "no temp dir left behind"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        _, err = proc.communicate()
-    assert b"RUNNING" in err
+    assert "RUNNING" in log.read_text()
 
 
 def test_weir_run_bad_import_path_exits_with_reason(tmp_path: Path) -> None:
@@ -110,13 +108,14 @@ import requests
 print("http", requests.get(f"http://127.0.0.1:{sys.argv[1]}/?x=5").json()["sum"])
 print("handle", handle.direct.remote(7).result(timeout_s=30))
 print("status", serve.status().applications["script"].status)
+from weir import context
+print("etcd", context.cluster().etcd_endpoints)
 serve.shutdown()
 print("done")
 '''
 
 
 def test_serve_run_from_a_script_ships_code_by_value(tmp_path: Path) -> None:
-    before = weir_processes()
     script = tmp_path / "app_script.py"
     script.write_text(textwrap.dedent(SCRIPT))
     env = {**os.environ, "WEIR_HOME": str(tmp_path), "WEIR_ADMIN_PORT": "0"}
@@ -127,4 +126,5 @@ def test_serve_run_from_a_script_ships_code_by_value(tmp_path: Path) -> None:
     lines = out.stdout.decode().split("\n")
     assert "http 105" in lines and "handle 107" in lines and "status RUNNING" in lines
     assert "done" in lines
-    wait_for(lambda: not (weir_processes() - before), 5, "every process to exit")
+    etcd = next(line.split()[1] for line in lines if line.startswith("etcd "))
+    wait_for(lambda: not processes_mentioning(etcd), 5, "the script's cluster to be gone")
