@@ -364,7 +364,7 @@ class Leader:
         except subprocess.TimeoutExpired:
             return None, (f"importing {import_path!r} did not finish within "
                           f"{BUILD_TIMEOUT_S:.0f} s")
-        out, err = proc.stdout, proc.stderr
+        out, err = bytes(proc.stdout), bytes(proc.stderr)
         try:
             data = json.loads(out)
             if not isinstance(data, dict) or not ("error" in data or "deployments" in data):

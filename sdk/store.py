@@ -39,7 +39,7 @@ import contextlib
 import ipaddress
 import math
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -659,7 +659,7 @@ class Store:
 
     async def watch_prefix(
         self, prefix: str, start_revision: int | None = None
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Yield every change under ``prefix`` from ``start_revision`` (default: now on).
 
         Survives etcd going away: it retries with a small backoff and resumes from the
