@@ -358,13 +358,14 @@ class Leader:
         # subprocess (vfork + exec) in a worker thread rather than asyncio's subprocess: the
         # event loop's fork() runs gRPC's fork handlers in the child, which can crash it.
         try:
-            proc = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            proc: subprocess.CompletedProcess[bytes] = await asyncio.get_running_loop(
+            ).run_in_executor(None, functools.partial(
                 subprocess.run, cmd, cwd=env.cwd or None, env=process_env(env),
                 stdin=subprocess.DEVNULL, capture_output=True, timeout=BUILD_TIMEOUT_S))
         except subprocess.TimeoutExpired:
             return None, (f"importing {import_path!r} did not finish within "
                           f"{BUILD_TIMEOUT_S:.0f} s")
-        out, err = bytes(proc.stdout), bytes(proc.stderr)
+        out, err = proc.stdout, proc.stderr
         try:
             data = json.loads(out)
             if not isinstance(data, dict) or not ("error" in data or "deployments" in data):
