@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import json
 import secrets
 import subprocess
@@ -358,21 +357,18 @@ class Leader:
         # subprocess (vfork + exec) in a worker thread rather than asyncio's subprocess: the
         # event loop's fork() runs gRPC's fork handlers in the child, which can crash it.
         try:
-            proc: subprocess.CompletedProcess[bytes] = await asyncio.get_running_loop(
-            ).run_in_executor(None, functools.partial(
-                subprocess.run, cmd, cwd=env.cwd or None, env=process_env(env),
-                stdin=subprocess.DEVNULL, capture_output=True, timeout=BUILD_TIMEOUT_S))
+            returncode, out, err = await asyncio.get_running_loop().run_in_executor(
+                None, _run_process, cmd, env.cwd, process_env(env), BUILD_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             return None, (f"importing {import_path!r} did not finish within "
                           f"{BUILD_TIMEOUT_S:.0f} s")
-        out, err = proc.stdout, proc.stderr
         try:
             data = json.loads(out)
             if not isinstance(data, dict) or not ("error" in data or "deployments" in data):
                 raise ValueError("unexpected output")
         except ValueError:
             tail = err.decode(errors="replace").strip().splitlines()[-3:]
-            return None, (f"building {import_path!r} failed (exit code {proc.returncode}): "
+            return None, (f"building {import_path!r} failed (exit code {returncode}): "
                           f"{' '.join(tail)}")
         if "error" in data:
             return None, f"failed to import {import_path!r}: {data['error']}"
@@ -541,6 +537,14 @@ class Leader:
                 "log_file": record.log_file,
             })
         return out
+
+
+def _run_process(cmd: list[str], cwd: str | None, env: dict[str, str],
+                 timeout: float) -> tuple[int, bytes, bytes]:
+    """Run a child to completion (blocking: call it in a worker thread)."""
+    proc = subprocess.run(cmd, cwd=cwd or None, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=timeout, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def _offer_latest(queue: asyncio.Queue[pb.RouteTable], table: pb.RouteTable) -> None:
