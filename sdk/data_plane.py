@@ -91,26 +91,27 @@ class DataPlane:
             except TimeoutError:
                 pass
 
+    async def _prepare(self, app: str, deployment: str, request: pb.CallRequest,
+                       deadline: float | None) -> DeploymentRouter:
+        await self.wait_known(app, deployment, deadline)
+        request.deadline = unix_deadline(deadline)
+        return self.router(app, deployment)
+
     async def call(self, app: str, deployment: str, request: pb.CallRequest,
                    deadline: float | None) -> pb.CallReply:
         """Route one unary call; `deadline` is monotonic. Raises BackPressureError,
         DeploymentUnavailableError, RequestTimeoutError or ReplicaCallFailed."""
-        await self.wait_known(app, deployment, deadline)
-        router = self.router(app, deployment)
-        request.deadline = unix_deadline(deadline)
+        router = await self._prepare(app, deployment, request, deadline)
         while True:
             slot = await router.assign(deadline)
             reported: int | None = None
             skip = 0.0
             try:
-                timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
-                reply = await self.transport.call(slot.address, request, timeout)
+                reply = await self.transport.call(slot.address, request, _remaining(deadline))
                 reported = reply.ongoing
-                if reply.outcome in _NEVER_STARTED:
-                    skip = REJECTED_BACKOFF_S
+                skip = _refused_for(reply)
+                if skip:
                     continue
-                if reply.outcome == pb.TIMEOUT:
-                    raise RequestTimeoutError(reply.error or "request timed out")
                 return reply
             except ReplicaUnreachable:
                 skip = UNREACHABLE_BACKOFF_S
@@ -124,25 +125,21 @@ class DataPlane:
                      deadline: float | None) -> AsyncIterator[pb.CallReply]:
         """Route one streaming call; yields reply messages. Retries like `call` while the
         replica has not started it (its first message refuses)."""
-        await self.wait_known(app, deployment, deadline)
-        router = self.router(app, deployment)
-        request.deadline = unix_deadline(deadline)
+        router = await self._prepare(app, deployment, request, deadline)
         while True:
             slot = await router.assign(deadline)
             reported: int | None = None
             skip = 0.0
             try:
-                timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
                 first = True
-                async for reply in self.transport.stream(slot.address, request, timeout):
+                async for reply in self.transport.stream(slot.address, request,
+                                                         _remaining(deadline)):
                     if first:
                         first = False
                         reported = reply.ongoing
-                        if reply.outcome in _NEVER_STARTED:
-                            skip = REJECTED_BACKOFF_S
+                        skip = _refused_for(reply)
+                        if skip:
                             break
-                        if reply.outcome == pb.TIMEOUT:
-                            raise RequestTimeoutError(reply.error or "request timed out")
                     yield reply
                 else:
                     return
@@ -153,3 +150,17 @@ class DataPlane:
                 raise RequestTimeoutError(str(exc)) from exc
             finally:
                 router.release(slot, reported=reported, skip_for=skip)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+
+def _refused_for(reply: pb.CallReply) -> float:
+    """How long to skip the replica if it refused the call (it never started); 0 if it took
+    it. A replica-side timeout is raised as RequestTimeoutError."""
+    if reply.outcome in _NEVER_STARTED:
+        return REJECTED_BACKOFF_S
+    if reply.outcome == pb.TIMEOUT:
+        raise RequestTimeoutError(reply.error or "request timed out")
+    return 0.0

@@ -64,11 +64,7 @@ class ReplicaTransport:
         try:
             reply: pb.CallReply = await stub.Call(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise TimeoutError(f"call to replica at {address} timed out") from exc
-            raise ReplicaCallFailed(
-                f"call to replica at {address} failed: {exc.code().name} {exc.details()}"
-            ) from exc
+            raise _failure(exc, address) from exc
         return reply
 
     async def stream(self, address: str, request: pb.CallRequest,
@@ -80,11 +76,7 @@ class ReplicaTransport:
             async for reply in call:
                 yield reply
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise TimeoutError(f"call to replica at {address} timed out") from exc
-            raise ReplicaCallFailed(
-                f"stream from replica at {address} failed: {exc.code().name} {exc.details()}"
-            ) from exc
+            raise _failure(exc, address) from exc
         finally:
             call.cancel()
 
@@ -98,3 +90,12 @@ class ReplicaTransport:
         """Close every channel."""
         for address in list(self._stubs):
             await self.forget(address)
+
+
+def _failure(exc: grpc.aio.AioRpcError, address: str) -> Exception:
+    """The transport's error for a failed call: TimeoutError past the deadline, else
+    ReplicaCallFailed (the call may have started, so it is not retried)."""
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return TimeoutError(f"call to replica at {address} timed out")
+    return ReplicaCallFailed(
+        f"call to replica at {address} failed: {exc.code().name} {exc.details()}")
