@@ -8,6 +8,7 @@ by value (cloudpickle); classes from importable modules by reference.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import sys
@@ -99,6 +100,14 @@ def _connect(http_options: dict[str, Any] | None = None) -> AdminClient:
         from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
 
         address = os.environ.get("WEIR_ADDRESS", "")
+        known = context.cluster()
+        if not address and known.etcd_endpoints:
+            # Inside a replica (or with WEIR_ETCD_ENDPOINTS): the cluster is known; ask etcd
+            # where its leader's admin API is.
+            address = known.controllers[0] if known.controllers else _leader_via_etcd(
+                known.etcd_endpoints)
+            _session.client = AdminClient(address)
+            return _session.client
         info = None if address else ClusterInfo.load(weir_home() / STATE_FILE_NAME)
         if address:
             coords = context.ClusterCoordinates(
@@ -121,6 +130,24 @@ def _connect(http_options: dict[str, Any] | None = None) -> AdminClient:
         context.set_cluster(coords)
         _session.client = AdminClient(address)
         return _session.client
+
+
+def _leader_via_etcd(endpoints: str) -> str:
+    """The leader's admin address, read from etcd (on a private thread: the caller may be
+    on an event loop)."""
+    from weir.route_table import LeaderLocator
+
+    found: list[str | None] = [None]
+
+    def lookup() -> None:
+        found[0] = asyncio.run(LeaderLocator(endpoints).leader_address())
+
+    thread = threading.Thread(target=lookup, name="weir-leader-lookup")
+    thread.start()
+    thread.join(10)
+    if not found[0]:
+        raise ClusterError(f"no Weir controller leads the cluster at etcd {endpoints}")
+    return found[0]
 
 
 def start(*, http_options: dict[str, Any] | None = None, **_ignored: Any) -> None:

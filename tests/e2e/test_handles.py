@@ -88,3 +88,9 @@ def test_streaming_handle(composed: RunningCluster) -> None:
         return [i async for i in handle.remote(3)]
 
     assert asyncio.run(collect()) == [0, 1, 2]
+
+
+def test_handles_by_name_inside_a_replica(composed: RunningCluster) -> None:
+    composed.deploy_app("lookup", "tests.e2e.apps.composed:lookup")
+    composed.wait_status("lookup", "RUNNING")
+    assert composed.get("/lookup").json() == {"doubled": 8, "via_app": 3}

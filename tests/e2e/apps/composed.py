@@ -67,3 +67,17 @@ class Ingress:
 doubler = Doubler.bind()
 incrementer = Incrementer.bind()
 app = Ingress.bind([doubler, incrementer], {"double": doubler, "inc": incrementer})
+
+
+@serve.deployment
+class Lookup:
+    """Finds other deployments by name from inside a replica."""
+
+    async def __call__(self, request: Request) -> dict[str, int]:
+        doubler = serve.get_deployment_handle("Doubler", "composed")
+        ingress = serve.get_app_handle("composed")
+        return {"doubled": await doubler.remote(4),
+                "via_app": await ingress.sync_path.remote(1)}
+
+
+lookup = Lookup.bind()
