@@ -66,10 +66,11 @@ class SystemResult:
     name: str
     points: dict[int, Measurement] = field(default_factory=dict)
     error: str | None = None
+    ready_s: float | None = None  # from the start command to the first good answer
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, points keyed by concurrency."""
-        return {"name": self.name, "error": self.error,
+        return {"name": self.name, "error": self.error, "ready_s": self.ready_s,
                 "points": {str(c): m.as_dict() for c, m in self.points.items()}}
 
 
@@ -147,7 +148,8 @@ def measure_system(name: str, settings: RunSettings, client: LoadClient,
     try:
         with SYSTEMS[name](settings) as url:
             check_answer(url)
-            print(f"{name}: ready in {time.monotonic() - started:.1f} s at {url}",
+            result.ready_s = round(time.monotonic() - started, 2)
+            print(f"{name}: ready in {result.ready_s:.1f} s at {url}",
                   file=sys.stderr, flush=True)
             for concurrency in concurrencies:
                 point = client.measure(url, concurrency, duration, warmup)
