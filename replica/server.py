@@ -132,6 +132,51 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         finally:
             self._done()
 
+    async def Channel(self, frames: AsyncIterator[pb.Frame],
+                      context: Any) -> AsyncIterator[pb.Frame]:
+        """Many calls of one caller on one bidi stream, told apart by call_id; each runs as
+        its own task exactly as Call / CallStream would, and a cancel frame cancels it."""
+        out: asyncio.Queue[pb.Frame | None] = asyncio.Queue()
+        tasks: dict[int, asyncio.Task[None]] = {}
+
+        async def run(frame: pb.Frame) -> None:
+            call_id = frame.call_id
+            try:
+                if not frame.stream:
+                    reply = await self.Call(frame.request, context)
+                    out.put_nowait(pb.Frame(call_id=call_id, reply=reply, last=True))
+                    return
+                held: pb.CallReply | None = None
+                async for reply in self.CallStream(frame.request, context):
+                    if held is not None:
+                        out.put_nowait(pb.Frame(call_id=call_id, reply=held))
+                    held = reply
+                out.put_nowait(pb.Frame(call_id=call_id, reply=held, last=True))
+            finally:
+                tasks.pop(call_id, None)
+
+        async def read() -> None:
+            try:
+                async for frame in frames:
+                    if frame.cancel:
+                        task = tasks.get(frame.call_id)
+                        if task is not None:
+                            task.cancel()
+                    else:
+                        tasks[frame.call_id] = asyncio.get_running_loop().create_task(
+                            run(frame))
+            finally:
+                out.put_nowait(None)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while (frame := await out.get()) is not None:
+                yield frame
+        finally:
+            reader.cancel()
+            for task in list(tasks.values()):
+                task.cancel()
+
     async def _python_stream(self, request: pb.CallRequest) -> AsyncIterator[pb.CallReply]:
         assert self.user is not None
         yield pb.CallReply(outcome=pb.OK, ongoing=self.ongoing)
