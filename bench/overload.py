@@ -1,0 +1,146 @@
+"""Overload: ten times the capacity for 30 s against a deployment with bounded queues.
+
+The deployment (bench/overload_app.py) takes 20 ms a request, 2 replicas with
+max_ongoing_requests=4 and max_queued_requests=8: it admits 8 at once plus 8 queued in the
+proxy. The benchmark measures it unloaded (one connection), then offers ten times its
+capacity in req/s over 200 keep-alive connections and checks what load shedding promises:
+every response is 200 or 503; admitted requests' p99 stays within twice the unloaded p99
+plus the queue's wait bound; the proxy's memory stays flat. Offered load is paced (open
+loop): a shed request does not make its client send the next one sooner.
+
+    python bench/overload.py                  # 30 s of overload
+    python bench/overload.py --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.load_client import read_response
+from bench.processes import free_port
+from bench.weir_cluster import WeirCluster
+
+SERVICE_S = 0.02
+ADMITTED = 2 * 4  # replicas x max_ongoing_requests
+QUEUED = 8
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def drive(url: str, connections: int, duration_s: float, rate: float = 0.0
+                ) -> tuple[collections.Counter[int], list[float], float]:
+    """Load over keep-alive connections: back to back, or with `rate` the offered req/s
+    spread evenly over the connections (each sends on its schedule, or as soon as its
+    previous response is in if that is later). Returns statuses, latencies of 200s (s) and
+    the elapsed time."""
+    interval = connections / rate if rate else 0.0
+    parts = urlsplit(url)
+    request = f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
+    statuses: collections.Counter[int] = collections.Counter()
+    ok_latencies: list[float] = []
+    stop_at = time.perf_counter() + duration_s
+
+    async def connection(offset: float) -> None:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        next_at = time.perf_counter() + offset
+        try:
+            while time.perf_counter() < stop_at:
+                if interval:
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    next_at += interval
+                started = time.perf_counter()
+                writer.write(request)
+                try:
+                    status, keep_alive = await read_response(reader)
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    status, keep_alive = 0, False
+                statuses[status] += 1
+                if status == 200:
+                    ok_latencies.append(time.perf_counter() - started)
+                if not keep_alive:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        finally:
+            writer.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(connection(i * interval / connections) for i in range(connections)))
+    return statuses, ok_latencies, time.perf_counter() - began
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile, in ms."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000 if ordered else 0.0
+
+
+def main() -> None:
+    """Run the unloaded and overloaded phases and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--factor", type=int, default=10, help="times the admission capacity")
+    parser.add_argument("--http-server", choices=("hypercorn", "uvicorn"), default="hypercorn")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="weir-overload-") as home:
+        cluster = WeirCluster(Path(home), free_port(), free_port(), args.http_server)
+        with cluster:
+            cluster.start()
+            cluster.deploy("bench.overload_app:app")
+            cluster.wait_serving()
+            import json
+
+            proxy_pid = json.loads((Path(home) / "cluster.json").read_text())["pids"]["proxy"]
+            asyncio.run(drive(cluster.url, 4, 2.0))  # warm-up
+            unloaded, unloaded_lat, _ = asyncio.run(drive(cluster.url, 1, 5.0))
+            rss_before = rss_kib(proxy_pid)
+            connections = 200
+            offered = args.factor * ADMITTED / SERVICE_S
+            loaded, loaded_lat, elapsed = asyncio.run(
+                drive(cluster.url, connections, args.duration, offered))
+            rss_after = rss_kib(proxy_pid)
+    capacity = ADMITTED / SERVICE_S
+    queue_wait_ms = QUEUED / capacity * 1000
+    bound = 2 * pct(unloaded_lat, 99) + queue_wait_ms + SERVICE_S * 1000
+    total = sum(loaded.values())
+    other = {s: n for s, n in loaded.items() if s not in (200, 503)}
+    print(f"proxy on {args.http_server}; deployment: 2 replicas x max_ongoing_requests=4, "
+          f"max_queued_requests=8, {SERVICE_S * 1000:.0f} ms per request; "
+          f"capacity ~{capacity:.0f} req/s")
+    print(f"{'phase':<12}{'conns':>7}{'requests':>10}{'200':>8}{'503':>8}{'other':>7}"
+          f"{'200/s':>8}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'unloaded':<12}{1:>7}{sum(unloaded.values()):>10}{unloaded[200]:>8}"
+          f"{unloaded[503]:>8}{0:>7}{unloaded[200] / 5.0:>8.0f}{pct(unloaded_lat, 50):>9.1f}"
+          f"{pct(unloaded_lat, 99):>9.1f}")
+    print(f"offered {offered:.0f} req/s ({args.factor}x capacity) over {connections} "
+          f"keep-alive connections for {args.duration:.0f} s")
+    print(f"{'overload':<12}{connections:>7}{total:>10}{loaded[200]:>8}{loaded[503]:>8}"
+          f"{sum(other.values()):>7}{loaded[200] / elapsed:>8.0f}{pct(loaded_lat, 50):>9.1f}"
+          f"{pct(loaded_lat, 99):>9.1f}")
+    print(f"admitted p99 bound (2 x unloaded p99 + queue wait + service): {bound:.1f} ms -> "
+          f"{'within' if pct(loaded_lat, 99) <= bound else 'OVER'}")
+    print(f"responses other than 200/503: {other or 'none'}")
+    print(f"proxy RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after "
+          f"{args.duration:.0f} s of overload")
+
+
+if __name__ == "__main__":
+    main()
