@@ -62,3 +62,28 @@ def test_client_disconnect_cancels_the_work(cluster: RunningCluster) -> None:
         pass
     wait_for(lambda: cluster.get("/cancel/stats").json()["cancelled"] > before, 5,
              "the disconnect to cancel the work")
+
+
+def test_handles_raise_backpressure_error(cluster: RunningCluster) -> None:
+    import os
+
+    from weir import context, serve
+
+    cluster.deploy_app("busyh", "tests.e2e.apps.shedding:app")
+    cluster.wait_status("busyh", "RUNNING")
+    os.environ["WEIR_ETCD_ENDPOINTS"] = cluster.info.etcd_endpoints
+    context.reset()
+    try:
+        handle = serve.get_deployment_handle("Busy", "busyh")
+        # A handle is a caller of its own: 1 runs, 1 waits in its queue, the rest are shed.
+        responses = [handle.remote(None) for _ in range(5)]
+        outcomes = []
+        for r in responses:
+            try:
+                outcomes.append(r.result(timeout_s=10))
+            except serve.BackPressureError:
+                outcomes.append("shed")
+        assert outcomes.count("done") == 2 and outcomes.count("shed") == 3
+    finally:
+        context.reset()
+        os.environ.pop("WEIR_ETCD_ENDPOINTS")
