@@ -102,9 +102,12 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
         signal.signal(sig, lambda *_: stop.set())
     if not addr:
         http_opts = config.get("http_options", {})
+        grpc_opts = config.get("grpc_options", {})
         cluster = LocalCluster(http_host=http_opts.get("host", host),
                                http_port=int(http_opts.get("port", port)), admin_port=admin_port,
-                               etcd_binary=etcd_binary)
+                               etcd_binary=etcd_binary,
+                               grpc_port=int(grpc_opts.get("port", 9000))
+                               if grpc_opts.get("grpc_servicer_functions") else None)
         try:
             info = cluster.start()
         except (RuntimeError, TimeoutError, OSError) as exc:
