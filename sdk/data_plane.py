@@ -102,8 +102,10 @@ class DataPlane:
         """Route one unary call; `deadline` is monotonic. Raises BackPressureError,
         DeploymentUnavailableError, RequestTimeoutError or ReplicaCallFailed."""
         router = await self._prepare(app, deployment, request, deadline)
+        retry = False
         while True:
-            slot = await router.assign(deadline)
+            slot = await router.assign(deadline, retry=retry)
+            retry = True
             reported: int | None = None
             skip = 0.0
             try:
@@ -126,8 +128,10 @@ class DataPlane:
         """Route one streaming call; yields reply messages. Retries like `call` while the
         replica has not started it (its first message refuses)."""
         router = await self._prepare(app, deployment, request, deadline)
+        retry = False
         while True:
-            slot = await router.assign(deadline)
+            slot = await router.assign(deadline, retry=retry)
+            retry = True
             reported: int | None = None
             skip = 0.0
             try:

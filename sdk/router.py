@@ -117,24 +117,29 @@ class DeploymentRouter:
             slot.in_flight += 1
         return slot
 
-    async def assign(self, deadline: float | None) -> ReplicaSlot:
+    async def assign(self, deadline: float | None, *, retry: bool = False) -> ReplicaSlot:
         """Wait for a replica with room; shed at once when this caller's queue is full.
 
-        `deadline` is on the `time.monotonic()` clock. Raises BackPressureError or
-        DeploymentUnavailableError (deadline passed while waiting).
+        `deadline` is on the `time.monotonic()` clock. A `retry` (the previous replica refused
+        or could not be reached) was admitted already: it is never shed and waits at the head
+        of the queue. Raises BackPressureError or DeploymentUnavailableError (deadline passed
+        while waiting).
         """
         if not self._waiters:
             slot = self._take()
             if slot is not None:
                 return slot
-        if 0 <= self.max_queued <= len(self._waiters):
+        if not retry and 0 <= self.max_queued <= len(self._waiters):
             raise BackPressureError(
                 num_queued_requests=len(self._waiters), max_queued_requests=self.max_queued
             )
         if deadline is None and not self._slots:
             deadline = time.monotonic() + NO_REPLICA_WAIT_S
         event = asyncio.Event()
-        self._waiters.append(event)
+        if retry:
+            self._waiters.appendleft(event)
+        else:
+            self._waiters.append(event)
         try:
             while True:
                 if self._waiters[0] is event:

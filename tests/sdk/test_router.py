@@ -79,3 +79,24 @@ def test_replica_arriving_wakes_waiter() -> None:
         assert (await asyncio.wait_for(waiter, 1)).replica_id == "r1"
 
     asyncio.run(scenario())
+
+
+def test_a_retry_is_never_shed_and_goes_first() -> None:
+    async def scenario() -> None:
+        router = DeploymentRouter("app", "D")
+        router.update(1, 1, [("r1", "addr", 0)])
+        first = await router.assign(None)
+        queued = asyncio.ensure_future(router.assign(None))
+        await asyncio.sleep(0)
+        with pytest.raises(BackPressureError):
+            await router.assign(None)
+        # `first` was refused by its replica: it retries, ahead of the queued request.
+        # (The data plane releases and re-assigns with no await in between.)
+        router.release(first)
+        slot = await router.assign(None, retry=True)
+        await asyncio.sleep(0.01)
+        assert not queued.done()
+        router.release(slot)
+        await asyncio.wait_for(queued, 1)
+
+    asyncio.run(scenario())
