@@ -63,8 +63,8 @@ class DataPlane:
                 [(r.replica_id, r.address, r.ongoing) for r in targets.replicas],
             )
         for key, router in self.routers.items():
-            if key not in table.deployments and router.known:
-                router.update(router.max_ongoing, router.max_queued, [])
+            if key not in table.deployments and router.known and not router.removed:
+                router.remove()
         self._table_changed.set()
         self._table_changed = asyncio.Event()
 

@@ -78,6 +78,8 @@ class DeploymentRouter:
         self._waiters: deque[asyncio.Event] = deque()
         self._rng = rng or random.Random()
         self.known = False
+        #: The deployment left the route table (deleted): calls fail at once.
+        self.removed = False
 
     @property
     def slots(self) -> list[ReplicaSlot]:
@@ -94,6 +96,7 @@ class DeploymentRouter:
     ) -> None:
         """Take a new replica list `(replica_id, address, reported_ongoing)` from the table."""
         self.known = True
+        self.removed = False
         self.max_ongoing = max(1, max_ongoing)
         self.max_queued = max_queued
         fresh: dict[str, ReplicaSlot] = {}
@@ -105,6 +108,18 @@ class DeploymentRouter:
             fresh[replica_id] = slot
         self._slots = fresh
         self._wake()
+
+    def remove(self) -> None:
+        """The deployment is gone from the route table: fail every waiting call."""
+        self.removed = True
+        self._slots = {}
+        for event in self._waiters:
+            event.set()
+
+    def _check_removed(self) -> None:
+        if self.removed:
+            raise DeploymentUnavailableError(
+                f"deployment {self.deployment!r} of application {self.app!r} was deleted")
 
     def _wake(self) -> None:
         if self._waiters:
@@ -125,6 +140,7 @@ class DeploymentRouter:
         of the queue. Raises BackPressureError or DeploymentUnavailableError (deadline passed
         while waiting).
         """
+        self._check_removed()
         if not self._waiters:
             slot = self._take()
             if slot is not None:
@@ -142,6 +158,7 @@ class DeploymentRouter:
             self._waiters.append(event)
         try:
             while True:
+                self._check_removed()
                 if self._waiters[0] is event:
                     slot = self._take()
                     if slot is not None:

@@ -75,6 +75,7 @@ def test_handles_raise_backpressure_error(cluster: RunningCluster) -> None:
     context.reset()
     try:
         handle = serve.get_deployment_handle("Busy", "busyh")
+        assert handle.remote(None).result(timeout_s=10) == "done"  # the handle sees the replica
         # A handle is a caller of its own: 1 runs, 1 waits in its queue, the rest are shed.
         responses = [handle.remote(None) for _ in range(5)]
         outcomes = []

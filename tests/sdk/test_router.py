@@ -100,3 +100,20 @@ def test_a_retry_is_never_shed_and_goes_first() -> None:
         await asyncio.wait_for(queued, 1)
 
     asyncio.run(scenario())
+
+
+def test_removed_deployment_fails_waiting_and_new_calls() -> None:
+    async def scenario() -> None:
+        router = DeploymentRouter("app", "D")
+        router.update(1, -1, [])
+        waiter = asyncio.ensure_future(router.assign(None))
+        await asyncio.sleep(0.01)
+        router.remove()
+        with pytest.raises(DeploymentUnavailableError, match="deleted"):
+            await asyncio.wait_for(waiter, 1)
+        with pytest.raises(DeploymentUnavailableError):
+            await router.assign(None)
+        router.update(1, -1, [("r1", "addr", 0)])
+        assert (await router.assign(None)).replica_id == "r1"
+
+    asyncio.run(scenario())
