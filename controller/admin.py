@@ -39,18 +39,25 @@ class AdminService(pb_grpc.ControllerServicer):
     """Serves `weir.Controller` for one controller process."""
 
     def __init__(self, store: Store, leader: Callable[[], Leader | None],
-                 leader_address: Callable[[], str], on_shutdown: Callable[[], Any]) -> None:
+                 leader_address: Callable[[], str], on_shutdown: Callable[[], Any], *,
+                 etcd_error: Callable[[], str] = str) -> None:
         self.store = store
         self._leader = leader
         self._leader_address = leader_address
         self._on_shutdown = on_shutdown
+        self._etcd_error = etcd_error
 
     async def _need_leader(self, context: grpc.aio.ServicerContext) -> Leader:
         leader = self._leader()
         if leader is None:
-            address = self._leader_address() or "unknown (election in progress)"
+            address = self._leader_address()
+            if not address and self._etcd_error():
+                # No leader can be elected while etcd is away: say so, naming etcd.
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    f"the cluster has no leader: {self._etcd_error()}")
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"not the leader; leader at {address}")
+                                f"not the leader; leader at "
+                                f"{address or 'unknown (election in progress)'}")
             raise AssertionError("unreachable")
         return leader
 

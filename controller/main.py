@@ -53,6 +53,8 @@ class Controller:
         self.store = Store(opts.etcd)
         self.leader: Leader | None = None
         self.leader_address = ""
+        #: Why etcd could not be read on the last try ("" when it could).
+        self.etcd_error = ""
         self.address = ""
         self.exit = asyncio.Event()
         self.launcher = LocalProcessLauncher(opts.etcd, opts.log_dir, opts.cluster_id)
@@ -63,7 +65,7 @@ class Controller:
         server = grpc.aio.server(options=CHANNEL_OPTIONS)
         pb_grpc.add_ControllerServicer_to_server(
             AdminService(self.store, lambda: self.leader, lambda: self.leader_address,
-                         self.shutdown_cluster), server)
+                         self.shutdown_cluster, etcd_error=lambda: self.etcd_error), server)
         port = server.add_insecure_port(f"{self.opts.host}:{self.opts.port}")
         if port == 0:
             log.error("cannot listen", host=self.opts.host, port=self.opts.port)
@@ -117,13 +119,16 @@ class Controller:
         while True:
             try:
                 kv = await self.store.get(LEADER_KEY)
-                if kv is not None:
-                    self.leader_address = parse_leader(kv.value)
+                self.leader_address = parse_leader(kv.value) if kv is not None else ""
+                self.etcd_error = ""
                 if await self.store.get(SHUTDOWN_KEY) is not None and self.leader is None:
                     log.info("cluster shutdown requested")
                     self.exit.set()
-            except StoreError:
-                pass
+            except StoreError as exc:
+                # Never redirect clients to a leader we can no longer vouch for; say why.
+                self.etcd_error = str(exc)
+                if self.leader is None:
+                    self.leader_address = ""
             await asyncio.sleep(0.25)
 
     async def shutdown_cluster(self) -> None:

@@ -17,6 +17,8 @@ from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:9500"
+#: Every etcd failure a controller reports names etcd this way (see weir.store).
+ETCD_NAMED = "etcd at "
 
 
 class ConfigRejected(ClusterError):
@@ -24,52 +26,69 @@ class ConfigRejected(ClusterError):
 
 
 def resolve_address(explicit: str | None = None) -> str:
-    """--address, else WEIR_ADDRESS, else a running `weir start` cluster, else the default."""
+    """--address, else WEIR_ADDRESS, else a running `weir start` cluster's controllers,
+    else the default. Several addresses are comma-separated."""
     if explicit:
         return explicit
     if os.environ.get("WEIR_ADDRESS"):
-        return os.environ["WEIR_ADDRESS"].split(",")[0]
+        return os.environ["WEIR_ADDRESS"]
     from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, weir_home
 
     info = ClusterInfo.load(weir_home() / STATE_FILE_NAME)
-    return info.address if info else DEFAULT_ADDRESS
+    return ",".join(info.controllers) if info else DEFAULT_ADDRESS
 
 
 class AdminClient:
-    """A synchronous client of one cluster's admin API."""
+    """A synchronous client of one cluster's admin API.
+
+    `address` is one controller or several, comma-separated: a controller that cannot be
+    reached is skipped for the next, and a standby's redirect to the leader is followed.
+    """
 
     def __init__(self, address: str, *, timeout: float = 30.0) -> None:
         self.address = address
+        self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
         self.timeout = timeout
 
     def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        address = self.address
-        for _ in range(4):
+        candidates = list(self.addresses)
+        unreachable: list[str] = []
+        redirects = 0
+        while candidates:
+            address = candidates.pop(0)
             with grpc.insecure_channel(address) as channel:
                 stub = pb_grpc.ControllerStub(channel)
                 try:
-                    return getattr(stub, method)(request, timeout=timeout or self.timeout)
+                    reply = getattr(stub, method)(request, timeout=timeout or self.timeout)
                 except grpc.RpcError as exc:
                     code, details = exc.code(), exc.details() or ""
-                    if code == grpc.StatusCode.FAILED_PRECONDITION and "leader at " in details:
-                        target = details.rsplit("leader at ", 1)[1].strip()
-                        if ":" in target and target != address:
-                            address = target
-                            continue
-                        raise ClusterError(f"the cluster at {self.address} has no leader "
-                                           "right now; try again in a few seconds") from None
-                    if code == grpc.StatusCode.UNAVAILABLE:
-                        raise ClusterError(
-                            f"cannot reach the Weir controller at {address}: {details}. "
-                            "Is the cluster running (`weir start`)? Set --address or "
-                            "WEIR_ADDRESS to point at another one.") from None
-                    if code == grpc.StatusCode.INVALID_ARGUMENT:
-                        raise ConfigRejected(details) from None
-                    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                        raise ClusterError(f"the controller at {address} did not answer "
-                                           "in time") from None
-                    raise ClusterError(f"{code.name}: {details}") from None
-        raise ClusterError(f"could not find the leader of the cluster at {self.address}")
+                else:
+                    if address != self.addresses[0] and address in self.addresses:
+                        # Remember who answered, so the next call goes there first.
+                        self.addresses.remove(address)
+                        self.addresses.insert(0, address)
+                    return reply
+            if code == grpc.StatusCode.FAILED_PRECONDITION and "leader at " in details:
+                target = details.rsplit("leader at ", 1)[1].strip()
+                redirects += 1
+                if ":" in target and target != address and redirects < 4:
+                    candidates.insert(0, target)
+                    continue
+                raise ClusterError(f"the cluster at {self.address} has no leader "
+                                   "right now; try again in a few seconds")
+            if code == grpc.StatusCode.UNAVAILABLE and ETCD_NAMED in details:
+                raise ClusterError(f"the controller at {address} answered: {details}")
+            if code == grpc.StatusCode.UNAVAILABLE:
+                unreachable.append(f"{address} ({details})")
+                continue
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise ConfigRejected(details)
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise ClusterError(f"the controller at {address} did not answer in time")
+            raise ClusterError(f"{code.name}: {details}")
+        raise ClusterError(
+            f"cannot reach the Weir controller at {'; '.join(unreachable)}. Is the cluster "
+            "running (`weir start`)? Set --address or WEIR_ADDRESS to point at another one.")
 
     def deploy(self, config: dict[str, Any], *, partial: bool = False,
                pickled_apps: dict[str, bytes] | None = None,

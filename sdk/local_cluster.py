@@ -52,8 +52,9 @@ class ClusterInfo:
 
     @property
     def address(self) -> str:
-        """The admin address (first controller)."""
-        return self.controllers[0]
+        """The admin address: every controller, comma-separated (any one will do; the
+        admin client skips one that is down)."""
+        return ",".join(self.controllers)
 
     def save(self, path: Path) -> None:
         """Write the state file."""
@@ -127,6 +128,9 @@ class LocalCluster:
         self.grpc_port = grpc_port
         self.info: ClusterInfo | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._controllers_started = 0
+        self._spawned: list[int] = []
+        self._controller_names: dict[str, str] = {}
 
     def start(self, timeout: float = 30.0) -> ClusterInfo:
         """Start everything; returns when the proxy answers /-/healthz."""
@@ -142,47 +146,91 @@ class LocalCluster:
                 etcd.detach()  # the cluster, not this object, owns etcd now
                 info.etcd_endpoints = etcd.endpoint
                 pids["etcd"] = etcd.pid or 0
-            logs = Path(temp_dir) / "logs"
-            logs.mkdir()
+                self._spawned.append(pids["etcd"])
+            (Path(temp_dir) / "logs").mkdir()
             for i in range(self.num_controllers):
-                # Port 0: the controller binds a free port itself and reports it in its
-                # ready file (no race with other processes picking free ports).
-                port = self.admin_port if i == 0 else 0
-                ready = Path(temp_dir) / f"controller-{i}.ready"
-                proc = self._spawn(
-                    [sys.executable, "-m", "weir.controller", "--etcd", info.etcd_endpoints,
-                     "--host", "127.0.0.1", "--port", str(port), "--lease-ttl",
-                     str(self.lease_ttl), "--log-dir", str(logs), "--cluster-id", cluster_id,
-                     "--ready-file", str(ready)],
-                    logs / f"controller-{i}.log")
-                pids[f"controller-{i}"] = proc.pid
-                info.controllers.append(self._wait_file(ready, proc, timeout))
+                self.start_controller(self.admin_port if i == 0 else 0, timeout)
             if not self.http_port:
                 self.http_port = free_port(self.http_host)
             if self.grpc_port == 0:
                 self.grpc_port = free_port(self.http_host)
-            proc = self._spawn(
-                [sys.executable, "-m", "weir.proxy", "--etcd", info.etcd_endpoints,
-                 "--http-host", self.http_host, "--http-port", str(self.http_port),
-                 "--http-server", self.http_server, "--grpc-port",
-                 str(-1 if self.grpc_port is None else self.grpc_port)],
-                logs / "proxy.log")
-            pids["proxy"] = proc.pid
-            if self.grpc_port is not None:
-                info.grpc = f"127.0.0.1:{self.grpc_port}"
-            host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
-            info.http = f"{host}:{self.http_port}"
-            self._wait_ready(info, timeout)
+            self.start_proxy(timeout)
         except BaseException:
             self.stop()
             raise
         return info
+
+    def start_controller(self, port: int = 0, timeout: float = 30.0) -> str:
+        """Start one more controller of this cluster (port 0: a free one, which it picks
+        itself and reports in its ready file, so no other process can race for it).
+        Returns its admin address once it serves."""
+        info = self._require_info()
+        index = self._controllers_started
+        self._controllers_started += 1
+        ready = Path(info.temp_dir) / f"controller-{index}.ready"
+        logs = Path(info.temp_dir) / "logs"
+        proc = self._spawn(
+            [sys.executable, "-m", "weir.controller", "--etcd", info.etcd_endpoints,
+             "--host", "127.0.0.1", "--port", str(port), "--lease-ttl", str(self.lease_ttl),
+             "--log-dir", str(logs), "--cluster-id", info.cluster_id,
+             "--ready-file", str(ready)],
+            logs / f"controller-{index}.log")
+        info.pids[f"controller-{index}"] = proc.pid
+        address = self._wait_file(ready, proc, timeout)
+        info.controllers.append(address)
+        self._controller_names[address] = f"controller-{index}"
+        return address
+
+    def kill_controller(self, address: str, sig: int = signal.SIGKILL) -> int:
+        """Send `sig` to the controller serving `address` (SIGKILL: a crash; SIGTERM: an
+        orderly exit) and reap it; it leaves `controllers`. Returns its PID."""
+        info = self._require_info()
+        pid = info.pids.pop(self._controller_names.pop(address))
+        info.controllers.remove(address)
+        _signal_and_reap(pid, sig, self._procs)
+        return pid
+
+    def start_proxy(self, timeout: float = 30.0) -> None:
+        """Start the proxy on the cluster's HTTP port; returns when it has a route table
+        (/-/healthz answers 200)."""
+        info = self._require_info()
+        logs = Path(info.temp_dir) / "logs"
+        proc = self._spawn(
+            [sys.executable, "-m", "weir.proxy", "--etcd", info.etcd_endpoints,
+             "--http-host", self.http_host, "--http-port", str(self.http_port),
+             "--http-server", self.http_server, "--grpc-port",
+             str(-1 if self.grpc_port is None else self.grpc_port)],
+            logs / "proxy.log")
+        info.pids["proxy"] = proc.pid
+        if self.grpc_port is not None:
+            info.grpc = f"127.0.0.1:{self.grpc_port}"
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
+        info.http = f"{host}:{self.http_port}"
+        self._wait_ready(info, timeout)
+
+    def kill_proxy(self, sig: int = signal.SIGKILL) -> int:
+        """Send `sig` to the proxy and reap it; returns its PID."""
+        info = self._require_info()
+        pid = info.pids.pop("proxy")
+        _signal_and_reap(pid, sig, self._procs)
+        return pid
+
+    @property
+    def spawned_pids(self) -> list[int]:
+        """Every process this object started, alive or not (etcd included)."""
+        return list(self._spawned)
+
+    def _require_info(self) -> ClusterInfo:
+        if self.info is None:
+            raise RuntimeError("the local cluster is not started")
+        return self.info
 
     def _spawn(self, cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self._procs.append(proc)
+        self._spawned.append(proc.pid)
         return proc
 
     def _wait_file(self, path: Path, proc: subprocess.Popen[bytes], timeout: float) -> str:
@@ -201,7 +249,7 @@ class LocalCluster:
         url = f"http://{info.http}/-/healthz"
         while time.monotonic() < deadline:
             for proc in self._procs:
-                if proc.poll() is not None:
+                if proc.poll() is not None and proc.pid in info.pids.values():
                     raise RuntimeError(
                         f"{' '.join(map(str, proc.args[:3]))} exited with code "  # type: ignore[index]
                         f"{proc.returncode}; see the logs in {info.temp_dir}/logs")
@@ -229,6 +277,7 @@ def stop_cluster(info: ClusterInfo, timeout: float = 10.0) -> None:
     from weir.admin_client import AdminClient
 
     deadline = time.monotonic() + timeout
+    # Any live controller will do: a standby forwards the shutdown to the leader.
     with contextlib.suppress(Exception):
         AdminClient(info.address, timeout=max(1.0, timeout - 2)).shutdown()
     for name, pid in sorted(info.pids.items()):
@@ -239,3 +288,17 @@ def stop_cluster(info: ClusterInfo, timeout: float = 10.0) -> None:
     if "etcd" in info.pids:
         _terminate(info.pids["etcd"], 3.0)
     shutil.rmtree(info.temp_dir, ignore_errors=True)
+
+
+def _signal_and_reap(pid: int, sig: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    for proc in procs:
+        if proc.pid == pid:
+            proc.wait(timeout=10)
+            return
+    deadline = time.monotonic() + 10
+    while _alive(pid):  # not our child: wait for its parent to reap it
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} still runs 10 s after signal {sig}")
+        time.sleep(0.01)

@@ -25,8 +25,12 @@ class RunningCluster:
     def __init__(self, cluster: LocalCluster, info: ClusterInfo) -> None:
         self.cluster = cluster
         self.info = info
-        self.client = AdminClient(info.address, timeout=10)
         self.url = f"http://{info.http}"
+
+    @property
+    def client(self) -> AdminClient:
+        """An admin client of every controller alive now."""
+        return AdminClient(self.info.address, timeout=10)
 
     def get(self, path: str = "/", **kw: Any) -> requests.Response:
         """GET through the proxy."""
@@ -73,12 +77,11 @@ def start_cluster(tmp_path_factory: pytest.TempPathFactory,
     os.environ["WEIR_HOME"] = str(tmp_path_factory.mktemp("weir-home"))
     local = LocalCluster(http_port=0, admin_port=0, **options)
     info = local.start()
-    pids = dict(info.pids)
     try:
         yield RunningCluster(local, info)
     finally:
         local.stop()
-        left = [p for p in pids.values() if pid_runs(p)] + replica_pids(info.cluster_id)
+        left = [p for p in local.spawned_pids if pid_runs(p)] + replica_pids(info.cluster_id)
         assert not left, f"processes left behind: {left}"
         assert not os.path.exists(info.temp_dir)
 
