@@ -7,10 +7,11 @@ client follows, so a write is applied once, by the one leader.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -27,34 +28,57 @@ from weir.controller.goal import (
 from weir.controller.leader import Leader
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
-from weir.store import Store, StoreError
+from weir.route_table import LEADER_KEY, parse_leader
+from weir.store import Store, StoreError, in_election
 
 log = structlog.get_logger("weir.controller.admin")
 
 #: How many accepted configs `weir config --history` keeps.
 HISTORY_LIMIT = 100
+#: How long an admin call waits out an etcd leader election (1-1.6 s) before failing.
+#: When no etcd member answers at all, calls fail at once instead.
+ETCD_PATIENCE_S = 2.5
+ETCD_RETRY_S = 0.2
+
+T = TypeVar("T")
+
+
+async def _patiently(read: Callable[[], Awaitable[T]]) -> T:
+    """Run an etcd read, waiting out an etcd leader election (see ETCD_PATIENCE_S)."""
+    patience = time.monotonic() + ETCD_PATIENCE_S
+    while True:
+        try:
+            return await read()
+        except StoreError as exc:
+            if not in_election(exc) or time.monotonic() >= patience:
+                raise
+        await asyncio.sleep(ETCD_RETRY_S)
 
 
 class AdminService(pb_grpc.ControllerServicer):
     """Serves `weir.Controller` for one controller process."""
 
     def __init__(self, store: Store, leader: Callable[[], Leader | None],
-                 leader_address: Callable[[], str], on_shutdown: Callable[[], Any], *,
-                 etcd_error: Callable[[], str] = str) -> None:
+                 leader_address: Callable[[], str], on_shutdown: Callable[[], Any]) -> None:
         self.store = store
         self._leader = leader
         self._leader_address = leader_address
         self._on_shutdown = on_shutdown
-        self._etcd_error = etcd_error
 
     async def _need_leader(self, context: grpc.aio.ServicerContext) -> Leader:
         leader = self._leader()
         if leader is None:
             address = self._leader_address()
-            if not address and self._etcd_error():
-                # No leader can be elected while etcd is away: say so, naming etcd.
-                await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                    f"the cluster has no leader: {self._etcd_error()}")
+            if not address:
+                # Between terms, or etcd is away (then no leader can be elected): ask etcd,
+                # so that the answer is fresh and, if etcd cannot answer, names it.
+                try:
+                    kv = await self.store.get(LEADER_KEY)
+                except StoreError as exc:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                        f"the cluster has no leader: {exc}")
+                    raise
+                address = parse_leader(kv.value) if kv is not None else ""
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"not the leader; leader at "
                                 f"{address or 'unknown (election in progress)'}")
@@ -99,8 +123,18 @@ class AdminService(pb_grpc.ControllerServicer):
         by_value = {k: v.decode() for k, v in request.pickled_apps.items()}
         http_options = config.http_options.model_dump(mode="json")
         grpc_options = config.grpc_options.model_dump(mode="json")
-        for _attempt in range(5):
+        # The history key names this deploy: if a commit's outcome is unknown (etcd timed
+        # out while electing a leader), finding the key tells whether it applied, so a
+        # retry never applies the deploy twice.
+        history_key = f"{HISTORY_PREFIX}{time.time_ns():020d}"
+        patience = time.monotonic() + ETCD_PATIENCE_S
+        conflicts = 0
+        revision: int | None = None
+        while True:
             try:
+                if await self.store.get(history_key) is not None:
+                    revision = -1  # an earlier attempt's commit did apply
+                    break
                 leader_goals, revisions = await self._read_goals()
                 puts, deletes = apply_deploy(leader_goals, app_configs, partial=request.partial,
                                              by_value=by_value, now=time.time())
@@ -118,27 +152,33 @@ class AdminService(pb_grpc.ControllerServicer):
                     keys[HTTP_OPTIONS_KEY] = json.dumps(http_options).encode()
                 if not request.partial or "grpc_options" in config.model_fields_set:
                     keys[GRPC_OPTIONS_KEY] = json.dumps(grpc_options).encode()
-                keys[f"{HISTORY_PREFIX}{time.time_ns():020d}"] = json.dumps(
+                keys[history_key] = json.dumps(
                     {"timestamp": time.time(), "config": merged}).encode()
                 guards = {APPS_PREFIX + n: revisions.get(n, 0) for n in [*puts, *deletes]}
                 revision = await self.store.commit(
                     puts=keys, deletes=[APPS_PREFIX + n for n in deletes],
                     expect_mod_revision=guards)
             except StoreError as exc:
+                if in_election(exc) and time.monotonic() < patience:
+                    log.info("etcd is electing a leader; deploy tries again", error=str(exc))
+                    await asyncio.sleep(ETCD_RETRY_S)
+                    continue
                 await context.abort(grpc.StatusCode.UNAVAILABLE,
                                     f"cannot write the goal state: {exc}")
                 raise
             if revision is not None:
-                await self._trim_history()
-                leader.wake()
-                changed = sorted(puts)
-                log.info("deployed", changed=changed, deleted=deletes, revision=revision)
-                return pb.DeployReply(
-                    message=f"deployed: {len(changed)} app(s) changed, {len(deletes)} removed",
-                    revision=revision, diff_json=json.dumps(diff, default=str))
-        await context.abort(grpc.StatusCode.ABORTED,
-                            "the goal changed concurrently five times; try again")
-        raise AssertionError("unreachable")
+                break
+            conflicts += 1
+            if conflicts >= 5:
+                await context.abort(grpc.StatusCode.ABORTED,
+                                    "the goal changed concurrently five times; try again")
+        await self._trim_history()
+        leader.wake()
+        changed = sorted(puts)
+        log.info("deployed", changed=changed, deleted=deletes, revision=revision)
+        return pb.DeployReply(
+            message=f"deployed: {len(changed)} app(s) changed, {len(deletes)} removed",
+            revision=max(revision or 0, 0), diff_json=json.dumps(diff, default=str))
 
     async def _read_goals(self) -> tuple[dict[str, AppGoal], dict[str, int]]:
         items, _ = await self.store.get_prefix(APPS_PREFIX)
@@ -176,12 +216,12 @@ class AdminService(pb_grpc.ControllerServicer):
         """The goal as held in etcd; with `history`, every accepted config."""
         try:
             if request.history:
-                items, _ = await self.store.get_prefix(HISTORY_PREFIX)
+                items, _ = await _patiently(lambda: self.store.get_prefix(HISTORY_PREFIX))
                 history = [{"revision": kv.key.rsplit("/", 1)[1], **json.loads(kv.value)}
                            for kv in items]
                 return pb.GetConfigReply(config_json=json.dumps(history))
-            goals, _ = await self._read_goals()
-            kv = await self.store.get(HTTP_OPTIONS_KEY)
+            goals, _ = await _patiently(self._read_goals)
+            kv = await _patiently(lambda: self.store.get(HTTP_OPTIONS_KEY))
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read the goal: {exc}")
             raise

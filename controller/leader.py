@@ -106,6 +106,8 @@ class Leader:
         self.table_ready = False
         self._wake = asyncio.Event()
         self._dirty = asyncio.Event()
+        #: Set when this term ends: every session and route stream of this leader closes.
+        self.ended = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -129,6 +131,8 @@ class Leader:
                 pass
         for sess in self.sessions.values():
             sess.connected = False
+        # End every replica session and route stream: their peers find the next leader.
+        self.ended.set()
 
     def wake(self) -> None:
         """Reconcile now (the goal or a replica changed)."""
@@ -410,6 +414,7 @@ class Leader:
         self.sessions[replica_id] = sess
         log.info("replica registered", replica_id=replica_id, state=first.state,
                  address=first.address)
+        yield pb.ReplicaCommand(kind="REGISTERED")
         if not first.version and first.state == "STARTING":
             spec = self.spec_for(record)
             if spec is None:
@@ -433,10 +438,11 @@ class Leader:
         reader = asyncio.get_running_loop().create_task(read())
         self._mark_dirty()
         self.wake()
+        ended = asyncio.get_running_loop().create_task(self.ended.wait())
         try:
-            while not reader.done():
+            while not reader.done() and not ended.done():
                 getter = asyncio.get_running_loop().create_task(sess.commands.get())
-                done, _ = await asyncio.wait({reader, getter},
+                done, _ = await asyncio.wait({reader, getter, ended},
                                              return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
                     yield getter.result()
@@ -444,6 +450,7 @@ class Leader:
                     getter.cancel()
         finally:
             reader.cancel()
+            ended.cancel()
             if self.sessions.get(replica_id) is sess:
                 sess.connected = False
             self._mark_dirty()
@@ -496,10 +503,17 @@ class Leader:
         self.subscribers.add(queue)
         if self.table_ready:
             _offer_latest(queue, self.table)
+        ended = asyncio.get_running_loop().create_task(self.ended.wait())
         try:
-            while True:
-                yield await queue.get()
+            while not ended.done():
+                getter = asyncio.get_running_loop().create_task(queue.get())
+                await asyncio.wait({getter, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
         finally:
+            ended.cancel()
             self.subscribers.discard(queue)
 
     # ------------------------------------------------------------------ status

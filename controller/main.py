@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -33,6 +34,7 @@ from weir.controller.goal import (
 )
 from weir.controller.launcher import LocalProcessLauncher
 from weir.controller.leader import Leader
+from weir.presence import Presence
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.route_table import LEADER_KEY, parse_leader
 from weir.runtime import configure_logging, run_until_signalled
@@ -42,6 +44,8 @@ from weir.transport import CHANNEL_OPTIONS
 log = structlog.get_logger("weir.controller")
 
 SHUTDOWN_WAIT_S = 30.0
+#: How long a starting controller waits to be listed before it reports ready anyway.
+PRESENCE_WAIT_S = 10.0
 
 
 class Controller:
@@ -53,8 +57,6 @@ class Controller:
         self.store = Store(opts.etcd)
         self.leader: Leader | None = None
         self.leader_address = ""
-        #: Why etcd could not be read on the last try ("" when it could).
-        self.etcd_error = ""
         self.address = ""
         self.exit = asyncio.Event()
         self.launcher = LocalProcessLauncher(opts.etcd, opts.log_dir, opts.cluster_id)
@@ -65,7 +67,7 @@ class Controller:
         server = grpc.aio.server(options=CHANNEL_OPTIONS)
         pb_grpc.add_ControllerServicer_to_server(
             AdminService(self.store, lambda: self.leader, lambda: self.leader_address,
-                         self.shutdown_cluster, etcd_error=lambda: self.etcd_error), server)
+                         self.shutdown_cluster), server)
         port = server.add_insecure_port(f"{self.opts.host}:{self.opts.port}")
         if port == 0:
             log.error("cannot listen", host=self.opts.host, port=self.opts.port)
@@ -75,14 +77,16 @@ class Controller:
         structlog.contextvars.bind_contextvars(controller_id=self.id, address=self.address)
         identity = json.dumps({"id": self.id, "address": self.address, "pid": os.getpid()})
         election = Election(self.store, identity.encode(), ttl=self.opts.lease_ttl)
-        presence = await self.store.grant_lease(self.opts.lease_ttl)
-        self.store.keep_alive(presence, lambda: log.warning("presence lease lost"))
-        await self.store.put(CONTROLLERS_PREFIX + self.id, identity.encode(), lease=presence)
+        presence = Presence(self.store, CONTROLLERS_PREFIX + self.id, identity.encode(),
+                            self.opts.lease_ttl)
+        presence.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(presence.registered.wait(), PRESENCE_WAIT_S)
         log.info("controller up", address=self.address)
         if self.opts.ready_file:
             await asyncio.to_thread(_write_atomically, Path(self.opts.ready_file), self.address)
         tasks = [asyncio.get_running_loop().create_task(self._lead(election)),
-                 asyncio.get_running_loop().create_task(self._follow_leader())]
+                 asyncio.get_running_loop().create_task(self._follow_leader(election))]
         stop_wait = asyncio.get_running_loop().create_task(signalled.wait())
         exit_wait = asyncio.get_running_loop().create_task(self.exit.wait())
         await asyncio.wait({stop_wait, exit_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -94,9 +98,9 @@ class Controller:
         try:
             if election.is_leader:
                 await election.resign()
-            await self.store.revoke_lease(presence)
         except StoreError:
             pass
+        await presence.withdraw()
         await server.stop(0.5)
         await self.store.close()
         log.info("controller stopped")
@@ -112,21 +116,25 @@ class Controller:
             await election.lost.wait()
             log.warning("leadership lost; back to standby")
             self.leader = None
+            self.leader_address = ""
             await leader.stop()
 
-    async def _follow_leader(self) -> None:
-        """Keep the leader's address fresh (for redirects) and watch for cluster shutdown."""
+    async def _follow_leader(self, election: Election) -> None:
+        """Keep the leader's address fresh (for redirects), depose a leader whose process
+        is gone, and watch for cluster shutdown."""
         while True:
             try:
                 kv = await self.store.get(LEADER_KEY)
                 self.leader_address = parse_leader(kv.value) if kv is not None else ""
-                self.etcd_error = ""
+                if (kv is not None and self.leader is None
+                        and self.leader_address != self.address
+                        and await _nothing_listens(self.leader_address)):
+                    await election.depose(kv.value, f"nothing listens on {self.leader_address}")
                 if await self.store.get(SHUTDOWN_KEY) is not None and self.leader is None:
                     log.info("cluster shutdown requested")
                     self.exit.set()
-            except StoreError as exc:
-                # Never redirect clients to a leader we can no longer vouch for; say why.
-                self.etcd_error = str(exc)
+            except StoreError:
+                # Never redirect clients to a leader we can no longer vouch for.
                 if self.leader is None:
                     self.leader_address = ""
             await asyncio.sleep(0.25)
@@ -149,6 +157,25 @@ class Controller:
         await self.store.delete_prefix(REPLICAS_PREFIX)
         await self.store.put(SHUTDOWN_KEY, b"1")
         asyncio.get_running_loop().call_later(0.2, self.exit.set)
+
+
+async def _nothing_listens(address: str, probes: int = 2) -> bool:
+    """Whether connections to `address` are refused, `probes` times 50 ms apart: the
+    process that served it is gone. A timeout is not proof (it may be a partition)."""
+    host, _, port = address.rpartition(":")
+    for attempt in range(probes):
+        if attempt:
+            await asyncio.sleep(0.05)
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host.strip("[]"), int(port)), 0.5)
+        except ConnectionRefusedError:
+            continue
+        except (OSError, TimeoutError, ValueError):
+            return False
+        writer.close()
+        return False
+    return True
 
 
 def _write_atomically(path: Path, text: str) -> None:

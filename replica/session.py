@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -26,6 +27,8 @@ log = structlog.get_logger("weir.replica.session")
 
 REPORT_MIN_INTERVAL_S = 0.05
 HEARTBEAT_S = 1.0
+#: A registration the controller has not acknowledged by then is dropped and retried.
+REGISTER_TIMEOUT_S = 3.0
 
 
 class ControllerSession:
@@ -40,6 +43,8 @@ class ControllerSession:
         self.snapshot = snapshot
         self.on_command = on_command
         self.changed = asyncio.Event()
+        #: Set once the leader has taken the current session's registration.
+        self.registered = asyncio.Event()
 
     def report_soon(self) -> None:
         """Load or state changed: send a report shortly."""
@@ -64,35 +69,64 @@ class ControllerSession:
                 except grpc.aio.AioRpcError as exc:
                     log.info("controller session ended", controller=address,
                              code=exc.code().name, details=exc.details())
+                except Exception:
+                    # Whatever broke this session, the replica must keep trying: a replica
+                    # no leader knows of is a replica nobody routes to.
+                    log.warning("controller session failed", controller=address,
+                                exc_info=True)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
     async def _hold(self, address: str) -> None:
         async with grpc.aio.insecure_channel(address) as channel:
             call = pb_grpc.ControllerStub(channel).ReplicaSession()
-            await call.write(self._report())
+            if not await self._write(call, address):
+                return
             log.info("registered with controller", controller=address)
+            self.registered = asyncio.Event()
             reader = asyncio.get_running_loop().create_task(self._read(call))
+            moved = asyncio.get_running_loop().create_task(self.locator.until_moved_from(address))
+            unanswered = time.monotonic() + REGISTER_TIMEOUT_S
             try:
                 while not reader.done():
                     waiter = asyncio.get_running_loop().create_task(self.changed.wait())
-                    done, _ = await asyncio.wait({reader, waiter}, timeout=HEARTBEAT_S,
+                    done, _ = await asyncio.wait({reader, waiter, moved}, timeout=HEARTBEAT_S,
                                                  return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
+                    if moved in done:
+                        return  # that controller no longer leads: find the one that does
+                    if not self.registered.is_set() and time.monotonic() > unanswered:
+                        log.info("registration unanswered; reconnecting", controller=address)
+                        return
                     if reader in done:
                         break
                     # Clear before taking the snapshot: a change after this point is caught
                     # by the next report.
                     self.changed.clear()
-                    await call.write(self._report())
+                    if not await self._write(call, address):
+                        return
                     await asyncio.sleep(REPORT_MIN_INTERVAL_S)
                 await reader
             finally:
                 reader.cancel()
+                moved.cancel()
                 call.cancel()
+
+    async def _write(self, call: grpc.aio.StreamStreamCall, address: str) -> bool:
+        """Send a report; False if the controller did not take it in time (a stream to a
+        controller that is going away can block a write forever)."""
+        try:
+            await asyncio.wait_for(call.write(self._report()), REGISTER_TIMEOUT_S)
+        except TimeoutError:
+            log.info("controller stopped taking reports; reconnecting", controller=address)
+            return False
+        return True
 
     async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
         async for command in call:
+            if command.kind == "REGISTERED":
+                self.registered.set()
+                continue
             try:
                 await self.on_command(command)
             except Exception:

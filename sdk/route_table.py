@@ -20,6 +20,8 @@ from weir.protos import weir_pb2_grpc as pb_grpc
 log = structlog.get_logger("weir.route_table")
 
 LEADER_KEY = "/weir/leader"
+#: How often a follower of the leader checks in etcd that it still follows the leader.
+LEADER_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,20 @@ class LeaderLocator:
             return parse_leader(kv.value) if kv else None
         return random.choice(self.controllers) if self.controllers else None
 
+    async def until_moved_from(self, address: str, period: float = LEADER_CHECK_S) -> None:
+        """Return once etcd names a leader other than `address` (checked every `period`
+        seconds). A stream to a controller that no longer leads may stay open, silent;
+        whoever follows one drops it when this returns. Without etcd endpoints there is
+        no one to ask, and this never returns."""
+        if not self.etcd_endpoints:
+            await asyncio.Event().wait()
+        while True:
+            await asyncio.sleep(period)
+            current = await self.leader_address()
+            if current is not None and current != address:
+                log.info("the leader moved", old=address, new=current)
+                return
+
     async def close(self) -> None:
         """Release the etcd connection."""
         if self._store is not None:
@@ -155,6 +171,9 @@ class RouteTableSubscriber:
                         continue
                     log.debug("route table stream ended", address=address,
                               code=exc.code().name)
+                except Exception:
+                    # Keep subscribing whatever broke the stream; the last table stays.
+                    log.warning("route table stream failed", address=address, exc_info=True)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
@@ -162,8 +181,20 @@ class RouteTableSubscriber:
         async with grpc.aio.insecure_channel(address) as channel:
             stub = pb_grpc.ControllerStub(channel)
             stream = stub.WatchRoutes(pb.WatchRoutesRequest(subscriber=self.subscriber))
-            async for msg in stream:
-                table = RouteTable.from_proto(msg)
-                self.table = table
-                self.on_table(table)
-                self.first_table.set()
+            reader = asyncio.get_running_loop().create_task(self._read(stream))
+            moved = asyncio.get_running_loop().create_task(self.locator.until_moved_from(address))
+            try:
+                await asyncio.wait({reader, moved}, return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():
+                    await reader
+            finally:
+                reader.cancel()
+                moved.cancel()
+                stream.cancel()
+
+    async def _read(self, stream: Any) -> None:
+        async for msg in stream:
+            table = RouteTable.from_proto(msg)
+            self.table = table
+            self.on_table(table)
+            self.first_table.set()

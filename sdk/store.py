@@ -62,6 +62,7 @@ __all__ = [
     "StoreUnavailableError",
     "TLSConfig",
     "WatchEvent",
+    "in_election",
 ]
 
 log = structlog.get_logger("weir.store")
@@ -100,6 +101,8 @@ class KeyValue:
     value: bytes
     mod_revision: int
     create_revision: int
+    #: The ID of the lease the key is bound to (0: none).
+    lease: int = 0
 
 
 @dataclass(frozen=True)
@@ -770,6 +773,7 @@ def _key_value(kv: Any) -> KeyValue:
         value=bytes(kv.value),
         mod_revision=int(kv.mod_revision),
         create_revision=int(kv.create_revision),
+        lease=int(getattr(kv, "lease", 0) or 0),
     )
 
 
@@ -813,6 +817,17 @@ def _being_cancelled() -> bool:
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
     return bool(cancelling is not None and cancelling() > 0)
+
+
+def in_election(exc: StoreError) -> bool:
+    """Whether a failure looks like etcd choosing a new leader (a call timed out, or a
+    member said it has no leader), which passes in a second or two, rather than no member
+    being reachable at all, which a caller should report at once."""
+    if _timed_out(exc):
+        return True
+    rpc_error = _rpc_error(exc)
+    details = (rpc_error.details() or "") if rpc_error is not None else ""
+    return "no leader" in details or "leader changed" in details
 
 
 def _timed_out(exc: StoreError) -> bool:

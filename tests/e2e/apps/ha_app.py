@@ -1,0 +1,32 @@
+"""The app the high-availability chaos tests (tests/e2e/test_ha.py) run under load."""
+
+import asyncio
+import os
+
+from starlette.requests import Request
+
+from weir import serve
+
+
+@serve.deployment(num_replicas=2, max_ongoing_requests=8, health_check_period_s=0.5,
+                  health_check_timeout_s=2.0, graceful_shutdown_timeout_s=5.0)
+class Steady:
+    """Answers with its PID after `?s=` seconds (10 ms by default). `/sick` makes its
+    check_health fail from then on."""
+
+    def __init__(self) -> None:
+        self.sick = False
+
+    async def __call__(self, request: Request) -> dict[str, object]:
+        if request.url.path.endswith("/sick"):
+            self.sick = True
+            return {"pid": os.getpid(), "sick": True}
+        await asyncio.sleep(float(request.query_params.get("s", "0.01")))
+        return {"pid": os.getpid()}
+
+    def check_health(self) -> None:
+        if self.sick:
+            raise RuntimeError("told to be sick by /sick")
+
+
+app = Steady.bind()
