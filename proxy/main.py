@@ -18,6 +18,7 @@ import structlog
 
 from weir.controller.goal import PROXIES_PREFIX
 from weir.data_plane import DataPlane
+from weir.presence import Presence
 from weir.proxy.http_app import ProxyApp
 from weir.route_table import LeaderLocator
 from weir.runtime import configure_logging, run_until_signalled
@@ -25,19 +26,8 @@ from weir.store import Store, StoreError
 
 log = structlog.get_logger("weir.proxy")
 
-
-async def _register(store: Store, proxy_id: str, info: dict[str, object]) -> None:
-    while True:
-        try:
-            await store.connect()
-            lease = await store.grant_lease(3)
-            lost = asyncio.Event()
-            store.keep_alive(lease, lost.set)
-            await store.put(PROXIES_PREFIX + proxy_id, json.dumps(info).encode(), lease=lease)
-            await lost.wait()
-        except StoreError:
-            pass
-        await asyncio.sleep(1)
+#: A proxy that dies leaves `weir status` this long after its last lease refresh.
+PRESENCE_TTL_S = 3.0
 
 
 async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
@@ -55,7 +45,9 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
         grpc_server = await start_grpc_ingress(plane, opts.http_host, opts.grpc_port)
     store = Store(opts.etcd)
     info = {"id": proxy_id, "http": address, "pid": os.getpid()}
-    registration = asyncio.get_running_loop().create_task(_register(store, proxy_id, info))
+    presence = Presence(store, PROXIES_PREFIX + proxy_id, json.dumps(info).encode(),
+                        PRESENCE_TTL_S)
+    presence.start()
     if opts.http_server == "uvicorn":
         import uvicorn
 
@@ -80,7 +72,7 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
             hypercorn_serve(app, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
         await _announce(opts, address)
         await server_task
-    registration.cancel()
+    await presence.withdraw()
     if grpc_server is not None:
         await grpc_server.stop(1)
     await plane.close()
