@@ -3,6 +3,7 @@ loopback ports. Teardown stops it and checks by PID that nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from weir import context
 from weir.admin_client import AdminClient
 from weir.controller.launcher import pid_runs
 from weir.local_cluster import ClusterInfo, LocalCluster, replica_pids
@@ -57,6 +59,20 @@ class RunningCluster:
             return status if current == want else None
 
         return wait_for(check, timeout, f"app {name} to be {want}")  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def driver_connected(cluster: RunningCluster) -> Iterator[RunningCluster]:
+    """Point this test process's SDK (`serve.*`, handles) at `cluster` for the block."""
+    os.environ["WEIR_ADDRESS"] = cluster.info.address
+    os.environ["WEIR_ETCD_ENDPOINTS"] = cluster.info.etcd_endpoints
+    context.reset()
+    try:
+        yield cluster
+    finally:
+        context.reset()
+        os.environ.pop("WEIR_ADDRESS")
+        os.environ.pop("WEIR_ETCD_ENDPOINTS")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

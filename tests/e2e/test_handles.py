@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.conftest import RunningCluster, wait_for
-from weir import context, serve
+from tests.e2e.conftest import RunningCluster, driver_connected, wait_for
+from weir import serve
 from weir.exceptions import UserCodeError
 
 
@@ -18,15 +17,8 @@ from weir.exceptions import UserCodeError
 def composed(cluster: RunningCluster) -> Iterator[RunningCluster]:
     cluster.deploy_app("composed", "tests.e2e.apps.composed:app")
     cluster.wait_status("composed", "RUNNING")
-    os.environ["WEIR_ADDRESS"] = cluster.info.address
-    os.environ["WEIR_ETCD_ENDPOINTS"] = cluster.info.etcd_endpoints
-    context.reset()
-    try:
+    with driver_connected(cluster):
         yield cluster
-    finally:
-        context.reset()
-        os.environ.pop("WEIR_ADDRESS")
-        os.environ.pop("WEIR_ETCD_ENDPOINTS")
 
 
 def test_composed_app_over_http_under_50_concurrent(composed: RunningCluster) -> None:
