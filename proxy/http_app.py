@@ -4,6 +4,14 @@ It only moves bytes: match the route prefix, read the body (up to the limit), ha
 request to the router, and play the replica's reply back. It never unpickles anything.
 Status codes of its own: 404 no route, 413 body too large, 503 shed or no replica (with
 Retry-After), 408 past request_timeout_s, 502 the replica died mid-call.
+
+The body limit (http_options.max_request_body_bytes) is checked twice: on Content-Length
+before reading anything, and on a chunked body as it arrives, so the proxy never holds more
+than the limit. A body within it is sent whole to the replica; past 1 MB on a gRPC call of
+its own (see `weir.transport`), so it never holds up the small calls multiplexed beside it.
+
+The cluster's HTTP middlewares (`proxy.middleware_stack`) wrap all of this, health and
+route listing included, as in Ray Serve.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from weir.exceptions import (
     RequestTimeoutError,
 )
 from weir.protos import weir_pb2 as pb
+from weir.proxy.middleware_stack import MiddlewareStack
 from weir.route_table import match_route
 from weir.transport import ReplicaCallFailed
 
@@ -48,8 +57,20 @@ async def _respond(send: Any, status: int, text: str,
     await send({"type": "http.response.body", "body": body})
 
 
+def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The Content-Length a request declares (None: absent or unreadable, e.g. chunked)."""
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 async def read_body(receive: Any, limit: int) -> bytes:
-    """The whole request body, or BodyTooLarge past `limit` bytes."""
+    """The whole request body, or BodyTooLarge as soon as it passes `limit` bytes (the chunk
+    that passes it is dropped, so at most `limit` bytes are ever held)."""
     chunks = []
     size = 0
     while True:
@@ -70,11 +91,24 @@ class ProxyApp:
 
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
+        self.middlewares = MiddlewareStack(self._serve)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
+            # The server's own events: middlewares come and go with the route table later.
             await self._lifespan(receive, send)
             return
+        table = self.plane.table
+        app = await self.middlewares.current(table.http_options if table else None)
+        if app is None:
+            if scope["type"] == "http":
+                await _respond(send, 503, "the proxy cannot load the configured HTTP "
+                                          f"middlewares: {self.middlewares.error}")
+            return
+        await app(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Any, send: Any) -> None:
+        """The proxy's own app, inside the middlewares."""
         if scope["type"] != "http":
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1003})
@@ -112,10 +146,16 @@ class ProxyApp:
             return
         options = table.http_options if table else {}
         limit = int(options.get("max_request_body_bytes") or DEFAULT_MAX_BODY)
+        declared = declared_length(scope["headers"])
         try:
+            if declared is not None and declared > limit:
+                raise BodyTooLarge
             body = await read_body(receive, limit)
         except BodyTooLarge:
-            await _respond(send, 413, f"request body larger than {limit} bytes")
+            # The rest of the body stays unread: close the connection rather than drain it.
+            await _respond(send, 413, f"request body larger than {limit} bytes "
+                                      "(http_options.max_request_body_bytes)",
+                           [(b"connection", b"close")])
             return
         method = ""
         headers = []

@@ -41,6 +41,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -130,6 +131,24 @@ def _import_path(value: str) -> str:
     return value
 
 
+def _middleware(value: Any, info: ValidationInfo) -> Any:
+    """An entry of http_options.middlewares. With the context `resolve_imports` (a config
+    received by the controller), an import path must also import: a path the cluster cannot
+    load is refused at deploy time, before it can replace a working config."""
+    from weir.middlewares import MiddlewareError, check_entry_shape, load_entry
+
+    entry = check_entry_shape(value)
+    if isinstance(entry, str):
+        _import_path(entry)
+        if info.context and info.context.get("resolve_imports"):
+            try:
+                load_entry(entry)
+            except MiddlewareError as exc:
+                raise ValueError(f"{exc} (it must be importable by the cluster's "
+                                 "processes)") from None
+    return entry
+
+
 def _not_auto(value: Any) -> Any:
     if value == "auto":
         raise ValueError('"auto" (autoscaling) is not supported yet: give a whole number >= 0')
@@ -146,6 +165,7 @@ def _no_deployment_route(value: Any) -> Any:
 JsonDict = Annotated[dict[StrictStr, Any], AfterValidator(_json_dict)]
 Name = Annotated[StrictStr, Field(min_length=1), AfterValidator(_name)]
 ImportPath = Annotated[StrictStr, AfterValidator(_import_path)]
+Middleware = Annotated[Any, AfterValidator(_middleware)]
 Seconds = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 
 
@@ -251,8 +271,10 @@ class HTTPOptionsSchema(_Schema):
     root_path: StrictStr = ""
     request_timeout_s: Seconds | None = Field(default=None, gt=0)
     keep_alive_timeout_s: Seconds = Field(default=5.0, gt=0)
-    #: Import paths of ASGI middleware classes, outermost first.
-    middlewares: list[ImportPath] = Field(default_factory=list)
+    #: ASGI middlewares (`weir.middlewares`): import paths of middleware classes or of
+    #: starlette `Middleware` objects, or objects pickled by `serve.start`; each wraps the
+    #: ones before it (the last is outermost, as in Ray Serve).
+    middlewares: list[Middleware] = Field(default_factory=list)
     max_request_body_bytes: StrictInt = Field(default=100 * 1024 * 1024, gt=0)
 
     @field_validator("root_path")
@@ -444,7 +466,7 @@ def _rename(path: str, renames: Mapping[str, str]) -> str:
     return path
 
 
-def _validate_document(data: Any) -> ServeDeploySchema:
+def _validate_document(data: Any, *, resolve_imports: bool = False) -> ServeDeploySchema:
     if data is None:
         raise ConfigError("the config is empty")
     if isinstance(data, ServeDeploySchema):
@@ -459,7 +481,8 @@ def _validate_document(data: Any) -> ServeDeploySchema:
     if "applications" not in data and "import_path" in data:
         data, renames = _single_app_document(data)
     try:
-        return ServeDeploySchema.model_validate(data)
+        return ServeDeploySchema.model_validate(
+            data, context={"resolve_imports": resolve_imports})
     except ValidationError as exc:
         errors = _errors_from(exc, ServeDeploySchema)
         raise ConfigError([(_rename(p, renames), m) for p, m in errors]) from None
@@ -486,13 +509,17 @@ def parse_config(source: str | bytes | Mapping[str, Any] | Path) -> ServeDeployS
 
 
 def config_from_json(text: str | bytes) -> ServeDeploySchema:
-    """Read a config sent over the wire (as `config_to_json` writes it); ConfigError if bad."""
+    """Read a config sent over the wire (as `config_to_json` writes it); ConfigError if bad.
+
+    This is how the controller reads configs, so it also checks what only the cluster can:
+    that http_options.middlewares import (a client's `parse_config` may not see the
+    cluster's modules)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: "
                           f"{exc.msg}") from None
-    return _validate_document(data)
+    return _validate_document(data, resolve_imports=True)
 
 
 # ----------------------------------------------------------------- writing

@@ -29,6 +29,7 @@ from weir.exceptions import (
     RequestTimeoutError,
 )
 from weir.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+from weir.middlewares import pickled_entry
 
 __all__ = [
     "Application",
@@ -152,11 +153,21 @@ def _leader_via_etcd(endpoints: str) -> str:
     return found[0]
 
 
-def start(*, http_options: dict[str, Any] | None = None, **_ignored: Any) -> None:
-    """Start (or connect to) the cluster, with HTTP options for an embedded one."""
-    client = _connect(http_options)
-    if http_options:
-        client.deploy({"http_options": http_options, "applications": []}, partial=True)
+def start(*, http_options: dict[str, Any] | None = None,
+          http_middlewares: list[Any] | None = None, **_ignored: Any) -> None:
+    """Start (or connect to) the cluster and set its HTTP options.
+
+    Middlewares (Ray's `http_middlewares`, or `http_options["middlewares"]`) may be
+    starlette `Middleware` objects, middleware classes or import paths; objects reach the
+    proxies, which are other processes, cloudpickled in the options (`weir.middlewares`).
+    """
+    options = dict(http_options or {})
+    given = [*options.get("middlewares", []), *(http_middlewares or [])]
+    if given:
+        options["middlewares"] = [m if isinstance(m, str) else pickled_entry(m) for m in given]
+    client = _connect(options)
+    if options:
+        client.deploy({"http_options": options, "applications": []}, partial=True)
 
 
 def _import_path_of(app: Application) -> str:

@@ -48,7 +48,7 @@ http_options:
   host: 0.0.0.0
   port: 8001
   request_timeout_s: 3
-  middlewares: [myapp.middleware:CORS]
+  middlewares: [starlette.middleware.gzip:GZipMiddleware]
 grpc_options:
   port: 9001
   grpc_servicer_functions: [myapp.protos.add_servicer]
