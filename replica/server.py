@@ -146,11 +146,18 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                     reply = await self.Call(frame.request, context)
                     out.put_nowait(pb.Frame(call_id=call_id, reply=reply, last=True))
                     return
+                # A reply that may be the last is held until the stream ends, so that a
+                # whole response is one frame; one that says more follows goes at once, so
+                # streamed chunks are never a chunk late.
                 held: pb.CallReply | None = None
                 async for reply in self.CallStream(frame.request, context):
                     if held is not None:
                         out.put_nowait(pb.Frame(call_id=call_id, reply=held))
-                    held = reply
+                        held = None
+                    if reply.more_body:
+                        out.put_nowait(pb.Frame(call_id=call_id, reply=reply))
+                    else:
+                        held = reply
                 out.put_nowait(pb.Frame(call_id=call_id, reply=held, last=True))
             finally:
                 tasks.pop(call_id, None)
@@ -179,10 +186,11 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
 
     async def _python_stream(self, request: pb.CallRequest) -> AsyncIterator[pb.CallReply]:
         assert self.user is not None
-        yield pb.CallReply(outcome=pb.OK, ongoing=self.ongoing)
+        yield pb.CallReply(outcome=pb.OK, ongoing=self.ongoing, more_body=True)
         try:
             async for item in self.user.stream_python(request.method, request.pickled_args):
-                yield pb.CallReply(outcome=pb.OK, pickled=cloudpickle.dumps(item))
+                yield pb.CallReply(outcome=pb.OK, pickled=cloudpickle.dumps(item),
+                                   more_body=True)
         except Exception as exc:
             log.error("user stream raised", request_id=request.request_id, exc_info=True)
             yield pb.CallReply(outcome=pb.USER_ERROR, **error_fields(exc))
