@@ -259,6 +259,7 @@ class Leader:
                 health.message = ""
                 health.consecutive_failures = 0
                 health.healthy_version = p.target.version
+                health.healthy_replicas = p.target.num_replicas
 
     async def _execute(self, action: reconciler.Action) -> None:
         if isinstance(action, reconciler.Start):

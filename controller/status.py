@@ -21,8 +21,9 @@ class DeploymentHealth:
 
     message: str = ""
     consecutive_failures: int = 0
-    #: The version that last reached HEALTHY.
+    #: The version and replica count that last reached HEALTHY.
     healthy_version: str = ""
+    healthy_replicas: int = 0
 
 
 @dataclass
@@ -55,6 +56,11 @@ def deployment_status(
         return "HEALTHY", "", counts
     if health.message:
         return "UNHEALTHY", health.message, counts
+    if (health.healthy_version, health.healthy_replicas) == (target.version,
+                                                            target.num_replicas) and not old:
+        # It reached this very goal before and lost replicas since: not an update.
+        return "UNHEALTHY", (f"{running_new} of {target.num_replicas} replicas running; "
+                             "replacing the others"), counts
     return "UPDATING", (f"{running_new} of {target.num_replicas} replicas of the new version "
                         f"running"), counts
 

@@ -53,3 +53,17 @@ def test_build_states() -> None:
     assert failed["app_status"] == {"status": "DEPLOY_FAILED",
                                     "message": "failed to import 'nope:app'",
                                     "deployment_timestamp": 1.0}
+
+
+def test_replica_lost_after_healthy_is_unhealthy_not_updating() -> None:
+    health = DeploymentHealth(healthy_version="v1", healthy_replicas=2)
+    d = doc([r(1), r(2, "DEAD")], health, ever=True)
+    assert d["app_status"]["status"] == "RUNNING"  # type: ignore[index]
+    assert d["deployment_statuses"][0]["status"] == "UNHEALTHY"  # type: ignore[index]
+    assert "1 of 2 replicas running" in d["deployment_statuses"][0]["message"]  # type: ignore[index]
+
+
+def test_scaling_up_a_healthy_version_is_updating() -> None:
+    health = DeploymentHealth(healthy_version="v1", healthy_replicas=1)
+    d = doc([r(1), r(2, "STARTING")], health, ever=True)
+    assert d["deployment_statuses"][0]["status"] == "UPDATING"  # type: ignore[index]

@@ -218,6 +218,7 @@ def test_sigkill_a_replica_under_load(one_controller: RunningCluster) -> None:
     assert len(load.failures) <= load.clients, load.failures
     assert replaced_s <= 5.0
     assert any(s == "UNHEALTHY" and "died unexpectedly" in m for s, m in seen), seen
+    assert {s for s, _ in seen} <= {"HEALTHY", "UNHEALTHY"}, seen  # a crash is no update
     survivor = next(p for p in before if p != victim)
     assert survivor in replicas(rc.client)
 
