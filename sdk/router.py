@@ -116,6 +116,17 @@ class DeploymentRouter:
         for event in self._waiters:
             event.set()
 
+    def would_shed(self) -> bool:
+        """Whether a new call would be shed now (as `assign` would): for a proxy to refuse
+        before it reads the body or builds anything for the call."""
+        if self.max_queued < 0 or len(self._waiters) < self.max_queued:
+            return False
+        if self._waiters:
+            return True
+        now = time.monotonic()
+        return not any(s.in_flight < self.max_ongoing and s.skip_until <= now
+                       for s in self._slots.values())
+
     def _check_removed(self) -> None:
         if self.removed:
             raise DeploymentUnavailableError(

@@ -48,6 +48,7 @@ def test_seed_load_shedding_shape() -> None:
         await asyncio.sleep(0)
         assert router.num_queued == 2
         for _ in range(5):
+            assert router.would_shed()
             with pytest.raises(BackPressureError):
                 await router.assign(None)
         router.release(running[0])
@@ -55,6 +56,25 @@ def test_seed_load_shedding_shape() -> None:
         assert slot.replica_id == "r1" and not waiters[1].done()
         router.release(running[1])
         await asyncio.wait_for(waiters[1], 1)
+
+    asyncio.run(scenario())
+
+
+def test_would_shed_agrees_with_assign() -> None:
+    async def scenario() -> None:
+        unbounded = DeploymentRouter("app", "D")
+        unbounded.update(1, -1, [("r1", "addr", 0)])
+        await unbounded.assign(None)
+        assert not unbounded.would_shed()  # no bound: it queues
+        no_queue = DeploymentRouter("app", "D")
+        no_queue.update(1, 0, [("r1", "addr", 0)])
+        assert not no_queue.would_shed()  # a free replica
+        slot = await no_queue.assign(None)
+        assert no_queue.would_shed()  # full, and no room to wait
+        with pytest.raises(BackPressureError):
+            await no_queue.assign(None)
+        no_queue.release(slot)
+        assert not no_queue.would_shed()
 
     asyncio.run(scenario())
 
