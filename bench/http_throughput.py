@@ -248,10 +248,8 @@ def selected_systems(only: str) -> list[str]:
     return [name for name in SYSTEMS if name in wanted]
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load options every HTTP bench takes: client, duration, warm-up, concurrency."""
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
                         help="Load generator; auto takes wrk when it is on PATH.")
     parser.add_argument("--duration", type=float, default=5.0,
@@ -260,12 +258,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Seconds of load before each measured point.")
     parser.add_argument("--concurrency", default="1,64",
                         help="Comma-separated connection counts.")
+    parser.add_argument("--wrk-threads", type=int, default=1)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_load_arguments(parser)
     parser.add_argument("--only", default="all",
                         help="Systems or groups, comma-separated: "
                              f"{', '.join([*GROUPS, *SYSTEMS])}.")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
                         help="Event loop of the bare servers (Weir's processes use uvloop).")
-    parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--ready-timeout", type=float, default=60.0,
                         help="Deadline for a system to start and answer 200.")
     parser.add_argument("--json", type=Path, default=None, help="Also write results here.")

@@ -86,9 +86,13 @@ class WeirCluster:
 
     def deploy(self, import_path: str, timeout: float = 60.0) -> None:
         """Write the config for `import_path` and `weir deploy` it."""
-        config = self.home / "bench-config.yaml"
-        config.write_text(yaml.safe_dump(app_config(import_path, REPO_ROOT), sort_keys=False))
-        self.cli(["deploy", str(config), "-a", self.admin_address], timeout)
+        self.deploy_config(app_config(import_path, REPO_ROOT), timeout)
+
+    def deploy_config(self, config: dict[str, object], timeout: float = 60.0) -> None:
+        """Write `config` to a file and `weir deploy` it."""
+        path = self.home / "bench-config.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.cli(["deploy", str(path), "-a", self.admin_address], timeout)
 
     def wait_serving(self, timeout: float = 60.0) -> None:
         """Poll the application's URL until it answers 200."""
