@@ -113,7 +113,9 @@ class UserCallable:
         if inspect.isclass(target):
             self.instance = await loop.run_in_executor(
                 self.executor, lambda: target(*args, **kwargs))
-            self.asgi_app = getattr(self.instance, "__weir_asgi_app__", None)
+            # An ingress may build its app here (`@serve.ingress(builder)`): not on the loop.
+            self.asgi_app = await loop.run_in_executor(
+                self.executor, getattr, self.instance, "__weir_asgi_app__", None)
         else:
             self.is_function = True
             self.instance = target

@@ -29,6 +29,7 @@ from weir.exceptions import (
     RequestTimeoutError,
 )
 from weir.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+from weir.ingress import ingress
 from weir.middlewares import pickled_entry
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "deployment",
     "get_app_handle",
     "get_deployment_handle",
+    "ingress",
     "run",
     "shutdown",
     "start",
