@@ -144,6 +144,14 @@ class ProxyApp:
             await _respond(send, 404, f"Path '{path}' not found. "
                                       "Ping http://.../-/routes for available routes.")
             return
+        router = self.plane.routers.get((route.app, route.deployment))
+        if router is not None and router.would_shed():
+            # Overloaded: refuse before reading the body or building anything for the call,
+            # so that shedding costs the proxy as little as possible.
+            shed = BackPressureError(num_queued_requests=router.num_queued,
+                                     max_queued_requests=router.max_queued)
+            await _respond(send, 503, str(shed), [(b"retry-after", b"1")])
+            return
         options = table.http_options if table else {}
         limit = int(options.get("max_request_body_bytes") or DEFAULT_MAX_BODY)
         declared = declared_length(scope["headers"])
