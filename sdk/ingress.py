@@ -16,13 +16,12 @@ share one app object.
 
 from __future__ import annotations
 
+import copyreg
 import functools
 import inspect
-import io
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import cloudpickle
 from starlette.datastructures import State
 
 #: The ASGI scope key holding the deployment instance serving the request.
@@ -54,31 +53,15 @@ def current_instance(scope: Scope) -> Any:
             "inside a replica of that deployment (no instance in the request scope)") from None
 
 
-class _AppPickler(cloudpickle.Pickler):
-    """cloudpickle, plus Starlette's `State` (`app.state`), which cannot be unpickled as it
-    is: its `__getattr__` recurses before its dict is restored."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, State):
-            return State, (dict(obj._state),)
-        return super().reducer_override(obj)
+def _reduce_state(state: State) -> tuple[type[State], tuple[dict[str, Any]]]:
+    return State, (dict(state._state),)
 
 
-def _thaw(frozen: bytes) -> ShippedApp:
-    return ShippedApp(cloudpickle.loads(frozen))
-
-
-class ShippedApp:
-    """The user's app as it travels with the deployment class to the replicas (by value:
-    the class itself travels by value)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
-        buffer = io.BytesIO()
-        _AppPickler(buffer).dump(self.app)
-        return _thaw, (buffer.getvalue(),)
+# The app travels with the deployment class, by value when the class does (notebooks,
+# scripts). Starlette's `State` (`app.state`) cannot be unpickled as it is: its
+# `__getattr__` recurses before its dict is restored. Teach pickle (and so cloudpickle) to
+# rebuild it from its dict; this touches nothing else.
+copyreg.pickle(State, _reduce_state)
 
 
 def _is_builder(app: Any) -> bool:
@@ -194,12 +177,10 @@ def ingress(app: Any) -> Callable[[type | None], type]:
         if not builder:
             bind_class_routes(app, cls)
 
-        shipped = ShippedApp(app)
-
         def asgi_app(instance: Any) -> BoundIngress:
             built = instance.__dict__.get("_weir_built_asgi_app")
             if built is None:
-                built = shipped.app() if builder else shipped.app
+                built = app() if builder else app
                 instance.__dict__["_weir_built_asgi_app"] = built
             return BoundIngress(built, instance)
 

@@ -77,9 +77,14 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+class Inventory:
+    def total(self, items: dict[int, Item]) -> float:
+        return sum(i.price for i in items.values())
+
+
 @serve.deployment
 @serve.ingress(api)
-class FastAPIIngress:
+class FastAPIIngress(Inventory):
     def __init__(self, greeting: str) -> None:
         self.greeting = greeting
         self.items: dict[int, Item] = {}
@@ -93,7 +98,8 @@ class FastAPIIngress:
         if item.price < 0:
             raise HTTPException(status_code=422, detail="price must be >= 0")
         self.items[item_id] = item
-        return {"item_id": item_id, "count": len(self.items), **item.model_dump()}
+        return {"item_id": item_id, "count": len(self.items), **item.model_dump(),
+                "total": super().total(self.items)}
 
     @api.get("/items/{item_id}")
     async def get_item(self, item_id: int) -> Item:
