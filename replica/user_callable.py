@@ -116,6 +116,9 @@ class UserCallable:
             # An ingress may build its app here (`@serve.ingress(builder)`): not on the loop.
             self.asgi_app = await loop.run_in_executor(
                 self.executor, getattr, self.instance, "__weir_asgi_app__", None)
+            startup = getattr(self.asgi_app, "startup", None)
+            if startup is not None:
+                await startup()
         else:
             self.is_function = True
             self.instance = target

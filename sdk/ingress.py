@@ -16,13 +16,17 @@ share one app object.
 
 from __future__ import annotations
 
+import asyncio
 import copyreg
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import structlog
 from starlette.datastructures import State
+
+log = structlog.get_logger("weir.ingress")
 
 #: The ASGI scope key holding the deployment instance serving the request.
 INSTANCE_SCOPE_KEY = "weir.ingress_instance"
@@ -33,14 +37,48 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 class BoundIngress:
     """The ASGI app of one deployment instance: the user's app, with the instance in the
-    scope for class-based routes."""
+    scope for class-based routes, and the app's lifespan run when the replica starts."""
 
     def __init__(self, app: ASGIApp, instance: Any) -> None:
         self.app = app
         self.instance = instance
+        #: What the app's lifespan yielded (ASGI lifespan state), copied into each request.
+        self.state: dict[str, Any] = {}
+        self._lifespan: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        await self.app({**scope, INSTANCE_SCOPE_KEY: self.instance}, receive, send)
+        await self.app({**scope, INSTANCE_SCOPE_KEY: self.instance, "state": dict(self.state)},
+                       receive, send)
+
+    async def startup(self) -> None:
+        """Run the app's lifespan startup (FastAPI `lifespan=` / `on_startup`), as Ray does
+        when a replica starts; a startup that fails raises, and so fails the replica. An app
+        that does not speak lifespan is served all the same."""
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox.put_nowait({"type": "lifespan.startup"})
+        reply: asyncio.Future[MutableMapping[str, Any]] = (
+            asyncio.get_running_loop().create_future())
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if not reply.done():
+                reply.set_result(message)
+
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
+                 "state": self.state}
+        # The task lives on, parked in receive(), until the replica's process ends.
+        self._lifespan = asyncio.ensure_future(self.app(scope, inbox.get, send))
+        self._lifespan.add_done_callback(lambda t: t.cancelled() or t.exception())
+        waits: set[asyncio.Future[Any]] = {reply, self._lifespan}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if not reply.done():
+            return  # the app ended (or refused) the lifespan call at once: it has none
+        message = reply.result()
+        if message["type"] == "lifespan.startup.failed":
+            # Starlette sends a whole traceback; its last line says what went wrong.
+            text = str(message.get("message") or "").strip()
+            log.error("ingress app startup failed", detail=text)
+            reason = text.splitlines()[-1] if text else "no reason given"
+            raise RuntimeError(f"the ingress app's startup failed: {reason}")
 
 
 def current_instance(scope: Scope) -> Any:

@@ -87,6 +87,12 @@ def test_fastapi_errors_pass_through(ingress: RunningCluster) -> None:
     assert ingress.get("/api/items/abc").status_code == 422
 
 
+def test_fastapi_lifespan_ran_in_the_replica(ingress: RunningCluster) -> None:
+    r = ingress.get("/api/model")
+    assert r.status_code == 200
+    assert r.json().startswith("loaded in ")
+
+
 def test_fastapi_route_prefix_is_the_root_path(ingress: RunningCluster) -> None:
     assert ingress.get("/api/where").json() == {
         "path": "/api/where", "root_path": "/api",

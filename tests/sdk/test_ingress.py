@@ -89,3 +89,70 @@ def test_ingress_is_applied_under_deployment() -> None:
         serve.ingress(app)(Late)
     with pytest.raises(TypeError, match="ASGI app"):
         serve.ingress(42)
+
+
+def test_lifespan_startup_runs_and_its_state_reaches_requests() -> None:
+    import asyncio
+    from contextlib import asynccontextmanager
+
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        yield {"model": "loaded"}
+
+    async def model(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.state.model)
+
+    @serve.ingress(Starlette(routes=[Route("/", model)], lifespan=lifespan))
+    class WithLifespan:
+        pass
+
+    bound = WithLifespan().__weir_asgi_app__
+
+    async def start_and_call() -> list[Any]:
+        await bound.startup()
+        sent: list[Any] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/", "root_path": "",
+                 "query_string": b"", "headers": [], "asgi": {"version": "3.0"}}
+        await bound(scope, receive, send)
+        return sent
+
+    sent = asyncio.run(start_and_call())
+    assert sent[0]["status"] == 200
+    assert sent[1]["body"] == b"loaded"
+
+
+def test_a_failing_startup_fails_and_an_app_without_lifespan_starts() -> None:
+    import asyncio
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def broken(app: Starlette) -> Any:
+        raise RuntimeError("no weights")
+        yield
+
+    @serve.ingress(Starlette(lifespan=broken))
+    class Broken:
+        pass
+
+    with pytest.raises(RuntimeError, match="startup failed: RuntimeError: no weights"):
+        asyncio.run(Broken().__weir_asgi_app__.startup())
+
+    async def bare_asgi(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http", "no lifespan here"
+
+    @serve.ingress(bare_asgi)
+    class Bare:
+        pass
+
+    asyncio.run(Bare().__weir_asgi_app__.startup())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
@@ -63,7 +64,13 @@ class StarletteIngress:
 
 # --- FastAPI: routes are methods using the instance ----------------------------------
 
-api = FastAPI()
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, str]]:
+    # Runs in the replica when it starts; what it yields is in every request's state.
+    yield {"model": f"loaded in {os.getpid()}"}
+
+
+api = FastAPI(lifespan=lifespan)
 
 
 class Item(BaseModel):
@@ -107,6 +114,10 @@ class FastAPIIngress(Inventory):
             raise HTTPException(status_code=404, detail=f"no item {item_id}",
                                 headers={"x-missing": str(item_id)})
         return self.items[item_id]
+
+    @api.get("/model")
+    def model(self, request: Request) -> str:
+        return str(request.state.model)
 
     @api.get("/where")
     def where(self, request: Request) -> dict[str, str]:
