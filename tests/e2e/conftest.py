@@ -64,12 +64,16 @@ class RunningCluster:
 @contextlib.contextmanager
 def driver_connected(cluster: RunningCluster) -> Iterator[RunningCluster]:
     """Point this test process's SDK (`serve.*`, handles) at `cluster` for the block."""
+    from weir import serve
+
     os.environ["WEIR_ADDRESS"] = cluster.info.address
     os.environ["WEIR_ETCD_ENDPOINTS"] = cluster.info.etcd_endpoints
     context.reset()
+    serve._session.client = None  # connect afresh, to this cluster
     try:
         yield cluster
     finally:
+        serve._session.client = None
         context.reset()
         os.environ.pop("WEIR_ADDRESS")
         os.environ.pop("WEIR_ETCD_ENDPOINTS")

@@ -26,8 +26,8 @@ import requests
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from tests.e2e.conftest import ROOT, RunningCluster, wait_for
-from weir import context, serve
+from tests.e2e.conftest import ROOT, RunningCluster, driver_connected, wait_for
+from weir import serve
 from weir.admin_client import ConfigRejected
 
 APPS = "tests.e2e.apps.http_features"
@@ -77,18 +77,10 @@ def preflight(cluster: RunningCluster, origin: str, path: str = "/features") -> 
 
 def test_cors_middleware_from_serve_start_survives_a_proxy_restart(
         options: RunningCluster) -> None:
-    os.environ["WEIR_ADDRESS"] = options.info.address
-    os.environ["WEIR_ETCD_ENDPOINTS"] = options.info.etcd_endpoints
-    context.reset()
-    try:
+    with driver_connected(options):
         # The seed's example, verbatim.
         serve.start(http_middlewares=[
             Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"])])
-    finally:
-        serve._session.client = None  # the next test's serve calls reconnect
-        context.reset()
-        os.environ.pop("WEIR_ADDRESS")
-        os.environ.pop("WEIR_ETCD_ENDPOINTS")
 
     def cors_in_force() -> bool:
         r = preflight(options, "https://a.example")

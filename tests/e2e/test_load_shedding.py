@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.e2e.conftest import ROOT, RunningCluster, wait_for
+from tests.e2e.conftest import ROOT, RunningCluster, driver_connected, wait_for
+from weir import serve
 
 
 def test_seed_load_shedding_example(cluster: RunningCluster) -> None:
@@ -65,15 +66,9 @@ def test_client_disconnect_cancels_the_work(cluster: RunningCluster) -> None:
 
 
 def test_handles_raise_backpressure_error(cluster: RunningCluster) -> None:
-    import os
-
-    from weir import context, serve
-
     cluster.deploy_app("busyh", "tests.e2e.apps.shedding:app")
     cluster.wait_status("busyh", "RUNNING")
-    os.environ["WEIR_ETCD_ENDPOINTS"] = cluster.info.etcd_endpoints
-    context.reset()
-    try:
+    with driver_connected(cluster):
         handle = serve.get_deployment_handle("Busy", "busyh")
         assert handle.remote(None).result(timeout_s=10) == "done"  # the handle sees the replica
         # A handle is a caller of its own: 1 runs, 1 waits in its queue, the rest are shed.
@@ -85,6 +80,3 @@ def test_handles_raise_backpressure_error(cluster: RunningCluster) -> None:
             except serve.BackPressureError:
                 outcomes.append("shed")
         assert outcomes.count("done") == 2 and outcomes.count("shed") == 3
-    finally:
-        context.reset()
-        os.environ.pop("WEIR_ETCD_ENDPOINTS")
