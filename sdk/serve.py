@@ -173,9 +173,16 @@ def start(*, http_options: dict[str, Any] | None = None,
 
 
 def _import_path_of(app: Application) -> str:
+    """Where the ingress comes from, for `weir config` (the app itself ships by value).
+    A class defined inside a function has no importable path: its deployment name stands in.
+    """
     target = app.deployment.func_or_class
     module = getattr(target, "__module__", "__main__") or "__main__"
-    return f"{module}:{getattr(target, '__qualname__', app.deployment.name)}"
+    attr = getattr(target, "__qualname__", "")
+    if not attr or not all(part.isidentifier() for part in attr.split(".")):
+        attr = "".join(c if c.isalnum() or c == "_" else "_" for c in app.deployment.name)
+        attr = attr if attr.isidentifier() else f"app_{attr}"
+    return f"{module}:{attr}"
 
 
 def wait_for_app(client: AdminClient, name: str, timeout: float = DEPLOY_WAIT_S,

@@ -92,18 +92,21 @@ class Adder:
     def add(self, x):
         return self.base + x
 
-@serve.deployment
-class Ingress:
-    def __init__(self, adder):
-        self.adder = adder
-    async def __call__(self, request):
-        x = int(request.query_params.get("x", "0"))
-        return {"sum": await self.adder.add.remote(x)}
-    def direct(self, x):
-        return self.adder.add.remote(x).result()
+def make_ingress():
+    # Defined inside a function: no import path leads to it (its qualname has <locals>).
+    @serve.deployment
+    class Ingress:
+        def __init__(self, adder):
+            self.adder = adder
+        async def __call__(self, request):
+            x = int(request.query_params.get("x", "0"))
+            return {"sum": await self.adder.add.remote(x)}
+        def direct(self, x):
+            return self.adder.add.remote(x).result()
+    return Ingress
 
 serve.start(http_options={"port": int(sys.argv[1])})
-handle = serve.run(Ingress.bind(Adder.bind(100)), name="script")
+handle = serve.run(make_ingress().bind(Adder.bind(100)), name="script")
 import requests
 print("http", requests.get(f"http://127.0.0.1:{sys.argv[1]}/?x=5").json()["sum"])
 print("handle", handle.direct.remote(7).result(timeout_s=30))
