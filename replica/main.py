@@ -143,6 +143,7 @@ class Replica:
                 task.cancel()
         await grpc_server.stop(0.5)
         if self.server.user is not None:
+            await self.server.user.close()
             self.server.user.shutdown()
         log.info("replica stopped")
 

@@ -219,6 +219,12 @@ class UserCallable:
             result = _iterate_in_thread(result, self.executor)
         await to_response(result)(scope, receive, send)
 
+    async def close(self, timeout: float = 5.0) -> None:
+        """The replica is stopping: run the ingress app's lifespan shutdown, if any."""
+        shutdown = getattr(self.asgi_app, "shutdown", None)
+        if shutdown is not None:
+            await shutdown(timeout)
+
     def shutdown(self) -> None:
         """Run the user's `__del__`-style cleanup and stop the thread pool."""
         self.executor.shutdown(wait=False, cancel_futures=True)

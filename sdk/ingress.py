@@ -45,6 +45,8 @@ class BoundIngress:
         #: What the app's lifespan yielded (ASGI lifespan state), copied into each request.
         self.state: dict[str, Any] = {}
         self._lifespan: asyncio.Future[None] | None = None
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._replies: list[asyncio.Future[MutableMapping[str, Any]]] = []
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         await self.app({**scope, INSTANCE_SCOPE_KEY: self.instance, "state": dict(self.state)},
@@ -54,14 +56,16 @@ class BoundIngress:
         """Run the app's lifespan startup (FastAPI `lifespan=` / `on_startup`), as Ray does
         when a replica starts; a startup that fails raises, and so fails the replica. An app
         that does not speak lifespan is served all the same."""
-        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox = self._inbox
         inbox.put_nowait({"type": "lifespan.startup"})
         reply: asyncio.Future[MutableMapping[str, Any]] = (
             asyncio.get_running_loop().create_future())
+        self._replies.append(reply)
 
         async def send(message: MutableMapping[str, Any]) -> None:
-            if not reply.done():
-                reply.set_result(message)
+            waiting = [r for r in self._replies if not r.done()]
+            if waiting:
+                waiting[0].set_result(message)
 
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
                  "state": self.state}
@@ -79,6 +83,21 @@ class BoundIngress:
             log.error("ingress app startup failed", detail=text)
             reason = text.splitlines()[-1] if text else "no reason given"
             raise RuntimeError(f"the ingress app's startup failed: {reason}")
+
+
+    async def shutdown(self, timeout: float) -> None:
+        """Run the app's lifespan shutdown (FastAPI `lifespan=` after its yield, or
+        `on_shutdown`) when the replica stops; waits at most `timeout` seconds."""
+        if self._lifespan is None or self._lifespan.done():
+            return
+        reply: asyncio.Future[MutableMapping[str, Any]] = (
+            asyncio.get_running_loop().create_future())
+        self._replies.append(reply)
+        self._inbox.put_nowait({"type": "lifespan.shutdown"})
+        waits: set[asyncio.Future[Any]] = {reply, self._lifespan}
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if reply.done() and reply.result()["type"] == "lifespan.shutdown.failed":
+            log.error("ingress app shutdown failed", detail=reply.result().get("message"))
 
 
 def current_instance(scope: Scope) -> Any:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
-from tests.e2e.conftest import RunningCluster
+from tests.e2e.apps.ingress_apps import shutdown_mark
+from tests.e2e.conftest import RunningCluster, wait_for
 
 APPS = {"shop": "starlette_ingress", "api": "fastapi_ingress", "built": "built_ingress"}
 
@@ -109,3 +111,14 @@ def test_an_app_built_in_the_replica(ingress: RunningCluster) -> None:
     assert r.status_code == 200
     assert r.json()["built_in"] > 0
 
+
+
+def test_fastapi_lifespan_shutdown_runs_when_the_replica_stops(ingress: RunningCluster) -> None:
+    pid = int(ingress.get("/api/model").json().rsplit(" ", 1)[1])
+    mark = Path(shutdown_mark(pid))
+    mark.unlink(missing_ok=True)
+    ingress.client.delete_apps(["api"])
+    try:
+        wait_for(mark.exists, 30, "the lifespan shutdown to run in the stopping replica")
+    finally:
+        mark.unlink(missing_ok=True)

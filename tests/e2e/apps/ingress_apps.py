@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
@@ -68,6 +71,13 @@ class StarletteIngress:
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, str]]:
     # Runs in the replica when it starts; what it yields is in every request's state.
     yield {"model": f"loaded in {os.getpid()}"}
+    # Runs when the replica stops: leave a mark for the test to find.
+    await asyncio.to_thread(Path(shutdown_mark(os.getpid())).write_text, "shut down")
+
+
+def shutdown_mark(pid: int) -> str:
+    """The file the FastAPI app's lifespan writes when the replica `pid` stops."""
+    return os.path.join(tempfile.gettempdir(), f"weir-test-lifespan-{pid}")
 
 
 api = FastAPI(lifespan=lifespan)
