@@ -1,6 +1,6 @@
 """Overload: ten times the capacity for 30 s against a deployment with bounded queues.
 
-The deployment (bench/overload_app.py) takes 20 ms a request, 2 replicas with
+The deployment (bench/overload_app.py) takes 20 ms a request (--service-ms), 2 replicas with
 max_ongoing_requests=4 and max_queued_requests=8: it admits 8 at once plus 8 queued in the
 proxy. The benchmark measures it unloaded (one connection), then offers ten times its
 capacity in req/s over 200 keep-alive connections and checks what load shedding promises:
@@ -10,6 +10,11 @@ loop): a shed request does not make its client send the next one sooner.
 
     python bench/overload.py                  # 30 s of overload
     python bench/overload.py --duration 10
+    python bench/overload.py --service-ms 100 # a model-sized request: 10x is 800 req/s
+
+With 20 ms requests, 10x capacity is 4,000 req/s: more than one proxy process can take on a
+machine whose cores it shares with the load client and the replicas. The proxy then queues
+in its own event loop, and admitted requests wait there, not in the bounded queue.
 """
 
 from __future__ import annotations
@@ -28,9 +33,8 @@ if __package__ in (None, ""):
 
 from bench.load_client import read_response
 from bench.processes import free_port
-from bench.weir_cluster import WeirCluster
+from bench.weir_cluster import REPO_ROOT, WeirCluster, app_config
 
-SERVICE_S = 0.02
 ADMITTED = 2 * 4  # replicas x max_ongoing_requests
 QUEUED = 8
 
@@ -99,12 +103,18 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--factor", type=int, default=10, help="times the admission capacity")
     parser.add_argument("--http-server", choices=("hypercorn", "uvicorn"), default="hypercorn")
+    parser.add_argument("--service-ms", type=float, default=20.0,
+                        help="each request's work in the replica")
     args = parser.parse_args()
+    service_s = args.service_ms / 1000
     with tempfile.TemporaryDirectory(prefix="weir-overload-") as home:
         cluster = WeirCluster(Path(home), free_port(), free_port(), args.http_server)
         with cluster:
             cluster.start()
-            cluster.deploy("bench.overload_app:app")
+            config = app_config("bench.overload_app:app", REPO_ROOT)
+            config["applications"][0]["deployments"] = [  # type: ignore[index]
+                {"name": "Work", "user_config": {"service_s": service_s}}]
+            cluster.deploy_config(config)
             cluster.wait_serving()
             import json
 
@@ -113,17 +123,17 @@ def main() -> None:
             unloaded, unloaded_lat, _ = asyncio.run(drive(cluster.url, 1, 5.0))
             rss_before = rss_kib(proxy_pid)
             connections = 200
-            offered = args.factor * ADMITTED / SERVICE_S
+            offered = args.factor * ADMITTED / service_s
             loaded, loaded_lat, elapsed = asyncio.run(
                 drive(cluster.url, connections, args.duration, offered))
             rss_after = rss_kib(proxy_pid)
-    capacity = ADMITTED / SERVICE_S
+    capacity = ADMITTED / service_s
     queue_wait_ms = QUEUED / capacity * 1000
-    bound = 2 * pct(unloaded_lat, 99) + queue_wait_ms + SERVICE_S * 1000
+    bound = 2 * pct(unloaded_lat, 99) + queue_wait_ms + service_s * 1000
     total = sum(loaded.values())
     other = {s: n for s, n in loaded.items() if s not in (200, 503)}
     print(f"proxy on {args.http_server}; deployment: 2 replicas x max_ongoing_requests=4, "
-          f"max_queued_requests=8, {SERVICE_S * 1000:.0f} ms per request; "
+          f"max_queued_requests=8, {service_s * 1000:.0f} ms per request; "
           f"capacity ~{capacity:.0f} req/s")
     print(f"{'phase':<12}{'conns':>7}{'requests':>10}{'200':>8}{'503':>8}{'other':>7}"
           f"{'200/s':>8}{'p50 ms':>9}{'p99 ms':>9}")
