@@ -29,7 +29,7 @@ class Header(_message.Message):
     def __init__(self, name: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class HttpRequest(_message.Message):
-    __slots__ = ("method", "path", "query_string", "headers", "body", "root_path", "scheme", "client_host", "client_port", "http_version")
+    __slots__ = ("method", "path", "query_string", "headers", "body", "root_path", "scheme", "client_host", "client_port", "http_version", "more_body")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     QUERY_STRING_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class HttpRequest(_message.Message):
     CLIENT_HOST_FIELD_NUMBER: _ClassVar[int]
     CLIENT_PORT_FIELD_NUMBER: _ClassVar[int]
     HTTP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MORE_BODY_FIELD_NUMBER: _ClassVar[int]
     method: str
     path: str
     query_string: bytes
@@ -50,7 +51,24 @@ class HttpRequest(_message.Message):
     client_host: str
     client_port: int
     http_version: str
-    def __init__(self, method: _Optional[str] = ..., path: _Optional[str] = ..., query_string: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., body: _Optional[bytes] = ..., root_path: _Optional[str] = ..., scheme: _Optional[str] = ..., client_host: _Optional[str] = ..., client_port: _Optional[int] = ..., http_version: _Optional[str] = ...) -> None: ...
+    more_body: bool
+    def __init__(self, method: _Optional[str] = ..., path: _Optional[str] = ..., query_string: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., body: _Optional[bytes] = ..., root_path: _Optional[str] = ..., scheme: _Optional[str] = ..., client_host: _Optional[str] = ..., client_port: _Optional[int] = ..., http_version: _Optional[str] = ..., more_body: _Optional[bool] = ...) -> None: ...
+
+class BodyChunk(_message.Message):
+    __slots__ = ("data", "last")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    last: bool
+    def __init__(self, data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class CallPart(_message.Message):
+    __slots__ = ("request", "body")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    request: CallRequest
+    body: BodyChunk
+    def __init__(self, request: _Optional[_Union[CallRequest, _Mapping]] = ..., body: _Optional[_Union[BodyChunk, _Mapping]] = ...) -> None: ...
 
 class GrpcRequest(_message.Message):
     __slots__ = ("method_path", "payload", "metadata")
@@ -81,7 +99,7 @@ class CallRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., method: _Optional[str] = ..., deadline: _Optional[float] = ..., http: _Optional[_Union[HttpRequest, _Mapping]] = ..., pickled_args: _Optional[bytes] = ..., caller: _Optional[str] = ..., grpc: _Optional[_Union[GrpcRequest, _Mapping]] = ...) -> None: ...
 
 class CallReply(_message.Message):
-    __slots__ = ("outcome", "status", "headers", "body", "pickled", "error", "error_type", "traceback", "ongoing", "more_body")
+    __slots__ = ("outcome", "status", "headers", "body", "pickled", "error", "error_type", "traceback", "ongoing", "more_body", "admitted")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +110,7 @@ class CallReply(_message.Message):
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     ONGOING_FIELD_NUMBER: _ClassVar[int]
     MORE_BODY_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_FIELD_NUMBER: _ClassVar[int]
     outcome: CallOutcome
     status: int
     headers: _containers.RepeatedCompositeFieldContainer[Header]
@@ -102,7 +121,8 @@ class CallReply(_message.Message):
     traceback: str
     ongoing: int
     more_body: bool
-    def __init__(self, outcome: _Optional[_Union[CallOutcome, str]] = ..., status: _Optional[int] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., body: _Optional[bytes] = ..., pickled: _Optional[bytes] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., traceback: _Optional[str] = ..., ongoing: _Optional[int] = ..., more_body: _Optional[bool] = ...) -> None: ...
+    admitted: bool
+    def __init__(self, outcome: _Optional[_Union[CallOutcome, str]] = ..., status: _Optional[int] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., body: _Optional[bytes] = ..., pickled: _Optional[bytes] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., traceback: _Optional[str] = ..., ongoing: _Optional[int] = ..., more_body: _Optional[bool] = ..., admitted: _Optional[bool] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("call_id", "request", "stream", "cancel", "reply", "last")

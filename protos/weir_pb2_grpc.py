@@ -49,6 +49,11 @@ class ReplicaStub:
                 request_serializer=weir_dot_protos_dot_weir__pb2.Frame.SerializeToString,
                 response_deserializer=weir_dot_protos_dot_weir__pb2.Frame.FromString,
                 _registered_method=True)
+        self.CallBodyStream = channel.stream_stream(
+                '/weir.Replica/CallBodyStream',
+                request_serializer=weir_dot_protos_dot_weir__pb2.CallPart.SerializeToString,
+                response_deserializer=weir_dot_protos_dot_weir__pb2.CallReply.FromString,
+                _registered_method=True)
 
 
 class ReplicaServicer:
@@ -73,6 +78,14 @@ class ReplicaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CallBodyStream(self, request_iterator, context):
+        """An HTTP call whose body is still arriving: its own HTTP/2 stream, so gRPC's flow control
+        paces the body to the replica and it never holds up the calls multiplexed on Channel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +103,11 @@ def add_ReplicaServicer_to_server(servicer, server):
                     servicer.Channel,
                     request_deserializer=weir_dot_protos_dot_weir__pb2.Frame.FromString,
                     response_serializer=weir_dot_protos_dot_weir__pb2.Frame.SerializeToString,
+            ),
+            'CallBodyStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.CallBodyStream,
+                    request_deserializer=weir_dot_protos_dot_weir__pb2.CallPart.FromString,
+                    response_serializer=weir_dot_protos_dot_weir__pb2.CallReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +191,33 @@ class Replica:
             '/weir.Replica/Channel',
             weir_dot_protos_dot_weir__pb2.Frame.SerializeToString,
             weir_dot_protos_dot_weir__pb2.Frame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallBodyStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/weir.Replica/CallBodyStream',
+            weir_dot_protos_dot_weir__pb2.CallPart.SerializeToString,
+            weir_dot_protos_dot_weir__pb2.CallReply.FromString,
             options,
             channel_credentials,
             insecure,

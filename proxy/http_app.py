@@ -1,14 +1,19 @@
 """The HTTP ingress: a plain ASGI app, so the server under it (hypercorn, uvicorn) is a setting.
 
-It only moves bytes: match the route prefix, read the body (up to the limit), hand the
-request to the router, and play the replica's reply back. It never unpickles anything.
+It only moves bytes: match the route prefix, hand the request to the router as soon as the
+body's first chunk is in, pass the rest of the body on as it arrives, and play the
+replica's reply back. It never unpickles anything.
 Status codes of its own: 404 no route, 413 body too large, 503 shed or no replica (with
 Retry-After), 408 past request_timeout_s, 502 the replica died mid-call.
 
 The body limit (http_options.max_request_body_bytes) is checked twice: on Content-Length
-before reading anything, and on a chunked body as it arrives, so the proxy never holds more
-than the limit. A body within it is sent whole to the replica; past 1 MB on a gRPC call of
-its own (see `weir.transport`), so it never holds up the small calls multiplexed beside it.
+before reading anything, and on a chunked body as it arrives (413, and the call already
+sent to the replica is cancelled). A body that came whole in the server's first message
+(every bodiless request; uvicorn's small bodies) is one message to the replica, as before,
+with no task beyond the call and the disconnect watcher. Otherwise the call starts with
+what is in and a reader task feeds the rest to it (`weir.request_body`), on a gRPC call of
+its own (see `weir.transport`), so that a handler's `request.stream()` sees each chunk as
+the client sends it.
 
 The cluster's HTTP middlewares (`proxy.middleware_stack`) wrap all of this, health and
 route listing included, as in Ray Serve.
@@ -32,6 +37,7 @@ from weir.exceptions import (
 )
 from weir.protos import weir_pb2 as pb
 from weir.proxy.middleware_stack import MiddlewareStack
+from weir.request_body import RequestBody
 from weir.route_table import match_route
 from weir.transport import ReplicaCallFailed
 
@@ -68,22 +74,40 @@ def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-async def read_body(receive: Any, limit: int) -> bytes:
-    """The whole request body, or BodyTooLarge as soon as it passes `limit` bytes (the chunk
-    that passes it is dropped, so at most `limit` bytes are ever held)."""
-    chunks = []
-    size = 0
+async def first_chunk(receive: Any, limit: int) -> tuple[bytes, bool]:
+    """The body's first chunk and whether more follows; BodyTooLarge past `limit` bytes."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise asyncio.CancelledError("client disconnected")
+    chunk: bytes = message.get("body", b"")
+    if len(chunk) > limit:
+        raise BodyTooLarge
+    return chunk, bool(message.get("more_body", False))
+
+
+async def read_rest(receive: Any, body: RequestBody, size: int, limit: int) -> Message:
+    """Pass the rest of the body to `body` as it arrives (BodyTooLarge as soon as it passes
+    `limit` bytes: the chunk that passes it is dropped), then wait for the client's next
+    message (a disconnect) and return it. A disconnect mid-body is returned at once."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError("client disconnected")
+            return message
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        more = message.get("more_body", False)
+        body.add(chunk, last=not more)
+        if not more:
+            return await receive()  # type: ignore[no-any-return]
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    # The rest of the body stays unread: close the connection rather than drain it.
+    await _respond(send, 413, f"request body larger than {limit} bytes "
+                              "(http_options.max_request_body_bytes)",
+                   [(b"connection", b"close")])
 
 
 class ProxyApp:
@@ -158,12 +182,9 @@ class ProxyApp:
         try:
             if declared is not None and declared > limit:
                 raise BodyTooLarge
-            body = await read_body(receive, limit)
+            chunk, more = await first_chunk(receive, limit)
         except BodyTooLarge:
-            # The rest of the body stays unread: close the connection rather than drain it.
-            await _respond(send, 413, f"request body larger than {limit} bytes "
-                                      "(http_options.max_request_body_bytes)",
-                           [(b"connection", b"close")])
+            await _too_large(send, limit)
             return
         method = ""
         headers = []
@@ -177,12 +198,16 @@ class ProxyApp:
             request_id=request_id, method=method, caller="proxy",
             http=pb.HttpRequest(
                 method=scope["method"], path=path, query_string=scope.get("query_string", b""),
-                headers=headers, body=body, scheme=scope.get("scheme", "http"),
+                headers=headers, body=chunk, scheme=scope.get("scheme", "http"),
                 root_path=route.route_prefix if route.route_prefix != "/" else "",
                 client_host=client[0] or "", client_port=client[1] or 0,
                 http_version=scope.get("http_version", "1.1")))
         timeout = options.get("request_timeout_s")
         deadline = time.monotonic() + float(timeout) if timeout else None
+        if more:
+            await self._forward_streaming(route.app, route.deployment, request, deadline,
+                                          receive, send, limit)
+            return
         call = asyncio.ensure_future(self._relay(route.app, route.deployment, request,
                                                  deadline, send))
         watcher = asyncio.ensure_future(receive())
@@ -200,11 +225,54 @@ class ProxyApp:
             if not call.done():
                 call.cancel()
 
+    async def _forward_streaming(self, app: str, deployment: str, request: pb.CallRequest,
+                                 deadline: float | None, receive: Any, send: Any,
+                                 limit: int) -> None:
+        """Forward a request whose body is still arriving: the call goes out with what is
+        in, a reader task passes the rest on, and a client gone or a body past `limit`
+        cancels the call."""
+        body = RequestBody(request.http, request.http.body)
+        responded = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal responded
+            responded = True
+            await send(message)
+
+        # The reader is scheduled before the call: chunks the server already holds (a small
+        # body's end, say) are folded into the call's first message before it is sealed.
+        reader = asyncio.ensure_future(read_rest(receive, body, len(request.http.body), limit))
+        call = asyncio.ensure_future(self._relay(app, deployment, request, deadline, tracked,
+                                                 body))
+        try:
+            done, _ = await asyncio.wait({call, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if call not in done:
+                try:
+                    message = reader.result()
+                except BodyTooLarge:
+                    call.cancel()
+                    log.info("request body too large; request cancelled",
+                             request_id=request.request_id)
+                    if not responded:
+                        await _too_large(send, limit)
+                    return
+                if message["type"] == "http.disconnect":
+                    call.cancel()
+                    log.info("client disconnected; request cancelled",
+                             request_id=request.request_id)
+                    return
+            await call
+        finally:
+            reader.cancel()
+            if not call.done():
+                call.cancel()
+
     async def _relay(self, app: str, deployment: str, request: pb.CallRequest,
-                     deadline: float | None, send: Any) -> None:
+                     deadline: float | None, send: Any,
+                     body: RequestBody | None = None) -> None:
         started = False
         try:
-            async for reply in self.plane.stream(app, deployment, request, deadline):
+            async for reply in self.plane.stream(app, deployment, request, deadline, body):
                 if not started:
                     started = True
                     if reply.outcome == pb.USER_ERROR and not reply.status:

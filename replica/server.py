@@ -3,6 +3,10 @@
 A call beyond max_ongoing_requests, or one that arrives while the replica is not RUNNING
 (starting, draining), is answered at once with REJECTED / UNAVAILABLE: it never started,
 so the caller's router tries another replica. Every reply carries the replica's load.
+
+An HTTP call whose body is still arriving (CallBodyStream) is admitted the same way; only
+once admitted does the replica say so (`admitted`) and the caller send the rest, which a
+reader task passes on to the request's ASGI `receive` as it comes.
 """
 
 from __future__ import annotations
@@ -132,6 +136,41 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         finally:
             self._done()
 
+    async def CallBodyStream(self, parts: AsyncIterator[pb.CallPart],
+                             context: Any) -> AsyncIterator[pb.CallReply]:
+        """An HTTP call from the proxy whose body follows the request in chunks."""
+        first = await anext(aiter(parts), None)
+        if first is None or not first.HasField("request"):
+            return
+        request = first.request
+        refused = self._admit()
+        if refused is not None:
+            yield refused
+            return
+        rest: asyncio.Queue[pb.BodyChunk | None] = asyncio.Queue()
+
+        async def read_body() -> None:
+            ended = False
+            try:
+                async for part in parts:
+                    rest.put_nowait(part.body)
+                    if part.body.last:
+                        ended = True
+                        return
+            finally:
+                if not ended:
+                    rest.put_nowait(None)  # the caller went away before the body ended
+
+        reader = asyncio.get_running_loop().create_task(read_body())
+        try:
+            yield pb.CallReply(outcome=pb.OK, admitted=True, ongoing=self.ongoing,
+                               more_body=True)
+            async for reply in self._http(request, rest):
+                yield reply
+        finally:
+            reader.cancel()
+            self._done()
+
     async def Channel(self, frames: AsyncIterator[pb.Frame],
                       context: Any) -> AsyncIterator[pb.Frame]:
         """Many calls of one caller on one bidi stream, told apart by call_id; each runs as
@@ -195,7 +234,9 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             log.error("user stream raised", request_id=request.request_id, exc_info=True)
             yield pb.CallReply(outcome=pb.USER_ERROR, **error_fields(exc))
 
-    async def _http(self, request: pb.CallRequest) -> AsyncIterator[pb.CallReply]:
+    async def _http(self, request: pb.CallRequest,
+                    rest: asyncio.Queue[pb.BodyChunk | None] | None = None,
+                    ) -> AsyncIterator[pb.CallReply]:
         assert self.user is not None
         queue: asyncio.Queue[MutableMapping[str, Any] | BaseException | None] = asyncio.Queue()
 
@@ -204,7 +245,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
 
         async def run() -> None:
             try:
-                await self.user.call_http(request.method, request.http, send)  # type: ignore[union-attr]
+                await self.user.call_http(request.method, request.http, send, rest)  # type: ignore[union-attr]
                 await queue.put(None)
             except BaseException as exc:
                 await queue.put(exc)

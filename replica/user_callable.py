@@ -51,15 +51,26 @@ def http_scope(http: pb.HttpRequest) -> dict[str, Any]:
     }
 
 
-def body_receiver(body: bytes) -> Callable[[], Awaitable[Message]]:
-    """An ASGI `receive` that yields the body once, then waits for a disconnect forever."""
+def body_receiver(body: bytes, rest: asyncio.Queue[pb.BodyChunk | None] | None = None,
+                  ) -> Callable[[], Awaitable[Message]]:
+    """An ASGI `receive` that yields `body`, then the chunks of `rest` as they arrive (a
+    body still streaming from the caller; None in it: the caller went away), then waits for
+    a disconnect forever."""
     sent = False
+    more = rest is not None
 
     async def receive() -> Message:
-        nonlocal sent
+        nonlocal sent, more
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": more}
+        if more and rest is not None:
+            chunk = await rest.get()
+            if chunk is None:
+                more = False
+                return {"type": "http.disconnect"}
+            more = not chunk.last
+            return {"type": "http.request", "body": chunk.data, "more_body": more}
         await asyncio.Event().wait()
         return {"type": "http.disconnect"}
 
@@ -201,11 +212,13 @@ class UserCallable:
         else:
             yield result
 
-    async def call_http(self, method: str, http: pb.HttpRequest, send: Send) -> None:
+    async def call_http(self, method: str, http: pb.HttpRequest, send: Send,
+                        rest: asyncio.Queue[pb.BodyChunk | None] | None = None) -> None:
         """An HTTP call: play the request through the ingress ASGI app, or call the method
-        with a starlette Request and play its result; ASGI messages go to `send`."""
+        with a starlette Request and play its result; ASGI messages go to `send`. `rest`:
+        the chunks of a body still arriving after `http.body`."""
         scope = http_scope(http)
-        receive = body_receiver(http.body)
+        receive = body_receiver(http.body, rest)
         if self.asgi_app is not None and not method:
             await self.asgi_app(scope, receive, send)
             return

@@ -4,6 +4,8 @@ deployment, and the transport. The proxy has one; so does every process that use
 
 Retries follow one rule: a call is retried on another replica only when it never started
 (the replica refused it, was draining, or could not be reached), never after it started.
+A body that streams is handed over only once a replica admitted the call (`RequestBody`), so
+the retry of a refused call still sends the whole body.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import structlog
 
 from weir.exceptions import DeploymentUnavailableError, RequestTimeoutError
 from weir.protos import weir_pb2 as pb
+from weir.request_body import RequestBody
 from weir.route_table import LeaderLocator, RouteTable, RouteTableSubscriber
 from weir.router import REJECTED_BACKOFF_S, UNREACHABLE_BACKOFF_S, DeploymentRouter
-from weir.transport import ReplicaTransport, ReplicaUnreachable
+from weir.transport import ReplicaCallFailed, ReplicaTransport, ReplicaUnreachable
 
 log = structlog.get_logger("weir.data_plane")
 
@@ -124,9 +127,11 @@ class DataPlane:
                 router.release(slot, reported=reported, skip_for=skip)
 
     async def stream(self, app: str, deployment: str, request: pb.CallRequest,
-                     deadline: float | None) -> AsyncIterator[pb.CallReply]:
+                     deadline: float | None,
+                     body: RequestBody | None = None) -> AsyncIterator[pb.CallReply]:
         """Route one streaming call; yields reply messages. Retries like `call` while the
-        replica has not started it (its first message refuses)."""
+        replica has not started it (its first message refuses). `body`: an HTTP request
+        body still arriving, sealed into the request when it first goes out."""
         router = await self._prepare(app, deployment, request, deadline)
         retry = False
         while True:
@@ -137,13 +142,18 @@ class DataPlane:
             try:
                 first = True
                 async for reply in self.transport.stream(slot.address, request,
-                                                         _remaining(deadline)):
+                                                         _remaining(deadline), body):
                     if first:
                         first = False
                         reported = reply.ongoing
                         skip = _refused_for(reply)
                         if skip:
+                            if body is not None and body.started:
+                                raise ReplicaCallFailed(  # by protocol, never: see RequestBody
+                                    "replica refused a call after taking part of its body")
                             break
+                        if reply.admitted:
+                            continue  # the body streams to it now; the response follows
                     yield reply
                 else:
                     return

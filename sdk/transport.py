@@ -19,6 +19,7 @@ import grpc
 
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
+from weir.request_body import RequestBody
 
 #: Bodies up to the proxy's limit (100 MB by default) plus headroom.
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
@@ -166,9 +167,15 @@ class ReplicaTransport:
         finally:
             mux.close_call(call_id, cancel=not done)
 
-    async def stream(self, address: str, request: pb.CallRequest,
-                     timeout: float | None) -> AsyncIterator[pb.CallReply]:
-        """A streaming call; yields reply messages as they arrive."""
+    async def stream(self, address: str, request: pb.CallRequest, timeout: float | None,
+                     body: RequestBody | None = None) -> AsyncIterator[pb.CallReply]:
+        """A streaming call; yields reply messages as they arrive. A `body` still arriving
+        is sealed into `request` here, as late as possible; if more of it is to come, its
+        chunks follow on the call once the replica admitted it."""
+        if body is not None and body.seal():
+            async for reply in self._body_stream(address, request, body, timeout):
+                yield reply
+            return
         if request.ByteSize() > MULTIPLEX_MAX_BYTES:
             async for reply in self._own_stream(address, request, timeout):
                 yield reply
@@ -205,6 +212,24 @@ class ReplicaTransport:
         finally:
             call.cancel()
 
+    async def _body_stream(self, address: str, request: pb.CallRequest, body: RequestBody,
+                           timeout: float | None) -> AsyncIterator[pb.CallReply]:
+        stub = await self._ready(address)
+        call = stub.CallBodyStream(timeout=timeout)
+        sender: asyncio.Task[None] | None = None
+        try:
+            await call.write(pb.CallPart(request=request))
+            async for reply in call:
+                if reply.admitted and sender is None:
+                    sender = asyncio.get_running_loop().create_task(_send_body(call, body))
+                yield reply
+        except grpc.aio.AioRpcError as exc:
+            raise _failure(exc, address) from exc
+        finally:
+            if sender is not None:
+                sender.cancel()
+            call.cancel()
+
     async def forget(self, address: str) -> None:
         """Close the channel to a replica that is gone."""
         mux = self._muxes.pop(address, None)
@@ -218,6 +243,18 @@ class ReplicaTransport:
         """Close every channel."""
         for address in list(self._stubs):
             await self.forget(address)
+
+
+async def _send_body(call: grpc.aio.StreamStreamCall, body: RequestBody) -> None:
+    """Write the rest of the body to an admitted call as it arrives from the client."""
+    try:
+        async for data, last in body.rest():
+            await call.write(pb.CallPart(body=pb.BodyChunk(data=data, last=last)))
+        await call.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        # The call ended first (answered without reading the whole body, or failed): the
+        # reading side reports how it ended.
+        return
 
 
 def _failure(exc: grpc.aio.AioRpcError, address: str) -> Exception:

@@ -9,6 +9,8 @@ needs, and `options` puts the defaults back after it.
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import os
 import random
 import socket
@@ -55,7 +57,8 @@ def options(apps: RunningCluster) -> Iterator[RunningCluster]:
     set_http_options(apps)
     wait_for(lambda: "x-weir-tag" not in apps.get("/features").headers
              and "access-control-allow-origin" not in apps.get(
-                 "/features", headers={"Origin": "https://a.example"}).headers,
+                 "/features", headers={"Origin": "https://a.example"}).headers
+             and call(apps, "echo", http_method="POST", data=b"x" * 5000).status_code == 200,
              30, "the default http_options to be in force")
 
 
@@ -207,12 +210,17 @@ def raw_post(cluster: RunningCluster, headers: str, chunks: Iterable[bytes] = ()
                      f"X-SERVE-CALL-METHOD: echo\r\n{headers}\r\n".encode())
         for chunk in chunks:
             sock.sendall(chunk)
-        answer = b""
-        while b"\r\n" not in answer:
-            data = sock.recv(4096)
-            if not data:
-                break
-            answer += data
+        return status_line(sock)
+
+
+def status_line(sock: socket.socket) -> str:
+    """The status line of the answer on `sock` ("" if it closed without one)."""
+    answer = b""
+    while b"\r\n" not in answer:
+        data = sock.recv(4096)
+        if not data:
+            break
+        answer += data
     return answer.split(b"\r\n", 1)[0].decode()
 
 
@@ -237,6 +245,80 @@ def test_body_past_max_request_body_bytes_gets_413(options: RunningCluster) -> N
     too_big = call(options, "echo", http_method="POST", data=iter([b"c" * 600] * 2))
     assert too_big.status_code == 413
     assert "max_request_body_bytes" in too_big.text
+
+
+def body_progress(cluster: RunningCluster, key: str) -> dict[str, Any]:
+    """What the `stream_times` handler has seen of the body sent with `key`."""
+    return call(cluster, "body_progress", params={"key": key}).json()  # type: ignore[no-any-return]
+
+
+def start_chunked_post(cluster: RunningCluster, method: str, key: str) -> socket.socket:
+    """A connection that sent the headers of a chunked POST to `method` and nothing else."""
+    host, port = cluster.info.http.split(":")
+    sock = socket.create_connection((host, int(port)), timeout=15)
+    sock.sendall(f"POST /features?key={key} HTTP/1.1\r\nHost: {host}\r\n"
+                 f"X-SERVE-CALL-METHOD: {method}\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n".encode())
+    return sock
+
+
+def test_body_streams_to_the_handler_as_the_client_sends_it(apps: RunningCluster) -> None:
+    # The client sends the second chunk only once the handler has shown, through another
+    # request, that it holds the first: a proxy that waited for the whole body would leave
+    # this test waiting for the first chunk until the deadline.
+    key = uuid.uuid4().hex
+    first, second = b"a" * 3000, b"b" * 5000
+    sent_last: list[float] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield first
+        wait_for(lambda: body_progress(apps, key)["received"] >= len(first), 15,
+                 "the handler to receive the first chunk while the body is unfinished")
+        sent_last.append(time.monotonic())
+        yield second
+
+    host, port = apps.info.http.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("POST", f"/features?key={key}", body=chunks(), encode_chunked=True,
+                     headers={"X-SERVE-CALL-METHOD": "stream_times",
+                              "Transfer-Encoding": "chunked"})
+        reply = conn.getresponse()
+        assert reply.status == 200
+        seen = json.loads(reply.read())
+    finally:
+        conn.close()
+    assert seen["received"] == len(first) + len(second)
+    assert seen["state"] == "done"
+    times = seen["times"]
+    assert times[0] < sent_last[0] <= times[-1], (times, sent_last)
+
+
+def test_client_gone_mid_body_cancels_the_call(apps: RunningCluster) -> None:
+    key = uuid.uuid4().hex
+    with start_chunked_post(apps, "stream_times", key) as sock:
+        sock.sendall(chunked(b"x" * 100))
+        wait_for(lambda: body_progress(apps, key)["received"] == 100, 15,
+                 "the handler to receive the first chunk")
+    wait_for(lambda: body_progress(apps, key)["state"] == "cancelled", 15,
+             "the handler reading the body to be cancelled after the client left")
+    assert apps.get("/features").text == "called __call__"
+
+
+def test_chunked_body_past_the_limit_cancels_the_started_call(
+        options: RunningCluster) -> None:
+    set_http_options(options, max_request_body_bytes=1000)
+    wait_for(lambda: call(options, "echo", http_method="POST", data=b"x" * 1001
+                          ).status_code == 413, 30, "the body limit to be in force")
+    key = uuid.uuid4().hex
+    with start_chunked_post(options, "stream_times", key) as sock:
+        sock.sendall(chunked(b"z" * 600))
+        wait_for(lambda: body_progress(options, key)["received"] == 600, 15,
+                 "the handler to receive the first chunk")
+        sock.sendall(chunked(b"z" * 600))
+        assert status_line(sock) == "HTTP/1.1 413 "
+    wait_for(lambda: body_progress(options, key)["state"] == "cancelled", 15,
+             "the call past the body limit to be cancelled on the replica")
 
 
 # ----------------------------------------------------------------- streaming

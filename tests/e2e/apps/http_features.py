@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from weir import serve
@@ -56,6 +56,8 @@ class Features:
         self.peak = 0
         self.threads: set[str] = set()
         self.releases: dict[str, threading.Event] = {}
+        #: Streamed bodies by the client's key: bytes received so far and how it ended.
+        self.bodies: dict[str, dict[str, Any]] = {}
 
     def __call__(self, request: Request) -> str:
         return "called __call__"
@@ -87,6 +89,26 @@ class Features:
         body = await request.body()
         return Response(body, media_type="application/octet-stream",
                         headers={"x-sha256": hashlib.sha256(body).hexdigest()})
+
+    async def stream_times(self, request: Request) -> dict[str, Any]:
+        """Read the body with `request.stream()`; return when each chunk came (monotonic
+        clock, system-wide on Linux, so the client on the same host can compare)."""
+        seen = self.bodies[request.query_params["key"]] = {
+            "received": 0, "state": "reading", "times": []}
+        try:
+            async for chunk in request.stream():
+                if chunk:
+                    seen["received"] += len(chunk)
+                    seen["times"].append(time.monotonic())
+        except (asyncio.CancelledError, ClientDisconnect):
+            seen["state"] = "cancelled"
+            raise
+        seen["state"] = "done"
+        return seen
+
+    def body_progress(self, request: Request) -> dict[str, Any]:
+        """What `stream_times` has seen of the body sent with this key so far."""
+        return self.bodies.get(request.query_params["key"], {"received": 0, "state": "none"})
 
     def _release_event(self, key: str) -> threading.Event:
         with self.lock:

@@ -1,0 +1,130 @@
+"""proxy.http_app with a fake data plane: when a request body is one message to the replica
+and when it streams, and how a body past the limit or a client gone mid-body ends the call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from weir.protos import weir_pb2 as pb
+from weir.proxy.http_app import ProxyApp
+from weir.request_body import RequestBody
+from weir.route_table import RouteEntry, RouteTable
+
+Message = dict[str, Any]
+
+
+class FakePlane:
+    """Answers every call with the whole body it received, once the body has ended."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self.table = RouteTable(routes=[RouteEntry("/", "app", "ingress")],
+                                http_options={"max_request_body_bytes": limit})
+        self.routers: dict[tuple[str, str], Any] = {}
+        #: Per call: the body its first message carried, and whether more followed.
+        self.first_messages: list[tuple[bytes, bool]] = []
+        self.called = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def stream(self, app: str, deployment: str, request: pb.CallRequest,
+                     deadline: float | None,
+                     body: RequestBody | None = None) -> AsyncIterator[pb.CallReply]:
+        more = body.seal() if body is not None else False
+        self.first_messages.append((request.http.body, more))
+        self.called.set()
+        received = [request.http.body]
+        try:
+            if body is not None and more:
+                async for data, _ in body.rest():
+                    received.append(data)
+            yield pb.CallReply(outcome=pb.OK, status=200, body=b"".join(received))
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
+def request(body: bytes, more: bool) -> Message:
+    return {"type": "http.request", "body": body, "more_body": more}
+
+
+async def serve(plane: FakePlane, client: asyncio.Queue[Message],
+                ) -> tuple[asyncio.Task[None], list[Message]]:
+    """Start one POST through the proxy app; returns its task and what it sends back."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [],
+             "query_string": b""}
+    app = ProxyApp(plane)  # type: ignore[arg-type]
+    return asyncio.ensure_future(app(scope, client.get, send)), sent
+
+
+def test_a_body_whole_in_the_first_message_is_one_message() -> None:
+    async def main() -> None:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        client.put_nowait(request(b"abc", more=False))
+        task, sent = await serve(plane, client)
+        await task
+        assert plane.first_messages == [(b"abc", False)]
+        assert sent[1]["body"] == b"abc"
+
+    asyncio.run(main())
+
+
+def test_a_body_whose_end_is_already_in_is_folded_into_one_message() -> None:
+    # hypercorn hands a small body and its end as two messages, both there at once.
+    async def main() -> None:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        client.put_nowait(request(b"abc", more=True))
+        client.put_nowait(request(b"", more=False))
+        task, _ = await serve(plane, client)
+        await task
+        assert plane.first_messages == [(b"abc", False)]
+
+    asyncio.run(main())
+
+
+def test_a_body_still_arriving_streams_after_the_first_chunk() -> None:
+    async def main() -> None:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        client.put_nowait(request(b"first", more=True))
+        task, sent = await serve(plane, client)
+        await asyncio.wait_for(plane.called.wait(), 5)
+        assert plane.first_messages == [(b"first", True)]  # the call went before the rest
+        client.put_nowait(request(b"-second", more=True))
+        client.put_nowait(request(b"-last", more=False))
+        await task
+        assert sent[1]["body"] == b"first-second-last"
+
+    asyncio.run(main())
+
+
+def test_a_chunked_body_past_the_limit_gets_413_and_cancels_the_call() -> None:
+    async def main() -> None:
+        plane, client = FakePlane(limit=10), asyncio.Queue[Message]()
+        client.put_nowait(request(b"x" * 6, more=True))
+        task, sent = await serve(plane, client)
+        await asyncio.wait_for(plane.called.wait(), 5)
+        client.put_nowait(request(b"x" * 6, more=True))
+        await task
+        assert sent[0]["status"] == 413
+        assert plane.cancelled.is_set()
+
+    asyncio.run(main())
+
+
+def test_a_client_gone_mid_body_cancels_the_call() -> None:
+    async def main() -> None:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        client.put_nowait(request(b"x", more=True))
+        task, sent = await serve(plane, client)
+        await asyncio.wait_for(plane.called.wait(), 5)
+        client.put_nowait({"type": "http.disconnect"})
+        await task
+        assert plane.cancelled.is_set()
+        assert sent == []
+
+    asyncio.run(main())
