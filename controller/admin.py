@@ -8,6 +8,7 @@ client follows, so a write is applied once, by the one leader.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,14 +30,15 @@ from weir.controller.leader import Leader
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.route_table import LEADER_KEY, parse_leader
-from weir.store import Store, StoreError, in_election
+from weir.store import Store, StoreError, in_failover
 
 log = structlog.get_logger("weir.controller.admin")
 
 #: How many accepted configs `weir config --history` keeps.
 HISTORY_LIMIT = 100
-#: How long an admin call waits out an etcd leader election (1-1.6 s) before failing.
-#: When no etcd member answers at all, calls fail at once instead.
+#: How long an admin call waits out an etcd failover (a leader election takes 1-1.6 s; a
+#: member dying under a call, a reconnect to another) before failing. When no etcd member
+#: answers at all, calls fail at once instead.
 ETCD_PATIENCE_S = 2.5
 ETCD_RETRY_S = 0.2
 
@@ -50,7 +52,7 @@ async def _patiently(read: Callable[[], Awaitable[T]]) -> T:
         try:
             return await read()
         except StoreError as exc:
-            if not in_election(exc) or time.monotonic() >= patience:
+            if not in_failover(exc) or time.monotonic() >= patience:
                 raise
         await asyncio.sleep(ETCD_RETRY_S)
 
@@ -159,8 +161,8 @@ class AdminService(pb_grpc.ControllerServicer):
                     puts=keys, deletes=[APPS_PREFIX + n for n in deletes],
                     expect_mod_revision=guards)
             except StoreError as exc:
-                if in_election(exc) and time.monotonic() < patience:
-                    log.info("etcd is electing a leader; deploy tries again", error=str(exc))
+                if in_failover(exc) and time.monotonic() < patience:
+                    log.info("etcd is failing over; deploy tries again", error=str(exc))
                     await asyncio.sleep(ETCD_RETRY_S)
                     continue
                 await context.abort(grpc.StatusCode.UNAVAILABLE,
@@ -207,9 +209,15 @@ class AdminService(pb_grpc.ControllerServicer):
         return {**previous, "applications": kept + new["applications"]}
 
     async def _trim_history(self) -> None:
-        items, _ = await self.store.get_prefix(HISTORY_PREFIX)
-        for kv in items[:-HISTORY_LIMIT]:
-            await self.store.delete(kv.key)
+        """Drop the oldest accepted configs past HISTORY_LIMIT. Best effort: the deploy has
+        applied already, and the next one trims what this one could not."""
+        try:
+            items, _ = await self.store.get_prefix(HISTORY_PREFIX)
+            for kv in items[:-HISTORY_LIMIT]:
+                await self.store.delete(kv.key)
+        except StoreError as exc:
+            log.warning("could not trim the config history; the next deploy will",
+                        error=str(exc))
 
     async def GetConfig(self, request: pb.GetConfigRequest,
                         context: grpc.aio.ServicerContext) -> pb.GetConfigReply:
@@ -267,7 +275,8 @@ class AdminService(pb_grpc.ControllerServicer):
         leader = await self._need_leader(context)
         try:
             for name in request.names:
-                await self.store.delete(APPS_PREFIX + name)
+                # A delete is safe to repeat: wait out an etcd election like the reads.
+                await _patiently(functools.partial(self.store.delete, APPS_PREFIX + name))
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot write the goal: {exc}")
         leader.wake()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import grpc
@@ -19,6 +20,15 @@ from weir.protos import weir_pb2_grpc as pb_grpc
 DEFAULT_ADDRESS = "127.0.0.1:9500"
 #: Every etcd failure a controller reports names etcd this way (see weir.store).
 ETCD_NAMED = "etcd at "
+
+
+#: How long a call waits for a leader while the controllers elect one.
+LEADER_WAIT_S = 6.0
+NO_LEADER_RETRY_S = 0.2
+
+
+class _NoLeader(Exception):
+    """No controller leads right now (an election is under way)."""
 
 
 class ConfigRejected(ClusterError):
@@ -45,12 +55,27 @@ class AdminClient:
     reached is skipped for the next, and a standby's redirect to the leader is followed.
     """
 
-    def __init__(self, address: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, address: str, *, timeout: float = 30.0,
+                 leader_wait_s: float = LEADER_WAIT_S) -> None:
         self.address = address
+        self.leader_wait_s = leader_wait_s
         self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
         self.timeout = timeout
 
     def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        # Between two leaders (a failover takes a fraction of a second to a lease TTL) the
+        # call waits for the next one instead of failing.
+        deadline = time.monotonic() + self.leader_wait_s
+        while True:
+            try:
+                return self._call_once(method, request, timeout)
+            except _NoLeader:
+                if time.monotonic() >= deadline:
+                    raise ClusterError(f"the cluster at {self.address} has no leader right "
+                                       "now; try again in a few seconds") from None
+            time.sleep(NO_LEADER_RETRY_S)
+
+    def _call_once(self, method: str, request: Any, timeout: float | None) -> Any:
         candidates = list(self.addresses)
         unreachable: list[str] = []
         redirects = 0
@@ -74,8 +99,7 @@ class AdminClient:
                 if ":" in target and target != address and redirects < 4:
                     candidates.insert(0, target)
                     continue
-                raise ClusterError(f"the cluster at {self.address} has no leader "
-                                   "right now; try again in a few seconds")
+                raise _NoLeader
             if code == grpc.StatusCode.UNAVAILABLE and ETCD_NAMED in details:
                 raise ClusterError(f"the controller at {address} answered: {details}")
             if code == grpc.StatusCode.UNAVAILABLE:

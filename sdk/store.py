@@ -62,7 +62,7 @@ __all__ = [
     "StoreUnavailableError",
     "TLSConfig",
     "WatchEvent",
-    "in_election",
+    "in_failover",
 ]
 
 log = structlog.get_logger("weir.store")
@@ -819,15 +819,22 @@ def _being_cancelled() -> bool:
     return bool(cancelling is not None and cancelling() > 0)
 
 
-def in_election(exc: StoreError) -> bool:
-    """Whether a failure looks like etcd choosing a new leader (a call timed out, or a
-    member said it has no leader), which passes in a second or two, rather than no member
-    being reachable at all, which a caller should report at once."""
+def in_failover(exc: StoreError) -> bool:
+    """Whether a failure looks like etcd failing over, which passes in a second or two: a
+    call timed out, a member said it has no leader, or the connection to one member broke
+    (it died under the call; the client moves to another). Not when no member can be
+    reached at all, which a caller should report at once."""
+    if not isinstance(exc, StoreUnavailableError) or isinstance(exc, StoreClosedError):
+        return False
     if _timed_out(exc):
         return True
     rpc_error = _rpc_error(exc)
-    details = (rpc_error.details() or "") if rpc_error is not None else ""
-    return "no leader" in details or "leader changed" in details
+    details = (rpc_error.details() or "") if rpc_error is not None else str(exc)
+    return not any(marker in details for marker in _NOTHING_REACHABLE)
+
+
+#: What gRPC says when no endpoint at all accepts a connection.
+_NOTHING_REACHABLE = ("failed to connect to all addresses", "connections to all backends failing")
 
 
 def _timed_out(exc: StoreError) -> bool:

@@ -472,3 +472,15 @@ def test_tls_config_builds_credentials_and_a_secure_channel(
 
     run(body())
     assert secure_targets == ["127.0.0.1:1", "127.0.0.1:2"]
+
+
+def test_in_failover_tells_a_passing_failure_from_etcd_gone() -> None:
+    from weir.store import StoreClosedError, StoreUnavailableError, in_failover
+
+    where = "etcd at 127.0.0.1:1,127.0.0.1:2 is unreachable: commit /k failed: "
+    assert in_failover(StoreUnavailableError(where + "Stream removed (Socket closed)"))
+    assert in_failover(StoreUnavailableError(where + "etcdserver: no leader"))
+    assert not in_failover(StoreUnavailableError(
+        where + "failed to connect to all addresses; last error: Connection refused"))
+    assert not in_failover(StoreError("etcd at 127.0.0.1:1 refused put /k: bad request"))
+    assert not in_failover(StoreClosedError("the store for etcd at 127.0.0.1:1 is closed"))
