@@ -132,9 +132,10 @@ class AdminService(pb_grpc.ControllerServicer):
         patience = time.monotonic() + ETCD_PATIENCE_S
         conflicts = 0
         revision: int | None = None
+        outcome_unknown = False
         while True:
             try:
-                if await self.store.get(history_key) is not None:
+                if outcome_unknown and await self.store.get(history_key) is not None:
                     revision = -1  # an earlier attempt's commit did apply
                     break
                 leader_goals, revisions = await self._read_goals()
@@ -162,6 +163,8 @@ class AdminService(pb_grpc.ControllerServicer):
                     expect_mod_revision=guards)
             except StoreError as exc:
                 if in_failover(exc) and time.monotonic() < patience:
+                    # Whatever failed, a commit may have gone out: the next attempt asks.
+                    outcome_unknown = True
                     log.info("etcd is failing over; deploy tries again", error=str(exc))
                     await asyncio.sleep(ETCD_RETRY_S)
                     continue
