@@ -79,8 +79,8 @@ def _alive(pid: int) -> bool:
     return pid_runs(pid)
 
 
-def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM, wait up to `timeout`, then SIGKILL."""
+def terminate_pid(pid: int, timeout: float) -> None:
+    """SIGTERM `pid`, wait up to `timeout` seconds, then SIGKILL it; reap it if ours."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -282,11 +282,11 @@ def stop_cluster(info: ClusterInfo, timeout: float = 10.0) -> None:
         AdminClient(info.address, timeout=max(1.0, timeout - 2)).shutdown()
     for name, pid in sorted(info.pids.items()):
         if name.startswith("proxy") or name.startswith("controller"):
-            _terminate(pid, max(0.5, min(3.0, deadline - time.monotonic())))
+            terminate_pid(pid, max(0.5, min(3.0, deadline - time.monotonic())))
     for pid in replica_pids(info.cluster_id):
-        _terminate(pid, 0.5)
+        terminate_pid(pid, 0.5)
     if "etcd" in info.pids:
-        _terminate(info.pids["etcd"], 3.0)
+        terminate_pid(info.pids["etcd"], 3.0)
     shutil.rmtree(info.temp_dir, ignore_errors=True)
 
 
