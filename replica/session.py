@@ -21,7 +21,7 @@ import structlog
 
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
-from weir.route_table import LeaderLocator
+from weir.route_table import LeaderLocator, follow_leader
 
 log = structlog.get_logger("weir.replica.session")
 
@@ -59,23 +59,7 @@ class ControllerSession:
 
     async def run(self) -> None:
         """Hold the session until cancelled, reconnecting as needed."""
-        backoff = 0.05
-        while True:
-            address = await self.locator.leader_address()
-            if address is not None:
-                try:
-                    await self._hold(address)
-                    backoff = 0.05
-                except grpc.aio.AioRpcError as exc:
-                    log.info("controller session ended", controller=address,
-                             code=exc.code().name, details=exc.details())
-                except Exception:
-                    # Whatever broke this session, the replica must keep trying: a replica
-                    # no leader knows of is a replica nobody routes to.
-                    log.warning("controller session failed", controller=address,
-                                exc_info=True)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+        await follow_leader(self.locator, self._hold, "controller session")
 
     async def _hold(self, address: str) -> None:
         async with grpc.aio.insecure_channel(address) as channel:

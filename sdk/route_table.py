@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +124,38 @@ class LeaderLocator:
             self._store = None
 
 
+async def follow_leader(locator: LeaderLocator, follow: Callable[[str], Awaitable[None]],
+                        what: str) -> None:
+    """Run `follow(leader_address)` for ever: again after it returns (the stream ended) or
+    fails, with a backoff of 0.05 s doubling to 1 s while it keeps failing, at once when a
+    controller redirects to another (with no etcd to ask). Never gives up: a process that
+    stops following the leader (a replica no leader knows of, a proxy with a stale table)
+    is worse than one that keeps trying."""
+    backoff = 0.05
+    while True:
+        address = await locator.leader_address()
+        if address is not None:
+            try:
+                await follow(address)
+                backoff = 0.05
+            except grpc.aio.AioRpcError as exc:
+                details = exc.details() or ""
+                target = (details.rsplit("leader at", 1)[1].strip()
+                          if exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+                          and "leader at" in details else "")
+                if target and target != address and not locator.etcd_endpoints:
+                    # No etcd to ask: the redirect is the news. (With etcd, or a controller
+                    # naming itself while between terms, asking again at once would spin.)
+                    locator.controllers = [target]
+                    continue
+                log.info(f"{what} ended", controller=address, code=exc.code().name,
+                         details=details)
+            except Exception:
+                log.warning(f"{what} failed", controller=address, exc_info=True)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 1.0)
+
+
 class RouteTableSubscriber:
     """Keeps a live subscription to the leader's route table; `on_table` gets each table.
 
@@ -157,25 +189,8 @@ class RouteTableSubscriber:
         await self.locator.close()
 
     async def _run(self) -> None:
-        backoff = 0.05
-        while True:
-            address = await self.locator.leader_address()
-            if address is not None:
-                try:
-                    await self._follow(address)
-                    backoff = 0.05
-                except grpc.aio.AioRpcError as exc:
-                    details = exc.details() or ""
-                    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "leader at" in details:
-                        self.locator.controllers = [details.rsplit("leader at", 1)[1].strip()]
-                        continue
-                    log.debug("route table stream ended", address=address,
-                              code=exc.code().name)
-                except Exception:
-                    # Keep subscribing whatever broke the stream; the last table stays.
-                    log.warning("route table stream failed", address=address, exc_info=True)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+        # Whatever breaks the stream, keep subscribing; the last table stays in force.
+        await follow_leader(self.locator, self._follow, "route table stream")
 
     async def _follow(self, address: str) -> None:
         async with grpc.aio.insecure_channel(address) as channel:
