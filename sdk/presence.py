@@ -38,11 +38,12 @@ class Presence:
 
     async def _run(self) -> None:
         while True:
+            keeper: asyncio.Task[None] | None = None
             try:
                 lease = await self.store.grant_lease(self.ttl)
                 self._lease = lease
                 lost = asyncio.Event()
-                self.store.keep_alive(lease, lost.set)
+                keeper = self.store.keep_alive(lease, lost.set)
                 await self.store.put(self.key, self.value, lease=lease)
                 self.registered.set()
                 await lost.wait()
@@ -50,6 +51,9 @@ class Presence:
                 log.warning("presence lease lost; registering again", key=self.key)
             except StoreError as exc:
                 log.debug("cannot register yet", key=self.key, error=str(exc))
+            finally:
+                if keeper is not None:
+                    keeper.cancel()  # a lease that holds no key must not be kept alive
             await asyncio.sleep(RETRY_S)
 
     async def withdraw(self) -> None:
