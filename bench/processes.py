@@ -19,8 +19,8 @@ from pathlib import Path
 from types import TracebackType
 
 # Weir's own process helpers serve the benches too (re-exported for them).
-from weir.etcd_server import free_port as free_port
-from weir.local_cluster import terminate_pid as terminate_pid
+from weir.processes import free_port as free_port
+from weir.processes import terminate_pid as terminate_pid
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLL_INTERVAL_S = 0.05

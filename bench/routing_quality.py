@@ -29,7 +29,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from weir import router as router_module
-from weir.router import DeploymentRouter, ReplicaSlot, choose_replica
+from weir.dataplane.router import DeploymentRouter, ReplicaSlot, choose_replica
 
 Chooser = Callable[[Sequence[ReplicaSlot], int, float, random.Random], ReplicaSlot | None]
 

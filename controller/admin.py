@@ -17,20 +17,20 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
-from weir.config import ConfigError, config_from_json, diff_applications
-from weir.controller.goal import (
+from weir.config.schema import ConfigError, config_from_json, diff_applications
+from weir.controller.goal import AppGoal, apply_deploy
+from weir.controller.leader import Leader
+from weir.dataplane.route_table import parse_leader
+from weir.etcd.keys import (
     APPS_PREFIX,
     GRPC_OPTIONS_KEY,
     HISTORY_PREFIX,
     HTTP_OPTIONS_KEY,
-    AppGoal,
-    apply_deploy,
+    LEADER_KEY,
 )
-from weir.controller.leader import Leader
+from weir.etcd.store import Store, StoreError, in_failover
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
-from weir.route_table import LEADER_KEY, parse_leader
-from weir.store import Store, StoreError, in_failover
 
 log = structlog.get_logger("weir.controller.admin")
 
@@ -254,7 +254,7 @@ class AdminService(pb_grpc.ControllerServicer):
         apps = leader.status()
         if request.name:
             apps = {k: v for k, v in apps.items() if k == request.name}
-        from weir.controller.goal import CONTROLLERS_PREFIX, PROXIES_PREFIX
+        from weir.etcd.keys import CONTROLLERS_PREFIX, PROXIES_PREFIX
 
         try:
             controllers, _ = await self.store.get_prefix(CONTROLLERS_PREFIX)

@@ -44,7 +44,8 @@ import contextlib
 
 import structlog
 
-from weir.store import KeyValue, Lease, Store, StoreClosedError, StoreError
+from weir.etcd.keys import LEADER_KEY
+from weir.etcd.store import KeyValue, Lease, Store, StoreClosedError, StoreError
 
 __all__ = ["Election"]
 
@@ -66,7 +67,7 @@ class Election:
         store: Store,
         identity: bytes,
         *,
-        key: str = "/weir/leader",
+        key: str = LEADER_KEY,
         ttl: float = 3.0,
     ) -> None:
         if ttl <= 0:

@@ -1,14 +1,6 @@
 """The goal state as it lives in etcd, and the pure rules that turn a deploy into it.
 
-Layout (one JSON document per key):
-- /weir/apps/<name>: an AppGoal: the application's config as submitted, its deployment
-  timestamp, and its built deployment specs (or why building failed);
-- /weir/http_options: the cluster's HTTP options;
-- /weir/history/<ns>: every accepted config, whole (`weir config --history`, `weir rollback`);
-- /weir/replicas/<id>: a ReplicaRecord per replica the leader started, written before the
-  launch, so a new leader adopts instead of starting twice;
-- /weir/leader (lease-bound) and /weir/controllers/<id> (lease-bound): who serves.
-A deploy writes every changed key of that list in one etcd transaction.
+The key layout is `weir.etcd.keys`.
 """
 
 from __future__ import annotations
@@ -22,15 +14,6 @@ from typing import Any
 from weir.build import BuiltApp, DeploymentSpec, definition_version
 from weir.controller.reconciler import DeploymentTarget
 from weir.deployment import DEFAULT_OPTIONS
-
-APPS_PREFIX = "/weir/apps/"
-REPLICAS_PREFIX = "/weir/replicas/"
-HISTORY_PREFIX = "/weir/history/"
-CONTROLLERS_PREFIX = "/weir/controllers/"
-PROXIES_PREFIX = "/weir/proxies/"
-HTTP_OPTIONS_KEY = "/weir/http_options"
-GRPC_OPTIONS_KEY = "/weir/grpc_options"
-SHUTDOWN_KEY = "/weir/shutdown"
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from weir.controller.goal import ReplicaRecord
+from weir.processes import pid_runs
 from weir.runtime_env import PreparedEnv, process_env
 
 
@@ -29,26 +30,6 @@ class Launcher(Protocol):
 
     def kill(self, record: ReplicaRecord) -> None:
         """Kill the replica at once."""
-
-
-def pid_runs(pid: int, marker: str = "") -> bool:
-    """Whether `pid` is a live (non-zombie) process whose command line contains `marker`."""
-    if pid <= 0:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-            return False
-        if marker and marker.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
-            return False
-    except (OSError, IndexError):
-        if sys.platform.startswith("linux"):
-            return False
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-    return True
 
 
 class LocalProcessLauncher:

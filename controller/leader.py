@@ -29,23 +29,15 @@ import structlog
 
 from weir.build import BuiltApp
 from weir.controller import reconciler
-from weir.controller.goal import (
-    APPS_PREFIX,
-    GRPC_OPTIONS_KEY,
-    HTTP_OPTIONS_KEY,
-    REPLICAS_PREFIX,
-    AppGoal,
-    DeploymentPlan,
-    ReplicaRecord,
-    deployment_plans,
-)
+from weir.controller.goal import AppGoal, DeploymentPlan, ReplicaRecord, deployment_plans
 from weir.controller.launcher import Launcher
 from weir.controller.reconciler import ReplicaView
 from weir.controller.routing import build_route_table
 from weir.controller.status import AppView, DeploymentHealth, status_document
+from weir.etcd.keys import APPS_PREFIX, GRPC_OPTIONS_KEY, HTTP_OPTIONS_KEY, REPLICAS_PREFIX
+from weir.etcd.store import Store
 from weir.protos import weir_pb2 as pb
 from weir.runtime_env import PreparedEnv, RuntimeEnvError, prepare
-from weir.store import Store
 
 log = structlog.get_logger("weir.controller")
 

@@ -25,21 +25,22 @@ import structlog
 
 from weir.controller.admin import AdminService
 from weir.controller.election import Election
-from weir.controller.goal import (
+from weir.controller.launcher import LocalProcessLauncher
+from weir.controller.leader import Leader
+from weir.dataplane.route_table import parse_leader
+from weir.dataplane.transport import CHANNEL_OPTIONS
+from weir.etcd.keys import (
     APPS_PREFIX,
     CONTROLLERS_PREFIX,
     HTTP_OPTIONS_KEY,
+    LEADER_KEY,
     REPLICAS_PREFIX,
     SHUTDOWN_KEY,
 )
-from weir.controller.launcher import LocalProcessLauncher
-from weir.controller.leader import Leader
-from weir.presence import Presence
+from weir.etcd.presence import Presence
+from weir.etcd.store import Store, StoreError
 from weir.protos import weir_pb2_grpc as pb_grpc
-from weir.route_table import LEADER_KEY, parse_leader
 from weir.runtime import configure_logging, run_until_signalled
-from weir.store import Store, StoreError
-from weir.transport import CHANNEL_OPTIONS
 
 log = structlog.get_logger("weir.controller")
 

@@ -14,10 +14,10 @@ import uuid
 import grpc
 import structlog
 
-from weir.data_plane import DataPlane
+from weir.dataplane.caller import DataPlane
+from weir.dataplane.transport import CHANNEL_OPTIONS, ReplicaCallFailed
 from weir.exceptions import BackPressureError, DeploymentUnavailableError, RequestTimeoutError
 from weir.protos import weir_pb2 as pb
-from weir.transport import CHANNEL_OPTIONS, ReplicaCallFailed
 
 log = structlog.get_logger("weir.proxy.grpc")
 

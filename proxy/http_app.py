@@ -11,8 +11,8 @@ before reading anything, and on a chunked body as it arrives (413, and the call 
 sent to the replica is cancelled). A body that came whole in the server's first message
 (every bodiless request; uvicorn's small bodies) is one message to the replica, as before,
 with no task beyond the call and the disconnect watcher. Otherwise the call starts with
-what is in and a reader task feeds the rest to it (`weir.request_body`), on a gRPC call of
-its own (see `weir.transport`), so that a handler's `request.stream()` sees each chunk as
+what is in and a reader task feeds the rest to it (`weir.dataplane.request_body`), on a gRPC call of
+its own (see `weir.dataplane.transport`), so that a handler's `request.stream()` sees each chunk as
 the client sends it.
 
 The cluster's HTTP middlewares (`proxy.middleware_stack`) wrap all of this, health and
@@ -29,7 +29,10 @@ from typing import Any
 
 import structlog
 
-from weir.data_plane import DataPlane
+from weir.dataplane.caller import DataPlane
+from weir.dataplane.request_body import RequestBody
+from weir.dataplane.route_table import match_route
+from weir.dataplane.transport import ReplicaCallFailed
 from weir.exceptions import (
     BackPressureError,
     DeploymentUnavailableError,
@@ -37,9 +40,6 @@ from weir.exceptions import (
 )
 from weir.protos import weir_pb2 as pb
 from weir.proxy.middleware_stack import MiddlewareStack
-from weir.request_body import RequestBody
-from weir.route_table import match_route
-from weir.transport import ReplicaCallFailed
 
 log = structlog.get_logger("weir.proxy")
 

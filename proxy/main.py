@@ -16,13 +16,13 @@ from pathlib import Path
 
 import structlog
 
-from weir.controller.goal import PROXIES_PREFIX
-from weir.data_plane import DataPlane
-from weir.presence import Presence
+from weir.dataplane.caller import DataPlane
+from weir.dataplane.route_table import LeaderLocator
+from weir.etcd.keys import PROXIES_PREFIX
+from weir.etcd.presence import Presence
+from weir.etcd.store import Store, StoreError
 from weir.proxy.http_app import ProxyApp
-from weir.route_table import LeaderLocator
 from weir.runtime import configure_logging, run_until_signalled
-from weir.store import Store, StoreError
 
 log = structlog.get_logger("weir.proxy")
 

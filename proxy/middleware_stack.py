@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from weir.middlewares import ASGIApp, MiddlewareEntry, describe, wrap
+from weir.config.middlewares import ASGIApp, MiddlewareEntry, describe, wrap
 
 log = structlog.get_logger("weir.proxy")
 

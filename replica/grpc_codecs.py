@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from weir.build import import_attr
+from weir.import_path import import_attr
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from typing import Any
 import structlog
 
 from weir import context
+from weir.dataplane.route_table import LeaderLocator
 from weir.protos import weir_pb2 as pb
 from weir.replica.server import ReplicaServer, start_server
 from weir.replica.session import ControllerSession, user_config_json
 from weir.replica.user_callable import UserCallable, add_sys_paths, error_fields
-from weir.route_table import LeaderLocator
 from weir.runtime import configure_logging, run_until_signalled
 
 log = structlog.get_logger("weir.replica")

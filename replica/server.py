@@ -314,7 +314,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
 
 async def start_server(servicer: ReplicaServer, host: str) -> tuple[grpc.aio.Server, str]:
     """Start the gRPC server on a free port; returns it and its address."""
-    from weir.transport import CHANNEL_OPTIONS
+    from weir.dataplane.transport import CHANNEL_OPTIONS
 
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     pb_grpc.add_ReplicaServicer_to_server(servicer, server)

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 import grpc
 import structlog
 
+from weir.dataplane.route_table import LeaderLocator, follow_leader
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
-from weir.route_table import LeaderLocator, follow_leader
 
 log = structlog.get_logger("weir.replica.session")
 

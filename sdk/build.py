@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import importlib
 import json
 import sys
 import traceback
@@ -27,6 +26,7 @@ import cloudpickle
 
 from weir.deployment import Application, Deployment
 from weir.handle import DeploymentHandle
+from weir.import_path import import_attr
 
 
 @dataclass(frozen=True)
@@ -167,24 +167,6 @@ def build_app(root: Application, app_name: str) -> BuiltApp:
             )
         )
     return BuiltApp(app_name, specs)
-
-
-def import_attr(import_path: str) -> Any:
-    """Import `package.module:attr` (or `package.module.attr`) and return the attribute."""
-    if ":" in import_path:
-        module_name, _, attr = import_path.partition(":")
-    else:
-        module_name, _, attr = import_path.rpartition(".")
-    if not module_name or not attr:
-        raise ImportError(f"import path {import_path!r} must look like 'module.sub:attribute'")
-    module = importlib.import_module(module_name)
-    target: Any = module
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ImportError(f"module {module_name!r} has no attribute {attr!r}") from None
-    return target
 
 
 def load_application(import_path: str, args: dict[str, Any] | None = None) -> Application:

@@ -15,8 +15,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from weir.data_plane import DataPlane
-from weir.route_table import LeaderLocator
+from weir.dataplane.caller import DataPlane
+from weir.dataplane.route_table import LeaderLocator
 
 T = TypeVar("T")
 

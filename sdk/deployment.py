@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from weir.config import validate_deployment_options
+from weir.config.schema import validate_deployment_options
 
 #: Options and their defaults, as in Ray Serve.
 DEFAULT_OPTIONS: dict[str, Any] = {

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weir import context
-from weir.admin_client import AdminClient
 from weir.batching import batch
 from weir.build import build_app
+from weir.cli.admin_client import AdminClient
+from weir.config.middlewares import pickled_entry
 from weir.deployment import Application, Deployment, deployment
 from weir.exceptions import (
     BackPressureError,
@@ -30,7 +31,6 @@ from weir.exceptions import (
 )
 from weir.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from weir.ingress import ingress
-from weir.middlewares import pickled_entry
 
 __all__ = [
     "Application",
@@ -102,7 +102,7 @@ def _connect(http_options: dict[str, Any] | None = None) -> AdminClient:
     with _session.lock:
         if _session.client is not None:
             return _session.client
-        from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
+        from weir.cli.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
 
         address = os.environ.get("WEIR_ADDRESS", "")
         known = context.cluster()
@@ -140,7 +140,7 @@ def _connect(http_options: dict[str, Any] | None = None) -> AdminClient:
 def _leader_via_etcd(endpoints: str) -> str:
     """The leader's admin address, read from etcd (on a private thread: the caller may be
     on an event loop)."""
-    from weir.route_table import LeaderLocator
+    from weir.dataplane.route_table import LeaderLocator
 
     found: list[str | None] = [None]
 
@@ -161,7 +161,7 @@ def start(*, http_options: dict[str, Any] | None = None,
 
     Middlewares (Ray's `http_middlewares`, or `http_options["middlewares"]`) may be
     starlette `Middleware` objects, middleware classes or import paths; objects reach the
-    proxies, which are other processes, cloudpickled in the options (`weir.middlewares`).
+    proxies, which are other processes, cloudpickled in the options (`weir.config.middlewares`).
     """
     options = dict(http_options or {})
     given = [*options.get("middlewares", []), *(http_middlewares or [])]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from weir.etcd_server import EtcdCluster, EtcdServer
+from weir.etcd.server import EtcdCluster, EtcdServer
 
 
 def _reap(pids: list[int]) -> None:

@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 import pytest
 
 from weir.controller.election import Election
-from weir.etcd_server import EtcdServer
-from weir.store import Store, StoreClosedError
+from weir.etcd.keys import LEADER_KEY
+from weir.etcd.server import EtcdServer
+from weir.etcd.store import Store, StoreClosedError
 
 T = TypeVar("T")
 
@@ -165,7 +166,7 @@ def test_campaign_rides_out_etcd_downtime_and_stops_with_the_store(
         assert election.is_leader
         await election.resign()
 
-        await store.put("/weir/leader", b"someone")
+        await store.put(LEADER_KEY, b"someone")
         rival = asyncio.create_task(Election(store, b"rival", ttl=2).campaign())
         await asyncio.sleep(0.2)  # let it reach standing by
         await store.close()

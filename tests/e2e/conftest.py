@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from weir import context
-from weir.admin_client import AdminClient
-from weir.controller.launcher import pid_runs
-from weir.local_cluster import ClusterInfo, LocalCluster, replica_pids
+from weir.cli.admin_client import AdminClient
+from weir.cli.local_cluster import ClusterInfo, LocalCluster, replica_pids
+from weir.processes import pid_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 

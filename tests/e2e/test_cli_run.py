@@ -14,8 +14,8 @@ from pathlib import Path
 import requests
 
 from tests.e2e.conftest import ROOT, wait_for
-from weir.controller.launcher import pid_runs
-from weir.etcd_server import free_port
+from weir.etcd.server import free_port
+from weir.processes import pid_runs
 
 
 def processes_mentioning(*needles: str) -> set[int]:

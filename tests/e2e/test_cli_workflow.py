@@ -15,8 +15,8 @@ import requests
 import yaml
 
 from tests.e2e.conftest import ROOT, wait_for
-from weir.controller.launcher import pid_runs
-from weir.etcd_server import free_port
+from weir.etcd.server import free_port
+from weir.processes import pid_runs
 
 
 class Cli:

@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from tests.e2e.conftest import RunningCluster, start_cluster, wait_for
-from weir.admin_client import AdminClient
-from weir.etcd_server import EtcdCluster
+from weir.cli.admin_client import AdminClient
+from weir.etcd.server import EtcdCluster
 from weir.exceptions import ClusterError
 
 APP = "ha"

@@ -30,7 +30,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from tests.e2e.conftest import ROOT, RunningCluster, driver_connected, wait_for
 from weir import serve
-from weir.admin_client import ConfigRejected
+from weir.cli.admin_client import ConfigRejected
 
 APPS = "tests.e2e.apps.http_features"
 MB = 1024 * 1024

@@ -7,10 +7,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from weir.dataplane.request_body import RequestBody
+from weir.dataplane.route_table import RouteEntry, RouteTable
 from weir.protos import weir_pb2 as pb
 from weir.proxy.http_app import ProxyApp
-from weir.request_body import RequestBody
-from weir.route_table import RouteEntry, RouteTable
 
 Message = dict[str, Any]
 

@@ -16,14 +16,14 @@ from collections.abc import AsyncIterator
 
 import structlog
 
+from weir.dataplane.request_body import RequestBody
+from weir.dataplane.route_table import LeaderLocator, RouteTable, RouteTableSubscriber
+from weir.dataplane.router import REJECTED_BACKOFF_S, UNREACHABLE_BACKOFF_S, DeploymentRouter
+from weir.dataplane.transport import ReplicaCallFailed, ReplicaTransport, ReplicaUnreachable
 from weir.exceptions import DeploymentUnavailableError, RequestTimeoutError
 from weir.protos import weir_pb2 as pb
-from weir.request_body import RequestBody
-from weir.route_table import LeaderLocator, RouteTable, RouteTableSubscriber
-from weir.router import REJECTED_BACKOFF_S, UNREACHABLE_BACKOFF_S, DeploymentRouter
-from weir.transport import ReplicaCallFailed, ReplicaTransport, ReplicaUnreachable
 
-log = structlog.get_logger("weir.data_plane")
+log = structlog.get_logger("weir.dataplane.caller")
 
 #: With no deadline, how long a call waits for the route table to name its deployment.
 UNKNOWN_DEPLOYMENT_WAIT_S = 30.0

@@ -12,9 +12,9 @@ import contextlib
 
 import structlog
 
-from weir.store import Lease, Store, StoreError
+from weir.etcd.store import Lease, Store, StoreError
 
-log = structlog.get_logger("weir.presence")
+log = structlog.get_logger("weir.etcd.presence")
 
 #: How long to wait before trying again while etcd is away.
 RETRY_S = 0.5

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from weir.dataplane.router import DeploymentRouter, ReplicaSlot, choose_replica
 from weir.exceptions import BackPressureError, DeploymentUnavailableError
-from weir.router import DeploymentRouter, ReplicaSlot, choose_replica
 
 
 def test_p2c_prefers_less_loaded() -> None:

@@ -10,7 +10,6 @@ killed by its cluster id, and the temp dir is removed.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -20,81 +19,15 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import structlog
 
-from weir.etcd_server import EtcdServer, free_port
+from weir.cli.cluster_state import ClusterInfo
+from weir.etcd.server import EtcdServer
+from weir.processes import free_port, pid_runs, terminate_pid
 
-log = structlog.get_logger("weir.local_cluster")
-
-STATE_FILE_NAME = "cluster.json"
-
-
-def weir_home() -> Path:
-    """Where `weir start` keeps its state file (WEIR_HOME, else ~/.weir)."""
-    return Path(os.environ.get("WEIR_HOME") or Path.home() / ".weir")
-
-
-@dataclass
-class ClusterInfo:
-    """How to reach and stop a local cluster."""
-
-    cluster_id: str
-    etcd_endpoints: str
-    controllers: list[str]
-    http: str
-    temp_dir: str
-    pids: dict[str, int] = field(default_factory=dict)
-    #: The gRPC ingress address ("" when off).
-    grpc: str = ""
-
-    @property
-    def address(self) -> str:
-        """The admin address: every controller, comma-separated (any one will do; the
-        admin client skips one that is down)."""
-        return ",".join(self.controllers)
-
-    def save(self, path: Path) -> None:
-        """Write the state file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> ClusterInfo | None:
-        """Read a state file whose cluster still runs (None otherwise)."""
-        try:
-            info = cls(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-        if not any(_alive(pid) for name, pid in info.pids.items() if name.startswith("controller")):
-            return None
-        return info
-
-
-def _alive(pid: int) -> bool:
-    from weir.controller.launcher import pid_runs
-
-    return pid_runs(pid)
-
-
-def terminate_pid(pid: int, timeout: float) -> None:
-    """SIGTERM `pid`, wait up to `timeout` seconds, then SIGKILL it; reap it if ours."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        time.sleep(0.02)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
+log = structlog.get_logger("weir.cli.local_cluster")
 
 def replica_pids(cluster_id: str) -> list[int]:
     """PIDs of replica processes of a cluster, found by their command line."""
@@ -274,7 +207,7 @@ class LocalCluster:
 
 def stop_cluster(info: ClusterInfo, timeout: float = 10.0) -> None:
     """Stop a cluster from its ClusterInfo (also from another process than its starter)."""
-    from weir.admin_client import AdminClient
+    from weir.cli.admin_client import AdminClient
 
     deadline = time.monotonic() + timeout
     # Any live controller will do: a standby forwards the shutdown to the leader.
@@ -298,7 +231,7 @@ def _signal_and_reap(pid: int, sig: int, procs: list[subprocess.Popen[bytes]]) -
             proc.wait(timeout=10)
             return
     deadline = time.monotonic() + 10
-    while _alive(pid):  # not our child: wait for its parent to reap it
+    while pid_runs(pid):  # not our child: wait for its parent to reap it
         if time.monotonic() > deadline:
             raise TimeoutError(f"process {pid} still runs 10 s after signal {sig}")
         time.sleep(0.01)

@@ -1,6 +1,6 @@
 """Route prefix matching."""
 
-from weir.route_table import RouteEntry, match_route
+from weir.dataplane.route_table import RouteEntry, match_route
 
 ROUTES = [RouteEntry("/", "root", "A"), RouteEntry("/api", "api", "B"),
           RouteEntry("/api/v2", "v2", "C")]

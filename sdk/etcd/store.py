@@ -65,7 +65,7 @@ __all__ = [
     "in_failover",
 ]
 
-log = structlog.get_logger("weir.store")
+log = structlog.get_logger("weir.etcd.store")
 
 # etcd refuses pings closer than its --grpc-keepalive-min-time (5 s) with GOAWAY.
 _KEEPALIVE_TIME_MS = 10_000

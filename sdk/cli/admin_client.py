@@ -18,7 +18,7 @@ from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:9500"
-#: Every etcd failure a controller reports names etcd this way (see weir.store).
+#: Every etcd failure a controller reports names etcd this way (see weir.etcd.store).
 ETCD_NAMED = "etcd at "
 
 
@@ -42,7 +42,7 @@ def resolve_address(explicit: str | None = None) -> str:
         return explicit
     if os.environ.get("WEIR_ADDRESS"):
         return os.environ["WEIR_ADDRESS"]
-    from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, weir_home
+    from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
 
     info = ClusterInfo.load(weir_home() / STATE_FILE_NAME)
     return ",".join(info.controllers) if info else DEFAULT_ADDRESS

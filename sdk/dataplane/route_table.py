@@ -14,12 +14,12 @@ from typing import Any
 import grpc
 import structlog
 
+from weir.etcd.keys import LEADER_KEY
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 
-log = structlog.get_logger("weir.route_table")
+log = structlog.get_logger("weir.dataplane.route_table")
 
-LEADER_KEY = "/weir/leader"
 #: How often a follower of the leader checks in etcd that it still follows the leader.
 LEADER_CHECK_S = 1.0
 
@@ -89,7 +89,7 @@ class LeaderLocator:
     async def leader_address(self) -> str | None:
         """The leader's address now, or None if it cannot be told."""
         if self.etcd_endpoints:
-            from weir.store import Store, StoreError
+            from weir.etcd.store import Store, StoreError
 
             try:
                 if self._store is None:

@@ -1,4 +1,4 @@
-"""weir.etcd_server: finding the binary, starting, killing and restarting real etcd."""
+"""weir.etcd.server: finding the binary, starting, killing and restarting real etcd."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from weir import etcd_server
-from weir.etcd_server import EtcdCluster, EtcdError, EtcdServer, find_etcd_binary, free_port
+from weir.etcd.server import EtcdCluster, EtcdError, EtcdServer, find_etcd_binary
+from weir.processes import free_port
 
 
 def _put(endpoint: str, key: str, value: str) -> None:

@@ -135,7 +135,7 @@ def _middleware(value: Any, info: ValidationInfo) -> Any:
     """An entry of http_options.middlewares. With the context `resolve_imports` (a config
     received by the controller), an import path must also import: a path the cluster cannot
     load is refused at deploy time, before it can replace a working config."""
-    from weir.middlewares import MiddlewareError, check_entry_shape, load_entry
+    from weir.config.middlewares import MiddlewareError, check_entry_shape, load_entry
 
     entry = check_entry_shape(value)
     if isinstance(entry, str):
@@ -271,7 +271,7 @@ class HTTPOptionsSchema(_Schema):
     root_path: StrictStr = ""
     request_timeout_s: Seconds | None = Field(default=None, gt=0)
     keep_alive_timeout_s: Seconds = Field(default=5.0, gt=0)
-    #: ASGI middlewares (`weir.middlewares`): import paths of middleware classes or of
+    #: ASGI middlewares (`weir.config.middlewares`): import paths of middleware classes or of
     #: starlette `Middleware` objects, or objects pickled by `serve.start`; each wraps the
     #: ones before it (the last is outermost, as in Ray Serve).
     middlewares: list[Middleware] = Field(default_factory=list)

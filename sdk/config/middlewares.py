@@ -87,7 +87,7 @@ def load_entry(entry: MiddlewareEntry) -> Callable[[ASGIApp], ASGIApp]:
 
     Blocking (imports run module code): call it off the event loop.
     """
-    from weir.build import import_attr
+    from weir.import_path import import_attr
 
     try:
         if isinstance(entry, str):

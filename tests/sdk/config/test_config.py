@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from weir.config import (
+from weir.config.schema import (
     ConfigError,
     DeploymentSchema,
     GrpcOptionsSchema,

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,9 +32,11 @@ from types import TracebackType
 
 import structlog
 
-__all__ = ["EtcdCluster", "EtcdError", "EtcdServer", "find_etcd_binary", "free_port"]
+from weir.processes import free_port
 
-log = structlog.get_logger("weir.etcd_server")
+__all__ = ["EtcdCluster", "EtcdError", "EtcdServer", "find_etcd_binary"]
+
+log = structlog.get_logger("weir.etcd.server")
 
 _BINARY_ENV = "WEIR_ETCD_BINARY"
 _POLL_INTERVAL = 0.05
@@ -90,13 +91,6 @@ def find_etcd_binary(explicit: str | None = None) -> str:
 
 def _is_executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that was free a moment ago (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _kill_quietly(proc: subprocess.Popen[bytes]) -> None:

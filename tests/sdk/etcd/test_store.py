@@ -1,4 +1,4 @@
-"""weir.store against real etcd: keys, guarded commits, leases, watches, failover."""
+"""weir.etcd.store against real etcd: keys, guarded commits, leases, watches, failover."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import grpc
 import pytest
 
 from weir import store as store_module
-from weir.etcd_server import EtcdCluster, EtcdServer, free_port
-from weir.store import (
+from weir.etcd.server import EtcdCluster, EtcdServer
+from weir.etcd.store import (
     KeyValue,
     Store,
     StoreClosedError,
@@ -25,6 +25,7 @@ from weir.store import (
     WatchEvent,
     parse_endpoints,
 )
+from weir.processes import free_port
 
 T = TypeVar("T")
 
@@ -475,7 +476,7 @@ def test_tls_config_builds_credentials_and_a_secure_channel(
 
 
 def test_in_failover_tells_a_passing_failure_from_etcd_gone() -> None:
-    from weir.store import StoreClosedError, StoreUnavailableError, in_failover
+    from weir.etcd.store import StoreClosedError, StoreUnavailableError, in_failover
 
     where = "etcd at 127.0.0.1:1,127.0.0.1:2 is unreachable: commit /k failed: "
     assert in_failover(StoreUnavailableError(where + "Stream removed (Socket closed)"))

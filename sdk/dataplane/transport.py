@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from weir.dataplane.request_body import RequestBody
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
-from weir.request_body import RequestBody
 
 #: Bodies up to the proxy's limit (100 MB by default) plus headroom.
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024

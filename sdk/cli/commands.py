@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 import yaml
 
-from weir.admin_client import AdminClient, resolve_address
+from weir.cli.admin_client import AdminClient, resolve_address
 from weir.exceptions import ClusterError, RayServeException
 
 ADDRESS_HELP = ("Controller admin address (host:port); default WEIR_ADDRESS, else the local "
@@ -38,7 +38,7 @@ def dump_yaml(data: Any) -> str:
 
 
 def _load_config_file(path: str) -> Any:
-    from weir.config import ConfigError, parse_config
+    from weir.config.schema import ConfigError, parse_config
 
     try:
         return parse_config(Path(path))
@@ -83,7 +83,7 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
     """Run an application (import path `module:app` or a config file) and block until
     Ctrl-C. With no cluster address, an embedded local cluster (etcd included) is started
     for the command's lifetime and stopped with it."""
-    from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
+    from weir.cli.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
     from weir.serve import wait_for_app
 
     if config_or_import_path.endswith((".yaml", ".yml", ".json")):
@@ -156,7 +156,7 @@ def start(http_host: str, http_port: int, admin_port: int, controllers: int, etc
           lease_ttl: float, etcd_binary: str | None, grpc_port: int | None,
           http_server: str) -> None:
     """Start a long-running local cluster in the background (etcd, controllers, proxy)."""
-    from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
+    from weir.cli.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
 
     state = weir_home() / STATE_FILE_NAME
     existing = ClusterInfo.load(state)
@@ -185,7 +185,7 @@ def start(http_host: str, http_port: int, admin_port: int, controllers: int, etc
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def shutdown(address: str | None, yes: bool) -> None:
     """Stop the cluster: every replica, the controllers, the proxy (and an embedded etcd)."""
-    from weir.local_cluster import STATE_FILE_NAME, ClusterInfo, stop_cluster, weir_home
+    from weir.cli.local_cluster import STATE_FILE_NAME, ClusterInfo, stop_cluster, weir_home
 
     if not yes and sys.stdin.isatty():
         click.confirm("This stops every application and the cluster. Continue?", abort=True)
@@ -210,7 +210,7 @@ def shutdown(address: str | None, yes: bool) -> None:
 def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str) -> None:
     """Write a complete config file for one or more `module:app` import paths."""
     from weir.build import build_app, load_application
-    from weir.config import dump_config, parse_config
+    from weir.config.schema import dump_config, parse_config
     from weir.deployment import DEFAULT_OPTIONS
 
     sys.path.insert(0, os.path.abspath(app_dir))

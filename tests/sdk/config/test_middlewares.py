@@ -1,4 +1,4 @@
-"""weir.middlewares: entries of http_options.middlewares, loaded and applied in Ray's order."""
+"""weir.config.middlewares: entries of http_options.middlewares, applied in Ray's order."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from weir.middlewares import (
+from weir.config.middlewares import (
     MiddlewareError,
     check_entry_shape,
     load_entry,

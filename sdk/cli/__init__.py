@@ -1,0 +1,1 @@
+"""The `weir` / `serve` command line: commands, admin client, embedded local cluster."""

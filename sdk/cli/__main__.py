@@ -1,0 +1,5 @@
+"""`python -m weir.cli`."""
+
+from weir.cli.commands import main
+
+main()

@@ -1,0 +1,54 @@
+"""The state file of a `weir start` cluster: how later commands find it and stop it."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from weir.processes import pid_runs
+
+STATE_FILE_NAME = "cluster.json"
+
+
+def weir_home() -> Path:
+    """Where `weir start` keeps its state file (WEIR_HOME, else ~/.weir)."""
+    return Path(os.environ.get("WEIR_HOME") or Path.home() / ".weir")
+
+
+@dataclass
+class ClusterInfo:
+    """How to reach and stop a local cluster."""
+
+    cluster_id: str
+    etcd_endpoints: str
+    controllers: list[str]
+    http: str
+    temp_dir: str
+    pids: dict[str, int] = field(default_factory=dict)
+    #: The gRPC ingress address ("" when off).
+    grpc: str = ""
+
+    @property
+    def address(self) -> str:
+        """The admin address: every controller, comma-separated (any one will do; the
+        admin client skips one that is down)."""
+        return ",".join(self.controllers)
+
+    def save(self, path: Path) -> None:
+        """Write the state file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterInfo | None:
+        """Read a state file whose cluster still runs (None otherwise)."""
+        try:
+            info = cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if not any(pid_runs(pid) for name, pid in info.pids.items()
+                   if name.startswith("controller")):
+            return None
+        return info

@@ -1,0 +1,1 @@
+"""etcd: the store, the key layout, presence records, and the local etcd server."""
