@@ -28,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from weir import router as router_module
+from weir.dataplane import router as router_module
 from weir.dataplane.router import DeploymentRouter, ReplicaSlot, choose_replica
 
 Chooser = Callable[[Sequence[ReplicaSlot], int, float, random.Random], ReplicaSlot | None]

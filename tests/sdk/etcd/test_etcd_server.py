@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from weir import etcd_server
+from weir.etcd import server as etcd_server
 from weir.etcd.server import EtcdCluster, EtcdError, EtcdServer, find_etcd_binary
 from weir.processes import free_port
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 
-from weir import store as store_module
+from weir.etcd import store as store_module
 from weir.etcd.server import EtcdCluster, EtcdServer
 from weir.etcd.store import (
     KeyValue,
