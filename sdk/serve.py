@@ -102,7 +102,8 @@ def _connect(http_options: dict[str, Any] | None = None) -> AdminClient:
     with _session.lock:
         if _session.client is not None:
             return _session.client
-        from weir.cli.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
+        from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
+        from weir.cli.local_cluster import LocalCluster
 
         address = os.environ.get("WEIR_ADDRESS", "")
         known = context.cluster()

@@ -83,7 +83,8 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
     """Run an application (import path `module:app` or a config file) and block until
     Ctrl-C. With no cluster address, an embedded local cluster (etcd included) is started
     for the command's lifetime and stopped with it."""
-    from weir.cli.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
+    from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
+    from weir.cli.local_cluster import LocalCluster
     from weir.serve import wait_for_app
 
     if config_or_import_path.endswith((".yaml", ".yml", ".json")):
@@ -156,7 +157,8 @@ def start(http_host: str, http_port: int, admin_port: int, controllers: int, etc
           lease_ttl: float, etcd_binary: str | None, grpc_port: int | None,
           http_server: str) -> None:
     """Start a long-running local cluster in the background (etcd, controllers, proxy)."""
-    from weir.cli.local_cluster import STATE_FILE_NAME, ClusterInfo, LocalCluster, weir_home
+    from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
+    from weir.cli.local_cluster import LocalCluster
 
     state = weir_home() / STATE_FILE_NAME
     existing = ClusterInfo.load(state)
@@ -185,7 +187,8 @@ def start(http_host: str, http_port: int, admin_port: int, controllers: int, etc
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def shutdown(address: str | None, yes: bool) -> None:
     """Stop the cluster: every replica, the controllers, the proxy (and an embedded etcd)."""
-    from weir.cli.local_cluster import STATE_FILE_NAME, ClusterInfo, stop_cluster, weir_home
+    from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
+    from weir.cli.local_cluster import stop_cluster
 
     if not yes and sys.stdin.isatty():
         click.confirm("This stops every application and the cluster. Continue?", abort=True)

@@ -15,7 +15,8 @@ import requests
 
 from weir import context
 from weir.cli.admin_client import AdminClient
-from weir.cli.local_cluster import ClusterInfo, LocalCluster, replica_pids
+from weir.cli.cluster_state import ClusterInfo
+from weir.cli.local_cluster import LocalCluster, replica_pids
 from weir.processes import pid_runs
 
 ROOT = Path(__file__).resolve().parents[2]
