@@ -31,6 +31,7 @@ from weir.etcd.keys import (
 from weir.etcd.store import Store, StoreError, in_failover
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
+from weir.runtime_env import code_digest
 
 log = structlog.get_logger("weir.controller.admin")
 
@@ -123,6 +124,8 @@ class AdminService(pb_grpc.ControllerServicer):
             cfg["deployments"] = [d.model_dump(mode="json", exclude_unset=True)
                                   for d in app.deployments]
         by_value = {k: v.decode() for k, v in request.pickled_apps.items()}
+        code_digests = await asyncio.to_thread(
+            lambda: {c["name"]: code_digest(c.get("runtime_env")) for c in app_configs})
         http_options = config.http_options.model_dump(mode="json")
         grpc_options = config.grpc_options.model_dump(mode="json")
         # The history key names this deploy: if a commit's outcome is unknown (etcd timed
@@ -140,7 +143,8 @@ class AdminService(pb_grpc.ControllerServicer):
                     break
                 leader_goals, revisions = await self._read_goals()
                 puts, deletes = apply_deploy(leader_goals, app_configs, partial=request.partial,
-                                             by_value=by_value, now=time.time())
+                                             by_value=by_value, now=time.time(),
+                                             code_digests=code_digests)
                 previous = await self._latest_config()
                 merged = self._merged_config(previous, config.model_dump(mode="json"),
                                              request.partial, deletes)

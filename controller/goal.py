@@ -74,9 +74,13 @@ class ReplicaRecord:
         return cls(**json.loads(data))
 
 
-def build_key(app_config: Mapping[str, Any]) -> str:
-    """Hash of the inputs of building an app: a change means the app must be rebuilt."""
+def build_key(app_config: Mapping[str, Any], code_digest: str = "") -> str:
+    """Hash of the inputs of building an app: a change means the app must be rebuilt.
+
+    `code_digest`: the content hash of its runtime_env's local code (`weir.runtime_env.
+    code_digest`), so changed code under an unchanged config is a change too."""
     basis = {k: app_config.get(k) for k in ("import_path", "args", "runtime_env")}
+    basis["code"] = code_digest
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -87,6 +91,7 @@ def apply_deploy(
     partial: bool,
     by_value: Mapping[str, str],
     now: float,
+    code_digests: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, AppGoal], list[str]]:
     """The app goals to put and the app names to delete for a deploy.
 
@@ -97,7 +102,7 @@ def apply_deploy(
     puts: dict[str, AppGoal] = {}
     for cfg in app_configs:
         name = cfg.get("name", "default")
-        key = build_key(cfg)
+        key = build_key(cfg, (code_digests or {}).get(name, ""))
         prev = current.get(name)
         if name in by_value:
             built: str | None = by_value[name]
@@ -105,7 +110,8 @@ def apply_deploy(
             built = prev.built_json
         else:
             built = None
-        if prev is not None and prev.config == cfg and prev.built_json == built and built:
+        if (prev is not None and prev.config == cfg and prev.build_key == key
+                and prev.built_json == built and built):
             continue
         puts[name] = AppGoal(name=name, config=cfg, deployment_timestamp=now, build_key=key,
                              built_json=built, by_value=name in by_value)

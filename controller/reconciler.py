@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-#: Replica states, as replicas report them (PENDING: launched, not registered yet; DEAD: the
-#: process is gone).
+#: Replica states (`weir.controller.observe`): those replicas report, plus PENDING
+#: (launched, not registered yet), DEAD (the process is gone) and UNHEALTHY (failed a
+#: health check).
 LIVE_STATES = frozenset({"PENDING", "STARTING", "INITIALIZING", "RUNNING"})
 BROKEN_STATES = frozenset({"FAILED", "UNHEALTHY"})
 
@@ -48,6 +49,10 @@ class ReplicaView:
     stop_overdue: bool = False
     #: A RECONFIGURE for this user_config was sent and not yet acknowledged.
     pending_user_config: str | None = None
+    #: Why it is in a broken state (its own report, a failed health check, its death).
+    message: str = ""
+    #: The state it reported last before this one (tells a drained exit from a crash).
+    last_state: str = ""
 
 
 @dataclass(frozen=True)

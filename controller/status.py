@@ -12,18 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from weir.controller.health import DeploymentHealth
 from weir.controller.reconciler import DeploymentTarget, ReplicaView
-
-
-@dataclass
-class DeploymentHealth:
-    """What the leader remembers of a deployment's recent trouble (observed, not goal)."""
-
-    message: str = ""
-    consecutive_failures: int = 0
-    #: The version and replica count that last reached HEALTHY.
-    healthy_version: str = ""
-    healthy_replicas: int = 0
 
 
 @dataclass
@@ -120,3 +110,17 @@ def status_document(
             "deployment_statuses": dep_docs,
         }
     return doc, running
+
+
+def update_ever_running(previous: Mapping[str, float], deployed_at: Mapping[str, float],
+                        running: Mapping[str, bool]) -> dict[str, float]:
+    """Which apps have been RUNNING since their last deploy: app -> that deploy's timestamp.
+
+    An app that has run at its current deploy and fails later is RUNNING with an unhealthy
+    deployment; one that never ran since its deploy is DEPLOY_FAILED. Apps deleted or
+    redeployed since drop out.
+    """
+    out = {n: ts for n, ts in previous.items() if deployed_at.get(n) == ts}
+    out.update({n: deployed_at[n] for n, is_running in running.items()
+                if is_running and n in deployed_at})
+    return out

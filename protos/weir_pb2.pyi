@@ -14,11 +14,39 @@ class CallOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USER_ERROR: _ClassVar[CallOutcome]
     UNAVAILABLE: _ClassVar[CallOutcome]
     TIMEOUT: _ClassVar[CallOutcome]
+
+class ReplicaState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPLICA_STATE_UNSPECIFIED: _ClassVar[ReplicaState]
+    STARTING: _ClassVar[ReplicaState]
+    INITIALIZING: _ClassVar[ReplicaState]
+    RUNNING: _ClassVar[ReplicaState]
+    FAILED: _ClassVar[ReplicaState]
+    STOPPING: _ClassVar[ReplicaState]
+
+class CommandKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMMAND_KIND_UNSPECIFIED: _ClassVar[CommandKind]
+    REGISTERED: _ClassVar[CommandKind]
+    INIT: _ClassVar[CommandKind]
+    RECONFIGURE: _ClassVar[CommandKind]
+    STOP: _ClassVar[CommandKind]
 OK: CallOutcome
 REJECTED: CallOutcome
 USER_ERROR: CallOutcome
 UNAVAILABLE: CallOutcome
 TIMEOUT: CallOutcome
+REPLICA_STATE_UNSPECIFIED: ReplicaState
+STARTING: ReplicaState
+INITIALIZING: ReplicaState
+RUNNING: ReplicaState
+FAILED: ReplicaState
+STOPPING: ReplicaState
+COMMAND_KIND_UNSPECIFIED: CommandKind
+REGISTERED: CommandKind
+INIT: CommandKind
+RECONFIGURE: CommandKind
+STOP: CommandKind
 
 class Header(_message.Message):
     __slots__ = ("name", "value")
@@ -140,27 +168,37 @@ class Frame(_message.Message):
     last: bool
     def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[CallRequest, _Mapping]] = ..., stream: _Optional[bool] = ..., cancel: _Optional[bool] = ..., reply: _Optional[_Union[CallReply, _Mapping]] = ..., last: _Optional[bool] = ...) -> None: ...
 
+class HealthCheckRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HealthCheckReply(_message.Message):
+    __slots__ = ("healthy", "message")
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    healthy: bool
+    message: str
+    def __init__(self, healthy: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
 class ReplicaReport(_message.Message):
-    __slots__ = ("replica_id", "address", "pid", "state", "message", "ongoing", "queued", "version", "user_config_json")
+    __slots__ = ("replica_id", "address", "pid", "state", "message", "ongoing", "version", "user_config_json")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ONGOING_FIELD_NUMBER: _ClassVar[int]
-    QUEUED_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     USER_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     address: str
     pid: int
-    state: str
+    state: ReplicaState
     message: str
     ongoing: int
-    queued: int
     version: str
     user_config_json: str
-    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., ongoing: _Optional[int] = ..., queued: _Optional[int] = ..., version: _Optional[str] = ..., user_config_json: _Optional[str] = ...) -> None: ...
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., message: _Optional[str] = ..., ongoing: _Optional[int] = ..., version: _Optional[str] = ..., user_config_json: _Optional[str] = ...) -> None: ...
 
 class ReplicaCommand(_message.Message):
     __slots__ = ("kind", "spec_json", "user_config_json", "graceful_shutdown_timeout_s")
@@ -168,23 +206,21 @@ class ReplicaCommand(_message.Message):
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     USER_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     GRACEFUL_SHUTDOWN_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
-    kind: str
+    kind: CommandKind
     spec_json: str
     user_config_json: str
     graceful_shutdown_timeout_s: float
-    def __init__(self, kind: _Optional[str] = ..., spec_json: _Optional[str] = ..., user_config_json: _Optional[str] = ..., graceful_shutdown_timeout_s: _Optional[float] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[CommandKind, str]] = ..., spec_json: _Optional[str] = ..., user_config_json: _Optional[str] = ..., graceful_shutdown_timeout_s: _Optional[float] = ...) -> None: ...
 
 class ReplicaTarget(_message.Message):
-    __slots__ = ("replica_id", "address", "ongoing", "queued")
+    __slots__ = ("replica_id", "address", "ongoing")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ONGOING_FIELD_NUMBER: _ClassVar[int]
-    QUEUED_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     address: str
     ongoing: int
-    queued: int
-    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., ongoing: _Optional[int] = ..., queued: _Optional[int] = ...) -> None: ...
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., ongoing: _Optional[int] = ...) -> None: ...
 
 class DeploymentTargets(_message.Message):
     __slots__ = ("app", "deployment", "max_ongoing_requests", "max_queued_requests", "replicas")
@@ -223,12 +259,10 @@ class RouteTable(_message.Message):
     def __init__(self, version: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., deployments: _Optional[_Iterable[_Union[DeploymentTargets, _Mapping]]] = ..., http_options_json: _Optional[str] = ...) -> None: ...
 
 class WatchRoutesRequest(_message.Message):
-    __slots__ = ("subscriber", "address")
+    __slots__ = ("subscriber",)
     SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
-    ADDRESS_FIELD_NUMBER: _ClassVar[int]
     subscriber: str
-    address: str
-    def __init__(self, subscriber: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+    def __init__(self, subscriber: _Optional[str] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
     __slots__ = ("config_json", "partial", "pickled_apps", "dry_run")

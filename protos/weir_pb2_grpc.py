@@ -54,6 +54,11 @@ class ReplicaStub:
                 request_serializer=weir_dot_protos_dot_weir__pb2.CallPart.SerializeToString,
                 response_deserializer=weir_dot_protos_dot_weir__pb2.CallReply.FromString,
                 _registered_method=True)
+        self.CheckHealth = channel.unary_unary(
+                '/weir.Replica/CheckHealth',
+                request_serializer=weir_dot_protos_dot_weir__pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=weir_dot_protos_dot_weir__pb2.HealthCheckReply.FromString,
+                _registered_method=True)
 
 
 class ReplicaServicer:
@@ -86,6 +91,14 @@ class ReplicaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckHealth(self, request, context):
+        """The controller's health check: runs the user's check_health() (a replica whose process
+        is frozen or whose event loop is blocked misses the caller's deadline instead).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +121,11 @@ def add_ReplicaServicer_to_server(servicer, server):
                     servicer.CallBodyStream,
                     request_deserializer=weir_dot_protos_dot_weir__pb2.CallPart.FromString,
                     response_serializer=weir_dot_protos_dot_weir__pb2.CallReply.SerializeToString,
+            ),
+            'CheckHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckHealth,
+                    request_deserializer=weir_dot_protos_dot_weir__pb2.HealthCheckRequest.FromString,
+                    response_serializer=weir_dot_protos_dot_weir__pb2.HealthCheckReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +236,33 @@ class Replica:
             '/weir.Replica/CallBodyStream',
             weir_dot_protos_dot_weir__pb2.CallPart.SerializeToString,
             weir_dot_protos_dot_weir__pb2.CallReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weir.Replica/CheckHealth',
+            weir_dot_protos_dot_weir__pb2.HealthCheckRequest.SerializeToString,
+            weir_dot_protos_dot_weir__pb2.HealthCheckReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,7 +46,6 @@ class Replica:
         self.stop = asyncio.Event()
         self.graceful_timeout = 20.0
         self._init_task: asyncio.Task[None] | None = None
-        self._health_task: asyncio.Task[None] | None = None
 
     def _load_changed(self) -> None:
         if self.session is not None:
@@ -60,12 +59,12 @@ class Replica:
 
     async def on_command(self, command: pb.ReplicaCommand) -> None:
         """Act on a controller command."""
-        if command.kind == "INIT" and self._init_task is None:
+        if command.kind == pb.INIT and self._init_task is None:
             self._init_task = asyncio.get_running_loop().create_task(
                 self._initialize(json.loads(command.spec_json)))
-        elif command.kind == "RECONFIGURE" and self.server.state == "RUNNING":
+        elif command.kind == pb.RECONFIGURE and self.server.state == pb.RUNNING:
             await self._reconfigure(command.user_config_json)
-        elif command.kind == "STOP":
+        elif command.kind == pb.STOP:
             self.graceful_timeout = command.graceful_shutdown_timeout_s or self.graceful_timeout
             self.stop.set()
 
@@ -83,7 +82,7 @@ class Replica:
         self.server.max_ongoing = int(options["max_ongoing_requests"])
         self.server.grpc_servicer_functions = list(spec.get("grpc_servicer_functions", []))
         self.graceful_timeout = float(options["graceful_shutdown_timeout_s"])
-        self.server.state = "INITIALIZING"
+        self.server.state = pb.INITIALIZING
         add_sys_paths(spec.get("sys_paths", []))
         structlog.contextvars.bind_contextvars(app=spec["app"], deployment=spec["deployment"])
         user = UserCallable(base64.b64decode(spec["definition"]),
@@ -97,32 +96,14 @@ class Replica:
             self.message = (f"replica {self.replica_id} failed to start: "
                             f"{fields['error_type']}: {fields['error']}")
             log.error("constructor raised", exc_info=True)
-            self.server.state = "FAILED"
+            self.server.state = pb.FAILED
             self._load_changed()
             return
         self.version = spec["version"]
-        self.server.state = "RUNNING"
+        self.server.state = pb.RUNNING
         self.message = ""
         log.info("running", version=self.version)
         self._load_changed()
-        self._health_task = asyncio.get_running_loop().create_task(self._health_loop(options))
-
-    async def _health_loop(self, options: dict[str, Any]) -> None:
-        period = float(options.get("health_check_period_s", 10.0))
-        timeout = float(options.get("health_check_timeout_s", 30.0))
-        while self.server.state == "RUNNING":
-            await asyncio.sleep(period)
-            assert self.server.user is not None
-            try:
-                await asyncio.wait_for(self.server.user.check_health(), timeout)
-            except Exception as exc:
-                reason = "timed out" if isinstance(exc, TimeoutError) else (
-                    f"{type(exc).__name__}: {exc}")
-                self.message = f"replica {self.replica_id} failed its health check: {reason}"
-                log.warning("health check failed", reason=reason)
-                self.server.state = "UNHEALTHY"
-                self._load_changed()
-                return
 
     async def run(self, signalled: asyncio.Event) -> None:
         """Serve until told to stop, then drain and exit."""
@@ -138,7 +119,7 @@ class Replica:
         await asyncio.wait({stop_wait, sig_wait}, return_when=asyncio.FIRST_COMPLETED)
         await self._drain()
         session_task.cancel()
-        for task in (stop_wait, sig_wait, self._init_task, self._health_task):
+        for task in (stop_wait, sig_wait, self._init_task):
             if task is not None:
                 task.cancel()
         await grpc_server.stop(0.5)
@@ -148,7 +129,7 @@ class Replica:
         log.info("replica stopped")
 
     async def _drain(self) -> None:
-        self.server.state = "STOPPING"
+        self.server.state = pb.STOPPING
         self._load_changed()
         deadline = time.monotonic() + self.graceful_timeout
         log.info("draining", ongoing=self.server.ongoing, timeout_s=self.graceful_timeout)

@@ -32,7 +32,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
     """Serves `weir.Replica` for one UserCallable."""
 
     def __init__(self, on_load_change: Callable[[], None]) -> None:
-        self.state = "STARTING"
+        self.state: pb.ReplicaState = pb.STARTING
         self.user: UserCallable | None = None
         self.max_ongoing = 5
         self.admitted = 0
@@ -50,9 +50,9 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         return max(self.admitted, busy)
 
     def _admit(self) -> pb.CallReply | None:
-        if self.state != "RUNNING" or self.user is None:
+        if self.state != pb.RUNNING or self.user is None:
             return pb.CallReply(outcome=pb.UNAVAILABLE, ongoing=self.ongoing,
-                                error=f"replica is {self.state.lower()}")
+                                error=f"replica is {pb.ReplicaState.Name(self.state).lower()}")
         if self.ongoing >= self.max_ongoing:
             return pb.CallReply(outcome=pb.REJECTED, ongoing=self.ongoing,
                                 error="replica at max_ongoing_requests")
@@ -170,6 +170,19 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         finally:
             reader.cancel()
             self._done()
+
+    async def CheckHealth(self, request: pb.HealthCheckRequest,
+                          context: Any) -> pb.HealthCheckReply:
+        """Run the user's check_health(). Only a RUNNING replica is checked: one still
+        starting is judged by its registration deadline, one stopping is on its way out.
+        The caller's deadline bounds the check; when it passes, gRPC cancels this call."""
+        if self.state != pb.RUNNING or self.user is None:
+            return pb.HealthCheckReply(healthy=True)
+        try:
+            await self.user.check_health()
+        except Exception as exc:
+            return pb.HealthCheckReply(healthy=False, message=f"{type(exc).__name__}: {exc}")
+        return pb.HealthCheckReply(healthy=True)
 
     async def Channel(self, frames: AsyncIterator[pb.Frame],
                       context: Any) -> AsyncIterator[pb.Frame]:

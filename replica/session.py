@@ -2,7 +2,7 @@
 
 One bidi stream: the replica registers (id, address, pid, state, version), then reports its
 load when it changes (at most every REPORT_MIN_INTERVAL_S) and at least every
-HEARTBEAT_S; the controller answers with commands (INIT, RECONFIGURE, STOP). When the
+HEARTBEAT_S; the controller answers with commands (`CommandKind`: INIT, RECONFIGURE, STOP). When the
 stream breaks, the replica finds the leader anew through etcd and re-registers with its
 current state, so a new leader adopts it instead of starting another. Serving never waits
 on this session.
@@ -108,13 +108,13 @@ class ControllerSession:
 
     async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
         async for command in call:
-            if command.kind == "REGISTERED":
+            if command.kind == pb.REGISTERED:
                 self.registered.set()
                 continue
             try:
                 await self.on_command(command)
             except Exception:
-                log.error("command failed", kind=command.kind, exc_info=True)
+                log.error("command failed", kind=pb.CommandKind.Name(command.kind), exc_info=True)
             self.report_soon()
 
 

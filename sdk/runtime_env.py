@@ -104,6 +104,44 @@ def prepare(runtime_env: dict[str, Any] | None, cache_dir: Path | None = None) -
     return out
 
 
+#: Never part of code: caches and version control.
+_NOT_CODE = frozenset({"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache"})
+
+
+def code_digest(runtime_env: dict[str, Any] | None) -> str:
+    """A content hash of the local code a runtime_env names (working_dir and py_modules
+    paths; a URL counts by itself). It is part of an app's version, so deploying the same
+    config after the code changed rolls the change out, as Ray does by hashing a
+    working_dir's content into its package URI. Blocking: call it off the event loop."""
+    env = runtime_env or {}
+    entries = [env.get("working_dir"), *(env.get("py_modules") or [])]
+    digest = hashlib.sha256()
+    for entry in filter(None, entries):
+        digest.update(f"{entry}\0".encode())
+        if isinstance(entry, str) and not _is_url(entry):
+            _hash_tree(Path(entry).expanduser(), digest)
+    return digest.hexdigest()[:16] if any(entries) else ""
+
+
+def _hash_tree(root: Path, digest: Any) -> None:
+    if root.is_file():
+        digest.update(root.read_bytes())
+        return
+    if not root.is_dir():
+        return  # prepare() reports the missing path when a replica is started
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _NOT_CODE)
+        for name in sorted(filenames):
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            path = Path(dirpath) / name
+            digest.update(f"{path.relative_to(root)}\0".encode())
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                continue
+
+
 def process_env(prepared: PreparedEnv, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a child process running the app's code."""
     env = dict(os.environ if base is None else base)

@@ -1,7 +1,8 @@
 """Status roll-up as a pure function, with the seed's meanings."""
 
+from weir.controller.health import DeploymentHealth
 from weir.controller.reconciler import DeploymentTarget, ReplicaView
-from weir.controller.status import AppView, DeploymentHealth, status_document
+from weir.controller.status import AppView, status_document
 
 T = DeploymentTarget("app", "D", "v1", 2, "null")
 

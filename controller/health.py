@@ -1,0 +1,108 @@
+"""Judging deployments' health: failures, crash-loop backoff, and recovery.
+
+Design. A deployment whose replicas keep failing (a constructor that raises, a process that
+dies, a failed health check) must not be restarted in a tight loop, and its status must say
+why. `judge` is one pure step of the reconcile pass: given the targets, the replica views of
+this pass and the previous judgement, it returns the new judgement. The failure it guards
+against is stale trouble: the backoff and the message belong to one *version* of a
+deployment, so a redeploy with fixed code starts clean (no inherited 30 s backoff, no old
+message), and a deleted deployment's judgement is dropped with it.
+
+Each broken replica is counted once: the same pass kills it (FAILED, UNHEALTHY) or forgets
+it (DEAD), so it is not seen broken again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from weir.controller.reconciler import BROKEN_STATES, DeploymentTarget, ReplicaView
+
+#: Crash-loop backoff: 0.5 s after the first failure, doubling, at most this.
+MAX_BACKOFF_S = 30.0
+FIRST_BACKOFF_S = 0.5
+#: After a replica could not even be started (its runtime_env failed), wait this long.
+START_ERROR_BACKOFF_S = 5.0
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class DeploymentHealth:
+    """The leader's judgement of one deployment's recent trouble (observed, not goal)."""
+
+    #: The target version this judgement is about; a new version starts a new judgement.
+    version: str = ""
+    message: str = ""
+    consecutive_failures: int = 0
+    #: Monotonic time before which no replica of it is started (crash-loop backoff).
+    backoff_until: float = 0.0
+    #: The version and replica count that last reached HEALTHY.
+    healthy_version: str = ""
+    healthy_replicas: int = 0
+
+
+def crash_loop_delay(consecutive_failures: int) -> float:
+    """How long to wait before starting a replica again after `consecutive_failures`."""
+    exponent = max(0, min(consecutive_failures, 16) - 1)
+    return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2.0 ** exponent)
+
+
+def is_failure(view: ReplicaView) -> bool:
+    """Whether a replica's state is a failure to count (not a drained, stopping one)."""
+    if view.stopping:
+        return False
+    if view.state in BROKEN_STATES:
+        return True
+    return view.state == "DEAD" and view.last_state != "STOPPING"
+
+
+def judge(
+    targets: Mapping[Key, DeploymentTarget],
+    views: Iterable[ReplicaView],
+    previous: Mapping[Key, DeploymentHealth],
+    *,
+    now: float,
+    start_errors: Mapping[Key, str] | None = None,
+) -> dict[Key, DeploymentHealth]:
+    """The health of every targeted deployment after this pass.
+
+    `start_errors`: deployments whose replicas could not be launched this pass, and why.
+    """
+    groups: dict[Key, list[ReplicaView]] = {}
+    for v in views:
+        groups.setdefault((v.app, v.deployment), []).append(v)
+    out: dict[Key, DeploymentHealth] = {}
+    for key, target in targets.items():
+        health = previous.get(key, DeploymentHealth())
+        if health.version != target.version:
+            health = DeploymentHealth(version=target.version,
+                                      healthy_version=health.healthy_version,
+                                      healthy_replicas=health.healthy_replicas)
+        group = groups.get(key, [])
+        for v in group:
+            if is_failure(v) and v.version == target.version:
+                failures = health.consecutive_failures + 1
+                health = replace(health, message=v.message or f"replica {v.replica_id} failed",
+                                 consecutive_failures=failures,
+                                 backoff_until=now + crash_loop_delay(failures))
+        error = (start_errors or {}).get(key)
+        if error:
+            health = replace(health, message=error,
+                             backoff_until=max(health.backoff_until, now + START_ERROR_BACKOFF_S))
+        running = sum(1 for v in group
+                      if v.version == target.version and v.state == "RUNNING" and not v.stopping)
+        if running >= target.num_replicas:
+            health = replace(health, message="", consecutive_failures=0, backoff_until=0.0,
+                             healthy_version=target.version,
+                             healthy_replicas=target.num_replicas)
+        out[key] = health
+    return out
+
+
+def may_start(health: Mapping[Key, DeploymentHealth], targets: Iterable[Key],
+              now: float) -> frozenset[Key]:
+    """The deployments not backing off now."""
+    return frozenset(k for k in targets
+                     if health.get(k, DeploymentHealth()).backoff_until <= now)

@@ -1,0 +1,123 @@
+"""Replica sessions: the leader's side of each replica's bidi stream.
+
+A replica registers on its first report; the leader answers REGISTERED, then whatever
+commands the reconcile pass queues for it (INIT, RECONFIGURE, STOP). Later reports update
+what the leader sees of it. A session ends when the replica hangs up or the term of
+leadership ends; the replica then finds the next leader and registers again.
+
+This module only moves messages: who a replica is and what it must run is decided by the
+leader, through the `admit` callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from weir.controller.observe import SessionReport
+from weir.protos import weir_pb2 as pb
+
+log = structlog.get_logger("weir.controller.sessions")
+
+#: What the leader answers a registration with: the first commands to queue, or None to
+#: refuse (an unknown replica: it is told to stop).
+Admit = Callable[[pb.ReplicaReport], Awaitable[list[pb.ReplicaCommand] | None]]
+
+
+@dataclass
+class Session:
+    """A replica's live session, as the leader holds it."""
+
+    replica_id: str
+    report: pb.ReplicaReport
+    commands: asyncio.Queue[pb.ReplicaCommand] = field(default_factory=asyncio.Queue)
+    connected: bool = True
+
+
+class ReplicaSessions:
+    """Every replica session of one term of leadership."""
+
+    def __init__(self, ended: asyncio.Event,
+                 on_report: Callable[[bool], None]) -> None:
+        self._ended = ended
+        #: Called on every report; True when the replica's state changed.
+        self._on_report = on_report
+        self.sessions: dict[str, Session] = {}
+
+    def report_of(self, replica_id: str) -> SessionReport | None:
+        """The last report of a replica, as plain data (None: it never registered)."""
+        sess = self.sessions.get(replica_id)
+        if sess is None:
+            return None
+        rep = sess.report
+        return SessionReport(connected=sess.connected, state=pb.ReplicaState.Name(rep.state),
+                             message=rep.message, address=rep.address, ongoing=rep.ongoing,
+                             user_config_json=rep.user_config_json)
+
+    def connected(self, replica_id: str) -> bool:
+        """Whether the replica's session is up now."""
+        sess = self.sessions.get(replica_id)
+        return sess is not None and sess.connected
+
+    def send(self, replica_id: str, command: pb.ReplicaCommand) -> bool:
+        """Queue a command for a connected replica; False if it is not connected."""
+        sess = self.sessions.get(replica_id)
+        if sess is None or not sess.connected:
+            return False
+        sess.commands.put_nowait(command)
+        return True
+
+    def drop(self, replica_id: str) -> None:
+        """Forget a replica's session (its record is gone)."""
+        self.sessions.pop(replica_id, None)
+
+    def end(self) -> None:
+        """This term ended: every session counts as disconnected."""
+        for sess in self.sessions.values():
+            sess.connected = False
+
+    async def hold(self, reports: AsyncIterator[pb.ReplicaReport],
+                   admit: Admit) -> AsyncIterator[pb.ReplicaCommand]:
+        """Hold one replica's session: take its reports, send its commands."""
+        first = await anext(aiter(reports))
+        initial = await admit(first)
+        if initial is None:
+            log.warning("unknown replica registered; stopping it", replica_id=first.replica_id)
+            yield pb.ReplicaCommand(kind=pb.STOP, graceful_shutdown_timeout_s=5)
+            return
+        sess = Session(first.replica_id, report=first)
+        self.sessions[first.replica_id] = sess
+        log.info("replica registered", replica_id=first.replica_id,
+                 state=pb.ReplicaState.Name(first.state), address=first.address)
+        yield pb.ReplicaCommand(kind=pb.REGISTERED)
+        for command in initial:
+            sess.commands.put_nowait(command)
+
+        async def read() -> None:
+            async for report in reports:
+                changed = sess.report.state != report.state
+                sess.report = report
+                self._on_report(changed)
+
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(read())
+        self._on_report(True)
+        ended = loop.create_task(self._ended.wait())
+        try:
+            while not reader.done() and not ended.done():
+                getter = loop.create_task(sess.commands.get())
+                done, _ = await asyncio.wait({reader, getter, ended},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                else:
+                    getter.cancel()
+        finally:
+            reader.cancel()
+            ended.cancel()
+            if self.sessions.get(first.replica_id) is sess:
+                sess.connected = False
+            self._on_report(True)
