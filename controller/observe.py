@@ -75,6 +75,7 @@ def observe(
     ("" if it passed or none ran); a RUNNING replica that failed one is UNHEALTHY.
     """
     message = ""
+    connected = report is not None and report.connected
     if report is not None and report.connected:
         state, user_config, message = report.state, report.user_config_json, report.message
     elif not alive:
@@ -90,8 +91,8 @@ def observe(
         message = f"replica {record.replica_id} failed its health check: {health_failure}"
     new_book = replace(
         book,
-        last_state=book.last_state if state in (DEAD, UNHEALTHY) else state,
-        was_running=book.was_running or state == RUNNING,
+        last_state=report.state if report is not None and connected else book.last_state,
+        was_running=book.was_running or (connected and state in (RUNNING, UNHEALTHY)),
         pending_user_config=(None if book.pending_user_config == user_config
                              else book.pending_user_config),
     )
