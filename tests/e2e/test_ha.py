@@ -7,6 +7,7 @@ see the figures; docs/ha.md quotes them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -221,6 +222,54 @@ def test_sigkill_a_replica_under_load(one_controller: RunningCluster) -> None:
     assert {s for s, _ in seen} <= {"HEALTHY", "UNHEALTHY"}, seen  # a crash is no update
     survivor = next(p for p in before if p != victim)
     assert survivor in replicas(rc.client)
+
+
+def test_frozen_replica_is_found_from_outside_and_replaced(
+        one_controller: RunningCluster) -> None:
+    """A SIGSTOPped replica keeps its session's TCP connection and reports nothing: only
+    the controller's own health check finds it. It leaves routing and is replaced while
+    the other replica serves."""
+    rc = one_controller
+    before = replicas(rc.client)
+    victim = sorted(before)[0]
+    seen: list[tuple[str, str]] = []
+    watching = threading.Event()
+
+    def watch_status() -> None:
+        while not watching.is_set():
+            for d in rc.client.get_status(APP)["applications"][APP]["deployment_statuses"]:
+                if not seen or seen[-1] != (d["status"], d["message"]):
+                    seen.append((d["status"], d["message"]))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_status, daemon=True)
+    try:
+        with Load(rc.url + f"/{APP}") as load:
+            watcher.start()
+            t0 = time.monotonic()
+            sent_at_freeze = load.count()
+            os.kill(victim, signal.SIGSTOP)
+
+            def replaced() -> bool:
+                now = replicas(rc.client)
+                return victim not in now and list(now.values()).count("RUNNING") == 2
+
+            wait_for(replaced, 30, "the frozen replica replaced")
+            replaced_s = time.monotonic() - t0
+            served_meanwhile = load.count() - sent_at_freeze - len(load.failures)
+            load.more(50)
+            watching.set()
+            watcher.join(5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    report("replica SIGSTOP", replaced_s=round(replaced_s, 2), requests=load.sent,
+           served_while_frozen=served_meanwhile, failed=len(load.failures))
+    assert any(s == "UNHEALTHY" and "failed its health check" in m for s, m in seen), seen
+    assert served_meanwhile >= 20, "the other replica kept serving"
+    # Only calls routed to the frozen replica before it left routing may fail.
+    assert len(load.failures) <= 2 * load.clients, load.failures
+    assert next(p for p in before if p != victim) in replicas(rc.client)
 
 
 def test_failing_check_health_is_replaced(one_controller: RunningCluster) -> None:
