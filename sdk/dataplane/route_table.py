@@ -59,13 +59,6 @@ class RouteTable:
             http_options=json.loads(msg.http_options_json) if msg.http_options_json else {},
         )
 
-    def ingress_of(self, app: str) -> str | None:
-        """The ingress deployment of an app, if it has a route."""
-        for r in self.routes:
-            if r.app == app:
-                return r.deployment
-        return None
-
 
 def match_route(routes: Sequence[RouteEntry], path: str) -> RouteEntry | None:
     """Longest route prefix that matches `path` on a segment boundary (`/a` matches `/a` and
@@ -172,7 +165,6 @@ class RouteTableSubscriber:
         self.subscriber = subscriber
         self.on_table = on_table
         self.table: RouteTable | None = None
-        self.first_table = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -215,4 +207,3 @@ class RouteTableSubscriber:
             table = RouteTable.from_proto(msg)
             self.table = table
             self.on_table(table)
-            self.first_table.set()
