@@ -29,6 +29,7 @@ from weir.etcd.keys import (
     LEADER_KEY,
 )
 from weir.etcd.store import Store, StoreError, in_failover
+from weir.leader_redirect import refuse_not_leader
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.runtime_env import code_digest
@@ -82,10 +83,7 @@ class AdminService(pb_grpc.ControllerServicer):
                                         f"the cluster has no leader: {exc}")
                     raise
                 address = parse_leader(kv.value) if kv is not None else ""
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"not the leader; leader at "
-                                f"{address or 'unknown (election in progress)'}")
-            raise AssertionError("unreachable")
+            await refuse_not_leader(context, address)
         return leader
 
     # ------------------------------------------------------------ data-plane support

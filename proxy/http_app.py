@@ -22,6 +22,7 @@ route listing included, as in Ray Serve.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -31,7 +32,7 @@ import structlog
 
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.request_body import RequestBody
-from weir.dataplane.route_table import match_route
+from weir.dataplane.route_table import RouteEntry, match_route
 from weir.dataplane.transport import ReplicaCallFailed
 from weir.exceptions import (
     BackPressureError,
@@ -204,34 +205,20 @@ class ProxyApp:
                 http_version=scope.get("http_version", "1.1")))
         timeout = options.get("request_timeout_s")
         deadline = time.monotonic() + float(timeout) if timeout else None
-        if more:
-            await self._forward_streaming(route.app, route.deployment, request, deadline,
-                                          receive, send, limit)
-            return
-        call = asyncio.ensure_future(self._relay(route.app, route.deployment, request,
-                                                 deadline, send))
-        watcher = asyncio.ensure_future(receive())
-        try:
-            done, _ = await asyncio.wait({call, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if call not in done:
-                message = watcher.result()
-                if message["type"] == "http.disconnect":
-                    call.cancel()
-                    log.info("client disconnected; request cancelled", request_id=request_id)
-                    return
-            await call
-        finally:
-            watcher.cancel()
-            if not call.done():
-                call.cancel()
+        body = RequestBody(request.http, chunk) if more else None
+        # The watcher is scheduled before the call: chunks the server already holds (a small
+        # body's end, say) are folded into the call's first message before it is sealed.
+        watcher = asyncio.ensure_future(
+            receive() if body is None else read_rest(receive, body, len(chunk), limit))
+        await self._relay_while_connected(route, request, deadline, body, watcher, send, limit)
 
-    async def _forward_streaming(self, app: str, deployment: str, request: pb.CallRequest,
-                                 deadline: float | None, receive: Any, send: Any,
-                                 limit: int) -> None:
-        """Forward a request whose body is still arriving: the call goes out with what is
-        in, a reader task passes the rest on, and a client gone or a body past `limit`
-        cancels the call."""
-        body = RequestBody(request.http, request.http.body)
+    async def _relay_while_connected(self, route: RouteEntry, request: pb.CallRequest,
+                                     deadline: float | None, body: RequestBody | None,
+                                     watcher: asyncio.Future[Message], send: Any,
+                                     limit: int) -> None:
+        """Relay the call while `watcher` waits on the client: a whole body's next message
+        (a disconnect), or the rest of a body still arriving (`read_rest`). A client gone,
+        or a body past `limit`, cancels the call."""
         responded = False
 
         async def tracked(message: Message) -> None:
@@ -239,16 +226,14 @@ class ProxyApp:
             responded = True
             await send(message)
 
-        # The reader is scheduled before the call: chunks the server already holds (a small
-        # body's end, say) are folded into the call's first message before it is sealed.
-        reader = asyncio.ensure_future(read_rest(receive, body, len(request.http.body), limit))
-        call = asyncio.ensure_future(self._relay(app, deployment, request, deadline, tracked,
-                                                 body))
+        call = asyncio.ensure_future(self._relay(route.app, route.deployment, request,
+                                                 deadline, tracked, body))
         try:
-            done, _ = await asyncio.wait({call, reader}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {call, watcher}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if call not in done:
                 try:
-                    message = reader.result()
+                    message = watcher.result()
                 except BodyTooLarge:
                     call.cancel()
                     log.info("request body too large; request cancelled",
@@ -263,7 +248,7 @@ class ProxyApp:
                     return
             await call
         finally:
-            reader.cancel()
+            watcher.cancel()
             if not call.done():
                 call.cancel()
 
@@ -272,16 +257,19 @@ class ProxyApp:
                      body: RequestBody | None = None) -> None:
         started = False
         try:
-            async for reply in self.plane.stream(app, deployment, request, deadline, body):
-                if not started:
-                    started = True
-                    if reply.outcome == pb.USER_ERROR and not reply.status:
-                        await _respond(send, 500, f"{reply.error_type}: {reply.error}")
-                        return
-                    await send({"type": "http.response.start", "status": reply.status or 200,
-                                "headers": [(h.name, h.value) for h in reply.headers]})
-                await send({"type": "http.response.body", "body": reply.body,
-                            "more_body": True})
+            replies = self.plane.stream(app, deployment, request, deadline, body)
+            async with contextlib.aclosing(replies):
+                async for reply in replies:
+                    if not started:
+                        started = True
+                        if reply.outcome == pb.USER_ERROR and not reply.status:
+                            await _respond(send, 500, f"{reply.error_type}: {reply.error}")
+                            return
+                        await send({"type": "http.response.start",
+                                    "status": reply.status or 200,
+                                    "headers": [(h.name, h.value) for h in reply.headers]})
+                    await send({"type": "http.response.body", "body": reply.body,
+                                "more_body": True})
             if started:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:

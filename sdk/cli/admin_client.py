@@ -1,7 +1,7 @@
 """The admin API client used by the CLI and the SDK (and nothing else: they use only this).
 
-Errors come out as ClusterError with one line a user can act on; a standby's "not the
-leader; leader at X" is followed transparently.
+Errors come out as ClusterError with one line a user can act on; a standby's redirect to
+the leader (`weir.leader_redirect`) is followed transparently.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any
 
 import grpc
 
+from weir.backoff import Backoff
 from weir.exceptions import ClusterError
+from weir.leader_redirect import leader_from
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 
@@ -24,7 +26,13 @@ ETCD_NAMED = "etcd at "
 
 #: How long a call waits for a leader while the controllers elect one.
 LEADER_WAIT_S = 6.0
+#: While no controller leads, how often a call asks again: soon at first (a leader that
+#: stops cleanly hands over within milliseconds), then every NO_LEADER_RETRY_S (one that
+#: died leaves its lease to expire, seconds).
+NO_LEADER_FIRST_RETRY_S = 0.02
 NO_LEADER_RETRY_S = 0.2
+#: Redirects one call follows before it counts as "no leader" (leadership moving on).
+MAX_REDIRECTS = 3
 
 
 class _NoLeader(Exception):
@@ -66,6 +74,7 @@ class AdminClient:
         # Between two leaders (a failover takes a fraction of a second to a lease TTL) the
         # call waits for the next one instead of failing.
         deadline = time.monotonic() + self.leader_wait_s
+        backoff = Backoff(NO_LEADER_FIRST_RETRY_S, NO_LEADER_RETRY_S)
         while True:
             try:
                 return self._call_once(method, request, timeout)
@@ -73,7 +82,7 @@ class AdminClient:
                 if time.monotonic() >= deadline:
                     raise ClusterError(f"the cluster at {self.address} has no leader right "
                                        "now; try again in a few seconds") from None
-            time.sleep(NO_LEADER_RETRY_S)
+            time.sleep(backoff.next())
 
     def _call_once(self, method: str, request: Any, timeout: float | None) -> Any:
         candidates = list(self.addresses)
@@ -86,17 +95,18 @@ class AdminClient:
                 try:
                     reply = getattr(stub, method)(request, timeout=timeout or self.timeout)
                 except grpc.RpcError as exc:
-                    code, details = exc.code(), exc.details() or ""
+                    error = exc
                 else:
                     if address != self.addresses[0] and address in self.addresses:
                         # Remember who answered, so the next call goes there first.
                         self.addresses.remove(address)
                         self.addresses.insert(0, address)
                     return reply
-            if code == grpc.StatusCode.FAILED_PRECONDITION and "leader at " in details:
-                target = details.rsplit("leader at ", 1)[1].strip()
+            code, details = error.code(), error.details() or ""
+            target = leader_from(error)
+            if target is not None:
                 redirects += 1
-                if ":" in target and target != address and redirects < 4:
+                if target and target != address and redirects <= MAX_REDIRECTS:
                     candidates.insert(0, target)
                     continue
                 raise _NoLeader

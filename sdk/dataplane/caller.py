@@ -11,8 +11,9 @@ the retry of a refused call still sends the whole body.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 
 import structlog
 
@@ -28,6 +29,9 @@ log = structlog.get_logger("weir.dataplane.caller")
 #: With no deadline, how long a call waits for the route table to name its deployment.
 UNKNOWN_DEPLOYMENT_WAIT_S = 30.0
 _NEVER_STARTED = (pb.REJECTED, pb.UNAVAILABLE)
+
+#: Sends the call to the replica at an address, with a timeout; yields its replies.
+Send = Callable[[str, float | None], AsyncGenerator[pb.CallReply, None]]
 
 
 def unix_deadline(deadline: float | None) -> float:
@@ -104,6 +108,36 @@ class DataPlane:
                    deadline: float | None) -> pb.CallReply:
         """Route one unary call; `deadline` is monotonic. Raises BackPressureError,
         DeploymentUnavailableError, RequestTimeoutError or ReplicaCallFailed."""
+
+        def send(address: str, timeout: float | None) -> AsyncGenerator[pb.CallReply, None]:
+            return _one_reply(self.transport, address, request, timeout)
+
+        # Closed on return, so the replica's slot is released before the caller goes on.
+        async with contextlib.aclosing(self._routed(app, deployment, request, deadline,
+                                                    send)) as replies:
+            async for reply in replies:
+                return reply
+        raise ReplicaCallFailed("the replica ended the call without a reply")
+
+    def stream(self, app: str, deployment: str, request: pb.CallRequest,
+               deadline: float | None,
+               body: RequestBody | None = None) -> AsyncGenerator[pb.CallReply, None]:
+        """Route one streaming call; yields reply messages. Retries like `call` while the
+        replica has not started it (its first message refuses). `body`: an HTTP request
+        body still arriving, sealed into the request when it first goes out. Close the
+        iterator (`contextlib.aclosing`) if you stop before its end."""
+
+        def send(address: str, timeout: float | None) -> AsyncGenerator[pb.CallReply, None]:
+            return self.transport.stream(address, request, timeout, body)
+
+        return self._routed(app, deployment, request, deadline, send, body)
+
+    async def _routed(self, app: str, deployment: str, request: pb.CallRequest,
+                      deadline: float | None, send: Send,
+                      body: RequestBody | None = None) -> AsyncGenerator[pb.CallReply, None]:
+        """The retry rule of `call` and `stream`: send to a replica the router assigns, and
+        while the first reply says the call never started (refused, draining) or the
+        replica cannot be reached, skip that replica for a while and send to another."""
         router = await self._prepare(app, deployment, request, deadline)
         retry = False
         while True:
@@ -112,58 +146,36 @@ class DataPlane:
             reported: int | None = None
             skip = 0.0
             try:
-                reply = await self.transport.call(slot.address, request, _remaining(deadline))
-                reported = reply.ongoing
-                skip = _refused_for(reply)
-                if skip:
-                    continue
-                return reply
+                async with contextlib.aclosing(send(slot.address,
+                                                    _remaining(deadline))) as replies:
+                    first = True
+                    async for reply in replies:
+                        if first:
+                            first = False
+                            reported = reply.ongoing
+                            skip = _refused_for(reply)
+                            if skip:
+                                if body is not None and body.started:
+                                    raise ReplicaCallFailed(  # by protocol, never: RequestBody
+                                        "replica refused a call after taking part of its body")
+                                break
+                            if reply.admitted:
+                                continue  # the body streams to it now; the response follows
+                        yield reply
+                    else:
+                        return
             except ReplicaUnreachable:
                 skip = UNREACHABLE_BACKOFF_S
-                continue
             except TimeoutError as exc:
                 raise RequestTimeoutError(str(exc)) from exc
             finally:
                 router.release(slot, reported=reported, skip_for=skip)
 
-    async def stream(self, app: str, deployment: str, request: pb.CallRequest,
-                     deadline: float | None,
-                     body: RequestBody | None = None) -> AsyncIterator[pb.CallReply]:
-        """Route one streaming call; yields reply messages. Retries like `call` while the
-        replica has not started it (its first message refuses). `body`: an HTTP request
-        body still arriving, sealed into the request when it first goes out."""
-        router = await self._prepare(app, deployment, request, deadline)
-        retry = False
-        while True:
-            slot = await router.assign(deadline, retry=retry)
-            retry = True
-            reported: int | None = None
-            skip = 0.0
-            try:
-                first = True
-                async for reply in self.transport.stream(slot.address, request,
-                                                         _remaining(deadline), body):
-                    if first:
-                        first = False
-                        reported = reply.ongoing
-                        skip = _refused_for(reply)
-                        if skip:
-                            if body is not None and body.started:
-                                raise ReplicaCallFailed(  # by protocol, never: see RequestBody
-                                    "replica refused a call after taking part of its body")
-                            break
-                        if reply.admitted:
-                            continue  # the body streams to it now; the response follows
-                    yield reply
-                else:
-                    return
-            except ReplicaUnreachable:
-                skip = UNREACHABLE_BACKOFF_S
-                continue
-            except TimeoutError as exc:
-                raise RequestTimeoutError(str(exc)) from exc
-            finally:
-                router.release(slot, reported=reported, skip_for=skip)
+
+async def _one_reply(transport: ReplicaTransport, address: str, request: pb.CallRequest,
+                     timeout: float | None) -> AsyncGenerator[pb.CallReply, None]:
+    """A unary call as a stream of one reply, so that one loop routes both kinds."""
+    yield await transport.call(address, request, timeout)
 
 
 def _remaining(deadline: float | None) -> float | None:

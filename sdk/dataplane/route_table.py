@@ -14,7 +14,9 @@ from typing import Any
 import grpc
 import structlog
 
+from weir.backoff import Backoff
 from weir.etcd.keys import LEADER_KEY
+from weir.leader_redirect import leader_from
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 
@@ -22,6 +24,11 @@ log = structlog.get_logger("weir.dataplane.route_table")
 
 #: How often a follower of the leader checks in etcd that it still follows the leader.
 LEADER_CHECK_S = 1.0
+#: The pause before following the leader again, doubling while it keeps failing.
+FOLLOW_RETRY_FIRST_S = 0.05
+FOLLOW_RETRY_MAX_S = 1.0
+#: Every replica and proxy loses the leader at the same moment: spread their retries.
+FOLLOW_RETRY_JITTER = 0.25
 
 
 @dataclass(frozen=True)
@@ -51,13 +58,6 @@ class RouteTable:
             deployments={(d.app, d.deployment): d for d in msg.deployments},
             http_options=json.loads(msg.http_options_json) if msg.http_options_json else {},
         )
-
-    def ingress_of(self, app: str) -> str | None:
-        """The ingress deployment of an app, if it has a route."""
-        for r in self.routes:
-            if r.app == app:
-                return r.deployment
-        return None
 
 
 def match_route(routes: Sequence[RouteEntry], path: str) -> RouteEntry | None:
@@ -127,33 +127,29 @@ class LeaderLocator:
 async def follow_leader(locator: LeaderLocator, follow: Callable[[str], Awaitable[None]],
                         what: str) -> None:
     """Run `follow(leader_address)` for ever: again after it returns (the stream ended) or
-    fails, with a backoff of 0.05 s doubling to 1 s while it keeps failing, at once when a
-    controller redirects to another (with no etcd to ask). Never gives up: a process that
-    stops following the leader (a replica no leader knows of, a proxy with a stale table)
-    is worse than one that keeps trying."""
-    backoff = 0.05
+    fails, with a backoff (FOLLOW_RETRY_FIRST_S doubling to FOLLOW_RETRY_MAX_S) while it
+    keeps failing, at once when a controller redirects to another (with no etcd to ask).
+    Never gives up: a process that stops following the leader (a replica no leader knows
+    of, a proxy with a stale table) is worse than one that keeps trying."""
+    backoff = Backoff(FOLLOW_RETRY_FIRST_S, FOLLOW_RETRY_MAX_S, jitter=FOLLOW_RETRY_JITTER)
     while True:
         address = await locator.leader_address()
         if address is not None:
             try:
                 await follow(address)
-                backoff = 0.05
+                backoff.reset()
             except grpc.aio.AioRpcError as exc:
-                details = exc.details() or ""
-                target = (details.rsplit("leader at", 1)[1].strip()
-                          if exc.code() == grpc.StatusCode.FAILED_PRECONDITION
-                          and "leader at" in details else "")
+                target = leader_from(exc)
                 if target and target != address and not locator.etcd_endpoints:
                     # No etcd to ask: the redirect is the news. (With etcd, or a controller
                     # naming itself while between terms, asking again at once would spin.)
                     locator.controllers = [target]
                     continue
                 log.info(f"{what} ended", controller=address, code=exc.code().name,
-                         details=details)
+                         details=exc.details() or "", leader=target)
             except Exception:
                 log.warning(f"{what} failed", controller=address, exc_info=True)
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, 1.0)
+        await backoff.sleep()
 
 
 class RouteTableSubscriber:
@@ -169,7 +165,6 @@ class RouteTableSubscriber:
         self.subscriber = subscriber
         self.on_table = on_table
         self.table: RouteTable | None = None
-        self.first_table = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -212,4 +207,3 @@ class RouteTableSubscriber:
             table = RouteTable.from_proto(msg)
             self.table = table
             self.on_table(table)
-            self.first_table.set()

@@ -82,11 +82,6 @@ class DeploymentRouter:
         self.removed = False
 
     @property
-    def slots(self) -> list[ReplicaSlot]:
-        """Current replicas."""
-        return list(self._slots.values())
-
-    @property
     def num_queued(self) -> int:
         """Requests of this caller waiting for a replica."""
         return len(self._waiters)

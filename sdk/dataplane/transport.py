@@ -12,8 +12,9 @@ big body never holds up the small ones behind it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import grpc
 
@@ -168,17 +169,21 @@ class ReplicaTransport:
             mux.close_call(call_id, cancel=not done)
 
     async def stream(self, address: str, request: pb.CallRequest, timeout: float | None,
-                     body: RequestBody | None = None) -> AsyncIterator[pb.CallReply]:
+                     body: RequestBody | None = None) -> AsyncGenerator[pb.CallReply, None]:
         """A streaming call; yields reply messages as they arrive. A `body` still arriving
         is sealed into `request` here, as late as possible; if more of it is to come, its
         chunks follow on the call once the replica admitted it."""
         if body is not None and body.seal():
-            async for reply in self._body_stream(address, request, body, timeout):
-                yield reply
-            return
-        if request.ByteSize() > MULTIPLEX_MAX_BYTES:
-            async for reply in self._own_stream(address, request, timeout):
-                yield reply
+            own = self._body_stream(address, request, body, timeout)
+        elif request.ByteSize() > MULTIPLEX_MAX_BYTES:
+            own = self._own_stream(address, request, timeout)
+        else:
+            own = None
+        if own is not None:
+            # Closed with this one, so that a caller stopping early ends the call at once.
+            async with contextlib.aclosing(own):
+                async for reply in own:
+                    yield reply
             return
         mux = await self._mux(address)
         call_id, queue = mux.open(request, stream=True)
@@ -201,7 +206,7 @@ class ReplicaTransport:
             mux.close_call(call_id, cancel=not done)
 
     async def _own_stream(self, address: str, request: pb.CallRequest,
-                          timeout: float | None) -> AsyncIterator[pb.CallReply]:
+                          timeout: float | None) -> AsyncGenerator[pb.CallReply, None]:
         stub = await self._ready(address)
         call = stub.CallStream(request, timeout=timeout)
         try:
@@ -213,7 +218,7 @@ class ReplicaTransport:
             call.cancel()
 
     async def _body_stream(self, address: str, request: pb.CallRequest, body: RequestBody,
-                           timeout: float | None) -> AsyncIterator[pb.CallReply]:
+                           timeout: float | None) -> AsyncGenerator[pb.CallReply, None]:
         stub = await self._ready(address)
         call = stub.CallBodyStream(timeout=timeout)
         sender: asyncio.Task[None] | None = None

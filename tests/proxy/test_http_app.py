@@ -1,10 +1,11 @@
 """proxy.http_app with a fake data plane: when a request body is one message to the replica
-and when it streams, and how a body past the limit or a client gone mid-body ends the call."""
+and when it streams, how a body past the limit or a client gone ends the call, and that a
+reply stream the proxy stops reading is closed at once."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from weir.dataplane.request_body import RequestBody
@@ -26,15 +27,32 @@ class FakePlane:
         self.first_messages: list[tuple[bytes, bool]] = []
         self.called = asyncio.Event()
         self.cancelled = asyncio.Event()
+        #: Set: calls wait for it before answering (the replica is at work).
+        self.working: asyncio.Event | None = None
+        #: The first reply is a user error (more would follow); set once the stream closed.
+        self.fail_first = False
+        self.closed = asyncio.Event()
+        self.streams: list[AsyncGenerator[pb.CallReply, None]] = []
 
-    async def stream(self, app: str, deployment: str, request: pb.CallRequest,
-                     deadline: float | None,
-                     body: RequestBody | None = None) -> AsyncIterator[pb.CallReply]:
+    def stream(self, app: str, deployment: str, request: pb.CallRequest,
+               deadline: float | None,
+               body: RequestBody | None = None) -> AsyncGenerator[pb.CallReply, None]:
+        # Held, so that only an explicit close ends it (not its collection).
+        replies = self._stream(request, body)
+        self.streams.append(replies)
+        return replies
+
+    async def _stream(self, request: pb.CallRequest,
+                      body: RequestBody | None) -> AsyncGenerator[pb.CallReply, None]:
         more = body.seal() if body is not None else False
         self.first_messages.append((request.http.body, more))
         self.called.set()
         received = [request.http.body]
         try:
+            if self.working is not None:
+                await self.working.wait()
+            if self.fail_first:
+                yield pb.CallReply(outcome=pb.USER_ERROR, error_type="ValueError", error="no")
             if body is not None and more:
                 async for data, _ in body.rest():
                     received.append(data)
@@ -42,6 +60,8 @@ class FakePlane:
         except asyncio.CancelledError:
             self.cancelled.set()
             raise
+        finally:
+            self.closed.set()
 
 
 def request(body: bytes, more: bool) -> Message:
@@ -126,5 +146,35 @@ def test_a_client_gone_mid_body_cancels_the_call() -> None:
         await task
         assert plane.cancelled.is_set()
         assert sent == []
+
+    asyncio.run(main())
+
+
+def test_a_client_gone_while_the_replica_works_cancels_the_call() -> None:
+    async def main() -> None:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        plane.working = asyncio.Event()
+        client.put_nowait(request(b"abc", more=False))
+        task, sent = await serve(plane, client)
+        await asyncio.wait_for(plane.called.wait(), 5)
+        client.put_nowait({"type": "http.disconnect"})
+        await task
+        assert plane.cancelled.is_set()
+        assert sent == []
+
+    asyncio.run(main())
+
+
+def test_a_reply_stream_left_early_is_closed_at_once() -> None:
+    # A user error answers 500 without reading on: the call must end then (its replica slot
+    # freed), not whenever the abandoned stream is collected.
+    async def main() -> None:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        plane.fail_first = True
+        client.put_nowait(request(b"abc", more=False))
+        task, sent = await serve(plane, client)
+        await task
+        assert sent[0]["status"] == 500
+        assert plane.closed.is_set()
 
     asyncio.run(main())
