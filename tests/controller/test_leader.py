@@ -1,0 +1,216 @@
+"""The leader's loop on an in-memory store, with no etcd, gRPC or sleeps.
+
+Replicas are simulated at the session boundary (the leader's side of their stream is real);
+processes are a table behind the Launcher interface. Each pass is driven by hand with a
+manual clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import sys
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
+
+from weir.build import BuiltApp, DeploymentSpec
+from weir.controller.goal import AppGoal, ReplicaRecord
+from weir.controller.leader import Leader
+from weir.etcd.keys import APPS_PREFIX
+from weir.etcd.memory_store import ManualClock, MemoryStore
+from weir.protos import weir_pb2 as pb
+from weir.runtime_env import PreparedEnv
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+class ProcessTable:
+    """The Launcher interface over a table: launched replicas live until killed."""
+
+    def __init__(self) -> None:
+        self.alive: dict[str, bool] = {}
+        self.launched: list[ReplicaRecord] = []
+
+    def launch(self, record: ReplicaRecord, env: PreparedEnv) -> int:
+        self.launched.append(record)
+        self.alive[record.replica_id] = True
+        return 1000 + len(self.launched)
+
+    def is_alive(self, record: ReplicaRecord) -> bool:
+        return self.alive.get(record.replica_id, False)
+
+    def kill(self, record: ReplicaRecord) -> None:
+        self.alive[record.replica_id] = False
+
+
+class SimulatedReplica:
+    """A replica's end of its session: reports go in, commands come out."""
+
+    def __init__(self, leader: Leader, record: ReplicaRecord, pid: int) -> None:
+        self.record, self.pid = record, pid
+        self._reports: asyncio.Queue[pb.ReplicaReport] = asyncio.Queue()
+        self.commands: list[pb.ReplicaCommand] = []
+        self._task = asyncio.get_running_loop().create_task(self._hold(leader))
+
+    async def _reports_stream(self) -> AsyncIterator[pb.ReplicaReport]:
+        while True:
+            yield await self._reports.get()
+
+    async def _hold(self, leader: Leader) -> None:
+        async for command in leader.session(self._reports_stream()):
+            self.commands.append(command)
+
+    async def report(self, state: pb.ReplicaState, message: str = "", version: str = "") -> None:
+        self._reports.put_nowait(pb.ReplicaReport(
+            replica_id=self.record.replica_id, pid=self.pid, state=state, message=message,
+            address=f"127.0.0.1:{self.pid}", version=version, user_config_json="null"))
+        for _ in range(5):  # let the session take it in
+            await asyncio.sleep(0)
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+def built_goal(definition: bytes, timestamp: float) -> AppGoal:
+    spec = DeploymentSpec("app", "D", {"num_replicas": 1}, definition, ingress=True)
+    return AppGoal(name="app", config={"name": "app"}, deployment_timestamp=timestamp,
+                   build_key="k", built_json=BuiltApp("app", [spec]).to_json())
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.clock = ManualClock(100.0)
+        self.store = MemoryStore(clock=self.clock)
+        self.processes = ProcessTable()
+        self.leader = Leader(self.store, self.processes, python_executable=sys.executable,
+                             clock=self.clock, wall_clock=lambda: 1e9 + self.clock())
+        self.replicas: list[SimulatedReplica] = []
+
+    async def deploy(self, definition: bytes, timestamp: float) -> None:
+        await self.store.put(APPS_PREFIX + "app",
+                             built_goal(definition, timestamp).to_bytes())
+
+    async def start_replica(self, state: pb.ReplicaState, message: str = "") -> None:
+        """Run a pass that launches a replica; the replica registers and reports `state`."""
+        before = len(self.processes.launched)
+        await self.leader.reconcile_once()
+        assert len(self.processes.launched) == before + 1, "the pass launched no replica"
+        record = self.processes.launched[-1]
+        replica = SimulatedReplica(self.leader, record, 1000 + len(self.processes.launched))
+        self.replicas.append(replica)
+        await replica.report(pb.STARTING)
+        assert [c.kind for c in replica.commands] == [pb.REGISTERED, pb.INIT]
+        await replica.report(state, message, version=record.version)
+
+    def app_status(self) -> tuple[str, str]:
+        doc = self.leader.status()["app"]["app_status"]
+        return doc["status"], doc["message"]
+
+    def close(self) -> None:
+        for replica in self.replicas:
+            replica.close()
+
+
+def test_reading_status_never_changes_the_leader() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        await h.deploy(b"v1", 1.0)
+        await h.start_replica(pb.FAILED, "replica failed to start: ValueError: boom")
+        await h.leader.reconcile_once()
+        state = copy.deepcopy((h.leader.books, h.leader.health, h.leader.ever_running))
+        answers = {repr(h.leader.status()) for _ in range(50)}
+        h.leader.replicas()
+        assert len(answers) == 1
+        assert (h.leader.books, h.leader.health, h.leader.ever_running) == state
+        h.close()
+
+    run(scenario())
+
+
+def _later_failure(query_status: bool) -> list[tuple[str, str]]:
+    """Run, then fail: what status says at the end, with or without reads on the way."""
+    async def scenario() -> list[tuple[str, str]]:
+        h = Harness()
+        await h.deploy(b"v1", 1.0)
+        await h.start_replica(pb.RUNNING)
+        await h.leader.reconcile_once()
+        if query_status:
+            h.app_status()
+        h.processes.alive[h.replicas[0].record.replica_id] = False
+        h.replicas[0].close()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await h.leader.reconcile_once()
+        if query_status:
+            h.app_status()
+        out = [h.app_status()]
+        h.close()
+        return out
+
+    return run(scenario())
+
+
+def test_a_failure_after_running_reads_the_same_whether_or_not_status_was_asked() -> None:
+    asked, not_asked = _later_failure(True), _later_failure(False)
+    assert asked == not_asked
+    status, message = not_asked[0]
+    assert status == "RUNNING" and "died unexpectedly" in message
+
+
+def test_constructor_failure_is_deploy_failed_and_backs_off() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        await h.deploy(b"v1", 1.0)
+        for _ in range(4):
+            await h.start_replica(pb.FAILED, "replica failed to start: ValueError: boom")
+            await h.leader.reconcile_once()  # kills it and counts the failure
+            status, message = h.app_status()
+            assert status == "DEPLOY_FAILED" and "ValueError: boom" in message
+            launched = len(h.processes.launched)
+            await h.leader.reconcile_once()
+            assert len(h.processes.launched) == launched, "restarted during its backoff"
+            h.clock.advance(h.leader.health[("app", "D")].backoff_until - h.clock())
+        assert h.leader.health[("app", "D")].consecutive_failures == 4
+        h.close()
+
+    run(scenario())
+
+
+def test_a_fixed_version_starts_at_once_after_a_crash_loop() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        await h.deploy(b"v1", 1.0)
+        for _ in range(8):  # backoff now 30 s
+            await h.start_replica(pb.FAILED, "replica failed to start: ValueError: boom")
+            await h.leader.reconcile_once()
+            h.clock.advance(h.leader.health[("app", "D")].backoff_until - h.clock())
+        await h.start_replica(pb.FAILED, "replica failed to start: ValueError: boom")
+        await h.leader.reconcile_once()
+        assert h.leader.health[("app", "D")].backoff_until - h.clock() >= 29
+        await h.deploy(b"v2", 2.0)
+        # No time passes: the new version is not held by the old one's backoff.
+        await h.start_replica(pb.RUNNING)
+        await h.leader.reconcile_once()
+        assert h.app_status() == ("RUNNING", "")
+        h.close()
+
+    run(scenario())
+
+
+def test_a_deleted_app_leaves_no_judgement_behind() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        await h.deploy(b"v1", 1.0)
+        await h.start_replica(pb.FAILED, "replica failed to start: ValueError: boom")
+        await h.leader.reconcile_once()
+        assert h.leader.health
+        await h.store.delete(APPS_PREFIX + "app")
+        await h.leader.reconcile_once()
+        assert h.leader.health == {} and h.leader.ever_running == {}
+        h.close()
+
+    run(scenario())
