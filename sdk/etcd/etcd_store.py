@@ -48,7 +48,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequenc
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aetcd
 import aetcd.rpc
@@ -61,6 +61,7 @@ import structlog
 from weir.etcd.store import (
     KeyValue,
     Lease,
+    Store,
     StoreClosedError,
     StoreError,
     StoreUnavailableError,
@@ -803,3 +804,8 @@ def _timed_out(exc: BaseException) -> bool:
             return True
         cause = cause.__cause__
     return False
+
+
+if TYPE_CHECKING:
+    # mypy holds the class to the interface here, not only where one is passed as a Store.
+    _IS_A_STORE: type[Store] = EtcdStore
