@@ -97,7 +97,7 @@ class Election:
     async def leader(self) -> bytes | None:
         """The current leader's identity as etcd has it, ``None`` if there is none.
 
-        Raises :class:`~weir.store.StoreError` if etcd cannot be read.
+        Raises :class:`~weir.etcd.store.StoreError` if etcd cannot be read.
         """
         kv = await self._store.get(self._key)
         return None if kv is None else kv.value
@@ -106,7 +106,7 @@ class Election:
         """Return once this instance is the leader; until then, stand by.
 
         etcd being away does not end the campaign: it retries with a backoff. Raises
-        :class:`~weir.store.StoreClosedError` if the store is closed meanwhile. Cancel
+        :class:`~weir.etcd.store.StoreClosedError` if the store is closed meanwhile. Cancel
         the call to give up campaigning.
         """
         if self._leading:
@@ -130,7 +130,7 @@ class Election:
         """Revoke the lease of the leader named `identity`, if it still leads.
 
         For a standby that knows that leader's process is gone. Returns whether a lease
-        was revoked. Raises :class:`~weir.store.StoreError` if etcd cannot be reached.
+        was revoked. Raises :class:`~weir.etcd.store.StoreError` if etcd cannot be reached.
         """
         current = await self._store.get(self._key)
         if current is None or current.value != identity or current.lease == 0:

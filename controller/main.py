@@ -29,6 +29,7 @@ from weir.controller.launcher import LocalProcessLauncher
 from weir.controller.leader import Leader
 from weir.dataplane.route_table import parse_leader
 from weir.dataplane.transport import CHANNEL_OPTIONS
+from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.keys import (
     APPS_PREFIX,
     CONTROLLERS_PREFIX,
@@ -38,7 +39,7 @@ from weir.etcd.keys import (
     SHUTDOWN_KEY,
 )
 from weir.etcd.presence import Presence
-from weir.etcd.store import Store, StoreError
+from weir.etcd.store import StoreError
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.runtime import configure_logging, run_until_signalled
 
@@ -55,7 +56,7 @@ class Controller:
     def __init__(self, opts: argparse.Namespace) -> None:
         self.opts = opts
         self.id = uuid.uuid4().hex[:8]
-        self.store = Store(opts.etcd)
+        self.store = EtcdStore(opts.etcd)
         self.leader: Leader | None = None
         self.leader_address = ""
         self.address = ""

@@ -18,9 +18,10 @@ import structlog
 
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.route_table import LeaderLocator
+from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.keys import PROXIES_PREFIX
 from weir.etcd.presence import Presence
-from weir.etcd.store import Store, StoreError
+from weir.etcd.store import StoreError
 from weir.proxy.http_app import ProxyApp
 from weir.runtime import configure_logging, run_until_signalled
 
@@ -43,7 +44,7 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
         from weir.proxy.grpc_ingress import start_grpc_ingress
 
         grpc_server = await start_grpc_ingress(plane, opts.http_host, opts.grpc_port)
-    store = Store(opts.etcd)
+    store = EtcdStore(opts.etcd)
     info = {"id": proxy_id, "http": address, "pid": os.getpid()}
     presence = Presence(store, PROXIES_PREFIX + proxy_id, json.dumps(info).encode(),
                         PRESENCE_TTL_S)

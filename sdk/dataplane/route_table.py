@@ -89,11 +89,12 @@ class LeaderLocator:
     async def leader_address(self) -> str | None:
         """The leader's address now, or None if it cannot be told."""
         if self.etcd_endpoints:
-            from weir.etcd.store import Store, StoreError
+            from weir.etcd.etcd_store import EtcdStore
+            from weir.etcd.store import StoreError
 
             try:
                 if self._store is None:
-                    store = Store(self.etcd_endpoints)
+                    store = EtcdStore(self.etcd_endpoints)
                     await store.connect()
                     self._store = store
                 kv = await self._store.get(LEADER_KEY)

@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 import pytest
 
 from weir.controller.election import Election
+from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.keys import LEADER_KEY
 from weir.etcd.server import EtcdServer
-from weir.etcd.store import Store, StoreClosedError
+from weir.etcd.store import StoreClosedError
 
 T = TypeVar("T")
 
@@ -33,7 +34,7 @@ class Candidates:
     """Two controllers, each with its own connection to etcd, as two processes would."""
 
     def __init__(self, endpoint: str, ttl: float) -> None:
-        self.stores = [Store(endpoint), Store(endpoint)]
+        self.stores = [EtcdStore(endpoint), EtcdStore(endpoint)]
         self.elections = [
             Election(store, f"controller-{i}".encode(), ttl=ttl)
             for i, store in enumerate(self.stores)
@@ -116,7 +117,7 @@ def test_leader_steps_down_when_etcd_is_gone_for_a_ttl(etcd_server: EtcdServer) 
     ttl = 2.0
 
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             election = Election(store, b"only", ttl=ttl)
             await within(2, election.campaign())
             killed = time.monotonic()
@@ -136,7 +137,7 @@ def test_leader_steps_down_when_etcd_is_gone_for_a_ttl(etcd_server: EtcdServer) 
 
 def test_leader_steps_down_when_its_key_is_deleted(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             election = Election(store, b"only", key="/test/leader", ttl=3)
             await within(2, election.campaign())
             await store.put("/test/leader-other", b"unrelated")  # same prefix, other key
@@ -155,7 +156,7 @@ def test_campaign_rides_out_etcd_downtime_and_stops_with_the_store(
     etcd_server: EtcdServer,
 ) -> None:
     async def body() -> None:
-        store = Store(etcd_server.endpoint)
+        store = EtcdStore(etcd_server.endpoint)
         election = Election(store, b"patient", ttl=2)
         await asyncio.to_thread(etcd_server.kill)
         campaign = asyncio.create_task(election.campaign())

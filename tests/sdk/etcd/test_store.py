@@ -1,4 +1,9 @@
-"""weir.etcd.store against real etcd: keys, guarded commits, leases, watches, failover."""
+"""weir.etcd.etcd_store against real etcd: what only the real store does (endpoints, TLS,
+errors naming etcd, keep-alive and watches across etcd restarts, failover).
+
+The semantics both stores share are in test_store_contract.py; these tests remain here too
+since they also exercise the etcd client paths behind each call.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 
-from weir.etcd import store as store_module
+from weir.etcd import etcd_store
+from weir.etcd.etcd_store import EtcdStore, TLSConfig, parse_endpoints
 from weir.etcd.server import EtcdCluster, EtcdServer
 from weir.etcd.store import (
     KeyValue,
@@ -21,9 +27,8 @@ from weir.etcd.store import (
     StoreClosedError,
     StoreError,
     StoreUnavailableError,
-    TLSConfig,
     WatchEvent,
-    parse_endpoints,
+    in_failover,
 )
 from weir.processes import free_port
 
@@ -89,7 +94,7 @@ def test_endpoints_are_parsed_in_every_spelling() -> None:
     assert parse_endpoints("127.0.0.1:2379") == ([("127.0.0.1", 2379)], False)
     assert parse_endpoints("http://a:1, b:2") == ([("a", 1), ("b", 2)], False)
     assert parse_endpoints(["https://a:1", "[::1]:2"]) == ([("a", 1), ("::1", 2)], True)
-    assert Store(["h1:1", "h2:2,h3:3"]).endpoints == ["h1:1", "h2:2", "h3:3"]
+    assert EtcdStore(["h1:1", "h2:2,h3:3"]).endpoints == ["h1:1", "h2:2", "h3:3"]
     for bad in ("", "nohost", "a:b", "ftp://a:1"):
         with pytest.raises(ValueError):
             parse_endpoints(bad)
@@ -97,7 +102,8 @@ def test_endpoints_are_parsed_in_every_spelling() -> None:
 
 def test_several_endpoints_make_one_round_robin_target() -> None:
     async def body() -> None:
-        target, options = await Store(["127.0.0.1:1", "http://127.0.0.2:2"])._channel_target()
+        store = EtcdStore(["127.0.0.1:1", "http://127.0.0.2:2"])
+        target, options = await store._channel_target()
         assert target == "ipv4:127.0.0.1:1,127.0.0.2:2"
         assert options["grpc.lb_policy_name"] == "round_robin"
         # etcd answers pings closer than 5 s with GOAWAY too_many_pings.
@@ -111,7 +117,7 @@ def test_several_endpoints_make_one_round_robin_target() -> None:
 
 def test_put_get_delete(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             assert await store.get("/app/a") is None
             revision = await store.put("/app/a", b"1")
             kv = await store.get("/app/a")
@@ -130,7 +136,7 @@ def test_put_get_delete(etcd_server: EtcdServer) -> None:
 
 def test_get_prefix_is_sorted_and_carries_the_read_revision(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             for key in ("/app/c", "/app/a", "/app/b", "/apple", "/other"):
                 last = await store.put(key, key.encode())
             items, revision = await store.get_prefix("/app/")
@@ -145,7 +151,7 @@ def test_get_prefix_is_sorted_and_carries_the_read_revision(etcd_server: EtcdSer
 
 def test_commit_applies_everything_when_guards_hold(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             rev_a = await store.put("/g/a", b"a1")
             await store.put("/g/gone", b"x")
             revision = await store.commit(
@@ -164,7 +170,7 @@ def test_commit_applies_everything_when_guards_hold(etcd_server: EtcdServer) -> 
 
 def test_commit_changes_nothing_when_a_guard_fails(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             rev_a = await store.put("/g/a", b"a1")
             await store.put("/g/a", b"someone else")
             stale = await store.commit(
@@ -183,7 +189,7 @@ def test_commit_changes_nothing_when_a_guard_fails(etcd_server: EtcdServer) -> N
 
 def test_create_if_absent_has_exactly_one_winner(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        stores = [Store(etcd_server.endpoint) for _ in range(3)]
+        stores = [EtcdStore(etcd_server.endpoint) for _ in range(3)]
         try:
             results = await asyncio.gather(
                 *(
@@ -204,7 +210,7 @@ def test_create_if_absent_has_exactly_one_winner(etcd_server: EtcdServer) -> Non
 
 def test_get_at_revision_reads_history(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             first = await store.put("/cfg", b"v1")
             second = await store.put("/cfg", b"v2")
             await store.delete("/cfg")
@@ -227,10 +233,11 @@ def test_errors_name_etcd_and_its_endpoints() -> None:
     endpoint = f"127.0.0.1:{free_port()}"
 
     async def body() -> None:
-        store = Store(endpoint, timeout=0.5)
+        store = EtcdStore(endpoint, timeout=0.5)
         with pytest.raises(StoreUnavailableError) as info:
             await store.put("/k", b"v")
         assert str(info.value).startswith(f"etcd at {endpoint} is unreachable: put /k failed")
+        assert not in_failover(info.value)  # nothing listens: no failover to wait out
         await store.close()
         with pytest.raises(StoreClosedError, match="closed"):
             await store.get("/k")
@@ -243,7 +250,7 @@ def test_errors_name_etcd_and_its_endpoints() -> None:
 
 def test_lease_expiry_deletes_its_keys(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             lease = await store.grant_lease(0.2)
             assert lease.ttl >= 1  # rounded up; etcd may raise it to its minimum
             await store.put("/leased", b"x", lease=lease)
@@ -259,7 +266,7 @@ def test_lease_expiry_deletes_its_keys(etcd_server: EtcdServer) -> None:
 
 def test_revoke_deletes_keys_at_once_and_twice_is_fine(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             lease = await store.grant_lease(30)
             await store.put("/leased", b"x", lease=lease)
             await store.revoke_lease(lease)
@@ -273,7 +280,7 @@ def test_keep_alive_outlives_the_ttl_and_reports_loss_when_etcd_dies(
     etcd_server: EtcdServer,
 ) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             lease = await store.grant_lease(2)
             await store.put("/alive", b"x", lease=lease)
             lost: list[float] = []
@@ -295,7 +302,7 @@ def test_keep_alive_outlives_the_ttl_and_reports_loss_when_etcd_dies(
 
 def test_keep_alive_reports_a_revoked_lease_at_once(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             lease = await store.grant_lease(3)
             lost = asyncio.Event()
             task = store.keep_alive(lease, lost.set)
@@ -311,7 +318,7 @@ def test_keep_alive_reports_a_revoked_lease_at_once(etcd_server: EtcdServer) -> 
 
 def test_watch_sees_puts_and_deletes_under_the_prefix(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             await store.put("/w/before", b"0")
             watch = Collector(store, "/w/")  # from "now", whenever its task starts
 
@@ -346,7 +353,7 @@ def test_watch_sees_puts_and_deletes_under_the_prefix(etcd_server: EtcdServer) -
 
 def test_watch_from_a_revision_replays_history(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             first = await store.put("/w/a", b"1")
             await store.put("/w/a", b"2")
             watch = Collector(store, "/w/", start_revision=first)
@@ -358,7 +365,10 @@ def test_watch_from_a_revision_replays_history(etcd_server: EtcdServer) -> None:
 
 def test_watch_resumes_where_it_stopped_after_etcd_restarts(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store, Store(etcd_server.endpoint) as writer:
+        async with (
+            EtcdStore(etcd_server.endpoint) as store,
+            EtcdStore(etcd_server.endpoint) as writer,
+        ):
             _, revision = await store.get_prefix("/w/")
             watch = Collector(store, "/w/", start_revision=revision + 1)
             await writer.put("/w/a", b"before")
@@ -384,7 +394,7 @@ def test_watch_resumes_where_it_stopped_after_etcd_restarts(etcd_server: EtcdSer
 
 def test_watch_signals_reset_when_history_was_compacted(etcd_server: EtcdServer) -> None:
     async def body() -> None:
-        async with Store(etcd_server.endpoint) as store:
+        async with EtcdStore(etcd_server.endpoint) as store:
             first = await store.put("/w/a", b"1")
             last = await store.put("/w/a", b"2")
             compact(etcd_server.endpoint, last)
@@ -404,7 +414,7 @@ def test_watch_signals_reset_when_history_was_compacted(etcd_server: EtcdServer)
 
 def test_writes_go_on_when_one_member_of_three_dies(etcd_cluster: EtcdCluster) -> None:
     async def body() -> None:
-        async with Store(etcd_cluster.endpoints) as store:
+        async with EtcdStore(etcd_cluster.endpoints) as store:
             await store.put("/k", b"0")
             leader = await asyncio.to_thread(_leader_index, etcd_cluster)
             killed = time.monotonic()
@@ -464,10 +474,10 @@ def test_tls_config_builds_credentials_and_a_secure_channel(
         secure_targets.append(target)
         return real_secure_channel(target, credentials, **kwargs)
 
-    monkeypatch.setattr(store_module.grpc.aio, "secure_channel", spy)
+    monkeypatch.setattr(etcd_store.grpc.aio, "secure_channel", spy)
 
     async def body() -> None:
-        for store in (Store("127.0.0.1:1", tls=tls), Store("https://127.0.0.1:2")):
+        for store in (EtcdStore("127.0.0.1:1", tls=tls), EtcdStore("https://127.0.0.1:2")):
             await store.connect()
             await store.close()
 
@@ -476,12 +486,15 @@ def test_tls_config_builds_credentials_and_a_secure_channel(
 
 
 def test_in_failover_tells_a_passing_failure_from_etcd_gone() -> None:
-    from weir.etcd.store import StoreClosedError, StoreUnavailableError, in_failover
-
-    where = "etcd at 127.0.0.1:1,127.0.0.1:2 is unreachable: commit /k failed: "
-    assert in_failover(StoreUnavailableError(where + "Stream removed (Socket closed)"))
-    assert in_failover(StoreUnavailableError(where + "etcdserver: no leader"))
-    assert not in_failover(StoreUnavailableError(
-        where + "failed to connect to all addresses; last error: Connection refused"))
+    # What gRPC says: a member died under the call, a member has no leader (both pass in a
+    # second or two), or nothing accepts a connection at all (report at once).
+    assert etcd_store._in_failover(Exception("Stream removed (Socket closed)"))
+    assert etcd_store._in_failover(Exception("etcdserver: no leader"))
+    assert not etcd_store._in_failover(
+        Exception("failed to connect to all addresses; last error: Connection refused")
+    )
+    where = "etcd at 127.0.0.1:1 is unreachable: commit /k failed: "
+    assert in_failover(StoreUnavailableError(where + "no leader", failover=True))
+    assert not in_failover(StoreUnavailableError(where + "connection refused"))
     assert not in_failover(StoreError("etcd at 127.0.0.1:1 refused put /k: bad request"))
     assert not in_failover(StoreClosedError("the store for etcd at 127.0.0.1:1 is closed"))
