@@ -86,6 +86,32 @@ class Load:
         wait_for(lambda: self.count() >= target, timeout, f"{n} more requests")
 
 
+class StatusWatcher:
+    """Records each change of the app's deployment (status, message), polled every 50 ms
+    from a thread until the `with` block ends."""
+
+    def __init__(self, client: AdminClient) -> None:
+        self.client = client
+        self.seen: list[tuple[str, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> StatusWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for d in self.client.get_status(APP)["applications"][APP]["deployment_statuses"]:
+                if not self.seen or self.seen[-1] != (d["status"], d["message"]):
+                    self.seen.append((d["status"], d["message"]))
+            time.sleep(0.05)
+
+
 def replicas(client: AdminClient) -> dict[int, str]:
     """PID -> state of every replica of the app."""
     return {r["pid"]: r["state"] for r in client.list_replicas() if r.get("app") == APP}
@@ -186,20 +212,7 @@ def test_sigkill_a_replica_under_load(one_controller: RunningCluster) -> None:
     rc = one_controller
     before = replicas(rc.client)
     victim = sorted(before)[0]
-    seen: list[tuple[str, str]] = []
-    watching = threading.Event()
-
-    def watch_status() -> None:
-        while not watching.is_set():
-            with_status = rc.client.get_status(APP)["applications"][APP]
-            for d in with_status["deployment_statuses"]:
-                if not seen or seen[-1] != (d["status"], d["message"]):
-                    seen.append((d["status"], d["message"]))
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=watch_status, daemon=True)
-    with Load(rc.url + f"/{APP}") as load:
-        watcher.start()
+    with Load(rc.url + f"/{APP}") as load, StatusWatcher(rc.client) as watcher:
         t0 = time.monotonic()
         os.kill(victim, signal.SIGKILL)
 
@@ -210,9 +223,9 @@ def test_sigkill_a_replica_under_load(one_controller: RunningCluster) -> None:
         wait_for(replaced, 15, "the dead replica replaced")
         replaced_s = time.monotonic() - t0
         load.more(50)
-        wait_for(lambda: seen and seen[-1][0] == "HEALTHY", 10, "HEALTHY again")
-        watching.set()
-        watcher.join(5)
+        wait_for(lambda: watcher.seen and watcher.seen[-1][0] == "HEALTHY", 10,
+                 "HEALTHY again")
+    seen = watcher.seen
     report("replica SIGKILL", replaced_s=round(replaced_s, 2), requests=load.sent,
            failed=len(load.failures), statuses=[s for s, _ in seen])
     # Only what was in flight on the dead replica may fail: at most one per client.
@@ -232,20 +245,8 @@ def test_frozen_replica_is_found_from_outside_and_replaced(
     rc = one_controller
     before = replicas(rc.client)
     victim = sorted(before)[0]
-    seen: list[tuple[str, str]] = []
-    watching = threading.Event()
-
-    def watch_status() -> None:
-        while not watching.is_set():
-            for d in rc.client.get_status(APP)["applications"][APP]["deployment_statuses"]:
-                if not seen or seen[-1] != (d["status"], d["message"]):
-                    seen.append((d["status"], d["message"]))
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=watch_status, daemon=True)
     try:
-        with Load(rc.url + f"/{APP}") as load:
-            watcher.start()
+        with Load(rc.url + f"/{APP}") as load, StatusWatcher(rc.client) as watcher:
             t0 = time.monotonic()
             sent_at_freeze = load.count()
             os.kill(victim, signal.SIGSTOP)
@@ -258,11 +259,10 @@ def test_frozen_replica_is_found_from_outside_and_replaced(
             replaced_s = time.monotonic() - t0
             served_meanwhile = load.count() - sent_at_freeze - len(load.failures)
             load.more(50)
-            watching.set()
-            watcher.join(5)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
+    seen = watcher.seen
     report("replica SIGSTOP", replaced_s=round(replaced_s, 2), requests=load.sent,
            served_while_frozen=served_meanwhile, failed=len(load.failures))
     assert any(s == "UNHEALTHY" and "failed its health check" in m for s, m in seen), seen
