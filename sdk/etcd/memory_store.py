@@ -29,7 +29,7 @@ What it models (etcd 3.5 with default settings)
   on its own (closing one is how a test kills a process: its leases expire a TTL later).
 
 A clock a test moves wakes nobody by itself, so the tasks that wait for time to pass
-(watches, keep-alives) look at the clock every few milliseconds of real time besides
+(watches, keep-alives) look at the clock every 10 ms of real time besides
 waking on every change, and every call applies the expiries due before it acts.
 """
 
