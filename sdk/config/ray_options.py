@@ -127,7 +127,7 @@ def warn_ignored(scope: str, given: Mapping[str, Any], *, at: str = "",
         where = f" (at {at})" if at else ""
         warnings.warn(
             f"Weir ignores the {scope} option {name!r}{where}: {reasons[name]}. It is accepted "
-            "so that Ray Serve code runs unchanged (docs/compatibility.md).",
+            "so that Ray Serve code and configs run unchanged (docs/compatibility.md).",
             IgnoredRayOptionWarning, stacklevel=stacklevel + 1)
 
 
@@ -195,5 +195,6 @@ def warn_ignored_in_config(config: BaseModel) -> None:
     for scope, name, path in ignored_in_config(config):
         paths.setdefault((scope, name), []).append(path)
     for (scope, name), where in paths.items():
-        warn_ignored(scope, {name: True}, at=", ".join(where), stacklevel=2)
+        at = "" if where == [name] else ", ".join(where)
+        warn_ignored(scope, {name: True}, at=at, stacklevel=2)
 
