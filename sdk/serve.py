@@ -187,14 +187,14 @@ def start(proxy_location: str | None = None, http_options: dict[str, Any] | None
     ray_options.warn_ignored(ray_options.START, {
         "proxy_location": proxy_location, "logging_config": logging_config or None,
         "detached": detached or None, "dedicated_cpu": dedicated_cpu or None}, stacklevel=2)
-    config = start_config(http_options, grpc_options, http_middlewares)
+    config = _start_config(http_options, grpc_options, http_middlewares)
     client = _connect(config.get("http_options"), config.get("grpc_options"))
     if len(config) > 1:
         client.deploy(config, partial=True)
 
 
-def start_config(http_options: dict[str, Any] | None, grpc_options: dict[str, Any] | None,
-                 http_middlewares: list[Any] | None = None) -> dict[str, Any]:
+def _start_config(http_options: dict[str, Any] | None, grpc_options: dict[str, Any] | None,
+                  http_middlewares: list[Any] | None = None) -> dict[str, Any]:
     """The partial deploy `serve.start` sends: the cluster options given, no applications.
     Middleware objects are pickled here (import paths travel as they are). Pure."""
     config: dict[str, Any] = {"applications": []}

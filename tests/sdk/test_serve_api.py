@@ -1,6 +1,6 @@
 """The public face refuses typos and warns by name for Ray options it ignores: serve.run,
 serve.start and DeploymentHandle.options. Nothing here reaches a cluster: a refused call
-must fail before connecting (checked), and `start_config` is the pure part of serve.start."""
+must fail before connecting (checked), and `_start_config` is the pure part of serve.start."""
 
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ def test_run_and_start_keep_rays_positional_order() -> None:
 
 
 def test_start_config_sends_only_what_was_given() -> None:
-    assert serve.start_config(None, None) == {"applications": []}
-    config = serve.start_config({"port": 8001, "middlewares": ["m.mw:Cls"]},
+    assert serve._start_config(None, None) == {"applications": []}
+    config = serve._start_config({"port": 8001, "middlewares": ["m.mw:Cls"]},
                                 {"grpc_servicer_functions": ["m.pb2_grpc:add_S_to_server"]},
                                 [Middleware(GZipMiddleware, minimum_size=10)])
     assert config["http_options"]["port"] == 8001
