@@ -76,8 +76,9 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
         "placement_group_bundles": "Weir has no placement groups",
         "placement_group_strategy": "Weir has no placement groups",
         "max_replicas_per_node": _NO_NODES,
-        "autoscaling_config": _NO_AUTOSCALING + ": the deployment runs a fixed number of "
-                              "replicas (num_replicas, 1 by default)",
+        "autoscaling_config": _NO_AUTOSCALING + ": the deployment runs 1 replica, "
+                              "num_replicas' default (it cannot be set beside "
+                              "autoscaling_config)",
         "logging_config": _LOGGING,
         "graceful_shutdown_wait_loop_s": "a draining replica stops as soon as its last call "
                                          "ends (graceful_shutdown_timeout_s still bounds it)",
