@@ -159,6 +159,8 @@ class DeploymentHandle:
         ignores them; any other keyword is a TypeError."""
         if unexpected:
             refuse_unknown("DeploymentHandle.options", DeploymentHandle.options, unexpected)
+        # `handle.some_method` comes through here on every call: build nothing unless one
+        # of Ray's ignored options was given.
         if (multiplexed_model_id or use_new_handle_api is not None
                 or _prefer_local_routing is not None or _by_reference is not None
                 or request_serialization is not None or response_serialization is not None):
