@@ -24,6 +24,7 @@ from typing import Any
 
 import cloudpickle
 
+from weir.config.schema import restarts_replicas
 from weir.deployment import Application, Deployment
 from weir.handle import DeploymentHandle
 from weir.import_path import import_attr
@@ -80,11 +81,11 @@ class BuiltApp:
 def definition_version(spec: DeploymentSpec, options: dict[str, Any], extra: str = "") -> str:
     """The code version of a deployment: changes whenever a replica must be restarted.
 
-    Lightweight options (num_replicas, user_config, autoscaling_config) are left out, so
-    changing only them keeps the running replicas (Ray Serve's rule).
+    Only options that `restarts_replicas` names count: changing a lightweight one
+    (num_replicas, user_config, ...; Ray Serve's rule) or one Weir ignores keeps the running
+    replicas.
     """
-    heavy = {k: v for k, v in sorted(options.items())
-             if k not in ("num_replicas", "user_config", "autoscaling_config")}
+    heavy = {k: v for k, v in sorted(options.items()) if restarts_replicas(k)}
     digest = hashlib.sha256(spec.definition)
     digest.update(json.dumps(heavy, sort_keys=True, default=str).encode())
     digest.update(extra.encode())

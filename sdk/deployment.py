@@ -12,19 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from weir.config.schema import validate_deployment_options
+from weir.config import ray_options
+from weir.config.schema import (
+    DEFAULT_DEPLOYMENT_OPTIONS,
+    DeploymentSchema,
+    merge_deployment_options,
+    validate_deployment_options,
+)
 
-#: Options and their defaults, as in Ray Serve.
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "num_replicas": 1,
-    "max_ongoing_requests": 5,
-    "max_queued_requests": -1,
-    "user_config": None,
-    "health_check_period_s": 10.0,
-    "health_check_timeout_s": 30.0,
-    "graceful_shutdown_timeout_s": 20.0,
-    "graceful_shutdown_wait_loop_s": 2.0,
-}
+#: Every option Weir acts on, with its default (Ray Serve's defaults; one source: the schema).
+DEFAULT_OPTIONS = DEFAULT_DEPLOYMENT_OPTIONS
 
 T = TypeVar("T")
 
@@ -42,7 +39,7 @@ class Deployment:
     @property
     def options_full(self) -> dict[str, Any]:
         """Every option, the user's over the defaults."""
-        return {**DEFAULT_OPTIONS, **self.options_set}
+        return merge_deployment_options(self.options_set)
 
     @property
     def num_replicas(self) -> int:
@@ -68,6 +65,7 @@ class Deployment:
         """A copy with some options changed (validated; a bad one raises naming it)."""
         name = options.pop("name", self.name)
         checked = validate_deployment_options(**options)
+        _warn_ignored(checked)
         return Deployment(self.func_or_class, name, {**self.options_set, **checked})
 
     def bind(self, *args: Any, **kwargs: Any) -> Application:
@@ -114,9 +112,12 @@ def deployment(
 
     Options: num_replicas, max_ongoing_requests (default 5), max_queued_requests (default -1,
     unbounded), user_config, health_check_period_s, health_check_timeout_s,
-    graceful_shutdown_timeout_s, and Ray's ray_actor_options / autoscaling_config (accepted).
+    graceful_shutdown_timeout_s, and the rest of Ray Serve's (ray_actor_options,
+    autoscaling_config, ...), which are accepted and warn once that Weir ignores them. A bad
+    or unknown option raises ConfigError naming it.
     """
     checked = validate_deployment_options(**options)
+    _warn_ignored(checked)
 
     def wrap(target: Any) -> Deployment:
         if not (inspect.isclass(target) or callable(target)):
@@ -126,3 +127,12 @@ def deployment(
     if _func_or_class is not None:
         return wrap(_func_or_class)
     return wrap
+
+
+def _warn_ignored(options: dict[str, Any]) -> None:
+    """Warn for the options Weir ignores that ask for something (differ from their default),
+    pointing at the user's line (two frames up: the decorator or `.options()` call)."""
+    fields = DeploymentSchema.model_fields
+    ray_options.warn_ignored(
+        ray_options.DEPLOYMENT,
+        {k: v for k, v in options.items() if v != fields[k].get_default()}, stacklevel=3)

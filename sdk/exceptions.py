@@ -50,3 +50,12 @@ class UserCodeError(RayServeException):
 
 class ClusterError(RayServeException):
     """The control plane (controller or etcd) refused or could not be reached."""
+
+
+class IgnoredRayOptionWarning(UserWarning):
+    """An option Weir accepts from Ray Serve's API but does not act on was used.
+
+    Each option warns once per process, by name, with the reason (`weir.config.ray_options`);
+    silence them all with
+    `warnings.filterwarnings("ignore", category=IgnoredRayOptionWarning)`.
+    """

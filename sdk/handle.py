@@ -13,11 +13,13 @@ import concurrent.futures
 import time
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import cloudpickle
 
 from weir import context
+from weir.config import ray_options
+from weir.config.ray_options import refuse_unknown
 from weir.exceptions import RayServeException, RequestCancelledError, UserCodeError
 from weir.protos import weir_pb2 as pb
 
@@ -146,9 +148,29 @@ class DeploymentHandle:
         return (_rebuild, (self.deployment_name, self.app_name, self.method_name, self.stream,
                            self.timeout_s))
 
-    def options(self, *, method_name: str | None = None, stream: bool | None = None,
-                timeout_s: float | None = None, **_ignored: Any) -> DeploymentHandle:
-        """A handle with other call options: method_name, stream, timeout_s."""
+    def options(self, *, method_name: str | None = None, multiplexed_model_id: str = "",
+                stream: bool | None = None, use_new_handle_api: bool | None = None,
+                _prefer_local_routing: bool | None = None, _by_reference: bool | None = None,
+                request_serialization: str | None = None,
+                response_serialization: str | None = None, timeout_s: float | None = None,
+                **unexpected: NoReturn) -> DeploymentHandle:
+        """A handle with other call options: method_name, stream, and Weir's timeout_s (an
+        end-to-end deadline per call). Ray's other options are accepted and warn that Weir
+        ignores them; any other keyword is a TypeError."""
+        if unexpected:
+            refuse_unknown("DeploymentHandle.options", DeploymentHandle.options, unexpected)
+        # `handle.some_method` comes through here on every call: build nothing unless one
+        # of Ray's ignored options was given.
+        if (multiplexed_model_id or use_new_handle_api is not None
+                or _prefer_local_routing is not None or _by_reference is not None
+                or request_serialization is not None or response_serialization is not None):
+            ray_options.warn_ignored(ray_options.HANDLE_OPTIONS, {
+                "multiplexed_model_id": multiplexed_model_id or None,
+                "use_new_handle_api": use_new_handle_api,
+                "_prefer_local_routing": _prefer_local_routing,
+                "_by_reference": _by_reference,
+                "request_serialization": request_serialization,
+                "response_serialization": response_serialization}, stacklevel=2)
         return DeploymentHandle(
             self.deployment_name, self.app_name,
             method_name=self.method_name if method_name is None else method_name,

@@ -2,7 +2,7 @@
 
 Every Weir process (controller, proxy, replica, CLI) calls `configure_logging` once with its
 component name; every log line is then one structlog event carrying `component` and any
-bound context (replica_id, request_id, ...).
+bound context (replica_id, request_id, ...), Python warnings included.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -47,6 +48,15 @@ def configure_logging(component: str, **context: Any) -> None:
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(component=component, pid=os.getpid(), **context)
+    # Python warnings (e.g. a user's module using a Ray option Weir ignores, imported by a
+    # replica) become log events like any other line of the process.
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+    structlog.get_logger().warning(str(message), category=category.__name__,
+                                   source=f"{filename}:{lineno}")
 
 
 def install_event_loop_policy() -> None:

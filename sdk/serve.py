@@ -15,13 +15,18 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
+
+from pydantic import BaseModel
 
 from weir import context
 from weir.batching import batch
 from weir.build import build_app
 from weir.cli.admin_client import AdminClient
+from weir.config import ray_options
 from weir.config.middlewares import pickled_entry
+from weir.config.ray_options import refuse_unknown
+from weir.config.schema import GrpcOptionsSchema, HTTPOptionsSchema
 from weir.deployment import Application, Deployment, deployment
 from weir.exceptions import (
     BackPressureError,
@@ -98,7 +103,8 @@ class _Session:
 _session = _Session()
 
 
-def _connect(http_options: dict[str, Any] | None = None) -> AdminClient:
+def _connect(http_options: dict[str, Any] | None = None,
+             grpc_options: dict[str, Any] | None = None) -> AdminClient:
     with _session.lock:
         if _session.client is not None:
             return _session.client
@@ -123,10 +129,12 @@ def _connect(http_options: dict[str, Any] | None = None) -> AdminClient:
             address = info.address
             _session.http = info.http
         else:
-            opts = http_options or {}
-            cluster = LocalCluster(http_host=opts.get("host", "127.0.0.1"),
-                                   http_port=int(opts.get("port", 8000)),
-                                   admin_port=int(os.environ.get("WEIR_ADMIN_PORT", "9500")))
+            http = {**_defaults(HTTPOptionsSchema), **(http_options or {})}
+            grpc = {**_defaults(GrpcOptionsSchema), **(grpc_options or {})}
+            cluster = LocalCluster(http_host=http["host"], http_port=int(http["port"]),
+                                   admin_port=int(os.environ.get("WEIR_ADMIN_PORT", "9500")),
+                                   grpc_port=int(grpc["port"])
+                                   if grpc["grpc_servicer_functions"] else None)
             info = cluster.start()
             _session.owned = cluster
             _session.http = info.http
@@ -136,6 +144,11 @@ def _connect(http_options: dict[str, Any] | None = None) -> AdminClient:
         context.set_cluster(coords)
         _session.client = AdminClient(address)
         return _session.client
+
+
+def _defaults(schema: type[BaseModel]) -> dict[str, Any]:
+    return {name: f.get_default(call_default_factory=True)
+            for name, f in schema.model_fields.items()}
 
 
 def _leader_via_etcd(endpoints: str) -> str:
@@ -156,21 +169,44 @@ def _leader_via_etcd(endpoints: str) -> str:
     return found[0]
 
 
-def start(*, http_options: dict[str, Any] | None = None,
-          http_middlewares: list[Any] | None = None, **_ignored: Any) -> None:
-    """Start (or connect to) the cluster and set its HTTP options.
+def start(proxy_location: str | None = None, http_options: dict[str, Any] | None = None,
+          grpc_options: dict[str, Any] | None = None,
+          logging_config: dict[str, Any] | None = None, *,
+          http_middlewares: list[Any] | None = None, detached: bool = False,
+          dedicated_cpu: bool = False, **unexpected: NoReturn) -> None:
+    """Start (or connect to) the cluster and set its HTTP and gRPC options.
 
     Middlewares (Ray's `http_middlewares`, or `http_options["middlewares"]`) may be
     starlette `Middleware` objects, middleware classes or import paths; objects reach the
     proxies, which are other processes, cloudpickled in the options (`weir.config.middlewares`).
+    `grpc_options` with `grpc_servicer_functions` also opens the embedded cluster's gRPC
+    ingress. Ray's proxy_location, logging_config, detached and dedicated_cpu are accepted
+    and warn that Weir ignores them; any other keyword is a TypeError.
     """
-    options = dict(http_options or {})
-    given = [*options.get("middlewares", []), *(http_middlewares or [])]
+    refuse_unknown("serve.start", start, unexpected)
+    ray_options.warn_ignored(ray_options.START, {
+        "proxy_location": proxy_location, "logging_config": logging_config or None,
+        "detached": detached or None, "dedicated_cpu": dedicated_cpu or None}, stacklevel=2)
+    config = _start_config(http_options, grpc_options, http_middlewares)
+    client = _connect(config.get("http_options"), config.get("grpc_options"))
+    if len(config) > 1:
+        client.deploy(config, partial=True)
+
+
+def _start_config(http_options: dict[str, Any] | None, grpc_options: dict[str, Any] | None,
+                  http_middlewares: list[Any] | None = None) -> dict[str, Any]:
+    """The partial deploy `serve.start` sends: the cluster options given, no applications.
+    Middleware objects are pickled here (import paths travel as they are). Pure."""
+    config: dict[str, Any] = {"applications": []}
+    http = dict(http_options or {})
+    given = [*http.get("middlewares", []), *(http_middlewares or [])]
     if given:
-        options["middlewares"] = [m if isinstance(m, str) else pickled_entry(m) for m in given]
-    client = _connect(options)
-    if options:
-        client.deploy({"http_options": options, "applications": []}, partial=True)
+        http["middlewares"] = [m if isinstance(m, str) else pickled_entry(m) for m in given]
+    if http:
+        config["http_options"] = http
+    if grpc_options:
+        config["grpc_options"] = dict(grpc_options)
+    return config
 
 
 def _import_path_of(app: Application) -> str:
@@ -206,9 +242,20 @@ def wait_for_app(client: AdminClient, name: str, timeout: float = DEPLOY_WAIT_S,
                             f"{timeout:.0f} s; last status: {last.get('app_status')}")
 
 
-def run(target: Application, *, name: str = "default", route_prefix: str | None = "/",
-        blocking: bool = False, _wait: bool = True, **_ignored: Any) -> DeploymentHandle:
-    """Deploy `target` as application `name` and return a handle to its ingress."""
+def run(target: Application, blocking: bool = False, name: str = "default",
+        route_prefix: str | None = "/", logging_config: dict[str, Any] | None = None,
+        _local_testing_mode: bool = False, external_scaler_enabled: bool = False,
+        **unexpected: NoReturn) -> DeploymentHandle:
+    """Deploy `target` as application `name` and return a handle to its ingress.
+
+    Ray's logging_config, _local_testing_mode and external_scaler_enabled are accepted and
+    warn that Weir ignores them; any other keyword is a TypeError.
+    """
+    refuse_unknown("serve.run", run, unexpected)
+    ray_options.warn_ignored(ray_options.RUN, {
+        "logging_config": logging_config or None,
+        "_local_testing_mode": _local_testing_mode or None,
+        "external_scaler_enabled": external_scaler_enabled or None}, stacklevel=2)
     if isinstance(target, Deployment):
         target = target.bind()
     built = build_app(target, name)
@@ -219,8 +266,7 @@ def run(target: Application, *, name: str = "default", route_prefix: str | None 
         "runtime_env": runtime_env}]}
     started = time.time() - 1
     client.deploy(config, partial=True, pickled_apps={name: built.to_json().encode()})
-    if _wait:
-        wait_for_app(client, name, since=started)
+    wait_for_app(client, name, since=started)
     handle = DeploymentHandle(built.ingress, name)
     if blocking:
         print(f"Application {name!r} is running at http://{_session.http}{route_prefix or ''}",

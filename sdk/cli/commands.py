@@ -37,15 +37,25 @@ def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
+def confirm(question: str, yes: bool) -> None:
+    """Ask `question` on a terminal unless `yes`; exit 1 ("Aborted!") on no. Without a
+    terminal (a script) nobody can answer, so the command goes on, as with `--yes`."""
+    if not yes and sys.stdin.isatty():
+        click.confirm(question, abort=True)
+
+
 def _load_config_file(path: str) -> Any:
+    from weir.config.ray_options import warn_ignored_in_config
     from weir.config.schema import ConfigError, parse_config
 
     try:
-        return parse_config(Path(path))
+        schema = parse_config(Path(path))
     except ConfigError as exc:
         fail(f"invalid config {path}:\n{exc}")
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}")
+    warn_ignored_in_config(schema)
+    return schema
 
 
 def _config_dict(schema: Any) -> dict[str, Any]:
@@ -190,8 +200,7 @@ def shutdown(address: str | None, yes: bool) -> None:
     from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
     from weir.cli.local_cluster import stop_cluster
 
-    if not yes and sys.stdin.isatty():
-        click.confirm("This stops every application and the cluster. Continue?", abort=True)
+    confirm("This stops every application and the cluster. Continue?", yes)
     state = weir_home() / STATE_FILE_NAME
     info = ClusterInfo.load(state)
     if info is not None and (address is None or address in info.controllers):
@@ -325,10 +334,10 @@ def rollback(revision: str | None, address: str | None) -> None:
 @main.command()
 @click.argument("names", nargs=-1, required=True)
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
-@click.option("--yes", "-y", is_flag=True)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def delete(names: tuple[str, ...], address: str | None, yes: bool) -> None:
-    """Delete applications."""
-    del yes
+    """Delete applications and stop their replicas (asks first on a terminal)."""
+    confirm(f"This deletes {', '.join(names)} and stops their replicas. Continue?", yes)
     try:
         AdminClient(resolve_address(address)).delete_apps(list(names))
     except ClusterError as exc:

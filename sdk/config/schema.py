@@ -26,6 +26,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
@@ -47,9 +48,19 @@ from pydantic import (
     model_validator,
 )
 
-#: Deployment fields whose change keeps the running replicas (Ray Serve's lightweight
-#: update); the same set `weir.build.definition_version` leaves out of a deployment's version.
-LIGHTWEIGHT_FIELDS = frozenset({"num_replicas", "user_config", "autoscaling_config"})
+from weir.config.ray_options import DEPLOYMENT, ignored_names
+
+#: Deployment options whose change keeps the running replicas (Ray Serve's lightweight
+#: update): `restarts_replicas` says no for them, so `weir.build.definition_version` leaves
+#: them out of a deployment's version and `diff_applications` calls such a change
+#: lightweight. Ray's list also has max_ongoing_requests, graceful_shutdown_timeout_s,
+#: graceful_shutdown_wait_loop_s, health_check_period_s and health_check_timeout_s; Weir
+#: replaces the replicas for those until a replica can take them in a RECONFIGURE.
+LIGHTWEIGHT_OPTIONS = frozenset({"num_replicas", "user_config", "autoscaling_config"})
+
+#: Deployment options Weir accepts from Ray Serve without acting on them (they warn when
+#: used; `weir.config.ray_options` says why for each).
+IGNORED_DEPLOYMENT_OPTIONS = ignored_names(DEPLOYMENT)
 
 #: Application fields that are the inputs of building it: a change re-imports the code and
 #: rolls every deployment of the app.
@@ -196,8 +207,10 @@ class _OverrideSchema(_Schema):
 class DeploymentSchema(_OverrideSchema):
     """Options of one deployment, as a config file overrides them (only set fields count).
 
-    `ray_actor_options` is accepted for compatibility and ignored (no Ray actors here);
-    `autoscaling_config` is accepted and stored, and Weir does not autoscale yet.
+    Every option of Ray Serve's deployment is accepted; those in `IGNORED_DEPLOYMENT_OPTIONS`
+    (ray_actor_options, autoscaling_config, placement groups, ...) are stored and checked
+    but not acted on, and warn when used. The defaults written here are the only ones:
+    `DEFAULT_DEPLOYMENT_OPTIONS` is read from them.
     """
 
     name: Name
@@ -211,8 +224,14 @@ class DeploymentSchema(_OverrideSchema):
     graceful_shutdown_timeout_s: Seconds = Field(default=20.0, ge=0)
     graceful_shutdown_wait_loop_s: Seconds = Field(default=2.0, gt=0)
     ray_actor_options: JsonDict | None = None
+    placement_group_bundles: list[JsonDict] | None = None
+    placement_group_strategy: (
+        Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] | None) = None
+    max_replicas_per_node: StrictInt | None = Field(default=None, ge=1)
     autoscaling_config: JsonDict | None = None
     logging_config: JsonDict | None = None
+    request_router_config: JsonDict | None = None
+    max_constructor_retry_count: StrictInt | None = Field(default=None, ge=0)
     #: Ray Serve 1.x kept a route per deployment; `serve config` output of that era shows
     #: `route_prefix: null`, so null is accepted and anything else is refused.
     route_prefix: Annotated[None, BeforeValidator(_no_deployment_route)] = None
@@ -556,6 +575,16 @@ def dump_config(schema: ServeDeploySchema, *, exclude_defaults: bool = False) ->
 
 # ----------------------------------------------------------------- deployment options
 
+#: Every deployment option Weir acts on, with its default: read from `DeploymentSchema`'s
+#: field defaults, so the decorator, `weir build`, the controller and the replicas share one
+#: source. Options Weir ignores have no default here: they are present only where set.
+DEFAULT_DEPLOYMENT_OPTIONS: Mapping[str, Any] = MappingProxyType({
+    name: field.get_default(call_default_factory=True)
+    for name, field in DeploymentSchema.model_fields.items()
+    if name not in ("name", "route_prefix") and name not in IGNORED_DEPLOYMENT_OPTIONS
+})
+
+
 
 def validate_deployment_options(**options: Any) -> dict[str, Any]:
     """Check the options of `@serve.deployment(...)` or `.options(...)` by the rules of
@@ -576,17 +605,38 @@ def validate_deployment_options(**options: Any) -> dict[str, Any]:
 
 
 def merge_deployment_options(
-    decorator_options: Mapping[str, Any], override: DeploymentSchema | None
+    decorator_options: Mapping[str, Any],
+    override: DeploymentSchema | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The decorator's options with the fields a config entry explicitly set on top.
+    """Every option of one deployment: `DEFAULT_DEPLOYMENT_OPTIONS`, then the decorator's
+    options (only those the user set), then the fields a config entry set (`override`: a
+    `DeploymentSchema`, or its entry as plain data, as the goal keeps it). Pure.
 
-    Defaults are not filled in here: a field neither side set stays absent.
+    An option Weir ignores is kept only where a side set it. The entry's `name` and its
+    Ray 1.x `route_prefix` are not options and are left out.
     """
-    merged = dict(decorator_options)
-    if override is not None:
-        merged.update(override.model_dump(exclude_unset=True,
-                                          exclude={"name", "route_prefix"}))
-    return merged
+    if isinstance(override, DeploymentSchema):
+        override = override.model_dump(exclude_unset=True)
+    entry = {k: v for k, v in (override or {}).items() if k not in ("name", "route_prefix")}
+    return {**DEFAULT_DEPLOYMENT_OPTIONS, **decorator_options, **entry}
+
+
+def restarts_replicas(option: str) -> bool:
+    """Whether changing this deployment option replaces the running replicas: yes for all
+    but `LIGHTWEIGHT_OPTIONS` and the options Weir ignores (a change with no effect must not
+    restart anything)."""
+    return (option not in LIGHTWEIGHT_OPTIONS and option not in IGNORED_DEPLOYMENT_OPTIONS
+            and option not in ("name", "route_prefix"))
+
+
+def user_config_json(value: Any) -> str:
+    """The canonical JSON of a user_config.
+
+    The controller compares the goal's form with the one each replica reports it applied,
+    and sends RECONFIGURE while they differ: both sides must call this one function, or a
+    replica would be reconfigured forever.
+    """
+    return json.dumps(value, sort_keys=True)
 
 
 # ----------------------------------------------------------------- diff
@@ -618,7 +668,7 @@ def _diff_app(old: ServeApplicationSchema, new: ServeApplicationSchema) -> dict[
     for name in [*after, *(n for n in before if n not in after)]:
         changed = _changed_fields(before.get(name, {}), after.get(name, {}))
         if changed:
-            light = set(changed) <= LIGHTWEIGHT_FIELDS
+            light = not any(restarts_replicas(k) for k in changed)
             deployments[name] = {"update": "lightweight" if light else "roll",
                                  "fields": changed}
     if not fields and not deployments:

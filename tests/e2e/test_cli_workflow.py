@@ -15,6 +15,7 @@ import requests
 import yaml
 
 from tests.e2e.conftest import ROOT, wait_for
+from tests.terminal import weir_at_terminal
 from weir.etcd.server import free_port
 from weir.processes import pid_runs
 
@@ -153,6 +154,32 @@ def test_dry_run_history_and_rollback(cli: tuple[Cli, str], tmp_path: Path) -> N
     wait_for(lambda: requests.get(url + "/", timeout=10).json()["text"] == "hello!", 20,
              "the rollback")
     wait_app(run, "DEPLOY_FAILED", "ghost")
+
+
+def test_delete_asks_first_and_ray_options_weir_ignores_deploy(cli: tuple[Cli, str],
+                                                                 tmp_path: Path) -> None:
+    run, url = cli
+    config = yaml.safe_load(run("config").stdout)
+    config["applications"].append({
+        "name": "doomed", "route_prefix": "/doomed",
+        "import_path": "tests.e2e.apps.configurable:app",
+        "deployments": [{"name": "Greeter", "num_replicas": 1,
+                         "ray_actor_options": {"num_gpus": 1},
+                         "placement_group_strategy": "STRICT_PACK"}]})
+    path = tmp_path / "doomed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    deployed = run("deploy", str(path))
+    assert "Weir ignores the deployment option 'ray_actor_options'" in deployed.stderr
+    assert "Weir ignores the deployment option 'placement_group_strategy'" in deployed.stderr
+    wait_app(run, "RUNNING", "doomed")
+    assert requests.get(url + "/doomed", timeout=10).json()["text"] == "hello!"
+    refused = weir_at_terminal("delete", "doomed", answer="n\n", env=run.env)
+    assert refused.returncode == 1 and "Continue?" in refused.stdout
+    assert app_status(run, "doomed")["app_status"]["status"] == "RUNNING"
+    confirmed = weir_at_terminal("delete", "doomed", answer="y\n", env=run.env)
+    assert confirmed.returncode == 0, confirmed.stderr
+    wait_for(lambda: not app_status(run, "doomed"), 30, "doomed to be deleted")
+    assert app_status(run)["app_status"]["status"] == "RUNNING", "others keep running"
 
 
 def test_unreachable_address_is_one_line(cli: tuple[Cli, str]) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from tests.e2e.conftest import RunningCluster, driver_connected, wait_for
 from weir import serve
-from weir.exceptions import UserCodeError
+from weir.config import ray_options
+from weir.exceptions import IgnoredRayOptionWarning, UserCodeError
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,23 @@ def test_handles_by_name_inside_a_replica(composed: RunningCluster) -> None:
     composed.deploy_app("lookup", "tests.e2e.apps.composed:lookup")
     composed.wait_status("lookup", "RUNNING")
     assert composed.get("/lookup").json() == {"doubled": 8, "via_app": 3}
+
+
+def test_rays_options_weir_ignores_warn_and_change_nothing(composed: RunningCluster) -> None:
+    from tests.e2e.apps.composed import Doubler
+
+    ray_options.forget_warnings()
+    with pytest.warns(IgnoredRayOptionWarning) as seen:
+        handle = serve.run(Doubler.options(num_replicas=1).bind(), name="ray_opts",
+                           route_prefix="/ray_opts", logging_config={"log_level": "DEBUG"},
+                           _local_testing_mode=True)
+        assert handle.options(multiplexed_model_id="m1").remote(4).result(timeout_s=30) == 8
+    assert sorted(str(w.message).split(":")[0] for w in seen
+                  if issubclass(w.category, IgnoredRayOptionWarning)) == [
+        "Weir ignores the DeploymentHandle.options() option 'multiplexed_model_id'",
+        "Weir ignores the serve.run() option '_local_testing_mode'",
+        "Weir ignores the serve.run() option 'logging_config'"]
+    with pytest.raises(TypeError, match="'nmae'"):
+        serve.run(Doubler.bind(), nmae="typo")  # type: ignore[arg-type]
+    serve.delete("ray_opts")
+    assert "ray_opts" not in composed.client.get_status().get("applications", {})

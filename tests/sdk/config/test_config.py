@@ -11,6 +11,9 @@ import pytest
 import yaml
 
 from weir.config.schema import (
+    DEFAULT_DEPLOYMENT_OPTIONS,
+    IGNORED_DEPLOYMENT_OPTIONS,
+    LIGHTWEIGHT_OPTIONS,
     ConfigError,
     DeploymentSchema,
     GrpcOptionsSchema,
@@ -24,6 +27,8 @@ from weir.config.schema import (
     dump_config,
     merge_deployment_options,
     parse_config,
+    restarts_replicas,
+    user_config_json,
     validate_deployment_options,
 )
 
@@ -160,6 +165,9 @@ def test_ray_renamed_field_gets_its_new_name() -> None:
     ("user_config", {"x": float("nan")}, "must be JSON-serializable"),
     ("user_config", {"x": {1: "a"}}, "must be JSON-serializable"),
     ("ray_actor_options", "cpu", "must be a valid dictionary"),
+    ("placement_group_strategy", "TIGHT", "must be 'PACK', 'SPREAD'"),
+    ("max_replicas_per_node", 0, "must be greater than or equal to 1"),
+    ("max_constructor_retry_count", -1, "must be greater than or equal to 0"),
     ("name", "", "must have at least 1 character"),
     ("name", 7, "must be a valid string"),
 ])
@@ -177,6 +185,10 @@ def test_deployment_field_rules(field: str, value: Any, message: str) -> None:
     ("user_config", None), ("user_config", {"a": [1, {"b": None}], "c": 1.5}),
     ("ray_actor_options", {"num_cpus": 2}), ("logging_config", {"log_level": "DEBUG"}),
     ("autoscaling_config", {"min_replicas": 1, "max_replicas": 4}),
+    ("placement_group_bundles", [{"CPU": 1}, {"GPU": 1}]),
+    ("placement_group_strategy", "STRICT_PACK"), ("max_replicas_per_node", 2),
+    ("request_router_config", {"request_router_class": "m:Router"}),
+    ("max_constructor_retry_count", 3),
 ])
 def test_deployment_field_values_accepted_and_stored(field: str, value: Any) -> None:
     d = parse_config(app_doc(deployments=[{"name": "A", field: value}])) \
@@ -531,20 +543,67 @@ def test_config_from_json_errors() -> None:
 # ----------------------------------------------------------------- deployment options
 
 
-def test_merge_override_only_set_fields() -> None:
-    decorator = {"num_replicas": 2, "max_ongoing_requests": 2, "user_config": {"a": 1}}
+def test_default_options_are_the_schema_defaults_of_what_weir_acts_on() -> None:
+    assert dict(DEFAULT_DEPLOYMENT_OPTIONS) == {
+        "num_replicas": 1, "max_ongoing_requests": 5, "max_queued_requests": -1,
+        "user_config": None, "health_check_period_s": 10.0, "health_check_timeout_s": 30.0,
+        "graceful_shutdown_timeout_s": 20.0}
+    fields = DeploymentSchema.model_fields
+    for name, value in DEFAULT_DEPLOYMENT_OPTIONS.items():
+        assert fields[name].get_default() == value
+    assert not set(DEFAULT_DEPLOYMENT_OPTIONS) & IGNORED_DEPLOYMENT_OPTIONS
+    # Every other field is either ignored or not an option at all.
+    assert set(fields) == {*DEFAULT_DEPLOYMENT_OPTIONS, *IGNORED_DEPLOYMENT_OPTIONS,
+                           "name", "route_prefix"}
+    with pytest.raises(TypeError):
+        DEFAULT_DEPLOYMENT_OPTIONS["num_replicas"] = 3  # type: ignore[index]
+
+
+def test_merge_is_defaults_then_decorator_then_config_entry() -> None:
+    decorator = {"num_replicas": 2, "max_ongoing_requests": 2, "user_config": {"a": 1},
+                 "ray_actor_options": {"num_cpus": 1}}
     override = DeploymentSchema(name="A", num_replicas=4, user_config=None)
     assert merge_deployment_options(decorator, override) == {
-        "num_replicas": 4, "max_ongoing_requests": 2, "user_config": None}
-    assert merge_deployment_options(decorator, None) == decorator
-    assert merge_deployment_options(decorator, DeploymentSchema(name="A")) == decorator
+        **DEFAULT_DEPLOYMENT_OPTIONS, "num_replicas": 4, "max_ongoing_requests": 2,
+        "user_config": None, "ray_actor_options": {"num_cpus": 1}}
+    assert merge_deployment_options(decorator) == {**DEFAULT_DEPLOYMENT_OPTIONS, **decorator}
+    assert merge_deployment_options({}, None) == DEFAULT_DEPLOYMENT_OPTIONS
+    assert merge_deployment_options(decorator, DeploymentSchema(name="A")) == \
+        merge_deployment_options(decorator)
     # A field set to its default still overrides the decorator.
     same = parse_config(app_doc(deployments=[{"name": "A", "max_ongoing_requests": 5}]))
     assert merge_deployment_options(decorator, same.applications[0].deployments[0])[
         "max_ongoing_requests"] == 5
-    assert "route_prefix" not in merge_deployment_options(
-        {}, DeploymentSchema(name="A", route_prefix=None))
-    assert decorator == {"num_replicas": 2, "max_ongoing_requests": 2, "user_config": {"a": 1}}
+    assert decorator["num_replicas"] == 2, "the inputs are not changed"
+
+
+def test_merge_takes_the_config_entry_as_plain_data() -> None:
+    # The goal in etcd keeps each entry as the JSON of the fields set: the same merge.
+    config = parse_config(app_doc(deployments=[{"name": "A", "num_replicas": 3,
+                                                "route_prefix": None}]))
+    entry = json.loads(config_to_json(config))["applications"][0]["deployments"][0]
+    assert entry == {"name": "A", "num_replicas": 3, "route_prefix": None}
+    merged = merge_deployment_options({"num_replicas": 2}, entry)
+    assert merged == {**DEFAULT_DEPLOYMENT_OPTIONS, "num_replicas": 3}
+    assert merged == merge_deployment_options({"num_replicas": 2},
+                                              config.applications[0].deployments[0])
+
+
+def test_lightweight_and_ignored_options_do_not_restart_replicas() -> None:
+    assert LIGHTWEIGHT_OPTIONS == {"num_replicas", "user_config", "autoscaling_config"}
+    assert not any(restarts_replicas(o) for o in LIGHTWEIGHT_OPTIONS)
+    assert not restarts_replicas("ray_actor_options")
+    assert not restarts_replicas("graceful_shutdown_wait_loop_s")
+    for option in ("max_ongoing_requests", "max_queued_requests", "health_check_period_s",
+                   "health_check_timeout_s", "graceful_shutdown_timeout_s"):
+        assert restarts_replicas(option), option
+
+
+def test_user_config_json_is_canonical() -> None:
+    assert user_config_json({"b": 1, "a": [1, {"d": 2, "c": 3}]}) == \
+        '{"a": [1, {"c": 3, "d": 2}], "b": 1}'
+    assert user_config_json(None) == "null"
+    assert user_config_json({"x": True}) != user_config_json({"x": 1})
 
 
 def test_validate_deployment_options_returns_what_was_given() -> None:
@@ -619,6 +678,12 @@ def test_diff_other_deployment_options_roll(change: dict[str, Any]) -> None:
     assert fruit["update"] == "roll"
     assert fruit["deployments"]["MangoStand"]["update"] == "roll"
     assert set(fruit["deployments"]["MangoStand"]["fields"]) == set(change)
+
+
+def test_diff_options_weir_ignores_restart_nothing() -> None:
+    diff = diff_applications(two_apps(), two_apps(ray_actor_options={"num_gpus": 1},
+                                                  graceful_shutdown_wait_loop_s=5))
+    assert diff["changed"]["fruit"]["deployments"]["MangoStand"]["update"] == "lightweight"
 
 
 def test_diff_field_values_and_unset_sides() -> None:

@@ -1,0 +1,205 @@
+"""The registry of Ray options Weir ignores: warned once by name, refused typos, config
+files scanned, and the registry agreeing with the schema and docs/compatibility.md."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from weir.config import ray_options
+from weir.config.ray_options import (
+    APPLICATION,
+    CONFIG,
+    DEPLOYMENT,
+    HANDLE_OPTIONS,
+    IGNORED,
+    ignored_in_config,
+    refuse_unknown,
+    warn_ignored,
+    warn_ignored_in_config,
+)
+from weir.config.schema import (
+    DeploymentSchema,
+    ServeApplicationSchema,
+    ServeDeploySchema,
+    dump_config,
+    parse_config,
+)
+from weir.exceptions import IgnoredRayOptionWarning
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry() -> Iterator[None]:
+    ray_options.forget_warnings()
+    yield
+    ray_options.forget_warnings()
+
+
+def caught(action: Any) -> list[warnings.WarningMessage]:
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        action()
+    return [w for w in seen if issubclass(w.category, IgnoredRayOptionWarning)]
+
+
+# ----------------------------------------------------------------- warn_ignored
+
+
+def test_each_name_warns_once_with_its_reason() -> None:
+    seen = caught(lambda: [warn_ignored(DEPLOYMENT, {"ray_actor_options": {"num_gpus": 1}})
+                           for _ in range(3)])
+    assert len(seen) == 1
+    message = str(seen[0].message)
+    assert message.startswith("Weir ignores the deployment option 'ray_actor_options': ")
+    assert "no resources" in message and "docs/compatibility.md" in message
+    assert len(caught(lambda: warn_ignored(DEPLOYMENT, {"placement_group_strategy": "PACK"}))) \
+        == 1, "another name warns on its own"
+
+
+def test_none_and_options_weir_acts_on_do_not_warn() -> None:
+    assert caught(lambda: warn_ignored(DEPLOYMENT, {"ray_actor_options": None,
+                                                    "num_replicas": 3})) == []
+    # None did not use up the name's one warning.
+    assert len(caught(lambda: warn_ignored(DEPLOYMENT, {"ray_actor_options": {}}))) == 1
+
+
+def test_a_name_warns_once_per_scope() -> None:
+    seen = caught(lambda: [warn_ignored(ray_options.RUN, {"logging_config": {}}),
+                           warn_ignored(ray_options.START, {"logging_config": {}}),
+                           warn_ignored(ray_options.RUN, {"logging_config": {}})])
+    assert [str(w.message).split(":")[0] for w in seen] == [
+        "Weir ignores the serve.run() option 'logging_config'",
+        "Weir ignores the serve.start() option 'logging_config'"]
+
+
+def test_the_warning_points_at_the_callers_line() -> None:
+    def api() -> None:
+        warn_ignored(HANDLE_OPTIONS, {"_by_reference": True}, stacklevel=2)
+
+    [seen] = caught(api)  # this line is the "user's"
+    assert seen.filename == __file__
+
+
+def test_users_can_filter_the_category() -> None:
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=IgnoredRayOptionWarning)
+        warn_ignored(DEPLOYMENT, {"logging_config": {"log_level": "DEBUG"}})
+    assert seen == []
+
+
+# ----------------------------------------------------------------- refuse_unknown
+
+
+def _api(target: Any, blocking: bool = False, name: str = "default", *,
+         route_prefix: str = "/", **unexpected: Any) -> None:
+    refuse_unknown("serve.run", _api, unexpected)
+
+
+def test_unknown_keywords_are_refused_by_name_with_the_accepted_ones() -> None:
+    with pytest.raises(TypeError) as info:
+        _api(None, nmae="x")
+    assert str(info.value) == (
+        "serve.run() got unexpected keyword argument 'nmae' (did you mean 'name'?); it "
+        "accepts: target, blocking, name, route_prefix")
+    with pytest.raises(TypeError, match=r"arguments 'routeprefix' \(did you mean "
+                                        r"'route_prefix'\?\), 'zzz';"):
+        _api(None, routeprefix="/a", zzz=1)
+    _api(None, name="x", route_prefix="/x")
+
+
+# ----------------------------------------------------------------- config files
+
+EVERYTHING_IGNORED = """\
+proxy_location: HeadOnly
+logging_config: {log_level: DEBUG}
+http_options: {root_path: /api, keep_alive_timeout_s: 90}
+applications:
+- import_path: mod:app
+  logging_config: {encoding: JSON}
+  external_scaler_enabled: true
+  runtime_env: {pip: [numpy]}
+  deployments:
+  - name: A
+    ray_actor_options: {num_cpus: 1}
+    placement_group_bundles: [{CPU: 1}]
+    placement_group_strategy: SPREAD
+    max_replicas_per_node: 1
+    autoscaling_config: {max_replicas: 3}
+    logging_config: {log_level: INFO}
+    graceful_shutdown_wait_loop_s: 5
+    request_router_config: {request_router_class: m:R}
+    max_constructor_retry_count: 3
+  - name: B
+    num_replicas: 2
+"""
+
+
+def test_every_ignored_field_of_a_config_is_found_with_its_path() -> None:
+    found = ignored_in_config(parse_config(EVERYTHING_IGNORED))
+    expected = [(CONFIG, name, name) for name in IGNORED[CONFIG]]
+    expected += [(APPLICATION, name, f"applications[0].{name}") for name in IGNORED[APPLICATION]]
+    expected += [(DEPLOYMENT, name, f"applications[0].deployments[0].{name}")
+                 for name in IGNORED[DEPLOYMENT]]
+    assert sorted(found) == sorted(expected)
+
+
+def test_defaults_written_out_ask_for_nothing() -> None:
+    # `weir build` writes every default; such a file must not warn.
+    config = parse_config({"applications": [{"import_path": "mod:app", "deployments": [
+        {"name": "A", "graceful_shutdown_wait_loop_s": 2.0}]}]})
+    written = parse_config(dump_config(config))
+    assert "proxy_location" in written.model_fields_set
+    assert ignored_in_config(written) == []
+
+
+def test_config_warnings_name_every_path_once() -> None:
+    doc = yaml.safe_load(EVERYTHING_IGNORED)
+    doc["applications"][0]["deployments"][1]["ray_actor_options"] = {"num_gpus": 1}
+    seen = caught(lambda: warn_ignored_in_config(parse_config(doc)))
+    messages = [str(w.message) for w in seen]
+    assert len(messages) == len(IGNORED[CONFIG]) + len(IGNORED[APPLICATION]) + len(
+        IGNORED[DEPLOYMENT])
+    [actor] = [m for m in messages if "'ray_actor_options'" in m]
+    assert ("(at applications[0].deployments[0].ray_actor_options, "
+            "applications[0].deployments[1].ray_actor_options)") in actor
+    [location] = [m for m in messages if "'proxy_location'" in m]
+    assert location.startswith("Weir ignores the config file option 'proxy_location': ")
+
+
+# ----------------------------------------------------------------- the registry
+
+
+def _field_path_exists(model: type[Any], dotted: str) -> bool:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        info = model.model_fields.get(part)
+        if info is None:
+            return False
+        model = info.annotation
+    return last in model.model_fields
+
+
+def test_registry_names_fields_the_schema_accepts() -> None:
+    for name in IGNORED[DEPLOYMENT]:
+        assert name in DeploymentSchema.model_fields, name
+    for name in IGNORED[APPLICATION]:
+        assert _field_path_exists(ServeApplicationSchema, name), name
+    for name in IGNORED[CONFIG]:
+        assert _field_path_exists(ServeDeploySchema, name), name
+
+
+def test_compatibility_doc_lists_every_ignored_option() -> None:
+    doc = (ROOT / "docs" / "compatibility.md").read_text()
+    rows = set(re.findall(r"^\| `([^`]+)` \| ([^|]+?) \|", doc, flags=re.MULTILINE))
+    for scope, reasons in IGNORED.items():
+        for name in reasons:
+            assert (name, scope) in rows, f"docs/compatibility.md lacks `{name}` ({scope})"

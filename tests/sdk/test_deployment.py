@@ -1,0 +1,78 @@
+"""`@serve.deployment` and `.options()`: defaults from the schema, Ray's ignored options
+warn once by name at the user's line, and never fail."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from weir.config import ray_options
+from weir.config.schema import DEFAULT_DEPLOYMENT_OPTIONS, ConfigError
+from weir.deployment import DEFAULT_OPTIONS, deployment
+from weir.exceptions import IgnoredRayOptionWarning
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry() -> Iterator[None]:
+    ray_options.forget_warnings()
+    yield
+    ray_options.forget_warnings()
+
+
+def caught(action: Any) -> list[warnings.WarningMessage]:
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        action()
+    return [w for w in seen if issubclass(w.category, IgnoredRayOptionWarning)]
+
+
+class Model:
+    def __call__(self) -> str:
+        return "ok"
+
+
+def test_defaults_are_the_schemas() -> None:
+    assert DEFAULT_OPTIONS is DEFAULT_DEPLOYMENT_OPTIONS
+    d = deployment(Model)
+    assert d.options_set == {}
+    assert d.options_full == dict(DEFAULT_DEPLOYMENT_OPTIONS)
+    assert (d.num_replicas, d.max_ongoing_requests, d.max_queued_requests) == (1, 5, -1)
+
+
+def test_decorator_warns_by_name_at_the_users_line() -> None:
+    seen = caught(lambda: deployment(ray_actor_options={"num_gpus": 1},
+                                     autoscaling_config={"max_replicas": 4})(Model))
+    assert sorted(str(w.message).split(":")[0] for w in seen) == [
+        "Weir ignores the deployment option 'autoscaling_config'",
+        "Weir ignores the deployment option 'ray_actor_options'"]
+    assert {w.filename for w in seen} == {__file__}
+
+
+def test_options_warn_once_per_name_and_keep_the_value() -> None:
+    base = deployment(Model)
+    first = caught(lambda: base.options(placement_group_strategy="SPREAD"))
+    again = caught(lambda: base.options(placement_group_strategy="PACK",
+                                        max_replicas_per_node=2))
+    assert [w.filename for w in first] == [__file__]
+    assert [str(w.message).split(":")[0] for w in again] == [
+        "Weir ignores the deployment option 'max_replicas_per_node'"]
+    d = base.options(placement_group_strategy="PACK", num_replicas=3)
+    assert d.options_set == {"placement_group_strategy": "PACK", "num_replicas": 3}
+    assert d.options_full["placement_group_strategy"] == "PACK"
+
+
+def test_options_weir_acts_on_and_defaults_do_not_warn() -> None:
+    assert caught(lambda: deployment(num_replicas=2, max_ongoing_requests=3,
+                                     user_config={"a": 1})(Model)) == []
+    # Ray's default for the wait loop asks for nothing Weir would not do.
+    assert caught(lambda: deployment(graceful_shutdown_wait_loop_s=2.0)(Model)) == []
+    assert len(caught(lambda: deployment(graceful_shutdown_wait_loop_s=5)(Model))) == 1
+
+
+def test_a_typo_is_still_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"ray_actor_option: unknown option \(did you mean "
+                                          r"ray_actor_options\?\)"):
+        deployment(ray_actor_option={"num_cpus": 1})
