@@ -44,6 +44,7 @@ import contextlib
 
 import structlog
 
+from weir.backoff import Backoff
 from weir.etcd.keys import LEADER_KEY
 from weir.etcd.store import KeyValue, Lease, Store, StoreClosedError, StoreError
 
@@ -112,19 +113,18 @@ class Election:
         if self._leading:
             return
         self.lost.clear()
-        retry = _RETRY_MIN
+        retry = Backoff(_RETRY_MIN, _RETRY_MAX)
         while True:
             try:
                 if await self._try_to_lead():
                     return
                 await self._wait_for_vacancy()
-                retry = _RETRY_MIN
+                retry.reset()
             except StoreClosedError:
                 raise
             except StoreError as exc:
                 log.warning("campaign interrupted; retrying", key=self._key, error=str(exc))
-                await asyncio.sleep(retry)
-                retry = min(_RETRY_MAX, retry * 2)
+                await retry.sleep()
 
     async def depose(self, identity: bytes, reason: str) -> bool:
         """Revoke the lease of the leader named `identity`, if it still leads.

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from weir.build import BuiltApp, DeploymentSpec, definition_version
+from weir.config.schema import merge_deployment_options, user_config_json
 from weir.controller.reconciler import DeploymentTarget
-from weir.deployment import DEFAULT_OPTIONS
 
 
 @dataclass
@@ -120,20 +120,6 @@ def apply_deploy(
     return puts, deletes
 
 
-def deployment_options(spec: DeploymentSpec, app_config: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults, then the decorator's options, then the config file's overrides."""
-    overrides: dict[str, Any] = {}
-    for entry in app_config.get("deployments") or []:
-        if entry.get("name") == spec.name:
-            overrides = {k: v for k, v in entry.items() if k != "name"}
-    return {**DEFAULT_OPTIONS, **spec.options, **overrides}
-
-
-def user_config_json(value: Any) -> str:
-    """Canonical JSON of a user_config (the form replicas report back)."""
-    return json.dumps(value, sort_keys=True)
-
-
 @dataclass(frozen=True)
 class DeploymentPlan:
     """A deployment's target plus what a replica of it needs to start."""
@@ -151,7 +137,9 @@ def deployment_plans(goal: AppGoal) -> list[DeploymentPlan]:
         return []
     plans = []
     for spec in built.deployments:
-        options = deployment_options(spec, goal.config)
+        entry = next((d for d in goal.config.get("deployments") or []
+                      if d.get("name") == spec.name), None)
+        options = merge_deployment_options(spec.options, entry)
         version = definition_version(spec, options, extra=goal.build_key)
         target = DeploymentTarget(goal.name, spec.name, version, int(options["num_replicas"]),
                                   user_config_json(options.get("user_config")))

@@ -36,6 +36,7 @@ from typing import Any
 
 import structlog
 
+from weir.config.schema import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.controller import reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.goal import AppGoal, DeploymentPlan, ReplicaRecord, deployment_plans
@@ -278,7 +279,8 @@ class Leader:
         if record is None:
             return
         p = self.goal.plans.get((record.app, record.deployment))
-        graceful = float(p.options["graceful_shutdown_timeout_s"]) if p else 20.0
+        options = p.options if p else DEFAULT_DEPLOYMENT_OPTIONS
+        graceful = float(options["graceful_shutdown_timeout_s"])
         stop = pb.ReplicaCommand(kind=pb.STOP, graceful_shutdown_timeout_s=graceful)
         if action.kill or not self.sessions.send(action.replica_id, stop):
             log.info("killing replica", replica_id=action.replica_id, reason=action.reason)

@@ -19,10 +19,11 @@ from typing import Any
 import structlog
 
 from weir import context
+from weir.config.schema import DEFAULT_DEPLOYMENT_OPTIONS, user_config_json
 from weir.dataplane.route_table import LeaderLocator
 from weir.protos import weir_pb2 as pb
 from weir.replica.server import ReplicaServer, start_server
-from weir.replica.session import ControllerSession, user_config_json
+from weir.replica.session import ControllerSession
 from weir.replica.user_callable import UserCallable, add_sys_paths, error_fields
 from weir.runtime import configure_logging, run_until_signalled
 
@@ -44,7 +45,7 @@ class Replica:
         self.applied_user_config = ""
         self.spec: dict[str, Any] = {}
         self.stop = asyncio.Event()
-        self.graceful_timeout = 20.0
+        self.graceful_timeout = float(DEFAULT_DEPLOYMENT_OPTIONS["graceful_shutdown_timeout_s"])
         self._init_task: asyncio.Task[None] | None = None
 
     def _load_changed(self) -> None:

@@ -20,6 +20,7 @@ import cloudpickle
 import grpc
 import structlog
 
+from weir.config.schema import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.replica.grpc_codecs import MethodCodec, method_codecs
@@ -34,7 +35,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
     def __init__(self, on_load_change: Callable[[], None]) -> None:
         self.state: pb.ReplicaState = pb.STARTING
         self.user: UserCallable | None = None
-        self.max_ongoing = 5
+        self.max_ongoing = int(DEFAULT_DEPLOYMENT_OPTIONS["max_ongoing_requests"])
         self.admitted = 0
         self.idle = asyncio.Event()
         self.idle.set()

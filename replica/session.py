@@ -11,7 +11,6 @@ on this session.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -116,8 +115,3 @@ class ControllerSession:
             except Exception:
                 log.error("command failed", kind=pb.CommandKind.Name(command.kind), exc_info=True)
             self.report_soon()
-
-
-def user_config_json(value: object) -> str:
-    """Canonical JSON of a user_config, for comparing what was applied with the goal."""
-    return json.dumps(value, sort_keys=True)

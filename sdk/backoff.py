@@ -37,10 +37,13 @@ class Backoff:
         self.jitter = jitter
         self._rng = rng or random.Random()
         self._delay = initial
+        #: Pauses taken since the last reset (0: the failure now is the first).
+        self.failures = 0
 
     def next(self) -> float:
         """The pause before the next attempt; each call after a failure grows the next one."""
         delay = self._delay
+        self.failures += 1
         self._delay = min(self.maximum, self._delay * self.factor)
         if self.jitter:
             delay *= 1.0 - self.jitter * self._rng.random()
@@ -49,6 +52,7 @@ class Backoff:
     def reset(self) -> None:
         """The thing worked: the next failure waits `initial` again."""
         self._delay = self.initial
+        self.failures = 0
 
     async def sleep(self) -> None:
         """Wait the next pause (on the running event loop)."""

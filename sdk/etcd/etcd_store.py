@@ -58,6 +58,7 @@ import grpc
 import grpc.aio
 import structlog
 
+from weir.backoff import Backoff
 from weir.etcd.store import (
     KeyValue,
     Lease,
@@ -629,7 +630,7 @@ class EtcdStore:
         """
         key = prefix.encode()
         next_revision = start_revision
-        backoff = _WATCH_BACKOFF_MIN
+        backoff = Backoff(_WATCH_BACKOFF_MIN, _WATCH_BACKOFF_MAX)
         while not self._closed.is_set():
             watch = None
             try:
@@ -644,7 +645,7 @@ class EtcdStore:
                         # lands as the watch is created; honour it, or the caller hangs.
                         raise asyncio.CancelledError
                     async for event in watch:
-                        backoff = _WATCH_BACKOFF_MIN
+                        backoff.reset()
                         revision = int(event.kv.mod_revision)
                         next_revision = revision + 1
                         yield WatchEvent(
@@ -671,15 +672,14 @@ class EtcdStore:
                     yield WatchEvent(kind="reset", key=prefix, value=b"", revision=current)
                     continue
                 # The first interruption is news; the retries while etcd is away are not.
-                (log.info if backoff == _WATCH_BACKOFF_MIN else log.debug)(
+                (log.info if backoff.failures == 0 else log.debug)(
                     "watch interrupted; resuming",
                     prefix=prefix,
                     from_revision=next_revision,
                     error=str(exc),
                 )
-                if await self._sleep_unless_closed(backoff):
+                if await self._sleep_unless_closed(backoff.next()):
                     return
-                backoff = min(_WATCH_BACKOFF_MAX, backoff * 2)
                 continue
             finally:
                 if watch is not None:
@@ -688,7 +688,7 @@ class EtcdStore:
             # The stream ended without an error: the store is closing, or aetcd dropped it.
             if self._closed.is_set():
                 return
-            if await self._sleep_unless_closed(backoff):
+            if await self._sleep_unless_closed(backoff.next()):
                 return
 
     async def _current_revision(self, prefix: str) -> int:
@@ -703,14 +703,13 @@ class EtcdStore:
         return int(response.header.revision)
 
     async def _current_revision_retrying(self, prefix: str) -> int | None:
-        backoff = _WATCH_BACKOFF_MIN
+        backoff = Backoff(_WATCH_BACKOFF_MIN, _WATCH_BACKOFF_MAX)
         while not self._closed.is_set():
             try:
                 return await self._current_revision(prefix)
             except StoreError:
-                if await self._sleep_unless_closed(backoff):
+                if await self._sleep_unless_closed(backoff.next()):
                     return None
-                backoff = min(_WATCH_BACKOFF_MAX, backoff * 2)
         return None
 
     async def _sleep_unless_closed(self, seconds: float) -> bool:
