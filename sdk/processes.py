@@ -13,7 +13,8 @@ benches and the tests do with processes, so that they agree on the parts that bi
   new process's status. So the functions that wait or signal take either a PID or our own
   child's Popen (`ProcessRef`), and reap through the Popen when given one.
 - Stopping is SIGTERM, a deadline, then SIGKILL; every wait is a poll with a deadline, and
-  PID 0 or below (which os.kill and waitpid read as "the whole process group") is refused.
+  a PID of 0 or below is refused: os.kill and waitpid read it as our whole process group,
+  or as every process.
 
 Everything here returns at once except `wait_exit`, `terminate` and `kill`, which wait up
 to their timeout: async code calls those in a thread.
