@@ -69,7 +69,10 @@ def spawn(cmd: Sequence[str], *, log_path: str | os.PathLike[str],
 
 
 def pid_runs(pid: int, marker: str = "") -> bool:
-    """Whether `pid` is a live (non-zombie) process whose command line contains `marker`."""
+    """Whether `pid` is a live (non-zombie) process whose command line contains `marker`.
+
+    A process that has just been started may show an empty command line for a moment.
+    """
     if pid <= 0:
         return False
     try:
@@ -161,7 +164,8 @@ def find_pids(match: Callable[[list[str]], bool], *,
     """PIDs of the live processes but this one that `match` accepts.
 
     `match` sees the process's arguments (source "cmdline") or its NAME=value environment
-    entries ("environ"), one string each. Processes we may not read are skipped.
+    entries ("environ"), one string each. Processes we may not read are skipped, and one
+    that has just been started may show empty ones for a moment.
     """
     found = []
     for entry in Path("/proc").iterdir():

@@ -48,7 +48,8 @@ def test_a_replica_runs_detached_and_logs(tmp_path: Path, cluster_id: str) -> No
     record = launch(launcher, cluster_id)
     assert launcher.is_alive(record)
     assert os.getsid(record.pid) == record.pid
-    assert replica_pids(cluster_id) == [record.pid]
+    # Right after exec the kernel may show an empty command line for a moment.
+    wait_until(lambda: replica_pids(cluster_id) == [record.pid])
     log = tmp_path / "logs" / f"replica-{record.replica_id.replace('#', '_')}.log"
     wait_until(lambda: "replica serving" in log.read_text())
 
@@ -66,7 +67,7 @@ def test_another_launcher_adopts_and_kills_by_pid(tmp_path: Path, cluster_id: st
     starter = LocalProcessLauncher(NO_ETCD, str(tmp_path / "logs"), cluster_id)
     record = launch(starter, cluster_id)
     adopter = LocalProcessLauncher(NO_ETCD, str(tmp_path / "logs"), cluster_id)
-    assert adopter.is_alive(record)
+    wait_until(lambda: adopter.is_alive(record))  # once its command line shows
     # A PID now used by another process is not the replica.
     assert not adopter.is_alive(replace(record, replica_id="app#dep#other"))
     adopter.kill(replace(record, replica_id="app#dep#other"))

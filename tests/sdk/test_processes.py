@@ -96,7 +96,8 @@ def test_pid_runs_checks_the_marker_and_sees_zombies_as_dead(start: Spawner) -> 
     marker = uuid.uuid4().hex
     proc = start([*SLEEPER, marker])
     assert pid_runs(proc.pid)
-    assert pid_runs(proc.pid, marker)
+    # Right after exec the kernel may show an empty command line for a moment.
+    wait_until(lambda: pid_runs(proc.pid, marker))
     assert not pid_runs(proc.pid, "not-" + marker)
     os.kill(proc.pid, signal.SIGKILL)
     wait_until(lambda: state(proc.pid) == "Z")  # exited, not reaped yet
@@ -160,9 +161,9 @@ def test_find_pids_by_arguments_and_by_environment(start: Spawner) -> None:
     token = uuid.uuid4().hex
     by_arg = start([*SLEEPER, f"--token={token}"])
     by_env = start(SLEEPER, env={**os.environ, "WEIR_TEST_TOKEN": token})
-    assert find_pids(lambda args: f"--token={token}" in args) == [by_arg.pid]
-    assert find_pids(lambda env: f"WEIR_TEST_TOKEN={token}" in env,
-                     source="environ") == [by_env.pid]
+    wait_until(lambda: find_pids(lambda args: f"--token={token}" in args) == [by_arg.pid])
+    wait_until(lambda: find_pids(lambda env: f"WEIR_TEST_TOKEN={token}" in env,
+                                 source="environ") == [by_env.pid])
     assert os.getpid() not in find_pids(lambda args: True)
     kill(by_arg)
     assert find_pids(lambda args: f"--token={token}" in args) == []
@@ -174,7 +175,9 @@ def test_replica_pids_finds_what_replica_command_starts(start: Spawner) -> None:
     # with no etcd needed.
     mine = start([*SLEEPER, *replica_command("app#d#1", "127.0.0.1:1", cluster)[1:]])
     start([*SLEEPER, *replica_command("app#d#2", "127.0.0.1:1", other)[1:]])
-    start([*SLEEPER, "--cluster-id", cluster])  # not a replica
+    not_a_replica = start([*SLEEPER, "--cluster-id", cluster])
+    wait_until(lambda: set(find_pids(lambda args: cluster in args))
+               == {mine.pid, not_a_replica.pid})  # both command lines readable
     assert replica_pids(cluster) == [mine.pid]
     kill(mine)
     assert replica_pids(cluster) == []
