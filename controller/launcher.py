@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import weakref
 from pathlib import Path
 from typing import Protocol
 
 from weir.controller.goal import ReplicaRecord
-from weir.processes import pid_runs, replica_command, signal_process, spawn
+from weir.processes import pid_runs, replica_command, signal_process, spawn, wait_exit
 from weir.runtime_env import PreparedEnv, process_env
 
 
@@ -44,6 +45,10 @@ class LocalProcessLauncher:
         self.cluster_id = cluster_id
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._killed: dict[int, subprocess.Popen[bytes]] = {}
+        # A replica killed just before the controller exits (its shutdown kills the last
+        # ones) is reaped on the way out, after the event loop, rather than left a zombie
+        # for an init that may never reap it.
+        weakref.finalize(self, _reap, self._killed)
 
     def launch(self, record: ReplicaRecord, env: PreparedEnv) -> int:
         """Start the replica process, detached, logging to <log_dir>/<replica>.log."""
@@ -81,3 +86,8 @@ class LocalProcessLauncher:
         for pid, proc in list(self._killed.items()):
             if proc.poll() is not None:
                 self._killed.pop(pid, None)
+
+
+def _reap(killed: dict[int, subprocess.Popen[bytes]]) -> None:
+    for proc in list(killed.values()):
+        wait_exit(proc, 1.0)
