@@ -8,8 +8,6 @@ then SIGKILL. Readiness is always a poll with a deadline, never a fixed sleep.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
 import time
 import urllib.error
@@ -19,8 +17,8 @@ from pathlib import Path
 from types import TracebackType
 
 # Weir's own process helpers serve the benches too (re-exported for them).
+from weir.processes import find_pids, spawn, terminate
 from weir.processes import free_port as free_port
-from weir.processes import terminate_pid as terminate_pid
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLL_INTERVAL_S = 0.05
@@ -36,15 +34,8 @@ def pids_with_env(name: str, value: str) -> list[int]:
     A unique value (a temp dir) set for a command marks every process it starts, even
     detached grandchildren, so they can be found and stopped by PID if it cannot stop them.
     """
-    needle = f"{name}={value}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-    return found
+    entry = f"{name}={value}"
+    return find_pids(lambda environ: entry in environ, source="environ")
 
 
 def wait_http_ok(url: str, timeout: float, check: ProcessGroup | None = None) -> None:
@@ -84,11 +75,7 @@ class ProcessGroup:
     def spawn(self, name: str, argv: Sequence[str],
               env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start `argv` from the repository root; output goes to `<log_dir>/<name>.log`."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path(name), "ab") as log:
-            proc = subprocess.Popen(list(argv), cwd=REPO_ROOT, env=dict(env or os.environ),
-                                    stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        proc = spawn(argv, log_path=self.log_path(name), env=env, cwd=REPO_ROOT, detached=True)
         self._children.append((name, proc))
         return proc
 
@@ -107,9 +94,7 @@ class ProcessGroup:
         """Stop every child by PID, newest first."""
         while self._children:
             _, proc = self._children.pop()
-            terminate_pid(proc.pid, timeout)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0)
+            terminate(proc, timeout)
 
     def __enter__(self) -> ProcessGroup:
         return self

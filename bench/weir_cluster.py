@@ -9,19 +9,18 @@ final sweep stops by PID any process still carrying it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 
 import yaml
 
-from bench.processes import REPO_ROOT, ProcessFailed, pids_with_env, terminate_pid, wait_http_ok
+from bench.processes import REPO_ROOT, ProcessFailed, pids_with_env, wait_http_ok
+from weir.processes import signal_process, spawn, terminate, wait_exit
 
 CLI_INTERRUPT_GRACE_S = 15.0
 
@@ -114,7 +113,7 @@ class WeirCluster:
             error = exc
         leftovers = pids_with_env("WEIR_HOME", str(self.home))
         for pid in leftovers:
-            terminate_pid(pid, 3.0)
+            terminate(pid, 3.0)
         if leftovers:
             lines = str(error).strip().splitlines() if error else []
             reason = f"weir shutdown failed: {lines[-1]}" if lines else "weir shutdown left them"
@@ -131,10 +130,7 @@ class WeirCluster:
         self._calls += 1
         log = self.home / f"cli-{self._calls}-{argv[0]}.log"
         command = [*weir_command(), *argv]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(command, cwd=REPO_ROOT, env=self.env, stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+        proc = spawn(command, log_path=log, env=self.env, cwd=REPO_ROOT, detached=True)
         try:
             code = proc.wait(timeout=timeout)
         except BaseException as exc:
@@ -158,10 +154,6 @@ class WeirCluster:
 
 def _interrupt(proc: subprocess.Popen[bytes]) -> None:
     """SIGINT `proc` and give it a grace period to clean up, then stop it by PID."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGINT)
-    deadline = time.monotonic() + CLI_INTERRUPT_GRACE_S
-    while proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if proc.poll() is None:
-        terminate_pid(proc.pid, 3.0)
+    signal_process(proc, signal.SIGINT)
+    if not wait_exit(proc, CLI_INTERRUPT_GRACE_S):
+        terminate(proc, 3.0)

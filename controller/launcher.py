@@ -7,15 +7,14 @@ adopts them from their etcd records; liveness is checked by PID and command line
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
+import weakref
 from pathlib import Path
 from typing import Protocol
 
 from weir.controller.goal import ReplicaRecord
-from weir.processes import pid_runs
+from weir.processes import pid_runs, replica_command, signal_process, spawn, wait_exit
 from weir.runtime_env import PreparedEnv, process_env
 
 
@@ -33,47 +32,62 @@ class Launcher(Protocol):
 
 
 class LocalProcessLauncher:
-    """Runs each replica as `python -m weir.replica` on this machine."""
+    """Runs each replica as `python -m weir.replica` on this machine.
+
+    Its own children are reaped through their Popen; none of its methods waits, since the
+    controller calls them from its event loop: a child killed but not dead yet is reaped
+    by whichever call comes next.
+    """
 
     def __init__(self, etcd_endpoints: str, log_dir: str, cluster_id: str = "") -> None:
         self.etcd_endpoints = etcd_endpoints
         self.log_dir = Path(log_dir)
         self.cluster_id = cluster_id
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._killed: dict[int, subprocess.Popen[bytes]] = {}
+        # A replica killed just before the controller exits (its shutdown kills the last
+        # ones) is reaped on the way out, after the event loop, rather than left a zombie
+        # for an init that may never reap it.
+        weakref.finalize(self, _reap, self._killed)
 
     def launch(self, record: ReplicaRecord, env: PreparedEnv) -> int:
         """Start the replica process, detached, logging to <log_dir>/<replica>.log."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"replica-{record.replica_id.replace('#', '_')}.log"
-        cmd = [sys.executable, "-m", "weir.replica", "--replica-id", record.replica_id,
-               "--etcd", self.etcd_endpoints, "--cluster-id", self.cluster_id]
+        self._reap_killed()
         child_env = process_env(env)
         child_env["WEIR_ETCD_ENDPOINTS"] = self.etcd_endpoints
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(cmd, cwd=env.cwd or None, env=child_env,
-                                    stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        proc = spawn(replica_command(record.replica_id, self.etcd_endpoints, self.cluster_id),
+                     log_path=self.log_dir / f"replica-{record.replica_id.replace('#', '_')}.log",
+                     env=child_env, cwd=env.cwd or None, detached=True)
         self._children[proc.pid] = proc
         return proc.pid
 
     def is_alive(self, record: ReplicaRecord) -> bool:
         """Reap our own children; check adopted ones through /proc."""
+        self._reap_killed()
         proc = self._children.get(record.pid)
         if proc is not None:
             if proc.poll() is None:
                 return True
-            del self._children[record.pid]
+            self._children.pop(record.pid, None)
             return False
         return pid_runs(record.pid, record.replica_id)
 
     def kill(self, record: ReplicaRecord) -> None:
         """SIGKILL the replica if it is still the process we think it is."""
         if self.is_alive(record):
-            try:
-                os.kill(record.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc = self._children.get(record.pid)
-        if proc is not None:
-            proc.wait(timeout=5)
-            del self._children[record.pid]
+            proc = self._children.pop(record.pid, None)
+            signal_process(proc if proc is not None else record.pid, signal.SIGKILL)
+            if proc is not None:
+                self._killed[proc.pid] = proc
+        self._reap_killed()
+
+    def _reap_killed(self) -> None:
+        # kill() may run in a thread while is_alive() runs on the loop: iterate a copy.
+        for pid, proc in list(self._killed.items()):
+            if proc.poll() is not None:
+                self._killed.pop(pid, None)
+
+
+def _reap(killed: dict[int, subprocess.Popen[bytes]]) -> None:
+    for proc in list(killed.values()):
+        wait_exit(proc, 1.0)

@@ -1,5 +1,24 @@
-"""Local processes: free ports, liveness by PID, and stopping by PID. One home for what the
-controller's launcher, the local cluster, the etcd server and the tests all need."""
+"""Local processes: starting them, knowing whether they run, finding them, stopping them.
+
+The one home for what the controller's launcher, the local cluster, the etcd server, the
+benches and the tests do with processes, so that they agree on the parts that bite:
+
+- A child starts in a session of its own (detached): a Ctrl-C in a terminal reaches only
+  the command, which then stops its children in order, and a replica outlives the
+  controller that started it, to be adopted by the next leader.
+- A PID is not proof of life: a zombie has exited, and a PID is reused, so a liveness
+  check can require a marker on the command line (a replica id).
+- A child is reaped by whoever holds its Popen, if anyone does: a bare waitpid behind a
+  Popen's back makes it report exit code 0 later and, once the PID is reused, steal the
+  new process's status. So the functions that wait or signal take either a PID or our own
+  child's Popen (`ProcessRef`), and reap through the Popen when given one.
+- Stopping is SIGTERM, a deadline, then SIGKILL; every wait is a poll with a deadline, and
+  a PID of 0 or below is refused: os.kill and waitpid read it as our whole process group,
+  or as every process.
+
+Everything here returns at once except `wait_exit`, `terminate` and `kill`, which wait up
+to their timeout: async code calls those in a thread.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +26,22 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Literal, TypeAlias
+
+#: A process: by PID, or our own child by its Popen (then waited for through it).
+ProcessRef: TypeAlias = "int | subprocess.Popen[bytes]"
+
+#: The module a replica process runs; its command line is built by `replica_command`.
+REPLICA_MODULE = "weir.replica"
+
+_POLL_S = 0.02
+#: SIGKILL cannot be refused, but a process in uninterruptible sleep dies when it wakes.
+_KILL_WAIT_S = 5.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -19,8 +51,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def spawn(cmd: Sequence[str], *, log_path: str | os.PathLike[str],
+          env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
+          detached: bool = True) -> subprocess.Popen[bytes]:
+    """Start `cmd` with stdin from /dev/null and stdout and stderr appended to `log_path`
+    (its folder is made if missing).
+
+    `env` replaces the environment (None: inherit this one's). `detached` starts it in a
+    session of its own: no terminal signal reaches it, and it outlives this process.
+    """
+    path = Path(log_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as log:
+        return subprocess.Popen(list(cmd), cwd=cwd, env=None if env is None else dict(env),
+                                stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=detached)
+
+
 def pid_runs(pid: int, marker: str = "") -> bool:
-    """Whether `pid` is a live (non-zombie) process whose command line contains `marker`."""
+    """Whether `pid` is a live (non-zombie) process whose command line contains `marker`.
+
+    A process that has just been started may show an empty command line for a moment.
+    """
     if pid <= 0:
         return False
     try:
@@ -39,18 +91,109 @@ def pid_runs(pid: int, marker: str = "") -> bool:
     return True
 
 
-def terminate_pid(pid: int, timeout: float) -> None:
-    """SIGTERM `pid`, wait up to `timeout` seconds, then SIGKILL it; reap it if ours."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+def signal_process(proc: ProcessRef, sig: int) -> bool:
+    """Send `sig`; returns False if the process was already gone (or is not ours to signal).
+
+    A Popen that has been reaped is never signalled: its PID may belong to another process.
+    """
+    if isinstance(proc, subprocess.Popen):
+        if proc.poll() is not None:
+            return False
+        pid = proc.pid
+    else:
+        pid = proc
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def wait_exit(proc: ProcessRef, timeout: float) -> bool:
+    """Poll until the process has exited (reaping it if it is our child), at most `timeout`
+    seconds; returns whether it has."""
     deadline = time.monotonic() + timeout
-    while pid_runs(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        time.sleep(0.02)
-    if pid_runs(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    while not _exited(proc):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_S)
+    return True
+
+
+def terminate(proc: ProcessRef, timeout: float) -> bool:
+    """SIGTERM, wait up to `timeout` seconds, then SIGKILL; reaps our own child either way.
+
+    Returns True if it exited within `timeout` (False: it had to be killed).
+    """
+    signal_process(proc, signal.SIGTERM)
+    if wait_exit(proc, timeout):
+        return True
+    kill(proc)
+    return False
+
+
+def kill(proc: ProcessRef, timeout: float = _KILL_WAIT_S) -> bool:
+    """SIGKILL at once and wait up to `timeout` seconds for the end (reaping our own child);
+    returns whether it has ended."""
+    signal_process(proc, signal.SIGKILL)
+    return wait_exit(proc, timeout)
+
+
+def _exited(proc: ProcessRef) -> bool:
+    if isinstance(proc, subprocess.Popen):
+        return proc.poll() is not None
+    if proc <= 0:
+        return True
+    try:
+        if os.waitpid(proc, os.WNOHANG)[0] == proc:
+            return True
+    except ChildProcessError:  # not our child: its parent reaps it
+        return not pid_runs(proc)
+    if pid_runs(proc):
+        return False
+    # Our child died between the two looks: reap the zombie, or it stays one.
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+        os.waitpid(proc, os.WNOHANG)
+    return True
+
+
+def find_pids(match: Callable[[list[str]], bool], *,
+              source: Literal["cmdline", "environ"] = "cmdline") -> list[int]:
+    """PIDs of the live processes but this one that `match` accepts.
+
+    `match` sees the process's arguments (source "cmdline") or its NAME=value environment
+    entries ("environ"), one string each. Processes we may not read are skipped, and one
+    that has just been started may show empty ones for a moment.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            raw = (entry / source).read_bytes()
+        except OSError:
+            continue
+        items = raw.split(b"\0")
+        if raw.endswith(b"\0"):
+            items.pop()
+        if match([item.decode(errors="replace") for item in items]) and pid_runs(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def replica_command(replica_id: str, etcd_endpoints: str, cluster_id: str) -> list[str]:
+    """The command line of a replica process (what `replica_pids` recognises)."""
+    return [sys.executable, "-m", REPLICA_MODULE, "--replica-id", replica_id,
+            "--etcd", etcd_endpoints, "--cluster-id", cluster_id]
+
+
+def replica_pids(cluster_id: str) -> list[int]:
+    """PIDs of the live replica processes of a cluster, found by their command line."""
+
+    def of_cluster(args: list[str]) -> bool:
+        return REPLICA_MODULE in args and any(
+            args[i:i + 2] == ["--cluster-id", cluster_id] for i in range(len(args) - 1))
+
+    return find_pids(of_cluster)

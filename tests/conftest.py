@@ -7,27 +7,20 @@ is left behind.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 from collections.abc import Iterator
 
 import pytest
 
 from weir.etcd.server import EtcdCluster, EtcdServer
+from weir.processes import kill, pid_runs
 
 
 def _reap(pids: list[int]) -> None:
     """SIGKILL any of ``pids`` still alive; fail the test if one had to be."""
-    leftovers = []
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        leftovers.append(pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    leftovers = [pid for pid in pids if pid_runs(pid)]
+    for pid in leftovers:
+        kill(pid)
     assert not leftovers, f"etcd processes left running after stop(): {leftovers}"
 
 

@@ -10,7 +10,6 @@ killed by its cluster id, and the temp dir is removed.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -19,27 +18,24 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
 
 from weir.cli.cluster_state import ClusterInfo
 from weir.etcd.server import EtcdServer
-from weir.processes import free_port, pid_runs, terminate_pid
+from weir.processes import (
+    ProcessRef,
+    free_port,
+    replica_pids,
+    signal_process,
+    spawn,
+    terminate,
+    wait_exit,
+)
 
 log = structlog.get_logger("weir.cli.local_cluster")
-
-def replica_pids(cluster_id: str) -> list[int]:
-    """PIDs of replica processes of a cluster, found by their command line."""
-    needle = f"--cluster-id\0{cluster_id}\0".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                cmdline = (entry / "cmdline").read_bytes()
-                if b"weir.replica" in cmdline and needle in cmdline:
-                    found.append(int(entry.name))
-    return found
 
 
 class LocalCluster:
@@ -120,7 +116,7 @@ class LocalCluster:
         info = self._require_info()
         pid = info.pids.pop(self._controller_names.pop(address))
         info.controllers.remove(address)
-        _signal_and_reap(pid, sig, self._procs)
+        self._signal_and_reap(pid, sig)
         return pid
 
     def start_proxy(self, timeout: float = 30.0) -> None:
@@ -145,7 +141,7 @@ class LocalCluster:
         """Send `sig` to the proxy and reap it; returns its PID."""
         info = self._require_info()
         pid = info.pids.pop("proxy")
-        _signal_and_reap(pid, sig, self._procs)
+        self._signal_and_reap(pid, sig)
         return pid
 
     @property
@@ -159,12 +155,20 @@ class LocalCluster:
         return self.info
 
     def _spawn(self, cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        proc = spawn(cmd, log_path=log_path, detached=True)
         self._procs.append(proc)
         self._spawned.append(proc.pid)
         return proc
+
+    def _signal_and_reap(self, pid: int, sig: int) -> None:
+        proc = self._child(pid)
+        signal_process(proc, sig)
+        if not wait_exit(proc, 10.0):
+            raise TimeoutError(f"process {pid} still runs 10 s after signal {sig}")
+
+    def _child(self, pid: int) -> ProcessRef:
+        """Our Popen of `pid` if we started it (so that it is reaped through it), else pid."""
+        return next((proc for proc in self._procs if proc.pid == pid), pid)
 
     def _wait_file(self, path: Path, proc: subprocess.Popen[bytes], timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -197,41 +201,31 @@ class LocalCluster:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every process of the cluster and remove its temp dir."""
         if self.info is not None:
-            stop_cluster(self.info, timeout)
-        for proc in self._procs:
-            with contextlib.suppress(Exception):
-                proc.wait(timeout=1)
+            stop_cluster(self.info, timeout, children=self._procs)
+        for proc in self._procs:  # any that exited on its own is reaped here
+            terminate(proc, 1.0)
         self._procs = []
         self.info = None
 
 
-def stop_cluster(info: ClusterInfo, timeout: float = 10.0) -> None:
-    """Stop a cluster from its ClusterInfo (also from another process than its starter)."""
+def stop_cluster(info: ClusterInfo, timeout: float = 10.0,
+                 children: Sequence[subprocess.Popen[bytes]] = ()) -> None:
+    """Stop a cluster from its ClusterInfo (also from another process than its starter).
+
+    `children`: the starter's Popens of its processes, so that they are reaped through them.
+    """
     from weir.cli.admin_client import AdminClient
 
+    ours: dict[int, ProcessRef] = {proc.pid: proc for proc in children}
     deadline = time.monotonic() + timeout
     # Any live controller will do: a standby forwards the shutdown to the leader.
     with contextlib.suppress(Exception):
         AdminClient(info.address, timeout=max(1.0, timeout - 2)).shutdown()
     for name, pid in sorted(info.pids.items()):
         if name.startswith("proxy") or name.startswith("controller"):
-            terminate_pid(pid, max(0.5, min(3.0, deadline - time.monotonic())))
+            terminate(ours.get(pid, pid), max(0.5, min(3.0, deadline - time.monotonic())))
     for pid in replica_pids(info.cluster_id):
-        terminate_pid(pid, 0.5)
+        terminate(pid, 0.5)
     if "etcd" in info.pids:
-        terminate_pid(info.pids["etcd"], 3.0)
+        terminate(ours.get(info.pids["etcd"], info.pids["etcd"]), 3.0)
     shutil.rmtree(info.temp_dir, ignore_errors=True)
-
-
-def _signal_and_reap(pid: int, sig: int, procs: list[subprocess.Popen[bytes]]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-    for proc in procs:
-        if proc.pid == pid:
-            proc.wait(timeout=10)
-            return
-    deadline = time.monotonic() + 10
-    while pid_runs(pid):  # not our child: wait for its parent to reap it
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"process {pid} still runs 10 s after signal {sig}")
-        time.sleep(0.01)

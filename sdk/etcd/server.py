@@ -13,12 +13,10 @@ and a CLI command want; async callers run them in a thread.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -32,7 +30,7 @@ from types import TracebackType
 
 import structlog
 
-from weir.processes import free_port
+from weir.processes import free_port, kill, spawn, terminate
 
 __all__ = ["EtcdCluster", "EtcdError", "EtcdServer", "find_etcd_binary"]
 
@@ -95,11 +93,7 @@ def _is_executable(path: str) -> bool:
 
 def _kill_quietly(proc: subprocess.Popen[bytes]) -> None:
     # Last resort at garbage collection or interpreter exit: never leave an etcd behind.
-    if proc.poll() is None:
-        with contextlib.suppress(OSError):
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
+    kill(proc)
 
 
 class EtcdServer:
@@ -216,14 +210,7 @@ class EtcdServer:
         if self.running:
             return
         self._dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log_file:
-            self._proc = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._proc = spawn(self.command(), log_path=self.log_path, detached=True)
         self._finalizer = weakref.finalize(self, _kill_quietly, self._proc)
         log.debug("etcd launched", name=self._name, pid=self._proc.pid, endpoint=self.endpoint)
 
@@ -270,11 +257,8 @@ class EtcdServer:
 
     def kill(self) -> None:
         """SIGKILL the process at once and reap it; the data stays for a later :meth:`start`."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        if self._proc is not None:
+            kill(self._proc)
         self._detach()
 
     def restart(self, timeout: float = 15.0) -> None:
@@ -284,16 +268,9 @@ class EtcdServer:
 
     def _terminate(self, timeout: float) -> None:
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("etcd ignored SIGTERM; killing it", name=self._name, pid=proc.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
+        if proc is not None and not terminate(proc, timeout):
+            log.warning("etcd ignored SIGTERM; killed it", name=self._name, pid=proc.pid,
+                        timeout_s=timeout)
         self._detach()
 
     def detach(self) -> None:

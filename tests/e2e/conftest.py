@@ -16,8 +16,8 @@ import requests
 from weir import context
 from weir.cli.admin_client import AdminClient
 from weir.cli.cluster_state import ClusterInfo
-from weir.cli.local_cluster import LocalCluster, replica_pids
-from weir.processes import pid_runs
+from weir.cli.local_cluster import LocalCluster
+from weir.processes import pid_runs, replica_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 

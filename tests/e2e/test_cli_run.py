@@ -14,22 +14,12 @@ from pathlib import Path
 import requests
 
 from tests.e2e.conftest import ROOT, wait_for
-from weir.etcd.server import free_port
-from weir.processes import pid_runs
+from weir.processes import find_pids, free_port, pid_runs
 
 
 def processes_mentioning(*needles: str) -> set[int]:
-    """PIDs of live processes whose command line contains any of `needles`."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if any(n.encode() in cmd for n in needles) and pid_runs(int(entry.name)):
-                found.add(int(entry.name))
-    return found
+    """PIDs of live processes with an argument that contains any of `needles`."""
+    return set(find_pids(lambda args: any(n in arg for arg in args for n in needles)))
 
 
 def test_weir_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
