@@ -108,7 +108,7 @@ def _connect(http_options: dict[str, Any] | None = None,
     with _session.lock:
         if _session.client is not None:
             return _session.client
-        from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
+        from weir.cli.cluster_state import running_cluster
         from weir.cli.local_cluster import LocalCluster
 
         address = os.environ.get("WEIR_ADDRESS", "")
@@ -120,7 +120,7 @@ def _connect(http_options: dict[str, Any] | None = None,
                 known.etcd_endpoints)
             _session.client = AdminClient(address)
             return _session.client
-        info = None if address else ClusterInfo.load(weir_home() / STATE_FILE_NAME)
+        info = None if address else running_cluster()
         if address:
             coords = context.ClusterCoordinates(
                 os.environ.get("WEIR_ETCD_ENDPOINTS", ""), tuple(address.split(",")))

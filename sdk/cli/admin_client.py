@@ -7,13 +7,13 @@ the leader (`weir.leader_redirect`) is followed transparently.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
 import grpc
 
 from weir.backoff import Backoff
+from weir.cli.cluster_state import cluster_address
 from weir.exceptions import ClusterError
 from weir.leader_redirect import leader_from
 from weir.protos import weir_pb2 as pb
@@ -46,14 +46,7 @@ class ConfigRejected(ClusterError):
 def resolve_address(explicit: str | None = None) -> str:
     """--address, else WEIR_ADDRESS, else a running `weir start` cluster's controllers,
     else the default. Several addresses are comma-separated."""
-    if explicit:
-        return explicit
-    if os.environ.get("WEIR_ADDRESS"):
-        return os.environ["WEIR_ADDRESS"]
-    from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
-
-    info = ClusterInfo.load(weir_home() / STATE_FILE_NAME)
-    return ",".join(info.controllers) if info else DEFAULT_ADDRESS
+    return cluster_address(explicit) or DEFAULT_ADDRESS
 
 
 class AdminClient:

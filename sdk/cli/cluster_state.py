@@ -52,3 +52,19 @@ class ClusterInfo:
                    if name.startswith("controller")):
             return None
         return info
+
+
+def running_cluster() -> ClusterInfo | None:
+    """The `weir start` cluster of the state file, if it still runs."""
+    return ClusterInfo.load(weir_home() / STATE_FILE_NAME)
+
+
+def cluster_address(explicit: str | None = None) -> str | None:
+    """Where a cluster's admin API is: `explicit`, else WEIR_ADDRESS, else a running
+    `weir start` cluster's controllers (comma-separated); None when none is known."""
+    if explicit:
+        return explicit
+    if os.environ.get("WEIR_ADDRESS"):
+        return os.environ["WEIR_ADDRESS"]
+    info = running_cluster()
+    return info.address if info else None

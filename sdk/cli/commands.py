@@ -93,7 +93,7 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
     """Run an application (import path `module:app` or a config file) and block until
     Ctrl-C. With no cluster address, an embedded local cluster (etcd included) is started
     for the command's lifetime and stopped with it."""
-    from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
+    from weir.cli.cluster_state import cluster_address
     from weir.cli.local_cluster import LocalCluster
     from weir.serve import wait_for_app
 
@@ -104,10 +104,7 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
             "name": name, "route_prefix": route_prefix, "import_path": config_or_import_path,
             "runtime_env": {"working_dir": os.path.abspath(app_dir)}}]}
     cluster: LocalCluster | None = None
-    addr = address or os.environ.get("WEIR_ADDRESS")
-    if not addr:
-        info = ClusterInfo.load(weir_home() / STATE_FILE_NAME)
-        addr = info.address if info else None
+    addr = cluster_address(address)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
