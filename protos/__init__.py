@@ -1,0 +1,1 @@
+"""The wire contract (weir.proto) and its generated code."""
