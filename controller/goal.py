@@ -51,29 +51,6 @@ class AppGoal:
         return self.config.get("route_prefix", "/")  # type: ignore[no-any-return]
 
 
-@dataclass(frozen=True)
-class ReplicaRecord:
-    """What etcd keeps of a replica: enough to adopt it after a leader change."""
-
-    replica_id: str
-    app: str
-    deployment: str
-    version: str
-    pid: int
-    started_at: float
-    cluster_id: str = ""
-    log_file: str = ""
-
-    def to_bytes(self) -> bytes:
-        """Serialize for etcd."""
-        return json.dumps(asdict(self)).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> ReplicaRecord:
-        """Inverse of `to_bytes`."""
-        return cls(**json.loads(data))
-
-
 def build_key(app_config: Mapping[str, Any], code_digest: str = "") -> str:
     """Hash of the inputs of building an app: a change means the app must be rebuilt.
 

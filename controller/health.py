@@ -41,6 +41,9 @@ class DeploymentHealth:
     #: The version and replica count that last reached HEALTHY.
     healthy_version: str = ""
     healthy_replicas: int = 0
+    #: Why replicas it wants are not placed yet (no node has room): not a failure, so no
+    #: backoff; cleared by the next pass that places them.
+    waiting: str = ""
 
 
 def crash_loop_delay(consecutive_failures: int) -> float:
@@ -65,10 +68,12 @@ def judge(
     *,
     now: float,
     start_errors: Mapping[Key, str] | None = None,
+    unplaced: Mapping[Key, str] | None = None,
 ) -> dict[Key, DeploymentHealth]:
     """The health of every targeted deployment after this pass.
 
-    `start_errors`: deployments whose replicas could not be launched this pass, and why.
+    `start_errors`: deployments whose replicas could not be launched last pass, and why.
+    `unplaced`: deployments whose replicas found no node with room last pass, and why.
     """
     groups: dict[Key, list[ReplicaView]] = {}
     for v in views:
@@ -87,6 +92,7 @@ def judge(
                 health = replace(health, message=v.message or f"replica {v.replica_id} failed",
                                  consecutive_failures=failures,
                                  backoff_until=now + crash_loop_delay(failures))
+        health = replace(health, waiting=(unplaced or {}).get(key, ""))
         error = (start_errors or {}).get(key)
         if error:
             health = replace(health, message=error,

@@ -39,17 +39,30 @@ import structlog
 from weir.config.schema import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.controller import reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
-from weir.controller.goal import AppGoal, DeploymentPlan, ReplicaRecord, deployment_plans
+from weir.controller.goal import AppGoal, DeploymentPlan, deployment_plans
 from weir.controller.health import DeploymentHealth, judge, may_start
 from weir.controller.health_prober import CheckTarget, HealthProber
-from weir.controller.launcher import Launcher
+from weir.controller.nodes import (
+    node_views,
+    nodes_document,
+    replica_liveness,
+    update_dead_nodes,
+)
 from weir.controller.observe import ReplicaBook, observe
+from weir.controller.placement import NoFit, place, replica_request
 from weir.controller.reconciler import ReplicaView
 from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.route_publisher import RoutePublisher
 from weir.controller.routing import build_route_table
 from weir.controller.status import AppView, status_document, update_ever_running
-from weir.etcd.keys import APPS_PREFIX, GRPC_OPTIONS_KEY, HTTP_OPTIONS_KEY, REPLICAS_PREFIX
+from weir.etcd.keys import (
+    APPS_PREFIX,
+    GRPC_OPTIONS_KEY,
+    HTTP_OPTIONS_KEY,
+    NODES_PREFIX,
+    REPLICAS_PREFIX,
+)
+from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store
 from weir.protos import weir_pb2 as pb
 from weir.runtime_env import PreparedEnv, RuntimeEnvError, prepare
@@ -72,6 +85,8 @@ class ClusterGoal:
     grpc_options: dict[str, Any] = field(default_factory=dict)
     records: dict[str, ReplicaRecord] = field(default_factory=dict)
     plans: dict[Key, DeploymentPlan] = field(default_factory=dict)
+    #: The live nodes (their agents' lease-bound records).
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
 
     @property
     def targets(self) -> dict[Key, reconciler.DeploymentTarget]:
@@ -94,17 +109,20 @@ async def read_goal(store: Store) -> ClusterGoal:
     for kv in items:
         record = ReplicaRecord.from_bytes(kv.value)
         out.records[record.replica_id] = record
+    items, _ = await store.get_prefix(NODES_PREFIX)
+    for kv in items:
+        node = NodeRecord.from_bytes(kv.value)
+        out.nodes[node.node_id] = node
     return out
 
 
 class Leader:
     """The leading controller's loop; one instance per term of leadership."""
 
-    def __init__(self, store: Store, launcher: Launcher, *, python_executable: str,
-                 cluster_id: str = "", clock: Callable[[], float] = time.monotonic,
+    def __init__(self, store: Store, *, python_executable: str, cluster_id: str = "",
+                 clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.launcher = launcher
         self.cluster_id = cluster_id
         self.clock = clock
         self.wall_clock = wall_clock
@@ -115,6 +133,10 @@ class Leader:
         #: App name -> the deployment timestamp it has been RUNNING at since.
         self.ever_running: dict[str, float] = {}
         self._start_errors: dict[Key, str] = {}
+        self._unplaced: dict[Key, str] = {}
+        #: Nodes this term has seen, and those found gone since (with when).
+        self.seen_nodes: dict[str, NodeRecord] = {}
+        self.dead_nodes: dict[str, tuple[NodeRecord, float]] = {}
         self._envs: dict[str, PreparedEnv] = {}
         #: Set when this term ends: every session and route stream of this leader closes.
         self.ended = asyncio.Event()
@@ -179,12 +201,17 @@ class Leader:
     async def reconcile_once(self) -> None:
         """One level-triggered pass: refresh, observe, judge, plan, execute."""
         self.goal = await read_goal(self.store)
+        self.dead_nodes = update_dead_nodes(self.dead_nodes, self.seen_nodes, self.goal.nodes,
+                                            self.wall_clock())
+        self.seen_nodes = {**self.seen_nodes, **self.goal.nodes}
         self.builder.ensure(self.goal.goals)
         views, self.books = self._observe()
         now = self.clock()
         targets = self.goal.targets
         errors, self._start_errors = self._start_errors, {}
-        self.health = judge(targets, views, self.health, now=now, start_errors=errors)
+        unplaced, self._unplaced = self._unplaced, {}
+        self.health = judge(targets, views, self.health, now=now, start_errors=errors,
+                            unplaced=unplaced)
         self.ever_running = update_ever_running(
             self.ever_running, {n: g.deployment_timestamp for n, g in self.goal.goals.items()},
             self._status(views)[1])
@@ -203,9 +230,9 @@ class Leader:
         views, books = [], {}
         for rid, record in self.goal.records.items():
             report = self.sessions.report_of(rid)
-            connected = report is not None and report.connected
+            liveness = replica_liveness(record, self.goal.nodes, wall)
             view, books[rid] = observe(
-                record, report, alive=connected or self.launcher.is_alive(record),
+                record, report, alive=liveness.alive, gone_reason=liveness.reason,
                 book=self.books.get(rid, ReplicaBook()),
                 health_failure=self.prober.failures.get(rid, ""), wall_now=wall, mono_now=mono)
             views.append(view)
@@ -256,23 +283,36 @@ class Leader:
         return env
 
     async def _start_replica(self, action: reconciler.Start) -> None:
+        """Place a replica on a node and write its record: the node's agent starts it."""
+        key = (action.app, action.deployment)
         try:
-            env = await self._prepared_env(self.goal.goals[action.app])
+            await self._prepared_env(self.goal.goals[action.app])
         except RuntimeEnvError as exc:
-            self._start_errors[(action.app, action.deployment)] = str(exc)
+            self._start_errors[key] = str(exc)
+            return
+        options = self.goal.plans[key].options
+        try:
+            request = replica_request(options.get("ray_actor_options"))
+        except ValueError as exc:
+            self._start_errors[key] = str(exc)
+            return
+        placed = place(request, key, node_views(self.goal.nodes, self.goal.records.values()),
+                       max_replicas_per_node=options.get("max_replicas_per_node"))
+        if isinstance(placed, NoFit):
+            self._unplaced[key] = placed.reason
             return
         replica_id = f"{action.app}#{action.deployment}#{secrets.token_hex(3)}"
         record = ReplicaRecord(replica_id, action.app, action.deployment, action.version,
-                               pid=0, started_at=self.wall_clock(), cluster_id=self.cluster_id)
-        # The record goes first: a leader taking over after a crash here adopts or forgets
-        # it, and never starts a second replica in its place.
-        await self.store.put(REPLICAS_PREFIX + replica_id, record.to_bytes())
-        pid = await asyncio.to_thread(self.launcher.launch, record, env)
-        record = replace(record, pid=pid)
+                               pid=0, started_at=self.wall_clock(), cluster_id=self.cluster_id,
+                               node_id=placed.node_id, resources=dict(request),
+                               gpu_indices=tuple(placed.gpu_indices))
+        # The record is the assignment, and it goes before anything runs: a leader taking
+        # over after a crash here adopts or forgets it, and never starts a second replica.
         await self.store.put(REPLICAS_PREFIX + replica_id, record.to_bytes())
         self.goal.records[replica_id] = record
         self.books[replica_id] = ReplicaBook()
-        log.info("started replica", replica_id=replica_id, pid=pid, version=action.version)
+        log.info("assigned replica", replica_id=replica_id, node_id=placed.node_id,
+                 version=action.version)
 
     async def _stop_replica(self, action: reconciler.Stop) -> None:
         record = self.goal.records.get(action.replica_id)
@@ -283,8 +323,8 @@ class Leader:
         graceful = float(options["graceful_shutdown_timeout_s"])
         stop = pb.ReplicaCommand(kind=pb.STOP, graceful_shutdown_timeout_s=graceful)
         if action.kill or not self.sessions.send(action.replica_id, stop):
+            # Unassigned, its node's agent kills it.
             log.info("killing replica", replica_id=action.replica_id, reason=action.reason)
-            await asyncio.to_thread(self.launcher.kill, record)
             await self._forget(action.replica_id)
             return
         self._book(action.replica_id, stop_deadline=self.clock() + graceful + STOP_MARGIN_S)
@@ -387,5 +427,13 @@ class Leader:
                 "version": view.version, "state": "STOPPING" if view.stopping else view.state,
                 "pid": record.pid, "address": report.address if report else "",
                 "ongoing": report.ongoing if report else 0, "log_file": record.log_file,
+                "node_id": record.node_id,
             })
         return out
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node with its resources and replicas, for `weir status` (changes nothing)."""
+        addresses = {rid: r.address for rid in self.goal.records
+                     if (r := self.sessions.report_of(rid)) is not None}
+        return nodes_document(self.goal.nodes, self.goal.records.values(), addresses,
+                              self.dead_nodes)

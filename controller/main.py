@@ -25,7 +25,6 @@ import structlog
 
 from weir.controller.admin import AdminService
 from weir.controller.election import Election
-from weir.controller.launcher import LocalProcessLauncher
 from weir.controller.leader import Leader
 from weir.dataplane.route_table import parse_leader
 from weir.dataplane.transport import CHANNEL_OPTIONS
@@ -37,6 +36,7 @@ from weir.etcd.keys import (
     LEADER_KEY,
     REPLICAS_PREFIX,
     SHUTDOWN_KEY,
+    shut_down_since,
 )
 from weir.etcd.presence import Presence
 from weir.etcd.store import StoreError
@@ -56,12 +56,12 @@ class Controller:
     def __init__(self, opts: argparse.Namespace) -> None:
         self.opts = opts
         self.id = uuid.uuid4().hex[:8]
+        self.started_at = time.time()
         self.store = EtcdStore(opts.etcd)
         self.leader: Leader | None = None
         self.leader_address = ""
         self.address = ""
         self.exit = asyncio.Event()
-        self.launcher = LocalProcessLauncher(opts.etcd, opts.log_dir, opts.cluster_id)
 
     async def run(self, signalled: asyncio.Event) -> None:
         """Serve until signalled or told to shut down."""
@@ -111,7 +111,7 @@ class Controller:
         while True:
             await election.campaign()
             self.leader_address = self.address
-            leader = Leader(self.store, self.launcher, python_executable=sys.executable,
+            leader = Leader(self.store, python_executable=sys.executable,
                             cluster_id=self.opts.cluster_id)
             await leader.start()
             self.leader = leader
@@ -132,7 +132,9 @@ class Controller:
                         and self.leader_address != self.address
                         and await _nothing_listens(self.leader_address)):
                     await election.depose(kv.value, f"nothing listens on {self.leader_address}")
-                if await self.store.get(SHUTDOWN_KEY) is not None and self.leader is None:
+                shutdown = await self.store.get(SHUTDOWN_KEY)
+                if (shut_down_since(shutdown.value if shutdown else None, self.started_at)
+                        and self.leader is None):
                     log.info("cluster shutdown requested")
                     self.exit.set()
             except StoreError:
@@ -154,10 +156,9 @@ class Controller:
         # Records change as the reconcile loop stops replicas; poll them with a deadline.
         while leader.records and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-        for record in list(leader.records.values()):
-            self.launcher.kill(record)
+        # Whatever did not drain in time: unassigned, node agents kill it.
         await self.store.delete_prefix(REPLICAS_PREFIX)
-        await self.store.put(SHUTDOWN_KEY, b"1")
+        await self.store.put(SHUTDOWN_KEY, repr(time.time()).encode())
         asyncio.get_running_loop().call_later(0.2, self.exit.set)
 
 

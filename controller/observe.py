@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from weir.controller.goal import ReplicaRecord
 from weir.controller.reconciler import ReplicaView
+from weir.etcd.records import ReplicaRecord
 
 #: Observed states besides the ones replicas report (`weir.protos` `ReplicaState`):
 #: launched and not registered yet; the process is gone; it failed a health check.
@@ -64,6 +64,7 @@ def observe(
     report: SessionReport | None,
     *,
     alive: bool,
+    gone_reason: str = "",
     book: ReplicaBook,
     health_failure: str = "",
     wall_now: float,
@@ -71,7 +72,8 @@ def observe(
 ) -> tuple[ReplicaView, ReplicaBook]:
     """The view of one replica now, and its book updated by what was seen.
 
-    `alive`: whether its process runs. `health_failure`: why its last health check failed
+    `alive`: whether its process runs (if not, `gone_reason` may say why, e.g. its node is
+    gone). `health_failure`: why its last health check failed
     ("" if it passed or none ran); a RUNNING replica that failed one is UNHEALTHY.
     """
     message = ""
@@ -99,6 +101,8 @@ def observe(
     if state == DEAD and not message:
         message = (f"replica {record.replica_id} died unexpectedly" if new_book.was_running
                    else f"replica {record.replica_id} exited before it was running")
+        if gone_reason:
+            message += f": {gone_reason}"
     stopping = book.stop_deadline is not None
     view = ReplicaView(
         replica_id=record.replica_id, app=record.app, deployment=record.deployment,

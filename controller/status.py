@@ -46,6 +46,8 @@ def deployment_status(
         return "HEALTHY", "", counts
     if health.message:
         return "UNHEALTHY", health.message, counts
+    if health.waiting:
+        return "UPDATING", health.waiting, counts
     if (health.healthy_version, health.healthy_replicas) == (target.version,
                                                             target.num_replicas) and not old:
         # It reached this very goal before and lost replicas since: not an update.

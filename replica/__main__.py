@@ -1,4 +1,4 @@
-"""`python -m weir.replica`: one replica process, started by a controller's launcher."""
+"""`python -m weir.replica`: one replica process, started by a node agent."""
 
 from weir.replica.main import main
 

@@ -183,10 +183,12 @@ def find_pids(match: Callable[[list[str]], bool], *,
     return found
 
 
-def replica_command(replica_id: str, etcd_endpoints: str, cluster_id: str) -> list[str]:
-    """The command line of a replica process (what `replica_pids` recognises)."""
+def replica_command(replica_id: str, etcd_endpoints: str, cluster_id: str,
+                    host: str = "127.0.0.1") -> list[str]:
+    """The command line of a replica process (what `replica_pids` recognises), serving on
+    `host`."""
     return [sys.executable, "-m", REPLICA_MODULE, "--replica-id", replica_id,
-            "--etcd", etcd_endpoints, "--cluster-id", cluster_id]
+            "--etcd", etcd_endpoints, "--cluster-id", cluster_id, "--host", host]
 
 
 def replica_pids(cluster_id: str) -> list[int]:

@@ -8,7 +8,6 @@ by value (cloudpickle); classes from importable modules by reference.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import os
 import sys
@@ -108,7 +107,7 @@ def _connect(http_options: dict[str, Any] | None = None,
     with _session.lock:
         if _session.client is not None:
             return _session.client
-        from weir.cli.cluster_state import running_cluster
+        from weir.cli.cluster_state import leader_via_etcd, running_cluster
         from weir.cli.local_cluster import LocalCluster
 
         address = os.environ.get("WEIR_ADDRESS", "")
@@ -116,7 +115,7 @@ def _connect(http_options: dict[str, Any] | None = None,
         if not address and known.etcd_endpoints:
             # Inside a replica (or with WEIR_ETCD_ENDPOINTS): the cluster is known; ask etcd
             # where its leader's admin API is.
-            address = known.controllers[0] if known.controllers else _leader_via_etcd(
+            address = known.controllers[0] if known.controllers else leader_via_etcd(
                 known.etcd_endpoints)
             _session.client = AdminClient(address)
             return _session.client
@@ -149,24 +148,6 @@ def _connect(http_options: dict[str, Any] | None = None,
 def _defaults(schema: type[BaseModel]) -> dict[str, Any]:
     return {name: f.get_default(call_default_factory=True)
             for name, f in schema.model_fields.items()}
-
-
-def _leader_via_etcd(endpoints: str) -> str:
-    """The leader's admin address, read from etcd (on a private thread: the caller may be
-    on an event loop)."""
-    from weir.dataplane.route_table import LeaderLocator
-
-    found: list[str | None] = [None]
-
-    def lookup() -> None:
-        found[0] = asyncio.run(LeaderLocator(endpoints).leader_address())
-
-    thread = threading.Thread(target=lookup, name="weir-leader-lookup")
-    thread.start()
-    thread.join(10)
-    if not found[0]:
-        raise ClusterError(f"no Weir controller leads the cluster at etcd {endpoints}")
-    return found[0]
 
 
 def start(proxy_location: str | None = None, http_options: dict[str, Any] | None = None,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from weir.exceptions import ClusterError
 from weir.processes import pid_runs
 
 STATE_FILE_NAME = "cluster.json"
@@ -29,6 +32,11 @@ class ClusterInfo:
     pids: dict[str, int] = field(default_factory=dict)
     #: The gRPC ingress address ("" when off).
     grpc: str = ""
+    #: This machine joined another's cluster (`weir start --join`): stopping it here
+    #: stops only this machine's processes.
+    joined: bool = False
+    #: The address this machine's servers bind to and advertise.
+    host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
@@ -49,7 +57,7 @@ class ClusterInfo:
         except (OSError, ValueError, TypeError):
             return None
         if not any(pid_runs(pid) for name, pid in info.pids.items()
-                   if name.startswith("controller")):
+                   if name.startswith(("controller", "node-agent"))):
             return None
         return info
 
@@ -67,4 +75,25 @@ def cluster_address(explicit: str | None = None) -> str | None:
     if os.environ.get("WEIR_ADDRESS"):
         return os.environ["WEIR_ADDRESS"]
     info = running_cluster()
-    return info.address if info else None
+    if info is None:
+        return None
+    # A machine that joined with no controller of its own asks etcd who leads.
+    return info.address or leader_via_etcd(info.etcd_endpoints)
+
+
+def leader_via_etcd(endpoints: str) -> str:
+    """The leader's admin address, read from etcd (on a private thread: the caller may be
+    on an event loop)."""
+    from weir.dataplane.route_table import LeaderLocator
+
+    found: list[str | None] = [None]
+
+    def lookup() -> None:
+        found[0] = asyncio.run(LeaderLocator(endpoints).leader_address())
+
+    thread = threading.Thread(target=lookup, name="weir-leader-lookup")
+    thread.start()
+    thread.join(10)
+    if not found[0]:
+        raise ClusterError(f"no Weir controller leads the cluster at etcd {endpoints}")
+    return found[0]

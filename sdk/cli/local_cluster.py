@@ -10,6 +10,7 @@ killed by its cluster id, and the temp dir is removed.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -38,13 +40,37 @@ from weir.processes import (
 log = structlog.get_logger("weir.cli.local_cluster")
 
 
+@dataclass(frozen=True)
+class NodeOptions:
+    """What this machine's node offers (None: what the machine has)."""
+
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    node_id: str = ""
+
+
 class LocalCluster:
     """Starts and stops one local cluster."""
 
     def __init__(self, *, http_host: str = "127.0.0.1", http_port: int = 8000,
                  admin_port: int = 9500, controllers: int = 1, etcd: str = "",
                  etcd_binary: str | None = None, lease_ttl: float = 3.0,
-                 http_server: str = "hypercorn", grpc_port: int | None = None) -> None:
+                 http_server: str = "hypercorn", grpc_port: int | None = None,
+                 host: str = "127.0.0.1", etcd_port: int | None = None,
+                 etcd_data_dir: str | None = None, joined: bool = False, proxy: bool = True,
+                 node: NodeOptions | None = None) -> None:
+        """`host`: the address every server binds to and advertises (loopback: one
+        machine). `etcd_port` / `etcd_data_dir`: where the embedded etcd listens and keeps
+        its data (a temp dir by default: gone with the cluster). `joined`: this machine
+        joins the cluster whose etcd is `etcd` (no etcd of its own; `controllers` may be
+        0). `proxy`: run a proxy here. `node`: what this machine's node offers."""
+        self.host = host
+        self.etcd_port = etcd_port
+        self.etcd_data_dir = etcd_data_dir
+        self.joined = joined
+        self.run_proxy = proxy
+        self.node = node or NodeOptions()
         self.http_host = http_host
         self.http_port = http_port
         self.admin_port = admin_port
@@ -66,24 +92,30 @@ class LocalCluster:
         temp_dir = tempfile.mkdtemp(prefix="weir-cluster-")
         cluster_id = uuid.uuid4().hex[:12]
         pids: dict[str, int] = {}
-        info = ClusterInfo(cluster_id, self.external_etcd, [], "", temp_dir, pids)
+        info = ClusterInfo(cluster_id, self.external_etcd, [], "", temp_dir, pids,
+                           joined=self.joined, host=self.host)
         self.info = info
         try:
             if not self.external_etcd:
-                etcd = EtcdServer(Path(temp_dir) / "etcd", binary=self.etcd_binary)
+                etcd = EtcdServer(self.etcd_data_dir or Path(temp_dir) / "etcd",
+                                  binary=self.etcd_binary, host=self.host,
+                                  client_port=self.etcd_port)
                 etcd.start()
                 etcd.detach()  # the cluster, not this object, owns etcd now
                 info.etcd_endpoints = etcd.endpoint
                 pids["etcd"] = etcd.pid or 0
                 self._spawned.append(pids["etcd"])
             (Path(temp_dir) / "logs").mkdir()
+            # The node first: by the time a deploy comes, replicas have somewhere to run.
+            self.start_node_agent()
             for i in range(self.num_controllers):
                 self.start_controller(self.admin_port if i == 0 else 0, timeout)
-            if not self.http_port:
-                self.http_port = free_port(self.http_host)
-            if self.grpc_port == 0:
-                self.grpc_port = free_port(self.http_host)
-            self.start_proxy(timeout)
+            if self.run_proxy:
+                if not self.http_port:
+                    self.http_port = free_port(self.http_host)
+                if self.grpc_port == 0:
+                    self.grpc_port = free_port(self.http_host)
+                self.start_proxy(timeout)
         except BaseException:
             self.stop()
             raise
@@ -100,7 +132,7 @@ class LocalCluster:
         logs = Path(info.temp_dir) / "logs"
         proc = self._spawn(
             [sys.executable, "-m", "weir.controller", "--etcd", info.etcd_endpoints,
-             "--host", "127.0.0.1", "--port", str(port), "--lease-ttl", str(self.lease_ttl),
+             "--host", self.host, "--port", str(port), "--lease-ttl", str(self.lease_ttl),
              "--log-dir", str(logs), "--cluster-id", info.cluster_id,
              "--ready-file", str(ready)],
             logs / f"controller-{index}.log")
@@ -109,6 +141,24 @@ class LocalCluster:
         info.controllers.append(address)
         self._controller_names[address] = f"controller-{index}"
         return address
+
+    def start_node_agent(self) -> int:
+        """Start this machine's node agent, which runs the replicas placed on it."""
+        info = self._require_info()
+        logs = Path(info.temp_dir) / "logs"
+        node = self.node
+        cmd = [sys.executable, "-m", "weir.replica.node_agent", "--etcd", info.etcd_endpoints,
+               "--host", self.host, "--log-dir", str(logs), "--cluster-id", info.cluster_id,
+               "--lease-ttl", str(self.lease_ttl), "--resources", json.dumps(node.resources)]
+        if node.num_cpus is not None:
+            cmd += ["--num-cpus", str(node.num_cpus)]
+        if node.num_gpus is not None:
+            cmd += ["--num-gpus", str(node.num_gpus)]
+        if node.node_id:
+            cmd += ["--node-id", node.node_id]
+        proc = self._spawn(cmd, logs / "node-agent.log")
+        info.pids["node-agent"] = proc.pid
+        return proc.pid
 
     def kill_controller(self, address: str, sig: int = signal.SIGKILL) -> int:
         """Send `sig` to the controller serving `address` (SIGKILL: a crash; SIGTERM: an
@@ -218,11 +268,14 @@ def stop_cluster(info: ClusterInfo, timeout: float = 10.0,
 
     ours: dict[int, ProcessRef] = {proc.pid: proc for proc in children}
     deadline = time.monotonic() + timeout
-    # Any live controller will do: a standby forwards the shutdown to the leader.
-    with contextlib.suppress(Exception):
-        AdminClient(info.address, timeout=max(1.0, timeout - 2)).shutdown()
+    # Any live controller will do: a standby forwards the shutdown to the leader. A machine
+    # that joined another's cluster stops only its own processes: its replicas are placed
+    # elsewhere.
+    if not info.joined:
+        with contextlib.suppress(Exception):
+            AdminClient(info.address, timeout=max(1.0, timeout - 2)).shutdown()
     for name, pid in sorted(info.pids.items()):
-        if name.startswith("proxy") or name.startswith("controller"):
+        if name.startswith(("proxy", "controller", "node-agent")):
             terminate(ours.get(pid, pid), max(0.5, min(3.0, deadline - time.monotonic())))
     for pid in replica_pids(info.cluster_id):
         terminate(pid, 0.5)

@@ -56,6 +56,19 @@ class Presence:
                     keeper.cancel()  # a lease that holds no key must not be kept alive
             await asyncio.sleep(RETRY_S)
 
+    async def update(self, value: bytes) -> bool:
+        """Change the value: put at once under the current lease (and on every
+        re-registration after). False if etcd did not take it now: call again."""
+        self.value = value
+        if self._lease is None or not self.registered.is_set():
+            return False
+        try:
+            await self.store.put(self.key, value, lease=self._lease)
+        except StoreError as exc:
+            log.debug("cannot update presence yet", key=self.key, error=str(exc))
+            return False
+        return True
+
     async def withdraw(self) -> None:
         """Stop re-registering and remove the key at once (etcd permitting)."""
         if self._task is not None:

@@ -1,7 +1,7 @@
 """The leader's loop on an in-memory store, with no etcd, gRPC or sleeps.
 
 Replicas are simulated at the session boundary (the leader's side of their stream is real);
-processes are a table behind the Launcher interface. Each pass is driven by hand with a
+the node agent is simulated by its record in the store. Each pass is driven by hand with a
 manual clock.
 """
 
@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 from weir.build import BuiltApp, DeploymentSpec
-from weir.controller.goal import AppGoal, ReplicaRecord
+from weir.controller.goal import AppGoal
 from weir.controller.leader import Leader
-from weir.etcd.keys import APPS_PREFIX
+from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
 from weir.etcd.memory_store import ManualClock, MemoryStore
+from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.protos import weir_pb2 as pb
-from weir.runtime_env import PreparedEnv
 
 T = TypeVar("T")
 
@@ -28,23 +28,31 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coro, 30))
 
 
-class ProcessTable:
-    """The Launcher interface over a table: launched replicas live until killed."""
+class SimulatedNode:
+    """A node agent's side in etcd: its record offers CPUs and lists the replicas it runs;
+    `run_assigned` "starts" whatever the leader assigned to it."""
 
-    def __init__(self) -> None:
-        self.alive: dict[str, bool] = {}
-        self.launched: list[ReplicaRecord] = []
+    def __init__(self, store: MemoryStore, node_id: str = "n1", cpus: float = 8) -> None:
+        self.store = store
+        self.record = NodeRecord(node_id, "127.0.0.1", {"CPU": cpus, "GPU": 0.0})
+        self.started: list[ReplicaRecord] = []
 
-    def launch(self, record: ReplicaRecord, env: PreparedEnv) -> int:
-        self.launched.append(record)
-        self.alive[record.replica_id] = True
-        return 1000 + len(self.launched)
+    async def _publish(self) -> None:
+        await self.store.put(NODES_PREFIX + self.record.node_id, self.record.to_bytes())
 
-    def is_alive(self, record: ReplicaRecord) -> bool:
-        return self.alive.get(record.replica_id, False)
+    async def run_assigned(self) -> list[ReplicaRecord]:
+        items, _ = await self.store.get_prefix(REPLICAS_PREFIX)
+        new = [r for r in (ReplicaRecord.from_bytes(kv.value) for kv in items)
+               if r.node_id == self.record.node_id and r.replica_id not in self.record.replicas]
+        for r in new:
+            self.started.append(r)
+            self.record.replicas[r.replica_id] = 1000 + len(self.started)
+        await self._publish()
+        return new
 
-    def kill(self, record: ReplicaRecord) -> None:
-        self.alive[record.replica_id] = False
+    async def kill(self, replica_id: str) -> None:
+        self.record.replicas.pop(replica_id, None)
+        await self._publish()
 
 
 class SimulatedReplica:
@@ -85,22 +93,23 @@ class Harness:
     def __init__(self) -> None:
         self.clock = ManualClock(100.0)
         self.store = MemoryStore(clock=self.clock)
-        self.processes = ProcessTable()
-        self.leader = Leader(self.store, self.processes, python_executable=sys.executable,
+        self.node = SimulatedNode(self.store)
+        self.leader = Leader(self.store, python_executable=sys.executable,
                              clock=self.clock, wall_clock=lambda: 1e9 + self.clock())
         self.replicas: list[SimulatedReplica] = []
 
     async def deploy(self, definition: bytes, timestamp: float) -> None:
+        await self.node.run_assigned()  # registers the node
         await self.store.put(APPS_PREFIX + "app",
                              built_goal(definition, timestamp).to_bytes())
 
     async def start_replica(self, state: pb.ReplicaState, message: str = "") -> None:
         """Run a pass that launches a replica; the replica registers and reports `state`."""
-        before = len(self.processes.launched)
         await self.leader.reconcile_once()
-        assert len(self.processes.launched) == before + 1, "the pass launched no replica"
-        record = self.processes.launched[-1]
-        replica = SimulatedReplica(self.leader, record, 1000 + len(self.processes.launched))
+        started = await self.node.run_assigned()
+        assert len(started) == 1, "the pass assigned no replica"
+        record = started[0]
+        replica = SimulatedReplica(self.leader, record, 1000 + len(self.node.started))
         self.replicas.append(replica)
         await replica.report(pb.STARTING)
         assert [c.kind for c in replica.commands] == [pb.REGISTERED, pb.INIT]
@@ -140,7 +149,7 @@ def _later_failure(query_status: bool) -> list[tuple[str, str]]:
         await h.leader.reconcile_once()
         if query_status:
             h.app_status()
-        h.processes.alive[h.replicas[0].record.replica_id] = False
+        await h.node.kill(h.replicas[0].record.replica_id)
         h.replicas[0].close()
         for _ in range(5):
             await asyncio.sleep(0)
@@ -171,9 +180,8 @@ def test_constructor_failure_is_deploy_failed_and_backs_off() -> None:
             await h.leader.reconcile_once()  # kills it and counts the failure
             status, message = h.app_status()
             assert status == "DEPLOY_FAILED" and "ValueError: boom" in message
-            launched = len(h.processes.launched)
             await h.leader.reconcile_once()
-            assert len(h.processes.launched) == launched, "restarted during its backoff"
+            assert await h.node.run_assigned() == [], "restarted during its backoff"
             h.clock.advance(h.leader.health[("app", "D")].backoff_until - h.clock())
         assert h.leader.health[("app", "D")].consecutive_failures == 4
         h.close()

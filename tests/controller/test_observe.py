@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from weir.controller.goal import ReplicaRecord
 from weir.controller.observe import REGISTER_TIMEOUT_S, ReplicaBook, SessionReport, observe
+from weir.etcd.records import ReplicaRecord
 
 REC = ReplicaRecord("app#D#1", "app", "D", "v1", pid=10, started_at=1000.0)
 

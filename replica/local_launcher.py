@@ -1,8 +1,7 @@
-"""Where replicas run. The controller starts them only through a Launcher, so that local
-processes today and Kubernetes pods later are one interface.
+"""Replica processes on this machine: what a node agent runs.
 
-Local replicas are detached (own session): they outlive a controller, and a new leader
-adopts them from their etcd records; liveness is checked by PID and command line.
+Replicas are detached (own session): they outlive their agent and the controllers, and an
+agent restarted on the same machine adopts them by PID and command line.
 """
 
 from __future__ import annotations
@@ -11,24 +10,10 @@ import signal
 import subprocess
 import weakref
 from pathlib import Path
-from typing import Protocol
 
-from weir.controller.goal import ReplicaRecord
+from weir.etcd.records import ReplicaRecord
 from weir.processes import pid_runs, replica_command, signal_process, spawn, wait_exit
 from weir.runtime_env import PreparedEnv, process_env
-
-
-class Launcher(Protocol):
-    """Starts, checks and kills replica processes."""
-
-    def launch(self, record: ReplicaRecord, env: PreparedEnv) -> int:
-        """Start the replica; returns its PID."""
-
-    def is_alive(self, record: ReplicaRecord) -> bool:
-        """Whether the replica's process still runs."""
-
-    def kill(self, record: ReplicaRecord) -> None:
-        """Kill the replica at once."""
 
 
 class LocalProcessLauncher:
@@ -39,10 +24,12 @@ class LocalProcessLauncher:
     by whichever call comes next.
     """
 
-    def __init__(self, etcd_endpoints: str, log_dir: str, cluster_id: str = "") -> None:
+    def __init__(self, etcd_endpoints: str, log_dir: str, cluster_id: str = "",
+                 host: str = "127.0.0.1") -> None:
         self.etcd_endpoints = etcd_endpoints
         self.log_dir = Path(log_dir)
         self.cluster_id = cluster_id
+        self.host = host
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._killed: dict[int, subprocess.Popen[bytes]] = {}
         # A replica killed just before the controller exits (its shutdown kills the last
@@ -55,7 +42,10 @@ class LocalProcessLauncher:
         self._reap_killed()
         child_env = process_env(env)
         child_env["WEIR_ETCD_ENDPOINTS"] = self.etcd_endpoints
-        proc = spawn(replica_command(record.replica_id, self.etcd_endpoints, self.cluster_id),
+        if record.gpu_indices or "GPU" in record.resources:
+            child_env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, record.gpu_indices))
+        proc = spawn(replica_command(record.replica_id, self.etcd_endpoints, self.cluster_id,
+                                     self.host),
                      log_path=self.log_dir / f"replica-{record.replica_id.replace('#', '_')}.log",
                      env=child_env, cwd=env.cwd or None, detached=True)
         self._children[proc.pid] = proc

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from weir.controller.goal import ReplicaRecord
-from weir.controller.launcher import LocalProcessLauncher
+from weir.etcd.records import ReplicaRecord
 from weir.processes import kill, pid_runs, replica_pids
+from weir.replica.local_launcher import LocalProcessLauncher
 from weir.runtime_env import PreparedEnv
 
 NO_ETCD = "127.0.0.1:1"

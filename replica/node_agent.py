@@ -1,0 +1,261 @@
+"""The node agent: one per machine; runs the replicas the leader assigns to its node.
+
+Design. The agent registers its node (what it offers) under a lease, and keeps in that
+record the replicas it runs. The leader places replicas by writing their records with this
+node's id; the agent watches the records and, level-triggered, makes the machine match:
+start what is assigned and not running, kill what runs and is no longer assigned, report
+what runs. The decision is the pure `plan_node`; the agent only moves bytes and processes.
+
+Failure it guards against: an agent that restarts (or a machine whose agent was killed)
+must not start a second copy of a replica that still runs: a restarted agent first adopts
+every assigned replica whose process it finds by PID and command line. A node whose agent
+is gone for a whole lease TTL disappears from etcd; the leader then places its replicas
+elsewhere, and an agent that comes back kills the replicas no longer assigned to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import structlog
+
+from weir.etcd.etcd_store import EtcdStore
+from weir.etcd.keys import (
+    APPS_PREFIX,
+    NODES_PREFIX,
+    REPLICAS_PREFIX,
+    SHUTDOWN_KEY,
+    shut_down_since,
+)
+from weir.etcd.presence import Presence
+from weir.etcd.records import NodeRecord, ReplicaRecord
+from weir.etcd.store import Store, StoreError
+from weir.processes import pid_runs
+from weir.replica.local_launcher import LocalProcessLauncher
+from weir.runtime import configure_logging, run_until_signalled
+from weir.runtime_env import RuntimeEnvError, prepare
+
+log = structlog.get_logger("weir.replica.node_agent")
+
+#: How often the agent looks at its assignments and its processes without a watch event.
+RECONCILE_S = 0.25
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """What the agent does in one pass."""
+
+    start: tuple[ReplicaRecord, ...] = ()
+    kill: tuple[int, ...] = ()
+
+
+def plan_node(assigned: Mapping[str, ReplicaRecord], running: Mapping[str, int],
+              failed: Mapping[str, str]) -> NodePlan:
+    """Start each assigned replica that is not running (and has not failed to start);
+    kill each running process whose replica is no longer assigned here."""
+    return NodePlan(
+        start=tuple(r for rid, r in sorted(assigned.items())
+                    if rid not in running and rid not in failed),
+        kill=tuple(pid for rid, pid in sorted(running.items()) if rid not in assigned),
+    )
+
+
+class NodeAgent:
+    """Keeps this machine's replica processes in line with the node's assignments."""
+
+    def __init__(self, store: Store, node: NodeRecord, launcher: LocalProcessLauncher,
+                 lease_ttl: float) -> None:
+        self.store = store
+        self.node = node
+        self.launcher = launcher
+        self.presence = Presence(store, NODES_PREFIX + node.node_id, node.to_bytes(),
+                                 lease_ttl)
+        #: Replica id -> PID of the replica processes this agent runs (or adopted).
+        self.running: dict[str, int] = {}
+        #: Replica id -> why it could not be started here.
+        self.failed: dict[str, str] = {}
+        self._changed = asyncio.Event()
+        #: The record as etcd last took it.
+        self._published: NodeRecord | None = None
+
+    async def run(self, signalled: asyncio.Event) -> None:
+        """Serve until signalled; replicas keep running after the agent exits."""
+        self.presence.start()
+        watcher = asyncio.get_running_loop().create_task(self._watch())
+        log.info("node agent up", node_id=self.node.node_id, host=self.node.host,
+                 resources=self.node.resources)
+        adopted = False
+        while not signalled.is_set():
+            try:
+                if await self._shut_down():
+                    break
+                assigned = await self._assigned()
+                if not adopted:
+                    self._adopt(assigned)
+                    adopted = True
+                await self._reconcile(assigned)
+            except StoreError as exc:
+                log.warning("cannot read assignments; replicas keep running", error=str(exc))
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wait_any(signalled), RECONCILE_S)
+        watcher.cancel()
+        await self.presence.withdraw()
+        log.info("node agent stopped", replicas_left_running=len(self.running))
+
+    async def _wait_any(self, signalled: asyncio.Event) -> None:
+        changed = asyncio.ensure_future(self._changed.wait())
+        stop = asyncio.ensure_future(signalled.wait())
+        try:
+            await asyncio.wait({changed, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            stop.cancel()
+
+    async def _watch(self) -> None:
+        """Wake the loop as soon as an assignment changes (the loop polls besides)."""
+        while True:
+            try:
+                async for _ in self.store.watch_prefix(REPLICAS_PREFIX):
+                    self._changed.set()
+            except StoreError:
+                pass
+            await asyncio.sleep(RECONCILE_S)
+
+    async def _shut_down(self) -> bool:
+        """The cluster was shut down since this agent started: stop its replicas and exit."""
+        kv = await self.store.get(SHUTDOWN_KEY)
+        if not shut_down_since(kv.value if kv else None, self.node.started_at):
+            return False
+        log.info("cluster shut down; stopping this node's replicas", replicas=len(self.running))
+        for rid, pid in list(self.running.items()):
+            await asyncio.to_thread(self.launcher.kill, replace(_orphan(rid), pid=pid))
+        self.running.clear()
+        return True
+
+    async def _assigned(self) -> dict[str, ReplicaRecord]:
+        items, _ = await self.store.get_prefix(REPLICAS_PREFIX)
+        records = (ReplicaRecord.from_bytes(kv.value) for kv in items)
+        return {r.replica_id: r for r in records if r.node_id == self.node.node_id}
+
+    def _adopt(self, assigned: Mapping[str, ReplicaRecord]) -> None:
+        """After a restart: take over the assigned replicas whose processes still run."""
+        for rid, record in assigned.items():
+            pid = record.pid or self.node.replicas.get(rid, 0)
+            if pid and pid_runs(pid, rid):
+                self.running[rid] = pid
+                log.info("adopted replica", replica_id=rid, pid=pid)
+
+    async def _reconcile(self, assigned: Mapping[str, ReplicaRecord]) -> None:
+        for rid, pid in list(self.running.items()):
+            if not self.launcher.is_alive(replace(assigned.get(rid) or _orphan(rid), pid=pid)):
+                log.info("replica process ended", replica_id=rid, pid=pid)
+                del self.running[rid]
+        self.failed = {rid: why for rid, why in self.failed.items() if rid in assigned}
+        plan = plan_node(assigned, self.running, self.failed)
+        for pid in plan.kill:
+            rid = next(r for r, p in self.running.items() if p == pid)
+            log.info("killing replica no longer assigned here", replica_id=rid, pid=pid)
+            await asyncio.to_thread(self.launcher.kill, replace(_orphan(rid), pid=pid))
+            del self.running[rid]
+        for record in plan.start:
+            await self._start(record)
+        self.node = replace(self.node, replicas=dict(self.running), failed=dict(self.failed))
+        if self.node != self._published and await self.presence.update(self.node.to_bytes()):
+            self._published = self.node
+
+    async def _start(self, record: ReplicaRecord) -> None:
+        try:
+            goal = await self.store.get(APPS_PREFIX + record.app)
+            runtime_env = json.loads(goal.value)["config"].get("runtime_env") if goal else None
+            env = await asyncio.to_thread(prepare, runtime_env)
+            pid = await asyncio.to_thread(self.launcher.launch, record, env)
+        except (RuntimeEnvError, OSError) as exc:
+            self.failed[record.replica_id] = (
+                f"node {self.node.node_id} cannot start replica {record.replica_id}: {exc}")
+            log.warning("cannot start replica", replica_id=record.replica_id, error=str(exc))
+            return
+        self.running[record.replica_id] = pid
+        log.info("started replica", replica_id=record.replica_id, pid=pid)
+
+
+def _orphan(replica_id: str) -> ReplicaRecord:
+    return ReplicaRecord(replica_id, "", "", "", pid=0, started_at=0.0)
+
+
+def default_resources(num_cpus: float | None, num_gpus: float | None,
+                      custom: Mapping[str, float]) -> dict[str, float]:
+    """What a node offers: the machine's CPUs and GPUs unless told, plus custom resources."""
+    out = {"CPU": float(num_cpus if num_cpus is not None else (os.cpu_count() or 1)),
+           "GPU": float(num_gpus if num_gpus is not None else _count_gpus())}
+    out.update({str(k): float(v) for k, v in custom.items()})
+    return out
+
+
+def _count_gpus() -> int:
+    """GPUs `nvidia-smi -L` lists (0 where it is absent)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `python -m weir.replica.node_agent`."""
+    parser = argparse.ArgumentParser(prog="python -m weir.replica.node_agent")
+    parser.add_argument("--etcd", required=True, help="etcd endpoints, comma-separated")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the address this node's replicas bind to and advertise")
+    parser.add_argument("--node-id", default="")
+    parser.add_argument("--num-cpus", type=float, default=None)
+    parser.add_argument("--num-gpus", type=float, default=None)
+    parser.add_argument("--resources", default="{}", help='JSON, e.g. {"accelerator": 2}')
+    parser.add_argument("--labels", default="{}", help="JSON object of labels")
+    parser.add_argument("--cluster-id", default="")
+    parser.add_argument("--log-dir", required=True)
+    parser.add_argument("--lease-ttl", type=float, default=3.0)
+    opts = parser.parse_args(argv)
+    node_id = opts.node_id or f"{socket.gethostname()}-{opts.host}"
+    configure_logging("node_agent", node_id=node_id)
+    node = NodeRecord(node_id=node_id, host=opts.host,
+                      resources=default_resources(opts.num_cpus, opts.num_gpus,
+                                                  json.loads(opts.resources)),
+                      labels=json.loads(opts.labels), started_at=time.time(), pid=os.getpid())
+
+    async def serve(signalled: asyncio.Event) -> None:
+        store = EtcdStore(opts.etcd)
+        await store.connect()
+        try:
+            previous = await store.get(NODES_PREFIX + node_id)
+        except StoreError:
+            previous = None
+        start = replace(node, replicas=NodeRecord.from_bytes(previous.value).replicas
+                        ) if previous else node
+        launcher = LocalProcessLauncher(opts.etcd, opts.log_dir, opts.cluster_id, opts.host)
+        try:
+            await NodeAgent(store, start, launcher, opts.lease_ttl).run(signalled)
+        finally:
+            await store.close()
+
+    Path(opts.log_dir).mkdir(parents=True, exist_ok=True)
+    run_until_signalled(serve)
+
+
+if __name__ == "__main__":
+    main()
