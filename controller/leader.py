@@ -230,11 +230,13 @@ class Leader:
         views, books = [], {}
         for rid, record in self.goal.records.items():
             report = self.sessions.report_of(rid)
-            liveness = replica_liveness(record, self.goal.nodes, wall)
-            view, books[rid] = observe(
-                record, report, alive=liveness.alive, gone_reason=liveness.reason,
-                book=self.books.get(rid, ReplicaBook()),
+            book = self.books.get(rid, ReplicaBook())
+            liveness = replica_liveness(record, self.goal.nodes, wall,
+                                        listed_before=book.listed)
+            view, new_book = observe(
+                record, report, alive=liveness.alive, gone_reason=liveness.reason, book=book,
                 health_failure=self.prober.failures.get(rid, ""), wall_now=wall, mono_now=mono)
+            books[rid] = replace(new_book, listed=book.listed or liveness.listed)
             views.append(view)
         return views, books
 

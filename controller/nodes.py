@@ -28,19 +28,23 @@ class Liveness:
 
     alive: bool
     reason: str = ""
+    #: Its node's agent lists it as running now.
+    listed: bool = False
 
 
 def replica_liveness(record: ReplicaRecord, nodes: Mapping[str, NodeRecord],
-                     wall_now: float) -> Liveness:
-    """Whether `record`'s process runs, from its node's record."""
+                     wall_now: float, *, listed_before: bool) -> Liveness:
+    """Whether `record`'s process runs, from its node's record. `listed_before`: the
+    agent has listed it running before (so its absence now means it ended, not that it
+    has not started yet)."""
     node = nodes.get(record.node_id)
     if node is None:
         return Liveness(False, f"its node {record.node_id or '(none)'} is gone")
     if record.replica_id in node.replicas:
-        return Liveness(True)
+        return Liveness(True, listed=True)
     if record.replica_id in node.failed:
         return Liveness(False, node.failed[record.replica_id])
-    if wall_now - record.started_at < AGENT_START_GRACE_S:
+    if not listed_before and wall_now - record.started_at < AGENT_START_GRACE_S:
         return Liveness(True)  # assigned; the agent has not started it yet
     return Liveness(False, f"its node {record.node_id} does not run it")
 

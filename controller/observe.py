@@ -57,6 +57,8 @@ class ReplicaBook:
     #: The last state the replica reported (kept while its session is down).
     last_state: str = PENDING
     was_running: bool = False
+    #: Its node's agent has listed it running (an absence later means it ended).
+    listed: bool = False
 
 
 def observe(

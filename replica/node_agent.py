@@ -22,7 +22,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -59,12 +59,14 @@ class NodePlan:
 
 
 def plan_node(assigned: Mapping[str, ReplicaRecord], running: Mapping[str, int],
-              failed: Mapping[str, str]) -> NodePlan:
-    """Start each assigned replica that is not running (and has not failed to start);
-    kill each running process whose replica is no longer assigned here."""
+              done: Collection[str]) -> NodePlan:
+    """Start each assigned replica that never ran: not running, not `done` here (ended or
+    failed to start), and not registered elsewhere before (a PID in its record: it ran, so
+    the leader replaces it if it is gone; a replica is started once). Kill each running
+    process whose replica is no longer assigned here."""
     return NodePlan(
         start=tuple(r for rid, r in sorted(assigned.items())
-                    if rid not in running and rid not in failed),
+                    if rid not in running and rid not in done and not r.pid),
         kill=tuple(pid for rid, pid in sorted(running.items()) if rid not in assigned),
     )
 
@@ -83,6 +85,8 @@ class NodeAgent:
         self.running: dict[str, int] = {}
         #: Replica id -> why it could not be started here.
         self.failed: dict[str, str] = {}
+        #: Replicas that ran here and ended: never started again (the leader replaces them).
+        self.ended: set[str] = set()
         self._changed = asyncio.Event()
         #: The record as etcd last took it.
         self._published: NodeRecord | None = None
@@ -160,8 +164,10 @@ class NodeAgent:
             if not self.launcher.is_alive(replace(assigned.get(rid) or _orphan(rid), pid=pid)):
                 log.info("replica process ended", replica_id=rid, pid=pid)
                 del self.running[rid]
+                self.ended.add(rid)
         self.failed = {rid: why for rid, why in self.failed.items() if rid in assigned}
-        plan = plan_node(assigned, self.running, self.failed)
+        self.ended &= set(assigned)
+        plan = plan_node(assigned, self.running, self.ended | set(self.failed))
         for pid in plan.kill:
             rid = next(r for r, p in self.running.items() if p == pid)
             log.info("killing replica no longer assigned here", replica_id=rid, pid=pid)
@@ -193,8 +199,15 @@ def _orphan(replica_id: str) -> ReplicaRecord:
 
 
 def default_resources(num_cpus: float | None, num_gpus: float | None,
-                      custom: Mapping[str, float]) -> dict[str, float]:
-    """What a node offers: the machine's CPUs and GPUs unless told, plus custom resources."""
+                      custom: Mapping[str, float],
+                      environ: Mapping[str, str] = os.environ) -> dict[str, float]:
+    """What a node offers: as told, else WEIR_NUM_CPUS / WEIR_NUM_GPUS (for containers,
+    whose CPU count is the host's, and for test machines that oversubscribe on purpose),
+    else the machine's CPUs and the GPUs nvidia-smi lists; plus custom resources."""
+    if num_cpus is None and environ.get("WEIR_NUM_CPUS"):
+        num_cpus = float(environ["WEIR_NUM_CPUS"])
+    if num_gpus is None and environ.get("WEIR_NUM_GPUS"):
+        num_gpus = float(environ["WEIR_NUM_GPUS"])
     out = {"CPU": float(num_cpus if num_cpus is not None else (os.cpu_count() or 1)),
            "GPU": float(num_gpus if num_gpus is not None else _count_gpus())}
     out.update({str(k): float(v) for k, v in custom.items()})

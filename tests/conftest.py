@@ -15,6 +15,10 @@ import pytest
 from weir.etcd.server import EtcdCluster, EtcdServer
 from weir.processes import kill, pid_runs
 
+# Each replica asks for 1 CPU (Ray's default), and the suite runs more replicas at once than
+# CI's 2 cores: the nodes the tests start offer more (tests of placement set their own).
+os.environ.setdefault("WEIR_NUM_CPUS", "64")
+
 
 def _reap(pids: list[int]) -> None:
     """SIGKILL any of ``pids`` still alive; fail the test if one had to be."""
