@@ -348,3 +348,19 @@ class ListReplicasReply(_message.Message):
     REPLICAS_JSON_FIELD_NUMBER: _ClassVar[int]
     replicas_json: str
     def __init__(self, replicas_json: _Optional[str] = ...) -> None: ...
+
+class PackageChunk(_message.Message):
+    __slots__ = ("hash", "data")
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    hash: str
+    data: bytes
+    def __init__(self, hash: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class PackageRef(_message.Message):
+    __slots__ = ("hash", "size")
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    hash: str
+    size: int
+    def __init__(self, hash: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...

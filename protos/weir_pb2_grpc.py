@@ -647,3 +647,118 @@ class Controller:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class PackagesStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Upload = channel.stream_unary(
+                '/weir.Packages/Upload',
+                request_serializer=weir_dot_protos_dot_weir__pb2.PackageChunk.SerializeToString,
+                response_deserializer=weir_dot_protos_dot_weir__pb2.PackageRef.FromString,
+                _registered_method=True)
+        self.Fetch = channel.unary_stream(
+                '/weir.Packages/Fetch',
+                request_serializer=weir_dot_protos_dot_weir__pb2.PackageRef.SerializeToString,
+                response_deserializer=weir_dot_protos_dot_weir__pb2.PackageChunk.FromString,
+                _registered_method=True)
+
+
+class PackagesServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Upload(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Fetch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PackagesServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Upload': grpc.stream_unary_rpc_method_handler(
+                    servicer.Upload,
+                    request_deserializer=weir_dot_protos_dot_weir__pb2.PackageChunk.FromString,
+                    response_serializer=weir_dot_protos_dot_weir__pb2.PackageRef.SerializeToString,
+            ),
+            'Fetch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Fetch,
+                    request_deserializer=weir_dot_protos_dot_weir__pb2.PackageRef.FromString,
+                    response_serializer=weir_dot_protos_dot_weir__pb2.PackageChunk.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'weir.Packages', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('weir.Packages', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Packages:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Upload(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/weir.Packages/Upload',
+            weir_dot_protos_dot_weir__pb2.PackageChunk.SerializeToString,
+            weir_dot_protos_dot_weir__pb2.PackageRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Fetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/weir.Packages/Fetch',
+            weir_dot_protos_dot_weir__pb2.PackageRef.SerializeToString,
+            weir_dot_protos_dot_weir__pb2.PackageChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

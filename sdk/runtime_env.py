@@ -104,8 +104,10 @@ def prepare(runtime_env: dict[str, Any] | None, cache_dir: Path | None = None) -
     return out
 
 
-#: Never part of code: caches and version control.
-_NOT_CODE = frozenset({"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache"})
+#: Never part of code: caches and version control (folders), compiled bytecode (files).
+#: Shared with `weir.packages`, so a package holds what the code digest hashes.
+NOT_CODE = frozenset({"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache"})
+NOT_CODE_SUFFIXES = (".pyc", ".pyo")
 
 
 def code_digest(runtime_env: dict[str, Any] | None) -> str:
@@ -130,9 +132,9 @@ def _hash_tree(root: Path, digest: Any) -> None:
     if not root.is_dir():
         return  # prepare() reports the missing path when a replica is started
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _NOT_CODE)
+        dirnames[:] = sorted(d for d in dirnames if d not in NOT_CODE)
         for name in sorted(filenames):
-            if name.endswith((".pyc", ".pyo")):
+            if name.endswith(NOT_CODE_SUFFIXES):
                 continue
             path = Path(dirpath) / name
             digest.update(f"{path.relative_to(root)}\0".encode())
