@@ -271,6 +271,7 @@ class AdminService(pb_grpc.ControllerServicer):
                  "role": "leader" if info.get("address") == leader_address else "standby"}
                 for kv in controllers],
             "proxies": [json.loads(kv.value) for kv in proxies],
+            "nodes": leader.nodes(),
         }
         return pb.GetStatusReply(status_json=json.dumps(doc))
 

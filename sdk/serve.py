@@ -87,6 +87,8 @@ class ServeStatus:
     applications: dict[str, ApplicationStatusOverview] = field(default_factory=dict)
     controllers: list[dict[str, Any]] = field(default_factory=list)
     proxies: list[dict[str, Any]] = field(default_factory=list)
+    #: Each node: id, address, state (ALIVE or DEAD), resources offered and used, replicas.
+    nodes: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Session:
@@ -262,7 +264,8 @@ def run(target: Application, blocking: bool = False, name: str = "default",
 def status() -> ServeStatus:
     """The status of every application on the cluster."""
     doc = _connect().get_status()
-    out = ServeStatus(controllers=doc.get("controllers", []), proxies=doc.get("proxies", []))
+    out = ServeStatus(controllers=doc.get("controllers", []), proxies=doc.get("proxies", []),
+                      nodes=doc.get("nodes", []))
     for name, app in doc.get("applications", {}).items():
         a = app["app_status"]
         out.applications[name] = ApplicationStatusOverview(

@@ -42,8 +42,6 @@ CONFIG = "config file"
 _LOGGING = ("Weir's processes log structured events to stderr (WEIR_LOG_LEVEL, "
             "WEIR_LOG_JSON); Ray's logging config has no counterpart yet")
 _NO_AUTOSCALING = "Weir does not autoscale yet"
-_NO_NODES = ("Weir runs replicas as processes on the controller's machine, with no node "
-             "scheduler yet")
 _BY_VALUE = "Weir sends handle arguments and results by value, cloudpickled (no Ray object store)"
 
 #: scope -> option -> why Weir does not act on it.
@@ -71,11 +69,8 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
         "response_serialization": _BY_VALUE,
     },
     DEPLOYMENT: {
-        "ray_actor_options": "replicas are plain processes, not Ray actors: no resources "
-                             "(CPUs, GPUs, memory) are reserved for them",
         "placement_group_bundles": "Weir has no placement groups",
         "placement_group_strategy": "Weir has no placement groups",
-        "max_replicas_per_node": _NO_NODES,
         "autoscaling_config": _NO_AUTOSCALING + ": the deployment runs 1 replica, "
                               "num_replicas' default (it cannot be set beside "
                               "autoscaling_config)",

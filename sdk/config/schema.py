@@ -208,7 +208,7 @@ class DeploymentSchema(_OverrideSchema):
     """Options of one deployment, as a config file overrides them (only set fields count).
 
     Every option of Ray Serve's deployment is accepted; those in `IGNORED_DEPLOYMENT_OPTIONS`
-    (ray_actor_options, autoscaling_config, placement groups, ...) are stored and checked
+    (autoscaling_config, placement groups, ...) are stored and checked
     but not acted on, and warn when used. The defaults written here are the only ones:
     `DEFAULT_DEPLOYMENT_OPTIONS` is read from them.
     """

@@ -547,7 +547,8 @@ def test_default_options_are_the_schema_defaults_of_what_weir_acts_on() -> None:
     assert dict(DEFAULT_DEPLOYMENT_OPTIONS) == {
         "num_replicas": 1, "max_ongoing_requests": 5, "max_queued_requests": -1,
         "user_config": None, "health_check_period_s": 10.0, "health_check_timeout_s": 30.0,
-        "graceful_shutdown_timeout_s": 20.0}
+        "graceful_shutdown_timeout_s": 20.0, "ray_actor_options": None,
+        "max_replicas_per_node": None}
     fields = DeploymentSchema.model_fields
     for name, value in DEFAULT_DEPLOYMENT_OPTIONS.items():
         assert fields[name].get_default() == value
@@ -592,7 +593,8 @@ def test_merge_takes_the_config_entry_as_plain_data() -> None:
 def test_lightweight_and_ignored_options_do_not_restart_replicas() -> None:
     assert LIGHTWEIGHT_OPTIONS == {"num_replicas", "user_config", "autoscaling_config"}
     assert not any(restarts_replicas(o) for o in LIGHTWEIGHT_OPTIONS)
-    assert not restarts_replicas("ray_actor_options")
+    assert not restarts_replicas("placement_group_strategy")
+    assert restarts_replicas("ray_actor_options"), "new resources need a new replica"
     assert not restarts_replicas("graceful_shutdown_wait_loop_s")
     for option in ("max_ongoing_requests", "max_queued_requests", "health_check_period_s",
                    "health_check_timeout_s", "graceful_shutdown_timeout_s"):
@@ -681,7 +683,7 @@ def test_diff_other_deployment_options_roll(change: dict[str, Any]) -> None:
 
 
 def test_diff_options_weir_ignores_restart_nothing() -> None:
-    diff = diff_applications(two_apps(), two_apps(ray_actor_options={"num_gpus": 1},
+    diff = diff_applications(two_apps(), two_apps(placement_group_strategy="PACK",
                                                   graceful_shutdown_wait_loop_s=5))
     assert diff["changed"]["fruit"]["deployments"]["MangoStand"]["update"] == "lightweight"
 

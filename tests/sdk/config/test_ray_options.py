@@ -54,21 +54,22 @@ def caught(action: Any) -> list[warnings.WarningMessage]:
 
 
 def test_each_name_warns_once_with_its_reason() -> None:
-    seen = caught(lambda: [warn_ignored(DEPLOYMENT, {"ray_actor_options": {"num_gpus": 1}})
+    seen = caught(lambda: [warn_ignored(DEPLOYMENT, {"placement_group_bundles": [{"CPU": 1}]})
                            for _ in range(3)])
     assert len(seen) == 1
     message = str(seen[0].message)
-    assert message.startswith("Weir ignores the deployment option 'ray_actor_options': ")
-    assert "no resources" in message and "docs/compatibility.md" in message
+    assert message.startswith("Weir ignores the deployment option 'placement_group_bundles': ")
+    assert "no placement groups" in message and "docs/compatibility.md" in message
     assert len(caught(lambda: warn_ignored(DEPLOYMENT, {"placement_group_strategy": "PACK"}))) \
         == 1, "another name warns on its own"
 
 
 def test_none_and_options_weir_acts_on_do_not_warn() -> None:
-    assert caught(lambda: warn_ignored(DEPLOYMENT, {"ray_actor_options": None,
-                                                    "num_replicas": 3})) == []
+    assert caught(lambda: warn_ignored(DEPLOYMENT, {"placement_group_bundles": None,
+                                                    "num_replicas": 3,
+                                                    "ray_actor_options": {"num_cpus": 2}})) == []
     # None did not use up the name's one warning.
-    assert len(caught(lambda: warn_ignored(DEPLOYMENT, {"ray_actor_options": {}}))) == 1
+    assert len(caught(lambda: warn_ignored(DEPLOYMENT, {"placement_group_bundles": []}))) == 1
 
 
 def test_a_name_warns_once_per_scope() -> None:
@@ -163,14 +164,14 @@ def test_defaults_written_out_ask_for_nothing() -> None:
 
 def test_config_warnings_name_every_path_once() -> None:
     doc = yaml.safe_load(EVERYTHING_IGNORED)
-    doc["applications"][0]["deployments"][1]["ray_actor_options"] = {"num_gpus": 1}
+    doc["applications"][0]["deployments"][1]["placement_group_strategy"] = "PACK"
     seen = caught(lambda: warn_ignored_in_config(parse_config(doc)))
     messages = [str(w.message) for w in seen]
     assert len(messages) == len(IGNORED[CONFIG]) + len(IGNORED[APPLICATION]) + len(
         IGNORED[DEPLOYMENT])
-    [actor] = [m for m in messages if "'ray_actor_options'" in m]
-    assert ("(at applications[0].deployments[0].ray_actor_options, "
-            "applications[0].deployments[1].ray_actor_options)") in actor
+    [strategy] = [m for m in messages if "'placement_group_strategy'" in m]
+    assert ("(at applications[0].deployments[0].placement_group_strategy, "
+            "applications[0].deployments[1].placement_group_strategy)") in strategy
     [location] = [m for m in messages if "'proxy_location'" in m]
     assert location.startswith("Weir ignores the config file option 'proxy_location': ")
 
