@@ -20,6 +20,7 @@ import structlog
 from weir.config.schema import ConfigError, config_from_json, diff_applications
 from weir.controller.goal import AppGoal, apply_deploy
 from weir.controller.leader import Leader
+from weir.controller.placement import replica_request
 from weir.dataplane.route_table import parse_leader
 from weir.etcd.keys import (
     APPS_PREFIX,
@@ -57,6 +58,18 @@ async def _patiently(read: Callable[[], Awaitable[T]]) -> T:
             if not in_failover(exc) or time.monotonic() >= patience:
                 raise
         await asyncio.sleep(ETCD_RETRY_S)
+
+
+def resource_problem(app_configs: list[dict[str, Any]]) -> str:
+    """What is wrong with a config's `ray_actor_options`, with its path ("" if nothing):
+    checked at deploy, so a bad request fails there rather than at placement."""
+    for i, cfg in enumerate(app_configs):
+        for j, entry in enumerate(cfg.get("deployments") or []):
+            try:
+                replica_request(entry.get("ray_actor_options"))
+            except ValueError as exc:
+                return f"applications[{i}].deployments[{j}]: {exc}"
+    return ""
 
 
 class AdminService(pb_grpc.ControllerServicer):
@@ -121,6 +134,9 @@ class AdminService(pb_grpc.ControllerServicer):
             cfg["name"] = app.name
             cfg["deployments"] = [d.model_dump(mode="json", exclude_unset=True)
                                   for d in app.deployments]
+        problem = resource_problem(app_configs)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         by_value = {k: v.decode() for k, v in request.pickled_apps.items()}
         code_digests = await asyncio.to_thread(
             lambda: {c["name"]: code_digest(c.get("runtime_env")) for c in app_configs})
