@@ -53,6 +53,7 @@ from weir.etcd.store import (
     StoreError,
     StoreUnavailableError,
     WatchEvent,
+    commit_operation,
 )
 
 __all__ = ["ManualClock", "MemoryStore"]
@@ -245,17 +246,10 @@ class MemoryStore:
         deletes: Sequence[str] = (),
         expect_mod_revision: Mapping[str, int] = {},
     ) -> int | None:
-        """Apply ``puts`` and ``deletes`` in one transaction if every guard holds.
-
-        ``expect_mod_revision[key] == n`` guards on the key's mod_revision being ``n``;
-        ``n == 0`` means the key must be absent. Returns the new revision, or ``None``
-        (and changes nothing) if a guard failed.
-        """
-        overlap = set(puts) & set(deletes)
-        if overlap:
-            raise ValueError(f"commit both puts and deletes {sorted(overlap)}; etcd refuses that")
-        keys = sorted({*puts, *deletes})
-        etcd = await self._call(f"commit {', '.join(keys) or '(guards only)'}")
+        """Apply ``puts`` and ``deletes`` in one transaction if every guard holds; the
+        new revision, or ``None`` if a guard failed (see :meth:`Store.commit`)."""
+        operation = commit_operation(puts, deletes)
+        etcd = await self._call(operation)
         for key, expected in expect_mod_revision.items():
             current = etcd.keys.get(key)
             if (0 if current is None else current.mod_revision) != expected:

@@ -41,6 +41,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "WatchEvent",
+    "commit_operation",
     "in_failover",
 ]
 
@@ -74,6 +75,20 @@ def in_failover(exc: StoreError) -> bool:
     report the failure at once.
     """
     return isinstance(exc, StoreUnavailableError) and exc.failover
+
+
+def commit_operation(puts: Mapping[str, bytes], deletes: Sequence[str]) -> str:
+    """How errors name a :meth:`Store.commit` of ``puts`` and ``deletes``
+    (``"commit /a, /b"``), once it is known to be a transaction etcd accepts.
+
+    Raises :class:`ValueError` if a key is both put and deleted: etcd refuses that, so
+    both stores refuse it before calling.
+    """
+    overlap = set(puts) & set(deletes)
+    if overlap:
+        raise ValueError(f"commit both puts and deletes {sorted(overlap)}; etcd refuses that")
+    keys = sorted({*puts, *deletes})
+    return f"commit {', '.join(keys) or '(guards only)'}"
 
 
 @dataclass(frozen=True)
