@@ -16,7 +16,7 @@ import aetcd.rpc
 import structlog
 
 from weir.etcd.etcd_connection import EtcdConnection
-from weir.etcd.store import Lease, StoreError, StoreUnavailableError
+from weir.etcd.store import Lease, StoreError, StoreUnavailableError, report_lease_lost
 
 __all__ = ["keep_lease_alive"]
 
@@ -68,11 +68,7 @@ async def keep_lease_alive(
             break
         last_ok = sent
         await asyncio.sleep(interval)
-    log.warning("lease lost", lease=f"{lease.id:x}", reason=reason)
-    try:
-        on_lost()
-    except Exception:
-        log.exception("on_lost callback failed", lease=f"{lease.id:x}")
+    report_lease_lost(lease, reason, on_lost, log)
 
 
 async def _refresh(etcd: EtcdConnection, lease: Lease, timeout: float) -> int:

@@ -292,13 +292,9 @@ class EtcdStore:
     def watch_prefix(
         self, prefix: str, start_revision: int | None = None
     ) -> AsyncGenerator[WatchEvent, None]:
-        """Yield every change under ``prefix`` from ``start_revision`` (default: now on).
-
-        Survives etcd going away: it retries with a small backoff and resumes from the
-        last revision seen + 1, so no event is lost or repeated. If that history was
-        compacted it yields a ``"reset"`` event and goes on from the current revision.
-        Ends when the store is closed.
-        """
+        """Yield every change under ``prefix`` from ``start_revision`` (default: now on),
+        resuming after failures without losing or repeating one, until the store is
+        closed (see :func:`weir.etcd.etcd_watch.watch_prefix`)."""
         return watch_prefix(self._etcd, prefix, start_revision)
 
 

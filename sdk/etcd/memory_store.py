@@ -54,6 +54,7 @@ from weir.etcd.store import (
     StoreUnavailableError,
     WatchEvent,
     commit_operation,
+    report_lease_lost,
 )
 
 __all__ = ["ManualClock", "MemoryStore"]
@@ -308,11 +309,7 @@ class MemoryStore:
                     reason = "etcd says the lease expired"
                     break
             await etcd.changed()
-        log.warning("lease lost", lease=f"{lease.id:x}", reason=reason)
-        try:
-            on_lost()
-        except Exception:
-            log.exception("on_lost callback failed", lease=f"{lease.id:x}")
+        report_lease_lost(lease, reason, on_lost, log)
 
     # -- watches -----------------------------------------------------------------------------
 
