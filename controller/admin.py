@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
-from weir.config.schema import ConfigError, config_from_json, diff_applications
+from weir.config.config_file import config_from_json
+from weir.config.diff import diff_applications
+from weir.config.errors import ConfigError
 from weir.controller.goal import AppGoal, apply_deploy
 from weir.controller.leader import Leader
 from weir.controller.placement import replica_request

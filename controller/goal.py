@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from weir.build import BuiltApp, DeploymentSpec, definition_version
-from weir.config.schema import merge_deployment_options, user_config_json
+from weir.config.deployment_options import merge_deployment_options, user_config_json
 from weir.controller.reconciler import DeploymentTarget
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import structlog
 
-from weir.config.schema import DEFAULT_DEPLOYMENT_OPTIONS
+from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.controller import reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.goal import AppGoal, DeploymentPlan, deployment_plans

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from weir import context
-from weir.config.schema import DEFAULT_DEPLOYMENT_OPTIONS, user_config_json
+from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS, user_config_json
 from weir.dataplane.route_table import LeaderLocator
 from weir.protos import weir_pb2 as pb
 from weir.replica.server import ReplicaServer, start_server

@@ -20,7 +20,7 @@ import cloudpickle
 import grpc
 import structlog
 
-from weir.config.schema import DEFAULT_DEPLOYMENT_OPTIONS
+from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.replica.grpc_codecs import MethodCodec, method_codecs

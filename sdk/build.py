@@ -24,7 +24,7 @@ from typing import Any
 
 import cloudpickle
 
-from weir.config.schema import restarts_replicas
+from weir.config.deployment_options import restarts_replicas
 from weir.deployment import Application, Deployment
 from weir.handle import DeploymentHandle
 from weir.import_path import import_attr

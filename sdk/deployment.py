@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from weir.config import ray_options
-from weir.config.schema import (
+from weir.config.deployment_options import (
     DEFAULT_DEPLOYMENT_OPTIONS,
-    DeploymentSchema,
     merge_deployment_options,
     validate_deployment_options,
 )
+from weir.config.schema import DeploymentSchema
 
 #: Every option Weir acts on, with its default (Ray Serve's defaults; one source: the schema).
 DEFAULT_OPTIONS = DEFAULT_DEPLOYMENT_OPTIONS

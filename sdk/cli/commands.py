@@ -45,8 +45,9 @@ def confirm(question: str, yes: bool) -> None:
 
 
 def _load_config_file(path: str) -> Any:
+    from weir.config.config_file import parse_config
+    from weir.config.errors import ConfigError
     from weir.config.ray_options import warn_ignored_in_config
-    from weir.config.schema import ConfigError, parse_config
 
     try:
         schema = parse_config(Path(path))
@@ -264,7 +265,7 @@ def shutdown(address: str | None, yes: bool) -> None:
 def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str) -> None:
     """Write a complete config file for one or more `module:app` import paths."""
     from weir.build import build_app, load_application
-    from weir.config.schema import dump_config, parse_config
+    from weir.config.config_file import dump_config, parse_config
     from weir.deployment import DEFAULT_OPTIONS
 
     sys.path.insert(0, os.path.abspath(app_dir))

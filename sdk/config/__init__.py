@@ -1,1 +1,1 @@
-"""The config schema (one for CLI, SDK and controller) and the HTTP middlewares it names."""
+"""The config: schema, file format, errors, deployment options, dry-run diff, middlewares."""

@@ -9,8 +9,8 @@ process and name: a decorator runs again in every replica that imports its modul
 (`serve.run(app, nmae="x")`) that vanished would deploy something the user did not ask for.
 
 Every entry of `IGNORED` is also a row of docs/compatibility.md. Implementing an option
-means deleting its entry here (for a deployment option, `weir.config.schema` then counts its
-schema default among the defaults of the options Weir acts on).
+means deleting its entry here (for a deployment option, `weir.config.deployment_options` then
+counts its schema default among the defaults of the options Weir acts on).
 """
 
 from __future__ import annotations

@@ -53,6 +53,8 @@ from weir.etcd.store import (
     StoreError,
     StoreUnavailableError,
     WatchEvent,
+    commit_operation,
+    report_lease_lost,
 )
 
 __all__ = ["ManualClock", "MemoryStore"]
@@ -245,17 +247,10 @@ class MemoryStore:
         deletes: Sequence[str] = (),
         expect_mod_revision: Mapping[str, int] = {},
     ) -> int | None:
-        """Apply ``puts`` and ``deletes`` in one transaction if every guard holds.
-
-        ``expect_mod_revision[key] == n`` guards on the key's mod_revision being ``n``;
-        ``n == 0`` means the key must be absent. Returns the new revision, or ``None``
-        (and changes nothing) if a guard failed.
-        """
-        overlap = set(puts) & set(deletes)
-        if overlap:
-            raise ValueError(f"commit both puts and deletes {sorted(overlap)}; etcd refuses that")
-        keys = sorted({*puts, *deletes})
-        etcd = await self._call(f"commit {', '.join(keys) or '(guards only)'}")
+        """Apply ``puts`` and ``deletes`` in one transaction if every guard holds; the
+        new revision, or ``None`` if a guard failed (see :meth:`Store.commit`)."""
+        operation = commit_operation(puts, deletes)
+        etcd = await self._call(operation)
         for key, expected in expect_mod_revision.items():
             current = etcd.keys.get(key)
             if (0 if current is None else current.mod_revision) != expected:
@@ -314,11 +309,7 @@ class MemoryStore:
                     reason = "etcd says the lease expired"
                     break
             await etcd.changed()
-        log.warning("lease lost", lease=f"{lease.id:x}", reason=reason)
-        try:
-            on_lost()
-        except Exception:
-            log.exception("on_lost callback failed", lease=f"{lease.id:x}")
+        report_lease_lost(lease, reason, on_lost, log)
 
     # -- watches -----------------------------------------------------------------------------
 

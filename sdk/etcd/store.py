@@ -31,7 +31,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "KeyValue",
@@ -41,7 +41,9 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "WatchEvent",
+    "commit_operation",
     "in_failover",
+    "report_lease_lost",
 ]
 
 
@@ -113,6 +115,32 @@ class Lease:
 
     id: int
     ttl: int
+
+
+def commit_operation(puts: Mapping[str, bytes], deletes: Sequence[str]) -> str:
+    """How errors name a :meth:`Store.commit` of ``puts`` and ``deletes``
+    (``"commit /a, /b"``), once it is known to be a transaction etcd accepts.
+
+    Raises :class:`ValueError` if a key is both put and deleted: etcd refuses that, so
+    both stores refuse it before calling.
+    """
+    overlap = set(puts) & set(deletes)
+    if overlap:
+        raise ValueError(f"commit both puts and deletes {sorted(overlap)}; etcd refuses that")
+    keys = sorted({*puts, *deletes})
+    return f"commit {', '.join(keys) or '(guards only)'}"
+
+
+def report_lease_lost(lease: Lease, reason: str, on_lost: Callable[[], None], log: Any) -> None:
+    """What a keep-alive task of either store does as it ends: say on ``log`` (a structlog
+    logger) why ``lease`` is lost, then call ``on_lost()`` once. An exception from the
+    callback is logged rather than raised: the task is often never awaited, and an error
+    in it would otherwise go unseen."""
+    log.warning("lease lost", lease=f"{lease.id:x}", reason=reason)
+    try:
+        on_lost()
+    except Exception:
+        log.exception("on_lost callback failed", lease=f"{lease.id:x}")
 
 
 class Store(Protocol):

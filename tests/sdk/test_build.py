@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from weir.build import DeploymentSpec, definition_version
-from weir.config.schema import merge_deployment_options
+from weir.config.deployment_options import merge_deployment_options
 
 SPEC = DeploymentSpec(app="app", name="Model", options={}, definition=b"pickled class")
 

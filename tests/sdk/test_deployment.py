@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from weir.config import ray_options
-from weir.config.schema import DEFAULT_DEPLOYMENT_OPTIONS, ConfigError
+from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
+from weir.config.errors import ConfigError
 from weir.deployment import DEFAULT_OPTIONS, deployment
 from weir.exceptions import IgnoredRayOptionWarning
 

@@ -10,26 +10,25 @@ from typing import Any
 import pytest
 import yaml
 
-from weir.config.schema import (
+from weir.config.config_file import config_from_json, config_to_json, dump_config, parse_config
+from weir.config.deployment_options import (
     DEFAULT_DEPLOYMENT_OPTIONS,
     IGNORED_DEPLOYMENT_OPTIONS,
     LIGHTWEIGHT_OPTIONS,
-    ConfigError,
+    merge_deployment_options,
+    restarts_replicas,
+    user_config_json,
+    validate_deployment_options,
+)
+from weir.config.diff import diff_applications
+from weir.config.errors import ConfigError
+from weir.config.schema import (
     DeploymentSchema,
     GrpcOptionsSchema,
     HTTPOptionsSchema,
     RuntimeEnvSchema,
     ServeApplicationSchema,
     ServeDeploySchema,
-    config_from_json,
-    config_to_json,
-    diff_applications,
-    dump_config,
-    merge_deployment_options,
-    parse_config,
-    restarts_replicas,
-    user_config_json,
-    validate_deployment_options,
 )
 
 SEED_SINGLE_APP = """\

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from weir.config import ray_options
+from weir.config.config_file import dump_config, parse_config
 from weir.config.ray_options import (
     APPLICATION,
     CONFIG,
@@ -24,13 +25,7 @@ from weir.config.ray_options import (
     warn_ignored,
     warn_ignored_in_config,
 )
-from weir.config.schema import (
-    DeploymentSchema,
-    ServeApplicationSchema,
-    ServeDeploySchema,
-    dump_config,
-    parse_config,
-)
+from weir.config.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 from weir.exceptions import IgnoredRayOptionWarning
 
 ROOT = Path(__file__).resolve().parents[3]

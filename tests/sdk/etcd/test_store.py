@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 
-from weir.etcd import etcd_store
-from weir.etcd.etcd_store import EtcdStore, TLSConfig, parse_endpoints
+from weir.etcd.endpoints import TLSConfig
+from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.server import EtcdCluster, EtcdServer
 from weir.etcd.store import (
     KeyValue,
@@ -85,31 +85,6 @@ class Collector:
 
     def summary(self) -> list[tuple[str, str, bytes]]:
         return [(e.kind, e.key, e.value) for e in self.events]
-
-
-# -- endpoints -------------------------------------------------------------------------------
-
-
-def test_endpoints_are_parsed_in_every_spelling() -> None:
-    assert parse_endpoints("127.0.0.1:2379") == ([("127.0.0.1", 2379)], False)
-    assert parse_endpoints("http://a:1, b:2") == ([("a", 1), ("b", 2)], False)
-    assert parse_endpoints(["https://a:1", "[::1]:2"]) == ([("a", 1), ("::1", 2)], True)
-    assert EtcdStore(["h1:1", "h2:2,h3:3"]).endpoints == ["h1:1", "h2:2", "h3:3"]
-    for bad in ("", "nohost", "a:b", "ftp://a:1"):
-        with pytest.raises(ValueError):
-            parse_endpoints(bad)
-
-
-def test_several_endpoints_make_one_round_robin_target() -> None:
-    async def body() -> None:
-        store = EtcdStore(["127.0.0.1:1", "http://127.0.0.2:2"])
-        target, options = await store._channel_target()
-        assert target == "ipv4:127.0.0.1:1,127.0.0.2:2"
-        assert options["grpc.lb_policy_name"] == "round_robin"
-        # etcd answers pings closer than 5 s with GOAWAY too_many_pings.
-        assert options["grpc.keepalive_time_ms"] >= 5000
-
-    run(body())
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -474,7 +449,7 @@ def test_tls_config_builds_credentials_and_a_secure_channel(
         secure_targets.append(target)
         return real_secure_channel(target, credentials, **kwargs)
 
-    monkeypatch.setattr(etcd_store.grpc.aio, "secure_channel", spy)
+    monkeypatch.setattr(grpc.aio, "secure_channel", spy)
 
     async def body() -> None:
         for store in (EtcdStore("127.0.0.1:1", tls=tls), EtcdStore("https://127.0.0.1:2")):
@@ -486,13 +461,6 @@ def test_tls_config_builds_credentials_and_a_secure_channel(
 
 
 def test_in_failover_tells_a_passing_failure_from_etcd_gone() -> None:
-    # What gRPC says: a member died under the call, a member has no leader (both pass in a
-    # second or two), or nothing accepts a connection at all (report at once).
-    assert etcd_store._in_failover(Exception("Stream removed (Socket closed)"))
-    assert etcd_store._in_failover(Exception("etcdserver: no leader"))
-    assert not etcd_store._in_failover(
-        Exception("failed to connect to all addresses; last error: Connection refused")
-    )
     where = "etcd at 127.0.0.1:1 is unreachable: commit /k failed: "
     assert in_failover(StoreUnavailableError(where + "no leader", failover=True))
     assert not in_failover(StoreUnavailableError(where + "connection refused"))
