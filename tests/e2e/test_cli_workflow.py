@@ -164,12 +164,12 @@ def test_delete_asks_first_and_ray_options_weir_ignores_deploy(cli: tuple[Cli, s
         "name": "doomed", "route_prefix": "/doomed",
         "import_path": "tests.e2e.apps.configurable:app",
         "deployments": [{"name": "Greeter", "num_replicas": 1,
-                         "ray_actor_options": {"num_gpus": 1},
+                         "placement_group_bundles": [{"CPU": 1}],
                          "placement_group_strategy": "STRICT_PACK"}]})
     path = tmp_path / "doomed.yaml"
     path.write_text(yaml.safe_dump(config))
     deployed = run("deploy", str(path))
-    assert "Weir ignores the deployment option 'ray_actor_options'" in deployed.stderr
+    assert "Weir ignores the deployment option 'placement_group_bundles'" in deployed.stderr
     assert "Weir ignores the deployment option 'placement_group_strategy'" in deployed.stderr
     wait_app(run, "RUNNING", "doomed")
     assert requests.get(url + "/doomed", timeout=10).json()["text"] == "hello!"

@@ -18,7 +18,7 @@ def version(**decorator: Any) -> str:
 
 @pytest.mark.parametrize("change", [
     {"num_replicas": 5}, {"user_config": {"a": 2}}, {"autoscaling_config": {"max_replicas": 3}},
-    {"ray_actor_options": {"num_gpus": 1}}, {"graceful_shutdown_wait_loop_s": 5.0},
+    {"placement_group_bundles": [{"CPU": 1}]}, {"graceful_shutdown_wait_loop_s": 5.0},
     {"placement_group_strategy": "SPREAD"},
 ])
 def test_lightweight_and_ignored_options_keep_the_version(change: dict[str, Any]) -> None:
@@ -27,7 +27,7 @@ def test_lightweight_and_ignored_options_keep_the_version(change: dict[str, Any]
 
 @pytest.mark.parametrize("change", [
     {"max_ongoing_requests": 6}, {"max_queued_requests": 10}, {"health_check_period_s": 1.0},
-    {"graceful_shutdown_timeout_s": 1.0},
+    {"graceful_shutdown_timeout_s": 1.0}, {"ray_actor_options": {"num_cpus": 2}},
 ])
 def test_other_options_change_the_version(change: dict[str, Any]) -> None:
     assert version(**change) != version()

@@ -44,11 +44,11 @@ def test_defaults_are_the_schemas() -> None:
 
 
 def test_decorator_warns_by_name_at_the_users_line() -> None:
-    seen = caught(lambda: deployment(ray_actor_options={"num_gpus": 1},
+    seen = caught(lambda: deployment(placement_group_bundles=[{"CPU": 1}],
                                      autoscaling_config={"max_replicas": 4})(Model))
     assert sorted(str(w.message).split(":")[0] for w in seen) == [
         "Weir ignores the deployment option 'autoscaling_config'",
-        "Weir ignores the deployment option 'ray_actor_options'"]
+        "Weir ignores the deployment option 'placement_group_bundles'"]
     assert {w.filename for w in seen} == {__file__}
 
 
@@ -56,10 +56,10 @@ def test_options_warn_once_per_name_and_keep_the_value() -> None:
     base = deployment(Model)
     first = caught(lambda: base.options(placement_group_strategy="SPREAD"))
     again = caught(lambda: base.options(placement_group_strategy="PACK",
-                                        max_replicas_per_node=2))
+                                        placement_group_bundles=[{"CPU": 1}]))
     assert [w.filename for w in first] == [__file__]
     assert [str(w.message).split(":")[0] for w in again] == [
-        "Weir ignores the deployment option 'max_replicas_per_node'"]
+        "Weir ignores the deployment option 'placement_group_bundles'"]
     d = base.options(placement_group_strategy="PACK", num_replicas=3)
     assert d.options_set == {"placement_group_strategy": "PACK", "num_replicas": 3}
     assert d.options_full["placement_group_strategy"] == "PACK"

@@ -57,14 +57,14 @@ def test_deploy_warns_by_name_for_fields_weir_ignores(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"applications": [{
         "import_path": "mod:app", "runtime_env": {"pip": ["numpy"]},
-        "deployments": [{"name": "A", "ray_actor_options": {"num_gpus": 1}},
-                        {"name": "B", "ray_actor_options": {"num_cpus": 2},
+        "deployments": [{"name": "A", "placement_group_strategy": "PACK"},
+                        {"name": "B", "placement_group_strategy": "SPREAD",
                          "max_ongoing_requests": 3}]}]}))
     proc = weir("deploy", str(config), "-a", f"127.0.0.1:{free_port()}")
     assert proc.stderr.count("Weir ignores") == 2, proc.stderr
-    assert ("Weir ignores the deployment option 'ray_actor_options' (at "
-            "applications[0].deployments[0].ray_actor_options, "
-            "applications[0].deployments[1].ray_actor_options)") in proc.stderr
+    assert ("Weir ignores the deployment option 'placement_group_strategy' (at "
+            "applications[0].deployments[0].placement_group_strategy, "
+            "applications[0].deployments[1].placement_group_strategy)") in proc.stderr
     assert "Weir ignores the application option 'runtime_env.pip'" in proc.stderr
     assert "max_ongoing_requests" not in proc.stderr
     assert UNREACHABLE in proc.stderr, "a warning never stops the deploy"
