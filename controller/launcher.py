@@ -13,6 +13,7 @@ import weakref
 from pathlib import Path
 from typing import Protocol
 
+from weir.auth import TOKEN_ENV, cluster_token
 from weir.controller.goal import ReplicaRecord
 from weir.processes import pid_runs, replica_command, signal_process, spawn, wait_exit
 from weir.runtime_env import PreparedEnv, process_env
@@ -55,6 +56,8 @@ class LocalProcessLauncher:
         self._reap_killed()
         child_env = process_env(env)
         child_env["WEIR_ETCD_ENDPOINTS"] = self.etcd_endpoints
+        # Always set, even empty: a replica never guesses its token from a state file.
+        child_env[TOKEN_ENV] = cluster_token()
         proc = spawn(replica_command(record.replica_id, self.etcd_endpoints, self.cluster_id),
                      log_path=self.log_dir / f"replica-{record.replica_id.replace('#', '_')}.log",
                      env=child_env, cwd=env.cwd or None, detached=True)
