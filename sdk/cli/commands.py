@@ -19,11 +19,16 @@ from typing import Any, NoReturn
 import click
 import yaml
 
+from weir.auth import cluster_token
 from weir.cli.admin_client import AdminClient, resolve_address
 from weir.exceptions import ClusterError, RayServeException
 
 ADDRESS_HELP = ("Controller admin address (host:port); default WEIR_ADDRESS, else the local "
                 "cluster.")
+#: Every command that calls a cluster takes its token (weir.auth.cluster_token).
+token_option = click.option(
+    "--token", default=None,
+    help="The cluster's token; default WEIR_TOKEN, else the local `weir start` cluster's.")
 
 
 def fail(message: str) -> NoReturn:
@@ -87,9 +92,10 @@ def main() -> None:
                    "wheel's, WEIR_ETCD_BINARY, or etcd on PATH).")
 @click.option("--non-blocking", is_flag=True,
               help="Return once the app runs (an embedded cluster is stopped).")
+@token_option
 def run(config_or_import_path: str, address: str | None, name: str, route_prefix: str,
         app_dir: str, host: str, port: int, admin_port: int, etcd_binary: str | None,
-        non_blocking: bool) -> None:
+        non_blocking: bool, token: str | None) -> None:
     """Run an application (import path `module:app` or a config file) and block until
     Ctrl-C. With no cluster address, an embedded local cluster (etcd included) is started
     for the command's lifetime and stopped with it."""
@@ -115,7 +121,8 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
                                http_port=int(http_opts.get("port", port)), admin_port=admin_port,
                                etcd_binary=etcd_binary,
                                grpc_port=int(grpc_opts.get("port", 9000))
-                               if grpc_opts.get("grpc_servicer_functions") else None)
+                               if grpc_opts.get("grpc_servicer_functions") else None,
+                               token=cluster_token(token))
         try:
             info = cluster.start()
         except (RuntimeError, TimeoutError, OSError) as exc:
@@ -124,7 +131,7 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
         click.echo(f"Started a local Weir cluster: HTTP at http://{info.http}, "
                    f"admin at {info.address}, etcd at {info.etcd_endpoints}, "
                    f"logs in {info.temp_dir}/logs", err=True)
-    client = AdminClient(addr)
+    client = AdminClient(addr, token=cluster.token if cluster is not None else token)
     exit_code = 0
     try:
         started = time.time() - 1
@@ -160,9 +167,13 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
               help="Serve the gRPC ingress on this port (off by default).")
 @click.option("--http-server", type=click.Choice(["hypercorn", "uvicorn"]), default="hypercorn",
               show_default=True)
+@click.option("--token", default=None,
+              help="Require this cluster token on every call to the cluster's gRPC servers "
+                   "(default WEIR_TOKEN; none: no check). Kept in the state file for later "
+                   "commands.")
 def start(http_host: str, http_port: int, admin_port: int, controllers: int, etcd: str,
           lease_ttl: float, etcd_binary: str | None, grpc_port: int | None,
-          http_server: str) -> None:
+          http_server: str, token: str | None) -> None:
     """Start a long-running local cluster in the background (etcd, controllers, proxy)."""
     from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
     from weir.cli.local_cluster import LocalCluster
@@ -176,7 +187,7 @@ def start(http_host: str, http_port: int, admin_port: int, controllers: int, etc
     cluster = LocalCluster(http_host=http_host, http_port=http_port, admin_port=admin_port,
                            controllers=controllers, etcd=endpoints, lease_ttl=lease_ttl,
                            http_server=http_server, etcd_binary=etcd_binary,
-                           grpc_port=grpc_port)
+                           grpc_port=grpc_port, token=cluster_token(token))
     try:
         info = cluster.start()
     except (RuntimeError, TimeoutError, OSError) as exc:
@@ -186,13 +197,15 @@ def start(http_host: str, http_port: int, admin_port: int, controllers: int, etc
                f"  HTTP: http://{info.http}\n"
                + (f"  gRPC: {info.grpc}\n" if info.grpc else "")
                + f"  etcd: {info.etcd_endpoints}\n"
-               f"  logs: {info.temp_dir}/logs")
+               + (f"  token: required (kept in {state})\n" if info.token else "")
+               + f"  logs: {info.temp_dir}/logs")
 
 
 @main.command()
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def shutdown(address: str | None, yes: bool) -> None:
+@token_option
+def shutdown(address: str | None, yes: bool, token: str | None) -> None:
     """Stop the cluster: every replica, the controllers, the proxy (and an embedded etcd)."""
     from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
     from weir.cli.local_cluster import stop_cluster
@@ -206,7 +219,7 @@ def shutdown(address: str | None, yes: bool) -> None:
         click.echo("Cluster stopped.")
         return
     try:
-        AdminClient(resolve_address(address)).shutdown()
+        AdminClient(resolve_address(address), token=token).shutdown()
     except ClusterError as exc:
         fail(str(exc))
     click.echo("Shutdown requested: applications deleted, controllers exiting.")
@@ -249,11 +262,13 @@ def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str) 
 @click.argument("config_file")
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
-def deploy(config_file: str, address: str | None, dry_run: bool) -> None:
+@token_option
+def deploy(config_file: str, address: str | None, dry_run: bool, token: str | None) -> None:
     """Validate a config file, then replace the cluster's goal state with it atomically."""
     config = _config_dict(_load_config_file(config_file))
     try:
-        reply = AdminClient(resolve_address(address)).deploy(config, dry_run=dry_run)
+        reply = AdminClient(resolve_address(address), token=token).deploy(config,
+                                                                          dry_run=dry_run)
     except ClusterError as exc:
         fail(str(exc))
     if dry_run:
@@ -265,10 +280,11 @@ def deploy(config_file: str, address: str | None, dry_run: bool) -> None:
 @main.command()
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--name", "-n", default="", help="Only this application, in the seed's shape.")
-def status(address: str | None, name: str) -> None:
+@token_option
+def status(address: str | None, name: str, token: str | None) -> None:
     """Print the status of the applications, controllers and proxies as YAML."""
     try:
-        doc = AdminClient(resolve_address(address)).get_status(name)
+        doc = AdminClient(resolve_address(address), token=token).get_status(name)
     except ClusterError as exc:
         fail(str(exc))
     if name:
@@ -287,10 +303,12 @@ def status(address: str | None, name: str) -> None:
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--name", "-n", default="", help="Only this application's config.")
 @click.option("--history", is_flag=True, help="List every accepted config with its revision.")
-def config(address: str | None, name: str, history: bool) -> None:
+@token_option
+def config(address: str | None, name: str, history: bool, token: str | None) -> None:
     """Print the goal state (the latest accepted config) as the controller holds it."""
     try:
-        doc = AdminClient(resolve_address(address)).get_config(name, history=history)
+        doc = AdminClient(resolve_address(address), token=token).get_config(name,
+                                                                            history=history)
     except ClusterError as exc:
         fail(str(exc))
     if history:
@@ -306,9 +324,10 @@ def config(address: str | None, name: str, history: bool) -> None:
 @main.command()
 @click.argument("revision", required=False)
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
-def rollback(revision: str | None, address: str | None) -> None:
+@token_option
+def rollback(revision: str | None, address: str | None, token: str | None) -> None:
     """Redeploy an earlier accepted config (default: the one before the latest)."""
-    client = AdminClient(resolve_address(address))
+    client = AdminClient(resolve_address(address), token=token)
     try:
         history = client.get_config(history=True)
         if not history:
@@ -332,11 +351,12 @@ def rollback(revision: str | None, address: str | None) -> None:
 @click.argument("names", nargs=-1, required=True)
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def delete(names: tuple[str, ...], address: str | None, yes: bool) -> None:
+@token_option
+def delete(names: tuple[str, ...], address: str | None, yes: bool, token: str | None) -> None:
     """Delete applications and stop their replicas (asks first on a terminal)."""
     confirm(f"This deletes {', '.join(names)} and stops their replicas. Continue?", yes)
     try:
-        AdminClient(resolve_address(address)).delete_apps(list(names))
+        AdminClient(resolve_address(address), token=token).delete_apps(list(names))
     except ClusterError as exc:
         fail(str(exc))
     click.echo(f"Deleted: {', '.join(names)}")

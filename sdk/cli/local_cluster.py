@@ -5,11 +5,16 @@ starts one detached and records it in a state file so that later commands find i
 `weir shutdown` stops it. Stopping is thorough: the leader drains and stops every replica,
 then the proxy, controllers and etcd are terminated by PID, any replica still alive is
 killed by its cluster id, and the temp dir is removed.
+
+With a `token`, every gRPC server of the cluster (controllers, replicas) refuses calls
+without it (weir.auth); the controllers and the proxy get it in WEIR_TOKEN, and the
+controllers pass it on to the replicas they start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import structlog
 
+from weir.auth import TOKEN_ENV
 from weir.cli.cluster_state import ClusterInfo
 from weir.etcd.server import EtcdServer
 from weir.processes import (
@@ -44,7 +50,8 @@ class LocalCluster:
     def __init__(self, *, http_host: str = "127.0.0.1", http_port: int = 8000,
                  admin_port: int = 9500, controllers: int = 1, etcd: str = "",
                  etcd_binary: str | None = None, lease_ttl: float = 3.0,
-                 http_server: str = "hypercorn", grpc_port: int | None = None) -> None:
+                 http_server: str = "hypercorn", grpc_port: int | None = None,
+                 token: str = "") -> None:
         self.http_host = http_host
         self.http_port = http_port
         self.admin_port = admin_port
@@ -55,6 +62,8 @@ class LocalCluster:
         self.http_server = http_server
         #: None: no gRPC ingress; 0: on a free port.
         self.grpc_port = grpc_port
+        #: The cluster token ("" : none, the servers check nothing).
+        self.token = token
         self.info: ClusterInfo | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
         self._controllers_started = 0
@@ -66,7 +75,8 @@ class LocalCluster:
         temp_dir = tempfile.mkdtemp(prefix="weir-cluster-")
         cluster_id = uuid.uuid4().hex[:12]
         pids: dict[str, int] = {}
-        info = ClusterInfo(cluster_id, self.external_etcd, [], "", temp_dir, pids)
+        info = ClusterInfo(cluster_id, self.external_etcd, [], "", temp_dir, pids,
+                           token=self.token)
         self.info = info
         try:
             if not self.external_etcd:
@@ -155,7 +165,10 @@ class LocalCluster:
         return self.info
 
     def _spawn(self, cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-        proc = spawn(cmd, log_path=log_path, detached=True)
+        # WEIR_TOKEN is always set, even empty: a child never takes a token from a state
+        # file (which may be another cluster's).
+        env = {**os.environ, TOKEN_ENV: self.token}
+        proc = spawn(cmd, log_path=log_path, env=env, detached=True)
         self._procs.append(proc)
         self._spawned.append(proc.pid)
         return proc
@@ -220,7 +233,7 @@ def stop_cluster(info: ClusterInfo, timeout: float = 10.0,
     deadline = time.monotonic() + timeout
     # Any live controller will do: a standby forwards the shutdown to the leader.
     with contextlib.suppress(Exception):
-        AdminClient(info.address, timeout=max(1.0, timeout - 2)).shutdown()
+        AdminClient(info.address, timeout=max(1.0, timeout - 2), token=info.token).shutdown()
     for name, pid in sorted(info.pids.items()):
         if name.startswith("proxy") or name.startswith("controller"):
             terminate(ours.get(pid, pid), max(0.5, min(3.0, deadline - time.monotonic())))
