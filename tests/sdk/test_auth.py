@@ -160,6 +160,22 @@ def test_a_channel_with_the_token_gets_through_on_every_kind_of_call() -> None:
     assert with_server(TOKEN, use) == (ANSWERS, 4)
 
 
+def test_a_channel_with_the_token_is_a_whole_channel() -> None:
+    async def use(address: str, echo: Echo) -> list[Any]:
+        channel = auth.channel(address, token=TOKEN)
+        assert isinstance(channel, grpc.aio.Channel)
+        await asyncio.wait_for(channel.channel_ready(), 5)
+        state = channel.get_state()
+        # Metadata of the caller's own travels beside the token.
+        reply = await channel.unary_unary(f"/{SERVICE}/Unary")(
+            b"x", metadata=(("request-id", "r1"),), timeout=5)
+        await channel.close()
+        return [state, reply, channel.get_state()]
+
+    assert with_server(TOKEN, use) == [grpc.ChannelConnectivity.READY, b"x",
+                                       grpc.ChannelConnectivity.SHUTDOWN]
+
+
 def test_the_refusal_names_the_fix_and_is_logged_with_peer_and_method() -> None:
     async def use(address: str, echo: Echo) -> grpc.aio.AioRpcError:
         async with grpc.aio.insecure_channel(address) as channel:
