@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import grpc
 import structlog
 
+from weir import auth
 from weir.dataplane.transport import CHANNEL_OPTIONS
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
@@ -100,7 +101,7 @@ class HealthProber:
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = auth.channel(address, options=CHANNEL_OPTIONS)
             self._channels[address] = channel
         return channel
 

@@ -20,9 +20,9 @@ import time
 import uuid
 from pathlib import Path
 
-import grpc
 import structlog
 
+from weir import auth
 from weir.controller.admin import AdminService
 from weir.controller.election import Election
 from weir.controller.leader import Leader
@@ -66,7 +66,7 @@ class Controller:
     async def run(self, signalled: asyncio.Event) -> None:
         """Serve until signalled or told to shut down."""
         await self.store.connect()
-        server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        server = auth.server(options=CHANNEL_OPTIONS)
         pb_grpc.add_ControllerServicer_to_server(
             AdminService(self.store, lambda: self.leader, lambda: self.leader_address,
                          self.shutdown_cluster), server)
@@ -199,4 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-file", default="")
     opts = parser.parse_args(argv)
     configure_logging("controller")
+    # Before anything serves or spawns: its server, its health checks and its replicas
+    # then share one token.
+    auth.pin_token()
     run_until_signalled(Controller(opts).run)

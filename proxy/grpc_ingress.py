@@ -99,6 +99,7 @@ class GrpcIngress(grpc.GenericRpcHandler):
 
 async def start_grpc_ingress(plane: DataPlane, host: str, port: int) -> grpc.aio.Server:
     """Serve the gRPC ingress on host:port."""
+    # Public, like the HTTP ingress: no cluster token (weir.auth). It never unpickles.
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     server.add_generic_rpc_handlers((GrpcIngress(plane),))
     if server.add_insecure_port(f"{host}:{port}") == 0:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from weir import auth
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.route_table import LeaderLocator
 from weir.etcd.etcd_store import EtcdStore
@@ -103,4 +104,5 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-file", default="")
     opts = parser.parse_args(argv)
     configure_logging("proxy")
+    auth.pin_token()
     run_until_signalled(lambda stop: serve(opts, stop))

@@ -11,6 +11,7 @@ import subprocess
 import weakref
 from pathlib import Path
 
+from weir.auth import TOKEN_ENV, cluster_token
 from weir.etcd.records import ReplicaRecord
 from weir.processes import pid_runs, replica_command, signal_process, spawn, wait_exit
 from weir.runtime_env import PreparedEnv, process_env
@@ -44,6 +45,8 @@ class LocalProcessLauncher:
         child_env["WEIR_ETCD_ENDPOINTS"] = self.etcd_endpoints
         if record.gpu_indices or "GPU" in record.resources:
             child_env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, record.gpu_indices))
+        # Always set, even empty: a replica never guesses its token from a state file.
+        child_env[TOKEN_ENV] = cluster_token()
         proc = spawn(replica_command(record.replica_id, self.etcd_endpoints, self.cluster_id,
                                      self.host),
                      log_path=self.log_dir / f"replica-{record.replica_id.replace('#', '_')}.log",

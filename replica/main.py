@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from weir import context
+from weir import auth, context
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS, user_config_json
 from weir.dataplane.route_table import LeaderLocator
 from weir.protos import weir_pb2 as pb
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     opts = parser.parse_args(argv)
     configure_logging("replica", replica_id=opts.replica_id)
+    auth.pin_token()
     os.environ["WEIR_ETCD_ENDPOINTS"] = opts.etcd
     context.set_cluster(context.ClusterCoordinates(
         opts.etcd, tuple(a for a in opts.controller.split(",") if a)),

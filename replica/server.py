@@ -20,6 +20,7 @@ import cloudpickle
 import grpc
 import structlog
 
+from weir import auth
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
@@ -330,7 +331,8 @@ async def start_server(servicer: ReplicaServer, host: str) -> tuple[grpc.aio.Ser
     """Start the gRPC server on a free port; returns it and its address."""
     from weir.dataplane.transport import CHANNEL_OPTIONS
 
-    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    # Handles send pickles: only callers with the cluster token get past the server.
+    server = auth.server(options=CHANNEL_OPTIONS)
     pb_grpc.add_ReplicaServicer_to_server(servicer, server)
     port = server.add_insecure_port(f"{host}:0")
     await server.start()

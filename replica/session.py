@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 import structlog
 
+from weir import auth
 from weir.dataplane.route_table import LeaderLocator, follow_leader
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
@@ -61,7 +62,7 @@ class ControllerSession:
         await follow_leader(self.locator, self._hold, "controller session")
 
     async def _hold(self, address: str) -> None:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with auth.channel(address) as channel:
             call = pb_grpc.ControllerStub(channel).ReplicaSession()
             if not await self._write(call, address):
                 return

@@ -2,8 +2,10 @@
 
 `serve.run(app)` deploys an application and returns a handle to its ingress. With no
 cluster configured (WEIR_ADDRESS, or a `weir start` cluster) it starts an embedded local
-cluster for the life of the process. Apps defined in `__main__` or a notebook are shipped
-by value (cloudpickle); classes from importable modules by reference.
+cluster for the life of the process. Calls carry the cluster token of WEIR_TOKEN, else of
+the `weir start` cluster (weir.auth); an embedded cluster requires WEIR_TOKEN if it is set.
+Apps defined in `__main__` or a notebook are shipped by value (cloudpickle); classes from
+importable modules by reference.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ def _connect(http_options: dict[str, Any] | None = None,
     with _session.lock:
         if _session.client is not None:
             return _session.client
+        from weir.auth import cluster_token
         from weir.cli.cluster_state import leader_via_etcd, running_cluster
         from weir.cli.local_cluster import LocalCluster
 
@@ -135,7 +138,8 @@ def _connect(http_options: dict[str, Any] | None = None,
             cluster = LocalCluster(http_host=http["host"], http_port=int(http["port"]),
                                    admin_port=int(os.environ.get("WEIR_ADMIN_PORT", "9500")),
                                    grpc_port=int(grpc["port"])
-                                   if grpc["grpc_servicer_functions"] else None)
+                                   if grpc["grpc_servicer_functions"] else None,
+                                   token=cluster_token())
             info = cluster.start()
             _session.owned = cluster
             _session.http = info.http

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from weir import auth
 from weir.backoff import Backoff
 from weir.cli.cluster_state import cluster_address
 from weir.exceptions import ClusterError
@@ -54,11 +55,13 @@ class AdminClient:
 
     `address` is one controller or several, comma-separated: a controller that cannot be
     reached is skipped for the next, and a standby's redirect to the leader is followed.
+    Every call carries the cluster `token` (default `weir.auth.cluster_token()`).
     """
 
     def __init__(self, address: str, *, timeout: float = 30.0,
-                 leader_wait_s: float = LEADER_WAIT_S) -> None:
+                 leader_wait_s: float = LEADER_WAIT_S, token: str | None = None) -> None:
         self.address = address
+        self.token = auth.cluster_token(token)
         self.leader_wait_s = leader_wait_s
         self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
         self.timeout = timeout
@@ -83,7 +86,7 @@ class AdminClient:
         redirects = 0
         while candidates:
             address = candidates.pop(0)
-            with grpc.insecure_channel(address) as channel:
+            with auth.sync_channel(address, token=self.token) as channel:
                 stub = pb_grpc.ControllerStub(channel)
                 try:
                     reply = getattr(stub, method)(request, timeout=timeout or self.timeout)
@@ -108,6 +111,8 @@ class AdminClient:
             if code == grpc.StatusCode.UNAVAILABLE:
                 unreachable.append(f"{address} ({details})")
                 continue
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                raise ClusterError(f"the controller at {address} refused the call: {details}")
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise ConfigRejected(details)
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:

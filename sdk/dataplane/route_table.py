@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import structlog
 
+from weir import auth
 from weir.backoff import Backoff
 from weir.etcd.keys import LEADER_KEY
 from weir.leader_redirect import leader_from
@@ -189,7 +190,7 @@ class RouteTableSubscriber:
         await follow_leader(self.locator, self._follow, "route table stream")
 
     async def _follow(self, address: str) -> None:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with auth.channel(address) as channel:
             stub = pb_grpc.ControllerStub(channel)
             stream = stub.WatchRoutes(pb.WatchRoutesRequest(subscriber=self.subscriber))
             reader = asyncio.get_running_loop().create_task(self._read(stream))

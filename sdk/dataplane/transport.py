@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator
 
 import grpc
 
+from weir import auth
 from weir.dataplane.request_body import RequestBody
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
@@ -121,7 +122,7 @@ class ReplicaTransport:
     def _stub(self, address: str) -> tuple[grpc.aio.Channel, pb_grpc.ReplicaStub]:
         entry = self._stubs.get(address)
         if entry is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = auth.channel(address, options=CHANNEL_OPTIONS)
             entry = (channel, pb_grpc.ReplicaStub(channel))
             self._stubs[address] = entry
         return entry

@@ -33,7 +33,7 @@ class RunningCluster:
     @property
     def client(self) -> AdminClient:
         """An admin client of every controller alive now."""
-        return AdminClient(self.info.address, timeout=10)
+        return AdminClient(self.info.address, timeout=10, token=self.info.token)
 
     def get(self, path: str = "/", **kw: Any) -> requests.Response:
         """GET through the proxy."""

@@ -10,6 +10,7 @@ were in flight on C.
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -17,12 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from tests.e2e import netns
 from tests.e2e.conftest import ROOT, wait_for
 from tests.e2e.test_ha import Load
+from weir.auth import TOKEN_METADATA_KEY
 from weir.cli.admin_client import AdminClient
+from weir.protos import weir_pb2 as pb
+from weir.protos import weir_pb2_grpc as pb_grpc
 
 WHY_NOT = netns.available()
 pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "")
@@ -44,18 +49,21 @@ class Cluster:
         self.homes = {h.name: home / h.name for h in (self.a, self.b, self.c)}
         self.token = ""
 
-    def weir(self, host: netns.Host, *args: str) -> str:
+    def weir(self, host: netns.Host, *args: str, ok: bool = True) -> str:
         env = {**os.environ, "WEIR_HOME": str(self.homes[host.name])}
         env.pop("WEIR_NUM_CPUS", None)
         env.pop("WEIR_ADDRESS", None)
         proc = subprocess.run(host.command(sys.executable, "-m", "weir.cli", *args),
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        if not ok:
+            assert proc.returncode != 0, f"weir {' '.join(args)} on {host.name} succeeded"
+            return proc.stderr
         assert proc.returncode == 0, f"weir {' '.join(args)} on {host.name}: {proc.stderr}"
         return proc.stdout
 
     @property
     def admin(self) -> AdminClient:
-        return AdminClient(f"{self.a.address}:9500")
+        return AdminClient(f"{self.a.address}:9500", token=self.token)
 
     def nodes(self) -> dict[str, dict[str, Any]]:
         """Live nodes by host address, with their replicas."""
@@ -80,8 +88,14 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         out = c.weir(c.a, "start", "--host", c.a.address, "--num-cpus", "2", "--fresh")
         join = f"{c.a.address}:2379"
         assert f"weir start --join {join}" in out, out
+        # Off loopback a cluster is never open: a token was made and printed with the join.
+        c.token = out.split("--token ", 1)[1].split()[0]
+        refused = c.weir(c.b, "start", "--join", join, "--host", c.b.address, "--token",
+                         "wrong", ok=False)
+        assert "cannot join" in refused and "token" in refused, refused
         for host in (c.b, c.c):
-            c.weir(host, "start", "--join", join, "--host", host.address, "--num-cpus", "2")
+            c.weir(host, "start", "--join", join, "--host", host.address, "--num-cpus", "2",
+                   "--token", c.token)
         wait_for(lambda: len(c.nodes()) == 3, 20, "three nodes")
         yield c
 
@@ -121,3 +135,20 @@ def test_spread_then_lose_a_host(cluster: Cluster) -> None:
     assert failed <= via_a.clients + via_b.clients, via_a.failures + via_b.failures
     dead = [n for n in c.admin.get_status()["nodes"] if n["state"] == "DEAD"]
     assert [n["address"] for n in dead] == [c.c.address]
+
+
+def test_a_replica_refuses_a_caller_without_the_token(cluster: Cluster) -> None:
+    c = cluster
+    c.admin.deploy(CONFIG)
+    wait_for(lambda: sum(c.running_by_host().values()) == 4, 60, "4 replicas running")
+    address = next(r["address"] for r in c.admin.list_replicas() if r["state"] == "RUNNING")
+    with grpc.insecure_channel(address) as channel:
+        call = pb_grpc.ReplicaStub(channel).Call
+        with pytest.raises(grpc.RpcError) as refused:
+            call(pb.CallRequest(request_id="x", method="__call__",
+                                pickled_args=pickle.dumps(((), {}))), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as wrong:
+            call(pb.CallRequest(request_id="y"), timeout=5,
+                 metadata=((TOKEN_METADATA_KEY, "not-the-token"),))
+        assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
