@@ -112,8 +112,9 @@ def _connect(http_options: dict[str, Any] | None = None,
         if _session.client is not None:
             return _session.client
         from weir.auth import cluster_token
-        from weir.cli.cluster_state import leader_via_etcd, running_cluster
+        from weir.cli.cluster_state import running_cluster
         from weir.cli.local_cluster import LocalCluster
+        from weir.cli.locate import leader_via_etcd
 
         address = os.environ.get("WEIR_ADDRESS", "")
         known = context.cluster()

@@ -14,7 +14,7 @@ import grpc
 
 from weir import auth
 from weir.backoff import Backoff
-from weir.cli.cluster_state import cluster_address
+from weir.cli.locate import cluster_address
 from weir.exceptions import ClusterError
 from weir.leader_redirect import leader_from
 from weir.protos import weir_pb2 as pb

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from weir.exceptions import ClusterError
 from weir.processes import pid_runs
 
 STATE_FILE_NAME = "cluster.json"
@@ -71,35 +68,3 @@ class ClusterInfo:
 def running_cluster() -> ClusterInfo | None:
     """The `weir start` cluster of the state file, if it still runs."""
     return ClusterInfo.load(weir_home() / STATE_FILE_NAME)
-
-
-def cluster_address(explicit: str | None = None) -> str | None:
-    """Where a cluster's admin API is: `explicit`, else WEIR_ADDRESS, else a running
-    `weir start` cluster's controllers (comma-separated); None when none is known."""
-    if explicit:
-        return explicit
-    if os.environ.get("WEIR_ADDRESS"):
-        return os.environ["WEIR_ADDRESS"]
-    info = running_cluster()
-    if info is None:
-        return None
-    # A machine that joined with no controller of its own asks etcd who leads.
-    return info.address or leader_via_etcd(info.etcd_endpoints)
-
-
-def leader_via_etcd(endpoints: str) -> str:
-    """The leader's admin address, read from etcd (on a private thread: the caller may be
-    on an event loop)."""
-    from weir.dataplane.route_table import LeaderLocator
-
-    found: list[str | None] = [None]
-
-    def lookup() -> None:
-        found[0] = asyncio.run(LeaderLocator(endpoints).leader_address())
-
-    thread = threading.Thread(target=lookup, name="weir-leader-lookup")
-    thread.start()
-    thread.join(10)
-    if not found[0]:
-        raise ClusterError(f"no Weir controller leads the cluster at etcd {endpoints}")
-    return found[0]

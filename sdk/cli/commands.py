@@ -100,8 +100,8 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
     """Run an application (import path `module:app` or a config file) and block until
     Ctrl-C. With no cluster address, an embedded local cluster (etcd included) is started
     for the command's lifetime and stopped with it."""
-    from weir.cli.cluster_state import cluster_address
     from weir.cli.local_cluster import LocalCluster
+    from weir.cli.locate import cluster_address
     from weir.serve import wait_for_app
 
     if config_or_import_path.endswith((".yaml", ".yml", ".json")):
@@ -260,7 +260,7 @@ def start(host: str, join: str, http_host: str | None, http_port: int, admin_por
 def _check_admission(etcd_endpoints: str, token: str) -> None:
     """Before joining: the cluster's leader takes this token (a machine with a wrong one
     would start replicas that no controller or proxy can talk to)."""
-    from weir.cli.cluster_state import leader_via_etcd
+    from weir.cli.locate import leader_via_etcd
 
     try:
         AdminClient(leader_via_etcd(etcd_endpoints), token=token, timeout=10).get_status()
