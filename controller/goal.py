@@ -12,6 +12,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from weir.build import BuiltApp, DeploymentSpec, definition_version
+from weir.config.autoscaling import (
+    AutoscalingConfig,
+    autoscaling_of,
+    replicas_to_start,
+    without_scaling_of,
+)
 from weir.config.schema import merge_deployment_options, user_config_json
 from weir.controller.reconciler import DeploymentTarget
 
@@ -124,10 +130,13 @@ def apply_deploy(
 class DeploymentPlan:
     """A deployment's target plus what a replica of it needs to start."""
 
+    #: With autoscaling, num_replicas is the count to start with; the leader's autoscaling
+    #: step sizes it (`weir.controller.autoscaler`).
     target: DeploymentTarget
     options: dict[str, Any]
     spec: DeploymentSpec
     ingress: bool
+    autoscaling: AutoscalingConfig | None = None
 
 
 def deployment_plans(goal: AppGoal) -> list[DeploymentPlan]:
@@ -139,9 +148,10 @@ def deployment_plans(goal: AppGoal) -> list[DeploymentPlan]:
     for spec in built.deployments:
         entry = next((d for d in goal.config.get("deployments") or []
                       if d.get("name") == spec.name), None)
-        options = merge_deployment_options(spec.options, entry)
+        options = merge_deployment_options(without_scaling_of(spec.options, entry), entry)
         version = definition_version(spec, options, extra=goal.build_key)
-        target = DeploymentTarget(goal.name, spec.name, version, int(options["num_replicas"]),
+        target = DeploymentTarget(goal.name, spec.name, version, replicas_to_start(options),
                                   user_config_json(options.get("user_config")))
-        plans.append(DeploymentPlan(target, options, spec, spec.ingress))
+        plans.append(DeploymentPlan(target, options, spec, spec.ingress,
+                                    autoscaling_of(options)))
     return plans
