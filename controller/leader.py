@@ -132,7 +132,7 @@ class Leader:
         self.ended = asyncio.Event()
         self._wake = asyncio.Event()
         self.sessions = ReplicaSessions(self.ended, self._on_report)
-        self.queues = CallerQueues(self.ended, clock, self.wake)
+        self.queues = CallerQueues(self.ended, clock, self._on_new_demand)
         self.routes = RoutePublisher(self._current_table, self._adopted, self.ended)
         self.builder = AppBuilder(store, python_executable, self._prepared_env, self.wake)
         self.prober = HealthProber(self.wake, clock)
@@ -172,6 +172,11 @@ class Leader:
         if state_changed:
             self.wake()
         self.routes.mark_dirty()
+
+    def _on_new_demand(self, keys: set[Key]) -> None:
+        # Requests held for a deployment at zero: start a replica now, not at the next tick.
+        if any(k in self.scaling and self.scaling[k].target == 0 for k in keys):
+            self.wake()
 
     # ------------------------------------------------------------------ the loop
 

@@ -9,10 +9,11 @@ the autoscaler's load (`weir.controller.autoscaler`).
 
 Two failures are guarded against. Demand nobody sees: at zero replicas the requests a proxy
 holds are the only sign of traffic, so a report that shows a deployment waiting where none
-waited before wakes the reconcile loop at once (a replica starts within the pass, not at
-the next tick). Demand that is gone but still counted: a stream that ends takes its report
-with it, and a report not refreshed for STALE_AFTER_S (a caller cut off without its stream
-closing) counts for nothing, so a lost caller never keeps a deployment scaled up.
+waited before is passed on at once (the leader wakes its loop for a deployment at zero, so
+a replica starts within the pass, not at the next tick). Demand that is gone but still
+counted: a stream that ends takes its report with it, and a report not refreshed for
+STALE_AFTER_S (a caller cut off without its stream closing) counts for nothing, so a lost
+caller never keeps a deployment scaled up.
 
 This module only moves and sums reports; it decides nothing.
 """
@@ -71,10 +72,10 @@ class CallerQueues:
     """Every caller's last queue report, for one term of leadership."""
 
     def __init__(self, ended: asyncio.Event, clock: Callable[[], float],
-                 on_new_demand: Callable[[], None]) -> None:
+                 on_new_demand: Callable[[set[Key]], None]) -> None:
         self._ended = ended
         self._clock = clock
-        #: Called when a deployment that had no request waiting has some now.
+        #: Called with the deployments that had no request waiting and have some now.
         self._on_new_demand = on_new_demand
         #: One entry per open stream (a caller reconnecting may briefly hold two).
         self._reports: dict[object, QueueReport] = {}
@@ -87,8 +88,9 @@ class CallerQueues:
         """A report arrived on `stream`: it replaces that stream's previous one."""
         before = self.queued()
         self._reports[stream] = from_proto(msg, self._clock())
-        if any(n > 0 and before.get(k, 0) == 0 for k, n in self.queued().items()):
-            self._on_new_demand()
+        new = {k for k, n in self.queued().items() if n > 0 and before.get(k, 0) == 0}
+        if new:
+            self._on_new_demand(new)
 
     def drop(self, stream: object) -> None:
         """A stream ended: its requests no longer count."""

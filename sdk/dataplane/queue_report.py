@@ -57,6 +57,7 @@ class QueueReporter:
         """Report on `channel` until cancelled (the route table's link to it ended)."""
         backoff = Backoff(0.1, 2.0, jitter=0.25)
         while True:
+            opened = asyncio.get_running_loop().time()
             try:
                 await pb_grpc.ControllerStub(channel).ReportQueues(self._reports())
             except grpc.aio.AioRpcError as exc:
@@ -64,6 +65,8 @@ class QueueReporter:
                 # meanwhile, try again (an older controller without the RPC: rarely).
                 log.debug("queue report stream ended", code=exc.code().name,
                           details=exc.details() or "")
+            if asyncio.get_running_loop().time() - opened > backoff.maximum:
+                backoff.reset()  # it had worked: a new failure starts short
             await backoff.sleep()
 
     async def _reports(self) -> AsyncIterator[pb.QueueReport]:

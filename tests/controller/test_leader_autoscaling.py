@@ -102,13 +102,20 @@ def test_load_raises_the_target_after_the_upscale_delay() -> None:
         await h.leader.reconcile_once()
         replica = await register(h, h.leader, 0)
         await report(replica, pb.RUNNING, ongoing=3)
+        # Requests queued behind a running replica wait for the next tick, like its load.
+        h.leader._wake.clear()
+        h.leader.queues.take(object(), pb.QueueReport(caller="proxy:p", queues=[
+            pb.DeploymentQueue(app="app", deployment="D", queued=0)]))
+        h.leader.queues.take(object(), pb.QueueReport(caller="handle:1", queues=[
+            pb.DeploymentQueue(app="app", deployment="D", queued=1)]))
+        assert not h.leader._wake.is_set()
         for _ in range(3):
             await h.leader.reconcile_once()
             h.clock.advance(0.4)
         assert len(h.processes.launched) == 1
         await h.leader.reconcile_once()
-        assert len(h.processes.launched) == 3  # 3 requests, 1 wanted per replica
-        assert autoscaling_status(h.leader)["target_num_replicas"] == 3
+        assert len(h.processes.launched) == 4  # 3 ongoing + 1 queued, 1 wanted per replica
+        assert autoscaling_status(h.leader)["target_num_replicas"] == 4
         h.close()
 
     run(scenario())

@@ -34,9 +34,9 @@ def test_reports_sum_per_deployment_and_stale_ones_count_for_nothing() -> None:
 def test_new_demand_wakes_and_an_ended_stream_takes_its_report_away() -> None:
     async def scenario() -> None:
         clock = ManualClock(5.0)
-        wakes: list[int] = []
+        wakes: list[set[tuple[str, str]]] = []
         ended = asyncio.Event()
-        queues = CallerQueues(ended, clock, lambda: wakes.append(1))
+        queues = CallerQueues(ended, clock, wakes.append)
         inbox: asyncio.Queue[pb.QueueReport | None] = asyncio.Queue()
 
         async def stream() -> AsyncIterator[pb.QueueReport]:
@@ -46,7 +46,7 @@ def test_new_demand_wakes_and_an_ended_stream_takes_its_report_away() -> None:
         held = asyncio.get_running_loop().create_task(queues.hold(stream()))
         inbox.put_nowait(report("proxy:1", A=1))
         await asyncio.sleep(0.01)
-        assert queues.queued() == {A: 1} and len(wakes) == 1
+        assert queues.queued() == {A: 1} and wakes == [{A}]
         inbox.put_nowait(report("proxy:1", A=3))  # more of the same demand: no new wake
         await asyncio.sleep(0.01)
         assert queues.queued() == {A: 3} and len(wakes) == 1
