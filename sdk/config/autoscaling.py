@@ -214,15 +214,6 @@ def without_scaling_of(base: Mapping[str, Any], layer: Mapping[str, Any] | None
     return {k: v for k, v in base.items() if k not in SCALING_OPTIONS}
 
 
-def replicas_to_start(options: Mapping[str, Any]) -> int:
-    """How many replicas a deployment with these merged options runs before any load is
-    seen: num_replicas, or its autoscaling's initial_replicas (else min_replicas)."""
-    config = autoscaling_of(options)
-    if config is not None:
-        return config.start_replicas
-    return int(options.get("num_replicas", 1))
-
-
 def scaling_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Of a deployment's merged options, the scaling ones a complete config writes out
     (`weir build`): num_replicas, or autoscaling_config (with num_replicas if "auto")."""

@@ -13,7 +13,6 @@ from weir.config.autoscaling import (
     autoscaling_of,
     check_autoscaling_config,
     parse_autoscaling_config,
-    replicas_to_start,
     scaling_options,
     without_scaling_of,
 )
@@ -85,12 +84,10 @@ def test_a_layer_that_sets_one_way_of_scaling_replaces_both_below_it() -> None:
     assert without_scaling_of(decorator, None) == decorator
 
 
-def test_replicas_to_start() -> None:
-    assert replicas_to_start({"num_replicas": 3, "autoscaling_config": None}) == 3
-    assert replicas_to_start({"num_replicas": 1,
-                              "autoscaling_config": {"min_replicas": 0, "max_replicas": 4,
-                                                     "initial_replicas": 2}}) == 2
-    assert replicas_to_start({"num_replicas": "auto", "autoscaling_config": None}) == 1
+def test_a_new_deployment_starts_with_initial_replicas_else_min_replicas() -> None:
+    assert AutoscalingConfig(min_replicas=0, max_replicas=4, initial_replicas=2
+                             ).start_replicas == 2
+    assert AutoscalingConfig(min_replicas=0, max_replicas=4).start_replicas == 0
 
 
 def test_a_complete_config_writes_one_way_of_scaling() -> None:
