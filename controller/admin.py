@@ -119,6 +119,13 @@ class AdminService(pb_grpc.ControllerServicer):
         async for table in leader.watch_routes():
             yield table
 
+    async def ReportQueues(self, request_iterator: AsyncIterator[pb.QueueReport],
+                           context: grpc.aio.ServicerContext) -> pb.QueueReportReply:
+        """A caller's queued requests per deployment, for autoscaling (leader only)."""
+        leader = await self._need_leader(context)
+        await leader.report_queues(request_iterator)
+        return pb.QueueReportReply()
+
     # ------------------------------------------------------------ admin
 
     async def Deploy(self, request: pb.DeployRequest,

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from weir.build import BuiltApp, DeploymentSpec, definition_version
+from weir.config.autoscaling import AutoscalingConfig, autoscaling_of, without_scaling_of
 from weir.config.deployment_options import merge_deployment_options, user_config_json
 from weir.controller.reconciler import DeploymentTarget
 
@@ -101,10 +102,13 @@ def apply_deploy(
 class DeploymentPlan:
     """A deployment's target plus what a replica of it needs to start."""
 
+    #: With autoscaling, num_replicas is the count to start with; the leader's autoscaling
+    #: step sizes it (`weir.controller.autoscaler`).
     target: DeploymentTarget
     options: dict[str, Any]
     spec: DeploymentSpec
     ingress: bool
+    autoscaling: AutoscalingConfig | None = None
 
 
 def deployment_plans(goal: AppGoal) -> list[DeploymentPlan]:
@@ -116,9 +120,24 @@ def deployment_plans(goal: AppGoal) -> list[DeploymentPlan]:
     for spec in built.deployments:
         entry = next((d for d in goal.config.get("deployments") or []
                       if d.get("name") == spec.name), None)
-        options = merge_deployment_options(spec.options, entry)
+        options = merge_deployment_options(without_scaling_of(spec.options, entry), entry)
         version = definition_version(spec, options, extra=goal.build_key)
-        target = DeploymentTarget(goal.name, spec.name, version, int(options["num_replicas"]),
+        autoscaling = _autoscaling(options)
+        fixed = options["num_replicas"]
+        start = (autoscaling.start_replicas if autoscaling is not None
+                 else fixed if isinstance(fixed, int) else 1)
+        target = DeploymentTarget(goal.name, spec.name, version, start,
                                   user_config_json(options.get("user_config")))
-        plans.append(DeploymentPlan(target, options, spec, spec.ingress))
+        plans.append(DeploymentPlan(target, options, spec, spec.ingress, autoscaling))
     return plans
+
+
+def _autoscaling(options: dict[str, Any]) -> AutoscalingConfig | None:
+    """The autoscaling of a deployment's options. A goal written by a Weir that ignored
+    autoscaling_config (and did not check it) may hold one that is invalid now: such a
+    deployment keeps what that Weir ran, num_replicas, rather than stopping the leader's
+    loop on every pass."""
+    try:
+        return autoscaling_of(options)
+    except ValueError:
+        return None

@@ -7,6 +7,8 @@ Design. Every pass runs `refresh → observe → judge → plan → execute`:
   process lives and its last health check become a `ReplicaView`;
 - judge (`weir.controller.health`): failures, crash-loop backoff and recovery per deployment
   version; which apps have been RUNNING since their last deploy;
+- scale (`weir.controller.autoscaler`): autoscaled deployments' replica counts from their
+  load (replicas' ongoing counts, callers' queued counts: `CallerQueues`);
 - plan (`weir.controller.reconciler`): the actions that close the gap;
 - execute: start, stop, reconfigure, forget replicas (etcd writes and the launcher).
 The steps in the middle are pure functions over plain data with the clock passed in. The
@@ -36,9 +38,11 @@ from typing import Any
 
 import structlog
 
+from weir.config.autoscaling import AutoscalingConfig
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.controller import reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
+from weir.controller.autoscaler import ScalingState, describe, scale_targets, with_decisions
 from weir.controller.goal import AppGoal, DeploymentPlan, deployment_plans
 from weir.controller.health import DeploymentHealth, judge, may_start
 from weir.controller.health_prober import CheckTarget, HealthProber
@@ -50,6 +54,7 @@ from weir.controller.nodes import (
 )
 from weir.controller.observe import ReplicaBook, observe
 from weir.controller.placement import NoFit, place, replica_request
+from weir.controller.queue_reports import CallerQueues
 from weir.controller.reconciler import ReplicaView
 from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.route_publisher import RoutePublisher
@@ -90,8 +95,13 @@ class ClusterGoal:
 
     @property
     def targets(self) -> dict[Key, reconciler.DeploymentTarget]:
-        """Each built deployment's target."""
+        """Each built deployment's target (an autoscaled one's count: to start with)."""
         return {k: p.target for k, p in self.plans.items()}
+
+    @property
+    def autoscaling(self) -> dict[Key, AutoscalingConfig]:
+        """The autoscaled deployments' configs."""
+        return {k: p.autoscaling for k, p in self.plans.items() if p.autoscaling is not None}
 
 
 async def read_goal(store: Store) -> ClusterGoal:
@@ -130,6 +140,8 @@ class Leader:
         self.goal = ClusterGoal()
         self.books: dict[str, ReplicaBook] = {}
         self.health: dict[Key, DeploymentHealth] = {}
+        #: The autoscaler's memory of each autoscaled deployment, for this term only.
+        self.scaling: dict[Key, ScalingState] = {}
         #: App name -> the deployment timestamp it has been RUNNING at since.
         self.ever_running: dict[str, float] = {}
         self._start_errors: dict[Key, str] = {}
@@ -142,6 +154,7 @@ class Leader:
         self.ended = asyncio.Event()
         self._wake = asyncio.Event()
         self.sessions = ReplicaSessions(self.ended, self._on_report)
+        self.queues = CallerQueues(self.ended, clock, self._on_new_demand)
         self.routes = RoutePublisher(self._current_table, self._adopted, self.ended)
         self.builder = AppBuilder(store, python_executable, self._prepared_env, self.wake)
         self.prober = HealthProber(self.wake, clock)
@@ -182,6 +195,11 @@ class Leader:
             self.wake()
         self.routes.mark_dirty()
 
+    def _on_new_demand(self, keys: set[Key]) -> None:
+        # Requests held for a deployment at zero: start a replica now, not at the next tick.
+        if any(k in self.scaling and self.scaling[k].target == 0 for k in keys):
+            self.wake()
+
     # ------------------------------------------------------------------ the loop
 
     async def _reconcile_loop(self) -> None:
@@ -207,7 +225,7 @@ class Leader:
         self.builder.ensure(self.goal.goals)
         views, self.books = self._observe()
         now = self.clock()
-        targets = self.goal.targets
+        targets = with_decisions(self.goal.targets, self.scaling)
         errors, self._start_errors = self._start_errors, {}
         unplaced, self._unplaced = self._unplaced, {}
         self.health = judge(targets, views, self.health, now=now, start_errors=errors,
@@ -215,6 +233,13 @@ class Leader:
         self.ever_running = update_ever_running(
             self.ever_running, {n: g.deployment_timestamp for n, g in self.goal.goals.items()},
             self._status(views)[1])
+        # Until the replicas re-registered after a failover, their load is unknown.
+        targets, self.scaling, changes = scale_targets(
+            targets, self.goal.autoscaling, views, self.queues.queued(), self.scaling,
+            now=now, deciding=self.routes.ready or self._adopted())
+        for c in changes:
+            log.info("autoscaling", app=c.key[0], deployment=c.key[1], replicas=c.new,
+                     previous=c.old, reason=c.reason)
         frozen = frozenset(n for n, g in self.goal.goals.items() if needs_build(g))
         plan = reconciler.plan(targets.values(), views,
                                may_start=may_start(self.health, targets, now),
@@ -399,6 +424,10 @@ class Leader:
         """The route table now (once adopted) and on every change."""
         return self.routes.watch()
 
+    async def report_queues(self, reports: AsyncIterator[pb.QueueReport]) -> None:
+        """Take one caller's queue reports until it hangs up or this term ends."""
+        await self.queues.hold(reports)
+
     # ------------------------------------------------------------------ reads
 
     def _status(self, views: list[ReplicaView]) -> tuple[dict[str, Any], dict[str, bool]]:
@@ -412,7 +441,10 @@ class Leader:
                 ingress=built.ingress if built else "", route_prefix=goal.route_prefix))
         ever = {n: self.ever_running.get(n) == g.deployment_timestamp
                 for n, g in self.goal.goals.items()}
-        return status_document(apps, self.goal.targets, views, self.health, ever)
+        autoscaling = {k: describe(c, self.scaling[k])
+                       for k, c in self.goal.autoscaling.items() if k in self.scaling}
+        return status_document(apps, with_decisions(self.goal.targets, self.scaling), views,
+                               self.health, ever, autoscaling)
 
     def status(self) -> dict[str, Any]:
         """The `applications:` document of `weir status` (changes nothing)."""

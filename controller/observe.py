@@ -111,6 +111,6 @@ def observe(
         version=record.version, state=state, user_config_json=user_config,
         stopping=stopping, stop_overdue=stopping and mono_now > (book.stop_deadline or 0.0),
         pending_user_config=new_book.pending_user_config, message=message,
-        last_state=book.last_state,
+        last_state=book.last_state, ongoing=report.ongoing if connected and report else 0,
     )
     return view, new_book

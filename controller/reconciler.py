@@ -53,6 +53,8 @@ class ReplicaView:
     message: str = ""
     #: The state it reported last before this one (tells a drained exit from a crash).
     last_state: str = ""
+    #: Requests it is working on, as it last reported (0 while it is not connected).
+    ongoing: int = 0
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 with the meanings of Ray Serve's `serve status` (seed 001).
 
 Application: NOT_STARTED, DEPLOYING, RUNNING, DEPLOY_FAILED (the latest deploy failed).
-Deployment: UPDATING, HEALTHY, UNHEALTHY (failed to update, or became unhealthy after).
+Deployment: UPDATING, HEALTHY, UNHEALTHY (failed to update, or became unhealthy after),
+UPSCALING and DOWNSCALING (a version that was healthy changes only its replica count, by
+the autoscaler or by num_replicas; the application stays RUNNING meanwhile, as in Ray).
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ def deployment_status(
         # It reached this very goal before and lost replicas since: not an update.
         return "UNHEALTHY", (f"{running_new} of {target.num_replicas} replicas running; "
                              "replacing the others"), counts
+    if health.healthy_version == target.version and not old:
+        # The same version, only more or fewer replicas: it keeps serving as it scales.
+        up = running_new < target.num_replicas
+        return ("UPSCALING" if up else "DOWNSCALING",
+                f"{'Upscaling' if up else 'Downscaling'} from {running_new} to "
+                f"{target.num_replicas} replicas", counts)
     return "UPDATING", (f"{running_new} of {target.num_replicas} replicas of the new version "
                         f"running"), counts
 
@@ -85,8 +93,11 @@ def status_document(
     replicas: Iterable[ReplicaView],
     health: Mapping[tuple[str, str], DeploymentHealth],
     ever_running: Mapping[str, bool],
+    autoscaling: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, bool]]:
-    """The `applications:` part of `weir status`, and which apps are RUNNING now."""
+    """The `applications:` part of `weir status`, and which apps are RUNNING now.
+
+    `autoscaling`: what to show of each autoscaled deployment's decision (its target...)."""
     by_key: dict[tuple[str, str], list[ReplicaView]] = {}
     for r in replicas:
         by_key.setdefault((r.app, r.deployment), []).append(r)
@@ -102,6 +113,8 @@ def status_document(
             dep_status[name] = (status, message)
             dep_docs.append({"name": name, "status": status, "message": message,
                              "replica_states": counts})
+            if autoscaling and key in autoscaling:
+                dep_docs[-1]["autoscaling"] = dict(autoscaling[key])
         status, message = application_status(app, dep_status,
                                              ever_running=ever_running.get(app.name, False))
         running[app.name] = status == "RUNNING" and not message

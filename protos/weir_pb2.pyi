@@ -349,6 +349,28 @@ class ListReplicasReply(_message.Message):
     replicas_json: str
     def __init__(self, replicas_json: _Optional[str] = ...) -> None: ...
 
+class DeploymentQueue(_message.Message):
+    __slots__ = ("app", "deployment", "queued")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    deployment: str
+    queued: int
+    def __init__(self, app: _Optional[str] = ..., deployment: _Optional[str] = ..., queued: _Optional[int] = ...) -> None: ...
+
+class QueueReport(_message.Message):
+    __slots__ = ("caller", "queues")
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    caller: str
+    queues: _containers.RepeatedCompositeFieldContainer[DeploymentQueue]
+    def __init__(self, caller: _Optional[str] = ..., queues: _Optional[_Iterable[_Union[DeploymentQueue, _Mapping]]] = ...) -> None: ...
+
+class QueueReportReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class PackageChunk(_message.Message):
     __slots__ = ("hash", "data")
     HASH_FIELD_NUMBER: _ClassVar[int]

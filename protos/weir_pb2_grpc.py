@@ -323,6 +323,11 @@ class ControllerStub:
                 request_serializer=weir_dot_protos_dot_weir__pb2.ListReplicasRequest.SerializeToString,
                 response_deserializer=weir_dot_protos_dot_weir__pb2.ListReplicasReply.FromString,
                 _registered_method=True)
+        self.ReportQueues = channel.stream_unary(
+                '/weir.Controller/ReportQueues',
+                request_serializer=weir_dot_protos_dot_weir__pb2.QueueReport.SerializeToString,
+                response_deserializer=weir_dot_protos_dot_weir__pb2.QueueReportReply.FromString,
+                _registered_method=True)
 
 
 class ControllerServicer:
@@ -378,6 +383,13 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportQueues(self, request_iterator, context):
+        """A caller's queued requests per deployment, for autoscaling (leader only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -420,6 +432,11 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.ListReplicas,
                     request_deserializer=weir_dot_protos_dot_weir__pb2.ListReplicasRequest.FromString,
                     response_serializer=weir_dot_protos_dot_weir__pb2.ListReplicasReply.SerializeToString,
+            ),
+            'ReportQueues': grpc.stream_unary_rpc_method_handler(
+                    servicer.ReportQueues,
+                    request_deserializer=weir_dot_protos_dot_weir__pb2.QueueReport.FromString,
+                    response_serializer=weir_dot_protos_dot_weir__pb2.QueueReportReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -638,6 +655,33 @@ class Controller:
             '/weir.Controller/ListReplicas',
             weir_dot_protos_dot_weir__pb2.ListReplicasRequest.SerializeToString,
             weir_dot_protos_dot_weir__pb2.ListReplicasReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportQueues(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/weir.Controller/ReportQueues',
+            weir_dot_protos_dot_weir__pb2.QueueReport.SerializeToString,
+            weir_dot_protos_dot_weir__pb2.QueueReportReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from weir.config import ray_options
+from weir.config.autoscaling import AUTO, without_scaling_of
 from weir.config.deployment_options import (
     DEFAULT_DEPLOYMENT_OPTIONS,
     merge_deployment_options,
@@ -42,9 +43,10 @@ class Deployment:
         return merge_deployment_options(self.options_set)
 
     @property
-    def num_replicas(self) -> int:
-        """The number of replicas asked for."""
-        return int(self.options_full["num_replicas"])
+    def num_replicas(self) -> int | str:
+        """The number of replicas asked for, or "auto" (autoscaling with Ray's defaults)."""
+        value = self.options_full["num_replicas"]
+        return value if value == AUTO else int(value)
 
     @property
     def max_ongoing_requests(self) -> int:
@@ -66,7 +68,9 @@ class Deployment:
         name = options.pop("name", self.name)
         checked = validate_deployment_options(**options)
         _warn_ignored(checked)
-        return Deployment(self.func_or_class, name, {**self.options_set, **checked})
+        # num_replicas and autoscaling_config are one choice: setting one replaces both.
+        kept = without_scaling_of(self.options_set, checked)
+        return Deployment(self.func_or_class, name, {**kept, **checked})
 
     def bind(self, *args: Any, **kwargs: Any) -> Application:
         """An application node: this deployment with its constructor arguments."""
@@ -110,11 +114,12 @@ def deployment(
     """Declare a class or function as a deployment: `@serve.deployment` or
     `@serve.deployment(num_replicas=2, max_ongoing_requests=2, ...)`.
 
-    Options: num_replicas, max_ongoing_requests (default 5), max_queued_requests (default -1,
-    unbounded), user_config, health_check_period_s, health_check_timeout_s,
-    graceful_shutdown_timeout_s, and the rest of Ray Serve's (ray_actor_options,
-    autoscaling_config, ...), which are accepted and warn once that Weir ignores them. A bad
-    or unknown option raises ConfigError naming it.
+    Options: num_replicas (a number, or "auto" to autoscale), autoscaling_config (Ray Serve's;
+    not beside a numeric num_replicas), max_ongoing_requests (default 5), max_queued_requests
+    (default -1, unbounded), user_config, health_check_period_s, health_check_timeout_s,
+    graceful_shutdown_timeout_s, and the rest of Ray Serve's (ray_actor_options, ...), which
+    are accepted and warn once that Weir ignores them. A bad or unknown option raises
+    ConfigError naming it.
     """
     checked = validate_deployment_options(**options)
     _warn_ignored(checked)

@@ -300,6 +300,7 @@ def shutdown(address: str | None, yes: bool, token: str | None) -> None:
 def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str) -> None:
     """Write a complete config file for one or more `module:app` import paths."""
     from weir.build import build_app, load_application
+    from weir.config.autoscaling import SCALING_OPTIONS, scaling_options
     from weir.config.config_file import dump_config, parse_config
     from weir.deployment import DEFAULT_OPTIONS
 
@@ -314,7 +315,9 @@ def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str) 
         deployments = []
         for spec in built.deployments:
             options = {**DEFAULT_OPTIONS, **spec.options}
-            deployments.append({"name": spec.name, **{k: options[k] for k in DEFAULT_OPTIONS}})
+            deployments.append({"name": spec.name, **scaling_options(options),
+                                **{k: options[k] for k in DEFAULT_OPTIONS
+                                   if k not in SCALING_OPTIONS}})
         apps.append({"name": name, "route_prefix": "/" if i == 0 else f"/{name}",
                      "import_path": path, "runtime_env": {}, "deployments": deployments})
     schema = parse_config({"http_options": {}, "applications": apps})

@@ -41,7 +41,8 @@ CONFIG = "config file"
 
 _LOGGING = ("Weir's processes log structured events to stderr (WEIR_LOG_LEVEL, "
             "WEIR_LOG_JSON); Ray's logging config has no counterpart yet")
-_NO_AUTOSCALING = "Weir does not autoscale yet"
+_NO_EXTERNAL_SCALER = ("Weir scales deployments by its own autoscaler (autoscaling_config) "
+                       "only, with no API for an external scaler yet")
 _BY_VALUE = "Weir sends handle arguments and results by value, cloudpickled (no Ray object store)"
 
 #: scope -> option -> why Weir does not act on it.
@@ -50,7 +51,7 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
         "logging_config": _LOGGING,
         "_local_testing_mode": "Weir always runs the application in a real local cluster "
                                "(an embedded one if none is running)",
-        "external_scaler_enabled": _NO_AUTOSCALING,
+        "external_scaler_enabled": _NO_EXTERNAL_SCALER,
     },
     START: {
         "proxy_location": "Weir runs the proxies its cluster was started with",
@@ -71,9 +72,6 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
     DEPLOYMENT: {
         "placement_group_bundles": "Weir has no placement groups",
         "placement_group_strategy": "Weir has no placement groups",
-        "autoscaling_config": _NO_AUTOSCALING + ": the deployment runs 1 replica, "
-                              "num_replicas' default (it cannot be set beside "
-                              "autoscaling_config)",
         "logging_config": _LOGGING,
         "graceful_shutdown_wait_loop_s": "a draining replica stops as soon as its last call "
                                          "ends (graceful_shutdown_timeout_s still bounds it)",
@@ -83,7 +81,7 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
     },
     APPLICATION: {
         "logging_config": _LOGGING,
-        "external_scaler_enabled": _NO_AUTOSCALING,
+        "external_scaler_enabled": _NO_EXTERNAL_SCALER,
         "runtime_env.pip": "Weir does not install packages: install them where the replicas "
                            "run",
     },

@@ -43,6 +43,8 @@ from pydantic import (
     model_validator,
 )
 
+from weir.config.autoscaling import NumReplicas, check_autoscaling_config
+
 # ----------------------------------------------------------------- field rules
 
 
@@ -116,12 +118,6 @@ def _middleware(value: Any, info: ValidationInfo) -> Any:
     return entry
 
 
-def _not_auto(value: Any) -> Any:
-    if value == "auto":
-        raise ValueError('"auto" (autoscaling) is not supported yet: give a whole number >= 0')
-    return value
-
-
 def _no_deployment_route(value: Any) -> Any:
     if value is not None:
         raise ValueError("a deployment has no route_prefix any more (as in Ray Serve 2.x): "
@@ -164,13 +160,13 @@ class DeploymentSchema(_OverrideSchema):
     """Options of one deployment, as a config file overrides them (only set fields count).
 
     Every option of Ray Serve's deployment is accepted; those in
-    `weir.config.deployment_options.IGNORED_DEPLOYMENT_OPTIONS` (autoscaling_config,
-    placement groups, ...) are stored and checked but not acted on, and warn when used. The
-    defaults written here are the only ones: `DEFAULT_DEPLOYMENT_OPTIONS` is read from them.
+    `weir.config.deployment_options.IGNORED_DEPLOYMENT_OPTIONS` (placement groups, ...) are
+    stored and checked but not acted on, and warn when used. The defaults written here are
+    the only ones: `DEFAULT_DEPLOYMENT_OPTIONS` is read from them.
     """
 
     name: Name
-    num_replicas: Annotated[StrictInt, BeforeValidator(_not_auto), Field(ge=0)] = 1
+    num_replicas: NumReplicas = 1
     max_ongoing_requests: StrictInt = Field(default=5, ge=1)
     #: -1: no bound.
     max_queued_requests: StrictInt = Field(default=-1, ge=-1)
@@ -184,7 +180,8 @@ class DeploymentSchema(_OverrideSchema):
     placement_group_strategy: (
         Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] | None) = None
     max_replicas_per_node: StrictInt | None = Field(default=None, ge=1)
-    autoscaling_config: JsonDict | None = None
+    autoscaling_config: Annotated[JsonDict | None,
+                                  AfterValidator(check_autoscaling_config)] = None
     logging_config: JsonDict | None = None
     request_router_config: JsonDict | None = None
     max_constructor_retry_count: StrictInt | None = Field(default=None, ge=0)
@@ -194,9 +191,11 @@ class DeploymentSchema(_OverrideSchema):
 
     @model_validator(mode="after")
     def _replicas_or_autoscaling(self) -> DeploymentSchema:
-        if "num_replicas" in self.model_fields_set and self.autoscaling_config is not None:
+        if ("num_replicas" in self.model_fields_set and self.num_replicas != "auto"
+                and self.autoscaling_config is not None):
             raise ValueError("num_replicas cannot be set together with autoscaling_config "
-                             "(as in Ray Serve): remove one of them")
+                             '(as in Ray Serve): remove one of them, or set num_replicas: '
+                             '"auto" to autoscale from its defaults')
         return self
 
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Callable
 
 import structlog
 
+from weir.dataplane.queue_report import QueueReporter
 from weir.dataplane.request_body import RequestBody
 from weir.dataplane.route_table import LeaderLocator, RouteTable, RouteTableSubscriber
 from weir.dataplane.router import REJECTED_BACKOFF_S, UNREACHABLE_BACKOFF_S, DeploymentRouter
@@ -45,7 +46,9 @@ class DataPlane:
     def __init__(self, locator: LeaderLocator, subscriber: str) -> None:
         self.transport = ReplicaTransport()
         self.routers: dict[tuple[str, str], DeploymentRouter] = {}
-        self.subscriber = RouteTableSubscriber(locator, subscriber, self._on_table)
+        self.queues = QueueReporter(subscriber, lambda: self.routers)
+        self.subscriber = RouteTableSubscriber(locator, subscriber, self._on_table,
+                                               companions=[self.queues.run_on])
         self._table_changed = asyncio.Event()
 
     @property
@@ -80,7 +83,8 @@ class DataPlane:
         key = (app, deployment)
         router = self.routers.get(key)
         if router is None:
-            router = self.routers[key] = DeploymentRouter(app, deployment)
+            router = self.routers[key] = DeploymentRouter(
+                app, deployment, on_queue_change=self.queues.changed)
         return router
 
     async def wait_known(self, app: str, deployment: str, deadline: float | None) -> None:

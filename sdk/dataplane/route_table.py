@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,18 +154,26 @@ async def follow_leader(locator: LeaderLocator, follow: Callable[[str], Awaitabl
         await backoff.sleep()
 
 
+#: Something else a caller keeps up with the leader over the route table's channel, until
+#: cancelled (the queue reports: `weir.dataplane.queue_report`).
+Companion = Callable[[grpc.aio.Channel], Coroutine[Any, Any, None]]
+
+
 class RouteTableSubscriber:
     """Keeps a live subscription to the leader's route table; `on_table` gets each table.
 
     Reconnects with backoff, finding the leader anew each time; the last table stays in force
-    meanwhile (the data plane never depends on a controller being up).
+    meanwhile (the data plane never depends on a controller being up). `companions` run on
+    the same channel for as long as the table streams from it, so they follow one leader.
     """
 
     def __init__(self, locator: LeaderLocator, subscriber: str,
-                 on_table: Callable[[RouteTable], None]) -> None:
+                 on_table: Callable[[RouteTable], None],
+                 companions: Sequence[Companion] = ()) -> None:
         self.locator = locator
         self.subscriber = subscriber
         self.on_table = on_table
+        self.companions = list(companions)
         self.table: RouteTable | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -193,8 +201,10 @@ class RouteTableSubscriber:
         async with auth.channel(address) as channel:
             stub = pb_grpc.ControllerStub(channel)
             stream = stub.WatchRoutes(pb.WatchRoutesRequest(subscriber=self.subscriber))
-            reader = asyncio.get_running_loop().create_task(self._read(stream))
-            moved = asyncio.get_running_loop().create_task(self.locator.until_moved_from(address))
+            loop = asyncio.get_running_loop()
+            reader = loop.create_task(self._read(stream))
+            moved = loop.create_task(self.locator.until_moved_from(address))
+            helpers = [loop.create_task(run(channel)) for run in self.companions]
             try:
                 await asyncio.wait({reader, moved}, return_when=asyncio.FIRST_COMPLETED)
                 if reader.done():
@@ -202,6 +212,8 @@ class RouteTableSubscriber:
             finally:
                 reader.cancel()
                 moved.cancel()
+                for helper in helpers:
+                    helper.cancel()
                 stream.cancel()
 
     async def _read(self, stream: Any) -> None:

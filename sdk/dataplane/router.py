@@ -18,7 +18,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from weir.exceptions import BackPressureError, DeploymentUnavailableError
@@ -69,9 +69,12 @@ def choose_replica(
 class DeploymentRouter:
     """One caller's router for one deployment."""
 
-    def __init__(self, app: str, deployment: str, *, rng: random.Random | None = None) -> None:
+    def __init__(self, app: str, deployment: str, *, rng: random.Random | None = None,
+                 on_queue_change: Callable[[], None] | None = None) -> None:
         self.app = app
         self.deployment = deployment
+        #: Called when a request starts or stops waiting (the autoscaler counts them).
+        self._on_queue_change = on_queue_change
         self.max_ongoing = 5
         self.max_queued = -1
         self._slots: dict[str, ReplicaSlot] = {}
@@ -162,6 +165,7 @@ class DeploymentRouter:
             self._waiters.appendleft(event)
         else:
             self._waiters.append(event)
+        self._queue_changed()
         try:
             while True:
                 self._check_removed()
@@ -183,7 +187,12 @@ class DeploymentRouter:
                     )
         finally:
             self._waiters.remove(event)
+            self._queue_changed()
             self._wake()
+
+    def _queue_changed(self) -> None:
+        if self._on_queue_change is not None:
+            self._on_queue_change()
 
     def _poll_interval(self, deadline: float | None) -> float | None:
         now = time.monotonic()

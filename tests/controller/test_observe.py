@@ -76,3 +76,10 @@ def test_observing_does_not_change_the_book_passed_in() -> None:
     book = ReplicaBook()
     look(report("RUNNING"), book=book)
     assert book == ReplicaBook()
+
+
+def test_the_reported_load_is_seen_only_while_connected() -> None:
+    view, book = look(report("RUNNING", ongoing=4))
+    assert view.ongoing == 4
+    down, _ = look(report("RUNNING", connected=False, ongoing=4), book=book)
+    assert down.ongoing == 0

@@ -64,7 +64,24 @@ def test_replica_lost_after_healthy_is_unhealthy_not_updating() -> None:
     assert "1 of 2 replicas running" in d["deployment_statuses"][0]["message"]  # type: ignore[index]
 
 
-def test_scaling_up_a_healthy_version_is_updating() -> None:
+def test_scaling_a_healthy_version_is_upscaling_and_the_app_keeps_running() -> None:
     health = DeploymentHealth(healthy_version="v1", healthy_replicas=1)
     d = doc([r(1), r(2, "STARTING")], health, ever=True)
+    assert d["app_status"]["status"] == "RUNNING"  # type: ignore[index]
+    assert d["deployment_statuses"][0]["status"] == "UPSCALING"  # type: ignore[index]
+    assert d["deployment_statuses"][0]["message"] == "Upscaling from 1 to 2 replicas"  # type: ignore[index]
+
+
+def test_a_new_version_is_updating_even_when_it_scales() -> None:
+    health = DeploymentHealth(healthy_version="v0", healthy_replicas=1)
+    d = doc([r(1), r(2, "STARTING")], health, ever=True)
     assert d["deployment_statuses"][0]["status"] == "UPDATING"  # type: ignore[index]
+
+
+def test_autoscaled_deployments_show_their_decision() -> None:
+    view = AppView(name="app", deployment_timestamp=1.0, built=True, deployments=["D"])
+    shown = {"target_num_replicas": 2, "min_replicas": 0, "max_replicas": 4}
+    out, _ = status_document([view], {("app", "D"): T}, [r(1), r(2)],
+                             {("app", "D"): DeploymentHealth()}, {"app": True},
+                             autoscaling={("app", "D"): shown})
+    assert out["app"]["deployment_statuses"][0]["autoscaling"] == shown

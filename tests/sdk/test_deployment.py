@@ -45,10 +45,10 @@ def test_defaults_are_the_schemas() -> None:
 
 def test_decorator_warns_by_name_at_the_users_line() -> None:
     seen = caught(lambda: deployment(placement_group_bundles=[{"CPU": 1}],
-                                     autoscaling_config={"max_replicas": 4})(Model))
+                                     placement_group_strategy="SPREAD")(Model))
     assert sorted(str(w.message).split(":")[0] for w in seen) == [
-        "Weir ignores the deployment option 'autoscaling_config'",
-        "Weir ignores the deployment option 'placement_group_bundles'"]
+        "Weir ignores the deployment option 'placement_group_bundles'",
+        "Weir ignores the deployment option 'placement_group_strategy'"]
     assert {w.filename for w in seen} == {__file__}
 
 
@@ -77,3 +77,18 @@ def test_a_typo_is_still_refused_by_name() -> None:
     with pytest.raises(ConfigError, match=r"ray_actor_option: unknown option \(did you mean "
                                           r"ray_actor_options\?\)"):
         deployment(ray_actor_option={"num_cpus": 1})
+
+
+def test_autoscaling_is_acted_on_and_does_not_warn() -> None:
+    assert caught(lambda: deployment(autoscaling_config={"max_replicas": 4})(Model)) == []
+    assert deployment(num_replicas="auto")(Model).num_replicas == "auto"
+
+
+def test_options_setting_one_way_of_scaling_replaces_the_other() -> None:
+    fixed = deployment(num_replicas=2)(Model)
+    scaled = fixed.options(autoscaling_config={"min_replicas": 0, "max_replicas": 4})
+    assert scaled.options_set == {"autoscaling_config": {"min_replicas": 0, "max_replicas": 4}}
+    assert scaled.options(num_replicas=3).options_set == {"num_replicas": 3}
+    # Other options leave the scaling alone.
+    assert scaled.options(max_ongoing_requests=2).options_set["autoscaling_config"] == {
+        "min_replicas": 0, "max_replicas": 4}

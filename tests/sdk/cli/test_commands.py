@@ -78,3 +78,16 @@ def test_a_built_config_deploys_without_warnings(tmp_path: Path) -> None:
     proc = weir("deploy", str(config), "-a", f"127.0.0.1:{free_port()}")
     assert "Weir ignores" not in proc.stderr
     assert UNREACHABLE in proc.stderr
+
+
+def test_a_built_config_of_an_autoscaled_app_writes_its_autoscaling_and_deploys(
+        tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    built = weir("build", "tests.e2e.apps.autoscaled:app", "-o", str(config))
+    assert built.returncode == 0, built.stderr
+    [entry] = yaml.safe_load(config.read_text())["applications"][0]["deployments"]
+    assert "num_replicas" not in entry
+    assert entry["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3,
+                                           "target_ongoing_requests": 1}
+    proc = weir("deploy", str(config), "-a", f"127.0.0.1:{free_port()}")
+    assert UNREACHABLE in proc.stderr, proc.stderr

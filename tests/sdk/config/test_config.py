@@ -201,17 +201,28 @@ def test_seconds_given_as_int_become_floats() -> None:
     assert isinstance(d.health_check_period_s, float)
 
 
-def test_num_replicas_auto_is_refused_clearly() -> None:
-    [(path, message)] = errors_of(app_doc(deployments=[{"name": "A", "num_replicas": "auto"}]))
-    assert path.endswith("num_replicas")
-    assert "auto" in message and "not supported" in message
+def test_num_replicas_auto_is_accepted_alone_or_with_autoscaling_config() -> None:
+    entries = [{"name": "A", "num_replicas": "auto"},
+               {"name": "B", "num_replicas": "auto", "autoscaling_config": {"max_replicas": 3}}]
+    a, b = parse_config(app_doc(deployments=entries)).applications[0].deployments
+    assert (a.num_replicas, a.autoscaling_config) == ("auto", None)
+    assert b.model_dump() == {"name": "B", "num_replicas": "auto",
+                              "autoscaling_config": {"max_replicas": 3}}
 
 
-def test_num_replicas_with_autoscaling_config_is_refused() -> None:
+def test_num_replicas_with_autoscaling_config_is_refused_naming_both() -> None:
     entry = {"name": "A", "num_replicas": 2, "autoscaling_config": {"max_replicas": 3}}
     [(path, message)] = errors_of(app_doc(deployments=[entry]))
     assert path == "applications[0].deployments[0]"
-    assert "autoscaling_config" in message
+    assert "num_replicas" in message and "autoscaling_config" in message
+
+
+def test_autoscaling_config_errors_name_the_inner_field() -> None:
+    entry = {"name": "A", "autoscaling_config": {"min_replicas": 4, "max_replicas": 2,
+                                                 "upscale_dealy_s": 1}}
+    [(path, message)] = errors_of(app_doc(deployments=[entry]))
+    assert path == "applications[0].deployments[0].autoscaling_config"
+    assert "upscale_dealy_s: unknown field (did you mean upscale_delay_s?)" in message
 
 
 def test_deployment_route_prefix_only_as_null() -> None:
@@ -547,7 +558,7 @@ def test_default_options_are_the_schema_defaults_of_what_weir_acts_on() -> None:
         "num_replicas": 1, "max_ongoing_requests": 5, "max_queued_requests": -1,
         "user_config": None, "health_check_period_s": 10.0, "health_check_timeout_s": 30.0,
         "graceful_shutdown_timeout_s": 20.0, "ray_actor_options": None,
-        "max_replicas_per_node": None}
+        "max_replicas_per_node": None, "autoscaling_config": None}
     fields = DeploymentSchema.model_fields
     for name, value in DEFAULT_DEPLOYMENT_OPTIONS.items():
         assert fields[name].get_default() == value
