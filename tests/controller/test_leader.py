@@ -40,10 +40,21 @@ class SimulatedNode:
     async def _publish(self) -> None:
         await self.store.put(NODES_PREFIX + self.record.node_id, self.record.to_bytes())
 
+    @property
+    def launched(self) -> list[ReplicaRecord]:
+        """Every replica this node has started."""
+        return self.started
+
     async def run_assigned(self) -> list[ReplicaRecord]:
+        """Start what is newly assigned here; drop (kill) what is no longer assigned."""
         items, _ = await self.store.get_prefix(REPLICAS_PREFIX)
-        new = [r for r in (ReplicaRecord.from_bytes(kv.value) for kv in items)
-               if r.node_id == self.record.node_id and r.replica_id not in self.record.replicas]
+        assigned = [r for r in (ReplicaRecord.from_bytes(kv.value) for kv in items)
+                    if r.node_id == self.record.node_id]
+        ids = {r.replica_id for r in assigned}
+        for rid in [rid for rid in self.record.replicas if rid not in ids]:
+            del self.record.replicas[rid]
+        new = [r for r in assigned if r.replica_id not in self.record.replicas
+               and r.replica_id not in {s.replica_id for s in self.started}]
         for r in new:
             self.started.append(r)
             self.record.replicas[r.replica_id] = 1000 + len(self.started)

@@ -25,6 +25,7 @@ async def deploy_autoscaled(h: Harness, autoscaling: dict[str, Any]) -> None:
     spec = DeploymentSpec("app", "D", {"autoscaling_config": autoscaling}, b"v1", ingress=True)
     goal = AppGoal(name="app", config={"name": "app"}, deployment_timestamp=1.0,
                    build_key="k", built_json=BuiltApp("app", [spec]).to_json())
+    await h.node.run_assigned()  # registers the node
     await h.store.put(APPS_PREFIX + "app", goal.to_bytes())
 
 
@@ -38,12 +39,18 @@ async def report(replica: SimulatedReplica, state: pb.ReplicaState, ongoing: int
 
 
 async def register(h: Harness, leader: Leader, index: int) -> SimulatedReplica:
-    record = h.processes.launched[index]
+    record = h.node.launched[index]
     replica = SimulatedReplica(leader, record, 1000 + index + 1)
     h.replicas.append(replica)
     await report(replica, pb.STARTING)
     await report(replica, pb.RUNNING)
     return replica
+
+
+async def reconcile(h: Harness, leader: Leader) -> None:
+    """One pass of `leader`, then the node agent starts and kills what it was told."""
+    await leader.reconcile_once()
+    await h.node.run_assigned()
 
 
 async def settle() -> None:
@@ -53,7 +60,7 @@ async def settle() -> None:
 
 
 def live(h: Harness) -> int:
-    return sum(h.processes.alive.values())
+    return len(h.node.record.replicas)
 
 
 def autoscaling_status(leader: Leader) -> dict[str, Any]:
@@ -64,8 +71,8 @@ def test_a_held_request_starts_a_replica_at_once_and_idleness_returns_to_zero() 
     async def scenario() -> None:
         h = Harness()
         await deploy_autoscaled(h, SCALE_TO_ZERO)
-        await h.leader.reconcile_once()
-        assert h.processes.launched == []
+        await reconcile(h, h.leader)
+        assert h.node.launched == []
         assert autoscaling_status(h.leader)["target_num_replicas"] == 0
         # A proxy holds one request: the report wakes the loop, whose next pass starts one.
         caller = object()
@@ -73,20 +80,20 @@ def test_a_held_request_starts_a_replica_at_once_and_idleness_returns_to_zero() 
         h.leader.queues.take(caller, pb.QueueReport(caller="proxy:p", queues=[
             pb.DeploymentQueue(app="app", deployment="D", queued=1)]))
         assert h.leader._wake.is_set()
-        await h.leader.reconcile_once()
-        assert len(h.processes.launched) == 1
+        await reconcile(h, h.leader)
+        assert len(h.node.launched) == 1
         replica = await register(h, h.leader, 0)
         h.leader.queues.take(caller, pb.QueueReport(caller="proxy:p"))
-        await h.leader.reconcile_once()
+        await reconcile(h, h.leader)
         assert h.leader.status()["app"]["app_status"]["status"] == "RUNNING"
         # No traffic: the last replica stops after downscale_to_zero_delay_s, not before.
         for _ in range(3):
             h.clock.advance(0.3)
-            await h.leader.reconcile_once()
+            await reconcile(h, h.leader)
             await settle()
             assert not [c for c in replica.commands if c.kind == pb.STOP]
         h.clock.advance(0.5)
-        await h.leader.reconcile_once()
+        await reconcile(h, h.leader)
         await settle()
         assert [c.kind for c in replica.commands][-1] == pb.STOP
         assert autoscaling_status(h.leader)["target_num_replicas"] == 0
@@ -99,7 +106,7 @@ def test_load_raises_the_target_after_the_upscale_delay() -> None:
     async def scenario() -> None:
         h = Harness()
         await deploy_autoscaled(h, {**SCALE_TO_ZERO, "min_replicas": 1})
-        await h.leader.reconcile_once()
+        await reconcile(h, h.leader)
         replica = await register(h, h.leader, 0)
         await report(replica, pb.RUNNING, ongoing=3)
         # Requests queued behind a running replica wait for the next tick, like its load.
@@ -110,11 +117,11 @@ def test_load_raises_the_target_after_the_upscale_delay() -> None:
             pb.DeploymentQueue(app="app", deployment="D", queued=1)]))
         assert not h.leader._wake.is_set()
         for _ in range(3):
-            await h.leader.reconcile_once()
+            await reconcile(h, h.leader)
             h.clock.advance(0.4)
-        assert len(h.processes.launched) == 1
-        await h.leader.reconcile_once()
-        assert len(h.processes.launched) == 4  # 3 ongoing + 1 queued, 1 wanted per replica
+        assert len(h.node.launched) == 1
+        await reconcile(h, h.leader)
+        assert len(h.node.launched) == 4  # 3 ongoing + 1 queued, 1 wanted per replica
         assert autoscaling_status(h.leader)["target_num_replicas"] == 4
         h.close()
 
@@ -125,25 +132,25 @@ def test_a_new_leader_starts_from_the_running_count_and_does_not_scale_down_at_o
     async def scenario() -> None:
         h = Harness()
         await deploy_autoscaled(h, {**SCALE_TO_ZERO, "min_replicas": 1, "initial_replicas": 3})
-        await h.leader.reconcile_once()
-        assert len(h.processes.launched) == 3
+        await reconcile(h, h.leader)
+        assert len(h.node.launched) == 3
         # The leader dies; its successor knows nothing but the records in the store.
         await h.leader.stop()
         h.close()
-        successor = Leader(h.store, h.processes, python_executable=sys.executable,
+        successor = Leader(h.store, python_executable=sys.executable,
                            clock=h.clock, wall_clock=lambda: 1e9 + h.clock())
         successor.started = h.clock()
-        await successor.reconcile_once()
+        await reconcile(h, successor)
         assert successor.scaling[KEY].target == 3 and live(h) == 3
         for i in range(3):
             await register(h, successor, i)
         # Idle, but it is a whole downscale delay before anything stops.
         for _ in range(4):
             h.clock.advance(0.45)
-            await successor.reconcile_once()
+            await reconcile(h, successor)
             assert successor.scaling[KEY].target == 3
         h.clock.advance(0.7)
-        await successor.reconcile_once()
+        await reconcile(h, successor)
         assert successor.scaling[KEY].target == 1
         for replica in h.replicas:
             replica.close()
