@@ -21,7 +21,9 @@ for `--rounds` rounds of `--calls` sequential calls each, so drift in the machin
 hits them alike; the table gives the median round and the difference from `no token`, then
 the best round of each (load only ever adds time). `--stream` adds the CPU cost of one
 message on a long-lived bidi stream (Weir's multiplexed proxy -> replica path), where the
-token is checked once per stream, not per message.
+token is checked once per stream, not per message. Last, the check alone
+(`TokenCheck.intercept_service` on a call's details, no gRPC) is timed, to tell its cost
+from gRPC's cost of carrying one more metadata pair.
 
     python -m bench.auth_cost --stream            # ~30 s
     python -m bench.auth_cost --calls 2000 --rounds 9 --loop asyncio
@@ -35,6 +37,7 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -180,6 +183,24 @@ def table(setups: list[Setup], stream: bool) -> str:
     return "\n".join(lines)
 
 
+async def check_alone(calls: int = 100_000) -> float:
+    """µs per TokenCheck.intercept_service on the details of a call with the right token,
+    the method lookup an immediate answer: the check with no gRPC around it."""
+    handler = grpc.unary_unary_rpc_method_handler(_echo)
+
+    async def lookup(details: Any) -> grpc.RpcMethodHandler:
+        return handler
+
+    details = SimpleNamespace(method=f"/{SERVICE}/Echo", invocation_metadata=(
+        ("user-agent", f"grpc-python-asyncio/{grpc.__version__}"),
+        (auth.TOKEN_METADATA_KEY, TOKEN)))
+    check = auth.TokenCheck(TOKEN)
+    start = time.perf_counter()
+    for _ in range(calls):
+        await check.intercept_service(lookup, details)  # type: ignore[arg-type]
+    return (time.perf_counter() - start) / calls * 1e6
+
+
 async def run(opts: argparse.Namespace) -> None:
     """Every setup in turn, `opts.rounds` times; then the table."""
     for _ in range(opts.rounds):
@@ -188,6 +209,8 @@ async def run(opts: argparse.Namespace) -> None:
     print(f"{opts.rounds} rounds x {opts.calls} sequential unary calls, {len(PAYLOAD)} B "
           f"payload, {opts.loop}, client and server on one loop; median round, best round:")
     print(table(SETUPS, opts.stream))
+    print(f"the check alone (TokenCheck.intercept_service, no gRPC): "
+          f"{await check_alone():.2f} µs per call")
 
 
 def main(argv: list[str] | None = None) -> None:
