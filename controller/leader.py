@@ -33,17 +33,17 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
-from weir.config.autoscaling import AutoscalingConfig
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.controller import reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.autoscaler import ScalingState, describe, scale_targets, with_decisions
-from weir.controller.goal import AppGoal, DeploymentPlan, deployment_plans
+from weir.controller.cluster_goal import ClusterGoal, read_goal
+from weir.controller.goal import AppGoal
 from weir.controller.health import DeploymentHealth, judge, may_start
 from weir.controller.health_prober import CheckTarget, HealthProber
 from weir.controller.nodes import (
@@ -61,10 +61,6 @@ from weir.controller.route_publisher import RoutePublisher
 from weir.controller.routing import build_route_table
 from weir.controller.status import AppView, status_document, update_ever_running
 from weir.etcd.keys import (
-    APPS_PREFIX,
-    GRPC_OPTIONS_KEY,
-    HTTP_OPTIONS_KEY,
-    NODES_PREFIX,
     REPLICAS_PREFIX,
 )
 from weir.etcd.records import NodeRecord, ReplicaRecord
@@ -79,51 +75,6 @@ ADOPTION_GRACE_S = 3.0
 STOP_MARGIN_S = 5.0
 
 Key = tuple[str, str]
-
-
-@dataclass
-class ClusterGoal:
-    """The goal as etcd holds it now, with the replica records."""
-
-    goals: dict[str, AppGoal] = field(default_factory=dict)
-    http_options: dict[str, Any] = field(default_factory=dict)
-    grpc_options: dict[str, Any] = field(default_factory=dict)
-    records: dict[str, ReplicaRecord] = field(default_factory=dict)
-    plans: dict[Key, DeploymentPlan] = field(default_factory=dict)
-    #: The live nodes (their agents' lease-bound records).
-    nodes: dict[str, NodeRecord] = field(default_factory=dict)
-
-    @property
-    def targets(self) -> dict[Key, reconciler.DeploymentTarget]:
-        """Each built deployment's target (an autoscaled one's count: to start with)."""
-        return {k: p.target for k, p in self.plans.items()}
-
-    @property
-    def autoscaling(self) -> dict[Key, AutoscalingConfig]:
-        """The autoscaled deployments' configs."""
-        return {k: p.autoscaling for k, p in self.plans.items() if p.autoscaling is not None}
-
-
-async def read_goal(store: Store) -> ClusterGoal:
-    """Read the goal and the replica records from etcd."""
-    out = ClusterGoal()
-    items, _ = await store.get_prefix(APPS_PREFIX)
-    for kv in items:
-        goal = AppGoal.from_bytes(kv.value)
-        out.goals[goal.name] = goal
-        out.plans.update({(goal.name, p.target.name): p for p in deployment_plans(goal)})
-    for key, attr in ((HTTP_OPTIONS_KEY, "http_options"), (GRPC_OPTIONS_KEY, "grpc_options")):
-        options = await store.get(key)
-        setattr(out, attr, json.loads(options.value) if options else {})
-    items, _ = await store.get_prefix(REPLICAS_PREFIX)
-    for kv in items:
-        record = ReplicaRecord.from_bytes(kv.value)
-        out.records[record.replica_id] = record
-    items, _ = await store.get_prefix(NODES_PREFIX)
-    for kv in items:
-        node = NodeRecord.from_bytes(kv.value)
-        out.nodes[node.node_id] = node
-    return out
 
 
 class Leader:
