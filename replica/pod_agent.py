@@ -28,6 +28,7 @@ from pathlib import Path
 
 import structlog
 from lightkube import AsyncClient, KubeConfig
+from lightkube.config.models import Cluster, User
 from lightkube.resources.apps_v1 import Deployment
 
 from weir.auth import cluster_token
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         started_at=time.time(), pid=os.getpid())
 
     async def serve(signalled: asyncio.Event) -> None:
-        config = (KubeConfig.from_server(opts.kube_server, namespace=namespace)
+        # from_server() leaves the user out, which lightkube 1.0's client then refuses.
+        config = (KubeConfig.from_one(cluster=Cluster(server=opts.kube_server), user=User(),
+                                      namespace=namespace)
                   if opts.kube_server else KubeConfig.from_env())
         client = AsyncClient(config=config, namespace=namespace)
         pod_settings = settings
