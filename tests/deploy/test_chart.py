@@ -132,6 +132,22 @@ def test_optional_parts_render_when_asked(render: Any) -> None:
     assert "--num-gpus=4" in args and '--node-selector={"pool":"gpu"}' in args
 
 
+def test_weir_build_k_prints_a_config_map_the_chart_deploys(render: Any) -> None:
+    proc = subprocess.run([sys.executable, "-m", "weir.cli", "build", "examples.hello:app",
+                           "-k"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    config_map = yaml.safe_load(proc.stdout)
+    assert config_map["kind"] == "ConfigMap"
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert config["applications"][0]["import_path"] == "examples.hello:app"
+    objects = by_kind(render.render({"existingConfigMap": config_map["metadata"]["name"]}))
+    assert not any(kind == "ConfigMap" for kind, _ in objects)  # the user's is used
+    job = next(d for (kind, _), d in objects.items() if kind == "Job")
+    volume = job["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+
+
 def test_helm_lint_passes(render: Any) -> None:
     import helm_python as helm
 
