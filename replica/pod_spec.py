@@ -47,6 +47,8 @@ POD_IP_ENV = "WEIR_POD_IP"
 GPU_RESOURCE = "nvidia.com/gpu"
 #: The container of a replica pod.
 CONTAINER = "replica"
+#: Where a replica finds etcd's TLS files (the chart mounts them at the same place).
+ETCD_TLS_DIR = "/etc/weir/etcd-tls"
 
 #: Waiting reasons that no wait will cure: the replica ends at once.
 HOPELESS_WAITING = frozenset({"InvalidImageName", "CreateContainerConfigError",
@@ -79,6 +81,9 @@ class PodSettings:
     env: Mapping[str, str] = field(default_factory=dict)
     #: How long a pod may stay Pending before its replica counts as failed (and replaced).
     pending_timeout_s: float = 600.0
+    #: A Secret with etcd's TLS files (ca.crt, tls.crt, tls.key) to mount in every replica
+    #: ("": etcd without client TLS files).
+    etcd_tls_secret: str = ""
 
 
 def label_value(text: str) -> str:
@@ -160,6 +165,10 @@ def replica_env(env: PreparedEnv, settings: PodSettings) -> list[dict[str, Any]]
                     "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     else:
         out.append({"name": TOKEN_ENV, "value": settings.token})
+    if settings.etcd_tls_secret:
+        out.extend({"name": f"WEIR_ETCD_{part}_FILE", "value": f"{ETCD_TLS_DIR}/{file}"}
+                   for part, file in (("CA", "ca.crt"), ("CERT", "tls.crt"),
+                                      ("KEY", "tls.key")))
     app_env = {**settings.env, **env.env_vars}
     if env.sys_paths:
         app_env["PYTHONPATH"] = ":".join(env.sys_paths)
@@ -190,11 +199,18 @@ def pod_manifest(record: ReplicaRecord, env: PreparedEnv, settings: PodSettings
     }
     if env.cwd:
         container["workingDir"] = env.cwd
+    volumes = []
+    if settings.etcd_tls_secret:
+        container["volumeMounts"] = [{"name": "etcd-tls", "mountPath": ETCD_TLS_DIR,
+                                      "readOnly": True}]
+        volumes.append({"name": "etcd-tls", "secret": {"secretName": settings.etcd_tls_secret}})
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "containers": [container],
     }
+    if volumes:
+        spec["volumes"] = volumes
     if settings.service_account:
         spec["serviceAccountName"] = settings.service_account
     if settings.node_selector:

@@ -117,6 +117,8 @@ def test_an_external_etcd_replaces_the_statefulset_and_mounts_its_tls(render: An
     assert env["WEIR_ETCD_ENDPOINTS"] == EXTERNAL_ETCD["etcd"]["external"]["endpoints"]
     assert env["WEIR_ETCD_CA_FILE"] == "/etc/weir/etcd-tls/ca.crt"
     assert controller["volumes"][0]["secret"]["secretName"] == "etcd-client-tls"
+    agent = objects[("Deployment", "weir-pod-agent")]["spec"]["template"]["spec"]
+    assert "--etcd-tls-secret=etcd-client-tls" in agent["containers"][0]["args"]
 
 
 def test_optional_parts_render_when_asked(render: Any) -> None:

@@ -109,3 +109,14 @@ def test_a_pending_pod_fails_after_its_timeout_or_at_once_if_hopeless() -> None:
     assert "ImagePullBackOff: Back-off pulling image" in str(pod_outcome(backoff, 60, 60))
     bad_name = pod("Pending", **waiting("InvalidImageName", "couldn't parse"))
     assert pod_outcome(bad_name, 0, 60) == "pod p cannot start: InvalidImageName: couldn't parse"
+
+
+def test_etcd_tls_files_are_mounted_where_the_replica_looks() -> None:
+    settings = PodSettings(namespace="n", cluster_id="c", etcd_endpoints="https://e:2379",
+                           default_image="i", etcd_tls_secret="etcd-client-tls")
+    spec = pod_manifest(RECORD, PreparedEnv(), settings)["spec"]
+    assert spec["volumes"] == [{"name": "etcd-tls",
+                                "secret": {"secretName": "etcd-client-tls"}}]
+    (container,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["WEIR_ETCD_CA_FILE"] == container["volumeMounts"][0]["mountPath"] + "/ca.crt"
