@@ -2,13 +2,18 @@
 
 Replicas are detached (own session): they outlive their agent and the controllers, and an
 agent restarted on the same machine adopts them by PID and command line.
+
+The blocking work (spawning, signalling) is synchronous here and wrapped for the agent's
+event loop by the coroutines of the `ReplicaLauncher` interface at the end of the class.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 
 from weir.auth import TOKEN_ENV, cluster_token
@@ -18,11 +23,12 @@ from weir.runtime_env import PreparedEnv, process_env
 
 
 class LocalProcessLauncher:
-    """Runs each replica as `python -m weir.replica` on this machine.
+    """Runs each replica as `python -m weir.replica` on this machine (a `ReplicaLauncher`
+    whose handles are PIDs).
 
     Its own children are reaped through their Popen; none of its methods waits, since the
-    controller calls them from its event loop: a child killed but not dead yet is reaped
-    by whichever call comes next.
+    agent calls them from its event loop: a child killed but not dead yet is reaped by
+    whichever call comes next.
     """
 
     def __init__(self, etcd_endpoints: str, log_dir: str, cluster_id: str = "",
@@ -38,7 +44,7 @@ class LocalProcessLauncher:
         # for an init that may never reap it.
         weakref.finalize(self, _reap, self._killed)
 
-    def launch(self, record: ReplicaRecord, env: PreparedEnv) -> int:
+    def spawn(self, record: ReplicaRecord, env: PreparedEnv) -> int:
         """Start the replica process, detached, logging to <log_dir>/<replica>.log."""
         self._reap_killed()
         child_env = process_env(env)
@@ -65,7 +71,7 @@ class LocalProcessLauncher:
             return False
         return pid_runs(record.pid, record.replica_id)
 
-    def kill(self, record: ReplicaRecord) -> None:
+    def kill_now(self, record: ReplicaRecord) -> None:
         """SIGKILL the replica if it is still the process we think it is."""
         if self.is_alive(record):
             proc = self._children.pop(record.pid, None)
@@ -73,6 +79,31 @@ class LocalProcessLauncher:
             if proc is not None:
                 self._killed[proc.pid] = proc
         self._reap_killed()
+
+    # The ReplicaLauncher interface, for the node agent's event loop.
+
+    async def launch(self, record: ReplicaRecord, env: PreparedEnv) -> int:
+        """Start the replica process; returns its PID."""
+        return await asyncio.to_thread(self.spawn, record, env)
+
+    async def adopt(self, assigned: Mapping[str, ReplicaRecord],
+                    known: Mapping[str, int]) -> dict[str, int]:
+        """The assigned replicas whose process (by the PID in their record or in `known`)
+        still runs with their id on its command line."""
+        out = {}
+        for rid, record in assigned.items():
+            pid = record.pid or known.get(rid, 0)
+            if pid and pid_runs(pid, rid):
+                out[rid] = pid
+        return out
+
+    async def ended(self, running: Mapping[str, ReplicaRecord]) -> dict[str, str]:
+        """The replicas whose process is gone (no reason: the replica's log says why)."""
+        return {rid: "" for rid, record in running.items() if not self.is_alive(record)}
+
+    async def kill(self, record: ReplicaRecord) -> None:
+        """SIGKILL the replica's process, off the event loop."""
+        await asyncio.to_thread(self.kill_now, record)
 
     def _reap_killed(self) -> None:
         # kill() may run in a thread while is_alive() runs on the loop: iterate a copy.

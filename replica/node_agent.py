@@ -4,11 +4,14 @@ Design. The agent registers its node (what it offers) under a lease, and keeps i
 record the replicas it runs. The leader places replicas by writing their records with this
 node's id; the agent watches the records and, level-triggered, makes the machine match:
 start what is assigned and not running, kill what runs and is no longer assigned, report
-what runs. The decision is the pure `plan_node`; the agent only moves bytes and processes.
+what runs. The decision is the pure `plan_node`; the agent only moves bytes, and a
+`ReplicaLauncher` carries the plan out: local processes here, Kubernetes pods in
+`weir.replica.pod_agent`.
 
 Failure it guards against: an agent that restarts (or a machine whose agent was killed)
 must not start a second copy of a replica that still runs: a restarted agent first adopts
-every assigned replica whose process it finds by PID and command line. A node whose agent
+every assigned replica its launcher still finds running (a process by PID and command
+line, a pod by its labels). A node whose agent
 is gone for a whole lease TTL disappears from etcd; the leader then places its replicas
 elsewhere, and an agent that comes back kills the replicas no longer assigned to it.
 """
@@ -39,7 +42,7 @@ from weir.etcd.keys import (
 from weir.etcd.presence import Presence
 from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store, StoreError
-from weir.processes import pid_runs
+from weir.replica.launcher import ReplicaLauncher
 from weir.replica.local_launcher import LocalProcessLauncher
 from weir.runtime import configure_logging, run_until_signalled
 from weir.runtime_env import RuntimeEnvError, prepare
@@ -74,16 +77,17 @@ def plan_node(assigned: Mapping[str, ReplicaRecord], running: Mapping[str, int],
 class NodeAgent:
     """Keeps this machine's replica processes in line with the node's assignments."""
 
-    def __init__(self, store: Store, node: NodeRecord, launcher: LocalProcessLauncher,
+    def __init__(self, store: Store, node: NodeRecord, launcher: ReplicaLauncher,
                  lease_ttl: float) -> None:
         self.store = store
         self.node = node
         self.launcher = launcher
         self.presence = Presence(store, NODES_PREFIX + node.node_id, node.to_bytes(),
                                  lease_ttl)
-        #: Replica id -> PID of the replica processes this agent runs (or adopted).
+        #: Replica id -> handle (a PID for processes) of the replicas this agent runs.
         self.running: dict[str, int] = {}
-        #: Replica id -> why it could not be started here.
+        #: Replica id -> why it could not be started here, or why it ended (as the
+        #: launcher tells: a pod evicted, say).
         self.failed: dict[str, str] = {}
         #: Replicas that ran here and ended: never started again (the leader replaces them).
         self.ended: set[str] = set()
@@ -104,7 +108,7 @@ class NodeAgent:
                     break
                 assigned = await self._assigned()
                 if not adopted:
-                    self._adopt(assigned)
+                    await self._adopt(assigned)
                     adopted = True
                 await self._reconcile(assigned)
             except StoreError as exc:
@@ -142,7 +146,7 @@ class NodeAgent:
             return False
         log.info("cluster shut down; stopping this node's replicas", replicas=len(self.running))
         for rid, pid in list(self.running.items()):
-            await asyncio.to_thread(self.launcher.kill, replace(_orphan(rid), pid=pid))
+            await self.launcher.kill(replace(_orphan(rid), pid=pid))
         self.running.clear()
         return True
 
@@ -151,27 +155,27 @@ class NodeAgent:
         records = (ReplicaRecord.from_bytes(kv.value) for kv in items)
         return {r.replica_id: r for r in records if r.node_id == self.node.node_id}
 
-    def _adopt(self, assigned: Mapping[str, ReplicaRecord]) -> None:
-        """After a restart: take over the assigned replicas whose processes still run."""
-        for rid, record in assigned.items():
-            pid = record.pid or self.node.replicas.get(rid, 0)
-            if pid and pid_runs(pid, rid):
-                self.running[rid] = pid
-                log.info("adopted replica", replica_id=rid, pid=pid)
+    async def _adopt(self, assigned: Mapping[str, ReplicaRecord]) -> None:
+        """After a restart: take over the assigned replicas that still run."""
+        for rid, pid in (await self.launcher.adopt(assigned, self.node.replicas)).items():
+            self.running[rid] = pid
+            log.info("adopted replica", replica_id=rid, pid=pid)
 
     async def _reconcile(self, assigned: Mapping[str, ReplicaRecord]) -> None:
-        for rid, pid in list(self.running.items()):
-            if not self.launcher.is_alive(replace(assigned.get(rid) or _orphan(rid), pid=pid)):
-                log.info("replica process ended", replica_id=rid, pid=pid)
-                del self.running[rid]
-                self.ended.add(rid)
+        running = {rid: replace(assigned.get(rid) or _orphan(rid), pid=pid)
+                   for rid, pid in self.running.items()}
+        for rid, why in (await self.launcher.ended(running)).items():
+            log.info("replica ended", replica_id=rid, pid=self.running.pop(rid, 0), reason=why)
+            self.ended.add(rid)
+            if why:
+                self.failed[rid] = why
         self.failed = {rid: why for rid, why in self.failed.items() if rid in assigned}
         self.ended &= set(assigned)
         plan = plan_node(assigned, self.running, self.ended | set(self.failed))
         for pid in plan.kill:
             rid = next(r for r, p in self.running.items() if p == pid)
             log.info("killing replica no longer assigned here", replica_id=rid, pid=pid)
-            await asyncio.to_thread(self.launcher.kill, replace(_orphan(rid), pid=pid))
+            await self.launcher.kill(replace(_orphan(rid), pid=pid))
             del self.running[rid]
         for record in plan.start:
             await self._start(record)
@@ -184,7 +188,7 @@ class NodeAgent:
             goal = await self.store.get(APPS_PREFIX + record.app)
             runtime_env = json.loads(goal.value)["config"].get("runtime_env") if goal else None
             env = await asyncio.to_thread(prepare, runtime_env)
-            pid = await asyncio.to_thread(self.launcher.launch, record, env)
+            pid = await self.launcher.launch(record, env)
         except (RuntimeEnvError, OSError) as exc:
             self.failed[record.replica_id] = (
                 f"node {self.node.node_id} cannot start replica {record.replica_id}: {exc}")

@@ -30,6 +30,9 @@ class PreparedEnv:
     cwd: str | None = None
     sys_paths: list[str] = field(default_factory=list)
     env_vars: dict[str, str] = field(default_factory=dict)
+    #: The container image to run it in (Ray's `image_uri`; read where replicas are pods,
+    #: ignored by local processes).
+    image_uri: str = ""
 
 
 def default_cache_dir() -> Path:
@@ -84,7 +87,8 @@ def prepare(runtime_env: dict[str, Any] | None, cache_dir: Path | None = None) -
     """Resolve a runtime_env into a working directory, sys.path entries and env vars."""
     env = runtime_env or {}
     cache = cache_dir or default_cache_dir()
-    out = PreparedEnv(env_vars={str(k): str(v) for k, v in (env.get("env_vars") or {}).items()})
+    out = PreparedEnv(env_vars={str(k): str(v) for k, v in (env.get("env_vars") or {}).items()},
+                      image_uri=str(env.get("image_uri") or ""))
     working_dir = env.get("working_dir")
     if working_dir:
         path = fetch_archive(working_dir, cache, "working_dir") if _is_url(working_dir) \

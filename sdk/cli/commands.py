@@ -297,7 +297,10 @@ def shutdown(address: str | None, yes: bool, token: str | None) -> None:
 @click.argument("import_paths", nargs=-1, required=True)
 @click.option("--output-path", "-o", default=None, help="Write the config here (default stdout).")
 @click.option("--app-dir", "-d", default=".", show_default=True)
-def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str) -> None:
+@click.option("--kubernetes-format", "-k", is_flag=True,
+              help="Print the config as a ConfigMap for the Helm chart's existingConfigMap.")
+def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str,
+          kubernetes_format: bool) -> None:
     """Write a complete config file for one or more `module:app` import paths."""
     from weir.build import build_app, load_application
     from weir.config.autoscaling import SCALING_OPTIONS, scaling_options
@@ -322,6 +325,10 @@ def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str) 
                      "import_path": path, "runtime_env": {}, "deployments": deployments})
     schema = parse_config({"http_options": {}, "applications": apps})
     text = dump_config(schema)
+    if kubernetes_format:
+        from weir.config.config_map import config_map
+
+        text = config_map(text)
     if output_path:
         Path(output_path).write_text(text)
         click.echo(f"Config written to {output_path}", err=True)

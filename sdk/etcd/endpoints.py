@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,15 @@ class TLSConfig:
                 "TLSConfig needs both cert_file and key_file for a client certificate, "
                 f"or neither (got cert_file={self.cert_file!r}, key_file={self.key_file!r})"
             )
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> TLSConfig | None:
+        """TLS as the environment asks (the Helm chart sets these from a mounted Secret):
+        WEIR_ETCD_CA_FILE, and WEIR_ETCD_CERT_FILE with WEIR_ETCD_KEY_FILE for mutual TLS.
+        None if none is set."""
+        env = os.environ if environ is None else environ
+        files = [env.get(f"WEIR_ETCD_{part}_FILE") or None for part in ("CA", "CERT", "KEY")]
+        return cls(*files) if any(files) else None
 
     def credentials(self) -> grpc.ChannelCredentials:
         """Read the PEM files and build gRPC channel credentials (blocking file reads)."""

@@ -78,7 +78,8 @@ class EtcdStore:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout!r}")
         addresses, secure = parse_endpoints(endpoints)
-        tls = tls if tls is not None else (TLSConfig() if secure else None)
+        tls = tls if tls is not None else (TLSConfig.from_environ()
+                                           or (TLSConfig() if secure else None))
         self._etcd = EtcdConnection(addresses, timeout=timeout, tls=tls)
         # The loop keeps only weak references to tasks: hold the keep-alives here so a
         # caller that drops the returned task does not lose its lease to the GC.

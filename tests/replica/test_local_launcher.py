@@ -40,7 +40,7 @@ def cluster_id() -> Iterator[str]:
 def launch(launcher: LocalProcessLauncher, cluster_id: str) -> ReplicaRecord:
     record = ReplicaRecord(f"app#dep#{uuid.uuid4().hex[:6]}", "app", "dep", "v1", pid=0,
                            started_at=time.time(), cluster_id=cluster_id)
-    return replace(record, pid=launcher.launch(record, PreparedEnv()))
+    return replace(record, pid=launcher.spawn(record, PreparedEnv()))
 
 
 def test_a_replica_runs_detached_and_logs(tmp_path: Path, cluster_id: str) -> None:
@@ -57,7 +57,7 @@ def test_a_replica_runs_detached_and_logs(tmp_path: Path, cluster_id: str) -> No
 def test_a_killed_child_is_reaped(tmp_path: Path, cluster_id: str) -> None:
     launcher = LocalProcessLauncher(NO_ETCD, str(tmp_path / "logs"), cluster_id)
     record = launch(launcher, cluster_id)
-    launcher.kill(record)
+    launcher.kill_now(record)
     wait_until(lambda: not launcher.is_alive(record))
     # Reaped by the launcher's own calls, not left a zombie.
     wait_until(lambda: not launcher.is_alive(record) and not Path(f"/proc/{record.pid}").exists())
@@ -70,8 +70,8 @@ def test_another_launcher_adopts_and_kills_by_pid(tmp_path: Path, cluster_id: st
     wait_until(lambda: adopter.is_alive(record))  # once its command line shows
     # A PID now used by another process is not the replica.
     assert not adopter.is_alive(replace(record, replica_id="app#dep#other"))
-    adopter.kill(replace(record, replica_id="app#dep#other"))
+    adopter.kill_now(replace(record, replica_id="app#dep#other"))
     assert pid_runs(record.pid)
-    adopter.kill(record)
+    adopter.kill_now(record)
     wait_until(lambda: not adopter.is_alive(record))
     wait_until(lambda: not starter.is_alive(record) and not Path(f"/proc/{record.pid}").exists())

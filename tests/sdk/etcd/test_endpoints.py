@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from weir.etcd.endpoints import channel_target, endpoint, parse_endpoints
+from weir.etcd.endpoints import TLSConfig, channel_target, endpoint, parse_endpoints
 from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.store import StoreError
 
@@ -62,3 +62,13 @@ def test_names_are_resolved_and_tls_checks_the_first_name() -> None:
 def test_one_channel_cannot_mix_ipv4_and_ipv6() -> None:
     with pytest.raises(StoreError, match="mix IPv4 and IPv6"):
         asyncio.run(channel_target([("127.0.0.1", 1), ("::1", 2)], tls=False))
+
+
+def test_tls_files_come_from_the_environment_the_chart_sets() -> None:
+    assert TLSConfig.from_environ({}) is None
+    assert TLSConfig.from_environ({"WEIR_ETCD_CA_FILE": "/tls/ca.crt"}) == TLSConfig(
+        ca_file="/tls/ca.crt")
+    both = {"WEIR_ETCD_CA_FILE": "/tls/ca.crt", "WEIR_ETCD_CERT_FILE": "/tls/tls.crt",
+            "WEIR_ETCD_KEY_FILE": "/tls/tls.key"}
+    assert TLSConfig.from_environ(both) == TLSConfig("/tls/ca.crt", "/tls/tls.crt",
+                                                     "/tls/tls.key")

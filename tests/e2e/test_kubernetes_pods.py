@@ -1,0 +1,161 @@
+"""Replicas as pods: a real cluster (etcd, controller, proxy), a real pod agent, and a fake
+Kubernetes API server whose test kubelet runs each pod's container as a local process.
+
+The pod spec alone must start a replica that registers and serves through the proxy; a
+deleted or evicted pod's replica is replaced; a restarted pod agent adopts its pods; a pod
+that stays Pending shows Kubernetes' reason in `weir status`. The local machine's node
+offers no CPU, so every replica goes to the pod node.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import ROOT, RunningCluster, start_cluster, wait_for
+from tests.e2e.kube_fake import FakeApiServer, TestKubelet, fake_kubernetes
+from weir.auth import new_token
+from weir.cli.local_cluster import NodeOptions
+from weir.processes import spawn, terminate
+from weir.replica.pod_spec import REPLICA_ID_ANNOTATION
+
+pytest.importorskip("lightkube",
+                    reason="the pod agent needs lightkube: pip install -e '.[kubernetes]'")
+
+NAMESPACE = "weir-test"
+OWNER = "weir-pod-agent"
+APP = "pods"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    """A cluster with a token whose own machine offers no CPU to replicas."""
+    yield from start_cluster(tmp_path_factory, token=new_token(),
+                             node=NodeOptions(num_cpus=0, num_gpus=0))
+
+
+class PodAgent:
+    """`python -m weir.replica.pod_agent` against the fake API server."""
+
+    def __init__(self, cluster: RunningCluster, api: FakeApiServer, log: Path) -> None:
+        self.cmd = [sys.executable, "-m", "weir.replica.pod_agent",
+                    "--etcd", cluster.info.etcd_endpoints, "--kube-server", api.url,
+                    "--namespace", NAMESPACE, "--cluster-id", cluster.info.cluster_id,
+                    "--image", "weir:test", "--num-cpus", "4", "--num-gpus", "1",
+                    "--owner-deployment", OWNER, "--token-secret", "weir-token:token",
+                    "--pending-timeout-s", "1", "--lease-ttl", "3"]
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = spawn(self.cmd, log_path=self.log, cwd=ROOT)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc is not None:
+            terminate(self.proc, timeout)
+            self.proc = None
+
+
+def running(cluster: RunningCluster, app: str = APP) -> set[str]:
+    return {r["replica_id"] for r in cluster.client.list_replicas()
+            if r["app"] == app and r["state"] == "RUNNING"}
+
+
+def replica_pods(api: FakeApiServer) -> dict[str, dict[str, Any]]:
+    """Live replica pods by replica id."""
+    return {p["metadata"]["annotations"][REPLICA_ID_ANNOTATION]: p
+            for p in api.pod_list(NAMESPACE)}
+
+
+def test_replicas_run_as_pods_and_are_replaced(cluster: RunningCluster,
+                                               tmp_path: Path) -> None:
+    secrets = {"weir-token": {"token": cluster.info.token}}
+    with fake_kubernetes(NAMESPACE, tmp_path / "pods", secrets) as (api, kubelet):
+        owner_uid = api.add_deployment(NAMESPACE, OWNER)
+        agent = PodAgent(cluster, api, tmp_path / "pod-agent.log")
+        agent.start()
+        try:
+            _serve_replace_adopt(cluster, api, kubelet, agent, owner_uid)
+            _pending_shows_kubernetes_reason(cluster, api)
+        finally:
+            agent.stop()
+
+
+def _serve_replace_adopt(cluster: RunningCluster, api: FakeApiServer, kubelet: TestKubelet,
+                         agent: PodAgent, owner_uid: str) -> None:
+    cluster.client.deploy({"applications": [{
+        "name": APP, "route_prefix": f"/{APP}", "import_path": "tests.e2e.apps.ha_app:app",
+        "runtime_env": {"working_dir": str(ROOT)},
+        "deployments": [{"name": "Steady", "num_replicas": 2,
+                         "ray_actor_options": {"num_cpus": 1}}]}]}, partial=True)
+    cluster.wait_status(APP, "RUNNING", timeout=30)
+    wait_for(lambda: len(running(cluster)) == 2, 20, "two RUNNING replicas")
+    pods = replica_pods(api)
+    assert set(pods) == running(cluster)
+    for pod in pods.values():
+        labels = pod["metadata"]["labels"]
+        assert labels["weir.dev/app"] == APP and labels["weir.dev/deployment"] == "Steady"
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == owner_uid
+        assert pod["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "1000m"}
+    # The replicas the kubelet started from the pod specs serve through the real proxy.
+    pids = {proc.pid for proc in kubelet.procs.values()}
+    answered = {cluster.get(f"/{APP}").json()["pid"] for _ in range(20)}
+    assert answered and answered <= pids
+
+    # A deleted pod: its replica is replaced by a new pod.
+    deleted = next(iter(pods))
+    httpx.delete(f"{api.url}/api/v1/namespaces/{NAMESPACE}/pods/"
+                 f"{pods[deleted]['metadata']['name']}")
+    wait_for(lambda: len(running(cluster)) == 2 and deleted not in running(cluster), 20,
+             "the deleted pod's replica to be replaced")
+    assert set(replica_pods(api)) == running(cluster)
+
+    # An evicted pod: the same, and its pod is cleaned up.
+    evicted = next(iter(running(cluster)))
+    kubelet.evict(pods_by_id(api)[evicted])
+    wait_for(lambda: len(running(cluster)) == 2 and evicted not in running(cluster), 20,
+             "the evicted pod's replica to be replaced")
+    wait_for(lambda: evicted not in replica_pods(api), 5, "the evicted pod to be deleted")
+    assert cluster.get(f"/{APP}").status_code == 200
+
+    # A restarted agent adopts its pods: no new pod, the same replicas.
+    created, before = len(api.created), running(cluster)
+    assert agent.proc is not None
+    agent.proc.kill()
+    agent.proc.wait(5)
+    agent.start()
+    wait_for(lambda: agent.log.read_text().count("adopted replica") >= 2, 15,
+             "the restarted agent to adopt both pods")
+    wait_for(lambda: "node agent up" in agent.log.read_text().rsplit("adopted", 1)[0], 5,
+             "the agent's log")
+    assert running(cluster) == before and len(api.created) == created
+    assert cluster.get(f"/{APP}").status_code == 200
+
+
+def pods_by_id(api: FakeApiServer) -> dict[str, str]:
+    return {rid: p["metadata"]["name"] for rid, p in replica_pods(api).items()}
+
+
+def _pending_shows_kubernetes_reason(cluster: RunningCluster, api: FakeApiServer) -> None:
+    cluster.client.deploy({"applications": [{
+        "name": "gpu", "route_prefix": "/gpu", "import_path": "tests.e2e.apps.ha_app:app",
+        "runtime_env": {"working_dir": str(ROOT)},
+        "deployments": [{"name": "Steady", "num_replicas": 1,
+                         "ray_actor_options": {"num_cpus": 0, "num_gpus": 1}}]}]},
+        partial=True)
+
+    def reason() -> str:
+        message = str(cluster.app_status("gpu").get("app_status", {}).get("message", ""))
+        return message if "Unschedulable" in message else ""
+
+    message = wait_for(reason, 20, "the Pending pod's reason in status")
+    assert "Insufficient nvidia.com/gpu" in message and "Pending for" in message
+    cluster.client.delete_apps(["gpu"])
+    wait_for(lambda: not any(p["spec"]["containers"][0]["resources"].get("limits")
+                             for p in api.pod_list(NAMESPACE)), 10, "the GPU pod to go")
