@@ -378,11 +378,12 @@ class Leader:
         p = self.goal.plans.get((record.app, record.deployment))
         if p is None or p.target.version != record.version:
             return None
-        env = self._envs.get(self.goal.goals[record.app].build_key, PreparedEnv())
+        # No sys.path entries from here: the leader's are its own machine's paths (its
+        # package cache); the replica's node put its own on the replica's PYTHONPATH.
         return {
             "app": record.app, "deployment": record.deployment, "version": record.version,
             "definition": base64.b64encode(p.spec.definition).decode(),
-            "options": p.options, "sys_paths": env.sys_paths,
+            "options": p.options,
             "grpc_servicer_functions": self.goal.grpc_options.get("grpc_servicer_functions",
                                                                   []),
         }
