@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.e2e.conftest import RunningCluster, wait_for
+from weir.packages import pack
 from weir.runtime_env import package_hash
 
 APP_CODE = '''
@@ -79,3 +82,23 @@ def test_replicas_run_from_the_node_package_cache(cluster: RunningCluster,
         {k: v for k, v in first.items() if k != "pid"}
     assert (node_cache / work_hash / "where_app.py").read_text() == APP_CODE
     cluster.client.delete_apps(["where"])
+
+
+def test_a_package_over_the_limit_is_refused_before_anything_changes(
+        cluster: RunningCluster, tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "where_app.py").write_text(APP_CODE)
+    (code / "weights.bin").write_bytes(os.urandom(300_000))
+    config = tmp_path / "config.yaml"
+    config.write_text("applications:\n- name: heavy\n  route_prefix: /heavy\n"
+                      f"  import_path: where_app:app\n  runtime_env: {{working_dir: {code}}}\n")
+    env = {**os.environ, "WEIR_TOKEN": cluster.info.token}
+    out = subprocess.run([sys.executable, "-m", "weir.cli", "deploy", str(config),
+                          "--address", cluster.info.address, "--max-package-mb", "0.1"],
+                         env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 1, out
+    assert "application 'heavy' runtime_env.working_dir: cannot package" in out.stderr
+    assert "more than the limit of 102.4 KiB zipped" in out.stderr, out.stderr
+    assert "heavy" not in cluster.client.get_status().get("applications", {})
+    assert not (Path(cluster.info.temp_dir) / "packages" / pack(code)[0]).exists()
