@@ -65,8 +65,10 @@ from weir.etcd.keys import (
 )
 from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store
+from weir.packages.cache import PackageCache
+from weir.packages.resolver import controller_addresses, package_resolver
 from weir.protos import weir_pb2 as pb
-from weir.runtime_env import PreparedEnv, RuntimeEnvError, prepare
+from weir.runtime_env import PreparedEnv, RuntimeEnvError, names_packages, prepare
 
 log = structlog.get_logger("weir.controller")
 
@@ -82,8 +84,13 @@ class Leader:
 
     def __init__(self, store: Store, *, python_executable: str, cluster_id: str = "",
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 packages: PackageCache | None = None, address: str = "") -> None:
         self.store = store
+        #: This controller's package cache (what deploys uploaded here) and its address
+        #: (so that a missing package is fetched from the other controllers).
+        self.packages = packages
+        self.address = address
         self.cluster_id = cluster_id
         self.clock = clock
         self.wall_clock = wall_clock
@@ -256,7 +263,14 @@ class Leader:
     async def _prepared_env(self, goal: AppGoal) -> PreparedEnv:
         env = self._envs.get(goal.build_key)
         if env is None:
-            env = await asyncio.to_thread(prepare, goal.config.get("runtime_env"))
+            runtime_env = goal.config.get("runtime_env")
+            resolve = None
+            if self.packages is not None and names_packages(runtime_env):
+                # Normally here already (a deploy uploads to every controller); a controller
+                # started after the deploy fetches it from the others.
+                peers = await controller_addresses(self.store, skip=self.address)
+                resolve = package_resolver(self.packages, peers)
+            env = await asyncio.to_thread(prepare, runtime_env, resolve_package=resolve)
             self._envs[goal.build_key] = env
         return env
 
@@ -315,11 +329,12 @@ class Leader:
         p = self.goal.plans.get((record.app, record.deployment))
         if p is None or p.target.version != record.version:
             return None
-        env = self._envs.get(self.goal.goals[record.app].build_key, PreparedEnv())
+        # No sys.path entries from here: the leader's are its own machine's paths (its
+        # package cache); the replica's node put its own on the replica's PYTHONPATH.
         return {
             "app": record.app, "deployment": record.deployment, "version": record.version,
             "definition": base64.b64encode(p.spec.definition).decode(),
-            "options": p.options, "sys_paths": env.sys_paths,
+            "options": p.options,
             "grpc_servicer_functions": self.goal.grpc_options.get("grpc_servicer_functions",
                                                                   []),
         }

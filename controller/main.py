@@ -40,6 +40,9 @@ from weir.etcd.keys import (
 )
 from weir.etcd.presence import Presence
 from weir.etcd.store import StoreError
+from weir.packages.cache import PackageCache
+from weir.packages.resolver import default_packages_dir
+from weir.packages.service import PackageService
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.runtime import configure_logging, run_until_signalled
 
@@ -62,6 +65,9 @@ class Controller:
         self.leader_address = ""
         self.address = ""
         self.exit = asyncio.Event()
+        #: The packages deploys uploaded here; served to node agents and other controllers.
+        self.packages = PackageCache(Path(opts.packages_dir) if opts.packages_dir
+                                     else default_packages_dir())
 
     async def run(self, signalled: asyncio.Event) -> None:
         """Serve until signalled or told to shut down."""
@@ -70,6 +76,7 @@ class Controller:
         pb_grpc.add_ControllerServicer_to_server(
             AdminService(self.store, lambda: self.leader, lambda: self.leader_address,
                          self.shutdown_cluster), server)
+        pb_grpc.add_PackagesServicer_to_server(PackageService(self.packages), server)
         port = server.add_insecure_port(f"{self.opts.host}:{self.opts.port}")
         if port == 0:
             log.error("cannot listen", host=self.opts.host, port=self.opts.port)
@@ -112,7 +119,8 @@ class Controller:
             await election.campaign()
             self.leader_address = self.address
             leader = Leader(self.store, python_executable=sys.executable,
-                            cluster_id=self.opts.cluster_id)
+                            cluster_id=self.opts.cluster_id, packages=self.packages,
+                            address=self.address)
             await leader.start()
             self.leader = leader
             await election.lost.wait()
@@ -197,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-dir", default=os.path.join(tempfile.gettempdir(), "weir-logs"))
     parser.add_argument("--cluster-id", default="")
     parser.add_argument("--ready-file", default="")
+    parser.add_argument("--packages-dir", default="",
+                        help="where uploaded code packages are kept [default: "
+                             "WEIR_HOME/packages, else a folder in the temp dir]")
     opts = parser.parse_args(argv)
     configure_logging("controller")
     # Before anything serves or spawns: its server, its health checks and its replicas

@@ -712,6 +712,11 @@ class PackagesStub:
                 request_serializer=weir_dot_protos_dot_weir__pb2.PackageRef.SerializeToString,
                 response_deserializer=weir_dot_protos_dot_weir__pb2.PackageChunk.FromString,
                 _registered_method=True)
+        self.Stat = channel.unary_unary(
+                '/weir.Packages/Stat',
+                request_serializer=weir_dot_protos_dot_weir__pb2.PackageRef.SerializeToString,
+                response_deserializer=weir_dot_protos_dot_weir__pb2.PackageRef.FromString,
+                _registered_method=True)
 
 
 class PackagesServicer:
@@ -729,6 +734,14 @@ class PackagesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stat(self, request, context):
+        """Whether the server has a package (its zip's size) or NOT_FOUND: a deploy uploads only
+        what a controller lacks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PackagesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -741,6 +754,11 @@ def add_PackagesServicer_to_server(servicer, server):
                     servicer.Fetch,
                     request_deserializer=weir_dot_protos_dot_weir__pb2.PackageRef.FromString,
                     response_serializer=weir_dot_protos_dot_weir__pb2.PackageChunk.SerializeToString,
+            ),
+            'Stat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stat,
+                    request_deserializer=weir_dot_protos_dot_weir__pb2.PackageRef.FromString,
+                    response_serializer=weir_dot_protos_dot_weir__pb2.PackageRef.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -797,6 +815,33 @@ class Packages:
             '/weir.Packages/Fetch',
             weir_dot_protos_dot_weir__pb2.PackageRef.SerializeToString,
             weir_dot_protos_dot_weir__pb2.PackageChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weir.Packages/Stat',
+            weir_dot_protos_dot_weir__pb2.PackageRef.SerializeToString,
+            weir_dot_protos_dot_weir__pb2.PackageRef.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,10 +42,12 @@ from weir.etcd.keys import (
 from weir.etcd.presence import Presence
 from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store, StoreError
+from weir.packages.cache import PackageCache
+from weir.packages.resolver import PACKAGES_DIR_NAME, controller_addresses, package_resolver
 from weir.replica.launcher import ReplicaLauncher
 from weir.replica.local_launcher import LocalProcessLauncher
 from weir.runtime import configure_logging, run_until_signalled
-from weir.runtime_env import RuntimeEnvError, prepare
+from weir.runtime_env import RuntimeEnvError, names_packages, prepare
 
 log = structlog.get_logger("weir.replica.node_agent")
 
@@ -78,8 +80,10 @@ class NodeAgent:
     """Keeps this machine's replica processes in line with the node's assignments."""
 
     def __init__(self, store: Store, node: NodeRecord, launcher: ReplicaLauncher,
-                 lease_ttl: float) -> None:
+                 lease_ttl: float, packages: PackageCache | None = None) -> None:
         self.store = store
+        #: This machine's code packages, fetched from the controllers on first use.
+        self.packages = packages
         self.node = node
         self.launcher = launcher
         self.presence = Presence(store, NODES_PREFIX + node.node_id, node.to_bytes(),
@@ -187,7 +191,10 @@ class NodeAgent:
         try:
             goal = await self.store.get(APPS_PREFIX + record.app)
             runtime_env = json.loads(goal.value)["config"].get("runtime_env") if goal else None
-            env = await asyncio.to_thread(prepare, runtime_env)
+            resolve = None
+            if self.packages is not None and names_packages(runtime_env):
+                resolve = package_resolver(self.packages, await controller_addresses(self.store))
+            env = await asyncio.to_thread(prepare, runtime_env, resolve_package=resolve)
             pid = await self.launcher.launch(record, env)
         except (RuntimeEnvError, OSError) as exc:
             self.failed[record.replica_id] = (
@@ -247,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cluster-id", default="")
     parser.add_argument("--log-dir", required=True)
     parser.add_argument("--lease-ttl", type=float, default=3.0)
+    parser.add_argument("--packages-dir", default="",
+                        help="this machine's cache of code packages [default: "
+                             "<log-dir>/packages]")
     opts = parser.parse_args(argv)
     node_id = opts.node_id or f"{socket.gethostname()}-{opts.host}"
     configure_logging("node_agent", node_id=node_id)
@@ -266,7 +276,9 @@ def main(argv: list[str] | None = None) -> None:
                         ) if previous else node
         launcher = LocalProcessLauncher(opts.etcd, opts.log_dir, opts.cluster_id, opts.host)
         try:
-            await NodeAgent(store, start, launcher, opts.lease_ttl).run(signalled)
+            packages = PackageCache(Path(opts.packages_dir or
+                                         Path(opts.log_dir) / PACKAGES_DIR_NAME))
+            await NodeAgent(store, start, launcher, opts.lease_ttl, packages).run(signalled)
         finally:
             await store.close()
 

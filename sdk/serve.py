@@ -18,12 +18,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+import structlog
 from pydantic import BaseModel
 
 from weir import context
 from weir.batching import batch
 from weir.build import build_app
-from weir.cli.admin_client import AdminClient
+from weir.cli.admin_client import AdminClient, CodeNotShipped
 from weir.config import ray_options
 from weir.config.middlewares import pickled_entry
 from weir.config.ray_options import refuse_unknown
@@ -37,6 +38,7 @@ from weir.exceptions import (
 )
 from weir.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from weir.ingress import ingress
+from weir.packages.archive import PackageTooLarge
 
 __all__ = [
     "Application",
@@ -253,7 +255,18 @@ def run(target: Application, blocking: bool = False, name: str = "default",
         "name": name, "route_prefix": route_prefix, "import_path": _import_path_of(target),
         "runtime_env": runtime_env}]}
     started = time.time() - 1
-    client.deploy(config, partial=True, pickled_apps={name: built.to_json().encode()})
+    pickled = {name: built.to_json().encode()}
+    try:
+        client.deploy(config, partial=True, pickled_apps=pickled)
+    except CodeNotShipped as exc:
+        if not isinstance(exc.__cause__, PackageTooLarge):
+            raise
+        # The app itself travels by value; the current directory only serves its imports.
+        # Too big to ship (a home directory, say): it still works where it exists.
+        structlog.get_logger("weir.serve").warning(
+            "the current directory is too large to ship to other machines; replicas "
+            "import from it only where it exists", working_dir=os.getcwd(), reason=str(exc))
+        client.deploy(config, partial=True, pickled_apps=pickled, ship_code=False)
     wait_for_app(client, name, since=started)
     handle = DeploymentHandle(built.ingress, name)
     if blocking:

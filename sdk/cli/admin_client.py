@@ -17,6 +17,8 @@ from weir.backoff import Backoff
 from weir.cli.locate import cluster_address
 from weir.exceptions import ClusterError
 from weir.leader_redirect import leader_from
+from weir.packages.archive import MAX_PACKAGE_BYTES, PackageError
+from weir.packages.shipping import local_code, pack_code, upload
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 
@@ -42,6 +44,11 @@ class _NoLeader(Exception):
 
 class ConfigRejected(ClusterError):
     """The controller rejected a config; the message names the fields."""
+
+
+class CodeNotShipped(ClusterError):
+    """A config's code could not be packed or uploaded (its cause: a PackageError, such as
+    PackageTooLarge); nothing was deployed."""
 
 
 def resolve_address(explicit: str | None = None) -> str:
@@ -123,12 +130,35 @@ class AdminClient:
             "running (`weir start`)? Set --address or WEIR_ADDRESS to point at another one.")
 
     def deploy(self, config: dict[str, Any], *, partial: bool = False,
-               pickled_apps: dict[str, bytes] | None = None,
-               dry_run: bool = False) -> pb.DeployReply:
-        """Replace (or with partial, add to) the goal state."""
+               pickled_apps: dict[str, bytes] | None = None, dry_run: bool = False,
+               ship_code: bool = True,
+               max_package_bytes: int = MAX_PACKAGE_BYTES) -> pb.DeployReply:
+        """Replace (or with partial, add to) the goal state.
+
+        With `ship_code`, local working_dir and py_modules paths are packed, uploaded to
+        every controller (but for a dry run) and sent as package URIs
+        (`weir.packages.shipping`); CodeNotShipped if one cannot be, before anything changes.
+        """
+        if ship_code and local_code(config):
+            config = self._ship_code(config, max_package_bytes, upload_packages=not dry_run)
         return self._call("Deploy", pb.DeployRequest(
             config_json=json.dumps(config), partial=partial, pickled_apps=pickled_apps or {},
             dry_run=dry_run))
+
+    def _ship_code(self, config: dict[str, Any], max_bytes: int, *,
+                   upload_packages: bool) -> dict[str, Any]:
+        try:
+            rewritten, packages = pack_code(config, max_bytes=max_bytes)
+            if packages and upload_packages:
+                upload(packages, self.controller_addresses(), token=self.token)
+        except PackageError as exc:
+            raise CodeNotShipped(str(exc)) from exc
+        return rewritten
+
+    def controller_addresses(self) -> list[str]:
+        """Every controller of the cluster (as etcd lists them), else those given."""
+        listed = [c.get("address", "") for c in self.get_status().get("controllers", [])]
+        return [a for a in listed if a] or list(self.addresses)
 
     def get_config(self, name: str = "", *, history: bool = False) -> Any:
         """The goal as the controller holds it (or the history of accepted configs)."""

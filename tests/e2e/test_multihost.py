@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+import requests
 
 from tests.e2e import netns
 from tests.e2e.conftest import ROOT, wait_for
@@ -152,3 +153,49 @@ def test_a_replica_refuses_a_caller_without_the_token(cluster: Cluster) -> None:
             call(pb.CallRequest(request_id="y"), timeout=5,
                  metadata=((TOKEN_METADATA_KEY, "not-the-token"),))
         assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+WHERE_CODE = '''
+import importlib
+import os
+
+from weir import serve
+
+
+@serve.deployment(num_replicas=6, ray_actor_options={"num_cpus": 1})
+class Where:
+    def __call__(self, request):
+        module = importlib.import_module("where_app")
+        return {"cwd": os.getcwd(), "file": module.__file__}
+
+
+app = Where.bind()
+'''
+
+
+def test_code_reaches_every_host_as_a_package(cluster: Cluster, tmp_path: Path) -> None:
+    """The working_dir exists only until the deploy returns: every host's replicas run
+    from that host's own package cache (fetched from the controller on host A)."""
+    c = cluster
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "where_app.py").write_text(WHERE_CODE)
+    c.admin.deploy({"applications": [{"name": "where", "route_prefix": "/where",
+                                      "import_path": "where_app:app",
+                                      "runtime_env": {"working_dir": str(code)}}]})
+    (code / "where_app.py").unlink()
+    code.rmdir()
+    wait_for(lambda: sum(r["state"] == "RUNNING" for r in c.admin.list_replicas()) == 6, 60,
+             "6 replicas running")
+    package = c.admin.get_config("where")["runtime_env"]["working_dir"].rsplit("/", 1)[1]
+    seen: dict[str, str] = {}
+
+    def every_host() -> bool:
+        answer = requests.get(f"http://{c.a.address}:8000/where", timeout=10).json()
+        seen[answer["cwd"]] = answer["file"]
+        return len(seen) == 3
+
+    wait_for(every_host, 30, "answers from the three hosts' caches")
+    for cwd, file in seen.items():
+        assert cwd.endswith(f"/logs/packages/{package}"), cwd
+        assert file == f"{cwd}/where_app.py" and Path(file).read_text() == WHERE_CODE
