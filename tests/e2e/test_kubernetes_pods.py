@@ -93,7 +93,10 @@ def _serve_replace_adopt(cluster: RunningCluster, api: FakeApiServer, kubelet: T
         "name": APP, "route_prefix": f"/{APP}", "import_path": "tests.e2e.apps.ha_app:app",
         "runtime_env": {"working_dir": str(ROOT)},
         "deployments": [{"name": "Steady", "num_replicas": 2,
-                         "ray_actor_options": {"num_cpus": 1}}]}]}, partial=True)
+                         "ray_actor_options": {"num_cpus": 1}}]}]}, partial=True,
+        # On Kubernetes the code is in the image (the test kubelet runs pods from this
+        # checkout): packages do not reach pods yet.
+        ship_code=False)
     cluster.wait_status(APP, "RUNNING", timeout=30)
     wait_for(lambda: len(running(cluster)) == 2, 20, "two RUNNING replicas")
     pods = replica_pods(api)
@@ -148,7 +151,7 @@ def _pending_shows_kubernetes_reason(cluster: RunningCluster, api: FakeApiServer
         "runtime_env": {"working_dir": str(ROOT)},
         "deployments": [{"name": "Steady", "num_replicas": 1,
                          "ray_actor_options": {"num_cpus": 0, "num_gpus": 1}}]}]},
-        partial=True)
+        partial=True, ship_code=False)
 
     def reason() -> str:
         message = str(cluster.app_status("gpu").get("app_status", {}).get("message", ""))
