@@ -24,6 +24,7 @@ from weir import context
 from weir.batching import batch
 from weir.build import build_app
 from weir.cli.admin_client import AdminClient
+from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
 from weir.config import ray_options
 from weir.config.middlewares import pickled_entry
 from weir.config.ray_options import refuse_unknown
@@ -212,7 +213,9 @@ def _import_path_of(app: Application) -> str:
 
 def wait_for_app(client: AdminClient, name: str, timeout: float = DEPLOY_WAIT_S,
                  since: float = 0.0) -> dict[str, Any]:
-    """Poll until the app is RUNNING (returns its status) or DEPLOY_FAILED (raises)."""
+    """Poll until the app is RUNNING (returns its status) or DEPLOY_FAILED (raises), at a
+    deployment_timestamp of at least `since`. `weir.cli.deploy_wait.wait_for_deploy` tells
+    a deploy's own status apart exactly; use it for a deploy you just sent."""
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -252,9 +255,10 @@ def run(target: Application, blocking: bool = False, name: str = "default",
     config = {"applications": [{
         "name": name, "route_prefix": route_prefix, "import_path": _import_path_of(target),
         "runtime_env": runtime_env}]}
-    started = time.time() - 1
-    client.deploy(config, partial=True, pickled_apps={name: built.to_json().encode()})
-    wait_for_app(client, name, since=started)
+    before = mark_before(client)
+    reply = client.deploy(config, partial=True, pickled_apps={name: built.to_json().encode()})
+    # Only once the new version runs, as Ray's serve.run: not while the last one still does.
+    wait_for_deploy(client, [name], DeployMark(before, changed_count(reply.message)))
     handle = DeploymentHandle(built.ingress, name)
     if blocking:
         print(f"Application {name!r} is running at http://{_session.http}{route_prefix or ''}",
