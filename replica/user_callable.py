@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -23,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from weir.protos import weir_pb2 as pb
+from weir.replica.json_encoding import jsonable
 
 Message = dict[str, Any]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -78,8 +78,9 @@ def body_receiver(body: bytes, rest: asyncio.Queue[pb.BodyChunk | None] | None =
 
 
 def to_response(result: Any) -> Response:
-    """Ray Serve's conversions: str -> text/plain, bytes as is, dict/list -> JSON, a starlette
-    Response as is, a generator -> a streaming response; other JSON-able values as JSON."""
+    """Ray Serve's conversions: str -> text/plain, bytes as is, a starlette Response as is,
+    a generator -> a streaming response; anything else as JSON, encoded as FastAPI does
+    (pydantic models, dataclasses, datetimes, Mappings...)."""
     if isinstance(result, Response):
         return result
     if isinstance(result, str):
@@ -89,13 +90,26 @@ def to_response(result: Any) -> Response:
     if inspect.isgenerator(result) or inspect.isasyncgen(result):
         return StreamingResponse(result, media_type="text/plain")  # type: ignore[arg-type]
     try:
-        json.dumps(result)
-    except (TypeError, ValueError):
+        content = jsonable(result)
+    except TypeError as exc:
         raise TypeError(
-            f"the return value of type {type(result).__name__} cannot be sent over HTTP: "
-            "return str, bytes, a dict/list of JSON values, or a starlette Response"
+            f"the return value of type {type(result).__name__} cannot be sent over HTTP "
+            f"({exc}): return str, bytes, a value FastAPI can encode as JSON (dict, list, "
+            "pydantic model, dataclass, ...), or a starlette Response"
         ) from None
-    return JSONResponse(result)
+    return JSONResponse(content)
+
+
+def takes_request(fn: Callable[..., Any]) -> bool:
+    """Whether an HTTP call passes the request to `fn`: only if it can take a positional
+    argument (a signature Python cannot read gets it, as before)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.VAR_POSITIONAL)
+    return any(p.kind in positional for p in params)
 
 
 class UserCallable:
@@ -223,11 +237,12 @@ class UserCallable:
             await self.asgi_app(scope, receive, send)
             return
         fn = self.method(method)
-        request = Request(scope, receive)
+        # As in Ray, a callable without parameters (`def __call__(self)`) gets no request.
+        args = (Request(scope, receive),) if takes_request(fn) else ()
         if inspect.isasyncgenfunction(fn):
-            result: Any = fn(request)
+            result: Any = fn(*args)
         else:
-            result = await self.invoke(fn, request)
+            result = await self.invoke(fn, *args)
         if inspect.isgenerator(result):
             result = _iterate_in_thread(result, self.executor)
         await to_response(result)(scope, receive, send)
