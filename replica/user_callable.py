@@ -10,6 +10,7 @@ starlette Response, streaming ones included, passes through unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import sys
 import threading
@@ -112,6 +113,14 @@ def takes_request(fn: Callable[..., Any]) -> bool:
     return any(p.kind in positional for p in params)
 
 
+def takes_rank(reconfigure: Callable[..., Any]) -> bool:
+    """Whether a `reconfigure` takes the replica's rank (a parameter named `rank`)."""
+    try:
+        return "rank" in inspect.signature(reconfigure).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class UserCallable:
     """One instance of the user's deployment and the way to call it."""
 
@@ -172,7 +181,9 @@ class UserCallable:
         ):
             return await fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.executor, self._in_thread, fn, args, kwargs)
+        # The request's context (its id, for logs and handle calls) goes with it to the thread.
+        result = await loop.run_in_executor(self.executor, contextvars.copy_context().run,
+                                            self._in_thread, fn, args, kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -186,10 +197,15 @@ class UserCallable:
             with self._busy_lock:
                 self.busy_threads -= 1
 
-    async def reconfigure(self, user_config: Any) -> None:
-        """Call the user's `reconfigure(user_config)` if it has one."""
+    async def reconfigure(self, user_config: Any, rank: Any = None) -> None:
+        """Call the user's `reconfigure(user_config)`, or `reconfigure(user_config, rank)`
+        (Ray's form with the replica's rank), if it has one."""
         fn = getattr(self.instance, "reconfigure", None)
-        if fn is not None and not self.is_function:
+        if fn is None or self.is_function:
+            return
+        if takes_rank(fn):
+            await self.invoke(fn, user_config, rank=rank)
+        else:
             await self.invoke(fn, user_config)
 
     async def check_health(self) -> None:
@@ -218,8 +234,10 @@ class UserCallable:
         elif inspect.isgenerator(result):
             loop = asyncio.get_running_loop()
             done = object()
+            context = contextvars.copy_context()
             while True:
-                item = await loop.run_in_executor(self.executor, next, result, done)
+                item = await loop.run_in_executor(
+                    self.executor, context.run, next, result, done)  # type: ignore[arg-type]
                 if item is done:
                     break
                 yield item
@@ -261,22 +279,32 @@ class UserCallable:
 async def _iterate_in_thread(gen: Any, executor: ThreadPoolExecutor) -> AsyncIterator[Any]:
     loop = asyncio.get_running_loop()
     done = object()
+    context = contextvars.copy_context()
     while True:
-        item = await loop.run_in_executor(executor, next, gen, done)
+        item = await loop.run_in_executor(
+            executor, context.run, next, gen, done)  # type: ignore[arg-type]
         if item is done:
             return
         yield item
 
 
-def error_fields(exc: BaseException) -> dict[str, Any]:
-    """The error fields of a reply for an exception raised by user code."""
+def error_fields(exc: BaseException, *, with_cause: bool = False) -> dict[str, Any]:
+    """The error fields of a reply for an exception raised by user code. `with_cause`: the
+    exception itself pickled too, for a handle caller to raise as its own class
+    (`weir.exceptions.remote_error`); left out if it does not pickle."""
     import traceback
 
-    return {
+    fields: dict[str, Any] = {
         "error": str(exc) or type(exc).__name__,
         "error_type": type(exc).__name__,
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
     }
+    if with_cause:
+        try:
+            fields["pickled"] = cloudpickle.dumps(exc.with_traceback(None))
+        except Exception:
+            pass  # the caller gets the generic UserCodeError
+    return fields
 
 
 def add_sys_paths(paths: list[str]) -> None:

@@ -100,9 +100,9 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
     """Run an application (import path `module:app` or a config file) and block until
     Ctrl-C. With no cluster address, an embedded local cluster (etcd included) is started
     for the command's lifetime and stopped with it."""
+    from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
     from weir.cli.local_cluster import LocalCluster
     from weir.cli.locate import cluster_address
-    from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
 
     if config_or_import_path.endswith((".yaml", ".yml", ".json")):
         config = _config_dict(_load_config_file(config_or_import_path))

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from tests.e2e.conftest import ROOT, RunningCluster, driver_connected

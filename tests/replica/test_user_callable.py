@@ -103,5 +103,5 @@ def test_the_encoder_without_fastapi_gives_the_same(value: Any, expected: Any) -
 
 
 def test_a_value_with_no_json_form_names_its_type() -> None:
-    with pytest.raises(TypeError, match="type object .*FastAPI can encode"):
+    with pytest.raises(TypeError, match=r"type object .*FastAPI can encode"):
         to_response(object())

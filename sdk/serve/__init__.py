@@ -20,7 +20,9 @@ from typing import Any, NoReturn
 
 from pydantic import BaseModel
 
-from weir import context
+# Not `context`: `weir.serve.context` is Ray's module path for the replica and request
+# context (`serve.context`), which would replace this name once imported.
+from weir import context as cluster_context
 from weir.batching import batch
 from weir.build import build_app
 from weir.cli.admin_client import AdminClient
@@ -38,6 +40,7 @@ from weir.exceptions import (
 )
 from weir.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from weir.ingress import ingress
+from weir.runtime_context import get_replica_context, replica_context_or_none
 
 __all__ = [
     "Application",
@@ -53,6 +56,7 @@ __all__ = [
     "deployment",
     "get_app_handle",
     "get_deployment_handle",
+    "get_replica_context",
     "ingress",
     "run",
     "shutdown",
@@ -118,7 +122,7 @@ def _connect(http_options: dict[str, Any] | None = None,
         from weir.cli.locate import leader_via_etcd
 
         address = os.environ.get("WEIR_ADDRESS", "")
-        known = context.cluster()
+        known = cluster_context.cluster()
         if not address and known.etcd_endpoints:
             # Inside a replica (or with WEIR_ETCD_ENDPOINTS): the cluster is known; ask etcd
             # where its leader's admin API is.
@@ -128,10 +132,11 @@ def _connect(http_options: dict[str, Any] | None = None,
             return _session.client
         info = None if address else running_cluster()
         if address:
-            coords = context.ClusterCoordinates(
+            coords = cluster_context.ClusterCoordinates(
                 os.environ.get("WEIR_ETCD_ENDPOINTS", ""), tuple(address.split(",")))
         elif info is not None:
-            coords = context.ClusterCoordinates(info.etcd_endpoints, tuple(info.controllers))
+            coords = cluster_context.ClusterCoordinates(info.etcd_endpoints,
+                                                        tuple(info.controllers))
             address = info.address
             _session.http = info.http
         else:
@@ -146,9 +151,10 @@ def _connect(http_options: dict[str, Any] | None = None,
             _session.owned = cluster
             _session.http = info.http
             atexit.register(shutdown)
-            coords = context.ClusterCoordinates(info.etcd_endpoints, tuple(info.controllers))
+            coords = cluster_context.ClusterCoordinates(info.etcd_endpoints,
+                                                        tuple(info.controllers))
             address = info.address
-        context.set_cluster(coords)
+        cluster_context.set_cluster(coords)
         _session.client = AdminClient(address)
         return _session.client
 
@@ -308,9 +314,14 @@ def get_app_handle(name: str) -> DeploymentHandle:
     return DeploymentHandle(ingress, name)
 
 
-def get_deployment_handle(deployment_name: str, app_name: str = "default") -> DeploymentHandle:
-    """A handle to any deployment of an application (works inside replicas too)."""
-    if not context.cluster():
+def get_deployment_handle(deployment_name: str,
+                          app_name: str | None = None) -> DeploymentHandle:
+    """A handle to any deployment of an application (works inside replicas too). Without
+    `app_name`: inside a replica, its own application (as in Ray), else "default"."""
+    if app_name is None:
+        replica = replica_context_or_none()
+        app_name = replica.app_name if replica is not None else "default"
+    if not cluster_context.cluster():
         _connect()
     return DeploymentHandle(deployment_name, app_name)
 
@@ -320,7 +331,7 @@ def shutdown() -> None:
     with _session.lock:
         owned, client = _session.owned, _session.client
         _session.owned = _session.client = None
-    context.reset()
+    cluster_context.reset()
     if owned is not None:
         owned.stop()
     elif client is not None:
