@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.conftest import ROOT, RunningCluster, driver_connected
+from tests.e2e.conftest import ROOT, RunningCluster, driver_connected, wait_for
 from weir import serve
 
 
@@ -65,3 +65,29 @@ def test_weir_deploy_wait(driver: RunningCluster, tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         assert "RUNNING" in proc.stdout
         assert driver.get("/waited").json()["text"] == f"{greeting}!"
+
+
+def test_request_id_is_in_the_replicas_log_lines(driver: RunningCluster) -> None:
+    @serve.deployment(name="Logs")
+    def logs() -> str:
+        import logging
+
+        logging.getLogger("ray.serve").info("user line from the replica")
+        return "logged"
+
+    serve.run(logs.bind(), name="logs", route_prefix="/logs")
+    reply = driver.get("/logs", headers={"X-Request-ID": "trace-me-7"})
+    assert reply.text == "logged" and reply.headers["x-request-id"] == "trace-me-7"
+    ids = [r["replica_id"] for r in driver.client.list_replicas() if r["app"] == "logs"]
+    logs_dir = Path(driver.info.temp_dir) / "logs"
+    files = [logs_dir / f"replica-{i.replace('#', '_')}.log" for i in ids]
+    assert files
+
+    def logged_line() -> str | None:
+        text = "".join(f.read_text() for f in files if f.exists())
+        return next((line for line in text.splitlines()
+                     if "user line from the replica" in line), None)
+
+    line = wait_for(logged_line, 10, "the user's log line")
+    assert "request_id=trace-me-7" in line
+    serve.delete("logs")
