@@ -41,6 +41,7 @@ from weir.exceptions import (
 )
 from weir.protos import weir_pb2 as pb
 from weir.proxy.middleware_stack import MiddlewareStack
+from weir.proxy.websocket_proxy import relay_websocket
 
 log = structlog.get_logger("weir.proxy")
 
@@ -150,9 +151,10 @@ class ProxyApp:
 
     async def _serve(self, scope: Scope, receive: Any, send: Any) -> None:
         """The proxy's own app, inside the middlewares."""
+        if scope["type"] == "websocket":
+            await relay_websocket(self.plane, scope, receive, send)
+            return
         if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1003})
             return
         path: str = scope["path"]
         if path == "/-/healthz":

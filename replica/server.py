@@ -24,6 +24,7 @@ from weir import auth
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
+from weir.replica import websocket_relay
 from weir.replica.grpc_codecs import MethodCodec, method_codecs
 from weir.replica.user_callable import UserCallable, error_fields
 from weir.runtime_context import RequestContext, replica_context_or_none, serving
@@ -188,6 +189,26 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                 yield reply
         finally:
             reader.cancel()
+            self._done()
+
+    async def WebSocket(self, frames: AsyncIterator[pb.WebSocketFrame],
+                        context: Any) -> AsyncIterator[pb.WebSocketFrame]:
+        """A WebSocket from the proxy, through the ingress app; it counts as one ongoing
+        request for as long as it is open."""
+        incoming = aiter(frames)
+        first = await anext(incoming, None)
+        if first is None or not first.HasField("request"):
+            return
+        refused = self._admit()
+        if refused is not None:
+            yield pb.WebSocketFrame(outcome=refused.outcome, error=refused.error)
+            return
+        assert self.user is not None
+        serve_request(first.request)
+        try:
+            async for frame in websocket_relay.relay(self.user, first.request, incoming):
+                yield frame
+        finally:
             self._done()
 
     async def CheckHealth(self, request: pb.HealthCheckRequest,
