@@ -168,6 +168,32 @@ class Frame(_message.Message):
     last: bool
     def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[CallRequest, _Mapping]] = ..., stream: _Optional[bool] = ..., cancel: _Optional[bool] = ..., reply: _Optional[_Union[CallReply, _Mapping]] = ..., last: _Optional[bool] = ...) -> None: ...
 
+class WebSocketFrame(_message.Message):
+    __slots__ = ("request", "is_text", "text", "data", "accept", "subprotocol", "headers", "close_code", "close_reason", "outcome", "error")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    IS_TEXT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    SUBPROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_CODE_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request: CallRequest
+    is_text: bool
+    text: str
+    data: bytes
+    accept: bool
+    subprotocol: str
+    headers: _containers.RepeatedCompositeFieldContainer[Header]
+    close_code: int
+    close_reason: str
+    outcome: CallOutcome
+    error: str
+    def __init__(self, request: _Optional[_Union[CallRequest, _Mapping]] = ..., is_text: _Optional[bool] = ..., text: _Optional[str] = ..., data: _Optional[bytes] = ..., accept: _Optional[bool] = ..., subprotocol: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., close_code: _Optional[int] = ..., close_reason: _Optional[str] = ..., outcome: _Optional[_Union[CallOutcome, str]] = ..., error: _Optional[str] = ...) -> None: ...
+
 class HealthCheckRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -59,6 +59,11 @@ class ReplicaStub:
                 request_serializer=weir_dot_protos_dot_weir__pb2.HealthCheckRequest.SerializeToString,
                 response_deserializer=weir_dot_protos_dot_weir__pb2.HealthCheckReply.FromString,
                 _registered_method=True)
+        self.WebSocket = channel.stream_stream(
+                '/weir.Replica/WebSocket',
+                request_serializer=weir_dot_protos_dot_weir__pb2.WebSocketFrame.SerializeToString,
+                response_deserializer=weir_dot_protos_dot_weir__pb2.WebSocketFrame.FromString,
+                _registered_method=True)
 
 
 class ReplicaServicer:
@@ -99,6 +104,14 @@ class ReplicaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WebSocket(self, request_iterator, context):
+        """A WebSocket through an @serve.ingress app: the caller's first frame carries the call
+        (the handshake as `request.http`); then messages go both ways until a side closes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +139,11 @@ def add_ReplicaServicer_to_server(servicer, server):
                     servicer.CheckHealth,
                     request_deserializer=weir_dot_protos_dot_weir__pb2.HealthCheckRequest.FromString,
                     response_serializer=weir_dot_protos_dot_weir__pb2.HealthCheckReply.SerializeToString,
+            ),
+            'WebSocket': grpc.stream_stream_rpc_method_handler(
+                    servicer.WebSocket,
+                    request_deserializer=weir_dot_protos_dot_weir__pb2.WebSocketFrame.FromString,
+                    response_serializer=weir_dot_protos_dot_weir__pb2.WebSocketFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +281,33 @@ class Replica:
             '/weir.Replica/CheckHealth',
             weir_dot_protos_dot_weir__pb2.HealthCheckRequest.SerializeToString,
             weir_dot_protos_dot_weir__pb2.HealthCheckReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WebSocket(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/weir.Replica/WebSocket',
+            weir_dot_protos_dot_weir__pb2.WebSocketFrame.SerializeToString,
+            weir_dot_protos_dot_weir__pb2.WebSocketFrame.FromString,
             options,
             channel_credentials,
             insecure,

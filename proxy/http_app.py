@@ -41,6 +41,7 @@ from weir.exceptions import (
 )
 from weir.protos import weir_pb2 as pb
 from weir.proxy.middleware_stack import MiddlewareStack
+from weir.proxy.websocket_proxy import relay_websocket
 
 log = structlog.get_logger("weir.proxy")
 
@@ -49,6 +50,8 @@ Message = dict[str, Any]
 
 DEFAULT_MAX_BODY = 100 * 1024 * 1024
 CALL_METHOD_HEADER = b"x-serve-call-method"
+#: Ray's request id header: kept from the client, else made; echoed on the response.
+REQUEST_ID_HEADER = b"x-request-id"
 
 
 class BodyTooLarge(Exception):
@@ -111,6 +114,20 @@ async def _too_large(send: Any, limit: int) -> None:
                    [(b"connection", b"close")])
 
 
+def _echo_request_id(send: Any, request_id: bytes) -> Any:
+    """`send`, with the request id added to the response's headers (unless the replica's
+    app set its own X-Request-ID)."""
+
+    async def echoing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == REQUEST_ID_HEADER for name, _ in headers):
+                message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, request_id)]}
+        await send(message)
+
+    return echoing
+
+
 class ProxyApp:
     """The proxy's ASGI application."""
 
@@ -134,9 +151,10 @@ class ProxyApp:
 
     async def _serve(self, scope: Scope, receive: Any, send: Any) -> None:
         """The proxy's own app, inside the middlewares."""
+        if scope["type"] == "websocket":
+            await relay_websocket(self.plane, scope, receive, send)
+            return
         if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1003})
             return
         path: str = scope["path"]
         if path == "/-/healthz":
@@ -188,13 +206,19 @@ class ProxyApp:
             await _too_large(send, limit)
             return
         method = ""
+        request_id = ""
         headers = []
         for name, value in scope["headers"]:
             if name == CALL_METHOD_HEADER:
                 method = value.decode()
+            elif name == REQUEST_ID_HEADER:
+                request_id = value.decode("latin-1")
             headers.append(pb.Header(name=name, value=value))
         client = scope.get("client") or ("", 0)
-        request_id = uuid.uuid4().hex
+        # The client's X-Request-ID is kept (Ray's rule), so that its logs and ours meet.
+        request_id = request_id or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        send = _echo_request_id(send, request_id.encode("latin-1"))
         request = pb.CallRequest(
             request_id=request_id, method=method, caller="proxy",
             http=pb.HttpRequest(

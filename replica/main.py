@@ -22,10 +22,12 @@ from weir import auth, context
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS, user_config_json
 from weir.dataplane.route_table import LeaderLocator
 from weir.protos import weir_pb2 as pb
+from weir.replica.replica_rank import read_rank
 from weir.replica.server import ReplicaServer, start_server
 from weir.replica.session import ControllerSession
 from weir.replica.user_callable import UserCallable, add_sys_paths, error_fields
 from weir.runtime import configure_logging, run_until_signalled
+from weir.runtime_context import ReplicaContext, ReplicaRank, set_replica_context
 
 log = structlog.get_logger("weir.replica")
 
@@ -47,6 +49,7 @@ class Replica:
         self.stop = asyncio.Event()
         self.graceful_timeout = float(DEFAULT_DEPLOYMENT_OPTIONS["graceful_shutdown_timeout_s"])
         self._init_task: asyncio.Task[None] | None = None
+        self.rank = ReplicaRank(0)
 
     def _load_changed(self) -> None:
         if self.session is not None:
@@ -73,7 +76,7 @@ class Replica:
         assert self.server.user is not None
         value = json.loads(config_json) if config_json else None
         if value is not None:
-            await self.server.user.reconfigure(value)
+            await self.server.user.reconfigure(value, self.rank)
         self.applied_user_config = user_config_json(value)
         log.info("reconfigured", user_config=value)
 
@@ -86,10 +89,17 @@ class Replica:
         self.server.state = pb.INITIALIZING
         add_sys_paths(spec.get("sys_paths", []))
         structlog.contextvars.bind_contextvars(app=spec["app"], deployment=spec["deployment"])
+        self.rank, world_size = await read_rank(self.locator.etcd_endpoints, self.replica_id,
+                                                spec)
+        replica = ReplicaContext(app_name=spec["app"], deployment=spec["deployment"],
+                                 replica_id=self.replica_id, rank=self.rank,
+                                 world_size=world_size)
+        set_replica_context(replica)
         user = UserCallable(base64.b64decode(spec["definition"]),
                             max_threads=self.server.max_ongoing)
         try:
             await user.construct()
+            replica.servable_object = user.instance
             self.server.user = user
             await self._reconfigure(user_config_json(options.get("user_config")))
         except Exception as exc:

@@ -24,10 +24,25 @@ from weir import auth
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
+from weir.replica import websocket_relay
 from weir.replica.grpc_codecs import MethodCodec, method_codecs
 from weir.replica.user_callable import UserCallable, error_fields
+from weir.runtime_context import RequestContext, replica_context_or_none, serving
 
 log = structlog.get_logger("weir.replica")
+
+
+def serve_request(request: pb.CallRequest) -> None:
+    """Make `request` the one the current task serves: user code reads it as Ray's request
+    context, handle calls carry its id on, and every log line names it. Each call runs in
+    a task of its own, so this touches no other call."""
+    is_http = request.HasField("http")
+    replica = replica_context_or_none()
+    serving(RequestContext(
+        request_id=request.request_id, is_http_request=is_http,
+        route=(request.http.root_path or "/") if is_http else "",
+        app_name=replica.app_name if replica is not None else ""))
+    structlog.contextvars.bind_contextvars(request_id=request.request_id)
 
 
 class ReplicaServer(pb_grpc.ReplicaServicer):
@@ -79,7 +94,8 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         if refused is not None:
             return refused
         assert self.user is not None
-        log_ = log.bind(request_id=request.request_id, method=request.method or "__call__")
+        serve_request(request)
+        log_ = log.bind(method=request.method or "__call__")
         try:
             timeout = self._timeout(request)
             if timeout is not None and timeout <= 0:
@@ -101,7 +117,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         except Exception as exc:
             log_.error("user code raised", exc_info=True)
             return pb.CallReply(outcome=pb.USER_ERROR, ongoing=self.ongoing - 1,
-                                **error_fields(exc))
+                                **error_fields(exc, with_cause=True))
         finally:
             self._done()
 
@@ -128,6 +144,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         if refused is not None:
             yield refused
             return
+        serve_request(request)
         try:
             if request.HasField("http"):
                 async for reply in self._http(request):
@@ -149,6 +166,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         if refused is not None:
             yield refused
             return
+        serve_request(request)
         rest: asyncio.Queue[pb.BodyChunk | None] = asyncio.Queue()
 
         async def read_body() -> None:
@@ -171,6 +189,26 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                 yield reply
         finally:
             reader.cancel()
+            self._done()
+
+    async def WebSocket(self, frames: AsyncIterator[pb.WebSocketFrame],
+                        context: Any) -> AsyncIterator[pb.WebSocketFrame]:
+        """A WebSocket from the proxy, through the ingress app; it counts as one ongoing
+        request for as long as it is open."""
+        incoming = aiter(frames)
+        first = await anext(incoming, None)
+        if first is None or not first.HasField("request"):
+            return
+        refused = self._admit()
+        if refused is not None:
+            yield pb.WebSocketFrame(outcome=refused.outcome, error=refused.error)
+            return
+        assert self.user is not None
+        serve_request(first.request)
+        try:
+            async for frame in websocket_relay.relay(self.user, first.request, incoming):
+                yield frame
+        finally:
             self._done()
 
     async def CheckHealth(self, request: pb.HealthCheckRequest,
@@ -247,7 +285,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                                    more_body=True)
         except Exception as exc:
             log.error("user stream raised", request_id=request.request_id, exc_info=True)
-            yield pb.CallReply(outcome=pb.USER_ERROR, **error_fields(exc))
+            yield pb.CallReply(outcome=pb.USER_ERROR, **error_fields(exc, with_cause=True))
 
     async def _http(self, request: pb.CallRequest,
                     rest: asyncio.Queue[pb.BodyChunk | None] | None = None,

@@ -10,8 +10,8 @@ starlette Response, streaming ones included, passes through unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
-import json
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from weir.protos import weir_pb2 as pb
+from weir.replica.json_encoding import jsonable
 
 Message = dict[str, Any]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -78,8 +79,9 @@ def body_receiver(body: bytes, rest: asyncio.Queue[pb.BodyChunk | None] | None =
 
 
 def to_response(result: Any) -> Response:
-    """Ray Serve's conversions: str -> text/plain, bytes as is, dict/list -> JSON, a starlette
-    Response as is, a generator -> a streaming response; other JSON-able values as JSON."""
+    """Ray Serve's conversions: str -> text/plain, bytes as is, a starlette Response as is,
+    a generator -> a streaming response; anything else as JSON, encoded as FastAPI does
+    (pydantic models, dataclasses, datetimes, Mappings...)."""
     if isinstance(result, Response):
         return result
     if isinstance(result, str):
@@ -89,13 +91,34 @@ def to_response(result: Any) -> Response:
     if inspect.isgenerator(result) or inspect.isasyncgen(result):
         return StreamingResponse(result, media_type="text/plain")  # type: ignore[arg-type]
     try:
-        json.dumps(result)
-    except (TypeError, ValueError):
+        content = jsonable(result)
+    except TypeError as exc:
         raise TypeError(
-            f"the return value of type {type(result).__name__} cannot be sent over HTTP: "
-            "return str, bytes, a dict/list of JSON values, or a starlette Response"
+            f"the return value of type {type(result).__name__} cannot be sent over HTTP "
+            f"({exc}): return str, bytes, a value FastAPI can encode as JSON (dict, list, "
+            "pydantic model, dataclass, ...), or a starlette Response"
         ) from None
-    return JSONResponse(result)
+    return JSONResponse(content)
+
+
+def takes_request(fn: Callable[..., Any]) -> bool:
+    """Whether an HTTP call passes the request to `fn`: only if it can take a positional
+    argument (a signature Python cannot read gets it, as before)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.VAR_POSITIONAL)
+    return any(p.kind in positional for p in params)
+
+
+def takes_rank(reconfigure: Callable[..., Any]) -> bool:
+    """Whether a `reconfigure` takes the replica's rank (a parameter named `rank`)."""
+    try:
+        return "rank" in inspect.signature(reconfigure).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class UserCallable:
@@ -158,7 +181,9 @@ class UserCallable:
         ):
             return await fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.executor, self._in_thread, fn, args, kwargs)
+        # The request's context (its id, for logs and handle calls) goes with it to the thread.
+        result = await loop.run_in_executor(self.executor, contextvars.copy_context().run,
+                                            self._in_thread, fn, args, kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -172,10 +197,15 @@ class UserCallable:
             with self._busy_lock:
                 self.busy_threads -= 1
 
-    async def reconfigure(self, user_config: Any) -> None:
-        """Call the user's `reconfigure(user_config)` if it has one."""
+    async def reconfigure(self, user_config: Any, rank: Any = None) -> None:
+        """Call the user's `reconfigure(user_config)`, or `reconfigure(user_config, rank)`
+        (Ray's form with the replica's rank), if it has one."""
         fn = getattr(self.instance, "reconfigure", None)
-        if fn is not None and not self.is_function:
+        if fn is None or self.is_function:
+            return
+        if takes_rank(fn):
+            await self.invoke(fn, user_config, rank=rank)
+        else:
             await self.invoke(fn, user_config)
 
     async def check_health(self) -> None:
@@ -204,8 +234,10 @@ class UserCallable:
         elif inspect.isgenerator(result):
             loop = asyncio.get_running_loop()
             done = object()
+            context = contextvars.copy_context()
             while True:
-                item = await loop.run_in_executor(self.executor, next, result, done)
+                item = await loop.run_in_executor(
+                    self.executor, context.run, next, result, done)  # type: ignore[arg-type]
                 if item is done:
                     break
                 yield item
@@ -223,11 +255,12 @@ class UserCallable:
             await self.asgi_app(scope, receive, send)
             return
         fn = self.method(method)
-        request = Request(scope, receive)
+        # As in Ray, a callable without parameters (`def __call__(self)`) gets no request.
+        args = (Request(scope, receive),) if takes_request(fn) else ()
         if inspect.isasyncgenfunction(fn):
-            result: Any = fn(request)
+            result: Any = fn(*args)
         else:
-            result = await self.invoke(fn, request)
+            result = await self.invoke(fn, *args)
         if inspect.isgenerator(result):
             result = _iterate_in_thread(result, self.executor)
         await to_response(result)(scope, receive, send)
@@ -246,22 +279,32 @@ class UserCallable:
 async def _iterate_in_thread(gen: Any, executor: ThreadPoolExecutor) -> AsyncIterator[Any]:
     loop = asyncio.get_running_loop()
     done = object()
+    context = contextvars.copy_context()
     while True:
-        item = await loop.run_in_executor(executor, next, gen, done)
+        item = await loop.run_in_executor(
+            executor, context.run, next, gen, done)  # type: ignore[arg-type]
         if item is done:
             return
         yield item
 
 
-def error_fields(exc: BaseException) -> dict[str, Any]:
-    """The error fields of a reply for an exception raised by user code."""
+def error_fields(exc: BaseException, *, with_cause: bool = False) -> dict[str, Any]:
+    """The error fields of a reply for an exception raised by user code. `with_cause`: the
+    exception itself pickled too, for a handle caller to raise as its own class
+    (`weir.exceptions.remote_error`); left out if it does not pickle."""
     import traceback
 
-    return {
+    fields: dict[str, Any] = {
         "error": str(exc) or type(exc).__name__,
         "error_type": type(exc).__name__,
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
     }
+    if with_cause:
+        try:
+            fields["pickled"] = cloudpickle.dumps(exc.with_traceback(None))
+        except Exception:
+            pass  # the caller gets the generic UserCodeError
+    return fields
 
 
 def add_sys_paths(paths: list[str]) -> None:

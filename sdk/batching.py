@@ -67,7 +67,20 @@ class _Batcher:
         self.func = func
         self.signature = signature
         self.qualname = qualname
+        user_size_fn = options.get("batch_size_fn")
+        if user_size_fn is not None:
+            # The planner holds our _Call records; the user's function sizes what the
+            # callers passed, as in Ray.
+            options = {**options,
+                       "batch_size_fn": lambda calls: user_size_fn(self.items_of(calls))}
         self.planner: BatchPlanner[_Call] = BatchPlanner(**options)
+
+    def items_of(self, calls: list[_Call]) -> list[Any]:
+        """What each caller passed, for `batch_size_fn`: its value for a function of one
+        parameter (Ray's form), a tuple of its values for one of several."""
+        if len(self.signature.parameters) == 1:
+            return [next(iter(c.arguments.arguments.values())) for c in calls]
+        return [tuple(c.arguments.arguments.values()) for c in calls]
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
         """The caller's arguments matched to the signature (a TypeError to this caller alone
@@ -367,7 +380,9 @@ def batch(_func: Callable[..., Any] | None = None, /, *,
     receives a list per parameter and must return a list of the same length (a
     RayServeException naming the function otherwise). An exception it raises reaches every
     caller of that batch. A batch runs when `max_batch_size` items wait (or `batch_size_fn`
-    of the waiting items reaches it) or `batch_wait_timeout_s` after its first item; at most
+    of the waiting items reaches it: it gets the list of what the callers passed, a tuple
+    each for a function of several parameters) or `batch_wait_timeout_s` after its first
+    item; at most
     `max_concurrent_batches` run at once.
 
     Forms: `async def` (callers await it), an async generator yielding one list of outputs

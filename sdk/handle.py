@@ -20,14 +20,16 @@ import cloudpickle
 from weir import context
 from weir.config import ray_options
 from weir.config.ray_options import refuse_unknown
-from weir.exceptions import RayServeException, RequestCancelledError, UserCodeError
+from weir.exceptions import RayServeException, RequestCancelledError, remote_error
 from weir.protos import weir_pb2 as pb
+from weir.runtime_context import current_request
 
 
 def decode_reply(reply: pb.CallReply) -> Any:
-    """The Python value a reply carries, or the remote error raised as UserCodeError."""
+    """The Python value a reply carries, or the remote error raised as an instance of its
+    own class (`weir.exceptions.remote_error`; UserCodeError if it cannot be rebuilt)."""
     if reply.outcome == pb.USER_ERROR:
-        raise UserCodeError(reply.error_type, reply.error, reply.traceback)
+        raise remote_error(reply.error_type, reply.error, reply.traceback, reply.pickled)
     if reply.outcome != pb.OK:
         raise RayServeException(reply.error or pb.CallOutcome.Name(reply.outcome))
     return cloudpickle.loads(reply.pickled) if reply.pickled else None
@@ -57,8 +59,12 @@ def _on_data_plane_loop() -> bool:
 class DeploymentResponse:
     """The future result of `handle.remote()`: `await` it, or `.result()` in sync code."""
 
-    def __init__(self, task: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:
+    def __init__(self, task: asyncio.Future[Any] | concurrent.futures.Future[Any],
+                 request_id: str = "") -> None:
         self._task = task
+        #: The call's request id (the one of the request being served, when the call is
+        #: made while serving one: it carries on through handles, as in Ray).
+        self.request_id = request_id
 
     def __await__(self) -> Generator[Any, None, Any]:
         if isinstance(self._task, asyncio.Future):
@@ -96,9 +102,12 @@ class DeploymentResponseGenerator:
     """The result of a streaming call (`handle.options(stream=True).remote()`): iterate it
     with `async for` or plain `for`."""
 
-    def __init__(self, queue: asyncio.Queue[Any], task: asyncio.Future[Any]) -> None:
+    def __init__(self, queue: asyncio.Queue[Any], task: asyncio.Future[Any],
+                 request_id: str = "") -> None:
         self._queue = queue
         self._task = task
+        #: The call's request id, as DeploymentResponse.request_id.
+        self.request_id = request_id
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
@@ -115,13 +124,19 @@ class DeploymentResponseGenerator:
         return item
 
     def __iter__(self) -> Iterator[Any]:
-        while True:
-            item = context.submit(self._queue.get()).result()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        return self
+
+    def __next__(self) -> Any:
+        if _on_data_plane_loop():
+            raise RuntimeError("iterating a DeploymentResponseGenerator with `for` would "
+                               "block the event loop; use `async for`")
+        item = context.submit(self._queue.get()).result()
+        if item is _END:
+            self._queue.put_nowait(_END)  # every later next() ends too
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
     def cancel(self) -> None:
         """Stop the stream; the replica stops producing."""
@@ -184,9 +199,10 @@ class DeploymentHandle:
             raise AttributeError(name)
         return self.options(method_name=name)
 
-    def _request(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> pb.CallRequest:
+    def _request(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 request_id: str) -> pb.CallRequest:
         return pb.CallRequest(
-            request_id=uuid.uuid4().hex,
+            request_id=request_id,
             method="" if self.method_name == "__call__" else self.method_name,
             pickled_args=cloudpickle.dumps((args, kwargs)),
             caller="handle",
@@ -195,21 +211,23 @@ class DeploymentHandle:
     def _deadline(self) -> float | None:
         return None if self.timeout_s is None else time.monotonic() + self.timeout_s
 
-    async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    request_id: str) -> Any:
         args, kwargs = await _resolve(args), await _resolve(kwargs)
         plane = await context.get_data_plane()
         reply = await plane.call(self.app_name, self.deployment_name,
-                                 self._request(args, kwargs), self._deadline())
+                                 self._request(args, kwargs, request_id), self._deadline())
         return decode_reply(reply)
 
     async def _produce(self, queue: asyncio.Queue[Any], args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> None:
+                       kwargs: dict[str, Any], request_id: str) -> None:
         try:
             args, kwargs = await _resolve(args), await _resolve(kwargs)
             plane = await context.get_data_plane()
             first = True
             async for reply in plane.stream(self.app_name, self.deployment_name,
-                                            self._request(args, kwargs), self._deadline()):
+                                            self._request(args, kwargs, request_id),
+                                            self._deadline()):
                 if first:
                     first = False
                     decode_reply(reply)  # raises if the call failed before the first item
@@ -225,23 +243,28 @@ class DeploymentHandle:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Call the deployment: a DeploymentResponse, or with stream=True a
         DeploymentResponseGenerator."""
+        request_id = current_request().request_id or uuid.uuid4().hex
         if self.stream:
-            return self._start_stream(args, kwargs)
+            return self._start_stream(args, kwargs, request_id)
         if _on_data_plane_loop():
             return DeploymentResponse(asyncio.get_running_loop().create_task(
-                self._call(args, kwargs)))
-        return DeploymentResponse(context.submit(self._call(args, kwargs)))
+                self._call(args, kwargs, request_id)), request_id)
+        return DeploymentResponse(context.submit(self._call(args, kwargs, request_id)),
+                                  request_id)
 
-    def _start_stream(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _start_stream(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      request_id: str) -> Any:
         async def start() -> DeploymentResponseGenerator:
             queue: asyncio.Queue[Any] = asyncio.Queue()
-            task = asyncio.get_running_loop().create_task(self._produce(queue, args, kwargs))
-            return DeploymentResponseGenerator(queue, task)
+            task = asyncio.get_running_loop().create_task(
+                self._produce(queue, args, kwargs, request_id))
+            return DeploymentResponseGenerator(queue, task, request_id)
 
         if _on_data_plane_loop():
             queue: asyncio.Queue[Any] = asyncio.Queue()
-            task = asyncio.get_running_loop().create_task(self._produce(queue, args, kwargs))
-            return DeploymentResponseGenerator(queue, task)
+            task = asyncio.get_running_loop().create_task(
+                self._produce(queue, args, kwargs, request_id))
+            return DeploymentResponseGenerator(queue, task, request_id)
         return context.submit(start()).result()
 
 

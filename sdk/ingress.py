@@ -150,13 +150,15 @@ def _method_of(instance: Any, func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _method_endpoint(func: Callable[..., Any]) -> Callable[..., Any]:
     """`func` with its first parameter (`self`) resolved, per request, to the instance."""
-    from fastapi import Depends, Request
+    from fastapi import Depends
+    from starlette.requests import HTTPConnection
 
-    def instance_of(request: Request) -> Any:
-        return current_instance(request.scope)
+    # An HTTPConnection, not a Request: WebSocket routes resolve it too.
+    def instance_of(connection: HTTPConnection) -> Any:
+        return current_instance(connection.scope)
 
     # This module's annotations are strings FastAPI would resolve in its globals.
-    instance_of.__annotations__ = {"request": Request, "return": Any}
+    instance_of.__annotations__ = {"connection": HTTPConnection, "return": Any}
 
     try:
         signature = inspect.signature(func, eval_str=True)
@@ -183,7 +185,7 @@ def bind_class_routes(app: Any, cls: type) -> int:
     """Re-register the FastAPI routes of `app` whose endpoints are methods of `cls` so that
     `self` is the serving instance; returns how many. Other routes stay as they are."""
     try:
-        from fastapi.routing import APIRoute
+        from fastapi.routing import APIRoute, APIWebSocketRoute
     except ImportError:  # not a FastAPI app, then
         return 0
     methods = _class_functions(cls)
@@ -192,7 +194,8 @@ def bind_class_routes(app: Any, cls: type) -> int:
         return 0
     rebound = 0
     for index, route in enumerate(routes):
-        if not isinstance(route, APIRoute) or route.endpoint not in methods:
+        if (not isinstance(route, (APIRoute, APIWebSocketRoute))
+                or route.endpoint not in methods):
             continue
         params = list(inspect.signature(type(route).__init__).parameters)[1:]
         options = {name: getattr(route, name) for name in params

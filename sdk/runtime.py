@@ -48,9 +48,29 @@ def configure_logging(component: str, **context: Any) -> None:
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(component=component, pid=os.getpid(), **context)
+    # Lines user code logs with the standard library (`logging.getLogger("ray.serve")`, as
+    # Ray's docs do) go the same way, with the same context: the request id included.
+    root = logging.getLogger()
+    if not any(isinstance(h, _StandardToStructlog) for h in root.handlers):
+        root.addHandler(_StandardToStructlog())
+    root.setLevel(level)
     # Python warnings (e.g. a user's module using a Ray option Weir ignores, imported by a
     # replica) become log events like any other line of the process.
     warnings.showwarning = _log_warning
+
+
+class _StandardToStructlog(logging.Handler):
+    """Hands standard-library log records to structlog, in the logging thread's context."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            event = record.getMessage()
+            extra: dict[str, Any] = {"logger": record.name}
+            if record.exc_info:
+                extra["exc_info"] = record.exc_info
+            structlog.get_logger().log(record.levelno, event, **extra)
+        except Exception:
+            self.handleError(record)
 
 
 def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -104,9 +104,9 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
     """Run an application (import path `module:app` or a config file) and block until
     Ctrl-C. With no cluster address, an embedded local cluster (etcd included) is started
     for the command's lifetime and stopped with it."""
+    from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
     from weir.cli.local_cluster import LocalCluster
     from weir.cli.locate import cluster_address
-    from weir.serve import wait_for_app
 
     if config_or_import_path.endswith((".yaml", ".yml", ".json")):
         config = _config_dict(_load_config_file(config_or_import_path))
@@ -139,12 +139,13 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
     client = AdminClient(addr, token=cluster.token if cluster is not None else token)
     exit_code = 0
     try:
-        started = time.time() - 1
-        client.deploy(config, partial=cluster is None,
-                      max_package_bytes=int(max_package_mb * 2**20))
+        before = mark_before(client)
+        reply = client.deploy(config, partial=cluster is None,
+                              max_package_bytes=int(max_package_mb * 2**20))
+        mark = DeployMark(before, changed_count(reply.message))
         for app in config.get("applications", []):
             app_name = app.get("name", "default")
-            wait_for_app(client, app_name, since=started)
+            wait_for_deploy(client, [app_name], mark)
             prefix = app.get("route_prefix", "/")
             click.echo(f"Application {app_name!r} is RUNNING"
                        + (f" at route prefix {prefix}" if prefix else ""), err=True)
@@ -345,24 +346,41 @@ def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str,
 @click.argument("config_file")
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--wait", is_flag=True,
+              help="Return only once every application in the file runs the deployed "
+                   "version (exit 1 if one fails to deploy).")
+@click.option("--timeout", default=120.0, show_default=True,
+              help="With --wait: give up (exit 1) after this many seconds.")
 @max_package_option
 @token_option
-def deploy(config_file: str, address: str | None, dry_run: bool, max_package_mb: float,
-           token: str | None) -> None:
+def deploy(config_file: str, address: str | None, dry_run: bool, wait: bool, timeout: float,
+           max_package_mb: float, token: str | None) -> None:
     """Validate a config file, then replace the cluster's goal state with it atomically.
 
     Local working_dir and py_modules paths are packed and uploaded to the controllers, so
     every machine runs the same code."""
+    from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
+
     config = _config_dict(_load_config_file(config_file))
     try:
-        reply = AdminClient(resolve_address(address), token=token).deploy(
-            config, dry_run=dry_run, max_package_bytes=int(max_package_mb * 2**20))
+        client = AdminClient(resolve_address(address), token=token)
+        before = mark_before(client) if wait and not dry_run else {}
+        reply = client.deploy(config, dry_run=dry_run,
+                              max_package_bytes=int(max_package_mb * 2**20))
     except ClusterError as exc:
         fail(str(exc))
     if dry_run:
         click.echo(dump_yaml(json.loads(reply.diff_json or "{}")), nl=False)
         return
     click.echo(f"Sent deploy request successfully ({reply.message}, revision {reply.revision}).")
+    if wait:
+        names = [a.get("name", "default") for a in config.get("applications", [])]
+        try:
+            wait_for_deploy(client, names, DeployMark(before, changed_count(reply.message)),
+                            timeout)
+        except (ClusterError, RayServeException) as exc:
+            fail(str(exc))
+        click.echo(f"Application(s) {', '.join(names)} RUNNING.")
 
 
 @main.command()

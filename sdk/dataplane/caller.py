@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
 
+import grpc
 import structlog
 
 from weir.dataplane.queue_report import QueueReporter
@@ -136,6 +138,23 @@ class DataPlane:
 
         return self._routed(app, deployment, request, deadline, send, body)
 
+    def websocket(self, app: str, deployment: str, request: pb.CallRequest,
+                  ) -> contextlib.AbstractAsyncContextManager[tuple[Any, pb.WebSocketFrame]]:
+        """Open a WebSocket to a replica of the deployment: `async with` it to get the gRPC
+        stream and the replica's first frame (accepted, or closed before accepting); the
+        replica's slot is released when the block ends."""
+
+        @contextlib.asynccontextmanager
+        async def opened() -> AsyncIterator[tuple[Any, pb.WebSocketFrame]]:
+            async with contextlib.aclosing(_open_websocket(self, app, deployment,
+                                                           request)) as attempts:
+                async for opened_call in attempts:
+                    yield opened_call
+                    return
+            raise ReplicaCallFailed("no replica took the websocket")
+
+        return opened()
+
     async def _routed(self, app: str, deployment: str, request: pb.CallRequest,
                       deadline: float | None, send: Send,
                       body: RequestBody | None = None) -> AsyncGenerator[pb.CallReply, None]:
@@ -174,6 +193,55 @@ class DataPlane:
                 raise RequestTimeoutError(str(exc)) from exc
             finally:
                 router.release(slot, reported=reported, skip_for=skip)
+
+
+class WebSocketRefused(Exception):
+    """The replica's app closed the WebSocket before accepting it; `frame` says how."""
+
+    def __init__(self, frame: pb.WebSocketFrame) -> None:
+        super().__init__(f"closed with code {frame.close_code}: {frame.close_reason}")
+        self.frame = frame
+
+
+async def _open_websocket(plane: DataPlane, app: str, deployment: str,
+                          request: pb.CallRequest,
+                          ) -> AsyncGenerator[tuple[Any, pb.WebSocketFrame], None]:
+    """Route a WebSocket like a call: send the handshake to a replica the router assigns,
+    and while the replica refuses it (at max_ongoing_requests, draining) or cannot be
+    reached, try another. Yields once: the open stream and the replica's first frame. The
+    replica's slot is held until the generator is closed."""
+    router = await plane._prepare(app, deployment, request, None)
+    retry = False
+    while True:
+        slot = await router.assign(None, retry=retry)
+        retry = True
+        skip = 0.0
+        call = None
+        try:
+            try:
+                call = await plane.transport.websocket(slot.address)
+                await call.write(pb.WebSocketFrame(request=request))
+                first = await call.read()
+            except ReplicaUnreachable:
+                skip = UNREACHABLE_BACKOFF_S
+                continue
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    skip = UNREACHABLE_BACKOFF_S
+                    continue
+                raise ReplicaCallFailed(f"websocket to {slot.address} failed: "
+                                        f"{exc.code().name} {exc.details()}") from exc
+            if first is grpc.aio.EOF:
+                raise ReplicaCallFailed("the replica ended the websocket without a reply")
+            if first.outcome in _NEVER_STARTED:
+                skip = REJECTED_BACKOFF_S
+                continue
+            yield call, first
+            return
+        finally:
+            if call is not None:
+                call.cancel()
+            router.release(slot, skip_for=skip)
 
 
 async def _one_reply(transport: ReplicaTransport, address: str, request: pb.CallRequest,

@@ -236,6 +236,12 @@ class ReplicaTransport:
                 sender.cancel()
             call.cancel()
 
+    async def websocket(self, address: str) -> grpc.aio.StreamStreamCall:
+        """Open a WebSocket stream to a replica (its own HTTP/2 stream, for as long as the
+        WebSocket lives). ReplicaUnreachable if the replica cannot be reached."""
+        stub = await self._ready(address)
+        return stub.WebSocket()
+
     async def forget(self, address: str) -> None:
         """Close the channel to a replica that is gone."""
         mux = self._muxes.pop(address, None)

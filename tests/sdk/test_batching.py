@@ -186,3 +186,35 @@ def test_the_decorator_rejects_what_it_cannot_batch() -> None:
         serve.batch(max_batch_size=0)
     with pytest.raises(TypeError, match=r"cannot take \*args"):
         serve.batch(lambda *items: items)
+
+
+def test_batch_size_fn_sees_the_callers_arguments() -> None:
+    seen: list[list[object]] = []
+
+    def total_length(items: list[str]) -> int:
+        seen.append(list(items))
+        return sum(len(s) for s in items)
+
+    class Texts:
+        @serve.batch(max_batch_size=6, batch_wait_timeout_s=5, batch_size_fn=total_length)
+        async def lengths(self, texts: list[str]) -> list[int]:
+            return [len(t) for t in texts]
+
+        @serve.batch(max_batch_size=2, batch_wait_timeout_s=5,
+                     batch_size_fn=lambda pairs: len(pairs))
+        async def join(self, a: list[str], b: list[str]) -> list[str]:
+            return [x + y for x, y in zip(a, b, strict=True)]
+
+    texts = Texts()
+
+    async def main() -> tuple[list[int], list[str]]:
+        # "ab" + "cd" + "ef" fill 6 characters: that batch goes at once, without the 5 s wait.
+        lengths = await asyncio.wait_for(
+            asyncio.gather(*[texts.lengths(t) for t in ("ab", "cd", "ef")]), timeout=2)
+        joined = await asyncio.wait_for(
+            asyncio.gather(texts.join("a", "b"), texts.join("c", b="d")), timeout=2)
+        return list(lengths), list(joined)
+
+    assert asyncio.run(main()) == ([2, 2, 2], ["ab", "cd"])
+    assert all(isinstance(item, str) for items in seen for item in items)
+    assert seen[-1] == ["ab", "cd", "ef"]

@@ -21,10 +21,13 @@ from typing import Any, NoReturn
 import structlog
 from pydantic import BaseModel
 
-from weir import context
+# Not `context`: `weir.serve.context` is Ray's module path for the replica and request
+# context (`serve.context`), which would replace this name once imported.
+from weir import context as cluster_context
 from weir.batching import batch
 from weir.build import build_app
 from weir.cli.admin_client import AdminClient, CodeNotShipped
+from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
 from weir.config import ray_options
 from weir.config.middlewares import pickled_entry
 from weir.config.ray_options import refuse_unknown
@@ -39,6 +42,7 @@ from weir.exceptions import (
 from weir.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from weir.ingress import ingress
 from weir.packages.archive import PackageTooLarge
+from weir.runtime_context import get_replica_context, replica_context_or_none
 
 __all__ = [
     "Application",
@@ -54,6 +58,7 @@ __all__ = [
     "deployment",
     "get_app_handle",
     "get_deployment_handle",
+    "get_replica_context",
     "ingress",
     "run",
     "shutdown",
@@ -119,7 +124,7 @@ def _connect(http_options: dict[str, Any] | None = None,
         from weir.cli.locate import leader_via_etcd
 
         address = os.environ.get("WEIR_ADDRESS", "")
-        known = context.cluster()
+        known = cluster_context.cluster()
         if not address and known.etcd_endpoints:
             # Inside a replica (or with WEIR_ETCD_ENDPOINTS): the cluster is known; ask etcd
             # where its leader's admin API is.
@@ -129,10 +134,11 @@ def _connect(http_options: dict[str, Any] | None = None,
             return _session.client
         info = None if address else running_cluster()
         if address:
-            coords = context.ClusterCoordinates(
+            coords = cluster_context.ClusterCoordinates(
                 os.environ.get("WEIR_ETCD_ENDPOINTS", ""), tuple(address.split(",")))
         elif info is not None:
-            coords = context.ClusterCoordinates(info.etcd_endpoints, tuple(info.controllers))
+            coords = cluster_context.ClusterCoordinates(info.etcd_endpoints,
+                                                        tuple(info.controllers))
             address = info.address
             _session.http = info.http
         else:
@@ -147,9 +153,10 @@ def _connect(http_options: dict[str, Any] | None = None,
             _session.owned = cluster
             _session.http = info.http
             atexit.register(shutdown)
-            coords = context.ClusterCoordinates(info.etcd_endpoints, tuple(info.controllers))
+            coords = cluster_context.ClusterCoordinates(info.etcd_endpoints,
+                                                        tuple(info.controllers))
             address = info.address
-        context.set_cluster(coords)
+        cluster_context.set_cluster(coords)
         _session.client = AdminClient(address)
         return _session.client
 
@@ -214,7 +221,9 @@ def _import_path_of(app: Application) -> str:
 
 def wait_for_app(client: AdminClient, name: str, timeout: float = DEPLOY_WAIT_S,
                  since: float = 0.0) -> dict[str, Any]:
-    """Poll until the app is RUNNING (returns its status) or DEPLOY_FAILED (raises)."""
+    """Poll until the app is RUNNING (returns its status) or DEPLOY_FAILED (raises), at a
+    deployment_timestamp of at least `since`. `weir.cli.deploy_wait.wait_for_deploy` tells
+    a deploy's own status apart exactly; use it for a deploy you just sent."""
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -254,10 +263,10 @@ def run(target: Application, blocking: bool = False, name: str = "default",
     config = {"applications": [{
         "name": name, "route_prefix": route_prefix, "import_path": _import_path_of(target),
         "runtime_env": runtime_env}]}
-    started = time.time() - 1
+    before = mark_before(client)
     pickled = {name: built.to_json().encode()}
     try:
-        client.deploy(config, partial=True, pickled_apps=pickled)
+        reply = client.deploy(config, partial=True, pickled_apps=pickled)
     except CodeNotShipped as exc:
         if not isinstance(exc.__cause__, PackageTooLarge):
             raise
@@ -266,8 +275,9 @@ def run(target: Application, blocking: bool = False, name: str = "default",
         structlog.get_logger("weir.serve").warning(
             "the current directory is too large to ship to other machines; replicas "
             "import from it only where it exists", working_dir=os.getcwd(), reason=str(exc))
-        client.deploy(config, partial=True, pickled_apps=pickled, ship_code=False)
-    wait_for_app(client, name, since=started)
+        reply = client.deploy(config, partial=True, pickled_apps=pickled, ship_code=False)
+    # Only once the new version runs, as Ray's serve.run: not while the last one still does.
+    wait_for_deploy(client, [name], DeployMark(before, changed_count(reply.message)))
     handle = DeploymentHandle(built.ingress, name)
     if blocking:
         print(f"Application {name!r} is running at http://{_session.http}{route_prefix or ''}",
@@ -317,9 +327,14 @@ def get_app_handle(name: str) -> DeploymentHandle:
     return DeploymentHandle(ingress, name)
 
 
-def get_deployment_handle(deployment_name: str, app_name: str = "default") -> DeploymentHandle:
-    """A handle to any deployment of an application (works inside replicas too)."""
-    if not context.cluster():
+def get_deployment_handle(deployment_name: str,
+                          app_name: str | None = None) -> DeploymentHandle:
+    """A handle to any deployment of an application (works inside replicas too). Without
+    `app_name`: inside a replica, its own application (as in Ray), else "default"."""
+    if app_name is None:
+        replica = replica_context_or_none()
+        app_name = replica.app_name if replica is not None else "default"
+    if not cluster_context.cluster():
         _connect()
     return DeploymentHandle(deployment_name, app_name)
 
@@ -329,7 +344,7 @@ def shutdown() -> None:
     with _session.lock:
         owned, client = _session.owned, _session.client
         _session.owned = _session.client = None
-    context.reset()
+    cluster_context.reset()
     if owned is not None:
         owned.stop()
     elif client is not None:
