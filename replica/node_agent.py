@@ -205,6 +205,17 @@ class NodeAgent:
         log.info("started replica", replica_id=record.replica_id, pid=pid)
 
 
+async def with_previous_replicas(store: Store, node: NodeRecord) -> NodeRecord:
+    """The node as it starts: with the replicas its previous agent listed (if its record is
+    still there), so that the new agent can adopt them by PID."""
+    try:
+        previous = await store.get(NODES_PREFIX + node.node_id)
+    except StoreError:
+        return node
+    return replace(node, replicas=NodeRecord.from_bytes(previous.value).replicas
+                   ) if previous else node
+
+
 def _orphan(replica_id: str) -> ReplicaRecord:
     return ReplicaRecord(replica_id, "", "", "", pid=0, started_at=0.0)
 
@@ -268,12 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     async def serve(signalled: asyncio.Event) -> None:
         store = EtcdStore(opts.etcd)
         await store.connect()
-        try:
-            previous = await store.get(NODES_PREFIX + node_id)
-        except StoreError:
-            previous = None
-        start = replace(node, replicas=NodeRecord.from_bytes(previous.value).replicas
-                        ) if previous else node
+        start = await with_previous_replicas(store, node)
         launcher = LocalProcessLauncher(opts.etcd, opts.log_dir, opts.cluster_id, opts.host)
         try:
             packages = PackageCache(Path(opts.packages_dir or

@@ -33,10 +33,8 @@ from lightkube.resources.apps_v1 import Deployment
 
 from weir.auth import cluster_token
 from weir.etcd.etcd_store import EtcdStore
-from weir.etcd.keys import NODES_PREFIX
 from weir.etcd.records import NodeRecord
-from weir.etcd.store import StoreError
-from weir.replica.node_agent import NodeAgent
+from weir.replica.node_agent import NodeAgent, with_previous_replicas
 from weir.replica.pod_launcher import PodLauncher
 from weir.replica.pod_spec import PodSettings, label_value
 from weir.runtime import configure_logging, run_until_signalled
@@ -137,12 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                 "name": opts.owner_deployment, "uid": owner.metadata.uid or ""})
         store = EtcdStore(opts.etcd)
         await store.connect()
-        try:
-            previous = await store.get(NODES_PREFIX + node_id)
-        except StoreError:
-            previous = None
-        start = replace(node, replicas=NodeRecord.from_bytes(previous.value).replicas
-                        ) if previous else node
+        start = await with_previous_replicas(store, node)
         try:
             await NodeAgent(store, start, PodLauncher(client, pod_settings),
                             opts.lease_ttl).run(signalled)

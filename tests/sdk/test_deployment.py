@@ -3,31 +3,12 @@ warn once by name at the user's line, and never fail."""
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
-from weir.config import ray_options
+from tests.sdk.ray_warnings import caught, fresh_registry  # noqa: F401
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.config.errors import ConfigError
 from weir.deployment import DEFAULT_OPTIONS, deployment
-from weir.exceptions import IgnoredRayOptionWarning
-
-
-@pytest.fixture(autouse=True)
-def fresh_registry() -> Iterator[None]:
-    ray_options.forget_warnings()
-    yield
-    ray_options.forget_warnings()
-
-
-def caught(action: Any) -> list[warnings.WarningMessage]:
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        action()
-    return [w for w in seen if issubclass(w.category, IgnoredRayOptionWarning)]
 
 
 class Model:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.sdk.ray_warnings import caught, fresh_registry  # noqa: F401
 from weir.config import ray_options
 from weir.config.config_file import dump_config, parse_config
 from weir.config.ray_options import (
@@ -31,18 +31,6 @@ from weir.exceptions import IgnoredRayOptionWarning
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry() -> Iterator[None]:
-    ray_options.forget_warnings()
-    yield
-    ray_options.forget_warnings()
-
-
-def caught(action: Any) -> list[warnings.WarningMessage]:
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        action()
-    return [w for w in seen if issubclass(w.category, IgnoredRayOptionWarning)]
 
 
 # ----------------------------------------------------------------- warn_ignored
@@ -80,7 +68,7 @@ def test_the_warning_points_at_the_callers_line() -> None:
     def api() -> None:
         warn_ignored(HANDLE_OPTIONS, {"_by_reference": True}, stacklevel=2)
 
-    [seen] = caught(api)  # this line is the "user's"
+    [seen] = caught(lambda: api())  # the lambda is the "user's" line
     assert seen.filename == __file__
 
 
