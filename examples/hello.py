@@ -5,7 +5,9 @@ from starlette.requests import Request
 from weir import serve
 
 
-@serve.deployment(num_replicas=2)
+# Each replica reserves half a CPU of its node (Ray's default is one), so both fit on a
+# one-core machine too.
+@serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 0.5})
 class Hello:
     """Answers every request with a greeting and the replica's process id."""
 
