@@ -10,6 +10,7 @@ from typing import Any
 from weir.config.autoscaling import AutoscalingConfig
 from weir.controller import reconciler
 from weir.controller.goal import AppGoal, DeploymentPlan, deployment_plans
+from weir.controller.status import AppView
 from weir.etcd.keys import (
     APPS_PREFIX,
     GRPC_OPTIONS_KEY,
@@ -39,6 +40,18 @@ class ClusterGoal:
     def targets(self) -> dict[Key, reconciler.DeploymentTarget]:
         """Each built deployment's target (an autoscaled one's count: to start with)."""
         return {k: p.target for k, p in self.plans.items()}
+
+    def app_views(self) -> list[AppView]:
+        """What the status roll-up needs of each application's goal."""
+        out = []
+        for goal in self.goals.values():
+            built = goal.built
+            out.append(AppView(
+                name=goal.name, deployment_timestamp=goal.deployment_timestamp,
+                built=built is not None, build_error=goal.build_error,
+                deployments=[d.name for d in built.deployments] if built else [],
+                ingress=built.ingress if built else "", route_prefix=goal.route_prefix))
+        return out
 
     @property
     def autoscaling(self) -> dict[Key, AutoscalingConfig]:

@@ -59,7 +59,7 @@ from weir.controller.reconciler import ReplicaView
 from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.route_publisher import RoutePublisher
 from weir.controller.routing import build_route_table
-from weir.controller.status import AppView, status_document, update_ever_running
+from weir.controller.status import status_document, update_ever_running
 from weir.etcd.keys import (
     REPLICAS_PREFIX,
 )
@@ -397,19 +397,12 @@ class Leader:
     # ------------------------------------------------------------------ reads
 
     def _status(self, views: list[ReplicaView]) -> tuple[dict[str, Any], dict[str, bool]]:
-        apps = []
-        for goal in self.goal.goals.values():
-            built = goal.built
-            apps.append(AppView(
-                name=goal.name, deployment_timestamp=goal.deployment_timestamp,
-                built=built is not None, build_error=goal.build_error,
-                deployments=[d.name for d in built.deployments] if built else [],
-                ingress=built.ingress if built else "", route_prefix=goal.route_prefix))
         ever = {n: self.ever_running.get(n) == g.deployment_timestamp
                 for n, g in self.goal.goals.items()}
         autoscaling = {k: describe(c, self.scaling[k])
                        for k, c in self.goal.autoscaling.items() if k in self.scaling}
-        return status_document(apps, with_decisions(self.goal.targets, self.scaling), views,
+        return status_document(self.goal.app_views(),
+                               with_decisions(self.goal.targets, self.scaling), views,
                                self.health, ever, autoscaling)
 
     def status(self) -> dict[str, Any]:
