@@ -138,7 +138,8 @@ async def _drain(body: RequestBody, watcher: asyncio.Future[Message]) -> None:
     body.discard()
     ended = asyncio.ensure_future(body.ended.wait())
     try:
-        await asyncio.wait({watcher, ended}, timeout=DRAIN_TIMEOUT_S,
+        waiting: set[asyncio.Future[Any]] = {watcher, ended}
+        await asyncio.wait(waiting, timeout=DRAIN_TIMEOUT_S,
                            return_when=asyncio.FIRST_COMPLETED)
     finally:
         ended.cancel()
