@@ -50,6 +50,9 @@ Message = dict[str, Any]
 
 DEFAULT_MAX_BODY = 100 * 1024 * 1024
 CALL_METHOD_HEADER = b"x-serve-call-method"
+#: How long the proxy keeps reading a body its handler no longer wants (it answered
+#: early) before it gives up on the client and closes the connection.
+DRAIN_TIMEOUT_S = 30.0
 #: Ray's request id header: kept from the client, else made; echoed on the response.
 REQUEST_ID_HEADER = b"x-request-id"
 
@@ -126,6 +129,22 @@ def _echo_request_id(send: Any, request_id: bytes) -> Any:
         await send(message)
 
     return echoing
+
+
+async def _drain(body: RequestBody, watcher: asyncio.Future[Message]) -> None:
+    """The handler answered before the body ended: keep reading it (up to the body limit,
+    `watcher` enforces it) and drop it. Closing the connection instead would break the
+    pipe of a client still writing (urllib sends the whole body before it reads)."""
+    body.discard()
+    ended = asyncio.ensure_future(body.ended.wait())
+    try:
+        waiting: set[asyncio.Future[Any]] = {watcher, ended}
+        await asyncio.wait(waiting, timeout=DRAIN_TIMEOUT_S,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+    if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
+        log.info("request body too large after the answer; connection closed")
 
 
 class ProxyApp:
@@ -248,6 +267,12 @@ class ProxyApp:
         async def tracked(message: Message) -> None:
             nonlocal responded
             responded = True
+            if (body is not None and message["type"] == "http.response.body"
+                    and not message.get("more_body", False) and not body.ended.is_set()):
+                # The handler answered before the body ended: the server closes a
+                # connection whose request is unfinished once the response ends, so take
+                # the rest of the body in before ending it.
+                await _drain(body, watcher)
             await send(message)
 
         call = asyncio.ensure_future(self._relay(route.app, route.deployment, request,

@@ -33,6 +33,44 @@ max_package_option = click.option(
     "--max-package-mb", default=500.0, show_default=True, type=click.FloatRange(min=0),
     help="Refuse a working_dir or py_modules package larger than this, zipped (Ray's limit).")
 
+#: Ray's runtime env flags of `serve run` and `serve deploy` (import path only).
+runtime_env_options = [
+    click.option("--runtime-env", default=None,
+                 help="A YAML file with the runtime env of the application."),
+    click.option("--runtime-env-json", default=None,
+                 help="The runtime env of the application, as JSON."),
+    click.option("--working-dir", default=None,
+                 help="The working_dir of the runtime env (overrides the ones above)."),
+]
+
+
+def with_runtime_env_options(command: Any) -> Any:
+    """Add --runtime-env, --runtime-env-json and --working-dir to a command."""
+    for option in reversed(runtime_env_options):
+        command = option(command)
+    return command
+
+
+def app_config(config_or_import_path: str, arguments: tuple[str, ...], *, name: str,
+               route_prefix: str, app_dir: str, runtime_env: str | None,
+               runtime_env_json: str | None, working_dir: str | None) -> dict[str, Any]:
+    """The config a `run` or `deploy` command line names: its config file, or one
+    application from an import path, its builder arguments and runtime env flags."""
+    from weir.cli import app_args
+
+    if app_args.is_config_file(config_or_import_path):
+        if arguments or runtime_env or runtime_env_json or working_dir:
+            fail("builder arguments and runtime env flags go with an import path; a config "
+                 "file gives them as `args` and `runtime_env`")
+        return _config_dict(_load_config_file(config_or_import_path))
+    try:
+        env = app_args.runtime_env(runtime_env, runtime_env_json, working_dir)
+        return app_args.import_path_config(config_or_import_path, arguments, name=name,
+                                           route_prefix=route_prefix, app_dir=app_dir,
+                                           env=env)
+    except ValueError as exc:
+        fail(str(exc))
+
 
 def fail(message: str) -> NoReturn:
     """Print one line to stderr and exit 1."""
@@ -81,6 +119,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("config_or_import_path")
+@click.argument("arguments", nargs=-1)
+@with_runtime_env_options
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--name", default="default", show_default=True, help="Application name.")
 @click.option("--route-prefix", default="/", show_default=True)
@@ -98,22 +138,22 @@ def main() -> None:
               help="Return once the app runs (an embedded cluster is stopped).")
 @max_package_option
 @token_option
-def run(config_or_import_path: str, address: str | None, name: str, route_prefix: str,
+def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str | None,
+        runtime_env_json: str | None, working_dir: str | None,
+        address: str | None, name: str, route_prefix: str,
         app_dir: str, host: str, port: int, admin_port: int, etcd_binary: str | None,
         non_blocking: bool, max_package_mb: float, token: str | None) -> None:
-    """Run an application (import path `module:app` or a config file) and block until
-    Ctrl-C. With no cluster address, an embedded local cluster (etcd included) is started
-    for the command's lifetime and stopped with it."""
+    """Run an application (import path `module:app`, then builder arguments as key=value,
+    or a config file) and block until Ctrl-C or `serve shutdown`. With no cluster address,
+    an embedded local cluster (etcd included) is started for the command's lifetime and
+    stopped with it."""
     from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
     from weir.cli.local_cluster import LocalCluster
     from weir.cli.locate import cluster_address
 
-    if config_or_import_path.endswith((".yaml", ".yml", ".json")):
-        config = _config_dict(_load_config_file(config_or_import_path))
-    else:
-        config = {"applications": [{
-            "name": name, "route_prefix": route_prefix, "import_path": config_or_import_path,
-            "runtime_env": {"working_dir": os.path.abspath(app_dir)}}]}
+    config = app_config(config_or_import_path, arguments, name=name,
+                        route_prefix=route_prefix, app_dir=app_dir, runtime_env=runtime_env,
+                        runtime_env_json=runtime_env_json, working_dir=working_dir)
     cluster: LocalCluster | None = None
     addr = cluster_address(address)
     stop = threading.Event()
@@ -151,7 +191,12 @@ def run(config_or_import_path: str, address: str | None, name: str, route_prefix
                        + (f" at route prefix {prefix}" if prefix else ""), err=True)
         if not non_blocking:
             click.echo("Press Ctrl-C to stop.", err=True)
-            stop.wait()
+            # `serve shutdown` ends the controllers: this process owns the rest (etcd,
+            # proxy, node agent), so it stops them too rather than leave them up.
+            while not stop.wait(0.5):
+                if cluster is not None and cluster.controllers_gone():
+                    click.echo("The cluster was shut down.", err=True)
+                    break
     except (ClusterError, RayServeException) as exc:
         click.echo(f"Error: {exc}", err=True)
         exit_code = 1
@@ -209,9 +254,13 @@ def start(host: str, join: str, http_host: str | None, http_port: int, admin_por
     """
     import shutil
 
+    from weir.cli.app_args import missing_http_server
     from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
     from weir.cli.local_cluster import LocalCluster, NodeOptions
 
+    server_missing = missing_http_server(http_server)
+    if server_missing:
+        fail(server_missing)
     state = weir_home() / STATE_FILE_NAME
     existing = ClusterInfo.load(state)
     if existing is not None:
@@ -343,7 +392,15 @@ def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str,
 
 
 @main.command()
-@click.argument("config_file")
+@click.argument("config_or_import_path")
+@click.argument("arguments", nargs=-1)
+@with_runtime_env_options
+@click.option("--name", default="default", show_default=True,
+              help="Application name (import path only).")
+@click.option("--route-prefix", default="/", show_default=True,
+              help="Route prefix (import path only).")
+@click.option("--app-dir", "-d", default=".", show_default=True,
+              help="Directory the import path is found in (becomes working_dir).")
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
 @click.option("--wait", is_flag=True,
@@ -353,19 +410,26 @@ def build(import_paths: tuple[str, ...], output_path: str | None, app_dir: str,
               help="With --wait: give up (exit 1) after this many seconds.")
 @max_package_option
 @token_option
-def deploy(config_file: str, address: str | None, dry_run: bool, wait: bool, timeout: float,
-           max_package_mb: float, token: str | None) -> None:
-    """Validate a config file, then replace the cluster's goal state with it atomically.
+def deploy(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str | None,
+           runtime_env_json: str | None, working_dir: str | None, name: str,
+           route_prefix: str, app_dir: str, address: str | None, dry_run: bool, wait: bool,
+           timeout: float, max_package_mb: float, token: str | None) -> None:
+    """Validate a config file, then replace the cluster's goal state with it atomically;
+    or deploy the one application of an import path (`module:app key=value ...`) as the
+    whole goal state, as Ray does.
 
     Local working_dir and py_modules paths are packed and uploaded to the controllers, so
     every machine runs the same code."""
     from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
 
-    config = _config_dict(_load_config_file(config_file))
+    config = app_config(config_or_import_path, arguments, name=name,
+                        route_prefix=route_prefix, app_dir=app_dir, runtime_env=runtime_env,
+                        runtime_env_json=runtime_env_json, working_dir=working_dir)
     try:
         client = AdminClient(resolve_address(address), token=token)
         before = mark_before(client) if wait and not dry_run else {}
         reply = client.deploy(config, dry_run=dry_run,
+
                               max_package_bytes=int(max_package_mb * 2**20))
     except ClusterError as exc:
         fail(str(exc))

@@ -151,6 +151,14 @@ class LocalCluster:
         self._controller_names[address] = f"controller-{index}"
         return address
 
+    def controllers_gone(self) -> bool:
+        """Every controller this object started has exited (`weir shutdown` ends them:
+        whoever owns the cluster then stops the rest)."""
+        info = self._require_info()
+        pids = {pid for name, pid in info.pids.items() if name.startswith("controller-")}
+        ours = [proc for proc in self._procs if proc.pid in pids]
+        return bool(ours) and all(proc.poll() is not None for proc in ours)
+
     def _packages_dir(self) -> Path:
         """Where this machine's controllers keep uploaded code: beside etcd's data when
         that persists (a restarted cluster brings its apps back, and their code with them),

@@ -11,6 +11,11 @@ streams, that means the replica refused it before any chunk past the first messa
 handed over: the transport takes chunks (`rest`) only after the replica said it admitted
 the call, so a refused call still has its whole first message and nothing else was sent.
 Once `started`, the body is gone and the call is never retried.
+
+A handler may answer before reading the whole body: the call is over while the client is
+still sending. The proxy then `discard`s what still comes (read, not kept) until the body
+ends, so that the client, which often reads nothing before it has sent everything, gets
+the answer instead of a connection closed under it.
 """
 
 from __future__ import annotations
@@ -32,9 +37,16 @@ class RequestBody:
         self._rest: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue()
         #: A chunk past the first message was handed to a replica: never retry the call.
         self.started = False
+        #: Set once the client sent the body's last chunk.
+        self.ended = asyncio.Event()
+        self._discarding = False
 
     def add(self, chunk: bytes, last: bool) -> None:
         """The client sent another chunk (`last`: the body ends with it)."""
+        if last:
+            self.ended.set()
+        if self._discarding:
+            return
         if not self._sealed:
             self._head.append(chunk)
             self._complete = last
@@ -50,6 +62,12 @@ class RequestBody:
             self._http.more_body = not self._complete
             self._head = []
         return self._http.more_body
+
+    def discard(self) -> None:
+        """The call is over: drop the chunks not yet taken and every chunk still to come."""
+        self._discarding = True
+        while not self._rest.empty():
+            self._rest.get_nowait()
 
     async def rest(self) -> AsyncIterator[tuple[bytes, bool]]:
         """The chunks after the first message, as `(data, last)`, as they arrive."""

@@ -229,6 +229,11 @@ class ReplicaTransport:
                 if reply.admitted and sender is None:
                     sender = asyncio.get_running_loop().create_task(_send_body(call, body))
                 yield reply
+                if not reply.admitted and not reply.more_body:
+                    # The response is whole. A handler that answered before reading the
+                    # whole body ends its side while this one may still be writing; gRPC
+                    # then ends the call INTERNAL, which is no failure of the call.
+                    return
         except grpc.aio.AioRpcError as exc:
             raise _failure(exc, address) from exc
         finally:

@@ -121,3 +121,59 @@ def test_serve_run_from_a_script_ships_code_by_value(tmp_path: Path) -> None:
     assert "done" in lines
     etcd = next(line.split()[1] for line in lines if line.startswith("etcd "))
     wait_for(lambda: not processes_mentioning(etcd), 5, "the script's cluster to be gone")
+
+
+BUILDER_APP = '''
+from weir import serve
+
+
+@serve.deployment
+class Greeter:
+    def __init__(self, greeting):
+        self.greeting = greeting
+
+    def __call__(self, request):
+        return self.greeting
+
+
+def app(args):
+    return Greeter.bind(args["greeting"])
+'''
+
+
+def test_weir_run_passes_builder_args_and_serve_shutdown_stops_it_all(tmp_path: Path) -> None:
+    (tmp_path / "greeter_builder.py").write_text(BUILDER_APP)
+    port = free_port()
+    env = {**os.environ, "WEIR_HOME": str(tmp_path)}
+    env.pop("WEIR_ADDRESS", None)
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "weir.cli", "run", "greeter_builder:app", "greeting=hej",
+             "--app-dir", str(tmp_path), "--port", str(port), "--admin-port", "0"],
+            cwd=ROOT, env=env, stderr=err, start_new_session=True)
+    try:
+        def greeting() -> str:
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/", timeout=2).text
+            except requests.RequestException:
+                return ""
+
+        wait_for(lambda: greeting() == "hej", 60, "the builder's argument to reach the app")
+        match = re.search(r"admin at (\S+), etcd at (\S+), logs in (\S+)/logs",
+                          log.read_text())
+        assert match, log.read_text()
+        admin, etcd, temp_dir = match.groups()
+        shutdown = subprocess.run(
+            [sys.executable, "-m", "weir.cli", "shutdown", "-y", "-a", admin], cwd=ROOT,
+            env=env, capture_output=True, text=True, timeout=30)
+        assert shutdown.returncode == 0, shutdown.stderr
+        proc.wait(timeout=20)
+        assert proc.returncode == 0
+        wait_for(lambda: not processes_mentioning(etcd, temp_dir), 10,
+                 "etcd, proxy and node agent of `weir run` to exit too")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "The cluster was shut down." in log.read_text()

@@ -202,6 +202,23 @@ def test_20_mb_body_round_trips_intact(apps: RunningCluster) -> None:
     print(f"20 MB echoed through proxy and replica in {elapsed:.2f} s")
 
 
+def test_handler_that_ignores_a_20_mb_body_still_answers(apps: RunningCluster) -> None:
+    # urllib writes the whole body before reading: the proxy must take it all in (up to
+    # the body limit) after the handler answered, not close the connection on it.
+    import urllib.request
+
+    request = urllib.request.Request(
+        apps.url + "/features", data=random.Random(3).randbytes(20 * MB), method="POST",
+        headers={"X-SERVE-CALL-METHOD": "other"})
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        assert reply.status == 200
+        assert reply.read() == b"called other with POST"
+    logs = Path(apps.info.temp_dir) / "logs"
+    proxy_log = "".join(p.read_text() for p in logs.glob("proxy*"))
+    assert "replica failed" not in proxy_log, "an early answer is no replica failure"
+    assert apps.get("/features").text == "called __call__"
+
+
 def raw_post(cluster: RunningCluster, headers: str, chunks: Iterable[bytes] = ()) -> str:
     """Send a request by hand (its body maybe unfinished) and return the status line."""
     host, port = cluster.info.http.split(":")
