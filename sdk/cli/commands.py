@@ -14,99 +14,23 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, NoReturn
 
 import click
-import yaml
 
-from weir.auth import cluster_token, new_token
+from weir.auth import cluster_token
 from weir.cli.admin_client import AdminClient, resolve_address
+from weir.cli.cluster_commands import shutdown, start
+from weir.cli.options import (
+    ADDRESS_HELP,
+    app_config,
+    confirm,
+    dump_yaml,
+    fail,
+    max_package_option,
+    token_option,
+    with_runtime_env_options,
+)
 from weir.exceptions import ClusterError, RayServeException
-
-ADDRESS_HELP = ("Controller admin address (host:port); default WEIR_ADDRESS, else the local "
-                "cluster.")
-#: Every command that calls a cluster takes its token (weir.auth.cluster_token).
-token_option = click.option(
-    "--token", default=None,
-    help="The cluster's token; default WEIR_TOKEN, else the local `weir start` cluster's.")
-max_package_option = click.option(
-    "--max-package-mb", default=500.0, show_default=True, type=click.FloatRange(min=0),
-    help="Refuse a working_dir or py_modules package larger than this, zipped (Ray's limit).")
-
-#: Ray's runtime env flags of `serve run` and `serve deploy` (import path only).
-runtime_env_options = [
-    click.option("--runtime-env", default=None,
-                 help="A YAML file with the runtime env of the application."),
-    click.option("--runtime-env-json", default=None,
-                 help="The runtime env of the application, as JSON."),
-    click.option("--working-dir", default=None,
-                 help="The working_dir of the runtime env (overrides the ones above)."),
-]
-
-
-def with_runtime_env_options(command: Any) -> Any:
-    """Add --runtime-env, --runtime-env-json and --working-dir to a command."""
-    for option in reversed(runtime_env_options):
-        command = option(command)
-    return command
-
-
-def app_config(config_or_import_path: str, arguments: tuple[str, ...], *, name: str,
-               route_prefix: str, app_dir: str, runtime_env: str | None,
-               runtime_env_json: str | None, working_dir: str | None) -> dict[str, Any]:
-    """The config a `run` or `deploy` command line names: its config file, or one
-    application from an import path, its builder arguments and runtime env flags."""
-    from weir.cli import app_args
-
-    if app_args.is_config_file(config_or_import_path):
-        if arguments or runtime_env or runtime_env_json or working_dir:
-            fail("builder arguments and runtime env flags go with an import path; a config "
-                 "file gives them as `args` and `runtime_env`")
-        return _config_dict(_load_config_file(config_or_import_path))
-    try:
-        env = app_args.runtime_env(runtime_env, runtime_env_json, working_dir)
-        return app_args.import_path_config(config_or_import_path, arguments, name=name,
-                                           route_prefix=route_prefix, app_dir=app_dir,
-                                           env=env)
-    except ValueError as exc:
-        fail(str(exc))
-
-
-def fail(message: str) -> NoReturn:
-    """Print one line to stderr and exit 1."""
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(1)
-
-
-def dump_yaml(data: Any) -> str:
-    """YAML in block style, keys in the order given."""
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
-
-
-def confirm(question: str, yes: bool) -> None:
-    """Ask `question` on a terminal unless `yes`; exit 1 ("Aborted!") on no. Without a
-    terminal (a script) nobody can answer, so the command goes on, as with `--yes`."""
-    if not yes and sys.stdin.isatty():
-        click.confirm(question, abort=True)
-
-
-def _load_config_file(path: str) -> Any:
-    from weir.config.config_file import parse_config
-    from weir.config.errors import ConfigError
-    from weir.config.ray_options import warn_ignored_in_config
-
-    try:
-        schema = parse_config(Path(path))
-    except ConfigError as exc:
-        fail(f"invalid config {path}:\n{exc}")
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}")
-    warn_ignored_in_config(schema)
-    return schema
-
-
-def _config_dict(schema: Any) -> dict[str, Any]:
-    return schema.model_dump(mode="json", exclude_unset=True)  # type: ignore[no-any-return]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -205,147 +129,6 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
             click.echo("Stopping the local cluster...", err=True)
             cluster.stop()
     sys.exit(exit_code)
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="The address every server here binds to and advertises (give this "
-                   "machine's IP to make or join a multi-machine cluster).")
-@click.option("--join", "join", default="", metavar="IP:PORT",
-              help="Join the cluster whose etcd is at IP:PORT (printed by the first "
-                   "machine's `weir start --host`): run a node agent and a proxy here.")
-@click.option("--http-host", default=None, help="HTTP ingress address [default: --host].")
-@click.option("--http-port", default=8000, show_default=True)
-@click.option("--admin-port", default=9500, show_default=True)
-@click.option("--controllers", default=None, type=int,
-              help="Controllers to run here (one leads) [default: 1; 0 with --join].")
-@click.option("--etcd", default="", help="Use this etcd (URL[,URL]) instead of an embedded one.")
-@click.option("--etcd-port", default=None, type=int,
-              help="The embedded etcd's client port [default: 2379 with --host, else free].")
-@click.option("--lease-ttl", default=3.0, show_default=True, help="Leader lease TTL, seconds.")
-@click.option("--etcd-binary", default=None, help="etcd server binary for the embedded etcd.")
-@click.option("--grpc-port", default=None, type=int,
-              help="Serve the gRPC ingress on this port (off by default).")
-@click.option("--http-server", type=click.Choice(["hypercorn", "uvicorn"]), default="hypercorn",
-              show_default=True)
-@click.option("--no-proxy", is_flag=True, help="Run no proxy on this machine.")
-@click.option("--num-cpus", default=None, type=float,
-              help="CPUs this node offers [default: the machine's].")
-@click.option("--num-gpus", default=None, type=float,
-              help="GPUs this node offers [default: those nvidia-smi lists].")
-@click.option("--resources", default="{}", help='Custom resources, JSON: {"name": amount}.')
-@click.option("--fresh", is_flag=True,
-              help="Start with no applications (forget the embedded etcd's data).")
-@click.option("--token", default=None,
-              help="Require this cluster token on every call to the cluster's gRPC servers "
-                   "(default WEIR_TOKEN; with --host and none given, a random one is made; "
-                   "none on loopback: no check). Kept in the state file for later commands; "
-                   "a machine joining needs the same.")
-def start(host: str, join: str, http_host: str | None, http_port: int, admin_port: int,
-          controllers: int | None, etcd: str, etcd_port: int | None, lease_ttl: float,
-          etcd_binary: str | None, grpc_port: int | None, http_server: str, no_proxy: bool,
-          num_cpus: float | None, num_gpus: float | None, resources: str,
-          fresh: bool, token: str | None) -> None:
-    """Start a long-running cluster in the background (etcd, controllers, a proxy and a
-    node agent), or join another machine's with --join.
-
-    The embedded etcd keeps its data under WEIR_HOME: a cluster restarted after a crash
-    brings back its applications (`weir shutdown` deletes them; --fresh starts empty).
-    """
-    import shutil
-
-    from weir.cli.app_args import missing_http_server
-    from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
-    from weir.cli.local_cluster import LocalCluster, NodeOptions
-
-    server_missing = missing_http_server(http_server)
-    if server_missing:
-        fail(server_missing)
-    state = weir_home() / STATE_FILE_NAME
-    existing = ClusterInfo.load(state)
-    if existing is not None:
-        fail(f"a cluster is already running here (admin at {existing.address or 'elsewhere'});"
-             " `weir shutdown` stops it")
-    try:
-        custom = {str(k): float(v) for k, v in json.loads(resources).items()}
-    except (ValueError, TypeError, AttributeError):
-        fail(f'--resources must be a JSON object of numbers, like {{"name": 2}}; got {resources!r}')
-    if join and etcd:
-        fail("--join and --etcd both name the cluster's etcd: give one")
-    endpoints = ",".join(e.split("://", 1)[-1] for e in (join or etcd).split(",") if e)
-    secret = cluster_token(token)
-    if not secret and host != "127.0.0.1" and not join:
-        # Off loopback, anyone who reaches a replica could send it a pickle: never open.
-        secret = new_token()
-    data_dir = weir_home() / "etcd"
-    if fresh and data_dir.exists():
-        shutil.rmtree(data_dir)
-    if join:
-        _check_admission(endpoints, secret)
-    cluster = LocalCluster(
-        host=host, http_host=http_host or host, http_port=http_port, admin_port=admin_port,
-        controllers=controllers if controllers is not None else (0 if join else 1),
-        etcd=endpoints, lease_ttl=lease_ttl, http_server=http_server,
-        etcd_binary=etcd_binary, grpc_port=grpc_port, joined=bool(join), proxy=not no_proxy,
-        etcd_port=etcd_port if etcd_port is not None else (2379 if host != "127.0.0.1" else None),
-        etcd_data_dir=None if endpoints else str(data_dir),
-        node=NodeOptions(num_cpus=num_cpus, num_gpus=num_gpus, resources=custom),
-        token=secret)
-    try:
-        info = cluster.start()
-    except (RuntimeError, TimeoutError, OSError) as exc:
-        fail(f"cannot start the cluster: {exc}")
-    info.save(state)
-    lines = ["Weir cluster " + ("joined." if join else "started."),
-             f"  admin address: {info.address or '(the leader, found through etcd)'}"]
-    if info.http:
-        lines.append(f"  HTTP: http://{info.http}")
-    if info.grpc:
-        lines.append(f"  gRPC: {info.grpc}")
-    lines += [f"  etcd: {info.etcd_endpoints}", f"  logs: {info.temp_dir}/logs"]
-    if info.token:
-        lines.append(f"  token: required (kept in {state})")
-    if not join and host != "127.0.0.1":
-        lines.append("To add a machine, run there:\n"
-                     f"  weir start --join {info.etcd_endpoints} --host <its IP>"
-                     + (f" --token {info.token}" if info.token else ""))
-    click.echo("\n".join(lines))
-
-
-def _check_admission(etcd_endpoints: str, token: str) -> None:
-    """Before joining: the cluster's leader takes this token (a machine with a wrong one
-    would start replicas that no controller or proxy can talk to)."""
-    from weir.cli.locate import leader_via_etcd
-
-    try:
-        AdminClient(leader_via_etcd(etcd_endpoints), token=token, timeout=10).get_status()
-    except ClusterError as exc:
-        fail(f"cannot join the cluster at etcd {etcd_endpoints}: {exc}. Give the token the "
-             "first machine's `weir start` printed: --token T (or WEIR_TOKEN)")
-
-
-@main.command()
-@click.option("--address", "-a", default=None, help=ADDRESS_HELP)
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@token_option
-def shutdown(address: str | None, yes: bool, token: str | None) -> None:
-    """Stop the cluster: every replica, the controllers, the proxy (and an embedded etcd)."""
-    from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
-    from weir.cli.local_cluster import stop_cluster
-
-    confirm("This stops every application and the cluster. Continue?", yes)
-    state = weir_home() / STATE_FILE_NAME
-    info = ClusterInfo.load(state)
-    if info is not None and (address is None or address in info.controllers):
-        stop_cluster(info)
-        state.unlink(missing_ok=True)
-        click.echo("Cluster stopped.")
-        return
-    try:
-        AdminClient(resolve_address(address), token=token).shutdown()
-    except ClusterError as exc:
-        fail(str(exc))
-    click.echo("Shutdown requested: applications deleted, controllers exiting.")
 
 
 @main.command()
@@ -534,3 +317,7 @@ def delete(names: tuple[str, ...], address: str | None, yes: bool, token: str | 
 
 if __name__ == "__main__":
     main()
+
+
+main.add_command(start)
+main.add_command(shutdown)

@@ -1,0 +1,96 @@
+"""What the `weir` commands share: their common options, one-line failures, confirmation,
+reading config files and building an application's config from an import path."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import yaml
+
+ADDRESS_HELP = ("Controller admin address (host:port); default WEIR_ADDRESS, else the local "
+                "cluster.")
+#: Every command that calls a cluster takes its token (weir.auth.cluster_token).
+token_option = click.option(
+    "--token", default=None,
+    help="The cluster's token; default WEIR_TOKEN, else the local `weir start` cluster's.")
+max_package_option = click.option(
+    "--max-package-mb", default=500.0, show_default=True, type=click.FloatRange(min=0),
+    help="Refuse a working_dir or py_modules package larger than this, zipped (Ray's limit).")
+
+#: Ray's runtime env flags of `serve run` and `serve deploy` (import path only).
+runtime_env_options = [
+    click.option("--runtime-env", default=None,
+                 help="A YAML file with the runtime env of the application."),
+    click.option("--runtime-env-json", default=None,
+                 help="The runtime env of the application, as JSON."),
+    click.option("--working-dir", default=None,
+                 help="The working_dir of the runtime env (overrides the ones above)."),
+]
+
+
+def with_runtime_env_options(command: Any) -> Any:
+    """Add --runtime-env, --runtime-env-json and --working-dir to a command."""
+    for option in reversed(runtime_env_options):
+        command = option(command)
+    return command
+
+
+def app_config(config_or_import_path: str, arguments: tuple[str, ...], *, name: str,
+               route_prefix: str, app_dir: str, runtime_env: str | None,
+               runtime_env_json: str | None, working_dir: str | None) -> dict[str, Any]:
+    """The config a `run` or `deploy` command line names: its config file, or one
+    application from an import path, its builder arguments and runtime env flags."""
+    from weir.cli import app_args
+
+    if app_args.is_config_file(config_or_import_path):
+        if arguments or runtime_env or runtime_env_json or working_dir:
+            fail("builder arguments and runtime env flags go with an import path; a config "
+                 "file gives them as `args` and `runtime_env`")
+        return config_dict(load_config_file(config_or_import_path))
+    try:
+        env = app_args.runtime_env(runtime_env, runtime_env_json, working_dir)
+        return app_args.import_path_config(config_or_import_path, arguments, name=name,
+                                           route_prefix=route_prefix, app_dir=app_dir,
+                                           env=env)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def fail(message: str) -> NoReturn:
+    """Print one line to stderr and exit 1."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML in block style, keys in the order given."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask `question` on a terminal unless `yes`; exit 1 ("Aborted!") on no. Without a
+    terminal (a script) nobody can answer, so the command goes on, as with `--yes`."""
+    if not yes and sys.stdin.isatty():
+        click.confirm(question, abort=True)
+
+
+def load_config_file(path: str) -> Any:
+    from weir.config.config_file import parse_config
+    from weir.config.errors import ConfigError
+    from weir.config.ray_options import warn_ignored_in_config
+
+    try:
+        schema = parse_config(Path(path))
+    except ConfigError as exc:
+        fail(f"invalid config {path}:\n{exc}")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    warn_ignored_in_config(schema)
+    return schema
+
+
+def config_dict(schema: Any) -> dict[str, Any]:
+    return schema.model_dump(mode="json", exclude_unset=True)  # type: ignore[no-any-return]
