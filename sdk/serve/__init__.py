@@ -25,10 +25,11 @@ from pydantic import BaseModel
 # context (`serve.context`), which would replace this name once imported.
 from weir import context as cluster_context
 from weir.batching import batch
-from weir.build import build_app
+from weir.build import build_app, with_app_logging_config
 from weir.cli.admin_client import AdminClient, CodeNotShipped
 from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
 from weir.config import ray_options
+from weir.config.logging_config import check_logging_config
 from weir.config.middlewares import pickled_entry
 from weir.config.ray_options import refuse_unknown
 from weir.config.schema import GrpcOptionsSchema, HTTPOptionsSchema
@@ -247,17 +248,22 @@ def run(target: Application, blocking: bool = False, name: str = "default",
         **unexpected: NoReturn) -> DeploymentHandle:
     """Deploy `target` as application `name` and return a handle to its ingress.
 
-    Ray's logging_config, _local_testing_mode and external_scaler_enabled are accepted and
-    warn that Weir ignores them; any other keyword is a TypeError.
+    `logging_config` (a `LoggingConfig` or a mapping of its fields) applies to every
+    deployment of the app that sets none of its own. Ray's _local_testing_mode and
+    external_scaler_enabled are accepted and warn that Weir ignores them; any other keyword
+    is a TypeError.
     """
     refuse_unknown("serve.run", run, unexpected)
+    try:
+        app_logging = check_logging_config(logging_config)
+    except ValueError as exc:
+        raise ValueError(f"serve.run(logging_config=...): {exc}") from None
     ray_options.warn_ignored(ray_options.RUN, {
-        "logging_config": logging_config or None,
         "_local_testing_mode": _local_testing_mode or None,
         "external_scaler_enabled": external_scaler_enabled or None}, stacklevel=2)
     if isinstance(target, Deployment):
         target = target.bind()
-    built = build_app(target, name)
+    built = with_app_logging_config(build_app(target, name), app_logging)
     client = _connect()
     runtime_env = {"working_dir": os.getcwd()}
     config = {"applications": [{
