@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TextIO, cast
 
 import structlog
@@ -96,7 +96,7 @@ def bind_process_context(**context: Any) -> None:
 
 
 def _merge_process_context(logger: Any, method: str,
-                           event: dict[str, Any]) -> dict[str, Any]:
+                           event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in _process_context.items():
         event.setdefault(key, value)
     return event
