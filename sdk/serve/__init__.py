@@ -185,10 +185,24 @@ def start(proxy_location: str | None = None, http_options: dict[str, Any] | None
     ray_options.warn_ignored(ray_options.START, {
         "proxy_location": proxy_location, "logging_config": logging_config or None,
         "detached": detached or None, "dedicated_cpu": dedicated_cpu or None}, stacklevel=2)
+    _warn_ignored_http_options(http_options)
     config = _start_config(http_options, grpc_options, http_middlewares)
     client = _connect(config.get("http_options"), config.get("grpc_options"))
     if len(config) > 1:
         client.deploy(config, partial=True)
+
+
+def _warn_ignored_http_options(http_options: Any) -> None:
+    """Warn for each http option Weir ignores (root_path, ...) that `serve.start` was given
+    a value other than its default: the same registry entries as a config file's."""
+    given = dict(http_options or {})
+    defaults = _defaults(HTTPOptionsSchema)
+    prefix = "http_options."
+    for dotted in ray_options.ignored_names(ray_options.CONFIG):
+        name = dotted.removeprefix(prefix)
+        if dotted.startswith(prefix) and given.get(name, defaults[name]) != defaults[name]:
+            ray_options.warn_ignored(ray_options.CONFIG, {dotted: given[name]},
+                                     at="serve.start(http_options=...)", stacklevel=3)
 
 
 def _start_config(http_options: dict[str, Any] | None, grpc_options: dict[str, Any] | None,
