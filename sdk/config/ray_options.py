@@ -49,8 +49,6 @@ _BY_VALUE = "Weir sends handle arguments and results by value, cloudpickled (no 
 #: scope -> option -> why Weir does not act on it.
 IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
     RUN: {
-        "_local_testing_mode": "Weir always runs the application in a real local cluster "
-                               "(an embedded one if none is running)",
         "external_scaler_enabled": _NO_EXTERNAL_SCALER,
     },
     START: {

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 # context (`serve.context`), which would replace this name once imported.
 from weir import context as cluster_context
 from weir.batching import batch
-from weir.build import build_app, with_app_logging_config
+from weir.build import BuiltApp, build_app, with_app_logging_config
 from weir.cli.admin_client import AdminClient, CodeNotShipped
 from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
 from weir.config import ray_options
@@ -42,6 +42,7 @@ from weir.exceptions import (
 )
 from weir.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from weir.ingress import ingress
+from weir.local_testing import LocalPlane
 from weir.packages.archive import PackageTooLarge
 from weir.runtime_context import get_replica_context, replica_context_or_none
 
@@ -109,6 +110,9 @@ class _Session:
         self.client: AdminClient | None = None
         self.owned: Any = None
         self.http: str = ""
+        #: The in-process applications of local testing mode (`serve.run(...,
+        #: _local_testing_mode=True)`), if any.
+        self.local: LocalPlane | None = None
 
 
 _session = _Session()
@@ -273,11 +277,12 @@ def run(target: Application, blocking: bool = False, name: str = "default",
     except ValueError as exc:
         raise ValueError(f"serve.run(logging_config=...): {exc}") from None
     ray_options.warn_ignored(ray_options.RUN, {
-        "_local_testing_mode": _local_testing_mode or None,
         "external_scaler_enabled": external_scaler_enabled or None}, stacklevel=2)
     if isinstance(target, Deployment):
         target = target.bind()
     built = with_app_logging_config(build_app(target, name), app_logging)
+    if _local_testing_mode:
+        return _run_locally(built)
     client = _connect()
     runtime_env = {"working_dir": os.getcwd()}
     config = {"applications": [{
@@ -309,6 +314,18 @@ def run(target: Application, blocking: bool = False, name: str = "default",
     return handle
 
 
+def _run_locally(built: BuiltApp) -> DeploymentHandle:
+    """Local testing mode: construct the app's deployments in this process and return a
+    handle to its ingress (`weir.local_testing`)."""
+    with _session.lock:
+        if _session.local is None:
+            _session.local = LocalPlane()
+            cluster_context.use_local_plane(_session.local)
+        plane = _session.local
+    cluster_context.submit(plane.deploy(built)).result()
+    return DeploymentHandle(built.ingress, built.name)
+
+
 def status() -> ServeStatus:
     """The status of every application on the cluster."""
     doc = _connect().get_status()
@@ -326,6 +343,9 @@ def status() -> ServeStatus:
 
 def delete(name: str, _blocking: bool = True) -> None:
     """Delete an application; with _blocking, wait until it is gone."""
+    if _session.local is not None:
+        _session.local.delete(name)
+        return
     client = _connect()
     client.delete_apps([name])
     deadline = time.monotonic() + 60
@@ -364,6 +384,7 @@ def shutdown() -> None:
     with _session.lock:
         owned, client = _session.owned, _session.client
         _session.owned = _session.client = None
+        _session.local = None
     cluster_context.reset()
     if owned is not None:
         owned.stop()
