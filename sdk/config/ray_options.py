@@ -89,7 +89,6 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
         "logging_config": _SYSTEM_LOGGING,
         "http_options.root_path": "Weir's proxies serve each application at its route_prefix "
                                   "with no cluster-wide root path yet",
-        "http_options.keep_alive_timeout_s": "Weir's proxies keep idle connections 5 s",
     },
 })
 

@@ -98,8 +98,7 @@ def test_start_warns_for_the_http_options_weir_ignores() -> None:
                                           "port": 8001}),
         serve._warn_ignored_http_options(HTTPOptions(root_path="/api"))])
     assert [m.split(" (at")[0] for m in seen] == [
-        "Weir ignores the config file option 'http_options.root_path'",
-        "Weir ignores the config file option 'http_options.keep_alive_timeout_s'"]
+        "Weir ignores the config file option 'http_options.root_path'"]
     assert "serve.start(http_options=...)" in seen[0]
     ray_options.forget_warnings()
     assert ignored_warnings(lambda: serve._warn_ignored_http_options(
