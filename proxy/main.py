@@ -12,7 +12,9 @@ import asyncio
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -30,6 +32,37 @@ log = structlog.get_logger("weir.proxy")
 
 #: A proxy that dies leaves `weir status` this long after its last lease refresh.
 PRESENCE_TTL_S = 3.0
+
+
+#: http_options.keep_alive_timeout_s's default (Ray's too), until the route table says.
+DEFAULT_KEEP_ALIVE_S = 5.0
+
+
+def keep_alive_timeout(http_options: dict[str, Any]) -> float:
+    """How long an idle HTTP connection stays open: the cluster's keep_alive_timeout_s. Pure."""
+    return float(http_options.get("keep_alive_timeout_s") or DEFAULT_KEEP_ALIVE_S)
+
+
+class KeepAliveFollower:
+    """ASGI wrapper making the HTTP server's keep-alive follow the cluster's http_options.
+
+    The servers read their config's keep-alive when a connection goes idle (hypercorn) or
+    opens (uvicorn); the options come later, with the route table, and may change. So each
+    request sets the value first: one dict lookup, no task of its own.
+    """
+
+    def __init__(self, app: Any, plane: DataPlane, apply: Callable[[float], None]) -> None:
+        self.app, self.plane, self.apply = app, plane, apply
+        self.current = DEFAULT_KEEP_ALIVE_S
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        table = self.plane.table
+        if table is not None:
+            wanted = keep_alive_timeout(table.http_options)
+            if wanted != self.current:
+                self.current = wanted
+                self.apply(wanted)
+        await self.app(scope, receive, send)
 
 
 async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
@@ -53,8 +86,12 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
     if opts.http_server == "uvicorn":
         import uvicorn
 
-        config = uvicorn.Config(app, host=opts.http_host, port=opts.http_port, log_level="warning",
-                                lifespan="off", access_log=False)
+        # `config` is bound before the first request calls this.
+        followed = KeepAliveFollower(app, plane,
+                                     lambda s: setattr(config, "timeout_keep_alive", s))
+        config = uvicorn.Config(followed, host=opts.http_host, port=opts.http_port,
+                                log_level="warning", lifespan="off", access_log=False,
+                                timeout_keep_alive=int(DEFAULT_KEEP_ALIVE_S))
         server = uvicorn.Server(config)
         server_task = asyncio.get_running_loop().create_task(server.serve())
         await _announce(opts, address)
@@ -68,10 +105,12 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
         hconfig = Config()
         hconfig.bind = [address]
         hconfig.accesslog = None
-        hconfig.keep_alive_timeout = 5
+        hconfig.keep_alive_timeout = DEFAULT_KEEP_ALIVE_S
         hconfig.graceful_timeout = 2
+        followed = KeepAliveFollower(app, plane,
+                                     lambda s: setattr(hconfig, "keep_alive_timeout", s))
         server_task = asyncio.get_running_loop().create_task(
-            hypercorn_serve(app, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+            hypercorn_serve(followed, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
         await _announce(opts, address)
         await server_task
     await presence.withdraw()

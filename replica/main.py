@@ -20,13 +20,19 @@ import structlog
 
 from weir import auth, context
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS, user_config_json
+from weir.config.logging_config import LoggingSettings, logging_settings, replica_log_file
 from weir.dataplane.route_table import LeaderLocator
 from weir.protos import weir_pb2 as pb
 from weir.replica.replica_rank import read_rank
 from weir.replica.server import ReplicaServer, start_server
 from weir.replica.session import ControllerSession
 from weir.replica.user_callable import UserCallable, add_sys_paths, error_fields
-from weir.runtime import configure_logging, run_until_signalled
+from weir.runtime import (
+    apply_logging_config,
+    bind_process_context,
+    configure_logging,
+    run_until_signalled,
+)
 from weir.runtime_context import ReplicaContext, ReplicaRank, set_replica_context
 
 log = structlog.get_logger("weir.replica")
@@ -88,7 +94,8 @@ class Replica:
         self.graceful_timeout = float(options["graceful_shutdown_timeout_s"])
         self.server.state = pb.INITIALIZING
         add_sys_paths(spec.get("sys_paths", []))
-        structlog.contextvars.bind_contextvars(app=spec["app"], deployment=spec["deployment"])
+        bind_process_context(app=spec["app"], deployment=spec["deployment"])
+        self._apply_logging_config(options.get("logging_config"))
         self.rank, world_size = await read_rank(self.locator.etcd_endpoints, self.replica_id,
                                                 spec)
         replica = ReplicaContext(app_name=spec["app"], deployment=spec["deployment"],
@@ -115,6 +122,22 @@ class Replica:
         self.message = ""
         log.info("running", version=self.version)
         self._load_changed()
+
+    def _apply_logging_config(self, config: dict[str, Any] | None) -> None:
+        """The deployment's LoggingConfig for this process. None keeps the process's
+        WEIR_LOG_LEVEL / WEIR_LOG_JSON setup, with Ray's default access log."""
+        try:
+            settings = logging_settings(config)
+        except ValueError as exc:
+            # Checked when deployed; a goal written by an older Weir may still hold a bad one.
+            log.warning("logging_config ignored: it is invalid; fix the deployment's "
+                        "logging_config", logging_config=config, error=str(exc))
+            settings = LoggingSettings()
+            config = None
+        if config is not None:
+            apply_logging_config(settings, replica_log_file(
+                settings, self.spec["app"], self.spec["deployment"], self.replica_id))
+        self.server.access_log = settings.access_log
 
     async def run(self, signalled: asyncio.Event) -> None:
         """Serve until told to stop, then drain and exit."""
@@ -163,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cluster-id", default="")
     parser.add_argument("--host", default="127.0.0.1")
     opts = parser.parse_args(argv)
-    configure_logging("replica", replica_id=opts.replica_id)
+    configure_logging("replica", reconfigurable=True, replica_id=opts.replica_id)
     auth.pin_token()
     os.environ["WEIR_ETCD_ENDPOINTS"] = opts.etcd
     context.set_cluster(context.ClusterCoordinates(

@@ -30,6 +30,7 @@ from weir.replica.user_callable import UserCallable, error_fields
 from weir.runtime_context import RequestContext, replica_context_or_none, serving
 
 log = structlog.get_logger("weir.replica")
+access = structlog.get_logger("weir.replica.access")
 
 
 def serve_request(request: pb.CallRequest) -> None:
@@ -43,6 +44,16 @@ def serve_request(request: pb.CallRequest) -> None:
         route=(request.http.root_path or "/") if is_http else "",
         app_name=replica.app_name if replica is not None else ""))
     structlog.contextvars.bind_contextvars(request_id=request.request_id)
+
+
+def _outcome(reply: pb.CallReply, before: str) -> str:
+    """The status an access line gives a streamed call, updated by one of its replies: the
+    HTTP status once one is sent, else the outcome of a reply that is not OK."""
+    if reply.status:
+        return str(reply.status)
+    if reply.outcome != pb.OK:
+        return pb.CallOutcome.Name(reply.outcome)
+    return before
 
 
 class ReplicaServer(pb_grpc.ReplicaServicer):
@@ -59,6 +70,8 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         #: The config's grpc_options.grpc_servicer_functions, for gRPC ingress calls.
         self.grpc_servicer_functions: list[str] = []
         self._grpc_codecs: dict[str, MethodCodec] | None = None
+        #: The deployment's logging_config.enable_access_log: one line per call served.
+        self.access_log = False
 
     @property
     def ongoing(self) -> int:
@@ -78,6 +91,18 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         self._on_load_change()
         return None
 
+    def _access(self, request: pb.CallRequest, outcome: str, started: float) -> None:
+        """One access line for a call served (Ray's replica access log), if enabled."""
+        if not self.access_log:
+            return
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        if request.HasField("http"):
+            access.info("access", route=request.http.path, http_method=request.http.method,
+                        status=outcome, duration_ms=duration_ms)
+        else:
+            access.info("access", method=request.method or "__call__", status=outcome,
+                        duration_ms=duration_ms)
+
     def _done(self) -> None:
         self.admitted -= 1
         if self.admitted == 0:
@@ -96,6 +121,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         assert self.user is not None
         serve_request(request)
         log_ = log.bind(method=request.method or "__call__")
+        started, outcome = time.perf_counter(), "ERROR"
         try:
             timeout = self._timeout(request)
             if timeout is not None and timeout <= 0:
@@ -109,8 +135,10 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             except Exception as exc:
                 raise TypeError(f"return value of type {type(result).__name__} cannot be "
                                 f"serialized: {exc}") from exc
+            outcome = "OK"
             return pb.CallReply(outcome=pb.OK, pickled=pickled, ongoing=self.ongoing - 1)
         except TimeoutError:
+            outcome = "TIMEOUT"
             log_.warning("request timed out; cancelled")
             return pb.CallReply(outcome=pb.TIMEOUT, error="request timed out on the replica",
                                 ongoing=self.ongoing - 1)
@@ -119,6 +147,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             return pb.CallReply(outcome=pb.USER_ERROR, ongoing=self.ongoing - 1,
                                 **error_fields(exc, with_cause=True))
         finally:
+            self._access(request, outcome, started)
             self._done()
 
     async def _grpc(self, request: pb.CallRequest, timeout: float | None) -> pb.CallReply:
@@ -145,14 +174,15 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             yield refused
             return
         serve_request(request)
+        started, outcome = time.perf_counter(), "OK"
         try:
-            if request.HasField("http"):
-                async for reply in self._http(request):
-                    yield reply
-            else:
-                async for reply in self._python_stream(request):
-                    yield reply
+            replies = (self._http(request) if request.HasField("http")
+                       else self._python_stream(request))
+            async for reply in replies:
+                outcome = _outcome(reply, outcome)
+                yield reply
         finally:
+            self._access(request, outcome, started)
             self._done()
 
     async def CallBodyStream(self, parts: AsyncIterator[pb.CallPart],
@@ -182,13 +212,16 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                     rest.put_nowait(None)  # the caller went away before the body ended
 
         reader = asyncio.get_running_loop().create_task(read_body())
+        started, outcome = time.perf_counter(), "OK"
         try:
             yield pb.CallReply(outcome=pb.OK, admitted=True, ongoing=self.ongoing,
                                more_body=True)
             async for reply in self._http(request, rest):
+                outcome = _outcome(reply, outcome)
                 yield reply
         finally:
             reader.cancel()
+            self._access(request, outcome, started)
             self._done()
 
     async def WebSocket(self, frames: AsyncIterator[pb.WebSocketFrame],

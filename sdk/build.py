@@ -19,7 +19,7 @@ import json
 import sys
 import traceback
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import cloudpickle
@@ -86,6 +86,10 @@ def definition_version(spec: DeploymentSpec, options: dict[str, Any], extra: str
     replicas.
     """
     heavy = {k: v for k, v in sorted(options.items()) if restarts_replicas(k)}
+    if heavy.get("logging_config") is None:
+        # Unset, it stays out: Weir learning the option must not change the version (and
+        # restart the replicas) of every deployment that was running before.
+        heavy.pop("logging_config", None)
     digest = hashlib.sha256(spec.definition)
     digest.update(json.dumps(heavy, sort_keys=True, default=str).encode())
     digest.update(extra.encode())
@@ -115,6 +119,17 @@ def _substitute(value: Any, handles: dict[int, DeploymentHandle]) -> Any:
     if isinstance(value, dict):
         return {k: _substitute(v, handles) for k, v in value.items()}
     return value
+
+
+def with_app_logging_config(app: BuiltApp, logging_config: dict[str, Any] | None) -> BuiltApp:
+    """`app` with an application-wide logging_config given to each deployment that sets
+    none of its own (Ray's rule: the deployment's wins). Pure."""
+    if not logging_config:
+        return app
+    return BuiltApp(app.name, [
+        d if d.options.get("logging_config") is not None
+        else replace(d, options={**d.options, "logging_config": dict(logging_config)})
+        for d in app.deployments])
 
 
 def build_app(root: Application, app_name: str) -> BuiltApp:

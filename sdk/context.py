@@ -13,7 +13,7 @@ import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.route_table import LeaderLocator
@@ -108,6 +108,15 @@ async def get_data_plane() -> DataPlane:
         plane.start()
         _ctx.data_plane = plane
     return _ctx.data_plane
+
+
+def use_local_plane(plane: Any) -> None:
+    """Serve this process's handle calls from `plane`, a `weir.local_testing.LocalPlane`
+    (local testing mode), instead of a cluster's data plane."""
+    with _ctx.lock:
+        _reset_locked()
+        # It offers the calls handles make (call, stream, close), not the routing.
+        _ctx.data_plane = cast(DataPlane, plane)
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> Future[T]:

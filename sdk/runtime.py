@@ -13,39 +13,28 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Awaitable, Callable
-from typing import Any, TextIO
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, TextIO, cast
 
 import structlog
+
+from weir.config.logging_config import LoggingSettings
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
 
-def configure_logging(component: str, **context: Any) -> None:
+def configure_logging(component: str, *, reconfigurable: bool = False, **context: Any) -> None:
     """Route structlog events to stderr as one key=value line each, tagged with `component`.
 
     `WEIR_LOG_LEVEL` (debug, info, warning, error) sets the threshold; `WEIR_LOG_JSON=1` switches
-    to JSON lines for log shippers.
+    to JSON lines for log shippers. A `reconfigurable` process (a replica) may later call
+    `apply_logging_config`; the others cache their loggers, a little faster.
     """
+    global _reconfigurable
+    _reconfigurable = reconfigurable
     level = _LEVELS.get(os.environ.get("WEIR_LOG_LEVEL", "info").lower(), logging.INFO)
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if os.environ.get("WEIR_LOG_JSON") == "1"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+    _configure(LoggingSettings(json=os.environ.get("WEIR_LOG_JSON") == "1", level=level))
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(component=component, pid=os.getpid(), **context)
     # Lines user code logs with the standard library (`logging.getLogger("ray.serve")`, as
@@ -53,10 +42,85 @@ def configure_logging(component: str, **context: Any) -> None:
     root = logging.getLogger()
     if not any(isinstance(h, _StandardToStructlog) for h in root.handlers):
         root.addHandler(_StandardToStructlog())
-    root.setLevel(level)
     # Python warnings (e.g. a user's module using a Ray option Weir ignores, imported by a
     # replica) become log events like any other line of the process.
     warnings.showwarning = _log_warning
+
+
+def apply_logging_config(settings: LoggingSettings, log_file: str | None = None) -> None:
+    """Switch this process's logging to a deployment's `LoggingConfig` (a replica calls this
+    once it knows its deployment): level, TEXT or JSON lines, the standard `LogRecord`
+    attributes added to lines from `logging`, and `log_file` (a path under the config's
+    logs_dir, created if missing) written besides stderr. The bound context stays."""
+    _configure(settings, log_file)
+
+
+def _configure(settings: LoggingSettings, log_file: str | None = None) -> None:
+    renderer: Any = (structlog.processors.JSONRenderer() if settings.json
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    out: TextIO = sys.stderr
+    if log_file is not None:
+        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+        # Line-buffered, opened once for the life of the process: every line reaches the file
+        # as it is logged, as it reaches stderr.
+        out = cast(TextIO, _Tee(sys.stderr, open(log_file, "a", buffering=1, encoding="utf-8")))
+    global _standard_attrs
+    _standard_attrs = settings.standard_attrs
+    structlog.configure(
+        processors=[
+            _merge_process_context,
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(settings.level),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # A cached logger keeps the config of its first use: a replica's module-level loggers,
+        # used before it learns its deployment's config, must follow that config.
+        cache_logger_on_first_use=not _reconfigurable,
+    )
+    logging.getLogger().setLevel(settings.level)
+
+
+#: Context every line of the process carries, whatever task or thread logs it.
+_process_context: dict[str, Any] = {}
+
+
+def bind_process_context(**context: Any) -> None:
+    """Add fields to every later line of this process, in every task and thread (a replica's
+    app and deployment: its calls run in tasks that do not inherit the context bound where it
+    learnt them)."""
+    _process_context.update(context)
+
+
+def _merge_process_context(logger: Any, method: str,
+                           event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in _process_context.items():
+        event.setdefault(key, value)
+    return event
+
+
+#: `LoggingConfig.additional_log_standard_attrs` of this process.
+_standard_attrs: tuple[str, ...] = ()
+#: Whether `apply_logging_config` may come (`configure_logging(reconfigurable=True)`).
+_reconfigurable = False
+
+
+class _Tee:
+    """A text stream writing to two: stderr and a deployment's log file."""
+
+    def __init__(self, first: TextIO, second: TextIO) -> None:
+        self.first, self.second = first, second
+
+    def write(self, text: str) -> int:
+        self.first.write(text)
+        return self.second.write(text)
+
+    def flush(self) -> None:
+        self.first.flush()
+        self.second.flush()
 
 
 class _StandardToStructlog(logging.Handler):
@@ -66,6 +130,8 @@ class _StandardToStructlog(logging.Handler):
         try:
             event = record.getMessage()
             extra: dict[str, Any] = {"logger": record.name}
+            for attr in _standard_attrs:
+                extra[attr] = getattr(record, attr, None)
             if record.exc_info:
                 extra["exc_info"] = record.exc_info
             structlog.get_logger().log(record.levelno, event, **extra)

@@ -78,18 +78,23 @@ def validate_deployment_options(**options: Any) -> dict[str, Any]:
 def merge_deployment_options(
     decorator_options: Mapping[str, Any],
     override: DeploymentSchema | Mapping[str, Any] | None = None,
+    app_logging_config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every option of one deployment: `DEFAULT_DEPLOYMENT_OPTIONS`, then the decorator's
     options (only those the user set), then the fields a config entry set (`override`: a
     `DeploymentSchema`, or its entry as plain data, as the goal keeps it). Pure.
 
     An option Weir ignores is kept only where a side set it. The entry's `name` and its
-    Ray 1.x `route_prefix` are not options and are left out.
+    Ray 1.x `route_prefix` are not options and are left out. `app_logging_config` (the
+    application's `logging_config`) applies where neither side set one, as in Ray.
     """
     if isinstance(override, DeploymentSchema):
         override = override.model_dump(exclude_unset=True)
     entry = {k: v for k, v in (override or {}).items() if k not in ("name", "route_prefix")}
-    return {**DEFAULT_DEPLOYMENT_OPTIONS, **decorator_options, **entry}
+    merged = {**DEFAULT_DEPLOYMENT_OPTIONS, **decorator_options, **entry}
+    if merged.get("logging_config") is None and app_logging_config:
+        merged["logging_config"] = dict(app_logging_config)
+    return merged
 
 
 def restarts_replicas(option: str) -> bool:

@@ -39,8 +39,9 @@ APPLICATION = "application"
 #: A config file's cluster-wide fields (dotted names reach into http_options, ...).
 CONFIG = "config file"
 
-_LOGGING = ("Weir's processes log structured events to stderr (WEIR_LOG_LEVEL, "
-            "WEIR_LOG_JSON); Ray's logging config has no counterpart yet")
+_SYSTEM_LOGGING = ("Weir's controller and proxies log structured events to stderr "
+                   "(WEIR_LOG_LEVEL, WEIR_LOG_JSON); a logging_config applies to replicas only "
+                   "(serve.run, an application or a deployment)")
 _NO_EXTERNAL_SCALER = ("Weir scales deployments by its own autoscaler (autoscaling_config) "
                        "only, with no API for an external scaler yet")
 _BY_VALUE = "Weir sends handle arguments and results by value, cloudpickled (no Ray object store)"
@@ -48,14 +49,11 @@ _BY_VALUE = "Weir sends handle arguments and results by value, cloudpickled (no 
 #: scope -> option -> why Weir does not act on it.
 IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
     RUN: {
-        "logging_config": _LOGGING,
-        "_local_testing_mode": "Weir always runs the application in a real local cluster "
-                               "(an embedded one if none is running)",
         "external_scaler_enabled": _NO_EXTERNAL_SCALER,
     },
     START: {
         "proxy_location": "Weir runs the proxies its cluster was started with",
-        "logging_config": _LOGGING,
+        "logging_config": _SYSTEM_LOGGING,
         "detached": "a cluster from `weir start` outlives the script, an embedded one does not",
         "dedicated_cpu": "Weir's controller is a plain process, not a Ray actor",
     },
@@ -72,7 +70,6 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
     DEPLOYMENT: {
         "placement_group_bundles": "Weir has no placement groups",
         "placement_group_strategy": "Weir has no placement groups",
-        "logging_config": _LOGGING,
         "graceful_shutdown_wait_loop_s": "a draining replica stops as soon as its last call "
                                          "ends (graceful_shutdown_timeout_s still bounds it)",
         "request_router_config": "Weir routes by power of two choices only",
@@ -80,17 +77,18 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
                                        "30 s apart) until the config changes",
     },
     APPLICATION: {
-        "logging_config": _LOGGING,
+        "logging_config": "an application's logging_config in a config file does not reach "
+                          "its deployments yet: set it on each deployment entry (serve.run's "
+                          "does reach them)",
         "external_scaler_enabled": _NO_EXTERNAL_SCALER,
         "runtime_env.pip": "Weir does not install packages: install them where the replicas "
                            "run",
     },
     CONFIG: {
         "proxy_location": "Weir runs the proxies its cluster was started with",
-        "logging_config": _LOGGING,
+        "logging_config": _SYSTEM_LOGGING,
         "http_options.root_path": "Weir's proxies serve each application at its route_prefix "
                                   "with no cluster-wide root path yet",
-        "http_options.keep_alive_timeout_s": "Weir's proxies keep idle connections 5 s",
     },
 })
 

@@ -44,6 +44,7 @@ from pydantic import (
 )
 
 from weir.config.autoscaling import NumReplicas, check_autoscaling_config
+from weir.config.logging_config import check_logging_config
 
 # ----------------------------------------------------------------- field rules
 
@@ -126,6 +127,9 @@ def _no_deployment_route(value: Any) -> Any:
 
 
 JsonDict = Annotated[dict[StrictStr, Any], AfterValidator(_json_dict)]
+
+#: Ray's LoggingConfig, as a mapping of the fields given (`weir.config.logging_config`).
+LoggingConfigField = Annotated[JsonDict | None, BeforeValidator(check_logging_config)]
 Name = Annotated[StrictStr, Field(min_length=1), AfterValidator(_name)]
 ImportPath = Annotated[StrictStr, AfterValidator(_import_path)]
 Middleware = Annotated[Any, AfterValidator(_middleware)]
@@ -182,7 +186,7 @@ class DeploymentSchema(_OverrideSchema):
     max_replicas_per_node: StrictInt | None = Field(default=None, ge=1)
     autoscaling_config: Annotated[JsonDict | None,
                                   AfterValidator(check_autoscaling_config)] = None
-    logging_config: JsonDict | None = None
+    logging_config: LoggingConfigField = None
     request_router_config: JsonDict | None = None
     max_constructor_retry_count: StrictInt | None = Field(default=None, ge=0)
     #: Ray Serve 1.x kept a route per deployment; `serve config` output of that era shows
@@ -224,7 +228,7 @@ class ServeApplicationSchema(_Schema):
     args: JsonDict = Field(default_factory=dict)
     deployments: list[DeploymentSchema] = Field(default_factory=list)
     external_scaler_enabled: StrictBool = False
-    logging_config: JsonDict | None = None
+    logging_config: LoggingConfigField = None
 
     @field_validator("deployments")
     @classmethod
@@ -273,7 +277,7 @@ class ServeDeploySchema(_Schema):
     proxy_location: Literal["Disabled", "HeadOnly", "EveryNode"] = "EveryNode"
     http_options: HTTPOptionsSchema = Field(default_factory=HTTPOptionsSchema)
     grpc_options: GrpcOptionsSchema = Field(default_factory=GrpcOptionsSchema)
-    logging_config: JsonDict | None = None
+    logging_config: LoggingConfigField = None
     applications: list[ServeApplicationSchema] = Field(default_factory=list)
 
     @field_validator("applications")

@@ -25,10 +25,11 @@ from pydantic import BaseModel
 # context (`serve.context`), which would replace this name once imported.
 from weir import context as cluster_context
 from weir.batching import batch
-from weir.build import build_app
+from weir.build import BuiltApp, build_app, with_app_logging_config
 from weir.cli.admin_client import AdminClient, CodeNotShipped
 from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
 from weir.config import ray_options
+from weir.config.logging_config import check_logging_config
 from weir.config.middlewares import pickled_entry
 from weir.config.ray_options import refuse_unknown
 from weir.config.schema import GrpcOptionsSchema, HTTPOptionsSchema
@@ -41,6 +42,7 @@ from weir.exceptions import (
 )
 from weir.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from weir.ingress import ingress
+from weir.local_testing import LocalPlane
 from weir.packages.archive import PackageTooLarge
 from weir.runtime_context import get_replica_context, replica_context_or_none
 
@@ -108,6 +110,9 @@ class _Session:
         self.client: AdminClient | None = None
         self.owned: Any = None
         self.http: str = ""
+        #: The in-process applications of local testing mode (`serve.run(...,
+        #: _local_testing_mode=True)`), if any.
+        self.local: LocalPlane | None = None
 
 
 _session = _Session()
@@ -184,10 +189,24 @@ def start(proxy_location: str | None = None, http_options: dict[str, Any] | None
     ray_options.warn_ignored(ray_options.START, {
         "proxy_location": proxy_location, "logging_config": logging_config or None,
         "detached": detached or None, "dedicated_cpu": dedicated_cpu or None}, stacklevel=2)
+    _warn_ignored_http_options(http_options)
     config = _start_config(http_options, grpc_options, http_middlewares)
     client = _connect(config.get("http_options"), config.get("grpc_options"))
     if len(config) > 1:
         client.deploy(config, partial=True)
+
+
+def _warn_ignored_http_options(http_options: Any) -> None:
+    """Warn for each http option Weir ignores (root_path, ...) that `serve.start` was given
+    a value other than its default: the same registry entries as a config file's."""
+    given = dict(http_options or {})
+    defaults = _defaults(HTTPOptionsSchema)
+    prefix = "http_options."
+    for dotted in ray_options.ignored_names(ray_options.CONFIG):
+        name = dotted.removeprefix(prefix)
+        if dotted.startswith(prefix) and given.get(name, defaults[name]) != defaults[name]:
+            ray_options.warn_ignored(ray_options.CONFIG, {dotted: given[name]},
+                                     at="serve.start(http_options=...)", stacklevel=3)
 
 
 def _start_config(http_options: dict[str, Any] | None, grpc_options: dict[str, Any] | None,
@@ -247,17 +266,23 @@ def run(target: Application, blocking: bool = False, name: str = "default",
         **unexpected: NoReturn) -> DeploymentHandle:
     """Deploy `target` as application `name` and return a handle to its ingress.
 
-    Ray's logging_config, _local_testing_mode and external_scaler_enabled are accepted and
-    warn that Weir ignores them; any other keyword is a TypeError.
+    `logging_config` (a `LoggingConfig` or a mapping of its fields) applies to every
+    deployment of the app that sets none of its own. Ray's _local_testing_mode and
+    external_scaler_enabled are accepted and warn that Weir ignores them; any other keyword
+    is a TypeError.
     """
     refuse_unknown("serve.run", run, unexpected)
+    try:
+        app_logging = check_logging_config(logging_config)
+    except ValueError as exc:
+        raise ValueError(f"serve.run(logging_config=...): {exc}") from None
     ray_options.warn_ignored(ray_options.RUN, {
-        "logging_config": logging_config or None,
-        "_local_testing_mode": _local_testing_mode or None,
         "external_scaler_enabled": external_scaler_enabled or None}, stacklevel=2)
     if isinstance(target, Deployment):
         target = target.bind()
-    built = build_app(target, name)
+    built = with_app_logging_config(build_app(target, name), app_logging)
+    if _local_testing_mode:
+        return _run_locally(built)
     client = _connect()
     runtime_env = {"working_dir": os.getcwd()}
     config = {"applications": [{
@@ -289,6 +314,18 @@ def run(target: Application, blocking: bool = False, name: str = "default",
     return handle
 
 
+def _run_locally(built: BuiltApp) -> DeploymentHandle:
+    """Local testing mode: construct the app's deployments in this process and return a
+    handle to its ingress (`weir.local_testing`)."""
+    with _session.lock:
+        if _session.local is None:
+            _session.local = LocalPlane()
+            cluster_context.use_local_plane(_session.local)
+        plane = _session.local
+    cluster_context.submit(plane.deploy(built)).result()
+    return DeploymentHandle(built.ingress, built.name)
+
+
 def status() -> ServeStatus:
     """The status of every application on the cluster."""
     doc = _connect().get_status()
@@ -306,6 +343,9 @@ def status() -> ServeStatus:
 
 def delete(name: str, _blocking: bool = True) -> None:
     """Delete an application; with _blocking, wait until it is gone."""
+    if _session.local is not None:
+        _session.local.delete(name)
+        return
     client = _connect()
     client.delete_apps([name])
     deadline = time.monotonic() + 60
@@ -344,6 +384,7 @@ def shutdown() -> None:
     with _session.lock:
         owned, client = _session.owned, _session.client
         _session.owned = _session.client = None
+        _session.local = None
     cluster_context.reset()
     if owned is not None:
         owned.stop()

@@ -97,14 +97,12 @@ def test_rays_options_weir_ignores_warn_and_change_nothing(composed: RunningClus
     ray_options.forget_warnings()
     with pytest.warns(IgnoredRayOptionWarning) as seen:
         handle = serve.run(Doubler.options(num_replicas=1).bind(), name="ray_opts",
-                           route_prefix="/ray_opts", logging_config={"log_level": "DEBUG"},
-                           _local_testing_mode=True)
+                           route_prefix="/ray_opts", external_scaler_enabled=True)
         assert handle.options(multiplexed_model_id="m1").remote(4).result(timeout_s=30) == 8
     assert sorted(str(w.message).split(":")[0] for w in seen
                   if issubclass(w.category, IgnoredRayOptionWarning)) == [
         "Weir ignores the DeploymentHandle.options() option 'multiplexed_model_id'",
-        "Weir ignores the serve.run() option '_local_testing_mode'",
-        "Weir ignores the serve.run() option 'logging_config'"]
+        "Weir ignores the serve.run() option 'external_scaler_enabled'"]
     with pytest.raises(TypeError, match="'nmae'"):
         serve.run(Doubler.bind(), nmae="typo")  # type: ignore[arg-type]
     serve.delete("ray_opts")

@@ -17,6 +17,7 @@ from weir import serve
 from weir.config import ray_options
 from weir.exceptions import IgnoredRayOptionWarning
 from weir.handle import DeploymentHandle
+from weir.serve.config import HTTPOptions
 
 
 @pytest.fixture(autouse=True)
@@ -89,6 +90,19 @@ def test_start_config_sends_only_what_was_given() -> None:
     assert config["grpc_options"] == {
         "grpc_servicer_functions": ["m.pb2_grpc:add_S_to_server"]}
     pickle.dumps(config)
+
+
+def test_start_warns_for_the_http_options_weir_ignores() -> None:
+    seen = ignored_warnings(lambda: [
+        serve._warn_ignored_http_options({"root_path": "/api", "keep_alive_timeout_s": 9,
+                                          "port": 8001}),
+        serve._warn_ignored_http_options(HTTPOptions(root_path="/api"))])
+    assert [m.split(" (at")[0] for m in seen] == [
+        "Weir ignores the config file option 'http_options.root_path'"]
+    assert "serve.start(http_options=...)" in seen[0]
+    ray_options.forget_warnings()
+    assert ignored_warnings(lambda: serve._warn_ignored_http_options(
+        {"root_path": "", "keep_alive_timeout_s": 5.0})) == [], "defaults ask for nothing"
 
 
 # ----------------------------------------------------------------- DeploymentHandle.options

@@ -558,7 +558,7 @@ def test_default_options_are_the_schema_defaults_of_what_weir_acts_on() -> None:
         "num_replicas": 1, "max_ongoing_requests": 5, "max_queued_requests": -1,
         "user_config": None, "health_check_period_s": 10.0, "health_check_timeout_s": 30.0,
         "graceful_shutdown_timeout_s": 20.0, "ray_actor_options": None,
-        "max_replicas_per_node": None, "autoscaling_config": None}
+        "max_replicas_per_node": None, "autoscaling_config": None, "logging_config": None}
     fields = DeploymentSchema.model_fields
     for name, value in DEFAULT_DEPLOYMENT_OPTIONS.items():
         assert fields[name].get_default() == value

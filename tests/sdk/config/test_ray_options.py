@@ -56,11 +56,11 @@ def test_none_and_options_weir_acts_on_do_not_warn() -> None:
 
 
 def test_a_name_warns_once_per_scope() -> None:
-    seen = caught(lambda: [warn_ignored(ray_options.RUN, {"logging_config": {}}),
+    seen = caught(lambda: [warn_ignored(ray_options.CONFIG, {"logging_config": {}}),
                            warn_ignored(ray_options.START, {"logging_config": {}}),
-                           warn_ignored(ray_options.RUN, {"logging_config": {}})])
+                           warn_ignored(ray_options.CONFIG, {"logging_config": {}})])
     assert [str(w.message).split(":")[0] for w in seen] == [
-        "Weir ignores the serve.run() option 'logging_config'",
+        "Weir ignores the config file option 'logging_config'",
         "Weir ignores the serve.start() option 'logging_config'"]
 
 
