@@ -120,7 +120,8 @@ def deployment_plans(goal: AppGoal) -> list[DeploymentPlan]:
     for spec in built.deployments:
         entry = next((d for d in goal.config.get("deployments") or []
                       if d.get("name") == spec.name), None)
-        options = merge_deployment_options(without_scaling_of(spec.options, entry), entry)
+        options = merge_deployment_options(without_scaling_of(spec.options, entry), entry,
+                                           goal.config.get("logging_config"))
         version = definition_version(spec, options, extra=goal.build_key)
         autoscaling = _autoscaling(options)
         fixed = options["num_replicas"]

@@ -77,9 +77,6 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
                                        "30 s apart) until the config changes",
     },
     APPLICATION: {
-        "logging_config": "an application's logging_config in a config file does not reach "
-                          "its deployments yet: set it on each deployment entry (serve.run's "
-                          "does reach them)",
         "external_scaler_enabled": _NO_EXTERNAL_SCALER,
         "runtime_env.pip": "Weir does not install packages: install them where the replicas "
                            "run",

@@ -49,3 +49,17 @@ def test_autoscaling_config_changes_keep_the_version() -> None:
 def test_an_invalid_autoscaling_config_from_an_older_goal_keeps_num_replicas() -> None:
     p = plan({"autoscaling_config": {"max_replicas": 0}})
     assert p.autoscaling is None and p.target.num_replicas == 1
+
+
+def test_an_applications_logging_config_reaches_its_deployments_unless_they_set_one() -> None:
+    def options(decorator: dict[str, Any]) -> dict[str, Any]:
+        spec = DeploymentSpec("app", "D", decorator, b"code", ingress=True)
+        goal = AppGoal(name="app", config={"name": "app",
+                                           "logging_config": {"log_level": "DEBUG"}},
+                       deployment_timestamp=1.0, build_key="k",
+                       built_json=BuiltApp("app", [spec]).to_json())
+        return deployment_plans(goal)[0].options
+
+    assert options({})["logging_config"]["log_level"] == "DEBUG"
+    own = options({"logging_config": {"log_level": "ERROR"}})
+    assert own["logging_config"]["log_level"] == "ERROR"
