@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 
 from weir.protos import weir_pb2 as pb
 from weir.replica.json_encoding import jsonable
+from weir.user_method import user_method
 
 Message = dict[str, Any]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -159,19 +160,7 @@ class UserCallable:
 
     def method(self, name: str) -> Callable[..., Any]:
         """The bound method to call (`""` is `__call__`)."""
-        if self.is_function:
-            if name not in ("", "__call__"):
-                raise AttributeError(f"function deployments have only __call__, not {name!r}")
-            return self.instance  # type: ignore[no-any-return]
-        attr = name or "__call__"
-        if attr.startswith("_") and attr != "__call__":
-            raise AttributeError(f"method {attr!r} is private")
-        try:
-            return getattr(self.instance, attr)  # type: ignore[no-any-return]
-        except AttributeError:
-            raise AttributeError(
-                f"deployment class {type(self.instance).__name__} has no method {attr!r}"
-            ) from None
+        return user_method(self.instance, self.is_function, name)
 
     async def invoke(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call sync code in the thread pool, async code on the loop."""

@@ -23,6 +23,7 @@ import cloudpickle
 
 from weir.build import BuiltApp
 from weir.protos import weir_pb2 as pb
+from weir.user_method import user_method
 
 __all__ = ["LocalPlane"]
 
@@ -35,14 +36,7 @@ class _Local:
     is_function: bool
 
     def method(self, name: str) -> Callable[..., Any]:
-        if self.is_function:
-            if name not in ("", "__call__"):
-                raise AttributeError(f"function deployments have only __call__, not {name!r}")
-            return self.instance  # type: ignore[no-any-return]
-        attr = name or "__call__"
-        if attr.startswith("_") and attr != "__call__":
-            raise AttributeError(f"method {attr!r} is private")
-        return getattr(self.instance, attr)  # type: ignore[no-any-return]
+        return user_method(self.instance, self.is_function, name)
 
 
 def _error_reply(exc: BaseException) -> pb.CallReply:
