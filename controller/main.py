@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from weir import auth
+from weir import auth, grpc_health
 from weir.controller.admin import AdminService
 from weir.controller.election import Election
 from weir.controller.leader import Leader
@@ -77,6 +77,7 @@ class Controller:
             AdminService(self.store, lambda: self.leader, lambda: self.leader_address,
                          self.shutdown_cluster), server)
         pb_grpc.add_PackagesServicer_to_server(PackageService(self.packages), server)
+        await grpc_health.serve_health(server, ["weir.Controller", "weir.Packages"])
         port = server.add_insecure_port(f"{self.opts.host}:{self.opts.port}")
         if port == 0:
             log.error("cannot listen", host=self.opts.host, port=self.opts.port)

@@ -99,14 +99,18 @@ class CallPart(_message.Message):
     def __init__(self, request: _Optional[_Union[CallRequest, _Mapping]] = ..., body: _Optional[_Union[BodyChunk, _Mapping]] = ...) -> None: ...
 
 class GrpcRequest(_message.Message):
-    __slots__ = ("method_path", "payload", "metadata")
+    __slots__ = ("method_path", "payload", "metadata", "peer", "more_messages")
     METHOD_PATH_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    MORE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     method_path: str
     payload: bytes
     metadata: _containers.RepeatedCompositeFieldContainer[Header]
-    def __init__(self, method_path: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
+    peer: str
+    more_messages: bool
+    def __init__(self, method_path: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., peer: _Optional[str] = ..., more_messages: _Optional[bool] = ...) -> None: ...
 
 class CallRequest(_message.Message):
     __slots__ = ("request_id", "method", "deadline", "http", "pickled_args", "caller", "grpc")
@@ -127,7 +131,7 @@ class CallRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., method: _Optional[str] = ..., deadline: _Optional[float] = ..., http: _Optional[_Union[HttpRequest, _Mapping]] = ..., pickled_args: _Optional[bytes] = ..., caller: _Optional[str] = ..., grpc: _Optional[_Union[GrpcRequest, _Mapping]] = ...) -> None: ...
 
 class CallReply(_message.Message):
-    __slots__ = ("outcome", "status", "headers", "body", "pickled", "error", "error_type", "traceback", "ongoing", "more_body", "admitted")
+    __slots__ = ("outcome", "status", "headers", "body", "pickled", "error", "error_type", "traceback", "ongoing", "more_body", "admitted", "grpc_code", "grpc_details", "grpc_trailing_metadata")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +143,9 @@ class CallReply(_message.Message):
     ONGOING_FIELD_NUMBER: _ClassVar[int]
     MORE_BODY_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_FIELD_NUMBER: _ClassVar[int]
+    GRPC_CODE_FIELD_NUMBER: _ClassVar[int]
+    GRPC_DETAILS_FIELD_NUMBER: _ClassVar[int]
+    GRPC_TRAILING_METADATA_FIELD_NUMBER: _ClassVar[int]
     outcome: CallOutcome
     status: int
     headers: _containers.RepeatedCompositeFieldContainer[Header]
@@ -150,7 +157,10 @@ class CallReply(_message.Message):
     ongoing: int
     more_body: bool
     admitted: bool
-    def __init__(self, outcome: _Optional[_Union[CallOutcome, str]] = ..., status: _Optional[int] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., body: _Optional[bytes] = ..., pickled: _Optional[bytes] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., traceback: _Optional[str] = ..., ongoing: _Optional[int] = ..., more_body: _Optional[bool] = ..., admitted: _Optional[bool] = ...) -> None: ...
+    grpc_code: int
+    grpc_details: str
+    grpc_trailing_metadata: _containers.RepeatedCompositeFieldContainer[Header]
+    def __init__(self, outcome: _Optional[_Union[CallOutcome, str]] = ..., status: _Optional[int] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., body: _Optional[bytes] = ..., pickled: _Optional[bytes] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., traceback: _Optional[str] = ..., ongoing: _Optional[int] = ..., more_body: _Optional[bool] = ..., admitted: _Optional[bool] = ..., grpc_code: _Optional[int] = ..., grpc_details: _Optional[str] = ..., grpc_trailing_metadata: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("call_id", "request", "stream", "cancel", "reply", "last")
@@ -167,6 +177,30 @@ class Frame(_message.Message):
     reply: CallReply
     last: bool
     def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[CallRequest, _Mapping]] = ..., stream: _Optional[bool] = ..., cancel: _Optional[bool] = ..., reply: _Optional[_Union[CallReply, _Mapping]] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class GrpcServicesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GrpcMethod(_message.Message):
+    __slots__ = ("path", "client_streaming", "server_streaming")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_STREAMING_FIELD_NUMBER: _ClassVar[int]
+    SERVER_STREAMING_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    client_streaming: bool
+    server_streaming: bool
+    def __init__(self, path: _Optional[str] = ..., client_streaming: _Optional[bool] = ..., server_streaming: _Optional[bool] = ...) -> None: ...
+
+class GrpcServicesReply(_message.Message):
+    __slots__ = ("services", "methods", "file_descriptors")
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    FILE_DESCRIPTORS_FIELD_NUMBER: _ClassVar[int]
+    services: _containers.RepeatedScalarFieldContainer[str]
+    methods: _containers.RepeatedCompositeFieldContainer[GrpcMethod]
+    file_descriptors: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, services: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[GrpcMethod, _Mapping]]] = ..., file_descriptors: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class WebSocketFrame(_message.Message):
     __slots__ = ("request", "is_text", "text", "data", "accept", "subprotocol", "headers", "close_code", "close_reason", "outcome", "error")

@@ -64,6 +64,11 @@ class ReplicaStub:
                 request_serializer=weir_dot_protos_dot_weir__pb2.WebSocketFrame.SerializeToString,
                 response_deserializer=weir_dot_protos_dot_weir__pb2.WebSocketFrame.FromString,
                 _registered_method=True)
+        self.GrpcServices = channel.unary_unary(
+                '/weir.Replica/GrpcServices',
+                request_serializer=weir_dot_protos_dot_weir__pb2.GrpcServicesRequest.SerializeToString,
+                response_deserializer=weir_dot_protos_dot_weir__pb2.GrpcServicesReply.FromString,
+                _registered_method=True)
 
 
 class ReplicaServicer:
@@ -112,6 +117,14 @@ class ReplicaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GrpcServices(self, request, context):
+        """The gRPC services this replica's servicer functions register, for the ingress's
+        routing by service name, health and reflection (the proxy never imports user code).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +157,11 @@ def add_ReplicaServicer_to_server(servicer, server):
                     servicer.WebSocket,
                     request_deserializer=weir_dot_protos_dot_weir__pb2.WebSocketFrame.FromString,
                     response_serializer=weir_dot_protos_dot_weir__pb2.WebSocketFrame.SerializeToString,
+            ),
+            'GrpcServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrpcServices,
+                    request_deserializer=weir_dot_protos_dot_weir__pb2.GrpcServicesRequest.FromString,
+                    response_serializer=weir_dot_protos_dot_weir__pb2.GrpcServicesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +326,33 @@ class Replica:
             '/weir.Replica/WebSocket',
             weir_dot_protos_dot_weir__pb2.WebSocketFrame.SerializeToString,
             weir_dot_protos_dot_weir__pb2.WebSocketFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrpcServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weir.Replica/GrpcServices',
+            weir_dot_protos_dot_weir__pb2.GrpcServicesRequest.SerializeToString,
+            weir_dot_protos_dot_weir__pb2.GrpcServicesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,12 +20,12 @@ import cloudpickle
 import grpc
 import structlog
 
-from weir import auth
+from weir import auth, grpc_health
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
-from weir.replica import websocket_relay
-from weir.replica.grpc_codecs import MethodCodec, method_codecs
+from weir.replica import grpc_calls, websocket_relay
+from weir.replica.grpc_codecs import MethodCodec, method_codecs, service_catalog
 from weir.replica.user_callable import UserCallable, error_fields
 from weir.runtime_context import RequestContext, replica_context_or_none, serving
 
@@ -69,7 +69,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         self._on_load_change = on_load_change
         #: The config's grpc_options.grpc_servicer_functions, for gRPC ingress calls.
         self.grpc_servicer_functions: list[str] = []
-        self._grpc_codecs: dict[str, MethodCodec] | None = None
+        self.grpc_codecs: dict[str, MethodCodec] | None = None
         #: The deployment's logging_config.enable_access_log: one line per call served.
         self.access_log = False
 
@@ -127,7 +127,10 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             if timeout is not None and timeout <= 0:
                 return pb.CallReply(outcome=pb.TIMEOUT, error="deadline passed before start")
             if request.HasField("grpc"):
-                return await self._grpc(request, timeout)
+                reply = await grpc_calls.unary_reply(self.user, self._grpc_codecs(), request,
+                                                     timeout, lambda: self.ongoing)
+                outcome = pb.CallOutcome.Name(reply.outcome)
+                return reply
             result = await asyncio.wait_for(
                 self.user.call_python(request.method, request.pickled_args), timeout)
             try:
@@ -150,21 +153,21 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             self._access(request, outcome, started)
             self._done()
 
-    async def _grpc(self, request: pb.CallRequest, timeout: float | None) -> pb.CallReply:
-        """A call from the gRPC ingress: decode with the user's protos, call, encode."""
-        assert self.user is not None
-        if self._grpc_codecs is None:
-            self._grpc_codecs = method_codecs(self.grpc_servicer_functions)
-        path = request.grpc.method_path
-        codec = self._grpc_codecs.get(path)
-        if codec is None:
-            raise LookupError(f"no gRPC method {path}: add its servicer function to "
-                              "grpc_options.grpc_servicer_functions")
-        message = codec.deserialize(request.grpc.payload)
-        result = await asyncio.wait_for(
-            self.user.invoke(self.user.method(request.method), message), timeout)
-        return pb.CallReply(outcome=pb.OK, body=codec.serialize(result),
-                            ongoing=self.ongoing - 1)
+    def _grpc_codecs(self) -> dict[str, MethodCodec]:
+        if self.grpc_codecs is None:
+            self.grpc_codecs = method_codecs(self.grpc_servicer_functions)
+        return self.grpc_codecs
+
+    async def GrpcServices(self, request: pb.GrpcServicesRequest,
+                           context: Any) -> pb.GrpcServicesReply:
+        """The user's gRPC services, for the ingress's routing, health and reflection."""
+        def implements(method: str) -> bool:
+            try:
+                return self.user is not None and callable(self.user.method(method))
+            except AttributeError:
+                return False
+
+        return service_catalog(self._grpc_codecs(), implements)
 
     async def CallStream(self, request: pb.CallRequest,
                          context: Any) -> AsyncIterator[pb.CallReply]:
@@ -197,6 +200,10 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             yield refused
             return
         serve_request(request)
+        if request.HasField("grpc"):
+            async for reply in self._grpc_stream(request, parts):
+                yield reply
+            return
         rest: asyncio.Queue[pb.BodyChunk | None] = asyncio.Queue()
 
         async def read_body() -> None:
@@ -221,6 +228,22 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                 yield reply
         finally:
             reader.cancel()
+            self._access(request, outcome, started)
+            self._done()
+
+    async def _grpc_stream(self, request: pb.CallRequest,
+                           parts: AsyncIterator[pb.CallPart]) -> AsyncIterator[pb.CallReply]:
+        """A streamed call from the gRPC ingress (admitted): its messages follow on `parts`."""
+        assert self.user is not None
+        started, outcome = time.perf_counter(), "OK"
+        try:
+            yield pb.CallReply(outcome=pb.OK, admitted=True, ongoing=self.ongoing,
+                               more_body=True)
+            async for reply in grpc_calls.streamed_replies(
+                    self.user, self._grpc_codecs(), request, parts, lambda: self.ongoing):
+                outcome = _outcome(reply, outcome)
+                yield reply
+        finally:
             self._access(request, outcome, started)
             self._done()
 
@@ -405,6 +428,7 @@ async def start_server(servicer: ReplicaServer, host: str) -> tuple[grpc.aio.Ser
     # Handles send pickles: only callers with the cluster token get past the server.
     server = auth.server(options=CHANNEL_OPTIONS)
     pb_grpc.add_ReplicaServicer_to_server(servicer, server)
+    await grpc_health.serve_health(server, ["weir.Replica"])
     port = server.add_insecure_port(f"{host}:0")
     await server.start()
     return server, f"{host}:{port}"

@@ -211,7 +211,13 @@ class UserCallable:
     async def stream_python(self, method: str, pickled_args: bytes) -> AsyncIterator[Any]:
         """A streaming handle call: the method is a (sync or async) generator."""
         args, kwargs = cloudpickle.loads(pickled_args) if pickled_args else ((), {})
-        fn = self.method(method)
+        async for item in self.iterate(self.method(method), *args, **kwargs):
+            yield item
+
+    async def iterate(self, fn: Callable[..., Any], *args: Any,
+                      **kwargs: Any) -> AsyncIterator[Any]:
+        """What a (sync or async) generator method yields, as it yields it; a method that
+        returns a plain value yields that one value."""
         if inspect.isasyncgenfunction(fn):
             async for item in fn(*args, **kwargs):
                 yield item
@@ -221,14 +227,7 @@ class UserCallable:
             async for item in result:
                 yield item
         elif inspect.isgenerator(result):
-            loop = asyncio.get_running_loop()
-            done = object()
-            context = contextvars.copy_context()
-            while True:
-                item = await loop.run_in_executor(
-                    self.executor, context.run, next, result, done)  # type: ignore[arg-type]
-                if item is done:
-                    break
+            async for item in _iterate_in_thread(result, self.executor):
                 yield item
         else:
             yield result

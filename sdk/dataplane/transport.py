@@ -137,6 +137,12 @@ class ReplicaTransport:
                 raise ReplicaUnreachable(f"replica at {address} is unreachable") from exc
         return stub
 
+    async def stub(self, address: str) -> pb_grpc.ReplicaStub:
+        """The replica's stub once its channel is ready, for calls that are not routed
+        (e.g. the gRPC ingress asking which services a replica serves);
+        ReplicaUnreachable if it cannot be reached."""
+        return await self._ready(address)
+
     async def _mux(self, address: str) -> _Multiplexer:
         mux = self._muxes.get(address)
         if mux is not None and mux.broken is None:
