@@ -1,73 +1,195 @@
-"""The gRPC ingress: any method, bytes in and bytes out, routed to an app's ingress.
+"""The gRPC ingress: any method of any kind, bytes in and bytes out, routed to an app.
 
-It never needs the user's protos: the request's serialized message goes to the replica
-untouched, and the replica (which knows the protos) answers with serialized bytes. The app
-is chosen by the `application` metadata key (as in Ray Serve), or is the only app with an
-ingress. Shed requests get RESOURCE_EXHAUSTED at once, timeouts DEADLINE_EXCEEDED.
+It never needs the user's protos: request messages go to the replica untouched, and the
+replica (which knows the protos) answers with serialized bytes. Every method is served as
+bidirectional, which on the wire fits all four kinds; what the replica's catalog says of a
+method (weir.proxy.grpc_catalog) only picks the path:
+
+- unary: the message goes in the call, on the multiplexed channel (the fast path);
+- server streaming: the message goes in the call, on a call of its own;
+- client streaming, bidirectional, or a method not known yet: a call of its own, with the
+  client's messages following it one by one, read from the client only as the replica
+  takes them, so gRPC's flow control holds end to end and nothing is read from a call
+  that is shed.
+
+Each response message is written to the client as it arrives. The call ends with the
+status the replica reports (the code the user set on `grpc_context`, UNKNOWN with the
+message for an exception) and its trailing metadata plus `x-request-id`: the client's own
+if it sent one (the HTTP ingress's rule), else a new one; the replica's request context
+carries the same id. Shed calls get RESOURCE_EXHAUSTED, timeouts DEADLINE_EXCEEDED, an app
+with no replica UNAVAILABLE; a client that goes away cancels the replica's work.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
 
 import grpc
 import structlog
+from grpc_reflection.v1alpha import reflection_pb2_grpc
 
 from weir.dataplane.caller import DataPlane
+from weir.dataplane.request_body import RequestBody
 from weir.dataplane.transport import CHANNEL_OPTIONS, ReplicaCallFailed
 from weir.exceptions import BackPressureError, DeploymentUnavailableError, RequestTimeoutError
+from weir.grpc_health import serve_health
+from weir.grpc_metadata import MetadataValue, metadata_headers, metadata_pairs
 from weir.protos import weir_pb2 as pb
+from weir.proxy.grpc_catalog import APPLICATION_KEY, method_kind, route_call
+from weir.proxy.grpc_reflection import CatalogReflection
+from weir.proxy.grpc_services import ServiceFollower
+from weir.proxy.http_app import REQUEST_ID_HEADER
 
 log = structlog.get_logger("weir.proxy.grpc")
 
+#: The request id's metadata key (the HTTP ingress's X-Request-ID header, lower-cased as
+#: gRPC metadata keys are); Ray's older `request_id` key is read too.
+REQUEST_ID_KEY = REQUEST_ID_HEADER.decode()
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+Metadata = list[tuple[str, MetadataValue]]
+
+
+def call_status(reply: pb.CallReply) -> tuple[grpc.StatusCode, str, Metadata]:
+    """The status, details and trailing metadata a call ends with, from the replica's last
+    reply: the code the user set, else one for the reply's outcome."""
+    if reply.grpc_code:
+        code = _STATUS_BY_NUMBER.get(reply.grpc_code, grpc.StatusCode.UNKNOWN)
+    elif reply.outcome == pb.USER_ERROR:
+        code = grpc.StatusCode.UNKNOWN
+    elif reply.outcome == pb.TIMEOUT:
+        code = grpc.StatusCode.DEADLINE_EXCEEDED
+    elif reply.outcome in (pb.REJECTED, pb.UNAVAILABLE):
+        code = grpc.StatusCode.UNAVAILABLE
+    else:
+        code = grpc.StatusCode.OK
+    details = reply.grpc_details
+    if not details and reply.error:
+        details = f"{reply.error_type}: {reply.error}" if reply.error_type else reply.error
+    return code, details, metadata_pairs(reply.grpc_trailing_metadata)
+
+
+def request_id_of(metadata: Metadata) -> str:
+    """The client's request id (x-request-id, or Ray's request_id), else a new one."""
+    given = {key: value for key, value in metadata if isinstance(value, str)}
+    return given.get(REQUEST_ID_KEY) or given.get("request_id") or uuid.uuid4().hex
+
+
+class ClientMessages(RequestBody):
+    """The client's request messages of a streamed call, as the "body" that follows the
+    call to the replica (the transport's `seal`/`rest` contract): none is read from the
+    client before the replica admitted the call, then each as the replica takes it."""
+
+    def __init__(self, grpc_request: pb.GrpcRequest,
+                 messages: AsyncIterator[bytes] | None) -> None:
+        super().__init__(pb.HttpRequest(), b"")
+        self._grpc_request = grpc_request
+        self._messages = messages
+
+    def seal(self) -> bool:
+        """Mark the call's messages as following it; always a call of its own, so that
+        flow control paces its response too."""
+        self._grpc_request.more_messages = self._messages is not None
+        return True
+
+    async def rest(self) -> AsyncIterator[tuple[bytes, bool]]:
+        """The client's messages, each read when the replica's side can take it."""
+        self.started = True
+        if self._messages is None:
+            return
+        async for message in self._messages:
+            yield message, False
+
 
 class GrpcIngress(grpc.GenericRpcHandler):
-    """Routes every unary gRPC call to a replica."""
+    """Routes every gRPC call not served by the proxy itself to a replica."""
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(self, plane: DataPlane, services: ServiceFollower) -> None:
         self.plane = plane
+        self.services = services
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         method_path: str = handler_call_details.method  # type: ignore[attr-defined]
 
-        async def handle(payload: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return await self._call(method_path, payload, context)
+        async def handle(messages: AsyncIterator[bytes],
+                         context: grpc.aio.ServicerContext) -> None:
+            await self._call(method_path, messages, context)
 
-        return grpc.unary_unary_rpc_method_handler(handle)
+        return grpc.stream_stream_rpc_method_handler(handle)
 
-    def _app(self, metadata: dict[str, str]) -> tuple[str, str] | None:
+    async def _route(self, method_path: str, application: str | None) -> tuple[str, str] | None:
         table = self.plane.table
         if table is None:
             return None
-        wanted = metadata.get("application")
-        apps = {r.app: r.deployment for r in table.routes}
-        if not wanted:
-            ingresses = {(d.app) for d in table.deployments.values()}
-            if len(ingresses) == 1:
-                wanted = next(iter(ingresses))
-        if not wanted:
-            return None
-        deployment = apps.get(wanted)
-        if deployment is None:
-            # Apps without an HTTP route still have an ingress: the first deployment listed.
-            for (app, name) in table.deployments:
-                if app == wanted:
-                    deployment = name
-                    break
-        return (wanted, deployment) if deployment else None
+        target = route_call(table, self.services.catalog, method_path, application)
+        if target is None and not application:
+            await self.services.refresh()  # an app deployed since: learn its services now
+            target = route_call(table, self.services.catalog, method_path, application)
+        return target
 
-    async def _call(self, method_path: str, payload: bytes,
-                    context: grpc.aio.ServicerContext) -> bytes:
-        metadata = {k: v for k, v in context.invocation_metadata() or ()
-                    if isinstance(v, str)}
-        target = self._app(metadata)
+    async def _call(self, method_path: str, messages: AsyncIterator[bytes],
+                    context: grpc.aio.ServicerContext) -> None:
+        metadata: Metadata = list(context.invocation_metadata() or ())
+        request_id = request_id_of(metadata)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        trailing: Metadata = [(REQUEST_ID_KEY, request_id)]
+        application = next((v for k, v in metadata if k == APPLICATION_KEY
+                            and isinstance(v, str)), None)
+        target = await self._route(method_path, application)
         if target is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                "no application matches: set the 'application' metadata key "
-                                "to one of the deployed applications")
-            raise AssertionError("unreachable")
+            await _abort(context, grpc.StatusCode.NOT_FOUND,
+                         f"no application serves {method_path}: set the 'application' "
+                         "metadata key to one of the deployed applications, or add the "
+                         "service's servicer function to grpc_options."
+                         "grpc_servicer_functions", trailing)
         app, deployment = target
+        request = pb.CallRequest(
+            request_id=request_id, method=method_path.rsplit("/", 1)[-1], caller="grpc-proxy",
+            grpc=pb.GrpcRequest(method_path=method_path, peer=context.peer(),
+                                metadata=metadata_headers(metadata)))
+        deadline = self._deadline(context)
+        kind = method_kind(self.services.catalog, app, method_path)
+        try:
+            if kind is not None and not kind.client_streaming:
+                first = await anext(aiter(messages), None)
+                if first is None:
+                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                                 f"{method_path} takes one request message; none came",
+                                 trailing)
+                request.grpc.payload = first
+            if kind is not None and kind.unary:
+                reply = await self.plane.call(app, deployment, request, deadline)
+                await _finish(context, reply, trailing,
+                              None if reply.grpc_code or reply.outcome else reply.body)
+                return
+            body = ClientMessages(request.grpc, None if kind is not None
+                                  and not kind.client_streaming else aiter(messages))
+            last = pb.CallReply(outcome=pb.UNAVAILABLE, error="the replica ended the call "
+                                "without a status")
+            async with contextlib.aclosing(self.plane.stream(app, deployment, request,
+                                                             deadline, body)) as replies:
+                async for reply in replies:
+                    if not reply.more_body:
+                        last = reply
+                        break
+                    await context.write(reply.body)
+            await _finish(context, last, trailing, None)
+        except BackPressureError as exc:
+            log.warning("request shed", app=app, reason=str(exc))
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), trailing)
+        except RequestTimeoutError:
+            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "request timed out",
+                         trailing)
+        except (DeploymentUnavailableError, ReplicaCallFailed) as exc:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc), trailing)
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> float | None:
+        """The call's monotonic deadline: the client's, capped by request_timeout_s."""
         options = self.plane.table.http_options if self.plane.table else {}
         deadline = None
         remaining = context.time_remaining()
@@ -76,34 +198,52 @@ class GrpcIngress(grpc.GenericRpcHandler):
         if options.get("request_timeout_s"):
             limit = time.monotonic() + float(options["request_timeout_s"])
             deadline = limit if deadline is None else min(deadline, limit)
-        request = pb.CallRequest(
-            request_id=metadata.get("request_id") or uuid.uuid4().hex,
-            method=method_path.rsplit("/", 1)[-1], caller="grpc-proxy",
-            grpc=pb.GrpcRequest(method_path=method_path, payload=payload,
-                                metadata=[pb.Header(name=k.encode(), value=v.encode())
-                                          for k, v in metadata.items()]))
-        try:
-            reply = await self.plane.call(app, deployment, request, deadline)
-        except BackPressureError as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except RequestTimeoutError:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "request timed out")
-        except DeploymentUnavailableError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except ReplicaCallFailed as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        if reply.outcome == pb.USER_ERROR:
-            await context.abort(grpc.StatusCode.INTERNAL, f"{reply.error_type}: {reply.error}")
-        return reply.body
+        return deadline
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str,
+                 trailing: Metadata) -> NoReturn:
+    await context.abort(code, details, tuple(trailing))
+    raise AssertionError("unreachable: abort raises")
+
+
+async def _finish(context: grpc.aio.ServicerContext, reply: pb.CallReply, trailing: Metadata,
+                  message: bytes | None) -> None:
+    """End the call as the replica's last reply says (writing `message` first, if any)."""
+    code, details, user_trailing = call_status(reply)
+    metadata = [*user_trailing, *trailing]
+    if code != grpc.StatusCode.OK:
+        await _abort(context, code, details, metadata)
+    if message is not None:
+        await context.write(message)
+    context.set_trailing_metadata(tuple(metadata))
+    if details:
+        context.set_details(details)
 
 
 async def start_grpc_ingress(plane: DataPlane, host: str, port: int) -> grpc.aio.Server:
-    """Serve the gRPC ingress on host:port."""
+    """Serve the gRPC ingress on host:port, with the standard health and reflection
+    services beside the users' services."""
     # Public, like the HTTP ingress: no cluster token (weir.auth). It never unpickles.
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
-    server.add_generic_rpc_handlers((GrpcIngress(plane),))
+    health = await serve_health(server)
+    reflection = CatalogReflection()
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection, server)
+    services = ServiceFollower(plane, health, reflection)
+    server.add_generic_rpc_handlers((GrpcIngress(plane, services),))
     if server.add_insecure_port(f"{host}:{port}") == 0:
         raise OSError(f"cannot listen on {host}:{port} for gRPC")
     await server.start()
+    follower = asyncio.get_running_loop().create_task(services.run())
+
+    async def stop_following() -> None:
+        await server.wait_for_termination()
+        follower.cancel()
+
+    _background.add(asyncio.get_running_loop().create_task(stop_following()))
     log.info("gRPC ingress serving", address=f"{host}:{port}")
     return server
+
+
+#: Tasks that live as long as an ingress server (held, so they are not collected).
+_background: set[asyncio.Task[Any]] = set()
