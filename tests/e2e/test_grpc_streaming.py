@@ -99,6 +99,10 @@ def test_cancel_mid_stream_frees_the_replica(channel: grpc.Channel, tmp_path: Pa
     stream = stub.Count(Number(value=10**6, text=str(go)), timeout=30)
     go.touch()
     assert [next(stream).value for _ in range(3)] == [0, 1, 2]
+    # The replica's one slot is taken: a streamed call is shed at once, not queued.
+    with pytest.raises(grpc.RpcError) as shed:
+        stub.Sum(iter([Number(value=1)]), timeout=10)
+    assert shed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     stream.cancel()
     # The generator was closed on the replica, and its one slot is free again
     # (max_ongoing_requests=1, max_queued_requests=0: a busy replica sheds at once).
