@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, NoReturn
 
 import grpc
@@ -115,12 +115,28 @@ class GrpcIngress(grpc.GenericRpcHandler):
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         method_path: str = handler_call_details.method  # type: ignore[attr-defined]
+        if self._known_unary(method_path, handler_call_details):
+            # gRPC's unary handler costs less per call than reading a stream of one.
+            async def unary(payload: bytes, context: grpc.aio.ServicerContext) -> bytes | None:
+                return await self._call(method_path, payload, context)
+
+            return grpc.unary_unary_rpc_method_handler(unary)
 
         async def handle(messages: AsyncIterator[bytes],
                          context: grpc.aio.ServicerContext) -> None:
             await self._call(method_path, messages, context)
 
         return grpc.stream_stream_rpc_method_handler(handle)
+
+    def _known_unary(self, method_path: str, details: grpc.HandlerCallDetails) -> bool:
+        table = self.plane.table
+        if table is None:
+            return False
+        metadata = details.invocation_metadata or ()  # type: ignore[attr-defined]
+        target = route_call(table, self.services.catalog, method_path, _application(metadata))
+        kind = None if target is None else method_kind(self.services.catalog, target[0],
+                                                       method_path)
+        return kind is not None and kind.unary
 
     async def _route(self, method_path: str, application: str | None) -> tuple[str, str] | None:
         table = self.plane.table
@@ -132,15 +148,15 @@ class GrpcIngress(grpc.GenericRpcHandler):
             target = route_call(table, self.services.catalog, method_path, application)
         return target
 
-    async def _call(self, method_path: str, messages: AsyncIterator[bytes],
-                    context: grpc.aio.ServicerContext) -> None:
+    async def _call(self, method_path: str, messages: AsyncIterator[bytes] | bytes,
+                    context: grpc.aio.ServicerContext) -> bytes | None:
+        """Serve one call: `messages` is the request of a call known to be unary (whose
+        response is returned), else the stream of the client's messages."""
         metadata: Metadata = list(context.invocation_metadata() or ())
         request_id = request_id_of(metadata)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         trailing: Metadata = [(REQUEST_ID_KEY, request_id)]
-        application = next((v for k, v in metadata if k == APPLICATION_KEY
-                            and isinstance(v, str)), None)
-        target = await self._route(method_path, application)
+        target = await self._route(method_path, _application(metadata))
         if target is None:
             await _abort(context, grpc.StatusCode.NOT_FOUND,
                          f"no application serves {method_path}: set the 'application' "
@@ -155,18 +171,23 @@ class GrpcIngress(grpc.GenericRpcHandler):
         deadline = self._deadline(context)
         kind = method_kind(self.services.catalog, app, method_path)
         try:
-            if kind is not None and not kind.client_streaming:
+            if isinstance(messages, bytes):
+                request.grpc.payload = messages
+            elif kind is not None and not kind.client_streaming:
                 first = await anext(aiter(messages), None)
                 if first is None:
                     await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                                  f"{method_path} takes one request message; none came",
                                  trailing)
                 request.grpc.payload = first
-            if kind is not None and kind.unary:
+            if isinstance(messages, bytes) or (kind is not None and kind.unary):
                 reply = await self.plane.call(app, deployment, request, deadline)
-                await _finish(context, reply, trailing,
-                              None if reply.grpc_code or reply.outcome else reply.body)
-                return
+                await _finish(context, reply, trailing)
+                if isinstance(messages, bytes):
+                    return reply.body
+                await context.write(reply.body)
+                return None
+            assert not isinstance(messages, bytes)
             body = ClientMessages(request.grpc, None if kind is not None
                                   and not kind.client_streaming else aiter(messages))
             last = pb.CallReply(outcome=pb.UNAVAILABLE, error="the replica ended the call "
@@ -178,7 +199,8 @@ class GrpcIngress(grpc.GenericRpcHandler):
                         last = reply
                         break
                     await context.write(reply.body)
-            await _finish(context, last, trailing, None)
+            await _finish(context, last, trailing)
+            return None
         except BackPressureError as exc:
             log.warning("request shed", app=app, reason=str(exc))
             await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), trailing)
@@ -207,15 +229,18 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, detai
     raise AssertionError("unreachable: abort raises")
 
 
-async def _finish(context: grpc.aio.ServicerContext, reply: pb.CallReply, trailing: Metadata,
-                  message: bytes | None) -> None:
-    """End the call as the replica's last reply says (writing `message` first, if any)."""
+def _application(metadata: Iterable[tuple[str, MetadataValue]]) -> str | None:
+    """The app the client named (Ray's `application` metadata key), if any."""
+    return next((v for k, v in metadata if k == APPLICATION_KEY and isinstance(v, str)), None)
+
+
+async def _finish(context: grpc.aio.ServicerContext, reply: pb.CallReply,
+                  trailing: Metadata) -> None:
+    """Set the call's end as the replica's last reply says; abort unless it is OK."""
     code, details, user_trailing = call_status(reply)
     metadata = [*user_trailing, *trailing]
     if code != grpc.StatusCode.OK:
         await _abort(context, code, details, metadata)
-    if message is not None:
-        await context.write(message)
     context.set_trailing_metadata(tuple(metadata))
     if details:
         context.set_details(details)
