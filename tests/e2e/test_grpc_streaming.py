@@ -136,6 +136,10 @@ def test_reflection_and_health(grpc_cluster: RunningCluster, channel: grpc.Chann
 
     serving = health_pb2.HealthCheckResponse.SERVING
     assert status("") == serving and status(SERVICE) == serving
+    with grpc.insecure_channel(grpc_cluster.info.address) as controller:
+        check = health_pb2_grpc.HealthStub(controller).Check
+        assert check(health_pb2.HealthCheckRequest(service="weir.Controller"),
+                     timeout=5).status == serving
     grpc_cluster.client.delete_apps(["streamer"])
     wait_for(lambda: status(SERVICE) == health_pb2.HealthCheckResponse.NOT_SERVING, 20,
              "the deleted app's service to be NOT_SERVING")

@@ -93,3 +93,21 @@ def test_four_kinds_on_a_user_callable() -> None:
         user.shutdown()
 
     asyncio.run(run())
+
+
+def test_replica_server_answers_health_checks() -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from weir.replica.server import ReplicaServer, start_server
+
+    async def run() -> list[int]:
+        server, address = await start_server(ReplicaServer(lambda: None), "127.0.0.1")
+        try:
+            async with grpc.aio.insecure_channel(address) as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                return [(await stub.Check(health_pb2.HealthCheckRequest(service=name),
+                                          timeout=5)).status for name in ("", "weir.Replica")]
+        finally:
+            await server.stop(0)
+
+    assert asyncio.run(run()) == [health_pb2.HealthCheckResponse.SERVING] * 2
