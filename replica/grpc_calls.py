@@ -16,6 +16,7 @@ soon as it is yielded; gRPC's flow control paces both ends.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -31,6 +32,16 @@ from weir.serve.grpc_util import GRPC_CONTEXT_PARAMETER, RayServegRPCContext, gR
 
 def takes_grpc_context(fn: Callable[..., Any]) -> bool:
     """True if the method declares Ray's `grpc_context` parameter."""
+    # Asked on every call; a bound method is a new object each time, its function is not.
+    target = getattr(fn, "__func__", fn)
+    try:
+        return _declares_context(target)
+    except TypeError:  # an unhashable callable object: not cached
+        return _declares_context.__wrapped__(target)
+
+
+@functools.lru_cache(maxsize=1024)
+def _declares_context(fn: Callable[..., Any]) -> bool:
     try:
         return GRPC_CONTEXT_PARAMETER in inspect.signature(fn).parameters
     except (TypeError, ValueError):
