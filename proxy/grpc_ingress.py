@@ -48,8 +48,9 @@ from weir.proxy.http_app import REQUEST_ID_HEADER
 log = structlog.get_logger("weir.proxy.grpc")
 
 #: The request id's metadata key (the HTTP ingress's X-Request-ID header, lower-cased as
-#: gRPC metadata keys are); Ray's older `request_id` key is read too.
+#: gRPC metadata keys are); Ray's own `request_id` key is read and answered too.
 REQUEST_ID_KEY = REQUEST_ID_HEADER.decode()
+RAY_REQUEST_ID_KEY = "request_id"
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 Metadata = list[tuple[str, MetadataValue]]
@@ -77,7 +78,7 @@ def call_status(reply: pb.CallReply) -> tuple[grpc.StatusCode, str, Metadata]:
 def request_id_of(metadata: Metadata) -> str:
     """The client's request id (x-request-id, or Ray's request_id), else a new one."""
     given = {key: value for key, value in metadata if isinstance(value, str)}
-    return given.get(REQUEST_ID_KEY) or given.get("request_id") or uuid.uuid4().hex
+    return given.get(REQUEST_ID_KEY) or given.get(RAY_REQUEST_ID_KEY) or uuid.uuid4().hex
 
 
 class ClientMessages(RequestBody):
@@ -155,7 +156,7 @@ class GrpcIngress(grpc.GenericRpcHandler):
         metadata: Metadata = list(context.invocation_metadata() or ())
         request_id = request_id_of(metadata)
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        trailing: Metadata = [(REQUEST_ID_KEY, request_id)]
+        trailing: Metadata = [(REQUEST_ID_KEY, request_id), (RAY_REQUEST_ID_KEY, request_id)]
         target = await self._route(method_path, _application(metadata))
         if target is None:
             await _abort(context, grpc.StatusCode.NOT_FOUND,

@@ -80,6 +80,7 @@ def test_context_status_and_request_id(channel: grpc.Channel) -> None:
     trailing = dict(call.trailing_metadata())
     assert reply.text == "req-42"  # the replica's request context has the client's id
     assert trailing["x-request-id"] == "req-42" and trailing["echoed"] == "t1"
+    assert trailing["request_id"] == "req-42"  # Ray's key
     reply, call = stub.Echo.with_call(Number(value=1), timeout=10)
     made = dict(call.trailing_metadata())["x-request-id"]
     assert made and reply.text == made
