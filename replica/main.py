@@ -164,6 +164,8 @@ class Replica:
 
     async def _drain(self) -> None:
         self.server.state = pb.STOPPING
+        if self.server.health is not None:  # health checkers see it go before it is gone
+            await self.server.health.enter_graceful_shutdown()
         self._load_changed()
         deadline = time.monotonic() + self.graceful_timeout
         log.info("draining", ongoing=self.server.ongoing, timeout_s=self.graceful_timeout)

@@ -19,6 +19,7 @@ from typing import Any
 import cloudpickle
 import grpc
 import structlog
+from grpc_health.v1.health import aio as health_aio
 
 from weir import auth, grpc_health
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
@@ -72,6 +73,8 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         self.grpc_codecs: dict[str, MethodCodec] | None = None
         #: The deployment's logging_config.enable_access_log: one line per call served.
         self.access_log = False
+        #: The standard gRPC health service on this replica's server, once it started.
+        self.health: health_aio.HealthServicer | None = None
 
     @property
     def ongoing(self) -> int:
@@ -428,7 +431,7 @@ async def start_server(servicer: ReplicaServer, host: str) -> tuple[grpc.aio.Ser
     # Handles send pickles: only callers with the cluster token get past the server.
     server = auth.server(options=CHANNEL_OPTIONS)
     pb_grpc.add_ReplicaServicer_to_server(servicer, server)
-    await grpc_health.serve_health(server, ["weir.Replica"])
+    servicer.health = await grpc_health.serve_health(server, ["weir.Replica"])
     port = server.add_insecure_port(f"{host}:0")
     await server.start()
     return server, f"{host}:{port}"

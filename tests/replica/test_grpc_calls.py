@@ -101,13 +101,24 @@ def test_replica_server_answers_health_checks() -> None:
     from weir.replica.server import ReplicaServer, start_server
 
     async def run() -> list[int]:
-        server, address = await start_server(ReplicaServer(lambda: None), "127.0.0.1")
+        replica = ReplicaServer(lambda: None)
+        server, address = await start_server(replica, "127.0.0.1")
         try:
             async with grpc.aio.insecure_channel(address) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
-                return [(await stub.Check(health_pb2.HealthCheckRequest(service=name),
-                                          timeout=5)).status for name in ("", "weir.Replica")]
+
+                async def statuses() -> list[int]:
+                    return [(await stub.Check(health_pb2.HealthCheckRequest(service=name),
+                                              timeout=5)).status
+                            for name in ("", "weir.Replica")]
+
+                serving = await statuses()
+                assert replica.health is not None
+                await replica.health.enter_graceful_shutdown()  # as a draining replica does
+                return serving + await statuses()
         finally:
             await server.stop(0)
 
-    assert asyncio.run(run()) == [health_pb2.HealthCheckResponse.SERVING] * 2
+    serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
+                            health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert asyncio.run(run()) == [serving, serving, not_serving, not_serving]
