@@ -31,7 +31,6 @@ from typing import Any, NoReturn
 
 import grpc
 import structlog
-from grpc_reflection.v1alpha import reflection_pb2_grpc
 
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.request_body import RequestBody
@@ -41,7 +40,7 @@ from weir.grpc_health import serve_health
 from weir.grpc_metadata import MetadataValue, metadata_headers, metadata_pairs
 from weir.protos import weir_pb2 as pb
 from weir.proxy.grpc_catalog import APPLICATION_KEY, method_kind, route_call
-from weir.proxy.grpc_reflection import CatalogReflection
+from weir.proxy.grpc_reflection import CatalogReflection, add_reflection
 from weir.proxy.grpc_services import ServiceFollower
 from weir.proxy.http_app import REQUEST_ID_HEADER
 
@@ -157,13 +156,19 @@ class GrpcIngress(grpc.GenericRpcHandler):
         request_id = request_id_of(metadata)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         trailing: Metadata = [(REQUEST_ID_KEY, request_id), (RAY_REQUEST_ID_KEY, request_id)]
-        target = await self._route(method_path, _application(metadata))
-        if target is None:
+        application = _application(metadata)
+        target = await self._route(method_path, application)
+        if target is None and application:
             await _abort(context, grpc.StatusCode.NOT_FOUND,
-                         f"no application serves {method_path}: set the 'application' "
-                         "metadata key to one of the deployed applications, or add the "
-                         "service's servicer function to grpc_options."
-                         "grpc_servicer_functions", trailing)
+                         f"no application {application!r}: set the 'application' metadata "
+                         "key to one of the deployed applications", trailing)
+        if target is None:
+            # gRPC's answer for a service nobody serves (tools such as grpcurl rely on it).
+            await _abort(context, grpc.StatusCode.UNIMPLEMENTED,
+                         f"no application serves {method_path}: deploy one whose deployment "
+                         "has its methods and whose servicer function is in grpc_options."
+                         "grpc_servicer_functions, or set the 'application' metadata key",
+                         trailing)
         app, deployment = target
         request = pb.CallRequest(
             request_id=request_id, method=method_path.rsplit("/", 1)[-1], caller="grpc-proxy",
@@ -254,7 +259,7 @@ async def start_grpc_ingress(plane: DataPlane, host: str, port: int) -> grpc.aio
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     health = await serve_health(server)
     reflection = CatalogReflection()
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection, server)
+    add_reflection(reflection, server)
     services = ServiceFollower(plane, health, reflection)
     server.add_generic_rpc_handlers((GrpcIngress(plane, services),))
     if server.add_insecure_port(f"{host}:{port}") == 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
+import grpc
 import structlog
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2
@@ -55,6 +56,22 @@ def build_pool(apps: Iterable[AppServices]) -> tuple[descriptor_pool.DescriptorP
                 continue
             services.add(service)
     return pool, sorted(services)
+
+
+#: The stable reflection service, which grpcurl asks first; its messages are v1alpha's
+#: under another package name, so one servicer answers both.
+V1_SERVICE = "grpc.reflection.v1.ServerReflection"
+
+
+def add_reflection(servicer: CatalogReflection, server: grpc.aio.Server) -> None:
+    """Serve `servicer` as both reflection services, v1alpha and v1, on `server`."""
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    server.add_registered_method_handlers(V1_SERVICE, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString),
+    })
 
 
 class CatalogReflection(reflection_pb2_grpc.ServerReflectionServicer):

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -126,6 +127,16 @@ def test_reflection_and_health(grpc_cluster: RunningCluster, channel: grpc.Chann
     services = database.get_services()
     assert SERVICE in services and "userdefined.Greeter" in services
     assert "grpc.health.v1.Health" in services
+    # The stable v1 service (grpcurl's first choice) answers the same.
+    v1 = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    [listed] = v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+    assert SERVICE in {s.name for s in listed.list_services_response.service}
+    with pytest.raises(grpc.RpcError) as nobody:
+        channel.unary_unary("/nobody.Serves/This")(b"", timeout=5)
+    assert nobody.value.code() == grpc.StatusCode.UNIMPLEMENTED
     service = descriptor_pool.DescriptorPool(database).FindServiceByName(SERVICE)
     kinds = {m.name: (m.client_streaming, m.server_streaming) for m in service.methods}
     assert kinds == {"Echo": (False, False), "Count": (False, True),
