@@ -114,6 +114,7 @@ class GrpcIngress(grpc.GenericRpcHandler):
         self.services = services
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        """The handler for any method: unary if the catalog knows it is, else bidi."""
         method_path: str = handler_call_details.method  # type: ignore[attr-defined]
         if self._known_unary(method_path, handler_call_details):
             # gRPC's unary handler costs less per call than reading a stream of one.
