@@ -115,3 +115,30 @@ def test_reflection_pool_from_reported_files() -> None:
     # A service whose file did not come is left out of the list, not described wrongly.
     _, names = build_pool([AppServices("b1", ("pkg.Unknown",))])
     assert names == sorted(OWN_SERVICES)
+
+
+def test_client_messages_follow_the_call_only_when_taken() -> None:
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    from weir.proxy.grpc_ingress import ClientMessages
+
+    read: list[bytes] = []
+
+    async def client() -> AsyncIterator[bytes]:
+        for message in (b"a", b"b"):
+            read.append(message)
+            yield message
+
+    async def run() -> list[tuple[bytes, bool]]:
+        request = pb.GrpcRequest()
+        body = ClientMessages(request, client())
+        assert body.seal() and request.more_messages and not read and not body.started
+        taken = [chunk async for chunk in body.rest()]
+        assert body.started
+        unary = pb.GrpcRequest(payload=b"x")
+        assert ClientMessages(unary, None).seal() and not unary.more_messages
+        return taken
+
+    assert asyncio.run(run()) == [(b"a", False), (b"b", False)]
+    assert read == [b"a", b"b"]
