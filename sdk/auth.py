@@ -80,11 +80,17 @@ def new_token() -> str:
 # --- server side -------------------------------------------------------------------------
 
 
+# Methods under this prefix are answered without the cluster token (see TokenCheck).
+OPEN_SERVICE_PREFIX = "/grpc.health.v1.Health/"
+
+
 class TokenCheck(grpc.aio.ServerInterceptor):
     """Refuses every call whose `weir-token` metadata is missing or wrong.
 
     A refused call gets UNAUTHENTICATED and a log line (peer, method); its handler never
     runs, and the refusing handler has no deserializer, so the request stays raw bytes.
+    The standard health service passes without a token: it runs no user code, says only
+    SERVING or not, and Kubernetes' gRPC probes cannot send metadata.
     """
 
     def __init__(self, token: str) -> None:
@@ -97,11 +103,14 @@ class TokenCheck(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         """Pass the call on if its token is right; else answer with a refusal."""
-        problem = self._problem(handler_call_details.invocation_metadata)  # type: ignore[attr-defined]
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
         handler = await continuation(handler_call_details)
+        if method.startswith(OPEN_SERVICE_PREFIX):
+            return handler
+        problem = self._problem(handler_call_details.invocation_metadata)  # type: ignore[attr-defined]
         if problem is None or handler is None:
             return handler
-        return _refusal(handler, handler_call_details.method, problem)  # type: ignore[attr-defined]
+        return _refusal(handler, method, problem)
 
     def _problem(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
         """None if the metadata holds the right token, else what is wrong with it."""

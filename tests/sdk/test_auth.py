@@ -277,3 +277,27 @@ def test_new_tokens_are_long_and_distinct() -> None:
     tokens = {auth.new_token() for _ in range(10)}
     assert len(tokens) == 10
     assert all(len(t) >= 40 for t in tokens)
+
+
+def test_the_health_service_answers_without_the_token_and_nothing_else_does() -> None:
+    """Kubernetes' gRPC probes send no metadata, and the health service runs no user code."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from weir.grpc_health import serve_health
+
+    async def main() -> list[Any]:
+        server = auth.server(token=TOKEN)
+        server.add_generic_rpc_handlers((Echo().handler(),))
+        await serve_health(server, ["weir.Replica"])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as plain:
+                health = health_pb2_grpc.HealthStub(plain)
+                reply = await health.Check(health_pb2.HealthCheckRequest(service="weir.Replica"),
+                                           timeout=5)
+                return [reply.status, await refusal_codes(plain)]
+        finally:
+            await server.stop(None)
+
+    assert asyncio.run(main()) == [health_pb2.HealthCheckResponse.SERVING, REFUSED]
