@@ -119,22 +119,36 @@ def test_handle_options_refuses_a_typo() -> None:
 
 def test_handle_options_sets_what_weir_acts_on_silently() -> None:
     handle = DeploymentHandle("Echo", "app")
-    seen = ignored_warnings(lambda: handle.options(method_name="m", stream=True, timeout_s=2))
+    seen = ignored_warnings(lambda: handle.options(method_name="m", stream=True, timeout_s=2,
+                                                   multiplexed_model_id="m1"))
     assert seen == []
-    other = handle.options(method_name="m", stream=True, timeout_s=2)
+    other = handle.options(method_name="m", stream=True, timeout_s=2, multiplexed_model_id="m1")
     assert (other.method_name, other.stream, other.timeout_s) == ("m", True, 2)
     assert ignored_warnings(lambda: handle.other_method) == []
+
+
+def test_the_model_id_rides_on_every_call_of_the_handle() -> None:
+    handle = DeploymentHandle("Echo", "app").options(multiplexed_model_id="m1")
+    # Kept through method access, other options and pickling (handles pass to replicas).
+    for same in (handle.predict, handle.options(stream=True),
+                 pickle.loads(pickle.dumps(handle))):
+        assert same.multiplexed_model_id == "m1"
+        assert same._request((), {}, "rid").multiplexed_model_id == "m1"
+    assert handle.options(multiplexed_model_id="").multiplexed_model_id == ""
+    assert DeploymentHandle("Echo")._request((), {}, "rid").multiplexed_model_id == ""
+    with pytest.raises(TypeError, match="multiplexed_model_id"):
+        handle.options(multiplexed_model_id=3)  # type: ignore[arg-type]
 
 
 def test_handle_options_warns_once_for_rays_options_it_ignores() -> None:
     handle = DeploymentHandle("Echo", "app")
     seen = ignored_warnings(lambda: [
-        handle.options(multiplexed_model_id="m1", use_new_handle_api=True),
-        handle.options(multiplexed_model_id="m2"),
-        handle.options(multiplexed_model_id=""),  # Ray's default: asks for nothing
+        handle.options(_prefer_local_routing=True, use_new_handle_api=True),
+        handle.options(_prefer_local_routing=False),
+        handle.options(use_new_handle_api=None),  # Ray's default: asks for nothing
     ])
-    assert [m.split(":")[0] for m in seen] == [
-        "Weir ignores the DeploymentHandle.options() option 'multiplexed_model_id'",
+    assert sorted(m.split(":")[0] for m in seen) == [
+        "Weir ignores the DeploymentHandle.options() option '_prefer_local_routing'",
         "Weir ignores the DeploymentHandle.options() option 'use_new_handle_api'"]
     with pytest.warns(IgnoredRayOptionWarning) as record:
         same = handle.options(_by_reference=False, request_serialization="pickle")
