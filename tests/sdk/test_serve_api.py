@@ -13,11 +13,12 @@ import pytest
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
-from weir import serve
+from weir import context as cluster_context
+from weir import runtime_context, serve
 from weir.config import ray_options
 from weir.exceptions import IgnoredRayOptionWarning
 from weir.handle import DeploymentHandle
-from weir.serve.config import HTTPOptions
+from weir.serve.config import HTTPOptions, gRPCOptions
 
 
 @pytest.fixture(autouse=True)
@@ -90,6 +91,26 @@ def test_start_config_sends_only_what_was_given() -> None:
     assert config["grpc_options"] == {
         "grpc_servicer_functions": ["m.pb2_grpc:add_S_to_server"]}
     pickle.dumps(config)
+
+
+def test_start_takes_rays_config_classes_as_well_as_dicts() -> None:
+    config = serve._start_config(HTTPOptions(port=8001, request_timeout_s=3),
+                                 gRPCOptions(port=9001))
+    assert config["http_options"]["port"] == 8001
+    assert config["http_options"]["request_timeout_s"] == 3
+    assert config["grpc_options"]["port"] == 9001
+    pickle.dumps(config)
+
+
+def test_get_deployment_handle_defaults_to_the_callers_own_app(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster_context, "cluster",
+                        lambda: cluster_context.ClusterCoordinates("127.0.0.1:2379"))
+    assert serve.get_deployment_handle("Other").app_name == "default"  # a driver
+    monkeypatch.setattr(runtime_context, "_replica",
+                        runtime_context.ReplicaContext("mine", "Caller", "r1"))
+    assert serve.get_deployment_handle("Other").app_name == "mine"
+    assert serve.get_deployment_handle("Other", "theirs").app_name == "theirs"
 
 
 def test_start_warns_for_the_http_options_weir_ignores() -> None:
