@@ -191,8 +191,11 @@ def _disarm(model: Any) -> None:
                 "__del__": _no_cleanup, "__slots__": (), "__module__": cls.__module__,
                 "__qualname__": cls.__qualname__})
         model.__class__ = quiet
-    except TypeError:
-        pass  # a layout Python cannot swap (builtins, __slots__ quirks): it runs again
+    except Exception:
+        # A layout Python cannot swap, or a class refusing subclasses (__init_subclass__):
+        # the cleanup ran; it will only run again when the object is freed.
+        log.debug("cannot keep the evicted model's __del__ from running again",
+                  model_class=cls.__qualname__)
 
 
 # The process's caches and who wants to hear of their changes: the replica's session.

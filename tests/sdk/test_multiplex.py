@@ -225,3 +225,32 @@ def test_request_model_id_from_each_ingress() -> None:
     assert [request_model_id(r) for r in (http, dashed, grpc, handle)] == ["m1", "m2", "m3",
                                                                           "m4"]
     assert request_model_id(pb.CallRequest(http=pb.HttpRequest())) == ""
+
+
+class Picky:
+    """A model class that refuses to be subclassed."""
+
+    def __init_subclass__(cls) -> None:
+        raise RuntimeError("no subclasses")
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def __del__(self) -> None:
+        self.log.append("del")
+
+
+def test_an_eviction_stands_when_the_model_class_refuses_subclasses() -> None:
+    log: list[str] = []
+
+    async def load(model_id: str) -> Picky:
+        return Picky(log)
+
+    async def scenario() -> list[str]:
+        cache = ModelCache(load, capacity=1)
+        await cache.get("a")
+        await cache.get("b")
+        return cache.loaded()
+
+    assert asyncio.run(scenario()) == ["b"]
+    assert log[:1] == ["del"]
