@@ -37,8 +37,8 @@ class Session:
     report: pb.ReplicaReport
     commands: asyncio.Queue[pb.ReplicaCommand] = field(default_factory=asyncio.Queue)
     connected: bool = True
-    #: The multiplexed models it last reported holding.
-    model_ids: tuple[str, ...] = ()
+    #: The multiplexed models it last reported holding (None: it does not multiplex).
+    model_ids: tuple[str, ...] | None = None
 
     def take(self, report: pb.ReplicaReport) -> None:
         """A new report on the session."""
@@ -67,10 +67,11 @@ class ReplicaSessions:
                              message=rep.message, address=rep.address, ongoing=rep.ongoing,
                              user_config_json=rep.user_config_json)
 
-    def model_ids(self, replica_id: str) -> tuple[str, ...]:
-        """The multiplexed models a replica last reported holding (loaded or loading)."""
+    def model_ids(self, replica_id: str) -> tuple[str, ...] | None:
+        """The multiplexed models a replica last reported holding (loaded or loading); None
+        if it does not multiplex (it has no `@serve.multiplexed` loader)."""
         sess = self.sessions.get(replica_id)
-        return sess.model_ids if sess is not None else ()
+        return sess.model_ids if sess is not None else None
 
     def connected(self, replica_id: str) -> bool:
         """Whether the replica's session is up now."""

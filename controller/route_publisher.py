@@ -6,8 +6,8 @@ reports marks the table dirty once, and at most one table goes out per
 PUBLISH_MIN_INTERVAL_S. A slow subscriber never holds up the others: each has a queue of
 one, and a newer table replaces the one it has not read yet.
 
-Each replica's multiplexed models (`model_ids`, from its session) are added to the table
-here, as the replicas' reports are what the table is built from.
+Each replica's multiplexed models (`model_ids`, from its session: None for a replica that
+does not multiplex) are added to the table here.
 
 A new leader publishes nothing until every recorded replica has re-registered (or a grace
 period passed): proxies keep the previous leader's table meanwhile, so no request sees an
@@ -30,7 +30,7 @@ class RoutePublisher:
 
     def __init__(self, current_table: Callable[[], pb.RouteTable],
                  adopted: Callable[[], bool], ended: asyncio.Event,
-                 model_ids: Callable[[str], Sequence[str]] | None = None) -> None:
+                 model_ids: Callable[[str], Sequence[str] | None] | None = None) -> None:
         self._current_table = current_table
         #: The multiplexed models a replica holds, by replica id (`ReplicaSessions.model_ids`).
         self.model_ids = model_ids
@@ -87,12 +87,15 @@ class RoutePublisher:
 
 
 def with_model_ids(table: pb.RouteTable,
-                   model_ids: Callable[[str], Sequence[str]] | None) -> pb.RouteTable:
-    """The table with each replica's multiplexed models filled in."""
+                   model_ids: Callable[[str], Sequence[str] | None] | None) -> pb.RouteTable:
+    """The table with each multiplexing replica marked so, and its models filled in."""
     if model_ids is not None:
         for targets in table.deployments:
             for replica in targets.replicas:
-                replica.multiplexed_model_ids.extend(model_ids(replica.replica_id))
+                held = model_ids(replica.replica_id)
+                if held is not None:
+                    replica.multiplexed = True
+                    replica.multiplexed_model_ids.extend(held)
     return table
 
 

@@ -249,16 +249,18 @@ class ReplicaCommand(_message.Message):
     def __init__(self, kind: _Optional[_Union[CommandKind, str]] = ..., spec_json: _Optional[str] = ..., user_config_json: _Optional[str] = ..., graceful_shutdown_timeout_s: _Optional[float] = ...) -> None: ...
 
 class ReplicaTarget(_message.Message):
-    __slots__ = ("replica_id", "address", "ongoing", "multiplexed_model_ids")
+    __slots__ = ("replica_id", "address", "ongoing", "multiplexed_model_ids", "multiplexed")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ONGOING_FIELD_NUMBER: _ClassVar[int]
     MULTIPLEXED_MODEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLEXED_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     address: str
     ongoing: int
     multiplexed_model_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., ongoing: _Optional[int] = ..., multiplexed_model_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    multiplexed: bool
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., ongoing: _Optional[int] = ..., multiplexed_model_ids: _Optional[_Iterable[str]] = ..., multiplexed: _Optional[bool] = ...) -> None: ...
 
 class DeploymentTargets(_message.Message):
     __slots__ = ("app", "deployment", "max_ongoing_requests", "max_queued_requests", "replicas")

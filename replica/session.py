@@ -7,9 +7,10 @@ stream breaks, the replica finds the leader anew through etcd and re-registers w
 current state, so a new leader adopts it instead of starting another. Serving never waits
 on this session.
 
-The multiplexed models the replica holds (`weir.multiplex`) ride on the same reports, only
-when their set changed since the last report of the session (always on the first): the
-leader puts them in the route table, so that callers send a model's calls where it is.
+A replica with a `@serve.multiplexed` loader (`weir.multiplex`) adds the models it holds to
+the same reports, only when their set changed since the last report of the session (always
+on the first, even if empty): the leader puts them in the route table, so that callers send
+a model's calls where it is.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class ControllerSession:
         report.address = self.address
         report.pid = os.getpid()
         models = multiplex.held_model_ids()
-        if models != self._sent_models:
+        if multiplex.multiplexes() and models != self._sent_models:
             report.multiplexed_models.SetInParent()  # present even when now empty
             report.multiplexed_models.model_ids.extend(models)
             self._sent_models = models

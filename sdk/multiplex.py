@@ -201,6 +201,14 @@ def _disarm(model: Any) -> None:
 # The process's caches and who wants to hear of their changes: the replica's session.
 _caches: weakref.WeakSet[ModelCache] = weakref.WeakSet()
 _watchers: list[Callable[[], None]] = []
+#: Whether a `@serve.multiplexed` loader was defined in this process (its caches come on
+#: first use; callers want to know before that the replica multiplexes).
+_declared = [False]
+
+
+def multiplexes() -> bool:
+    """Whether this process has a `@serve.multiplexed` loader (its replica multiplexes)."""
+    return _declared[0]
 
 
 def _models_changed() -> None:
@@ -248,6 +256,7 @@ def multiplexed(func: Callable[..., Awaitable[Any]] | None = None,
                             "method taking self and the model id; "
                             f"{load.__qualname__} takes {len(params)} parameters")
         attribute = f"_weir_models_{load.__name__}"
+        _declared[0] = True
         plain: list[ModelCache] = []  # the cache of a plain function (not a method)
 
         def cache_of(owner: Any) -> ModelCache:

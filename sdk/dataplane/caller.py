@@ -75,7 +75,7 @@ class DataPlane:
                 targets.max_queued_requests,
                 [(r.replica_id, r.address, r.ongoing) for r in targets.replicas],
                 {r.replica_id: r.multiplexed_model_ids for r in targets.replicas
-                 if r.multiplexed_model_ids},
+                 if r.multiplexed},
             )
         for key, router in self.routers.items():
             if key not in table.deployments and router.known and not router.removed:

@@ -12,7 +12,9 @@ What a replica holds comes from two sources: the route table (the replica's own 
 relayed by the leader) and this caller's memory of where it just sent calls for a model
 (`sent_models`): the report follows a load by a tenth of a second or so, and calls for a
 new model arriving in that window would otherwise each pick a replica afresh, and load the
-model on several.
+model on several. Only replicas that multiplex (they say so in the table, models or not)
+are remembered: a model id sent to a deployment that does not multiplex (an ingress
+passing the header on to a multiplexed one, say) must not pin its calls to one replica.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class ModelSlot(Protocol):
 
     in_flight: int
     skip_until: float
+    #: Whether the replica multiplexes (has a `@serve.multiplexed` loader).
+    multiplexed: bool
     #: The models the replica reported holding (loaded or loading).
     models: frozenset[str]
     #: Model id -> monotonic time until which this caller assumes the replica holds it.
@@ -72,8 +76,9 @@ def model_candidates(slots: Sequence[Slot], model_id: str, max_ongoing: int, now
 
 
 def remember_sent(slot: ModelSlot, model_id: str, now: float) -> None:
-    """A call for `model_id` goes to the replica: assume it holds the model for a while."""
-    if model_id not in slot.models:
+    """A call for `model_id` goes to the replica: if it multiplexes, assume it holds the
+    model for a while."""
+    if slot.multiplexed and model_id not in slot.models:
         slot.sent_models[model_id] = now + SENT_MODEL_TTL_S
 
 

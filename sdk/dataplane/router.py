@@ -52,7 +52,8 @@ class ReplicaSlot:
     in_flight: int = 0
     #: Monotonic time before which it is skipped (it refused a call or was unreachable).
     skip_until: float = 0.0
-    #: The multiplexed models it reported holding (loaded or loading).
+    #: It multiplexes models; those it reported holding (loaded or loading).
+    multiplexed: bool = False
     models: frozenset[str] = frozenset()
     #: Model id -> monotonic time until which this caller assumes the replica holds it
     #: (it sent a call for it there; `weir.dataplane.model_affinity`).
@@ -108,7 +109,8 @@ class DeploymentRouter:
         models: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         """Take a new replica list `(replica_id, address, reported_ongoing)` from the table,
-        and the multiplexed models each replica holds (`models`, by replica id)."""
+        and the multiplexed models each multiplexing replica holds (`models`, by replica id;
+        a replica absent from it does not multiplex)."""
         self.known = True
         self.removed = False
         self.max_ongoing = max(1, max_ongoing)
@@ -121,6 +123,7 @@ class DeploymentRouter:
                 slot = ReplicaSlot(replica_id, address)
             slot.reported = ongoing
             held = models.get(replica_id) if models else None
+            slot.multiplexed = held is not None
             slot.models = frozenset(held) if held else frozenset()
             refresh_sent(slot, now)
             fresh[replica_id] = slot

@@ -60,17 +60,17 @@ def test_sessions_keep_the_models_of_the_last_report_that_carried_them() -> None
 
     seen = asyncio.run(scenario())
     # Registered with "a"; a report without models keeps them; each report that carries
-    # models (none, at the end) replaces them; every report reached the leader.
+    # models (none, at the end: it still multiplexes) replaces them.
     assert seen[:4] == [("a",), ("a",), ("a", "b"), ()]
 
 
 def test_published_tables_carry_each_replicas_models_and_change_with_them() -> None:
-    held = {"r1": ["a"], "r2": []}
+    held: dict[str, list[str] | None] = {"r1": ["a"], "r2": [], "r3": None}
 
     def table() -> pb.RouteTable:
         return pb.RouteTable(deployments=[pb.DeploymentTargets(
-            app="app", deployment="D", replicas=[pb.ReplicaTarget(replica_id="r1"),
-                                                  pb.ReplicaTarget(replica_id="r2")])])
+            app="app", deployment="D", replicas=[pb.ReplicaTarget(replica_id=rid)
+                                                 for rid in ("r1", "r2", "r3")])])
 
     async def scenario() -> list[pb.RouteTable]:
         publisher = RoutePublisher(table, lambda: True, asyncio.Event(),
@@ -88,5 +88,7 @@ def test_published_tables_carry_each_replicas_models_and_change_with_them() -> N
     first, second = asyncio.run(scenario())
     models = [[list(r.multiplexed_model_ids) for r in t.deployments[0].replicas]
               for t in (first, second)]
-    assert models == [[["a"], []], [["a"], ["b", "c"]]]
+    assert models == [[["a"], [], []], [["a"], ["b", "c"], []]]
+    # r3 does not multiplex; r2 does, with no model yet.
+    assert [r.multiplexed for r in first.deployments[0].replicas] == [True, True, False]
     assert second.version == first.version + 1

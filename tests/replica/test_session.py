@@ -26,13 +26,14 @@ def carried(report: pb.ReplicaReport) -> list[str] | None:
     return list(report.multiplexed_models.model_ids)
 
 
-def test_reports_carry_the_models_only_when_they_changed() -> None:
+def test_reports_carry_the_models_only_when_they_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     async def on_command(command: pb.ReplicaCommand) -> None:
         pass
 
+    monkeypatch.setattr(multiplex, "_declared", [False])
     session = ControllerSession("r1", "addr", LeaderLocator(), pb.ReplicaReport, on_command)
-    assert carried(session._report()) == []  # the first report of a stream: always
-    assert carried(session._report()) is None
+    assert carried(session._report()) is None  # no loader: it does not multiplex
 
     @multiplex.multiplexed(max_num_models_per_replica=1)
     async def get_model(model_id: str) -> str:
@@ -42,6 +43,9 @@ def test_reports_carry_the_models_only_when_they_changed() -> None:
         for model_id in model_ids:
             await get_model(model_id)
 
+    # A loader now exists: the next report says so, with no model yet; then only changes.
+    assert carried(session._report()) == []
+    assert carried(session._report()) is None
     asyncio.run(load("m1"))
     assert carried(session._report()) == ["m1"]
     assert carried(session._report()) is None

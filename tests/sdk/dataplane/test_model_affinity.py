@@ -19,7 +19,7 @@ from weir.dataplane.router import DeploymentRouter, ReplicaSlot
 
 def slot(replica_id: str, *models: str, in_flight: int = 0, reported: int = 0) -> ReplicaSlot:
     return ReplicaSlot(replica_id, replica_id, reported=reported, in_flight=in_flight,
-                       models=frozenset(models))
+                       multiplexed=True, models=frozenset(models))
 
 
 def ids(slots: list[ReplicaSlot]) -> list[str]:
@@ -72,7 +72,7 @@ def test_where_a_call_was_sent_counts_until_the_table_speaks() -> None:
 def test_router_sends_a_model_to_its_holder_and_new_models_apart() -> None:
     async def scenario() -> None:
         router = DeploymentRouter("app", "D", rng=random.Random(3))
-        router.update(4, -1, [("r1", "x", 0), ("r2", "y", 0)], {"r1": ["a"]})
+        router.update(4, -1, [("r1", "x", 0), ("r2", "y", 0)], {"r1": ["a"], "r2": []})
         for _ in range(10):
             s = await router.assign(None, model_id="a")
             assert s.replica_id == "r1"
@@ -89,6 +89,19 @@ def test_router_sends_a_model_to_its_holder_and_new_models_apart() -> None:
         assert picked == {"r1", "r2"}
 
     asyncio.run(scenario())
+
+
+def test_a_model_id_sent_to_replicas_that_do_not_multiplex_pins_nothing() -> None:
+    # An ingress passing the header on: its calls spread by load as any others.
+    async def scenario() -> set[str]:
+        router = DeploymentRouter("app", "Ingress", rng=random.Random(0))
+        router.update(1, -1, [("r1", "x", 0), ("r2", "y", 0)])
+        first = await router.assign(None, model_id="a")
+        second = await asyncio.wait_for(router.assign(None, model_id="a"), 0.05)
+        assert first.sent_models == {} and second.sent_models == {}
+        return {first.replica_id, second.replica_id}
+
+    assert asyncio.run(scenario()) == {"r1", "r2"}
 
 
 def test_router_waits_briefly_for_a_busy_holder_then_falls_back() -> None:
@@ -116,7 +129,7 @@ def test_router_waits_briefly_for_a_busy_holder_then_falls_back() -> None:
 def test_a_refusal_forgets_where_the_model_was_sent() -> None:
     async def scenario() -> None:
         router = DeploymentRouter("app", "D", rng=random.Random(0))
-        router.update(4, -1, [("r1", "x", 0)])
+        router.update(4, -1, [("r1", "x", 0)], {"r1": []})
         s = await router.assign(None, model_id="a")
         assert "a" in s.sent_models
         router.release(s, skip_for=0.01, model_id="a")
