@@ -182,11 +182,15 @@ class DeploymentRouter:
         """
         self._check_removed()
         since = time.monotonic()
+        queue_full = not retry and 0 <= self.max_queued <= len(self._waiters)
         if not self._waiters:
             slot = self._take(model_id, since)
+            if slot is None and model_id and queue_full:
+                # No room to wait for a busy replica holding the model: any replica will do.
+                slot = self._take(model_id, since - MODEL_MATCH_WAIT_S)
             if slot is not None:
                 return slot
-        if not retry and 0 <= self.max_queued <= len(self._waiters):
+        if queue_full:
             raise BackPressureError(
                 num_queued_requests=len(self._waiters), max_queued_requests=self.max_queued
             )

@@ -136,3 +136,13 @@ def test_a_refusal_forgets_where_the_model_was_sent() -> None:
         assert s.sent_models == {}
 
     asyncio.run(scenario())
+
+
+def test_with_no_queue_a_call_does_not_wait_for_a_busy_holder() -> None:
+    async def scenario() -> str:
+        router = DeploymentRouter("app", "D", rng=random.Random(0))
+        router.update(1, 0, [("r1", "x", 0), ("r2", "y", 0)], {"r1": ["a"], "r2": []})
+        await router.assign(None, model_id="a")  # r1 is now full
+        return (await router.assign(None, model_id="a")).replica_id  # not shed: r2 is free
+
+    assert asyncio.run(scenario()) == "r2"
