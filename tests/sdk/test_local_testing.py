@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.sdk.test_multiplex import Inferencer
 from weir import serve
 from weir.handle import DeploymentHandle
 
@@ -88,21 +89,10 @@ def test_a_failing_constructor_fails_serve_run() -> None:
 
 
 @serve.deployment
-class Multiplexed:
-    def __init__(self) -> None:
-        self.loads: list[str] = []
-
-    @serve.multiplexed(max_num_models_per_replica=1)
-    async def get_model(self, model_id: str) -> str:
-        self.loads.append(model_id)
-        return f"model {model_id}"
-
-    async def __call__(self) -> str:
-        return await self.get_model(serve.get_multiplexed_model_id())
-
+class Multiplexed(Inferencer):
     def model_loads(self) -> list[str]:
         # A sync method runs in a thread: the request context follows it there.
-        return [*self.loads, serve.get_multiplexed_model_id()]
+        return [*self.loaded, serve.get_multiplexed_model_id()]
 
 
 def test_a_multiplexed_deployment_gets_its_model_ids() -> None:
