@@ -2,8 +2,10 @@
 
 A replica registers on its first report; the leader answers REGISTERED, then whatever
 commands the reconcile pass queues for it (INIT, RECONFIGURE, STOP). Later reports update
-what the leader sees of it. A session ends when the replica hangs up or the term of
-leadership ends; the replica then finds the next leader and registers again.
+what the leader sees of it (a report carries the replica's multiplexed models only when
+they changed, so they are kept apart from the last report). A session ends when the
+replica hangs up or the term of leadership ends; the replica then finds the next leader
+and registers again.
 
 This module only moves messages: who a replica is and what it must run is decided by the
 leader, through the `admit` callback.
@@ -35,6 +37,14 @@ class Session:
     report: pb.ReplicaReport
     commands: asyncio.Queue[pb.ReplicaCommand] = field(default_factory=asyncio.Queue)
     connected: bool = True
+    #: The multiplexed models it last reported holding (None: it does not multiplex).
+    model_ids: tuple[str, ...] | None = None
+
+    def take(self, report: pb.ReplicaReport) -> None:
+        """A new report on the session."""
+        self.report = report
+        if report.HasField("multiplexed_models"):
+            self.model_ids = tuple(report.multiplexed_models.model_ids)
 
 
 class ReplicaSessions:
@@ -56,6 +66,12 @@ class ReplicaSessions:
         return SessionReport(connected=sess.connected, state=pb.ReplicaState.Name(rep.state),
                              message=rep.message, address=rep.address, ongoing=rep.ongoing,
                              user_config_json=rep.user_config_json)
+
+    def model_ids(self, replica_id: str) -> tuple[str, ...] | None:
+        """The multiplexed models a replica last reported holding (loaded or loading); None
+        if it does not multiplex (it has no `@serve.multiplexed` loader)."""
+        sess = self.sessions.get(replica_id)
+        return sess.model_ids if sess is not None else None
 
     def connected(self, replica_id: str) -> bool:
         """Whether the replica's session is up now."""
@@ -89,6 +105,7 @@ class ReplicaSessions:
             yield pb.ReplicaCommand(kind=pb.STOP, graceful_shutdown_timeout_s=5)
             return
         sess = Session(first.replica_id, report=first)
+        sess.take(first)
         self.sessions[first.replica_id] = sess
         log.info("replica registered", replica_id=first.replica_id,
                  state=pb.ReplicaState.Name(first.state), address=first.address)
@@ -99,7 +116,8 @@ class ReplicaSessions:
         async def read() -> None:
             async for report in reports:
                 changed = sess.report.state != report.state
-                sess.report = report
+                sess.take(report)
+                # Every report marks the route table dirty: a new model set goes out too.
                 self._on_report(changed)
 
         loop = asyncio.get_running_loop()

@@ -6,6 +6,9 @@ reports marks the table dirty once, and at most one table goes out per
 PUBLISH_MIN_INTERVAL_S. A slow subscriber never holds up the others: each has a queue of
 one, and a newer table replaces the one it has not read yet.
 
+Each replica's multiplexed models (`model_ids`, from its session: None for a replica that
+does not multiplex) are added to the table here.
+
 A new leader publishes nothing until every recorded replica has re-registered (or a grace
 period passed): proxies keep the previous leader's table meanwhile, so no request sees an
 empty table during a failover.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from weir.protos import weir_pb2 as pb
 
@@ -26,8 +29,11 @@ class RoutePublisher:
     """Holds the current table and its subscribers for one term of leadership."""
 
     def __init__(self, current_table: Callable[[], pb.RouteTable],
-                 adopted: Callable[[], bool], ended: asyncio.Event) -> None:
+                 adopted: Callable[[], bool], ended: asyncio.Event,
+                 model_ids: Callable[[str], Sequence[str] | None] | None = None) -> None:
         self._current_table = current_table
+        #: The multiplexed models a replica holds, by replica id (`ReplicaSessions.model_ids`).
+        self.model_ids = model_ids
         self._adopted = adopted
         self._ended = ended
         self._dirty = asyncio.Event()
@@ -46,7 +52,7 @@ class RoutePublisher:
             self._dirty.clear()
             if self.ready or self._adopted():
                 self.ready = True
-                self._publish(self._current_table())
+                self._publish(with_model_ids(self._current_table(), self.model_ids))
             else:
                 self._dirty.set()
             await asyncio.sleep(PUBLISH_MIN_INTERVAL_S)
@@ -78,6 +84,19 @@ class RoutePublisher:
         finally:
             ended.cancel()
             self._subscribers.discard(queue)
+
+
+def with_model_ids(table: pb.RouteTable,
+                   model_ids: Callable[[str], Sequence[str] | None] | None) -> pb.RouteTable:
+    """The table with each multiplexing replica marked so, and its models filled in."""
+    if model_ids is not None:
+        for targets in table.deployments:
+            for replica in targets.replicas:
+                held = model_ids(replica.replica_id)
+                if held is not None:
+                    replica.multiplexed = True
+                    replica.multiplexed_model_ids.extend(held)
+    return table
 
 
 def _offer_latest(queue: asyncio.Queue[pb.RouteTable], table: pb.RouteTable) -> None:

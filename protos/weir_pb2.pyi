@@ -113,7 +113,7 @@ class GrpcRequest(_message.Message):
     def __init__(self, method_path: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., peer: _Optional[str] = ..., more_messages: _Optional[bool] = ...) -> None: ...
 
 class CallRequest(_message.Message):
-    __slots__ = ("request_id", "method", "deadline", "http", "pickled_args", "caller", "grpc")
+    __slots__ = ("request_id", "method", "deadline", "http", "pickled_args", "caller", "grpc", "multiplexed_model_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class CallRequest(_message.Message):
     PICKLED_ARGS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     GRPC_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLEXED_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     method: str
     deadline: float
@@ -128,7 +129,8 @@ class CallRequest(_message.Message):
     pickled_args: bytes
     caller: str
     grpc: GrpcRequest
-    def __init__(self, request_id: _Optional[str] = ..., method: _Optional[str] = ..., deadline: _Optional[float] = ..., http: _Optional[_Union[HttpRequest, _Mapping]] = ..., pickled_args: _Optional[bytes] = ..., caller: _Optional[str] = ..., grpc: _Optional[_Union[GrpcRequest, _Mapping]] = ...) -> None: ...
+    multiplexed_model_id: str
+    def __init__(self, request_id: _Optional[str] = ..., method: _Optional[str] = ..., deadline: _Optional[float] = ..., http: _Optional[_Union[HttpRequest, _Mapping]] = ..., pickled_args: _Optional[bytes] = ..., caller: _Optional[str] = ..., grpc: _Optional[_Union[GrpcRequest, _Mapping]] = ..., multiplexed_model_id: _Optional[str] = ...) -> None: ...
 
 class CallReply(_message.Message):
     __slots__ = ("outcome", "status", "headers", "body", "pickled", "error", "error_type", "traceback", "ongoing", "more_body", "admitted", "grpc_code", "grpc_details", "grpc_trailing_metadata")
@@ -241,7 +243,7 @@ class HealthCheckReply(_message.Message):
     def __init__(self, healthy: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReplicaReport(_message.Message):
-    __slots__ = ("replica_id", "address", "pid", "state", "message", "ongoing", "version", "user_config_json")
+    __slots__ = ("replica_id", "address", "pid", "state", "message", "ongoing", "version", "user_config_json", "multiplexed_models")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +252,7 @@ class ReplicaReport(_message.Message):
     ONGOING_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     USER_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLEXED_MODELS_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     address: str
     pid: int
@@ -258,7 +261,14 @@ class ReplicaReport(_message.Message):
     ongoing: int
     version: str
     user_config_json: str
-    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., message: _Optional[str] = ..., ongoing: _Optional[int] = ..., version: _Optional[str] = ..., user_config_json: _Optional[str] = ...) -> None: ...
+    multiplexed_models: MultiplexedModels
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., message: _Optional[str] = ..., ongoing: _Optional[int] = ..., version: _Optional[str] = ..., user_config_json: _Optional[str] = ..., multiplexed_models: _Optional[_Union[MultiplexedModels, _Mapping]] = ...) -> None: ...
+
+class MultiplexedModels(_message.Message):
+    __slots__ = ("model_ids",)
+    MODEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    model_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReplicaCommand(_message.Message):
     __slots__ = ("kind", "spec_json", "user_config_json", "graceful_shutdown_timeout_s")
@@ -273,14 +283,18 @@ class ReplicaCommand(_message.Message):
     def __init__(self, kind: _Optional[_Union[CommandKind, str]] = ..., spec_json: _Optional[str] = ..., user_config_json: _Optional[str] = ..., graceful_shutdown_timeout_s: _Optional[float] = ...) -> None: ...
 
 class ReplicaTarget(_message.Message):
-    __slots__ = ("replica_id", "address", "ongoing")
+    __slots__ = ("replica_id", "address", "ongoing", "multiplexed_model_ids", "multiplexed")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ONGOING_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLEXED_MODEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLEXED_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     address: str
     ongoing: int
-    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., ongoing: _Optional[int] = ...) -> None: ...
+    multiplexed_model_ids: _containers.RepeatedScalarFieldContainer[str]
+    multiplexed: bool
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., ongoing: _Optional[int] = ..., multiplexed_model_ids: _Optional[_Iterable[str]] = ..., multiplexed: _Optional[bool] = ...) -> None: ...
 
 class DeploymentTargets(_message.Message):
     __slots__ = ("app", "deployment", "max_ongoing_requests", "max_queued_requests", "replicas")

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from weir import auth, context
+from weir import auth, context, multiplex
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS, user_config_json
 from weir.config.logging_config import LoggingSettings, logging_settings, replica_log_file
 from weir.dataplane.route_table import LeaderLocator
@@ -157,6 +157,10 @@ class Replica:
             if task is not None:
                 task.cancel()
         await grpc_server.stop(0.5)
+        try:  # the multiplexed models' __del__ run, as in Ray
+            await asyncio.wait_for(multiplex.release_all(), self.graceful_timeout)
+        except TimeoutError:
+            log.warning("releasing multiplexed models timed out", timeout_s=self.graceful_timeout)
         if self.server.user is not None:
             await self.server.user.close()
             self.server.user.shutdown()

@@ -23,6 +23,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from weir import auth, grpc_health
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
+from weir.multiplex import request_model_id
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.replica import grpc_calls, websocket_relay
@@ -43,7 +44,8 @@ def serve_request(request: pb.CallRequest) -> None:
     serving(RequestContext(
         request_id=request.request_id, is_http_request=is_http,
         route=(request.http.root_path or "/") if is_http else "",
-        app_name=replica.app_name if replica is not None else ""))
+        app_name=replica.app_name if replica is not None else "",
+        multiplexed_model_id=request_model_id(request)))
     structlog.contextvars.bind_contextvars(request_id=request.request_id)
 
 

@@ -6,6 +6,11 @@ HEARTBEAT_S; the controller answers with commands (`CommandKind`: INIT, RECONFIG
 stream breaks, the replica finds the leader anew through etcd and re-registers with its
 current state, so a new leader adopts it instead of starting another. Serving never waits
 on this session.
+
+A replica with a `@serve.multiplexed` loader (`weir.multiplex`) adds the models it holds to
+the same reports, only when their set changed since the last report of the session (always
+on the first, even if empty): the leader puts them in the route table, so that callers send
+a model's calls where it is.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 import structlog
 
-from weir import auth
+from weir import auth, multiplex
 from weir.dataplane.route_table import LeaderLocator, follow_leader
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
@@ -45,23 +50,48 @@ class ControllerSession:
         self.changed = asyncio.Event()
         #: Set once the leader has taken the current session's registration.
         self.registered = asyncio.Event()
+        #: The multiplexed models last reported on the current stream (None: none yet).
+        self._sent_models: list[str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        multiplex.watch_models(self._models_changed)
 
     def report_soon(self) -> None:
         """Load or state changed: send a report shortly."""
         self.changed.set()
+
+    def _models_changed(self) -> None:
+        """A model cache changed (on the loop its loader runs on: normally the replica's)."""
+        loop = self._loop
+        if loop is None:
+            return  # not running yet: the first report carries them
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.report_soon()
+        else:
+            loop.call_soon_threadsafe(self.report_soon)
 
     def _report(self) -> pb.ReplicaReport:
         report = self.snapshot()
         report.replica_id = self.replica_id
         report.address = self.address
         report.pid = os.getpid()
+        models = multiplex.held_model_ids()
+        if multiplex.multiplexes() and models != self._sent_models:
+            report.multiplexed_models.SetInParent()  # present even when now empty
+            report.multiplexed_models.model_ids.extend(models)
+            self._sent_models = models
         return report
 
     async def run(self) -> None:
         """Hold the session until cancelled, reconnecting as needed."""
+        self._loop = asyncio.get_running_loop()
         await follow_leader(self.locator, self._hold, "controller session")
 
     async def _hold(self, address: str) -> None:
+        self._sent_models = None  # a new stream: the leader hears the models anew
         async with auth.channel(address) as channel:
             call = pb_grpc.ControllerStub(channel).ReplicaSession()
             if not await self._write(call, address):

@@ -148,12 +148,14 @@ class DeploymentHandle:
 
     def __init__(self, deployment_name: str, app_name: str = "default", *,
                  method_name: str = "__call__", stream: bool = False,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None, multiplexed_model_id: str = "") -> None:
         self.deployment_name = deployment_name
         self.app_name = app_name
         self.method_name = method_name
         self.stream = stream
         self.timeout_s = timeout_s
+        #: The model every call of this handle asks for (`weir.multiplex`); "" for none.
+        self.multiplexed_model_id = multiplexed_model_id
 
     def __repr__(self) -> str:
         return (f"DeploymentHandle(deployment={self.deployment_name!r}, "
@@ -161,26 +163,28 @@ class DeploymentHandle:
 
     def __reduce__(self) -> Any:
         return (_rebuild, (self.deployment_name, self.app_name, self.method_name, self.stream,
-                           self.timeout_s))
+                           self.timeout_s, self.multiplexed_model_id))
 
-    def options(self, *, method_name: str | None = None, multiplexed_model_id: str = "",
+    def options(self, *, method_name: str | None = None,
+                multiplexed_model_id: str | None = None,
                 stream: bool | None = None, use_new_handle_api: bool | None = None,
                 _prefer_local_routing: bool | None = None, _by_reference: bool | None = None,
                 request_serialization: str | None = None,
                 response_serialization: str | None = None, timeout_s: float | None = None,
                 **unexpected: NoReturn) -> DeploymentHandle:
-        """A handle with other call options: method_name, stream, and Weir's timeout_s (an
-        end-to-end deadline per call). Ray's other options are accepted and warn that Weir
-        ignores them; any other keyword is a TypeError."""
+        """A handle with other call options: method_name, stream, multiplexed_model_id (the
+        model each call asks for: it goes to a replica holding it, whose code reads it with
+        `serve.get_multiplexed_model_id()`), and Weir's timeout_s (an end-to-end deadline per
+        call). Ray's other options are accepted and warn that Weir ignores them; any other
+        keyword is a TypeError."""
         if unexpected:
             refuse_unknown("DeploymentHandle.options", DeploymentHandle.options, unexpected)
         # `handle.some_method` comes through here on every call: build nothing unless one
         # of Ray's ignored options was given.
-        if (multiplexed_model_id or use_new_handle_api is not None
+        if (use_new_handle_api is not None
                 or _prefer_local_routing is not None or _by_reference is not None
                 or request_serialization is not None or response_serialization is not None):
             ray_options.warn_ignored(ray_options.HANDLE_OPTIONS, {
-                "multiplexed_model_id": multiplexed_model_id or None,
                 "use_new_handle_api": use_new_handle_api,
                 "_prefer_local_routing": _prefer_local_routing,
                 "_by_reference": _by_reference,
@@ -191,11 +195,13 @@ class DeploymentHandle:
             method_name=self.method_name if method_name is None else method_name,
             stream=self.stream if stream is None else stream,
             timeout_s=self.timeout_s if timeout_s is None else timeout_s,
+            multiplexed_model_id=(self.multiplexed_model_id if multiplexed_model_id is None
+                                  else _model_id(multiplexed_model_id)),
         )
 
     def __getattr__(self, name: str) -> DeploymentHandle:
         if name.startswith("__") or name in ("deployment_name", "app_name", "method_name",
-                                             "stream", "timeout_s"):
+                                             "stream", "timeout_s", "multiplexed_model_id"):
             raise AttributeError(name)
         return self.options(method_name=name)
 
@@ -206,6 +212,7 @@ class DeploymentHandle:
             method="" if self.method_name == "__call__" else self.method_name,
             pickled_args=cloudpickle.dumps((args, kwargs)),
             caller="handle",
+            multiplexed_model_id=self.multiplexed_model_id,
         )
 
     def _deadline(self) -> float | None:
@@ -268,7 +275,14 @@ class DeploymentHandle:
         return context.submit(start()).result()
 
 
+def _model_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("DeploymentHandle.options(multiplexed_model_id=...) must be a str, "
+                        f"got {type(value).__name__}")
+    return value
+
+
 def _rebuild(deployment: str, app: str, method: str, stream: bool,
-             timeout_s: float | None) -> DeploymentHandle:
+             timeout_s: float | None, multiplexed_model_id: str = "") -> DeploymentHandle:
     return DeploymentHandle(deployment, app, method_name=method, stream=stream,
-                            timeout_s=timeout_s)
+                            timeout_s=timeout_s, multiplexed_model_id=multiplexed_model_id)

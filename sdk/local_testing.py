@@ -23,6 +23,7 @@ import cloudpickle
 
 from weir.build import BuiltApp
 from weir.protos import weir_pb2 as pb
+from weir.runtime_context import RequestContext, serving
 from weir.user_method import user_method
 
 __all__ = ["LocalPlane"]
@@ -51,6 +52,13 @@ def _error_reply(exc: BaseException) -> pb.CallReply:
     except Exception:
         pass  # the caller gets the generic UserCodeError
     return reply
+
+
+def _serve(app: str, request: pb.CallRequest) -> None:
+    """The request context of the call, as a replica sets it (`serve.get_multiplexed_model_id`,
+    the request id that handle calls carry on). The call runs in a task of its own."""
+    serving(RequestContext(request_id=request.request_id, app_name=app,
+                           multiplexed_model_id=request.multiplexed_model_id))
 
 
 async def _in_thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -105,6 +113,7 @@ class LocalPlane:
                    deadline: float | None) -> pb.CallReply:
         """Call a method of the deployment's instance; its value or error as a reply."""
         local = self._find(app, deployment)
+        _serve(app, request)
         try:
             args, kwargs = cloudpickle.loads(request.pickled_args)
             method = local.method(request.method)
@@ -122,6 +131,7 @@ class LocalPlane:
                      deadline: float | None) -> AsyncGenerator[pb.CallReply, None]:
         """A streaming call: a first reply (the call started), then one reply per item."""
         local = self._find(app, deployment)
+        _serve(app, request)
         try:
             args, kwargs = cloudpickle.loads(request.pickled_args)
             produced = local.method(request.method)(*args, **kwargs)

@@ -58,8 +58,6 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
         "dedicated_cpu": "Weir's controller is a plain process, not a Ray actor",
     },
     HANDLE_OPTIONS: {
-        "multiplexed_model_id": "Weir has no model multiplexing yet: the call goes to any "
-                                "replica",
         "use_new_handle_api": "Weir has only the DeploymentHandle API (the option has no effect "
                               "in Ray either)",
         "_prefer_local_routing": "Weir's router has no notion of node locality",

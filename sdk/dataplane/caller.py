@@ -25,6 +25,7 @@ from weir.dataplane.route_table import LeaderLocator, RouteTable, RouteTableSubs
 from weir.dataplane.router import REJECTED_BACKOFF_S, UNREACHABLE_BACKOFF_S, DeploymentRouter
 from weir.dataplane.transport import ReplicaCallFailed, ReplicaTransport, ReplicaUnreachable
 from weir.exceptions import DeploymentUnavailableError, RequestTimeoutError
+from weir.multiplex import request_model_id
 from weir.protos import weir_pb2 as pb
 
 log = structlog.get_logger("weir.dataplane.caller")
@@ -73,6 +74,8 @@ class DataPlane:
                 targets.max_ongoing_requests,
                 targets.max_queued_requests,
                 [(r.replica_id, r.address, r.ongoing) for r in targets.replicas],
+                {r.replica_id: r.multiplexed_model_ids for r in targets.replicas
+                 if r.multiplexed},
             )
         for key, router in self.routers.items():
             if key not in table.deployments and router.known and not router.removed:
@@ -162,9 +165,10 @@ class DataPlane:
         while the first reply says the call never started (refused, draining) or the
         replica cannot be reached, skip that replica for a while and send to another."""
         router = await self._prepare(app, deployment, request, deadline)
+        model_id = request_model_id(request)
         retry = False
         while True:
-            slot = await router.assign(deadline, retry=retry)
+            slot = await router.assign(deadline, retry=retry, model_id=model_id)
             retry = True
             reported: int | None = None
             skip = 0.0
@@ -192,7 +196,7 @@ class DataPlane:
             except TimeoutError as exc:
                 raise RequestTimeoutError(str(exc)) from exc
             finally:
-                router.release(slot, reported=reported, skip_for=skip)
+                router.release(slot, reported=reported, skip_for=skip, model_id=model_id)
 
 
 class WebSocketRefused(Exception):

@@ -10,6 +10,9 @@ waits in a FIFO queue; when the queue already holds max_queued_requests, it is s
 with BackPressureError. A replica that refuses a call (at capacity because of other callers,
 or draining) is skipped briefly and the call goes elsewhere: it never started, so that retry
 is safe.
+
+A call for a multiplexed model (`model_id`) is offered only the replicas
+`weir.dataplane.model_affinity` names for it: those holding the model first.
 """
 
 from __future__ import annotations
@@ -18,9 +21,15 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from weir.dataplane.model_affinity import (
+    MODEL_MATCH_WAIT_S,
+    model_candidates,
+    refresh_sent,
+    remember_sent,
+)
 from weir.exceptions import BackPressureError, DeploymentUnavailableError
 
 #: How long a replica that refused a call is skipped before it is tried again.
@@ -43,6 +52,12 @@ class ReplicaSlot:
     in_flight: int = 0
     #: Monotonic time before which it is skipped (it refused a call or was unreachable).
     skip_until: float = 0.0
+    #: It multiplexes models; those it reported holding (loaded or loading).
+    multiplexed: bool = False
+    models: frozenset[str] = frozenset()
+    #: Model id -> monotonic time until which this caller assumes the replica holds it
+    #: (it sent a call for it there; `weir.dataplane.model_affinity`).
+    sent_models: dict[str, float] = field(default_factory=dict)
 
     @property
     def load(self) -> int:
@@ -90,19 +105,27 @@ class DeploymentRouter:
         return len(self._waiters)
 
     def update(
-        self, max_ongoing: int, max_queued: int, replicas: Iterable[tuple[str, str, int]]
+        self, max_ongoing: int, max_queued: int, replicas: Iterable[tuple[str, str, int]],
+        models: Mapping[str, Collection[str]] | None = None,
     ) -> None:
-        """Take a new replica list `(replica_id, address, reported_ongoing)` from the table."""
+        """Take a new replica list `(replica_id, address, reported_ongoing)` from the table,
+        and the multiplexed models each multiplexing replica holds (`models`, by replica id;
+        a replica absent from it does not multiplex)."""
         self.known = True
         self.removed = False
         self.max_ongoing = max(1, max_ongoing)
         self.max_queued = max_queued
         fresh: dict[str, ReplicaSlot] = {}
+        now = time.monotonic()
         for replica_id, address, ongoing in replicas:
             slot = self._slots.get(replica_id)
             if slot is None or slot.address != address:
                 slot = ReplicaSlot(replica_id, address)
             slot.reported = ongoing
+            held = models.get(replica_id) if models else None
+            slot.multiplexed = held is not None
+            slot.models = frozenset(held) if held else frozenset()
+            refresh_sent(slot, now)
             fresh[replica_id] = slot
         self._slots = fresh
         self._wake()
@@ -134,27 +157,40 @@ class DeploymentRouter:
         if self._waiters:
             self._waiters[0].set()
 
-    def _take(self) -> ReplicaSlot | None:
-        slot = choose_replica(list(self._slots.values()), self.max_ongoing, time.monotonic(),
-                              self._rng)
+    def _take(self, model_id: str = "", since: float = 0.0) -> ReplicaSlot | None:
+        now = time.monotonic()
+        slots: Sequence[ReplicaSlot] = list(self._slots.values())
+        if model_id:
+            slots = model_candidates(slots, model_id, self.max_ongoing, now,
+                                     matching=now - since < MODEL_MATCH_WAIT_S)
+        slot = choose_replica(slots, self.max_ongoing, now, self._rng)
         if slot is not None:
             slot.in_flight += 1
+            if model_id:
+                remember_sent(slot, model_id, now)
         return slot
 
-    async def assign(self, deadline: float | None, *, retry: bool = False) -> ReplicaSlot:
+    async def assign(self, deadline: float | None, *, retry: bool = False,
+                     model_id: str = "") -> ReplicaSlot:
         """Wait for a replica with room; shed at once when this caller's queue is full.
 
         `deadline` is on the `time.monotonic()` clock. A `retry` (the previous replica refused
         or could not be reached) was admitted already: it is never shed and waits at the head
-        of the queue. Raises BackPressureError or DeploymentUnavailableError (deadline passed
-        while waiting).
+        of the queue. A call for a multiplexed model (`model_id`) prefers the replicas holding
+        it (`weir.dataplane.model_affinity`). Raises BackPressureError or
+        DeploymentUnavailableError (deadline passed while waiting).
         """
         self._check_removed()
+        since = time.monotonic()
+        queue_full = not retry and 0 <= self.max_queued <= len(self._waiters)
         if not self._waiters:
-            slot = self._take()
+            slot = self._take(model_id, since)
+            if slot is None and model_id and queue_full:
+                # No room to wait for a busy replica holding the model: any replica will do.
+                slot = self._take(model_id, since - MODEL_MATCH_WAIT_S)
             if slot is not None:
                 return slot
-        if not retry and 0 <= self.max_queued <= len(self._waiters):
+        if queue_full:
             raise BackPressureError(
                 num_queued_requests=len(self._waiters), max_queued_requests=self.max_queued
             )
@@ -170,11 +206,12 @@ class DeploymentRouter:
             while True:
                 self._check_removed()
                 if self._waiters[0] is event:
-                    slot = self._take()
+                    slot = self._take(model_id, since)
                     if slot is not None:
                         return slot
                 event.clear()
-                wait = self._poll_interval(deadline)
+                wait = self._poll_interval(deadline,
+                                           since + MODEL_MATCH_WAIT_S if model_id else None)
                 try:
                     await asyncio.wait_for(event.wait(), wait)
                 except TimeoutError:
@@ -194,22 +231,27 @@ class DeploymentRouter:
         if self._on_queue_change is not None:
             self._on_queue_change()
 
-    def _poll_interval(self, deadline: float | None) -> float | None:
+    def _poll_interval(self, deadline: float | None,
+                       matched_until: float | None = None) -> float | None:
         now = time.monotonic()
         waits = [s.skip_until - now for s in self._slots.values() if s.skip_until > now]
         if deadline is not None:
             waits.append(deadline - now)
+        if matched_until is not None and matched_until > now:
+            waits.append(matched_until - now)  # then the call may go to any replica
         if not self._slots:
             waits.append(0.5)
         return max(0.0, min(waits)) if waits else None
 
     def release(self, slot: ReplicaSlot, *, reported: int | None = None,
-                skip_for: float = 0.0) -> None:
+                skip_for: float = 0.0, model_id: str = "") -> None:
         """A call to `slot` ended: free its place, note the replica's reported load, and
-        optionally skip the replica for `skip_for` seconds (it refused or was unreachable)."""
+        optionally skip the replica for `skip_for` seconds (it refused or was unreachable:
+        then it did not load the call's `model_id` either)."""
         slot.in_flight = max(0, slot.in_flight - 1)
         if reported is not None:
             slot.reported = reported
         if skip_for:
             slot.skip_until = time.monotonic() + skip_for
+            slot.sent_models.pop(model_id, None)
         self._wake()

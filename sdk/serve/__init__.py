@@ -43,6 +43,7 @@ from weir.exceptions import (
 from weir.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from weir.ingress import ingress
 from weir.local_testing import LocalPlane
+from weir.multiplex import get_multiplexed_model_id, multiplexed
 from weir.packages.archive import PackageTooLarge
 from weir.runtime_context import get_replica_context, replica_context_or_none
 
@@ -60,8 +61,10 @@ __all__ = [
     "deployment",
     "get_app_handle",
     "get_deployment_handle",
+    "get_multiplexed_model_id",
     "get_replica_context",
     "ingress",
+    "multiplexed",
     "run",
     "shutdown",
     "start",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -91,3 +92,59 @@ def test_request_id_is_in_the_replicas_log_lines(driver: RunningCluster) -> None
     line = wait_for(logged_line, 10, "the user's log line")
     assert "request_id=trace-me-7" in line
     serve.delete("logs")
+
+
+def test_model_multiplexing(driver: RunningCluster) -> None:
+    from tests.e2e.apps.multiplexed import app
+    from weir import context
+
+    handle = serve.run(app, name="mux", route_prefix="/mux")
+    served: list[dict[str, Any]] = []
+
+    def over_http(model_id: str) -> dict[str, Any]:
+        answer = driver.get("/mux", headers={"serve_multiplexed_model_id": model_id}).json()
+        served.append(answer)
+        return answer  # type: ignore[no-any-return]
+
+    def by_handle(model_id: str) -> dict[str, Any]:
+        answer = handle.options(multiplexed_model_id=model_id).remote().result(timeout_s=10)
+        served.append(answer)
+        return answer  # type: ignore[no-any-return]
+
+    # Over HTTP: the replica that loaded "a" serves every later call for "a".
+    first = over_http("a")
+    assert first["model"] == "a"
+    holder = first["replica"]
+    assert {over_http("a")["replica"] for _ in range(6)} == {holder}
+
+    # The replica reported it: this process's route table says where "a" is...
+    plane = context.submit(context.get_data_plane()).result()
+
+    def held() -> dict[str, list[str]]:
+        table = plane.table
+        targets = table.deployments.get(("mux", "Multiplexed")) if table else None
+        return {r.replica_id: list(r.multiplexed_model_ids)
+                for r in (targets.replicas if targets else [])}
+
+    wait_for(lambda: held().get(holder) == ["a"], 10, "the route table to show model a")
+    # ...so handle calls for "a" go there too, and a new model goes to the other replica.
+    assert {by_handle("a")["replica"] for _ in range(6)} == {holder}
+    other = by_handle("b")["replica"]
+    assert other != holder
+    # More models than the two replicas hold: each evicts its least recently used one,
+    # whose __del__ runs.
+    for model_id in ("c", "d", "e", "f", "a"):
+        by_handle(model_id)
+    lru: dict[str, list[str]] = {}
+    expected_released: dict[str, list[str]] = {}
+    for answer in served:
+        models = lru.setdefault(answer["replica"], [])
+        released = expected_released.setdefault(answer["replica"], [])
+        if answer["model"] in models:
+            models.remove(answer["model"])
+        elif len(models) == 2:
+            released.append(models.pop(0))
+        models.append(answer["model"])
+        assert answer["released"] == released, (answer, served)
+    assert sum(len(r) for r in expected_released.values()) >= 2
+    serve.delete("mux")

@@ -98,10 +98,10 @@ def test_rays_options_weir_ignores_warn_and_change_nothing(composed: RunningClus
     with pytest.warns(IgnoredRayOptionWarning) as seen:
         handle = serve.run(Doubler.options(num_replicas=1).bind(), name="ray_opts",
                            route_prefix="/ray_opts", external_scaler_enabled=True)
-        assert handle.options(multiplexed_model_id="m1").remote(4).result(timeout_s=30) == 8
+        assert handle.options(_prefer_local_routing=True).remote(4).result(timeout_s=30) == 8
     assert sorted(str(w.message).split(":")[0] for w in seen
                   if issubclass(w.category, IgnoredRayOptionWarning)) == [
-        "Weir ignores the DeploymentHandle.options() option 'multiplexed_model_id'",
+        "Weir ignores the DeploymentHandle.options() option '_prefer_local_routing'",
         "Weir ignores the serve.run() option 'external_scaler_enabled'"]
     with pytest.raises(TypeError, match="'nmae'"):
         serve.run(Doubler.bind(), nmae="typo")  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.sdk.test_multiplex import Inferencer
 from weir import serve
 from weir.handle import DeploymentHandle
 
@@ -85,3 +86,19 @@ def test_a_failing_constructor_fails_serve_run() -> None:
 
     with pytest.raises(RuntimeError, match="cannot start"):
         serve.run(Broken.bind(), name="broken", _local_testing_mode=True)
+
+
+@serve.deployment
+class Multiplexed(Inferencer):
+    def model_loads(self) -> list[str]:
+        # A sync method runs in a thread: the request context follows it there.
+        return [*self.loaded, serve.get_multiplexed_model_id()]
+
+
+def test_a_multiplexed_deployment_gets_its_model_ids() -> None:
+    handle = serve.run(Multiplexed.bind(), name="mux", _local_testing_mode=True)
+    for model_id in ("a", "a", "b"):
+        assert handle.options(multiplexed_model_id=model_id).remote().result(
+            timeout_s=5) == f"model {model_id}"
+    assert handle.options(multiplexed_model_id="c").model_loads.remote().result(
+        timeout_s=5) == ["a", "b", "c"]

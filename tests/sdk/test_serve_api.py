@@ -13,11 +13,12 @@ import pytest
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
-from weir import serve
+from weir import context as cluster_context
+from weir import runtime_context, serve
 from weir.config import ray_options
 from weir.exceptions import IgnoredRayOptionWarning
 from weir.handle import DeploymentHandle
-from weir.serve.config import HTTPOptions
+from weir.serve.config import HTTPOptions, gRPCOptions
 
 
 @pytest.fixture(autouse=True)
@@ -92,6 +93,26 @@ def test_start_config_sends_only_what_was_given() -> None:
     pickle.dumps(config)
 
 
+def test_start_takes_rays_config_classes_as_well_as_dicts() -> None:
+    config = serve._start_config(HTTPOptions(port=8001, request_timeout_s=3),
+                                 gRPCOptions(port=9001))
+    assert config["http_options"]["port"] == 8001
+    assert config["http_options"]["request_timeout_s"] == 3
+    assert config["grpc_options"]["port"] == 9001
+    pickle.dumps(config)
+
+
+def test_get_deployment_handle_defaults_to_the_callers_own_app(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster_context, "cluster",
+                        lambda: cluster_context.ClusterCoordinates("127.0.0.1:2379"))
+    assert serve.get_deployment_handle("Other").app_name == "default"  # a driver
+    monkeypatch.setattr(runtime_context, "_replica",
+                        runtime_context.ReplicaContext("mine", "Caller", "r1"))
+    assert serve.get_deployment_handle("Other").app_name == "mine"
+    assert serve.get_deployment_handle("Other", "theirs").app_name == "theirs"
+
+
 def test_start_warns_for_the_http_options_weir_ignores() -> None:
     seen = ignored_warnings(lambda: [
         serve._warn_ignored_http_options({"root_path": "/api", "keep_alive_timeout_s": 9,
@@ -119,22 +140,36 @@ def test_handle_options_refuses_a_typo() -> None:
 
 def test_handle_options_sets_what_weir_acts_on_silently() -> None:
     handle = DeploymentHandle("Echo", "app")
-    seen = ignored_warnings(lambda: handle.options(method_name="m", stream=True, timeout_s=2))
+    seen = ignored_warnings(lambda: handle.options(method_name="m", stream=True, timeout_s=2,
+                                                   multiplexed_model_id="m1"))
     assert seen == []
-    other = handle.options(method_name="m", stream=True, timeout_s=2)
+    other = handle.options(method_name="m", stream=True, timeout_s=2, multiplexed_model_id="m1")
     assert (other.method_name, other.stream, other.timeout_s) == ("m", True, 2)
     assert ignored_warnings(lambda: handle.other_method) == []
+
+
+def test_the_model_id_rides_on_every_call_of_the_handle() -> None:
+    handle = DeploymentHandle("Echo", "app").options(multiplexed_model_id="m1")
+    # Kept through method access, other options and pickling (handles pass to replicas).
+    for same in (handle.predict, handle.options(stream=True),
+                 pickle.loads(pickle.dumps(handle))):
+        assert same.multiplexed_model_id == "m1"
+        assert same._request((), {}, "rid").multiplexed_model_id == "m1"
+    assert handle.options(multiplexed_model_id="").multiplexed_model_id == ""
+    assert DeploymentHandle("Echo")._request((), {}, "rid").multiplexed_model_id == ""
+    with pytest.raises(TypeError, match="multiplexed_model_id"):
+        handle.options(multiplexed_model_id=3)  # type: ignore[arg-type]
 
 
 def test_handle_options_warns_once_for_rays_options_it_ignores() -> None:
     handle = DeploymentHandle("Echo", "app")
     seen = ignored_warnings(lambda: [
-        handle.options(multiplexed_model_id="m1", use_new_handle_api=True),
-        handle.options(multiplexed_model_id="m2"),
-        handle.options(multiplexed_model_id=""),  # Ray's default: asks for nothing
+        handle.options(_prefer_local_routing=True, use_new_handle_api=True),
+        handle.options(_prefer_local_routing=False),
+        handle.options(use_new_handle_api=None),  # Ray's default: asks for nothing
     ])
-    assert [m.split(":")[0] for m in seen] == [
-        "Weir ignores the DeploymentHandle.options() option 'multiplexed_model_id'",
+    assert sorted(m.split(":")[0] for m in seen) == [
+        "Weir ignores the DeploymentHandle.options() option '_prefer_local_routing'",
         "Weir ignores the DeploymentHandle.options() option 'use_new_handle_api'"]
     with pytest.warns(IgnoredRayOptionWarning) as record:
         same = handle.options(_by_reference=False, request_serialization="pickle")
