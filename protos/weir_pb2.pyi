@@ -109,7 +109,7 @@ class GrpcRequest(_message.Message):
     def __init__(self, method_path: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
 
 class CallRequest(_message.Message):
-    __slots__ = ("request_id", "method", "deadline", "http", "pickled_args", "caller", "grpc")
+    __slots__ = ("request_id", "method", "deadline", "http", "pickled_args", "caller", "grpc", "traceparent")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class CallRequest(_message.Message):
     PICKLED_ARGS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     GRPC_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     method: str
     deadline: float
@@ -124,7 +125,8 @@ class CallRequest(_message.Message):
     pickled_args: bytes
     caller: str
     grpc: GrpcRequest
-    def __init__(self, request_id: _Optional[str] = ..., method: _Optional[str] = ..., deadline: _Optional[float] = ..., http: _Optional[_Union[HttpRequest, _Mapping]] = ..., pickled_args: _Optional[bytes] = ..., caller: _Optional[str] = ..., grpc: _Optional[_Union[GrpcRequest, _Mapping]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, request_id: _Optional[str] = ..., method: _Optional[str] = ..., deadline: _Optional[float] = ..., http: _Optional[_Union[HttpRequest, _Mapping]] = ..., pickled_args: _Optional[bytes] = ..., caller: _Optional[str] = ..., grpc: _Optional[_Union[GrpcRequest, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class CallReply(_message.Message):
     __slots__ = ("outcome", "status", "headers", "body", "pickled", "error", "error_type", "traceback", "ongoing", "more_body", "admitted")
@@ -207,7 +209,7 @@ class HealthCheckReply(_message.Message):
     def __init__(self, healthy: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReplicaReport(_message.Message):
-    __slots__ = ("replica_id", "address", "pid", "state", "message", "ongoing", "version", "user_config_json")
+    __slots__ = ("replica_id", "address", "pid", "state", "message", "ongoing", "version", "user_config_json", "metrics_address")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +218,7 @@ class ReplicaReport(_message.Message):
     ONGOING_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     USER_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     address: str
     pid: int
@@ -224,7 +227,8 @@ class ReplicaReport(_message.Message):
     ongoing: int
     version: str
     user_config_json: str
-    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., message: _Optional[str] = ..., ongoing: _Optional[int] = ..., version: _Optional[str] = ..., user_config_json: _Optional[str] = ...) -> None: ...
+    metrics_address: str
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., message: _Optional[str] = ..., ongoing: _Optional[int] = ..., version: _Optional[str] = ..., user_config_json: _Optional[str] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class ReplicaCommand(_message.Message):
     __slots__ = ("kind", "spec_json", "user_config_json", "graceful_shutdown_timeout_s")

@@ -20,8 +20,9 @@ import cloudpickle
 import grpc
 import structlog
 
-from weir import auth
+from weir import auth, tracing
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
+from weir.metrics import failed, replica_metrics, replica_metrics_port, serve_metrics
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.replica import websocket_relay
@@ -44,6 +45,15 @@ def serve_request(request: pb.CallRequest) -> None:
         route=(request.http.root_path or "/") if is_http else "",
         app_name=replica.app_name if replica is not None else ""))
     structlog.contextvars.bind_contextvars(request_id=request.request_id)
+    tracing.enter(request.traceparent, "weir.replica")
+
+
+def _identity() -> tuple[str, str, str]:
+    """The replica's (application, deployment, replica id) for its metrics' labels."""
+    replica = replica_context_or_none()
+    if replica is None:
+        return "", "", ""
+    return replica.app_name, replica.deployment, replica.replica_id
 
 
 def _outcome(reply: pb.CallReply, before: str) -> str:
@@ -72,6 +82,9 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         self._grpc_codecs: dict[str, MethodCodec] | None = None
         #: The deployment's logging_config.enable_access_log: one line per call served.
         self.access_log = False
+        self.metrics = replica_metrics()
+        #: host:port of this process's Prometheus metrics ("" if none).
+        self.metrics_address = ""
 
     @property
     def ongoing(self) -> int:
@@ -81,9 +94,11 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
 
     def _admit(self) -> pb.CallReply | None:
         if self.state != pb.RUNNING or self.user is None:
+            self.metrics.refused()
             return pb.CallReply(outcome=pb.UNAVAILABLE, ongoing=self.ongoing,
                                 error=f"replica is {pb.ReplicaState.Name(self.state).lower()}")
         if self.ongoing >= self.max_ongoing:
+            self.metrics.refused()
             return pb.CallReply(outcome=pb.REJECTED, ongoing=self.ongoing,
                                 error="replica at max_ongoing_requests")
         self.admitted += 1
@@ -92,11 +107,16 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         return None
 
     def _access(self, request: pb.CallRequest, outcome: str, started: float) -> None:
-        """One access line for a call served (Ray's replica access log), if enabled."""
+        """A call served: its metrics, its span, and an access line (Ray's replica access
+        log) if enabled."""
+        seconds = time.perf_counter() - started
+        is_http = request.HasField("http")
+        self.metrics.served((request.http.root_path or "/") if is_http else "", outcome, seconds)
+        tracing.finish(outcome, failed(outcome))
         if not self.access_log:
             return
-        duration_ms = round((time.perf_counter() - started) * 1000, 2)
-        if request.HasField("http"):
+        duration_ms = round(seconds * 1000, 2)
+        if is_http:
             access.info("access", route=request.http.path, http_method=request.http.method,
                         status=outcome, duration_ms=duration_ms)
         else:
@@ -407,4 +427,10 @@ async def start_server(servicer: ReplicaServer, host: str) -> tuple[grpc.aio.Ser
     pb_grpc.add_ReplicaServicer_to_server(servicer, server)
     port = server.add_insecure_port(f"{host}:0")
     await server.start()
+    servicer.metrics.identify_by(_identity)
+    servicer.metrics.follow_load(lambda: servicer.ongoing)
+    metrics_port = replica_metrics_port()
+    if metrics_port >= 0:
+        servicer.metrics_address = serve_metrics(host, metrics_port)
+    tracing.configure("replica")
     return server, f"{host}:{port}"
