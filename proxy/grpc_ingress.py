@@ -14,9 +14,11 @@ import uuid
 import grpc
 import structlog
 
+from weir import tracing
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.transport import CHANNEL_OPTIONS, ReplicaCallFailed
 from weir.exceptions import BackPressureError, DeploymentUnavailableError, RequestTimeoutError
+from weir.metrics import proxy_metrics
 from weir.protos import weir_pb2 as pb
 
 log = structlog.get_logger("weir.proxy.grpc")
@@ -32,7 +34,12 @@ class GrpcIngress(grpc.GenericRpcHandler):
         method_path: str = handler_call_details.method  # type: ignore[attr-defined]
 
         async def handle(payload: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return await self._call(method_path, payload, context)
+            started = time.perf_counter()
+            try:
+                return await self._call(method_path, payload, context)
+            finally:  # weir.metrics and weir.tracing: one call per finished RPC
+                code = proxy_metrics().grpc_finished(method_path, context.code(), started)
+                tracing.finish(code, code != "OK")
 
         return grpc.unary_unary_rpc_method_handler(handle)
 
@@ -68,6 +75,8 @@ class GrpcIngress(grpc.GenericRpcHandler):
                                 "to one of the deployed applications")
             raise AssertionError("unreachable")
         app, deployment = target
+        proxy_metrics().grpc_routed(app, deployment)
+        tracing.enter(metadata.get(tracing.TRACEPARENT_KEY, ""), "weir.proxy.grpc")
         options = self.plane.table.http_options if self.plane.table else {}
         deadline = None
         remaining = context.time_remaining()

@@ -18,8 +18,10 @@ fresh `CollectorRegistry`.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -42,6 +44,9 @@ CLIENT_CLOSED = 499
 
 M = TypeVar("M", bound=MetricWrapperBase)
 LabelValues = tuple[str, ...]
+#: The (application, deployment) the current gRPC ingress call was routed to.
+_grpc_target: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
+    "weir_grpc_target", default=("", ""))
 
 
 class LabelCache(Generic[M]):
@@ -159,6 +164,25 @@ class ProxyMetrics:
         self.grpc_latency(app, deployment, method, code).observe(seconds * 1000)
         if code != "OK":
             self.grpc_errors(app, deployment, method, code).inc()
+            if code == "RESOURCE_EXHAUSTED":
+                self.shed(app, deployment, "grpc").inc()
+            elif code == "DEADLINE_EXCEEDED":
+                self.timed_out(app, deployment, "grpc").inc()
+
+    def grpc_routed(self, app: str, deployment: str) -> None:
+        """The current gRPC ingress call goes to this deployment (its labels)."""
+        _grpc_target.set((app, deployment))
+        self.ongoing_grpc += 1
+
+    def grpc_finished(self, method_path: str, code: Any, started: float) -> str:
+        """The current gRPC ingress call ended with `code` (the servicer context's code(),
+        None for OK) after starting at perf_counter() `started`; returns the code's name."""
+        name = "OK" if code is None else str(code.name)
+        app, deployment = _grpc_target.get()
+        if app:
+            self.ongoing_grpc -= 1
+        self.grpc(app, deployment, method_path, name, time.perf_counter() - started)
+        return name
 
     def follow_queues(self, routers: Callable[[], Mapping[tuple[str, str], Any]]) -> None:
         """Export each deployment's requests waiting for a replica (`num_queued` of the

@@ -3,6 +3,8 @@ at scrape time, the leader's snapshot as a pure function, and the error rule."""
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -79,6 +81,38 @@ def test_grpc_requests_count_codes_other_than_ok_as_errors() -> None:
                 tuple(sorted((*base, ("status_code", "OK")))))] == 1
     assert got[("weir_serve_num_grpc_error_requests_total",
                 tuple(sorted((*base, ("error_code", "RESOURCE_EXHAUSTED")))))] == 1
+
+
+def test_a_grpc_call_is_labelled_by_where_it_was_routed() -> None:
+    import contextvars
+
+    import grpc
+
+    registry = CollectorRegistry()
+    metrics = ProxyMetrics(registry)
+
+    def call(code: grpc.StatusCode | None) -> str:
+        started = time.perf_counter()
+        metrics.grpc_routed("app", "Front")
+        assert metrics.ongoing_grpc == 1
+        return metrics.grpc_finished("/pkg.Svc/Greet", code, started)
+
+    assert contextvars.Context().run(call, None) == "OK"
+    assert contextvars.Context().run(call, grpc.StatusCode.RESOURCE_EXHAUSTED) == \
+        "RESOURCE_EXHAUSTED"
+    # Refused before routing (no application matched): counted without a deployment.
+    assert metrics.grpc_finished("/pkg.Svc/Greet", grpc.StatusCode.NOT_FOUND, 0.0) == \
+        "NOT_FOUND"
+    assert metrics.ongoing_grpc == 0
+    got = samples(registry)
+    base = (("application", "app"), ("deployment", "Front"), ("method", "/pkg.Svc/Greet"))
+    assert got[("weir_serve_num_grpc_requests_total",
+                tuple(sorted((*base, ("status_code", "OK")))))] == 1
+    assert got[("weir_serve_num_shed_requests_total", (
+        ("application", "app"), ("deployment", "Front"), ("protocol", "grpc")))] == 1
+    assert got[("weir_serve_num_grpc_requests_total", (
+        ("application", ""), ("deployment", ""), ("method", "/pkg.Svc/Greet"),
+        ("status_code", "NOT_FOUND")))] == 1
 
 
 def test_replica_labels_come_from_its_identity_once_known() -> None:
