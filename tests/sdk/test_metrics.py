@@ -183,3 +183,38 @@ def test_controller_gauges_follow_its_snapshot_and_leadership() -> None:
     assert got[("weir_serve_controller_is_leader", ())] == 0
     # A standby exports no cluster state: the leader's is the one to read.
     assert not [k for k in got if k[0] == "weir_serve_deployment_replicas"]
+
+
+def defined_metric_names() -> set[str]:
+    registry = CollectorRegistry()
+    proxy, replica = ProxyMetrics(registry), ReplicaMetrics(registry)
+    proxy.follow_queues(dict)
+    replica.follow_load(lambda: 0)
+    HandleMetrics(registry)
+    ControllerMetrics(registry)
+    return {family.name for family in registry.collect()}
+
+
+def referenced(text: str) -> set[str]:
+    """The metric names `text` mentions, without the suffixes of counters and histograms."""
+    import re
+
+    return {re.sub(r"_(total|bucket|sum|count)$", "", name)
+            for name in re.findall(r"\bweir_serve_[a-z_]+", text)}
+
+
+def test_the_docs_table_and_the_dashboard_name_exactly_the_metrics_defined() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    defined = defined_metric_names()
+    docs = referenced((root / "docs" / "observability.md").read_text())
+    assert docs == defined, (f"undocumented: {sorted(defined - docs)}; "
+                             f"documented but not defined: {sorted(docs - defined)}")
+    dashboard = (root / "deploy" / "grafana" / "weir-dashboard.json").read_text()
+    import json
+
+    exprs = " ".join(t["expr"] for p in json.loads(dashboard)["panels"]
+                     for t in p.get("targets", []))
+    assert referenced(exprs) <= defined, sorted(referenced(exprs) - defined)
+    assert len(referenced(exprs)) >= 15
