@@ -5,7 +5,9 @@ Names follow Ray Serve's (`serve_num_http_requests`, `serve_deployment_processin
 dashboards port by replacing the prefix; docs/observability.md maps each one to Ray's.
 
 Cost on the request path. The proxy serves thousands of requests per second per core, so a
-request pays one counter increment and one histogram observation, nothing else: the label
+request pays one dict lookup and one lock-free update of its record (`RequestTally`, ~0.4 µs:
+its count, errors and latency histogram are all computed from that record when scraped);
+rarer events (shed, timed out, refused, handle calls) use prometheus_client's counters, whose
 children (`.labels(...)`, a few microseconds each) are looked up once per label values and
 kept in a small dict (`LabelCache`). Gauges that describe state (ongoing requests, queued
 requests, replica states, autoscaling targets) cost nothing per request: they are read when
@@ -29,6 +31,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
+
+from weir.request_tally import RequestTally
 
 PREFIX = "weir_"
 #: Request latency buckets in milliseconds (Ray's defaults, plus sub-millisecond ones: a
@@ -91,13 +95,6 @@ def _counter(name: str, documentation: str, labels: tuple[str, ...],
     return LabelCache(Counter(PREFIX + name, documentation, labels, registry=registry))
 
 
-def _histogram(name: str, documentation: str, labels: tuple[str, ...],
-               registry: CollectorRegistry,
-               buckets: tuple[float, ...] = LATENCY_BUCKETS_MS) -> LabelCache[Histogram]:
-    return LabelCache(Histogram(PREFIX + name, documentation, labels, registry=registry,
-                                buckets=buckets))
-
-
 def failed(outcome: str) -> bool:
     """Whether a call's outcome on a replica (its HTTP status, or OK / ERROR / TIMEOUT /
     USER_ERROR) means the code failed: raised, timed out, or answered 5xx. Pure."""
@@ -112,25 +109,28 @@ class ProxyMetrics:
     GRPC_LABELS = ("application", "deployment", "method", "status_code")
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        self.http_requests = _counter(
-            "serve_num_http_requests", "HTTP requests answered by the proxy.",
-            self.HTTP_LABELS, registry)
-        self.http_errors = _counter(
-            "serve_num_http_error_requests", "HTTP requests answered with a status other "
-            "than 200.", ("application", "deployment", "route", "method", "error_code"),
-            registry)
-        self.http_latency = _histogram(
-            "serve_http_request_latency_ms", "End-to-end latency of HTTP requests at the "
-            "proxy, in milliseconds.", self.HTTP_LABELS, registry)
-        self.grpc_requests = _counter(
-            "serve_num_grpc_requests", "gRPC requests answered by the proxy.",
-            self.GRPC_LABELS, registry)
-        self.grpc_errors = _counter(
-            "serve_num_grpc_error_requests", "gRPC requests answered with a code other than "
-            "OK.", ("application", "deployment", "method", "error_code"), registry)
-        self.grpc_latency = _histogram(
-            "serve_grpc_request_latency_ms", "End-to-end latency of gRPC requests at the "
-            "proxy, in milliseconds.", self.GRPC_LABELS, registry)
+        self.http_tally = RequestTally(
+            requests=(PREFIX + "serve_num_http_requests", "HTTP requests answered by the "
+                      "proxy."),
+            errors=(PREFIX + "serve_num_http_error_requests", "HTTP requests answered with a "
+                    "status other than 200."),
+            latency=(PREFIX + "serve_http_request_latency_ms", "End-to-end latency of HTTP "
+                     "requests at the proxy, in milliseconds."),
+            labels=self.HTTP_LABELS,
+            error_labels=("application", "deployment", "route", "method", "error_code"),
+            buckets=LATENCY_BUCKETS_MS, is_error=lambda status: status != 200,
+            status_label=True, registry=registry)
+        self.grpc_tally = RequestTally(
+            requests=(PREFIX + "serve_num_grpc_requests", "gRPC requests answered by the "
+                      "proxy."),
+            errors=(PREFIX + "serve_num_grpc_error_requests", "gRPC requests answered with a "
+                    "code other than OK."),
+            latency=(PREFIX + "serve_grpc_request_latency_ms", "End-to-end latency of gRPC "
+                     "requests at the proxy, in milliseconds."),
+            labels=self.GRPC_LABELS,
+            error_labels=("application", "deployment", "method", "error_code"),
+            buckets=LATENCY_BUCKETS_MS, is_error=lambda code: code != "OK",
+            status_label=True, registry=registry)
         self.shed = _counter(
             "serve_num_shed_requests", "Requests refused because the deployment's queue was "
             "full (HTTP 503, gRPC RESOURCE_EXHAUSTED).",
@@ -151,23 +151,16 @@ class ProxyMetrics:
     def http(self, app: str, deployment: str, route: str, method: str, status: int,
              seconds: float) -> None:
         """One HTTP request answered with `status` after `seconds`."""
-        code = str(status)
-        self.http_requests(app, deployment, route, method, code).inc()
-        self.http_latency(app, deployment, route, method, code).observe(seconds * 1000)
-        if status != 200:
-            self.http_errors(app, deployment, route, method, code).inc()
+        self.http_tally.observe((app, deployment, route, method, status), seconds * 1000)
 
     def grpc(self, app: str, deployment: str, method: str, code: str,
              seconds: float) -> None:
         """One gRPC request answered with status `code` (a grpc.StatusCode name)."""
-        self.grpc_requests(app, deployment, method, code).inc()
-        self.grpc_latency(app, deployment, method, code).observe(seconds * 1000)
-        if code != "OK":
-            self.grpc_errors(app, deployment, method, code).inc()
-            if code == "RESOURCE_EXHAUSTED":
-                self.shed(app, deployment, "grpc").inc()
-            elif code == "DEADLINE_EXCEEDED":
-                self.timed_out(app, deployment, "grpc").inc()
+        self.grpc_tally.observe((app, deployment, method, code), seconds * 1000)
+        if code == "RESOURCE_EXHAUSTED":
+            self.shed(app, deployment, "grpc").inc()
+        elif code == "DEADLINE_EXCEEDED":
+            self.timed_out(app, deployment, "grpc").inc()
 
     def grpc_routed(self, app: str, deployment: str) -> None:
         """The current gRPC ingress call goes to this deployment (its labels)."""
@@ -200,15 +193,15 @@ class ReplicaMetrics:
     LABELS = ("application", "deployment", "replica", "route")
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        self.requests = _counter(
-            "serve_deployment_request_counter", "Requests this replica's code served.",
-            self.LABELS, registry)
-        self.errors = _counter(
-            "serve_deployment_error_counter", "Requests this replica's code failed (raised, "
-            "timed out, or answered HTTP 5xx).", self.LABELS, registry)
-        self.latency = _histogram(
-            "serve_deployment_processing_latency_ms", "Time in the replica's user code per "
-            "request, in milliseconds.", self.LABELS, registry)
+        self.tally = RequestTally(
+            requests=(PREFIX + "serve_deployment_request_counter", "Requests this replica's "
+                      "code served."),
+            errors=(PREFIX + "serve_deployment_error_counter", "Requests this replica's code "
+                    "failed (raised, timed out, or answered HTTP 5xx)."),
+            latency=(PREFIX + "serve_deployment_processing_latency_ms", "Time in the "
+                     "replica's user code per request, in milliseconds."),
+            labels=self.LABELS, error_labels=self.LABELS, buckets=LATENCY_BUCKETS_MS,
+            is_error=failed, status_label=False, prefix=self._labels, registry=registry)
         self.rejected = _counter(
             "serve_replica_rejected_requests", "Calls refused at max_ongoing_requests or while "
             "not running (the caller retries them on another replica).",
@@ -229,11 +222,7 @@ class ReplicaMetrics:
 
     def served(self, route: str, outcome: str, seconds: float) -> None:
         """One call served: `outcome` is the HTTP status, or OK / ERROR / TIMEOUT."""
-        app, deployment, replica = self._labels()
-        self.requests(app, deployment, replica, route).inc()
-        self.latency(app, deployment, replica, route).observe(seconds * 1000)
-        if failed(outcome):
-            self.errors(app, deployment, replica, route).inc()
+        self.tally.observe((route, outcome), seconds * 1000)
 
     def refused(self) -> None:
         """One call refused before it started."""
