@@ -101,6 +101,21 @@ def failed(outcome: str) -> bool:
     return outcome.startswith("5") or outcome in ("ERROR", "TIMEOUT", "USER_ERROR")
 
 
+def _ingress_tally(protocol: str, name: str, not_ok: str, labels: tuple[str, ...],
+                   is_error: Callable[[Any], bool],
+                   registry: CollectorRegistry) -> RequestTally:
+    """Requests at one of the proxy's ingresses, by status (Ray's names for `protocol`)."""
+    return RequestTally(
+        requests=(f"{PREFIX}serve_num_{protocol}_requests", f"{name} requests answered by "
+                  "the proxy."),
+        errors=(f"{PREFIX}serve_num_{protocol}_error_requests", f"{name} requests answered "
+                f"with a {not_ok}."),
+        latency=(f"{PREFIX}serve_{protocol}_request_latency_ms", f"End-to-end latency of "
+                 f"{name} requests at the proxy, in milliseconds."),
+        labels=labels, error_labels=(*labels[:-1], "error_code"), buckets=LATENCY_BUCKETS_MS,
+        is_error=is_error, status_label=True, registry=registry)
+
+
 class ProxyMetrics:
     """The proxy's: requests at its HTTP and gRPC ingresses, shed and timed out ones, and
     what waits for a replica."""
@@ -109,28 +124,12 @@ class ProxyMetrics:
     GRPC_LABELS = ("application", "deployment", "method", "status_code")
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        self.http_tally = RequestTally(
-            requests=(PREFIX + "serve_num_http_requests", "HTTP requests answered by the "
-                      "proxy."),
-            errors=(PREFIX + "serve_num_http_error_requests", "HTTP requests answered with a "
-                    "status other than 200."),
-            latency=(PREFIX + "serve_http_request_latency_ms", "End-to-end latency of HTTP "
-                     "requests at the proxy, in milliseconds."),
-            labels=self.HTTP_LABELS,
-            error_labels=("application", "deployment", "route", "method", "error_code"),
-            buckets=LATENCY_BUCKETS_MS, is_error=lambda status: status != 200,
-            status_label=True, registry=registry)
-        self.grpc_tally = RequestTally(
-            requests=(PREFIX + "serve_num_grpc_requests", "gRPC requests answered by the "
-                      "proxy."),
-            errors=(PREFIX + "serve_num_grpc_error_requests", "gRPC requests answered with a "
-                    "code other than OK."),
-            latency=(PREFIX + "serve_grpc_request_latency_ms", "End-to-end latency of gRPC "
-                     "requests at the proxy, in milliseconds."),
-            labels=self.GRPC_LABELS,
-            error_labels=("application", "deployment", "method", "error_code"),
-            buckets=LATENCY_BUCKETS_MS, is_error=lambda code: code != "OK",
-            status_label=True, registry=registry)
+        self.http_tally = _ingress_tally("http", "HTTP", "status other than 200",
+                                         self.HTTP_LABELS, lambda status: status != 200,
+                                         registry)
+        self.grpc_tally = _ingress_tally("grpc", "gRPC", "code other than OK",
+                                         self.GRPC_LABELS, lambda code: code != "OK",
+                                         registry)
         self.shed = _counter(
             "serve_num_shed_requests", "Requests refused because the deployment's queue was "
             "full (HTTP 503, gRPC RESOURCE_EXHAUSTED).",
