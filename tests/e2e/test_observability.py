@@ -58,7 +58,8 @@ def test_metrics_move_and_traceparent_reaches_every_hop(cluster: RunningCluster,
             "logging_config": {"encoding": "JSON", "logs_dir": str(tmp_path)}}],
     }, partial=True)
     cluster.wait_status("observed", "RUNNING")
-    proxy = cluster.url + "/-/metrics"
+    proxy = cluster.client.get_status()["proxies"][0]["metrics"]
+    assert proxy == cluster.url + "/-/metrics"
     ok = {"application": "observed", "deployment": "Front", "route": "/observed",
           "method": "GET"}
     before = scrape(proxy)
