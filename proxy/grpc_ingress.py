@@ -39,7 +39,7 @@ class GrpcIngress(grpc.GenericRpcHandler):
                 return await self._call(method_path, payload, context)
             finally:  # weir.metrics and weir.tracing: one call per finished RPC
                 code = proxy_metrics().grpc_finished(method_path, context.code(), started)
-                tracing.finish(code, code != "OK")
+                tracing.finish(code, "OK".__ne__)
 
         return grpc.unary_unary_rpc_method_handler(handle)
 

@@ -119,6 +119,10 @@ async def _too_large(send: Any, limit: int) -> None:
                    [(b"connection", b"close")])
 
 
+def _server_error(status: int) -> bool:
+    return status >= 500
+
+
 def _echo_request_id(send: Any, request_id: bytes) -> Any:
     """`send`, with the request id added to the response's headers (unless the replica's
     app set its own X-Request-ID)."""
@@ -371,4 +375,4 @@ class ProxyApp:
         finally:
             self.metrics.http(app, deployment, request.http.root_path or "/",
                               request.http.method, status, time.perf_counter() - started_at)
-            tracing.finish(str(status), status >= 500)
+            tracing.finish(status, _server_error)

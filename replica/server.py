@@ -112,7 +112,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         seconds = time.perf_counter() - started
         is_http = request.HasField("http")
         self.metrics.served((request.http.root_path or "/") if is_http else "", outcome, seconds)
-        tracing.finish(outcome, failed(outcome))
+        tracing.finish(outcome, failed)
         if not self.access_log:
             return
         duration_ms = round(seconds * 1000, 2)

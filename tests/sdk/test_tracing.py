@@ -90,7 +90,7 @@ def test_spans_continue_the_received_trace_and_parent_the_calls_made(exporter) -
     def serve() -> str:
         tracing.enter(TRACEPARENT, "weir.replica")
         carried = tracing.outgoing()
-        tracing.finish("200", False)
+        tracing.finish(200, lambda status: status >= 500)
         return carried
 
     carried = run_in_context(serve)
@@ -109,8 +109,8 @@ def test_a_request_without_traceparent_starts_a_trace_and_errors_are_marked(expo
     def serve() -> str:
         tracing.enter("", "weir.proxy")
         carried = tracing.outgoing()
-        tracing.finish("503", True)
-        tracing.finish("503", True)  # ended once
+        tracing.finish(503, lambda status: status >= 500)
+        tracing.finish(503, lambda status: status >= 500)  # ended once
         return carried
 
     carried = run_in_context(serve)
@@ -133,7 +133,7 @@ def test_nothing_of_opentelemetry_is_imported_without_spans() -> None:
     # Not the replica's modules: they import FastAPI, whose recent versions import
     # opentelemetry's API themselves.
     code = ("import sys, weir.tracing as t, weir.proxy.http_app, weir.dataplane.caller\n"
-            f"t.enter({TRACEPARENT!r}, 'x'); t.outgoing(); t.finish('200', False)\n"
+            f"t.enter({TRACEPARENT!r}, 'x'); t.outgoing(); t.finish(200, bool)\n"
             "print([m for m in sys.modules if m.startswith('opentelemetry')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True, env={"PATH": "/usr/bin:/bin"})
