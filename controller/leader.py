@@ -34,7 +34,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -64,7 +64,8 @@ from weir.etcd.keys import (
     REPLICAS_PREFIX,
 )
 from weir.etcd.records import NodeRecord, ReplicaRecord
-from weir.etcd.store import Store
+from weir.etcd.store import Store, StoreError
+from weir.metrics import cluster_snapshot, controller_metrics
 from weir.packages.cache import PackageCache
 from weir.packages.resolver import controller_addresses, package_resolver
 from weir.protos import weir_pb2 as pb
@@ -161,13 +162,19 @@ class Leader:
     # ------------------------------------------------------------------ the loop
 
     async def _reconcile_loop(self) -> None:
+        metrics = controller_metrics()
         while True:
+            started = time.perf_counter()
             try:
                 await self.reconcile_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, StoreError):
+                    metrics.etcd_errors("reconcile").inc()
                 log.error("reconcile pass failed", exc_info=True)
+            metrics.loops.inc()
+            metrics.loop_duration.observe(time.perf_counter() - started)
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
@@ -206,6 +213,11 @@ class Leader:
             await self._execute(action)
         self.prober.update(self._check_targets(views))
         self.routes.mark_dirty()
+        controller_metrics().snapshot = cluster_snapshot(
+            [(v.app, v.deployment, v.replica_id, "STOPPING" if v.stopping else v.state,
+              v.state == "RUNNING" and not v.stopping and v.replica_id not in self.prober.failures)
+             for v in views],
+            {k: t.num_replicas for k, t in targets.items()}, set(self.goal.autoscaling))
 
     def _observe(self) -> tuple[list[ReplicaView], dict[str, ReplicaBook]]:
         """Every recorded replica, viewed now, and the books updated by what was seen."""
@@ -303,6 +315,7 @@ class Leader:
         await self.store.put(REPLICAS_PREFIX + replica_id, record.to_bytes())
         self.goal.records[replica_id] = record
         self.books[replica_id] = ReplicaBook()
+        controller_metrics().replica_starts(action.app, action.deployment).inc()
         log.info("assigned replica", replica_id=replica_id, node_id=placed.node_id,
                  version=action.version)
 
@@ -428,5 +441,12 @@ class Leader:
         """Every node with its resources and replicas, for `weir status` (changes nothing)."""
         addresses = {rid: r.address for rid in self.goal.records
                      if (r := self.sessions.report_of(rid)) is not None}
-        return nodes_document(self.goal.nodes, self.goal.records.values(), addresses,
-                              self.dead_nodes)
+        doc = nodes_document(self.goal.nodes, self.goal.records.values(), addresses,
+                             self.dead_nodes)
+        # Where Prometheus scrapes each replica (weir.metrics).
+        for node in doc:
+            for entry in cast(list[dict[str, str]], node["replicas"]):
+                held = self.sessions.sessions.get(entry["replica_id"])
+                if held is not None and held.report.metrics_address:
+                    entry["metrics"] = held.report.metrics_address
+        return doc

@@ -40,6 +40,7 @@ from weir.etcd.keys import (
 )
 from weir.etcd.presence import Presence
 from weir.etcd.store import StoreError
+from weir.metrics import controller_metrics, serve_metrics
 from weir.packages.cache import PackageCache
 from weir.packages.resolver import default_packages_dir
 from weir.packages.service import PackageService
@@ -85,7 +86,10 @@ class Controller:
         await server.start()
         self.address = f"{self.opts.host}:{port}"
         structlog.contextvars.bind_contextvars(controller_id=self.id, address=self.address)
-        identity = json.dumps({"id": self.id, "address": self.address, "pid": os.getpid()})
+        about: dict[str, object] = {"id": self.id, "address": self.address, "pid": os.getpid()}
+        if self.opts.metrics_port >= 0:
+            about["metrics"] = serve_metrics(self.opts.host, self.opts.metrics_port)
+        identity = json.dumps(about)
         election = Election(self.store, identity.encode(), ttl=self.opts.lease_ttl)
         presence = Presence(self.store, CONTROLLERS_PREFIX + self.id, identity.encode(),
                             self.opts.lease_ttl)
@@ -126,8 +130,10 @@ class Controller:
             leader.routes.model_ids = leader.sessions.model_ids
             await leader.start()
             self.leader = leader
+            controller_metrics().leadership(True)
             await election.lost.wait()
             log.warning("leadership lost; back to standby")
+            controller_metrics().leadership(False)
             self.leader = None
             self.leader_address = ""
             await leader.stop()
@@ -149,6 +155,7 @@ class Controller:
                     log.info("cluster shutdown requested")
                     self.exit.set()
             except StoreError:
+                controller_metrics().etcd_errors("follow_leader").inc()
                 # Never redirect clients to a leader we can no longer vouch for.
                 if self.leader is None:
                     self.leader_address = ""
@@ -208,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-dir", default=os.path.join(tempfile.gettempdir(), "weir-logs"))
     parser.add_argument("--cluster-id", default="")
     parser.add_argument("--ready-file", default="")
+    parser.add_argument("--metrics-port", type=int, default=0,
+                        help="Serve Prometheus metrics on this port (0: any free port; "
+                             "-1: none); `weir status` lists the address.")
     parser.add_argument("--packages-dir", default="",
                         help="where uploaded code packages are kept [default: "
                              "WEIR_HOME/packages, else a folder in the temp dir]")

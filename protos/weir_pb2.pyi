@@ -113,7 +113,7 @@ class GrpcRequest(_message.Message):
     def __init__(self, method_path: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., peer: _Optional[str] = ..., more_messages: _Optional[bool] = ...) -> None: ...
 
 class CallRequest(_message.Message):
-    __slots__ = ("request_id", "method", "deadline", "http", "pickled_args", "caller", "grpc", "multiplexed_model_id")
+    __slots__ = ("request_id", "method", "deadline", "http", "pickled_args", "caller", "grpc", "multiplexed_model_id", "traceparent")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class CallRequest(_message.Message):
     CALLER_FIELD_NUMBER: _ClassVar[int]
     GRPC_FIELD_NUMBER: _ClassVar[int]
     MULTIPLEXED_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     method: str
     deadline: float
@@ -130,7 +131,8 @@ class CallRequest(_message.Message):
     caller: str
     grpc: GrpcRequest
     multiplexed_model_id: str
-    def __init__(self, request_id: _Optional[str] = ..., method: _Optional[str] = ..., deadline: _Optional[float] = ..., http: _Optional[_Union[HttpRequest, _Mapping]] = ..., pickled_args: _Optional[bytes] = ..., caller: _Optional[str] = ..., grpc: _Optional[_Union[GrpcRequest, _Mapping]] = ..., multiplexed_model_id: _Optional[str] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, request_id: _Optional[str] = ..., method: _Optional[str] = ..., deadline: _Optional[float] = ..., http: _Optional[_Union[HttpRequest, _Mapping]] = ..., pickled_args: _Optional[bytes] = ..., caller: _Optional[str] = ..., grpc: _Optional[_Union[GrpcRequest, _Mapping]] = ..., multiplexed_model_id: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class CallReply(_message.Message):
     __slots__ = ("outcome", "status", "headers", "body", "pickled", "error", "error_type", "traceback", "ongoing", "more_body", "admitted", "grpc_code", "grpc_details", "grpc_trailing_metadata")
@@ -243,7 +245,7 @@ class HealthCheckReply(_message.Message):
     def __init__(self, healthy: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReplicaReport(_message.Message):
-    __slots__ = ("replica_id", "address", "pid", "state", "message", "ongoing", "version", "user_config_json", "multiplexed_models")
+    __slots__ = ("replica_id", "address", "pid", "state", "message", "ongoing", "version", "user_config_json", "multiplexed_models", "metrics_address")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +255,7 @@ class ReplicaReport(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     USER_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     MULTIPLEXED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     address: str
     pid: int
@@ -262,7 +265,8 @@ class ReplicaReport(_message.Message):
     version: str
     user_config_json: str
     multiplexed_models: MultiplexedModels
-    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., message: _Optional[str] = ..., ongoing: _Optional[int] = ..., version: _Optional[str] = ..., user_config_json: _Optional[str] = ..., multiplexed_models: _Optional[_Union[MultiplexedModels, _Mapping]] = ...) -> None: ...
+    metrics_address: str
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., message: _Optional[str] = ..., ongoing: _Optional[int] = ..., version: _Optional[str] = ..., user_config_json: _Optional[str] = ..., multiplexed_models: _Optional[_Union[MultiplexedModels, _Mapping]] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class MultiplexedModels(_message.Message):
     __slots__ = ("model_ids",)

@@ -32,12 +32,14 @@ from typing import Any, NoReturn
 import grpc
 import structlog
 
+from weir import tracing
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.request_body import RequestBody
 from weir.dataplane.transport import CHANNEL_OPTIONS, ReplicaCallFailed
 from weir.exceptions import BackPressureError, DeploymentUnavailableError, RequestTimeoutError
 from weir.grpc_health import serve_health
 from weir.grpc_metadata import MetadataValue, metadata_headers, metadata_pairs
+from weir.metrics import proxy_metrics
 from weir.protos import weir_pb2 as pb
 from weir.proxy.grpc_catalog import APPLICATION_KEY, method_kind, route_call
 from weir.proxy.grpc_reflection import CatalogReflection, add_reflection
@@ -151,6 +153,16 @@ class GrpcIngress(grpc.GenericRpcHandler):
 
     async def _call(self, method_path: str, messages: AsyncIterator[bytes] | bytes,
                     context: grpc.aio.ServicerContext) -> bytes | None:
+        """Serve one call, counted and traced once it ends (weir.metrics, weir.tracing)."""
+        started = time.perf_counter()
+        try:
+            return await self._serve(method_path, messages, context)
+        finally:
+            code = proxy_metrics().grpc_finished(method_path, context.code(), started)
+            tracing.finish(code, "OK".__ne__)
+
+    async def _serve(self, method_path: str, messages: AsyncIterator[bytes] | bytes,
+                     context: grpc.aio.ServicerContext) -> bytes | None:
         """Serve one call: `messages` is the request of a call known to be unary (whose
         response is returned), else the stream of the client's messages."""
         metadata: Metadata = list(context.invocation_metadata() or ())
@@ -171,6 +183,8 @@ class GrpcIngress(grpc.GenericRpcHandler):
                          "grpc_servicer_functions, or set the 'application' metadata key",
                          trailing)
         app, deployment = target
+        proxy_metrics().grpc_routed(app, deployment)
+        tracing.enter(_metadata_value(metadata, tracing.TRACEPARENT_KEY) or "", "weir.proxy.grpc")
         request = pb.CallRequest(
             request_id=request_id, method=method_path.rsplit("/", 1)[-1], caller="grpc-proxy",
             grpc=pb.GrpcRequest(method_path=method_path, peer=context.peer(),
@@ -236,9 +250,14 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, detai
     raise AssertionError("unreachable: abort raises")
 
 
+def _metadata_value(metadata: Iterable[tuple[str, MetadataValue]], key: str) -> str | None:
+    """The text value of `key` in the call's metadata, if any."""
+    return next((v for k, v in metadata if k == key and isinstance(v, str)), None)
+
+
 def _application(metadata: Iterable[tuple[str, MetadataValue]]) -> str | None:
     """The app the client named (Ray's `application` metadata key), if any."""
-    return next((v for k, v in metadata if k == APPLICATION_KEY and isinstance(v, str)), None)
+    return _metadata_value(metadata, APPLICATION_KEY)
 
 
 async def _finish(context: grpc.aio.ServicerContext, reply: pb.CallReply,

@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from weir import tracing
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.request_body import RequestBody
 from weir.dataplane.route_table import RouteEntry, match_route
@@ -39,6 +40,7 @@ from weir.exceptions import (
     DeploymentUnavailableError,
     RequestTimeoutError,
 )
+from weir.metrics import CLIENT_CLOSED, exposition, proxy_metrics
 from weir.protos import weir_pb2 as pb
 from weir.proxy.middleware_stack import MiddlewareStack
 from weir.proxy.websocket_proxy import relay_websocket
@@ -117,6 +119,10 @@ async def _too_large(send: Any, limit: int) -> None:
                    [(b"connection", b"close")])
 
 
+def _server_error(status: int) -> bool:
+    return status >= 500
+
+
 def _echo_request_id(send: Any, request_id: bytes) -> Any:
     """`send`, with the request id added to the response's headers (unless the replica's
     app set its own X-Request-ID)."""
@@ -153,6 +159,7 @@ class ProxyApp:
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
         self.middlewares = MiddlewareStack(self._serve)
+        self.metrics = proxy_metrics()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -187,7 +194,17 @@ class ProxyApp:
             await _respond(send, 200, json.dumps(routes),
                            [(b"content-type", b"application/json")])
             return
-        await self._forward(scope, receive, send)
+        if path == "/-/metrics":
+            body, content_type = exposition()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", content_type.encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.metrics.ongoing_http += 1
+        try:
+            await self._forward(scope, receive, send)
+        finally:
+            self.metrics.ongoing_http -= 1
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -203,6 +220,7 @@ class ProxyApp:
         path = scope["path"]
         route = match_route(table.routes, path) if table else None
         if route is None:
+            self.metrics.http("", "", "", scope["method"], 404, 0.0)
             await _respond(send, 404, f"Path '{path}' not found. "
                                       "Ping http://.../-/routes for available routes.")
             return
@@ -212,6 +230,9 @@ class ProxyApp:
             # so that shedding costs the proxy as little as possible.
             shed = BackPressureError(num_queued_requests=router.num_queued,
                                      max_queued_requests=router.max_queued)
+            self.metrics.shed(route.app, route.deployment, "http").inc()
+            self.metrics.http(route.app, route.deployment, route.route_prefix, scope["method"],
+                              503, 0.0)
             await _respond(send, 503, str(shed), [(b"retry-after", b"1")])
             return
         options = table.http_options if table else {}
@@ -222,21 +243,26 @@ class ProxyApp:
                 raise BodyTooLarge
             chunk, more = await first_chunk(receive, limit)
         except BodyTooLarge:
+            self.metrics.http(route.app, route.deployment, route.route_prefix, scope["method"],
+                              413, 0.0)
             await _too_large(send, limit)
             return
         method = ""
-        request_id = ""
+        request_id = traceparent = ""
         headers = []
         for name, value in scope["headers"]:
             if name == CALL_METHOD_HEADER:
                 method = value.decode()
             elif name == REQUEST_ID_HEADER:
                 request_id = value.decode("latin-1")
+            elif name == tracing.TRACEPARENT_HEADER:
+                traceparent = value.decode("latin-1")
             headers.append(pb.Header(name=name, value=value))
         client = scope.get("client") or ("", 0)
         # The client's X-Request-ID is kept (Ray's rule), so that its logs and ours meet.
         request_id = request_id or uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        tracing.enter(traceparent, "weir.proxy")
         send = _echo_request_id(send, request_id.encode("latin-1"))
         request = pb.CallRequest(
             request_id=request_id, method=method, caller="proxy",
@@ -305,6 +331,7 @@ class ProxyApp:
                      deadline: float | None, send: Any,
                      body: RequestBody | None = None) -> None:
         started = False
+        status, started_at = CLIENT_CLOSED, time.perf_counter()
         try:
             replies = self.plane.stream(app, deployment, request, deadline, body)
             async with contextlib.aclosing(replies):
@@ -312,8 +339,10 @@ class ProxyApp:
                     if not started:
                         started = True
                         if reply.outcome == pb.USER_ERROR and not reply.status:
+                            status = 500
                             await _respond(send, 500, f"{reply.error_type}: {reply.error}")
                             return
+                        status = reply.status or 200
                         await send({"type": "http.response.start",
                                     "status": reply.status or 200,
                                     "headers": [(h.name, h.value) for h in reply.headers]})
@@ -322,17 +351,28 @@ class ProxyApp:
             if started:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
+                status = 502
                 await _respond(send, 502, "the replica closed the call without a reply")
         except BackPressureError as exc:
+            status = 503
+            self.metrics.shed(app, deployment, "http").inc()
             log.warning("request shed", request_id=request.request_id, reason=str(exc))
             await _respond(send, 503, str(exc), [(b"retry-after", b"1")])
         except DeploymentUnavailableError as exc:
+            status = 503
             await _respond(send, 503, str(exc), [(b"retry-after", b"1")])
         except RequestTimeoutError:
+            self.metrics.timed_out(app, deployment, "http").inc()
             if not started:
+                status = 408
                 await _respond(send, 408, "request timed out (request_timeout_s)")
         except ReplicaCallFailed as exc:
             log.warning("replica failed mid-call", request_id=request.request_id,
                         error=str(exc))
             if not started:
+                status = 502
                 await _respond(send, 502, "the replica serving this request failed")
+        finally:
+            self.metrics.http(app, deployment, request.http.root_path or "/",
+                              request.http.method, status, time.perf_counter() - started_at)
+            tracing.finish(status, _server_error)

@@ -18,13 +18,14 @@ from typing import Any
 
 import structlog
 
-from weir import auth
+from weir import auth, tracing
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.route_table import LeaderLocator
 from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.keys import PROXIES_PREFIX
 from weir.etcd.presence import Presence
 from weir.etcd.store import StoreError
+from weir.metrics import proxy_metrics
 from weir.proxy.http_app import ProxyApp
 from weir.runtime import configure_logging, run_until_signalled
 
@@ -72,6 +73,8 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
     plane = DataPlane(LeaderLocator(opts.etcd), f"proxy:{proxy_id}")
     plane.start()
     app = ProxyApp(plane)
+    proxy_metrics().follow_queues(lambda: plane.routers)
+    tracing.configure("proxy")
     address = f"{opts.http_host}:{opts.http_port}"
     grpc_server = None
     if opts.grpc_port >= 0:
@@ -79,7 +82,8 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
 
         grpc_server = await start_grpc_ingress(plane, opts.http_host, opts.grpc_port)
     store = EtcdStore(opts.etcd)
-    info = {"id": proxy_id, "http": address, "pid": os.getpid()}
+    info = {"id": proxy_id, "http": address, "pid": os.getpid(),
+            "metrics": f"http://{address}/-/metrics"}
     presence = Presence(store, PROXIES_PREFIX + proxy_id, json.dumps(info).encode(),
                         PRESENCE_TTL_S)
     presence.start()

@@ -65,7 +65,8 @@ class Replica:
         """What the replica tells the controller now."""
         return pb.ReplicaReport(
             state=self.server.state, message=self.message, ongoing=self.server.ongoing,
-            version=self.version, user_config_json=self.applied_user_config)
+            version=self.version, user_config_json=self.applied_user_config,
+            metrics_address=self.server.metrics_address)
 
     async def on_command(self, command: pb.ReplicaCommand) -> None:
         """Act on a controller command."""

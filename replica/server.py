@@ -21,8 +21,9 @@ import grpc
 import structlog
 from grpc_health.v1.health import aio as health_aio
 
-from weir import auth, grpc_health
+from weir import auth, grpc_health, tracing
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
+from weir.metrics import failed, replica_metrics, replica_metrics_port, serve_metrics
 from weir.multiplex import request_model_id
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
@@ -47,6 +48,15 @@ def serve_request(request: pb.CallRequest) -> None:
         app_name=replica.app_name if replica is not None else "",
         multiplexed_model_id=request_model_id(request)))
     structlog.contextvars.bind_contextvars(request_id=request.request_id)
+    tracing.enter(request.traceparent, "weir.replica")
+
+
+def _identity() -> tuple[str, str, str]:
+    """The replica's (application, deployment, replica id) for its metrics' labels."""
+    replica = replica_context_or_none()
+    if replica is None:
+        return "", "", ""
+    return replica.app_name, replica.deployment, replica.replica_id
 
 
 def _outcome(reply: pb.CallReply, before: str) -> str:
@@ -77,6 +87,9 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         self.access_log = False
         #: The standard gRPC health service on this replica's server, once it started.
         self.health: health_aio.HealthServicer | None = None
+        self.metrics = replica_metrics()
+        #: host:port of this process's Prometheus metrics ("" if none).
+        self.metrics_address = ""
 
     @property
     def ongoing(self) -> int:
@@ -86,9 +99,11 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
 
     def _admit(self) -> pb.CallReply | None:
         if self.state != pb.RUNNING or self.user is None:
+            self.metrics.refused()
             return pb.CallReply(outcome=pb.UNAVAILABLE, ongoing=self.ongoing,
                                 error=f"replica is {pb.ReplicaState.Name(self.state).lower()}")
         if self.ongoing >= self.max_ongoing:
+            self.metrics.refused()
             return pb.CallReply(outcome=pb.REJECTED, ongoing=self.ongoing,
                                 error="replica at max_ongoing_requests")
         self.admitted += 1
@@ -97,11 +112,16 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         return None
 
     def _access(self, request: pb.CallRequest, outcome: str, started: float) -> None:
-        """One access line for a call served (Ray's replica access log), if enabled."""
+        """A call served: its metrics, its span, and an access line (Ray's replica access
+        log) if enabled."""
+        seconds = time.perf_counter() - started
+        is_http = request.HasField("http")
+        self.metrics.served((request.http.root_path or "/") if is_http else "", outcome, seconds)
+        tracing.finish(outcome, failed)
         if not self.access_log:
             return
-        duration_ms = round((time.perf_counter() - started) * 1000, 2)
-        if request.HasField("http"):
+        duration_ms = round(seconds * 1000, 2)
+        if is_http:
             access.info("access", route=request.http.path, http_method=request.http.method,
                         status=outcome, duration_ms=duration_ms)
         else:
@@ -436,4 +456,10 @@ async def start_server(servicer: ReplicaServer, host: str) -> tuple[grpc.aio.Ser
     servicer.health = await grpc_health.serve_health(server, ["weir.Replica"])
     port = server.add_insecure_port(f"{host}:0")
     await server.start()
+    servicer.metrics.identify_by(_identity)
+    servicer.metrics.follow_load(lambda: servicer.ongoing)
+    metrics_port = replica_metrics_port()
+    if metrics_port >= 0:
+        servicer.metrics_address = serve_metrics(host, metrics_port)
+    tracing.configure("replica")
     return server, f"{host}:{port}"

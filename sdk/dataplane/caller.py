@@ -19,14 +19,17 @@ from typing import Any
 import grpc
 import structlog
 
+from weir import tracing
 from weir.dataplane.queue_report import QueueReporter
 from weir.dataplane.request_body import RequestBody
 from weir.dataplane.route_table import LeaderLocator, RouteTable, RouteTableSubscriber
 from weir.dataplane.router import REJECTED_BACKOFF_S, UNREACHABLE_BACKOFF_S, DeploymentRouter
 from weir.dataplane.transport import ReplicaCallFailed, ReplicaTransport, ReplicaUnreachable
 from weir.exceptions import DeploymentUnavailableError, RequestTimeoutError
+from weir.metrics import handle_metrics
 from weir.multiplex import request_model_id
 from weir.protos import weir_pb2 as pb
+from weir.runtime_context import replica_context_or_none
 
 log = structlog.get_logger("weir.dataplane.caller")
 
@@ -111,6 +114,14 @@ class DataPlane:
                        deadline: float | None) -> DeploymentRouter:
         await self.wait_known(app, deployment, deadline)
         request.deadline = unix_deadline(deadline)
+        # Every call this process sends carries the trace it serves (one place for all).
+        traceparent = tracing.outgoing()
+        if traceparent and not request.traceparent:
+            request.traceparent = traceparent
+        if request.caller == "handle":
+            replica = replica_context_or_none()
+            handle_metrics().call(app, deployment, "driver" if replica is None
+                                  else f"{replica.app_name}/{replica.deployment}")
         return self.router(app, deployment)
 
     async def call(self, app: str, deployment: str, request: pb.CallRequest,

@@ -174,3 +174,32 @@ def test_the_dockerfile_passes_hadolint_and_installs_this_version() -> None:
     assert f'"weir[kubernetes]=={version}"' in dockerfile.read_text()
     chart = yaml.safe_load((ROOT / "deploy" / "helm" / "weir" / "Chart.yaml").read_text())
     assert chart["appVersion"] == version
+
+
+def test_metrics_ports_are_annotated_for_scraping_and_service_monitors_optional(
+        render: Any) -> None:
+    objects = by_kind(render.render())
+    assert not any(kind == "ServiceMonitor" for kind, _ in objects)
+    controller = objects[("Deployment", "weir-controller")]["spec"]["template"]
+    assert controller["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/"}
+    assert "--metrics-port=9090" in controller["spec"]["containers"][0]["args"]
+    proxy = objects[("Deployment", "weir-proxy")]["spec"]["template"]["metadata"]
+    assert proxy["annotations"]["prometheus.io/path"] == "/-/metrics"
+    assert proxy["annotations"]["prometheus.io/port"] == "8000"
+    agent = objects[("Deployment", "weir-pod-agent")]["spec"]["template"]["spec"]
+    assert '--pod-env={"WEIR_REPLICA_METRICS_PORT":"9090"}' in agent["containers"][0]["args"]
+
+    objects = by_kind(render.render({
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+        "replicas": {"env": {"WEIR_REPLICA_METRICS_PORT": "9100"}}}))
+    monitors = {name: d for (kind, name), d in objects.items() if kind == "ServiceMonitor"}
+    assert sorted(monitors) == ["weir-controller", "weir-proxy"]
+    for name, port in (("weir-controller", "metrics"), ("weir-proxy", "http")):
+        assert monitors[name]["spec"]["endpoints"][0]["port"] == port
+        assert monitors[name]["metadata"]["labels"]["release"] == "prom"
+        service_ports = {p["name"] for p in objects[("Service", name)]["spec"]["ports"]}
+        assert port in service_ports
+    agent = objects[("Deployment", "weir-pod-agent")]["spec"]["template"]["spec"]
+    # The release's own replica env wins over the chart's default port.
+    assert '--pod-env={"WEIR_REPLICA_METRICS_PORT":"9100"}' in agent["containers"][0]["args"]
