@@ -43,6 +43,7 @@ from weir.controller import reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.autoscaler import ScalingState, describe, scale_targets, with_decisions
 from weir.controller.cluster_goal import ClusterGoal, read_goal
+from weir.controller.deployment_status import StatusInfo
 from weir.controller.goal import AppGoal
 from weir.controller.health import DeploymentHealth, judge, may_start
 from weir.controller.health_prober import CheckTarget, HealthProber
@@ -59,7 +60,7 @@ from weir.controller.reconciler import ReplicaView
 from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.route_publisher import RoutePublisher
 from weir.controller.routing import build_route_table
-from weir.controller.status import status_document, update_ever_running
+from weir.controller.status import status_document
 from weir.etcd.keys import (
     REPLICAS_PREFIX,
 )
@@ -100,8 +101,9 @@ class Leader:
         self.health: dict[Key, DeploymentHealth] = {}
         #: The autoscaler's memory of each autoscaled deployment, for this term only.
         self.scaling: dict[Key, ScalingState] = {}
-        #: App name -> the deployment timestamp it has been RUNNING at since.
-        self.ever_running: dict[str, float] = {}
+        #: Each deployment's status as of the last pass (a state machine: the next one
+        #: depends on it; `weir.controller.deployment_status`).
+        self.statuses: dict[Key, StatusInfo] = {}
         self._start_errors: dict[Key, str] = {}
         self._unplaced: dict[Key, str] = {}
         #: Nodes this term has seen, and those found gone since (with when).
@@ -188,9 +190,7 @@ class Leader:
         unplaced, self._unplaced = self._unplaced, {}
         self.health = judge(targets, views, self.health, now=now, start_errors=errors,
                             unplaced=unplaced)
-        self.ever_running = update_ever_running(
-            self.ever_running, {n: g.deployment_timestamp for n, g in self.goal.goals.items()},
-            self._status(views)[1])
+        self.statuses = self._status(views)[1]
         # Until the replicas re-registered after a failover, their load is unknown.
         targets, self.scaling, changes = scale_targets(
             targets, self.goal.autoscaling, views, self.queues.queued(), self.scaling,
@@ -396,14 +396,14 @@ class Leader:
 
     # ------------------------------------------------------------------ reads
 
-    def _status(self, views: list[ReplicaView]) -> tuple[dict[str, Any], dict[str, bool]]:
-        ever = {n: self.ever_running.get(n) == g.deployment_timestamp
-                for n, g in self.goal.goals.items()}
+    def _status(self, views: list[ReplicaView]
+                ) -> tuple[dict[str, Any], dict[Key, StatusInfo]]:
         autoscaling = {k: describe(c, self.scaling[k])
                        for k, c in self.goal.autoscaling.items() if k in self.scaling}
         return status_document(self.goal.app_views(),
                                with_decisions(self.goal.targets, self.scaling), views,
-                               self.health, ever, autoscaling)
+                               self.health, self.statuses,
+                               autoscaled=self.goal.autoscaling.keys(), autoscaling=autoscaling)
 
     def status(self) -> dict[str, Any]:
         """The `applications:` document of `weir status` (changes nothing)."""

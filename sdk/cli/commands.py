@@ -31,6 +31,7 @@ from weir.cli.options import (
     with_runtime_env_options,
 )
 from weir.exceptions import ClusterError, RayServeException
+from weir.statuses import ApplicationStatus
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -243,7 +244,7 @@ def status(address: str | None, name: str, token: str | None) -> None:
     if name:
         app = doc.get("applications", {}).get(name)
         if app is None:
-            app = {"app_status": {"status": "NOT_STARTED", "message": "",
+            app = {"app_status": {"status": ApplicationStatus.NOT_STARTED.value, "message": "",
                                   "deployment_timestamp": 0},
                    "deployment_statuses": []}
         app = {k: v for k, v in app.items() if k != "route_prefix"}

@@ -15,7 +15,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import structlog
@@ -45,16 +44,24 @@ from weir.ingress import ingress
 from weir.local_testing import LocalPlane
 from weir.packages.archive import PackageTooLarge
 from weir.runtime_context import get_replica_context, replica_context_or_none
+from weir.serve.schema import (
+    ApplicationStatusOverview,
+    DeploymentStatusOverview,
+    ServeStatus,
+)
 
 __all__ = [
     "Application",
+    "ApplicationStatusOverview",
     "BackPressureError",
     "Deployment",
     "DeploymentHandle",
     "DeploymentResponse",
     "DeploymentResponseGenerator",
+    "DeploymentStatusOverview",
     "RayServeException",
     "RequestTimeoutError",
+    "ServeStatus",
     "batch",
     "delete",
     "deployment",
@@ -69,37 +76,6 @@ __all__ = [
 ]
 
 DEPLOY_WAIT_S = 120.0
-
-
-@dataclass
-class DeploymentStatusOverview:
-    """One deployment's status."""
-
-    name: str
-    status: str
-    message: str
-    replica_states: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class ApplicationStatusOverview:
-    """One application's status and its deployments'."""
-
-    status: str
-    message: str
-    deployment_timestamp: float
-    deployments: dict[str, DeploymentStatusOverview] = field(default_factory=dict)
-
-
-@dataclass
-class ServeStatus:
-    """What `serve.status()` returns."""
-
-    applications: dict[str, ApplicationStatusOverview] = field(default_factory=dict)
-    controllers: list[dict[str, Any]] = field(default_factory=list)
-    proxies: list[dict[str, Any]] = field(default_factory=list)
-    #: Each node: id, address, state (ALIVE or DEAD), resources offered and used, replicas.
-    nodes: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Session:
@@ -328,17 +304,7 @@ def _run_locally(built: BuiltApp) -> DeploymentHandle:
 
 def status() -> ServeStatus:
     """The status of every application on the cluster."""
-    doc = _connect().get_status()
-    out = ServeStatus(controllers=doc.get("controllers", []), proxies=doc.get("proxies", []),
-                      nodes=doc.get("nodes", []))
-    for name, app in doc.get("applications", {}).items():
-        a = app["app_status"]
-        out.applications[name] = ApplicationStatusOverview(
-            a["status"], a["message"], a["deployment_timestamp"],
-            {d["name"]: DeploymentStatusOverview(d["name"], d["status"], d["message"],
-                                                 d.get("replica_states", {}))
-             for d in app["deployment_statuses"]})
-    return out
+    return ServeStatus.from_document(_connect().get_status())
 
 
 def delete(name: str, _blocking: bool = True) -> None:

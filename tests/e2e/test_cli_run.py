@@ -100,7 +100,13 @@ handle = serve.run(make_ingress().bind(Adder.bind(100)), name="script")
 import requests
 print("http", requests.get(f"http://127.0.0.1:{sys.argv[1]}/?x=5").json()["sum"])
 print("handle", handle.direct.remote(7).result(timeout_s=30))
-print("status", serve.status().applications["script"].status)
+app_status = serve.status().applications["script"]
+print("status", app_status.status)
+from weir.serve.schema import ApplicationStatusOverview, DeploymentStatusOverview
+ingress = app_status.deployments["Ingress"]
+print("objects", isinstance(app_status, ApplicationStatusOverview),
+      isinstance(ingress, DeploymentStatusOverview), ingress.status, ingress.status_trigger,
+      ingress.replica_states, app_status.last_deployed_time_s > 0)
 from weir import context
 print("etcd", context.cluster().etcd_endpoints)
 serve.shutdown()
@@ -118,6 +124,7 @@ def test_serve_run_from_a_script_ships_code_by_value(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     lines = out.stdout.decode().split("\n")
     assert "http 105" in lines and "handle 107" in lines and "status RUNNING" in lines
+    assert "objects True True HEALTHY CONFIG_UPDATE_COMPLETED {'RUNNING': 1} True" in lines, lines
     assert "done" in lines
     etcd = next(line.split()[1] for line in lines if line.startswith("etcd "))
     wait_for(lambda: not processes_mentioning(etcd), 5, "the script's cluster to be gone")
