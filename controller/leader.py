@@ -56,6 +56,7 @@ from weir.controller.nodes import (
 from weir.controller.observe import ReplicaBook, observe
 from weir.controller.placement import NoFit, place, replica_request
 from weir.controller.queue_reports import CallerQueues
+from weir.controller.ranks import RankHolder, assign_rank
 from weir.controller.reconciler import ReplicaView
 from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.route_publisher import RoutePublisher
@@ -110,6 +111,8 @@ class Leader:
         self.seen_nodes: dict[str, NodeRecord] = {}
         self.dead_nodes: dict[str, tuple[NodeRecord, float]] = {}
         self._envs: dict[str, PreparedEnv] = {}
+        #: The replicas as this pass viewed them (which ranks are free).
+        self._views: list[ReplicaView] = []
         #: Set when this term ends: every session and route stream of this leader closes.
         self.ended = asyncio.Event()
         self._wake = asyncio.Event()
@@ -184,6 +187,7 @@ class Leader:
         self.seen_nodes = {**self.seen_nodes, **self.goal.nodes}
         self.builder.ensure(self.goal.goals)
         views, self.books = self._observe()
+        self._views = views
         now = self.clock()
         targets = with_decisions(self.goal.targets, self.scaling)
         errors, self._start_errors = self._start_errors, {}
@@ -294,10 +298,12 @@ class Leader:
             self._unplaced[key] = placed.reason
             return
         replica_id = f"{action.app}#{action.deployment}#{secrets.token_hex(3)}"
+        rank, node_rank, local_rank = assign_rank(self._rank_holders(action), placed.node_id)
         record = ReplicaRecord(replica_id, action.app, action.deployment, action.version,
                                pid=0, started_at=self.wall_clock(), cluster_id=self.cluster_id,
                                node_id=placed.node_id, resources=dict(request),
-                               gpu_indices=tuple(placed.gpu_indices))
+                               gpu_indices=tuple(placed.gpu_indices), rank=rank,
+                               node_rank=node_rank, local_rank=local_rank)
         # The record is the assignment, and it goes before anything runs: a leader taking
         # over after a crash here adopts or forgets it, and never starts a second replica.
         await self.store.put(REPLICAS_PREFIX + replica_id, record.to_bytes())
@@ -305,6 +311,17 @@ class Leader:
         self.books[replica_id] = ReplicaBook()
         log.info("assigned replica", replica_id=replica_id, node_id=placed.node_id,
                  version=action.version)
+
+    def _rank_holders(self, action: reconciler.Start) -> list[RankHolder]:
+        """The live replicas of the version `action` starts: their ranks are taken. One
+        stopping, failed or dead has freed its rank; one assigned in this pass holds its."""
+        freed = {v.replica_id for v in self._views
+                 if v.stopping or v.state in ("DEAD", "FAILED", "UNHEALTHY")}
+        return [RankHolder(r.node_id, r.rank, r.node_rank, r.local_rank)
+                for r in self.goal.records.values()
+                if (r.app, r.deployment, r.version) == (action.app, action.deployment,
+                                                        action.version)
+                and r.replica_id not in freed and r.rank >= 0]
 
     async def _stop_replica(self, action: reconciler.Stop) -> None:
         record = self.goal.records.get(action.replica_id)
@@ -331,13 +348,21 @@ class Leader:
             return None
         # No sys.path entries from here: the leader's are its own machine's paths (its
         # package cache); the replica's node put its own on the replica's PYTHONPATH.
-        return {
+        spec = {
             "app": record.app, "deployment": record.deployment, "version": record.version,
             "definition": base64.b64encode(p.spec.definition).decode(),
             "options": p.options,
             "grpc_servicer_functions": self.goal.grpc_options.get("grpc_servicer_functions",
                                                                   []),
         }
+        if record.rank >= 0:
+            key = (record.app, record.deployment)
+            size = (self.scaling[key].target if key in self.scaling
+                    else p.target.num_replicas)
+            spec.update(rank={"rank": record.rank, "node_rank": record.node_rank,
+                              "local_rank": record.local_rank},
+                        world_size=max(1, size))
+        return spec
 
     async def _admit(self, first: pb.ReplicaReport) -> list[pb.ReplicaCommand] | None:
         """A replica registers: adopt it by its record, and say what it must do first."""
