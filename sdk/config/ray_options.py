@@ -84,8 +84,6 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
     CONFIG: {
         "proxy_location": "Weir runs the proxies its cluster was started with",
         "logging_config": _SYSTEM_LOGGING,
-        "http_options.root_path": "Weir's proxies serve each application at its route_prefix "
-                                  "with no cluster-wide root path yet",
     },
 })
 
