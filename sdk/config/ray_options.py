@@ -39,9 +39,6 @@ APPLICATION = "application"
 #: A config file's cluster-wide fields (dotted names reach into http_options, ...).
 CONFIG = "config file"
 
-_SYSTEM_LOGGING = ("Weir's controller and proxies log structured events to stderr "
-                   "(WEIR_LOG_LEVEL, WEIR_LOG_JSON); a logging_config applies to replicas only "
-                   "(serve.run, an application or a deployment)")
 _NO_EXTERNAL_SCALER = ("Weir scales deployments by its own autoscaler (autoscaling_config) "
                        "only, with no API for an external scaler yet")
 _NO_TLS = ("Weir's proxies serve plain HTTP: terminate TLS in front of them (a load balancer "
@@ -55,7 +52,6 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
     },
     START: {
         "proxy_location": "Weir runs the proxies its cluster was started with",
-        "logging_config": _SYSTEM_LOGGING,
         "detached": "a cluster from `weir start` outlives the script, an embedded one does not",
         "dedicated_cpu": "Weir's controller is a plain process, not a Ray actor",
     },
@@ -90,7 +86,6 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
     },
     CONFIG: {
         "proxy_location": "Weir runs the proxies its cluster was started with",
-        "logging_config": _SYSTEM_LOGGING,
         "target_capacity": "Weir runs every deployment at its full target; scale it with "
                            "num_replicas or autoscaling_config",
         "http_options.ssl_keyfile": _NO_TLS,

@@ -158,15 +158,22 @@ def start(proxy_location: str | None = None, http_options: dict[str, Any] | None
     starlette `Middleware` objects, middleware classes or import paths; objects reach the
     proxies, which are other processes, cloudpickled in the options (`weir.config.middlewares`).
     `grpc_options` with `grpc_servicer_functions` also opens the embedded cluster's gRPC
-    ingress. Ray's proxy_location, logging_config, detached and dedicated_cpu are accepted
+    ingress. `logging_config` sets how the cluster's controllers and proxies log
+    (`weir.system_logging`). Ray's proxy_location, detached and dedicated_cpu are accepted
     and warn that Weir ignores them; any other keyword is a TypeError.
     """
     refuse_unknown("serve.start", start, unexpected)
     ray_options.warn_ignored(ray_options.START, {
-        "proxy_location": proxy_location, "logging_config": logging_config or None,
-        "detached": detached or None, "dedicated_cpu": dedicated_cpu or None}, stacklevel=2)
+        "proxy_location": proxy_location, "detached": detached or None,
+        "dedicated_cpu": dedicated_cpu or None}, stacklevel=2)
     _warn_ignored_http_options(http_options)
+    try:
+        system_logging = check_logging_config(logging_config)
+    except ValueError as exc:
+        raise ValueError(f"serve.start(logging_config=...): {exc}") from None
     config = _start_config(http_options, grpc_options, http_middlewares)
+    if system_logging is not None:
+        config["logging_config"] = system_logging
     client = _connect(config.get("http_options"), config.get("grpc_options"))
     if len(config) > 1:
         client.deploy(config, partial=True)

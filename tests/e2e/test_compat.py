@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,3 +92,24 @@ def test_request_id_is_in_the_replicas_log_lines(driver: RunningCluster) -> None
     line = wait_for(logged_line, 10, "the user's log line")
     assert "request_id=trace-me-7" in line
     serve.delete("logs")
+
+
+def test_serve_start_logging_config_reaches_controllers_and_proxies(
+        driver: RunningCluster, tmp_path: Path) -> None:
+    logs = tmp_path / "system-logs"
+    serve.start(logging_config={"encoding": "JSON", "log_level": "DEBUG",
+                                "logs_dir": str(logs)})
+    try:
+        def json_lines(component: str) -> list[dict[str, object]]:
+            out = []
+            for path in logs.glob(f"{component}_*.log"):
+                out += [json.loads(line) for line in path.read_text().splitlines()
+                        if line.startswith("{")]
+            return out
+
+        for component in ("controller", "proxy"):
+            lines = wait_for(lambda c=component: json_lines(c), 15,  # type: ignore[misc]
+                             f"the {component}s to log JSON lines under logs_dir")
+            assert all(line["component"] == component for line in lines)
+    finally:
+        serve.start(logging_config={})

@@ -56,12 +56,12 @@ def test_none_and_options_weir_acts_on_do_not_warn() -> None:
 
 
 def test_a_name_warns_once_per_scope() -> None:
-    seen = caught(lambda: [warn_ignored(ray_options.CONFIG, {"logging_config": {}}),
-                           warn_ignored(ray_options.START, {"logging_config": {}}),
-                           warn_ignored(ray_options.CONFIG, {"logging_config": {}})])
+    seen = caught(lambda: [warn_ignored(ray_options.CONFIG, {"proxy_location": "HeadOnly"}),
+                           warn_ignored(ray_options.START, {"proxy_location": "HeadOnly"}),
+                           warn_ignored(ray_options.CONFIG, {"proxy_location": "HeadOnly"})])
     assert [str(w.message).split(":")[0] for w in seen] == [
-        "Weir ignores the config file option 'logging_config'",
-        "Weir ignores the serve.start() option 'logging_config'"]
+        "Weir ignores the config file option 'proxy_location'",
+        "Weir ignores the serve.start() option 'proxy_location'"]
 
 
 def test_the_warning_points_at_the_callers_line() -> None:
