@@ -34,6 +34,7 @@ from weir.etcd.keys import (
     CONTROLLERS_PREFIX,
     HTTP_OPTIONS_KEY,
     LEADER_KEY,
+    LOGGING_CONFIG_KEY,
     REPLICAS_PREFIX,
     SHUTDOWN_KEY,
     shut_down_since,
@@ -162,6 +163,7 @@ class Controller:
         log.info("shutting down the cluster")
         await self.store.delete_prefix(APPS_PREFIX)
         await self.store.delete(HTTP_OPTIONS_KEY)
+        await self.store.delete(LOGGING_CONFIG_KEY)
         leader.wake()
         deadline = time.monotonic() + SHUTDOWN_WAIT_S
         # Records change as the reconcile loop stops replicas; poll them with a deadline.
