@@ -12,8 +12,17 @@ from weir.serve.schema import ApplicationStatus, DeploymentStatus
 URL = os.environ.get("EXAMPLE_URL", "http://localhost:8000")
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=10,
-                  ray_actor_options={"num_cpus": 0.1})
+# Every parameter "Configure Ray Serve deployments" shows, as it shows them.
+@serve.deployment(
+    name="Model",
+    num_replicas=1,
+    ray_actor_options={"num_cpus": 0.1, "num_gpus": 0},
+    max_ongoing_requests=100,
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+    graceful_shutdown_timeout_s=20,
+    graceful_shutdown_wait_loop_s=2,
+)
 class Model:
     def __init__(self, model_name: str):
         self.model_name = model_name
