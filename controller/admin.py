@@ -30,6 +30,7 @@ from weir.etcd.keys import (
     HISTORY_PREFIX,
     HTTP_OPTIONS_KEY,
     LEADER_KEY,
+    LOGGING_CONFIG_KEY,
 )
 from weir.etcd.store import Store, StoreError, in_failover
 from weir.leader_redirect import refuse_not_leader
@@ -182,6 +183,9 @@ class AdminService(pb_grpc.ControllerServicer):
                     keys[HTTP_OPTIONS_KEY] = json.dumps(http_options).encode()
                 if not request.partial or "grpc_options" in config.model_fields_set:
                     keys[GRPC_OPTIONS_KEY] = json.dumps(grpc_options).encode()
+                if not request.partial or "logging_config" in config.model_fields_set:
+                    # The controllers' and proxies' own logging (weir.system_logging).
+                    keys[LOGGING_CONFIG_KEY] = json.dumps(config.logging_config or {}).encode()
                 keys[history_key] = json.dumps(
                     {"timestamp": time.time(), "config": merged}).encode()
                 guards = {APPS_PREFIX + n: revisions.get(n, 0) for n in [*puts, *deletes]}

@@ -44,6 +44,9 @@ class DeploymentHealth:
     #: Why replicas it wants are not placed yet (no node has room): not a failure, so no
     #: backoff; cleared by the next pass that places them.
     waiting: str = ""
+    #: What failed in this very pass: "startup" (a replica that never ran, or could not be
+    #: launched), "health" (one that ran: a failed health check, a dead process), or "".
+    new_failure: str = ""
 
 
 def crash_loop_delay(consecutive_failures: int) -> float:
@@ -59,6 +62,13 @@ def is_failure(view: ReplicaView) -> bool:
     if view.state in BROKEN_STATES:
         return True
     return view.state == "DEAD" and view.last_state != "STOPPING"
+
+
+def failure_kind(view: ReplicaView) -> str:
+    """"health" for a replica that failed after running, "startup" for one that never ran."""
+    if view.state == "UNHEALTHY" or (view.state == "DEAD" and view.last_state == "RUNNING"):
+        return "health"
+    return "startup"
 
 
 def judge(
@@ -86,16 +96,22 @@ def judge(
                                       healthy_version=health.healthy_version,
                                       healthy_replicas=health.healthy_replicas)
         group = groups.get(key, [])
+        health = replace(health, new_failure="")
         for v in group:
             if is_failure(v) and v.version == target.version:
                 failures = health.consecutive_failures + 1
+                # A health failure outranks a startup one in the same pass.
+                kind = ("health" if "health" in (health.new_failure, failure_kind(v))
+                        else "startup")
                 health = replace(health, message=v.message or f"replica {v.replica_id} failed",
-                                 consecutive_failures=failures,
+                                 consecutive_failures=failures, new_failure=kind,
                                  backoff_until=now + crash_loop_delay(failures))
         health = replace(health, waiting=(unplaced or {}).get(key, ""))
         error = (start_errors or {}).get(key)
         if error:
             health = replace(health, message=error,
+                             consecutive_failures=health.consecutive_failures + 1,
+                             new_failure=health.new_failure or "startup",
                              backoff_until=max(health.backoff_until, now + START_ERROR_BACKOFF_S))
         running = sum(1 for v in group
                       if v.version == target.version and v.state == "RUNNING" and not v.stopping)

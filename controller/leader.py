@@ -43,6 +43,7 @@ from weir.controller import reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.autoscaler import ScalingState, describe, scale_targets, with_decisions
 from weir.controller.cluster_goal import ClusterGoal, read_goal
+from weir.controller.deployment_status import StatusInfo
 from weir.controller.goal import AppGoal
 from weir.controller.health import DeploymentHealth, judge, may_start
 from weir.controller.health_prober import CheckTarget, HealthProber
@@ -55,11 +56,12 @@ from weir.controller.nodes import (
 from weir.controller.observe import ReplicaBook, observe
 from weir.controller.placement import NoFit, place, replica_request
 from weir.controller.queue_reports import CallerQueues
+from weir.controller.ranks import RankHolder, assign_rank
 from weir.controller.reconciler import ReplicaView
 from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.route_publisher import RoutePublisher
 from weir.controller.routing import build_route_table
-from weir.controller.status import status_document, update_ever_running
+from weir.controller.status import status_document
 from weir.etcd.keys import (
     REPLICAS_PREFIX,
 )
@@ -101,14 +103,17 @@ class Leader:
         self.health: dict[Key, DeploymentHealth] = {}
         #: The autoscaler's memory of each autoscaled deployment, for this term only.
         self.scaling: dict[Key, ScalingState] = {}
-        #: App name -> the deployment timestamp it has been RUNNING at since.
-        self.ever_running: dict[str, float] = {}
+        #: Each deployment's status as of the last pass (a state machine: the next one
+        #: depends on it; `weir.controller.deployment_status`).
+        self.statuses: dict[Key, StatusInfo] = {}
         self._start_errors: dict[Key, str] = {}
         self._unplaced: dict[Key, str] = {}
         #: Nodes this term has seen, and those found gone since (with when).
         self.seen_nodes: dict[str, NodeRecord] = {}
         self.dead_nodes: dict[str, tuple[NodeRecord, float]] = {}
         self._envs: dict[str, PreparedEnv] = {}
+        #: The replicas as this pass viewed them (which ranks are free).
+        self._views: list[ReplicaView] = []
         #: Set when this term ends: every session and route stream of this leader closes.
         self.ended = asyncio.Event()
         self._wake = asyncio.Event()
@@ -189,15 +194,14 @@ class Leader:
         self.seen_nodes = {**self.seen_nodes, **self.goal.nodes}
         self.builder.ensure(self.goal.goals)
         views, self.books = self._observe()
+        self._views = views
         now = self.clock()
         targets = with_decisions(self.goal.targets, self.scaling)
         errors, self._start_errors = self._start_errors, {}
         unplaced, self._unplaced = self._unplaced, {}
         self.health = judge(targets, views, self.health, now=now, start_errors=errors,
                             unplaced=unplaced)
-        self.ever_running = update_ever_running(
-            self.ever_running, {n: g.deployment_timestamp for n, g in self.goal.goals.items()},
-            self._status(views)[1])
+        self.statuses = self._status(views)[1]
         # Until the replicas re-registered after a failover, their load is unknown.
         targets, self.scaling, changes = scale_targets(
             targets, self.goal.autoscaling, views, self.queues.queued(), self.scaling,
@@ -306,10 +310,12 @@ class Leader:
             self._unplaced[key] = placed.reason
             return
         replica_id = f"{action.app}#{action.deployment}#{secrets.token_hex(3)}"
+        rank, node_rank, local_rank = assign_rank(self._rank_holders(action), placed.node_id)
         record = ReplicaRecord(replica_id, action.app, action.deployment, action.version,
                                pid=0, started_at=self.wall_clock(), cluster_id=self.cluster_id,
                                node_id=placed.node_id, resources=dict(request),
-                               gpu_indices=tuple(placed.gpu_indices))
+                               gpu_indices=tuple(placed.gpu_indices), rank=rank,
+                               node_rank=node_rank, local_rank=local_rank)
         # The record is the assignment, and it goes before anything runs: a leader taking
         # over after a crash here adopts or forgets it, and never starts a second replica.
         await self.store.put(REPLICAS_PREFIX + replica_id, record.to_bytes())
@@ -318,6 +324,17 @@ class Leader:
         controller_metrics().replica_starts(action.app, action.deployment).inc()
         log.info("assigned replica", replica_id=replica_id, node_id=placed.node_id,
                  version=action.version)
+
+    def _rank_holders(self, action: reconciler.Start) -> list[RankHolder]:
+        """The live replicas of the version `action` starts: their ranks are taken. One
+        stopping, failed or dead has freed its rank; one assigned in this pass holds its."""
+        freed = {v.replica_id for v in self._views
+                 if v.stopping or v.state in ("DEAD", "FAILED", "UNHEALTHY")}
+        return [RankHolder(r.node_id, r.rank, r.node_rank, r.local_rank)
+                for r in self.goal.records.values()
+                if (r.app, r.deployment, r.version) == (action.app, action.deployment,
+                                                        action.version)
+                and r.replica_id not in freed and r.rank >= 0]
 
     async def _stop_replica(self, action: reconciler.Stop) -> None:
         record = self.goal.records.get(action.replica_id)
@@ -344,13 +361,21 @@ class Leader:
             return None
         # No sys.path entries from here: the leader's are its own machine's paths (its
         # package cache); the replica's node put its own on the replica's PYTHONPATH.
-        return {
+        spec = {
             "app": record.app, "deployment": record.deployment, "version": record.version,
             "definition": base64.b64encode(p.spec.definition).decode(),
             "options": p.options,
             "grpc_servicer_functions": self.goal.grpc_options.get("grpc_servicer_functions",
                                                                   []),
         }
+        if record.rank >= 0:
+            key = (record.app, record.deployment)
+            size = (self.scaling[key].target if key in self.scaling
+                    else p.target.num_replicas)
+            spec.update(rank={"rank": record.rank, "node_rank": record.node_rank,
+                              "local_rank": record.local_rank},
+                        world_size=max(1, size))
+        return spec
 
     async def _admit(self, first: pb.ReplicaReport) -> list[pb.ReplicaCommand] | None:
         """A replica registers: adopt it by its record, and say what it must do first."""
@@ -409,14 +434,14 @@ class Leader:
 
     # ------------------------------------------------------------------ reads
 
-    def _status(self, views: list[ReplicaView]) -> tuple[dict[str, Any], dict[str, bool]]:
-        ever = {n: self.ever_running.get(n) == g.deployment_timestamp
-                for n, g in self.goal.goals.items()}
+    def _status(self, views: list[ReplicaView]
+                ) -> tuple[dict[str, Any], dict[Key, StatusInfo]]:
         autoscaling = {k: describe(c, self.scaling[k])
                        for k, c in self.goal.autoscaling.items() if k in self.scaling}
         return status_document(self.goal.app_views(),
                                with_decisions(self.goal.targets, self.scaling), views,
-                               self.health, ever, autoscaling)
+                               self.health, self.statuses,
+                               autoscaled=self.goal.autoscaling.keys(), autoscaling=autoscaling)
 
     def status(self) -> dict[str, Any]:
         """The `applications:` document of `weir status` (changes nothing)."""

@@ -34,6 +34,7 @@ from weir.etcd.keys import (
     CONTROLLERS_PREFIX,
     HTTP_OPTIONS_KEY,
     LEADER_KEY,
+    LOGGING_CONFIG_KEY,
     REPLICAS_PREFIX,
     SHUTDOWN_KEY,
     shut_down_since,
@@ -46,6 +47,7 @@ from weir.packages.resolver import default_packages_dir
 from weir.packages.service import PackageService
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.runtime import configure_logging, run_until_signalled
+from weir.system_logging import follow_system_logging
 
 log = structlog.get_logger("weir.controller")
 
@@ -100,7 +102,9 @@ class Controller:
         if self.opts.ready_file:
             await asyncio.to_thread(_write_atomically, Path(self.opts.ready_file), self.address)
         tasks = [asyncio.get_running_loop().create_task(self._lead(election)),
-                 asyncio.get_running_loop().create_task(self._follow_leader(election))]
+                 asyncio.get_running_loop().create_task(self._follow_leader(election)),
+                 asyncio.get_running_loop().create_task(
+                     follow_system_logging(self.store, "controller", self.id))]
         stop_wait = asyncio.get_running_loop().create_task(signalled.wait())
         exit_wait = asyncio.get_running_loop().create_task(self.exit.wait())
         await asyncio.wait({stop_wait, exit_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -169,6 +173,7 @@ class Controller:
         log.info("shutting down the cluster")
         await self.store.delete_prefix(APPS_PREFIX)
         await self.store.delete(HTTP_OPTIONS_KEY)
+        await self.store.delete(LOGGING_CONFIG_KEY)
         leader.wake()
         deadline = time.monotonic() + SHUTDOWN_WAIT_S
         # Records change as the reconcile loop stops replicas; poll them with a deadline.
@@ -222,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="where uploaded code packages are kept [default: "
                              "WEIR_HOME/packages, else a folder in the temp dir]")
     opts = parser.parse_args(argv)
-    configure_logging("controller")
+    # Reconfigurable: it follows the cluster's logging_config (weir.system_logging).
+    configure_logging("controller", reconfigurable=True)
     # Before anything serves or spawns: its server, its health checks and its replicas
     # then share one token.
     auth.pin_token()

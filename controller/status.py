@@ -1,21 +1,29 @@
-"""Status roll-up: replica states and failures into deployment and application statuses,
-with the meanings of Ray Serve's `serve status` (seed 001).
+"""Status roll-up: deployments' statuses into applications', with the meanings of Ray
+Serve's `serve status` (seed 001) and the statuses of its current versions.
 
-Application: NOT_STARTED, DEPLOYING, RUNNING, DEPLOY_FAILED (the latest deploy failed).
-Deployment: UPDATING, HEALTHY, UNHEALTHY (failed to update, or became unhealthy after),
-UPSCALING and DOWNSCALING (a version that was healthy changes only its replica count, by
-the autoscaler or by num_replicas; the application stays RUNNING meanwhile, as in Ray).
+Application: NOT_STARTED (shown by the CLI for an unknown name), DEPLOYING, DEPLOY_FAILED,
+RUNNING, UNHEALTHY, DELETING (deleted, its replicas still stopping). Each deployment's
+status and `status_trigger` come from the state machine of `weir.controller.
+deployment_status`; an application takes the worst of its deployments' (Ray's ranking:
+DEPLOY_FAILED, then UNHEALTHY, then a config update in progress, then steady or
+autoscaling, which is RUNNING).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from weir.controller.deployment_status import StatusInfo, advance, deleting
 from weir.controller.health import DeploymentHealth
 from weir.controller.reconciler import DeploymentTarget, ReplicaView
+from weir.statuses import ApplicationStatus as A
+from weir.statuses import DeploymentStatus as S
+from weir.statuses import DeploymentStatusTrigger as T
+
+Key = tuple[str, str]
 
 
 @dataclass
@@ -31,111 +39,93 @@ class AppView:
     route_prefix: str | None = "/"
 
 
-def deployment_status(
-    target: DeploymentTarget | None,
-    replicas: Iterable[ReplicaView],
-    health: DeploymentHealth,
-) -> tuple[str, str, dict[str, int]]:
-    """(status, message, replica counts by state) of one deployment."""
-    group = list(replicas)
-    counts = dict(Counter("STOPPING" if r.stopping else r.state for r in group))
-    if target is None:
-        return "UPDATING", "waiting for the application to build", counts
-    live = [r for r in group if not r.stopping and r.state != "DEAD"]
-    running_new = sum(1 for r in live if r.version == target.version and r.state == "RUNNING")
-    old = [r for r in live if r.version != target.version]
-    if running_new == target.num_replicas and not old:
-        return "HEALTHY", "", counts
-    if health.message:
-        return "UNHEALTHY", health.message, counts
-    if health.waiting:
-        return "UPDATING", health.waiting, counts
-    if (health.healthy_version, health.healthy_replicas) == (target.version,
-                                                            target.num_replicas) and not old:
-        # It reached this very goal before and lost replicas since: not an update.
-        return "UNHEALTHY", (f"{running_new} of {target.num_replicas} replicas running; "
-                             "replacing the others"), counts
-    if health.healthy_version == target.version and not old:
-        # The same version, only more or fewer replicas: it keeps serving as it scales.
-        up = running_new < target.num_replicas
-        return ("UPSCALING" if up else "DOWNSCALING",
-                f"{'Upscaling' if up else 'Downscaling'} from {running_new} to "
-                f"{target.num_replicas} replicas", counts)
-    return "UPDATING", (f"{running_new} of {target.num_replicas} replicas of the new version "
-                        f"running"), counts
+def replica_counts(replicas: Iterable[ReplicaView]) -> dict[str, int]:
+    """How many replicas are in each state (a stopping one counts as STOPPING)."""
+    return dict(Counter("STOPPING" if r.stopping else r.state for r in replicas))
 
 
-def application_status(
-    app: AppView,
-    deployments: Mapping[str, tuple[str, str]],
-    *,
-    ever_running: bool,
-) -> tuple[str, str]:
-    """(status, message) of an application from its deployments' (status, message)."""
+def application_status(app: AppView, deployments: Mapping[str, StatusInfo]) -> tuple[str, str]:
+    """(status, message) of an application from its deployments' statuses."""
     if app.build_error:
-        return "DEPLOY_FAILED", app.build_error
+        return A.DEPLOY_FAILED, app.build_error
     if not app.built:
-        return "DEPLOYING", "building the application (importing its code)"
-    unhealthy = {n: m for n, (s, m) in deployments.items() if s == "UNHEALTHY"}
-    if unhealthy:
-        name, message = next(iter(sorted(unhealthy.items())))
-        if not ever_running:
-            return "DEPLOY_FAILED", f"deployment {name!r} failed to deploy: {message}"
-        return "RUNNING", f"deployment {name!r} is unhealthy: {message}"
-    if any(s == "UPDATING" for s, _ in deployments.values()):
-        return "DEPLOYING", ""
-    return "RUNNING", ""
+        return A.DEPLOYING, "building the application (importing its code)"
+    by_name = sorted(deployments.items())
+    for name, info in by_name:
+        if info.status == S.DEPLOY_FAILED:
+            return A.DEPLOY_FAILED, f"deployment {name!r} failed to deploy: {info.message}"
+    for name, info in by_name:
+        if info.status == S.UNHEALTHY:
+            return A.UNHEALTHY, f"deployment {name!r} is unhealthy: {info.message}"
+    if any(i.status == S.UPDATING or i.status_trigger == T.CONFIG_UPDATE_STARTED
+           for i in deployments.values()):
+        return A.DEPLOYING, ""
+    return A.RUNNING, ""
 
 
 def status_document(
     apps: Iterable[AppView],
-    targets: Mapping[tuple[str, str], DeploymentTarget],
+    targets: Mapping[Key, DeploymentTarget],
     replicas: Iterable[ReplicaView],
-    health: Mapping[tuple[str, str], DeploymentHealth],
-    ever_running: Mapping[str, bool],
-    autoscaling: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
-) -> tuple[dict[str, Any], dict[str, bool]]:
-    """The `applications:` part of `weir status`, and which apps are RUNNING now.
+    health: Mapping[Key, DeploymentHealth],
+    previous: Mapping[Key, StatusInfo],
+    *,
+    autoscaled: Collection[Key] = (),
+    autoscaling: Mapping[Key, Mapping[str, Any]] | None = None,
+) -> tuple[dict[str, Any], dict[Key, StatusInfo]]:
+    """The `applications:` part of `weir status`, and each deployment's status to pass as
+    `previous` next time.
 
-    `autoscaling`: what to show of each autoscaled deployment's decision (its target...)."""
-    by_key: dict[tuple[str, str], list[ReplicaView]] = {}
+    `autoscaled`: deployments whose replica count the autoscaler sets. `autoscaling`: what
+    to show of each autoscaled deployment's decision (its target...). An application that
+    is no longer in `apps` but still has replicas is DELETING."""
+    by_key: dict[Key, list[ReplicaView]] = {}
     for r in replicas:
         by_key.setdefault((r.app, r.deployment), []).append(r)
+    apps = list(apps)
+    names = {a.name for a in apps}
+    gone: dict[str, list[str]] = {}
+    for (app_name, dep), group in sorted(by_key.items()):
+        # Dead ones are only waiting to be forgotten: they hold up no delete.
+        if app_name not in names and any(r.state != "DEAD" for r in group):
+            gone.setdefault(app_name, []).append(dep)
     doc: dict[str, Any] = {}
-    running: dict[str, bool] = {}
+    statuses: dict[Key, StatusInfo] = {}
     for app in apps:
-        dep_status: dict[str, tuple[str, str]] = {}
-        dep_docs = []
+        infos: dict[str, StatusInfo] = {}
         for name in app.deployments:
             key = (app.name, name)
-            status, message, counts = deployment_status(
-                targets.get(key), by_key.get(key, []), health.get(key, DeploymentHealth()))
-            dep_status[name] = (status, message)
-            dep_docs.append({"name": name, "status": status, "message": message,
-                             "replica_states": counts})
-            if autoscaling and key in autoscaling:
-                dep_docs[-1]["autoscaling"] = dict(autoscaling[key])
-        status, message = application_status(app, dep_status,
-                                             ever_running=ever_running.get(app.name, False))
-        running[app.name] = status == "RUNNING" and not message
-        doc[app.name] = {
-            "app_status": {"status": status, "message": message,
-                           "deployment_timestamp": app.deployment_timestamp},
-            "route_prefix": app.route_prefix,
-            "deployment_statuses": dep_docs,
-        }
-    return doc, running
+            target = targets.get(key)
+            if target is None:
+                infos[name] = StatusInfo(message="waiting for the application to build")
+                continue
+            infos[name] = statuses[key] = advance(
+                previous.get(key), target, by_key.get(key, []),
+                health.get(key, DeploymentHealth()), autoscaled=key in autoscaled)
+        status, message = application_status(app, infos)
+        doc[app.name] = _app_doc(status, message, app.deployment_timestamp, app.route_prefix,
+                                 infos, by_key, app.name, autoscaling or {})
+    for app_name, deps in gone.items():
+        infos = {}
+        for name in deps:
+            infos[name] = statuses[(app_name, name)] = deleting(previous.get((app_name, name)))
+        doc[app_name] = _app_doc(A.DELETING, "", 0.0, None, infos, by_key, app_name, {})
+    return doc, statuses
 
 
-def update_ever_running(previous: Mapping[str, float], deployed_at: Mapping[str, float],
-                        running: Mapping[str, bool]) -> dict[str, float]:
-    """Which apps have been RUNNING since their last deploy: app -> that deploy's timestamp.
-
-    An app that has run at its current deploy and fails later is RUNNING with an unhealthy
-    deployment; one that never ran since its deploy is DEPLOY_FAILED. Apps deleted or
-    redeployed since drop out.
-    """
-    out = {n: ts for n, ts in previous.items() if deployed_at.get(n) == ts}
-    out.update({n: deployed_at[n] for n, is_running in running.items()
-                if is_running and n in deployed_at})
-    return out
+def _app_doc(status: str, message: str, deployed_at: float, route_prefix: str | None,
+             infos: Mapping[str, StatusInfo], by_key: Mapping[Key, list[ReplicaView]],
+             app_name: str, autoscaling: Mapping[Key, Mapping[str, Any]]) -> dict[str, Any]:
+    deployments = []
+    for name, info in infos.items():
+        entry: dict[str, Any] = {
+            "name": name, "status": info.status, "status_trigger": info.status_trigger,
+            "message": info.message,
+            "replica_states": replica_counts(by_key.get((app_name, name), []))}
+        if (app_name, name) in autoscaling:
+            entry["autoscaling"] = dict(autoscaling[(app_name, name)])
+        deployments.append(entry)
+    return {"app_status": {"status": status, "message": message,
+                           "deployment_timestamp": deployed_at},
+            "route_prefix": route_prefix,
+            "deployment_statuses": deployments}

@@ -121,6 +121,16 @@ async def _too_large(send: Any, limit: int) -> None:
 
 def _server_error(status: int) -> bool:
     return status >= 500
+def under_root(path: str, root_path: str) -> str | None:
+    """`path` seen from the cluster's `http_options.root_path` (the part routes match), or
+    None when the request is not under it. Pure."""
+    if not root_path:
+        return path
+    if path == root_path:
+        return "/"
+    if path.startswith(root_path + "/"):
+        return path[len(root_path):]
+    return None
 
 
 def _echo_request_id(send: Any, request_id: bytes) -> Any:
@@ -178,7 +188,12 @@ class ProxyApp:
     async def _serve(self, scope: Scope, receive: Any, send: Any) -> None:
         """The proxy's own app, inside the middlewares."""
         if scope["type"] == "websocket":
-            await relay_websocket(self.plane, scope, receive, send)
+            local = under_root(scope["path"], self._root_path())
+            if local is None:
+                await send({"type": "websocket.close", "code": 1000})
+                return
+            # The relay routes by the path under root_path (which the app does not see yet).
+            await relay_websocket(self.plane, {**scope, "path": local}, receive, send)
             return
         if scope["type"] != "http":
             return
@@ -215,10 +230,18 @@ class ProxyApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def _root_path(self) -> str:
+        table = self.plane.table
+        return str(table.http_options.get("root_path") or "") if table else ""
+
     async def _forward(self, scope: Scope, receive: Any, send: Any) -> None:
         table = self.plane.table
         path = scope["path"]
-        route = match_route(table.routes, path) if table else None
+        # Ray's http_options.root_path: every route lives under it, and the app sees it as
+        # the start of its ASGI root_path (FastAPI's docs and openapi URLs follow it).
+        root = self._root_path()
+        local = under_root(path, root)
+        route = match_route(table.routes, local) if table and local is not None else None
         if route is None:
             self.metrics.http("", "", "", scope["method"], 404, 0.0)
             await _respond(send, 404, f"Path '{path}' not found. "
@@ -269,7 +292,7 @@ class ProxyApp:
             http=pb.HttpRequest(
                 method=scope["method"], path=path, query_string=scope.get("query_string", b""),
                 headers=headers, body=chunk, scheme=scope.get("scheme", "http"),
-                root_path=route.route_prefix if route.route_prefix != "/" else "",
+                root_path=root + (route.route_prefix if route.route_prefix != "/" else ""),
                 client_host=client[0] or "", client_port=client[1] or 0,
                 http_version=scope.get("http_version", "1.1")))
         timeout = options.get("request_timeout_s")

@@ -28,6 +28,7 @@ from weir.etcd.store import StoreError
 from weir.metrics import proxy_metrics
 from weir.proxy.http_app import ProxyApp
 from weir.runtime import configure_logging, run_until_signalled
+from weir.system_logging import follow_system_logging
 
 log = structlog.get_logger("weir.proxy")
 
@@ -87,6 +88,8 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
     presence = Presence(store, PROXIES_PREFIX + proxy_id, json.dumps(info).encode(),
                         PRESENCE_TTL_S)
     presence.start()
+    follow_logging = asyncio.get_running_loop().create_task(
+        follow_system_logging(store, "proxy", proxy_id))
     if opts.http_server == "uvicorn":
         import uvicorn
 
@@ -117,6 +120,7 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
             hypercorn_serve(followed, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
         await _announce(opts, address)
         await server_task
+    follow_logging.cancel()
     await presence.withdraw()
     if grpc_server is not None:
         await grpc_server.stop(1)
@@ -146,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--proxy-id", default="")
     parser.add_argument("--ready-file", default="")
     opts = parser.parse_args(argv)
-    configure_logging("proxy")
+    # Reconfigurable: it follows the cluster's logging_config (weir.system_logging).
+    configure_logging("proxy", reconfigurable=True)
     auth.pin_token()
     run_until_signalled(lambda stop: serve(opts, stop))

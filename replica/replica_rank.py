@@ -1,13 +1,12 @@
 """A replica's rank among its deployment's replicas (Ray's `ReplicaRank`), for
 `serve.get_replica_context().rank` and `reconfigure(self, user_config, rank)`.
 
-The leader would be the natural owner of ranks (it could keep them stable as replicas come
-and go); until it hands one out in the replica's spec ("rank", "world_size"), each replica
-works its own out from the replica records in etcd: the records of its deployment's
-current version, ordered by when they were written (their create revision, so all
-replicas agree on the order), give ranks 0, 1, 2... A replica of an older version still
-draining has no say. The records are read once, at start; a replica that replaces a lost
-one takes the place after the survivors, which may not be the lost one's rank.
+The leader hands out ranks (`weir.controller.ranks`): each replica's spec carries its
+"rank" (rank, node_rank, local_rank) and the deployment's "world_size", and a replica that
+replaces a lost one takes the lost one's rank. A replica whose record predates that (started
+by an older leader) works its own out from the replica records in etcd: the records of its
+deployment's current version, ordered by when they were written (their create revision, so
+all replicas agree on the order), give ranks 0, 1, 2...
 """
 
 from __future__ import annotations

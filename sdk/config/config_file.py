@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from weir.config.errors import ConfigError, validation_errors
-from weir.config.schema import ServeDeploySchema
+from weir.config.schema import RAY_ONLY_FIELDS, ServeDeploySchema
 
 __all__ = ["config_from_json", "config_to_json", "dump_config", "parse_config"]
 
@@ -155,6 +155,12 @@ def config_to_json(schema: ServeDeploySchema) -> str:
     return schema.model_dump_json(exclude_unset=True)
 
 
+def _drop_unset_ray_only(model: BaseModel, data: dict[str, Any]) -> None:
+    for name in RAY_ONLY_FIELDS.get(type(model), ()):
+        if name not in model.model_fields_set:
+            data.pop(name, None)
+
+
 def dump_config(schema: ServeDeploySchema, *, exclude_defaults: bool = False) -> str:
     """The config as YAML in the style of `serve build`: block style, fields in the schema's
     order, a blank line between top-level sections. `parse_config` reads it back equal.
@@ -164,6 +170,13 @@ def dump_config(schema: ServeDeploySchema, *, exclude_defaults: bool = False) ->
     equals the default, so it stays.
     """
     data = schema.model_dump(mode="json", exclude_defaults=exclude_defaults)
+    _drop_unset_ray_only(schema, data)
+    for key, model in (("http_options", schema.http_options),
+                       ("grpc_options", schema.grpc_options)):
+        if key in data:
+            _drop_unset_ray_only(model, data[key])
+    for app, app_data in zip(schema.applications, data.get("applications", []), strict=True):
+        _drop_unset_ray_only(app, app_data)
     if exclude_defaults:
         for app, app_data in zip(schema.applications, data.get("applications", []),
                                  strict=True):

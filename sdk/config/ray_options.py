@@ -39,11 +39,10 @@ APPLICATION = "application"
 #: A config file's cluster-wide fields (dotted names reach into http_options, ...).
 CONFIG = "config file"
 
-_SYSTEM_LOGGING = ("Weir's controller and proxies log structured events to stderr "
-                   "(WEIR_LOG_LEVEL, WEIR_LOG_JSON); a logging_config applies to replicas only "
-                   "(serve.run, an application or a deployment)")
 _NO_EXTERNAL_SCALER = ("Weir scales deployments by its own autoscaler (autoscaling_config) "
                        "only, with no API for an external scaler yet")
+_NO_TLS = ("Weir's proxies serve plain HTTP: terminate TLS in front of them (a load balancer "
+           "or an ingress)")
 _BY_VALUE = "Weir sends handle arguments and results by value, cloudpickled (no Ray object store)"
 
 #: scope -> option -> why Weir does not act on it.
@@ -53,7 +52,6 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
     },
     START: {
         "proxy_location": "Weir runs the proxies its cluster was started with",
-        "logging_config": _SYSTEM_LOGGING,
         "detached": "a cluster from `weir start` outlives the script, an embedded one does not",
         "dedicated_cpu": "Weir's controller is a plain process, not a Ray actor",
     },
@@ -78,12 +76,22 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
         "external_scaler_enabled": _NO_EXTERNAL_SCALER,
         "runtime_env.pip": "Weir does not install packages: install them where the replicas "
                            "run",
+        "host": "the proxies' address is the cluster's http_options (Ray deprecated the "
+                "per-application one)",
+        "port": "the proxies' port is the cluster's http_options (Ray deprecated the "
+                "per-application one)",
+        "autoscaling_policy": "Weir has one autoscaling policy, Ray's default (queue length)",
     },
     CONFIG: {
         "proxy_location": "Weir runs the proxies its cluster was started with",
-        "logging_config": _SYSTEM_LOGGING,
-        "http_options.root_path": "Weir's proxies serve each application at its route_prefix "
-                                  "with no cluster-wide root path yet",
+        "target_capacity": "Weir runs every deployment at its full target; scale it with "
+                           "num_replicas or autoscaling_config",
+        "http_options.ssl_keyfile": _NO_TLS,
+        "http_options.ssl_certfile": _NO_TLS,
+        "http_options.ssl_keyfile_password": _NO_TLS,
+        "http_options.ssl_ca_certs": _NO_TLS,
+        "grpc_options.request_timeout_s": "Weir's gRPC ingress passes calls through with the "
+                                          "client's own deadline",
     },
 })
 

@@ -229,6 +229,11 @@ class ServeApplicationSchema(_Schema):
     deployments: list[DeploymentSchema] = Field(default_factory=list)
     external_scaler_enabled: StrictBool = False
     logging_config: LoggingConfigField = None
+    #: Ray's per-application HTTP address, deprecated there: accepted and ignored.
+    host: StrictStr = "0.0.0.0"
+    port: StrictInt = Field(default=8000, ge=1, le=65535)
+    #: Ray's application-level custom autoscaling policy: accepted and ignored.
+    autoscaling_policy: JsonDict | None = None
 
     @field_validator("deployments")
     @classmethod
@@ -254,6 +259,11 @@ class HTTPOptionsSchema(_Schema):
     #: ones before it (the last is outermost, as in Ray Serve).
     middlewares: list[Middleware] = Field(default_factory=list)
     max_request_body_bytes: StrictInt = Field(default=100 * 1024 * 1024, gt=0)
+    #: Ray's HTTPS options: accepted and ignored (terminate TLS in front of the proxies).
+    ssl_keyfile: StrictStr | None = None
+    ssl_certfile: StrictStr | None = None
+    ssl_keyfile_password: StrictStr | None = None
+    ssl_ca_certs: StrictStr | None = None
 
     @field_validator("root_path")
     @classmethod
@@ -269,6 +279,8 @@ class GrpcOptionsSchema(_Schema):
     port: StrictInt = Field(default=9000, ge=1, le=65535)
     #: Import paths of the functions adding the users' servicers to a grpc server.
     grpc_servicer_functions: list[ImportPath] = Field(default_factory=list)
+    #: Ray's end-to-end timeout of gRPC calls: accepted and ignored.
+    request_timeout_s: Seconds | None = Field(default=None, gt=0)
 
 
 class ServeDeploySchema(_Schema):
@@ -279,6 +291,8 @@ class ServeDeploySchema(_Schema):
     grpc_options: GrpcOptionsSchema = Field(default_factory=GrpcOptionsSchema)
     logging_config: LoggingConfigField = None
     applications: list[ServeApplicationSchema] = Field(default_factory=list)
+    #: Ray's percentage of every deployment's target replicas: accepted and ignored.
+    target_capacity: float | None = Field(default=None, ge=0, le=100)
 
     @field_validator("applications")
     @classmethod
@@ -289,6 +303,17 @@ class ServeDeploySchema(_Schema):
         _refuse_duplicates([a.route_prefix for a in value if a.route_prefix is not None],
                            "route_prefix")
         return value
+
+
+#: Ray-only fields Weir accepts and ignores, which `serve build` never writes: a dump
+#: leaves them out unless the config set them.
+RAY_ONLY_FIELDS: dict[type[BaseModel], frozenset[str]] = {
+    ServeDeploySchema: frozenset({"target_capacity"}),
+    HTTPOptionsSchema: frozenset({"ssl_keyfile", "ssl_certfile", "ssl_keyfile_password",
+                                  "ssl_ca_certs"}),
+    GrpcOptionsSchema: frozenset({"request_timeout_s"}),
+    ServeApplicationSchema: frozenset({"host", "port", "autoscaling_policy"}),
+}
 
 
 def _refuse_duplicates(values: list[Any], what: str) -> None:

@@ -23,6 +23,9 @@ CONTROLLERS_PREFIX = "/weir/controllers/"
 PROXIES_PREFIX = "/weir/proxies/"
 HTTP_OPTIONS_KEY = "/weir/http_options"
 GRPC_OPTIONS_KEY = "/weir/grpc_options"
+#: The cluster's own `logging_config` (a config file's top level, `serve.start`): how the
+#: controllers and proxies log (`weir.system_logging`). Absent: WEIR_LOG_LEVEL/WEIR_LOG_JSON.
+LOGGING_CONFIG_KEY = "/weir/logging_config"
 #: When the cluster was last shut down (UNIX seconds): processes started before then exit.
 #: A time, not a flag, since etcd's data outlives a shutdown (`weir start` brings it back).
 SHUTDOWN_KEY = "/weir/shutdown"

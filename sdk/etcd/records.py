@@ -27,6 +27,12 @@ class ReplicaRecord:
     resources: dict[str, float] = field(default_factory=dict)
     #: The GPUs it was given, by index (its CUDA_VISIBLE_DEVICES).
     gpu_indices: tuple[int, ...] = ()
+    #: Its rank among its deployment version's replicas, its node's among their nodes and
+    #: its own on its node, as the leader assigned them (`weir.controller.ranks`; -1 in
+    #: records written before ranks were assigned).
+    rank: int = -1
+    node_rank: int = -1
+    local_rank: int = -1
 
     def to_bytes(self) -> bytes:
         """Serialize for etcd."""

@@ -15,7 +15,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import structlog
@@ -46,16 +45,24 @@ from weir.local_testing import LocalPlane
 from weir.multiplex import get_multiplexed_model_id, multiplexed
 from weir.packages.archive import PackageTooLarge
 from weir.runtime_context import get_replica_context, replica_context_or_none
+from weir.serve.schema import (
+    ApplicationStatusOverview,
+    DeploymentStatusOverview,
+    ServeStatus,
+)
 
 __all__ = [
     "Application",
+    "ApplicationStatusOverview",
     "BackPressureError",
     "Deployment",
     "DeploymentHandle",
     "DeploymentResponse",
     "DeploymentResponseGenerator",
+    "DeploymentStatusOverview",
     "RayServeException",
     "RequestTimeoutError",
+    "ServeStatus",
     "batch",
     "delete",
     "deployment",
@@ -72,37 +79,6 @@ __all__ = [
 ]
 
 DEPLOY_WAIT_S = 120.0
-
-
-@dataclass
-class DeploymentStatusOverview:
-    """One deployment's status."""
-
-    name: str
-    status: str
-    message: str
-    replica_states: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class ApplicationStatusOverview:
-    """One application's status and its deployments'."""
-
-    status: str
-    message: str
-    deployment_timestamp: float
-    deployments: dict[str, DeploymentStatusOverview] = field(default_factory=dict)
-
-
-@dataclass
-class ServeStatus:
-    """What `serve.status()` returns."""
-
-    applications: dict[str, ApplicationStatusOverview] = field(default_factory=dict)
-    controllers: list[dict[str, Any]] = field(default_factory=list)
-    proxies: list[dict[str, Any]] = field(default_factory=list)
-    #: Each node: id, address, state (ALIVE or DEAD), resources offered and used, replicas.
-    nodes: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Session:
@@ -185,15 +161,22 @@ def start(proxy_location: str | None = None, http_options: dict[str, Any] | None
     starlette `Middleware` objects, middleware classes or import paths; objects reach the
     proxies, which are other processes, cloudpickled in the options (`weir.config.middlewares`).
     `grpc_options` with `grpc_servicer_functions` also opens the embedded cluster's gRPC
-    ingress. Ray's proxy_location, logging_config, detached and dedicated_cpu are accepted
+    ingress. `logging_config` sets how the cluster's controllers and proxies log
+    (`weir.system_logging`). Ray's proxy_location, detached and dedicated_cpu are accepted
     and warn that Weir ignores them; any other keyword is a TypeError.
     """
     refuse_unknown("serve.start", start, unexpected)
     ray_options.warn_ignored(ray_options.START, {
-        "proxy_location": proxy_location, "logging_config": logging_config or None,
-        "detached": detached or None, "dedicated_cpu": dedicated_cpu or None}, stacklevel=2)
+        "proxy_location": proxy_location, "detached": detached or None,
+        "dedicated_cpu": dedicated_cpu or None}, stacklevel=2)
     _warn_ignored_http_options(http_options)
+    try:
+        system_logging = check_logging_config(logging_config)
+    except ValueError as exc:
+        raise ValueError(f"serve.start(logging_config=...): {exc}") from None
     config = _start_config(http_options, grpc_options, http_middlewares)
+    if system_logging is not None:
+        config["logging_config"] = system_logging
     client = _connect(config.get("http_options"), config.get("grpc_options"))
     if len(config) > 1:
         client.deploy(config, partial=True)
@@ -331,17 +314,7 @@ def _run_locally(built: BuiltApp) -> DeploymentHandle:
 
 def status() -> ServeStatus:
     """The status of every application on the cluster."""
-    doc = _connect().get_status()
-    out = ServeStatus(controllers=doc.get("controllers", []), proxies=doc.get("proxies", []),
-                      nodes=doc.get("nodes", []))
-    for name, app in doc.get("applications", {}).items():
-        a = app["app_status"]
-        out.applications[name] = ApplicationStatusOverview(
-            a["status"], a["message"], a["deployment_timestamp"],
-            {d["name"]: DeploymentStatusOverview(d["name"], d["status"], d["message"],
-                                                 d.get("replica_states", {}))
-             for d in app["deployment_statuses"]})
-    return out
+    return ServeStatus.from_document(_connect().get_status())
 
 
 def delete(name: str, _blocking: bool = True) -> None:

@@ -22,24 +22,34 @@ def processes_mentioning(*needles: str) -> set[int]:
     return set(find_pids(lambda args: any(n in arg for arg in args for n in needles)))
 
 
-def test_weir_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+def weir_run(tmp_path: Path, *args: str, cwd: Path = ROOT) -> tuple[subprocess.Popen[bytes],
+                                                                     int, Path]:
+    """Start `weir run ARGS` on an embedded cluster: (the process, its HTTP port, its
+    stderr's file)."""
     port = free_port()
     env = {**os.environ, "WEIR_HOME": str(tmp_path)}
     env.pop("WEIR_ADDRESS", None)
     log = tmp_path / "stderr.txt"
     with open(log, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "weir.cli", "run", "tests.e2e.apps.basic:echo", "--port",
-             str(port), "--admin-port", "0"], cwd=ROOT, env=env, stderr=err,
-            start_new_session=True)
-    try:
-        def answered() -> bool:
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
+            [sys.executable, "-m", "weir.cli", "run", *args, "--port", str(port),
+             "--admin-port", "0"], cwd=cwd, env=env, stderr=err, start_new_session=True)
+    return proc, port, log
 
-        wait_for(answered, 60, "weir run to serve")
+
+def http_answer(port: int) -> requests.Response | None:
+    """GET / of the embedded cluster's proxy (None while it does not answer)."""
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+    except requests.RequestException:
+        return None
+
+
+def test_weir_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    proc, port, log = weir_run(tmp_path, "tests.e2e.apps.basic:echo")
+    try:
+        wait_for(lambda: (r := http_answer(port)) is not None and r.status_code == 200, 60,
+                 "weir run to serve")
         match = re.search(r"etcd at (\S+), logs in (\S+)/logs", log.read_text())
         assert match, log.read_text()
         etcd, temp_dir = match.groups()
@@ -58,6 +68,47 @@ def test_weir_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert "RUNNING" in log.read_text()
+
+
+RELOADED_APP = """
+from weir import serve
+
+
+@serve.deployment
+def answer():
+    return "{text}"
+
+
+app = answer.bind()
+"""
+
+
+def test_weir_run_reload_redeploys_when_the_code_changes(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    module = code / "reloaded_app.py"
+    module.write_text(RELOADED_APP.format(text="before"))
+    proc, port, log = weir_run(tmp_path, "reloaded_app:app", "--app-dir", str(code),
+                               "--reload", cwd=tmp_path)
+    try:
+        def answer() -> str:
+            reply = http_answer(port)
+            return reply.text if reply is not None else ""
+
+        wait_for(lambda: answer() == "before", 60, "weir run to serve the first version")
+        wait_for(lambda: "for changes" in log.read_text(), 10, "the watcher to start")
+        module.write_text(RELOADED_APP.format(text="after"))
+        edited = time.monotonic()
+        wait_for(lambda: answer() == "after", 60, "the edited code to answer")
+        print(f"\n[reload] new code answered {time.monotonic() - edited:.2f} s after the edit")
+        assert "changed; redeploying" in log.read_text()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+        assert proc.returncode == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def test_weir_run_bad_import_path_exits_with_reason(tmp_path: Path) -> None:
@@ -100,7 +151,13 @@ handle = serve.run(make_ingress().bind(Adder.bind(100)), name="script")
 import requests
 print("http", requests.get(f"http://127.0.0.1:{sys.argv[1]}/?x=5").json()["sum"])
 print("handle", handle.direct.remote(7).result(timeout_s=30))
-print("status", serve.status().applications["script"].status)
+app_status = serve.status().applications["script"]
+print("status", app_status.status)
+from weir.serve.schema import ApplicationStatusOverview, DeploymentStatusOverview
+ingress = app_status.deployments["Ingress"]
+print("objects", isinstance(app_status, ApplicationStatusOverview),
+      isinstance(ingress, DeploymentStatusOverview), ingress.status, ingress.status_trigger,
+      ingress.replica_states, app_status.last_deployed_time_s > 0)
 from weir import context
 print("etcd", context.cluster().etcd_endpoints)
 serve.shutdown()
@@ -118,6 +175,7 @@ def test_serve_run_from_a_script_ships_code_by_value(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     lines = out.stdout.decode().split("\n")
     assert "http 105" in lines and "handle 107" in lines and "status RUNNING" in lines
+    assert "objects True True HEALTHY CONFIG_UPDATE_COMPLETED {'RUNNING': 1} True" in lines, lines
     assert "done" in lines
     etcd = next(line.split()[1] for line in lines if line.startswith("etcd "))
     wait_for(lambda: not processes_mentioning(etcd), 5, "the script's cluster to be gone")

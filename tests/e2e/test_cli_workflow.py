@@ -75,8 +75,8 @@ def test_build_then_deploy_unchanged(cli: tuple[Cli, str], tmp_path: Path) -> No
     run("deploy", str(config))
     status = wait_app(run, "RUNNING")
     assert status["deployment_statuses"][0] == {
-        "name": "Greeter", "status": "HEALTHY", "message": "",
-        "replica_states": {"RUNNING": 2}}
+        "name": "Greeter", "status": "HEALTHY", "status_trigger": "CONFIG_UPDATE_COMPLETED",
+        "message": "", "replica_states": {"RUNNING": 2}}
     assert requests.get(url + "/", timeout=10).json()["text"] == "hello!"
 
 

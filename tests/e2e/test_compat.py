@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -148,3 +149,22 @@ def test_model_multiplexing(driver: RunningCluster) -> None:
         assert answer["released"] == released, (answer, served)
     assert sum(len(r) for r in expected_released.values()) >= 2
     serve.delete("mux")
+def test_serve_start_logging_config_reaches_controllers_and_proxies(
+        driver: RunningCluster, tmp_path: Path) -> None:
+    logs = tmp_path / "system-logs"
+    serve.start(logging_config={"encoding": "JSON", "log_level": "DEBUG",
+                                "logs_dir": str(logs)})
+    try:
+        def json_lines(component: str) -> list[dict[str, object]]:
+            out = []
+            for path in logs.glob(f"{component}_*.log"):
+                out += [json.loads(line) for line in path.read_text().splitlines()
+                        if line.startswith("{")]
+            return out
+
+        for component in ("controller", "proxy"):
+            lines = wait_for(lambda c=component: json_lines(c), 15,  # type: ignore[misc]
+                             f"the {component}s to log JSON lines under logs_dir")
+            assert all(line["component"] == component for line in lines)
+    finally:
+        serve.start(logging_config={})

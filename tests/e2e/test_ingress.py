@@ -113,6 +113,33 @@ def test_an_app_built_in_the_replica(ingress: RunningCluster) -> None:
 
 
 
+def test_http_options_root_path_mounts_every_route(ingress: RunningCluster) -> None:
+    """Ray's http_options.root_path: routes live under it and the app's root_path starts
+    with it (FastAPI's url_for and docs follow); the proxy's own endpoints stay put."""
+    host, port = ingress.info.http.rsplit(":", 1)
+
+    def set_root(root: str) -> None:
+        ingress.client.deploy({"applications": [], "http_options": {
+            "host": host, "port": int(port), "root_path": root}}, partial=True)
+
+    set_root("/gw")
+    try:
+        wait_for(lambda: ingress.get("/gw/api/where").status_code == 200, 15,
+                 "the proxy to serve under /gw")
+        assert ingress.get("/gw/api/where").json() == {
+            "path": "/gw/api/where", "root_path": "/gw/api",
+            "docs": ingress.url + "/gw/api/greet/x"}
+        assert ingress.get("/api/where").status_code == 404
+        assert "/gw/api/openapi.json" in ingress.get("/gw/api/docs").text
+        assert ingress.get("/gw/api/openapi.json").status_code == 200
+        assert ingress.get("/gw/shop/items/7").json()["root_path"] == "/gw/shop"
+        assert ingress.get("/-/healthz").status_code == 200
+    finally:
+        set_root("")
+        wait_for(lambda: ingress.get("/api/where").status_code == 200, 15,
+                 "the proxy to serve at / again")
+
+
 def test_fastapi_lifespan_shutdown_runs_when_the_replica_stops(ingress: RunningCluster) -> None:
     pid = int(ingress.get("/api/model").json().rsplit(" ", 1)[1])
     mark = Path(shutdown_mark(pid))
@@ -122,3 +149,4 @@ def test_fastapi_lifespan_shutdown_runs_when_the_replica_stops(ingress: RunningC
         wait_for(mark.exists, 30, "the lifespan shutdown to run in the stopping replica")
     finally:
         mark.unlink(missing_ok=True)
+

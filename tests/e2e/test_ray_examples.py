@@ -18,7 +18,8 @@ EXAMPLES = ROOT / "tests" / "e2e" / "apps" / "ray_examples"
 
 
 @pytest.mark.parametrize("example", ["hello", "fastapi_composition", "batching", "streaming",
-                                     "user_config", "request_ids", "multiplexing"])
+                                     "user_config", "request_ids", "key_concepts",
+                                     "model_composition", "production_status", "multiplexing"])
 def test_ray_example_runs_unchanged(cluster: RunningCluster, example: str) -> None:
     env = {**os.environ, "WEIR_ADDRESS": cluster.info.address,
            "WEIR_ETCD_ENDPOINTS": cluster.info.etcd_endpoints,

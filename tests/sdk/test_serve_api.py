@@ -113,17 +113,12 @@ def test_get_deployment_handle_defaults_to_the_callers_own_app(
     assert serve.get_deployment_handle("Other", "theirs").app_name == "theirs"
 
 
-def test_start_warns_for_the_http_options_weir_ignores() -> None:
-    seen = ignored_warnings(lambda: [
+def test_start_warns_for_no_http_option_now_that_root_path_is_acted_on() -> None:
+    ray_options.forget_warnings()
+    assert ignored_warnings(lambda: [
         serve._warn_ignored_http_options({"root_path": "/api", "keep_alive_timeout_s": 9,
                                           "port": 8001}),
-        serve._warn_ignored_http_options(HTTPOptions(root_path="/api"))])
-    assert [m.split(" (at")[0] for m in seen] == [
-        "Weir ignores the config file option 'http_options.root_path'"]
-    assert "serve.start(http_options=...)" in seen[0]
-    ray_options.forget_warnings()
-    assert ignored_warnings(lambda: serve._warn_ignored_http_options(
-        {"root_path": "", "keep_alive_timeout_s": 5.0})) == [], "defaults ask for nothing"
+        serve._warn_ignored_http_options(HTTPOptions(root_path="/api"))]) == []
 
 
 # ----------------------------------------------------------------- DeploymentHandle.options

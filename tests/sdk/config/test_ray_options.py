@@ -56,12 +56,12 @@ def test_none_and_options_weir_acts_on_do_not_warn() -> None:
 
 
 def test_a_name_warns_once_per_scope() -> None:
-    seen = caught(lambda: [warn_ignored(ray_options.CONFIG, {"logging_config": {}}),
-                           warn_ignored(ray_options.START, {"logging_config": {}}),
-                           warn_ignored(ray_options.CONFIG, {"logging_config": {}})])
+    seen = caught(lambda: [warn_ignored(ray_options.CONFIG, {"proxy_location": "HeadOnly"}),
+                           warn_ignored(ray_options.START, {"proxy_location": "HeadOnly"}),
+                           warn_ignored(ray_options.CONFIG, {"proxy_location": "HeadOnly"})])
     assert [str(w.message).split(":")[0] for w in seen] == [
-        "Weir ignores the config file option 'logging_config'",
-        "Weir ignores the serve.start() option 'logging_config'"]
+        "Weir ignores the config file option 'proxy_location'",
+        "Weir ignores the serve.start() option 'proxy_location'"]
 
 
 def test_the_warning_points_at_the_callers_line() -> None:
@@ -105,12 +105,18 @@ def test_unknown_keywords_are_refused_by_name_with_the_accepted_ones() -> None:
 EVERYTHING_IGNORED = """\
 proxy_location: HeadOnly
 logging_config: {log_level: DEBUG}
-http_options: {root_path: /api, keep_alive_timeout_s: 90}
+target_capacity: 50
+http_options: {root_path: /api, keep_alive_timeout_s: 90, ssl_keyfile: /k.pem,
+               ssl_certfile: /c.pem, ssl_keyfile_password: pw, ssl_ca_certs: /ca.pem}
+grpc_options: {request_timeout_s: 5}
 applications:
 - import_path: mod:app
   logging_config: {encoding: JSON}
   external_scaler_enabled: true
   runtime_env: {pip: [numpy]}
+  host: 127.0.0.1
+  port: 8001
+  autoscaling_policy: {policy_function: mod:policy}
   deployments:
   - name: A
     ray_actor_options: {num_cpus: 1}
@@ -187,3 +193,42 @@ def test_compatibility_doc_lists_every_ignored_option() -> None:
     for scope, reasons in IGNORED.items():
         for name in reasons:
             assert (name, scope) in rows, f"docs/compatibility.md lacks `{name}` ({scope})"
+
+
+#: Every field of Ray Serve's config schemas (its API reference, Ray 2.4x).
+RAY_SCHEMA_FIELDS = {
+    "ServeDeploySchema": {"proxy_location", "http_options", "grpc_options", "logging_config",
+                          "applications", "target_capacity"},
+    "ServeApplicationSchema": {"name", "route_prefix", "import_path", "runtime_env", "host",
+                               "port", "deployments", "autoscaling_policy", "args",
+                               "logging_config", "external_scaler_enabled"},
+    "DeploymentSchema": {"name", "num_replicas", "max_ongoing_requests",
+                         "max_queued_requests", "user_config", "autoscaling_config",
+                         "graceful_shutdown_wait_loop_s", "graceful_shutdown_timeout_s",
+                         "health_check_period_s", "health_check_timeout_s",
+                         "ray_actor_options", "placement_group_bundles",
+                         "placement_group_strategy", "max_replicas_per_node", "logging_config",
+                         "request_router_config", "max_constructor_retry_count"},
+    "HTTPOptionsSchema": {"host", "port", "root_path", "request_timeout_s",
+                          "keep_alive_timeout_s", "ssl_keyfile", "ssl_certfile",
+                          "ssl_keyfile_password", "ssl_ca_certs"},
+    "GrpcOptionsSchema": {"port", "grpc_servicer_functions", "request_timeout_s"},
+}
+
+
+def test_every_field_of_rays_config_schemas_is_accepted() -> None:
+    from weir.config import schema
+
+    for model, fields in RAY_SCHEMA_FIELDS.items():
+        missing = fields - set(getattr(schema, model).model_fields)
+        assert not missing, f"{model} refuses Ray's {sorted(missing)}"
+
+
+def test_a_dump_leaves_out_ray_only_fields_nobody_set() -> None:
+    text = dump_config(parse_config({"applications": [{"import_path": "mod:app"}]}))
+    doc = yaml.safe_load(text)
+    assert "target_capacity" not in doc
+    assert "ssl_keyfile" not in doc["http_options"]
+    assert "request_timeout_s" not in doc["grpc_options"]
+    assert not {"host", "port", "autoscaling_policy"} & set(doc["applications"][0])
+    assert "target_capacity: 50" in dump_config(parse_config(EVERYTHING_IGNORED))
