@@ -188,12 +188,14 @@ class ProxyApp:
     async def _serve(self, scope: Scope, receive: Any, send: Any) -> None:
         """The proxy's own app, inside the middlewares."""
         if scope["type"] == "websocket":
-            local = under_root(scope["path"], self._root_path())
+            root = self._root_path()
+            local = under_root(scope["path"], root)
             if local is None:
                 await send({"type": "websocket.close", "code": 1000})
                 return
-            # The relay routes by the path under root_path (which the app does not see yet).
-            await relay_websocket(self.plane, {**scope, "path": local}, receive, send)
+            # The relay routes by the path under root_path; the app sees root_path in front
+            # of its route prefix and the whole path, as over HTTP.
+            await relay_websocket(self.plane, {**scope, "root_path": root}, receive, send)
             return
         if scope["type"] != "http":
             return

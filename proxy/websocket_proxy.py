@@ -43,7 +43,9 @@ def _request(scope: dict[str, Any], app_prefix: str) -> pb.CallRequest:
             method="GET", path=scope["path"], query_string=scope.get("query_string", b""),
             headers=[pb.Header(name=k, value=v) for k, v in scope["headers"]],
             scheme=scope.get("scheme", "ws"),
-            root_path=app_prefix if app_prefix != "/" else "",
+            # The cluster's http_options.root_path (put in the scope by the proxy app), then
+            # the route prefix, as for HTTP requests.
+            root_path=scope.get("root_path", "") + (app_prefix if app_prefix != "/" else ""),
             client_host=client[0] or "", client_port=client[1] or 0,
             http_version=scope.get("http_version", "1.1")))
 
@@ -59,9 +61,12 @@ def _client_message(frame: pb.WebSocketFrame) -> dict[str, Any]:
 
 async def relay_websocket(plane: DataPlane, scope: dict[str, Any], receive: Any,
                           send: Any) -> None:
-    """Serve one client WebSocket by relaying it to a replica."""
+    """Serve one client WebSocket by relaying it to a replica. `scope["root_path"]`, if
+    set, is the cluster's http_options.root_path, which `scope["path"]` starts with."""
     table = plane.table
-    route = match_route(table.routes, scope["path"]) if table else None
+    # Routes match the path under the cluster's root_path (the proxy app checked it is).
+    local = scope["path"][len(scope.get("root_path", "")):] or "/"
+    route = match_route(table.routes, local) if table else None
     connect = await receive()
     if connect["type"] != "websocket.connect":
         return

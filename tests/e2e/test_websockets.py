@@ -107,3 +107,35 @@ def test_an_app_that_closes_before_accepting_refuses_the_handshake(
         assert client.handshake.status_code == 403
     finally:
         client.shut()
+
+
+def test_websockets_are_served_under_http_options_root_path(chat: RunningCluster) -> None:
+    """Ray's http_options.root_path holds for WebSockets too: /gw/chat/ws reaches the app,
+    /chat/ws no longer does."""
+    host, port = chat.info.http.rsplit(":", 1)
+
+    def set_root(root: str) -> None:
+        chat.client.deploy({"applications": [], "http_options": {
+            "host": host, "port": int(port), "root_path": root}}, partial=True)
+
+    set_root("/gw")
+    try:
+        wait_for(lambda: chat.get("/gw/chat/closes").status_code == 200, 15,
+                 "the proxy to serve under /gw")
+        client = Client(chat.url, "/gw/chat/ws")
+        try:
+            assert isinstance(client.handshake, AcceptConnection)
+            client.send("rooted")
+            reply = client.receive()
+            assert isinstance(reply, TextMessage) and reply.data == "echo: rooted"
+        finally:
+            client.shut()
+        outside = Client(chat.url, "/chat/ws")
+        try:
+            assert not isinstance(outside.handshake, AcceptConnection)
+        finally:
+            outside.shut()
+    finally:
+        set_root("")
+        wait_for(lambda: chat.get("/chat/closes").status_code == 200, 15,
+                 "the proxy to serve at / again")
