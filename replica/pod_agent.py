@@ -137,8 +137,10 @@ def main(argv: list[str] | None = None) -> None:
         await store.connect()
         start = await with_previous_replicas(store, node)
         try:
-            await NodeAgent(store, start, PodLauncher(client, pod_settings),
-                            opts.lease_ttl).run(signalled)
+            # Each pod fetches its own packages (weir.replica.pod_replica): this agent's
+            # disk is not the replicas'.
+            await NodeAgent(store, start, PodLauncher(client, pod_settings), opts.lease_ttl,
+                            replicas_fetch_code=True).run(signalled)
         finally:
             await store.close()
             await client.close()

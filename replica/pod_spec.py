@@ -15,6 +15,8 @@ A replica's pod:
 - never restarts its container (`restartPolicy: Never`): a replica that dies is replaced by
   the leader under a new id, exactly as a local process is, so the pod's end is the
   replica's end and its reason (`Evicted`, `OOMKilled`, `ImagePullBackOff`) is reported;
+- fetches its app's code packages itself (`weir.replica.pod_replica`), as a node agent
+  on another machine does, then runs the replica;
 - binds and advertises its pod IP, which the downward API puts in WEIR_POD_IP and
   Kubernetes expands in the container's arguments (`$(WEIR_POD_IP)`).
 """
@@ -30,7 +32,6 @@ from typing import Any
 
 from weir.auth import TOKEN_ENV
 from weir.etcd.records import ReplicaRecord
-from weir.processes import REPLICA_MODULE
 from weir.runtime_env import PreparedEnv
 
 #: Label and annotation keys of replica pods.
@@ -45,6 +46,9 @@ REPLICA_ID_ANNOTATION = LABEL_PREFIX + "replica-id"
 POD_IP_ENV = "WEIR_POD_IP"
 #: Kubernetes' name of a whole NVIDIA GPU.
 GPU_RESOURCE = "nvidia.com/gpu"
+#: The module a replica pod runs: it fetches the app's code packages, then execs the
+#: replica (`weir.replica.pod_replica`).
+POD_REPLICA_MODULE = "weir.replica.pod_replica"
 #: The container of a replica pod.
 CONTAINER = "replica"
 #: Where a replica finds etcd's TLS files (the chart mounts them at the same place).
@@ -148,7 +152,7 @@ def container_resources(resources: Mapping[str, float]) -> dict[str, dict[str, s
 
 def replica_args(record: ReplicaRecord, settings: PodSettings) -> list[str]:
     """The replica's arguments; Kubernetes expands `$(WEIR_POD_IP)` from the env."""
-    return ["-m", REPLICA_MODULE, "--replica-id", record.replica_id,
+    return ["-m", POD_REPLICA_MODULE, "--replica-id", record.replica_id,
             "--etcd", settings.etcd_endpoints, "--cluster-id", settings.cluster_id,
             "--host", f"$({POD_IP_ENV})"]
 

@@ -11,7 +11,8 @@ as `spec.containers[0]` would run in the Weir image (`python` is this interprete
 the env resolved as Kubernetes resolves it (values, the downward API's `status.podIP`,
 Secret keys) and `$(VAR)` expanded in the arguments; it writes the pod's status back
 through the API (Running with a pod IP of 127.0.0.1, Failed with the container's exit
-code), kills the process of a pod that was deleted, and leaves a pod that asks for a GPU
+code), kills the process of a pod that was deleted, gives each pod a home folder of its own
+(WEIR_HOME: the pod's disk, where it caches code packages), and leaves a pod that asks for a GPU
 Pending as Unschedulable, since this machine has none.
 """
 
@@ -259,8 +260,11 @@ class TestKubelet:
         command = [sys.executable if c == "python" else c for c in container["command"]]
         args = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), a)
                 for a in container["args"]]
-        # The image is this interpreter's environment: PATH and the like come from here.
-        full_env = {**os.environ, **env}
+        # The image is this interpreter's environment: PATH and the like come from here. A
+        # pod's disk is its own: its WEIR_HOME (where it caches code packages) too.
+        home = self.log_dir / name
+        home.mkdir(parents=True, exist_ok=True)
+        full_env = {**os.environ, "WEIR_HOME": str(home), **env}
         self.procs[name] = spawn([*command, *args], log_path=self.log_dir / f"{name}.log",
                                  env=full_env, cwd=container.get("workingDir"))
         self.set_status(name, {"phase": "Running", "podIP": "127.0.0.1", "containerStatuses": [

@@ -82,6 +82,7 @@ def test_replicas_run_as_pods_and_are_replaced(cluster: RunningCluster,
         agent.start()
         try:
             _serve_replace_adopt(cluster, api, kubelet, agent, owner_uid)
+            _shipped_code_reaches_pods(cluster, kubelet, tmp_path)
             _pending_shows_kubernetes_reason(cluster, api)
         finally:
             agent.stop()
@@ -94,8 +95,7 @@ def _serve_replace_adopt(cluster: RunningCluster, api: FakeApiServer, kubelet: T
         "runtime_env": {"working_dir": str(ROOT)},
         "deployments": [{"name": "Steady", "num_replicas": 2,
                          "ray_actor_options": {"num_cpus": 1}}]}]}, partial=True,
-        # On Kubernetes the code is in the image (the test kubelet runs pods from this
-        # checkout): packages do not reach pods yet.
+        # Code in the image: the test kubelet runs pods from this checkout.
         ship_code=False)
     cluster.wait_status(APP, "RUNNING", timeout=30)
     wait_for(lambda: len(running(cluster)) == 2, 20, "two RUNNING replicas")
@@ -139,6 +139,42 @@ def _serve_replace_adopt(cluster: RunningCluster, api: FakeApiServer, kubelet: T
              "the agent's log")
     assert running(cluster) == before and len(api.created) == created
     assert cluster.get(f"/{APP}").status_code == 200
+
+
+SHIPPED_APP = """
+import os
+from weir import serve
+
+@serve.deployment
+class Shipped:
+    def __call__(self, request):
+        return {"pid": os.getpid(), "cwd": os.getcwd()}
+
+app = Shipped.bind()
+"""
+
+
+def _shipped_code_reaches_pods(cluster: RunningCluster, kubelet: TestKubelet,
+                               tmp_path: Path) -> None:
+    """An app deployed from a local working_dir that the kubelet's processes cannot import:
+    `deploy` packs and uploads it, and the pod fetches it from a controller."""
+    code = tmp_path / "shipped-code"
+    code.mkdir()
+    (code / "shipped_pod_app.py").write_text(SHIPPED_APP)
+    cluster.client.deploy({"applications": [{
+        "name": "shipped", "route_prefix": "/shipped", "import_path": "shipped_pod_app:app",
+        "runtime_env": {"working_dir": str(code)},
+        "deployments": [{"name": "Shipped", "ray_actor_options": {"num_cpus": 1}}]}]},
+        partial=True)
+    cluster.wait_status("shipped", "RUNNING", timeout=30)
+    answer = cluster.get("/shipped").json()
+    assert answer["pid"] in {proc.pid for proc in kubelet.procs.values()}
+    # The replica runs in the pod's own copy of the package (fetched into its WEIR_HOME),
+    # not in the folder it was deployed from, which no pod's process has on its path.
+    cwd = Path(answer["cwd"]).resolve()
+    assert (cwd / "shipped_pod_app.py").read_text() == SHIPPED_APP
+    assert kubelet.log_dir in cwd.parents and cwd.parent.name == "packages"
+    cluster.client.delete_apps(["shipped"])
 
 
 def pods_by_id(api: FakeApiServer) -> dict[str, str]:
