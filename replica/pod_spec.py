@@ -31,6 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weir.auth import TOKEN_ENV
+from weir.etcd.endpoints import (
+    CA_FILE_ENV,
+    CERT_FILE_ENV,
+    KEY_FILE_ENV,
+    PASSWORD_ENV,
+    USER_ENV,
+)
 from weir.etcd.records import ReplicaRecord
 from weir.runtime_env import PreparedEnv
 
@@ -88,6 +95,9 @@ class PodSettings:
     #: A Secret with etcd's TLS files (ca.crt, tls.crt, tls.key) to mount in every replica
     #: ("": etcd without client TLS files).
     etcd_tls_secret: str = ""
+    #: A Secret with an etcd user (`username`, `password` keys) every replica logs in as
+    #: ("": etcd checks no users).
+    etcd_credentials_secret: str = ""
 
 
 def label_value(text: str) -> str:
@@ -170,14 +180,18 @@ def replica_env(env: PreparedEnv, settings: PodSettings) -> list[dict[str, Any]]
     else:
         out.append({"name": TOKEN_ENV, "value": settings.token})
     if settings.etcd_tls_secret:
-        out.extend({"name": f"WEIR_ETCD_{part}_FILE", "value": f"{ETCD_TLS_DIR}/{file}"}
-                   for part, file in (("CA", "ca.crt"), ("CERT", "tls.crt"),
-                                      ("KEY", "tls.key")))
+        out.extend({"name": name, "value": f"{ETCD_TLS_DIR}/{file}"}
+                   for name, file in ((CA_FILE_ENV, "ca.crt"), (CERT_FILE_ENV, "tls.crt"),
+                                      (KEY_FILE_ENV, "tls.key")))
+    if settings.etcd_credentials_secret:
+        out.extend({"name": name, "valueFrom": {"secretKeyRef": {
+                        "name": settings.etcd_credentials_secret, "key": key}}}
+                   for name, key in ((USER_ENV, "username"), (PASSWORD_ENV, "password")))
     app_env = {**settings.env, **env.env_vars}
     if env.sys_paths:
         app_env["PYTHONPATH"] = ":".join(env.sys_paths)
-    out.extend({"name": k, "value": v} for k, v in sorted(app_env.items())
-               if k not in (POD_IP_ENV, TOKEN_ENV, "WEIR_ETCD_ENDPOINTS"))
+    taken = {e["name"] for e in out}  # Weir's own: an app's env does not override them
+    out.extend({"name": k, "value": v} for k, v in sorted(app_env.items()) if k not in taken)
     return out
 
 

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES_VERSIONS = ("1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0")
 EXTERNAL_ETCD = {"etcd": {"external": {
     "endpoints": "https://etcd-a.example:2379,https://etcd-b.example:2379",
-    "tlsSecret": "etcd-client-tls"}}}
+    "tlsSecret": "etcd-client-tls", "credentialsSecret": "etcd-user"}}}
+OWN_ETCD_TLS = {"etcd": {"tls": {"enabled": True, "secret": "weir-etcd-tls"}}}
 EVERYTHING_ON = {
     "token": {"existingSecret": "my-token"},
     "proxy": {"autoscaling": {"enabled": True}, "service": {"type": "LoadBalancer"}},
@@ -74,8 +75,8 @@ def test_the_plain_manifests_are_the_default_render(render: Any) -> None:
         assert have[name] == want[name], f"{name} is stale: run python deploy/render_manifests.py"
 
 
-@pytest.mark.parametrize("values", [None, EXTERNAL_ETCD, EVERYTHING_ON],
-                         ids=["default", "external-etcd", "everything-on"])
+@pytest.mark.parametrize("values", [None, EXTERNAL_ETCD, OWN_ETCD_TLS, EVERYTHING_ON],
+                         ids=["default", "external-etcd", "own-etcd-tls", "everything-on"])
 def test_every_manifest_validates_strictly(render: Any, values: dict[str, Any] | None) -> None:
     _need("kubernetes_validate")
     import kubernetes_validate
@@ -119,6 +120,42 @@ def test_an_external_etcd_replaces_the_statefulset_and_mounts_its_tls(render: An
     assert controller["volumes"][0]["secret"]["secretName"] == "etcd-client-tls"
     agent = objects[("Deployment", "weir-pod-agent")]["spec"]["template"]["spec"]
     assert "--etcd-tls-secret=etcd-client-tls" in agent["containers"][0]["args"]
+    # The etcd user, from its Secret, in every Weir pod and (through the agent) replica pods.
+    assert "--etcd-credentials-secret=etcd-user" in agent["containers"][0]["args"]
+    for name in ("weir-controller", "weir-proxy", "weir-pod-agent"):
+        pod = objects[("Deployment", name)]["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["WEIR_ETCD_USER"]["valueFrom"]["secretKeyRef"] == {
+            "name": "etcd-user", "key": "username"}, name
+        assert env["WEIR_ETCD_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "etcd-user", "key": "password"}, name
+
+
+def test_the_charts_own_etcd_speaks_tls_to_peers_and_clients_when_asked(render: Any) -> None:
+    plain = by_kind(render.render())
+    assert not any("WEIR_ETCD_CA_FILE" in str(d) or "--client-cert-auth" in str(d)
+                   for d in plain.values())
+    objects = by_kind(render.render(OWN_ETCD_TLS))
+    etcd = objects[("StatefulSet", "weir-etcd")]["spec"]["template"]["spec"]
+    (member,) = etcd["containers"]
+    args = member["command"]
+    assert "--client-cert-auth" in args and "--peer-client-cert-auth" in args
+    assert "--listen-client-urls=https://0.0.0.0:2379" in args
+    assert "https://weir-etcd-2.weir-etcd.weir.svc:2380" in next(
+        a for a in args if a.startswith("--initial-cluster="))
+    assert etcd["volumes"] == [{"name": "tls", "secret": {"secretName": "weir-etcd-tls"}}]
+    # The kubelet has no client certificate: probes go to the plain metrics listener.
+    assert member["readinessProbe"]["httpGet"]["port"] == 2381
+    assert "--listen-metrics-urls=http://0.0.0.0:2381" in args
+    for name in ("weir-controller", "weir-proxy", "weir-pod-agent"):
+        pod = objects[("Deployment", name)]["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["WEIR_ETCD_CERT_FILE"] == "/etc/weir/etcd-tls/tls.crt", name
+        assert pod["volumes"][0]["secret"]["secretName"] == "weir-etcd-tls", name
+    agent = objects[("Deployment", "weir-pod-agent")]["spec"]["template"]["spec"]
+    assert "--etcd-tls-secret=weir-etcd-tls" in agent["containers"][0]["args"]
+    with pytest.raises(Exception, match=r"etcd\.tls\.secret: name the Secret"):
+        render.render({"etcd": {"tls": {"enabled": True}}})
 
 
 def test_optional_parts_render_when_asked(render: Any) -> None:
@@ -153,7 +190,7 @@ def test_weir_build_k_prints_a_config_map_the_chart_deploys(render: Any) -> None
 def test_helm_lint_passes(render: Any) -> None:
     import helm_python as helm
 
-    for values in (None, EXTERNAL_ETCD, EVERYTHING_ON):
+    for values in (None, EXTERNAL_ETCD, OWN_ETCD_TLS, EVERYTHING_ON):
         report = helm.lint(ROOT / "deploy" / "helm" / "weir", values, strict=True)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
         assert not problems, problems
