@@ -4,10 +4,11 @@ Design. Code shipped by value (a working_dir or py_modules packed by `weir deplo
 by the controllers, `weir.packages`) reaches a pod the way it reaches a node agent on
 another machine: the pod reads its app's runtime_env in etcd and fetches each package from
 a controller into its own cache (`prepare_app_env`, the node agent's own call). The pod
-agent cannot do it for the pod, since its disk is not the pod's. Then this process
-`exec`s the replica (`python -m weir.replica`) in the package's directory with the
-package on PYTHONPATH: the same PID, so Kubernetes and the agent see one container
-process, and a replica module that knows nothing of pods.
+agent cannot do it for the pod, since its disk is not the pod's. Then this process runs
+the replica's own entry point (`python -m weir.replica`) in the package's directory with
+the package on sys.path and PYTHONPATH. In this process rather than by `exec`: a second
+interpreter would import grpc and the rest again, a second or more of every pod's start
+on a busy machine; the replica module still knows nothing of pods.
 
 Failure it guards against: a package that cannot be fetched (no controller has it, etcd is
 away). The process exits 1 and writes why to Kubernetes' termination message, so the pod
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import runpy
 import sys
 from pathlib import Path
 
@@ -94,9 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         os.chdir(env.cwd)
     log.info("starting replica", replica_id=opts.replica_id, cwd=env.cwd or os.getcwd(),
              sys_paths=env.sys_paths)
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", REPLICA_MODULE, *args],
-              replica_process_env(env, dict(os.environ)))
+    os.environ.update(replica_process_env(env, dict(os.environ)))  # for its children too
+    sys.path[:0] = env.sys_paths
+    sys.argv = [REPLICA_MODULE, *args]
+    runpy.run_module(REPLICA_MODULE, run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

@@ -234,9 +234,10 @@ class TestKubelet:
                 self._start(pod)
             elif proc is not None and phase == "Running" and proc.poll() is not None:
                 del self.procs[name]
+                # A container killed by a signal exits 128 + its number, as runtimes report.
+                code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
                 self.set_status(name, {"phase": "Failed", "containerStatuses": [
-                    container_status({"terminated": {"reason": "Error",
-                                                     "exitCode": proc.returncode}})]})
+                    container_status({"terminated": {"reason": "Error", "exitCode": code}})]})
 
     def _start(self, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]

@@ -119,12 +119,23 @@ def _serve_replace_adopt(cluster: RunningCluster, api: FakeApiServer, kubelet: T
              "the deleted pod's replica to be replaced")
     assert set(replica_pods(api)) == running(cluster)
 
-    # An evicted pod: the same, and its pod is cleaned up.
-    evicted = next(iter(running(cluster)))
+    # An evicted pod, then a container that dies (killed, as by the OOM killer): status
+    # says what Kubernetes said of each until they are replaced, and their pods are cleaned
+    # up. (The two replacements overlap, to keep the test short.)
+    evicted, crashed = sorted(wait_for(lambda: both_running(cluster), 20, "two RUNNING"))
     kubelet.evict(pods_by_id(api)[evicted])
-    wait_for(lambda: len(running(cluster)) == 2 and evicted not in running(cluster), 20,
-             "the evicted pod's replica to be replaced")
-    wait_for(lambda: evicted not in replica_pods(api), 5, "the evicted pod to be deleted")
+    message = wait_for(lambda: status_naming(cluster, "Evicted"), 10, "Evicted in status")
+    assert f"replica {evicted} died unexpectedly: pod " in message
+    assert "Failed: Evicted: The node was low on resource: memory." in message
+    kubelet.procs[pods_by_id(api)[crashed]].kill()
+    message = wait_for(lambda: status_naming(cluster, "exit code"), 10, "the exit in status")
+    assert f"replica {crashed} died unexpectedly: pod " in message
+    assert "Failed: Error: exit code 137" in message
+    wait_for(lambda: len(running(cluster)) == 2 and not {evicted, crashed} & running(cluster),
+             30, "the evicted and the crashed pods' replicas to be replaced")
+    wait_for(lambda: not {evicted, crashed} & set(replica_pods(api)), 5,
+             "the ended pods to be deleted")
+    wait_for(lambda: not status_naming(cluster, "died"), 10, "the message to clear")
     assert cluster.get(f"/{APP}").status_code == 200
 
     # A restarted agent adopts its pods: no new pod, the same replicas.
@@ -177,6 +188,18 @@ def _shipped_code_reaches_pods(cluster: RunningCluster, kubelet: TestKubelet,
     cluster.client.delete_apps(["shipped"])
 
 
+def both_running(cluster: RunningCluster) -> set[str]:
+    """The two RUNNING replicas of the app, or an empty set while there are not two."""
+    now = running(cluster)
+    return now if len(now) == 2 else set()
+
+
+def status_naming(cluster: RunningCluster, word: str, app: str = APP) -> str:
+    """The app's status message if it names `word`, else ""."""
+    message = str(cluster.app_status(app).get("app_status", {}).get("message", ""))
+    return message if word in message else ""
+
+
 def pods_by_id(api: FakeApiServer) -> dict[str, str]:
     return {rid: p["metadata"]["name"] for rid, p in replica_pods(api).items()}
 
@@ -189,11 +212,8 @@ def _pending_shows_kubernetes_reason(cluster: RunningCluster, api: FakeApiServer
                          "ray_actor_options": {"num_cpus": 0, "num_gpus": 1}}]}]},
         partial=True, ship_code=False)
 
-    def reason() -> str:
-        message = str(cluster.app_status("gpu").get("app_status", {}).get("message", ""))
-        return message if "Unschedulable" in message else ""
-
-    message = wait_for(reason, 20, "the Pending pod's reason in status")
+    message = wait_for(lambda: status_naming(cluster, "Unschedulable", "gpu"), 20,
+                       "the Pending pod's reason in status")
     assert "Insufficient nvidia.com/gpu" in message and "Pending for" in message
     cluster.client.delete_apps(["gpu"])
     wait_for(lambda: not any(p["spec"]["containers"][0]["resources"].get("limits")
