@@ -215,6 +215,9 @@ def _pending_shows_kubernetes_reason(cluster: RunningCluster, api: FakeApiServer
     message = wait_for(lambda: status_naming(cluster, "Unschedulable", "gpu"), 20,
                        "the Pending pod's reason in status")
     assert "Insufficient nvidia.com/gpu" in message and "Pending for" in message
+    # The stuck pod was deleted and its replica replaced by a new pod (Pending in turn).
+    wait_for(lambda: sum(n.startswith("weir-gpu-") for n in api.created) >= 2, 15,
+             "a new pod in place of the one stuck Pending")
     cluster.client.delete_apps(["gpu"])
     wait_for(lambda: not any(p["spec"]["containers"][0]["resources"].get("limits")
                              for p in api.pod_list(NAMESPACE)), 10, "the GPU pod to go")
