@@ -183,8 +183,27 @@ def test_weir_build_k_prints_a_config_map_the_chart_deploys(render: Any) -> None
     objects = by_kind(render.render({"existingConfigMap": config_map["metadata"]["name"]}))
     assert not any(kind == "ConfigMap" for kind, _ in objects)  # the user's is used
     job = next(d for (kind, _), d in objects.items() if kind == "Job")
-    volume = job["spec"]["template"]["spec"]["volumes"][0]
+    pod = job["spec"]["template"]["spec"]
+    volume = pod["volumes"][0]
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    # The Job deploys the key the ConfigMap holds the config under.
+    mount = pod["containers"][0]["volumeMounts"][0]
+    assert mount["name"] == volume["name"]
+    assert pod["containers"][0]["command"][2] == f"{mount['mountPath']}/config.yaml"
+
+    # The same shape as the ConfigMap the chart makes from the `config` value: same kind,
+    # same single key, the same config once parsed, and valid on every Kubernetes.
+    from_values = by_kind(render.render({"config": config}))[("ConfigMap", "weir-config")]
+    assert config_map["apiVersion"] == from_values["apiVersion"] == "v1"
+    assert set(config_map["data"]) == set(from_values["data"]) == {"config.yaml"}
+    assert yaml.safe_load(from_values["data"]["config.yaml"]) == config
+    labels = from_values["metadata"]["labels"]
+    assert config_map["metadata"]["labels"].items() <= labels.items()
+    _need("kubernetes_validate")
+    import kubernetes_validate
+
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(config_map, version, strict=True)
 
 
 def test_helm_lint_passes(render: Any) -> None:
