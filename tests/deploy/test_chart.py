@@ -230,3 +230,19 @@ def test_the_dockerfile_passes_hadolint_and_installs_this_version() -> None:
     assert f'"weir[kubernetes]=={version}"' in dockerfile.read_text()
     chart = yaml.safe_load((ROOT / "deploy" / "helm" / "weir" / "Chart.yaml").read_text())
     assert chart["appVersion"] == version
+
+
+def test_every_flag_the_charts_etcd_gets_is_one_etcd_knows(render: Any) -> None:
+    """The StatefulSet's command, with and without TLS, against `etcd --help` of the etcd
+    Weir installs (3.5, as the chart's image)."""
+    from weir.etcd.server import find_etcd_binary
+
+    usage = subprocess.run([find_etcd_binary(), "--help"], capture_output=True, text=True,
+                           timeout=30, check=False)
+    known = set(re.findall(r"(?m)^\s+(--[a-z0-9-]+)", usage.stdout + usage.stderr))
+    assert "--client-cert-auth" in known
+    for values in (None, OWN_ETCD_TLS):
+        etcd = by_kind(render.render(values))[("StatefulSet", "weir-etcd")]
+        command = etcd["spec"]["template"]["spec"]["containers"][0]["command"]
+        flags = {arg.split("=", 1)[0] for arg in command[1:]}
+        assert flags <= known, flags - known
