@@ -265,7 +265,10 @@ class TestKubelet:
         # pod's disk is its own: its WEIR_HOME (where it caches code packages) too.
         home = self.log_dir / name
         home.mkdir(parents=True, exist_ok=True)
-        full_env = {**os.environ, "WEIR_HOME": str(home), **env}
+        # Weir's own settings (etcd's user, the token) come from the spec alone.
+        image_env = {k: v for k, v in os.environ.items()
+                     if not k.startswith("WEIR_ETCD_") and k != "WEIR_TOKEN"}
+        full_env = {**image_env, "WEIR_HOME": str(home), **env}
         self.procs[name] = spawn([*command, *args], log_path=self.log_dir / f"{name}.log",
                                  env=full_env, cwd=container.get("workingDir"))
         self.set_status(name, {"phase": "Running", "podIP": "127.0.0.1", "containerStatuses": [

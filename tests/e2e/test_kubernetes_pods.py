@@ -1,5 +1,7 @@
 """Replicas as pods: a real cluster (etcd, controller, proxy), a real pod agent, and a fake
 Kubernetes API server whose test kubelet runs each pod's container as a local process.
+etcd checks users: the servers log in from their environment, replica pods with the user
+of a Secret (the kubelet gives a pod only what its spec says, as a container runtime does).
 
 The pod spec alone must start a replica that registers and serves through the proxy; a
 deleted or evicted pod's replica is replaced; a restarted pod agent adopts its pods; a pod
@@ -20,8 +22,10 @@ import pytest
 
 from tests.e2e.conftest import ROOT, RunningCluster, start_cluster, wait_for
 from tests.e2e.kube_fake import FakeApiServer, TestKubelet, fake_kubernetes
+from tests.sdk.etcd.secured_etcd import ROOT_USER, enable_auth
 from weir.auth import new_token
 from weir.cli.local_cluster import NodeOptions
+from weir.etcd.server import EtcdServer
 from weir.processes import spawn, terminate
 from weir.replica.pod_spec import REPLICA_ID_ANNOTATION
 
@@ -33,11 +37,23 @@ OWNER = "weir-pod-agent"
 APP = "pods"
 
 
+ETCD_PASSWORD = "pods-s3cret"
+#: The Secret replica pods read the etcd user from (the chart's credentialsSecret).
+ETCD_USER_SECRET = "etcd-user"
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    """A cluster with a token whose own machine offers no CPU to replicas."""
-    yield from start_cluster(tmp_path_factory, token=new_token(),
-                             node=NodeOptions(num_cpus=0, num_gpus=0))
+    """A cluster with a token, on an etcd that checks users, whose own machine offers no
+    CPU to replicas. Its servers log in from the environment (as the chart's Deployments
+    do); replica pods get the user from a Secret, through the pod agent."""
+    with EtcdServer(str(tmp_path_factory.mktemp("auth-etcd"))) as etcd:
+        enable_auth(etcd, ETCD_PASSWORD)
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("WEIR_ETCD_USER", ROOT_USER)
+            env.setenv("WEIR_ETCD_PASSWORD", ETCD_PASSWORD)
+            yield from start_cluster(tmp_path_factory, token=new_token(), etcd=etcd.endpoint,
+                                     node=NodeOptions(num_cpus=0, num_gpus=0))
 
 
 class PodAgent:
@@ -49,6 +65,7 @@ class PodAgent:
                     "--namespace", NAMESPACE, "--cluster-id", cluster.info.cluster_id,
                     "--image", "weir:test", "--num-cpus", "4", "--num-gpus", "1",
                     "--owner-deployment", OWNER, "--token-secret", "weir-token:token",
+                    "--etcd-credentials-secret", ETCD_USER_SECRET,
                     "--pending-timeout-s", "1", "--lease-ttl", "3"]
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
@@ -75,7 +92,8 @@ def replica_pods(api: FakeApiServer) -> dict[str, dict[str, Any]]:
 
 def test_replicas_run_as_pods_and_are_replaced(cluster: RunningCluster,
                                                tmp_path: Path) -> None:
-    secrets = {"weir-token": {"token": cluster.info.token}}
+    secrets = {"weir-token": {"token": cluster.info.token},
+               ETCD_USER_SECRET: {"username": ROOT_USER, "password": ETCD_PASSWORD}}
     with fake_kubernetes(NAMESPACE, tmp_path / "pods", secrets) as (api, kubelet):
         owner_uid = api.add_deployment(NAMESPACE, OWNER)
         agent = PodAgent(cluster, api, tmp_path / "pod-agent.log")
@@ -106,6 +124,8 @@ def _serve_replace_adopt(cluster: RunningCluster, api: FakeApiServer, kubelet: T
         assert labels["weir.dev/app"] == APP and labels["weir.dev/deployment"] == "Steady"
         assert pod["metadata"]["ownerReferences"][0]["uid"] == owner_uid
         assert pod["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "1000m"}
+        env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+        assert env["WEIR_ETCD_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == ETCD_USER_SECRET
     # The replicas the kubelet started from the pod specs serve through the real proxy.
     pids = {proc.pid for proc in kubelet.procs.values()}
     answered = {cluster.get(f"/{APP}").json()["pid"] for _ in range(20)}

@@ -6,7 +6,6 @@ takes them: the WEIR_ETCD_* environment (the chart fills it from Secrets)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 pytest.importorskip("cryptography", reason="pip install -e '.[dev]'")
 
-from tests.sdk.etcd.certificates import make_certificates
+from tests.sdk.etcd.secured_etcd import ROOT_USER, enable_auth, make_certificates
 from weir.etcd.endpoints import EtcdCredentials, TLSConfig
 from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.server import EtcdServer, find_etcd_binary
@@ -24,7 +23,7 @@ from weir.etcd.store import StoreError, StoreUnavailableError
 from weir.processes import free_port, spawn, terminate
 
 T = TypeVar("T")
-USER, PASSWORD = "root", "s3cret"
+USER, PASSWORD = ROOT_USER, "s3cret"
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 20) -> T:
@@ -90,11 +89,7 @@ def test_without_a_client_certificate_etcd_is_not_reached(tls_etcd: tuple[str, A
 def auth_server() -> Iterator[EtcdServer]:
     """etcd with authentication on and one user, root."""
     with EtcdServer() as server:
-        etcdctl = [str(Path(find_etcd_binary()).with_name("etcdctl")),
-                   "--endpoints", server.endpoint]
-        for args in (["user", "add", USER, f"--new-user-password={PASSWORD}"],
-                     ["auth", "enable"]):
-            subprocess.run([*etcdctl, *args], check=True, capture_output=True, timeout=20)
+        enable_auth(server, PASSWORD)
         yield server
 
 

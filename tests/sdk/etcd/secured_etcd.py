@@ -1,10 +1,12 @@
-"""A throwaway certificate authority for tests: a CA, and server and client certificates
-it signed, as PEM files (what `openssl` or cert-manager would make for etcd)."""
+"""etcd that checks who calls, for tests: a throwaway certificate authority (a CA, and
+server and client certificates it signed, as PEM files: what `openssl` or cert-manager
+would make), and etcd's own users turned on as an operator does with etcdctl."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from weir.etcd.server import EtcdServer, find_etcd_binary
+
+#: The user `enable_auth` makes (etcd's superuser: authentication needs it).
+ROOT_USER = "root"
 
 
 @dataclass(frozen=True)
@@ -69,3 +76,12 @@ def make_certificates(folder: Path) -> Certificates:
     issue("weir-client", ExtendedKeyUsageOID.CLIENT_AUTH, "client")
     return Certificates(folder / "ca.crt", folder / "server.crt", folder / "server.key",
                         folder / "client.crt", folder / "client.key")
+
+
+def enable_auth(server: EtcdServer, password: str) -> None:
+    """`etcdctl user add root` and `etcdctl auth enable` against `server`."""
+    etcdctl = [str(Path(find_etcd_binary()).with_name("etcdctl")),
+               "--endpoints", server.endpoint]
+    for args in (["user", "add", ROOT_USER, f"--new-user-password={password}"],
+                 ["auth", "enable"]):
+        subprocess.run([*etcdctl, *args], check=True, capture_output=True, timeout=20)
