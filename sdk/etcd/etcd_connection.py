@@ -85,6 +85,7 @@ class EtcdClient(aetcd.Client):
         #: The auth token calls carry: None until authenticated ("" where etcd has
         #: authentication off).
         self.token: str | None = None
+        self._authenticated = False
 
     async def connect(self) -> None:
         if self._connected.is_set():
@@ -114,12 +115,22 @@ class EtcdClient(aetcd.Client):
         self._shut = True
         await super().close()
 
-    def use_token(self, token: str | None) -> None:
-        """Carry `token` in every call from now on (None: forget it, authenticate again)."""
+    async def use_token(self, token: str) -> None:
+        """Carry `token` in every call from now on ("": none, etcd checks no users)."""
+        renewed, self._authenticated = self._authenticated, True
         self.token = token
         self.metadata = ((("token", token), *_REQUIRE_LEADER) if token else _REQUIRE_LEADER)
         if self._watcher is not None:
             self._watcher._metadata = self.metadata  # new watch streams carry it too
+            if renewed:
+                # etcd checks a watch stream's token when the stream opens, and answers a
+                # watch created on a stream with a dead token by a cancel aetcd never
+                # delivers (the create times out): end the stream; watches resume on a new one.
+                await self._watcher.shutdown()
+
+    def forget_token(self) -> None:
+        """Authenticate again before the next call (etcd refused the token)."""
+        self.token = None
 
 
 class EtcdConnection:
@@ -200,7 +211,7 @@ class EtcdConnection:
         except grpc.RpcError as exc:
             unavailable, detail = describe(exc, self.timeout)
             if "authentication is not enabled" in detail:
-                client.use_token("")  # a user for an etcd that checks none: calls go as they are
+                await client.use_token("")  # an etcd that checks no user: calls go as they are
                 return
             if unavailable:
                 raise StoreUnavailableError(
@@ -210,7 +221,7 @@ class EtcdConnection:
                 f"etcd at {self.where} refused user {user!r}: {detail}; check the user and "
                 f"its password ({USER_ENV}, and {PASSWORD_ENV} or {PASSWORD_FILE_ENV}; "
                 "on Kubernetes the etcd credentials Secret)") from exc
-        client.use_token(response.token)
+        await client.use_token(response.token)
 
     @contextlib.contextmanager
     def errors(self, operation: str) -> Iterator[None]:
@@ -253,7 +264,7 @@ class EtcdConnection:
         if (error is None or error.code() != grpc.StatusCode.UNAUTHENTICATED
                 or self._client is None or self._credentials is None):
             return False
-        self._client.use_token(None)
+        self._client.forget_token()
         return True
 
     def _auth_hint(self, detail: str) -> str:

@@ -6,6 +6,7 @@ takes them: the WEIR_ETCD_* environment (the chart fills it from Secrets)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -145,14 +146,36 @@ def test_a_restarted_etcd_forgets_tokens_and_the_next_call_authenticates_again(
     monkeypatch.setenv("WEIR_ETCD_USER", USER)
     monkeypatch.setenv("WEIR_ETCD_PASSWORD", PASSWORD)
 
-    async def across_a_restart() -> bytes | None:
+    async def across_a_restart() -> tuple[bytes | None, list[str]]:
         store = EtcdStore(auth_server.endpoint, timeout=2)
+        seen: list[str] = []
+        got = asyncio.Event()
+
+        async def watch(start_revision: int) -> None:
+            async for event in store.watch_prefix("/auth/watched/", start_revision):
+                seen.append(event.key)
+                got.set()
+
+        revision = await store.put("/auth/restart", b"kept")
+        # From a revision before the restart: a watch that starts late misses nothing.
+        watcher = asyncio.create_task(watch(revision + 1))
         try:
-            await store.put("/auth/restart", b"kept")
             await asyncio.to_thread(auth_server.restart)
             kv = await store.get("/auth/restart")  # refused for its token, then read again
-            return kv.value if kv else None
+            # The watch resumes too, with a new token, and a write after the restart (a
+            # write is not retried here: the caller's loop redoes it) goes through.
+            for _ in range(50):
+                try:
+                    await store.put("/auth/watched/after", b"1")
+                    break
+                except StoreUnavailableError:
+                    await asyncio.sleep(0.1)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(got.wait(), 10)
+            return (kv.value if kv else None), seen
         finally:
+            watcher.cancel()
             await store.close()
 
-    assert run(across_a_restart()) == b"kept"
+    value, seen = run(across_a_restart())
+    assert value == b"kept" and seen == ["/auth/watched/after"]
