@@ -27,7 +27,7 @@ from weir.auth import new_token
 from weir.cli.local_cluster import NodeOptions
 from weir.etcd.server import EtcdServer
 from weir.processes import spawn, terminate
-from weir.replica.pod_spec import REPLICA_ID_ANNOTATION
+from weir.replica.pod_spec import APP_LABEL, REPLICA_ID_ANNOTATION
 
 pytest.importorskip("lightkube",
                     reason="the pod agent needs lightkube: pip install -e '.[kubernetes]'")
@@ -84,10 +84,10 @@ def running(cluster: RunningCluster, app: str = APP) -> set[str]:
             if r["app"] == app and r["state"] == "RUNNING"}
 
 
-def replica_pods(api: FakeApiServer) -> dict[str, dict[str, Any]]:
-    """Live replica pods by replica id."""
+def replica_pods(api: FakeApiServer, app: str = APP) -> dict[str, dict[str, Any]]:
+    """The app's live replica pods by replica id."""
     return {p["metadata"]["annotations"][REPLICA_ID_ANNOTATION]: p
-            for p in api.pod_list(NAMESPACE)}
+            for p in api.pod_list(NAMESPACE) if p["metadata"]["labels"][APP_LABEL] == app}
 
 
 def test_replicas_run_as_pods_and_are_replaced(cluster: RunningCluster,
@@ -99,8 +99,10 @@ def test_replicas_run_as_pods_and_are_replaced(cluster: RunningCluster,
         agent = PodAgent(cluster, api, tmp_path / "pod-agent.log")
         agent.start()
         try:
+            # Deployed first, so that its pod starts beside the others.
+            shipped_code = _deploy_shipped_code(cluster, tmp_path)
             _serve_replace_adopt(cluster, api, kubelet, agent, owner_uid)
-            _shipped_code_reaches_pods(cluster, kubelet, tmp_path)
+            _shipped_code_reaches_pods(cluster, kubelet, shipped_code)
             _pending_shows_kubernetes_reason(cluster, api)
         finally:
             agent.stop()
@@ -159,13 +161,14 @@ def _serve_replace_adopt(cluster: RunningCluster, api: FakeApiServer, kubelet: T
     assert cluster.get(f"/{APP}").status_code == 200
 
     # A restarted agent adopts its pods: no new pod, the same replicas.
+    cluster.wait_status("shipped", "RUNNING", timeout=30)  # every pod up before the restart
     created, before = len(api.created), running(cluster)
     assert agent.proc is not None
     agent.proc.kill()
     agent.proc.wait(5)
     agent.start()
-    wait_for(lambda: agent.log.read_text().count("adopted replica") >= 2, 15,
-             "the restarted agent to adopt both pods")
+    wait_for(lambda: agent.log.read_text().count("adopted replica") >= 3, 15,
+             "the restarted agent to adopt all three pods (two of the app, the shipped one)")
     wait_for(lambda: "node agent up" in agent.log.read_text().rsplit("adopted", 1)[0], 5,
              "the agent's log")
     assert running(cluster) == before and len(api.created) == created
@@ -185,8 +188,7 @@ app = Shipped.bind()
 """
 
 
-def _shipped_code_reaches_pods(cluster: RunningCluster, kubelet: TestKubelet,
-                               tmp_path: Path) -> None:
+def _deploy_shipped_code(cluster: RunningCluster, tmp_path: Path) -> Path:
     """An app deployed from a local working_dir that the kubelet's processes cannot import:
     `deploy` packs and uploads it, and the pod fetches it from a controller."""
     code = tmp_path / "shipped-code"
@@ -197,13 +199,18 @@ def _shipped_code_reaches_pods(cluster: RunningCluster, kubelet: TestKubelet,
         "runtime_env": {"working_dir": str(code)},
         "deployments": [{"name": "Shipped", "ray_actor_options": {"num_cpus": 1}}]}]},
         partial=True)
+    return code
+
+
+def _shipped_code_reaches_pods(cluster: RunningCluster, kubelet: TestKubelet,
+                               code: Path) -> None:
     cluster.wait_status("shipped", "RUNNING", timeout=30)
     answer = cluster.get("/shipped").json()
     assert answer["pid"] in {proc.pid for proc in kubelet.procs.values()}
     # The replica runs in the pod's own copy of the package (fetched into its WEIR_HOME),
     # not in the folder it was deployed from, which no pod's process has on its path.
     cwd = Path(answer["cwd"]).resolve()
-    assert (cwd / "shipped_pod_app.py").read_text() == SHIPPED_APP
+    assert (cwd / "shipped_pod_app.py").read_text() == SHIPPED_APP and cwd != code
     assert kubelet.log_dir in cwd.parents and cwd.parent.name == "packages"
     cluster.client.delete_apps(["shipped"])
 
