@@ -14,6 +14,15 @@ from weir.etcd.endpoints import EtcdCredentials, TLSConfig
 
 VARIABLES = ("WEIR_ETCD_USER", "WEIR_ETCD_PASSWORD", "WEIR_ETCD_PASSWORD_FILE",
              "WEIR_ETCD_CA_FILE", "WEIR_ETCD_CERT_FILE", "WEIR_ETCD_KEY_FILE")
+AT_IMPORT = {name: os.environ.get(name) for name in VARIABLES}
+
+
+def isolate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset the variables, and have them unset again after the test even if the command
+    sets them (delenv alone records nothing to undo for a variable that is not set)."""
+    for name in VARIABLES:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 @click.command()
@@ -25,13 +34,11 @@ def reach_etcd() -> None:
 
 def test_etcd_options_reach_the_environment_servers_inherit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    isolate(monkeypatch)
     files = {}
     for name in ("password", "ca.crt", "tls.crt", "tls.key"):
         files[name] = tmp_path / name
         files[name].write_text("x\n")
-    monkeypatch.setenv("WEIR_ETCD_USER", "")  # restored after the test, as the rest
     result = CliRunner().invoke(reach_etcd, [
         "--etcd-user", "weir", "--etcd-password-file", str(files["password"]),
         "--etcd-ca-file", str(files["ca.crt"]), "--etcd-cert-file", str(files["tls.crt"]),
@@ -44,8 +51,12 @@ def test_etcd_options_reach_the_environment_servers_inherit(
 
 
 def test_a_missing_tls_file_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    isolate(monkeypatch)
     result = CliRunner().invoke(reach_etcd, ["--etcd-ca-file", "/nonexistent/ca.crt"])
     assert result.exit_code == 2 and "--etcd-ca-file" in result.output
     assert "WEIR_ETCD_CA_FILE" not in os.environ
+
+
+def test_the_options_leave_no_variable_behind() -> None:
+    """Runs after the tests above (file order): what they set is gone."""
+    assert {name: os.environ.get(name) for name in VARIABLES} == AT_IMPORT
