@@ -33,7 +33,6 @@ import structlog
 
 from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.keys import (
-    APPS_PREFIX,
     NODES_PREFIX,
     REPLICAS_PREFIX,
     SHUTDOWN_KEY,
@@ -43,11 +42,11 @@ from weir.etcd.presence import Presence
 from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store, StoreError
 from weir.packages.cache import PackageCache
-from weir.packages.resolver import PACKAGES_DIR_NAME, controller_addresses, package_resolver
+from weir.packages.resolver import PACKAGES_DIR_NAME, prepare_app_env
 from weir.replica.launcher import ReplicaLauncher
 from weir.replica.local_launcher import LocalProcessLauncher
 from weir.runtime import configure_logging, run_until_signalled
-from weir.runtime_env import RuntimeEnvError, names_packages, prepare
+from weir.runtime_env import RuntimeEnvError
 
 log = structlog.get_logger("weir.replica.node_agent")
 
@@ -80,8 +79,12 @@ class NodeAgent:
     """Keeps this machine's replica processes in line with the node's assignments."""
 
     def __init__(self, store: Store, node: NodeRecord, launcher: ReplicaLauncher,
-                 lease_ttl: float, packages: PackageCache | None = None) -> None:
+                 lease_ttl: float, packages: PackageCache | None = None, *,
+                 replicas_fetch_code: bool = False) -> None:
         self.store = store
+        #: Whether each replica fetches its own code packages (a pod: this machine's cache
+        #: is not the replica's), so the agent prepares its runtime_env without them.
+        self.replicas_fetch_code = replicas_fetch_code
         #: This machine's code packages, fetched from the controllers on first use.
         self.packages = packages
         self.node = node
@@ -189,12 +192,8 @@ class NodeAgent:
 
     async def _start(self, record: ReplicaRecord) -> None:
         try:
-            goal = await self.store.get(APPS_PREFIX + record.app)
-            runtime_env = json.loads(goal.value)["config"].get("runtime_env") if goal else None
-            resolve = None
-            if self.packages is not None and names_packages(runtime_env):
-                resolve = package_resolver(self.packages, await controller_addresses(self.store))
-            env = await asyncio.to_thread(prepare, runtime_env, resolve_package=resolve)
+            env = await prepare_app_env(self.store, record.app, self.packages,
+                                        fetch_packages=not self.replicas_fetch_code)
             pid = await self.launcher.launch(record, env)
         except (RuntimeEnvError, OSError) as exc:
             self.failed[record.replica_id] = (

@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pending-timeout-s", type=float, default=600.0)
     parser.add_argument("--etcd-tls-secret", default="",
                         help="Secret with etcd's ca.crt, tls.crt, tls.key for replica pods")
+    parser.add_argument("--etcd-credentials-secret", default="",
+                        help="Secret with the etcd user (username, password) for replica pods")
     parser.add_argument("--lease-ttl", type=float, default=10.0)
     parser.add_argument("--kube-server", default="",
                         help="API server URL (default: in-cluster, else ~/.kube/config)")
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         tolerations=tuple(json.loads(opts.tolerations)), token_secret=(secret, key or "token"),
         token=cluster_token(), labels=json.loads(opts.pod_labels),
         env=json.loads(opts.pod_env), pending_timeout_s=opts.pending_timeout_s,
-        etcd_tls_secret=opts.etcd_tls_secret)
+        etcd_tls_secret=opts.etcd_tls_secret,
+        etcd_credentials_secret=opts.etcd_credentials_secret)
     node = NodeRecord(
         node_id=node_id, host=f"kubernetes/{namespace}",
         resources=pod_node_resources(opts.num_cpus, opts.num_gpus, opts.memory,
@@ -137,8 +140,10 @@ def main(argv: list[str] | None = None) -> None:
         await store.connect()
         start = await with_previous_replicas(store, node)
         try:
-            await NodeAgent(store, start, PodLauncher(client, pod_settings),
-                            opts.lease_ttl).run(signalled)
+            # Each pod fetches its own packages (weir.replica.pod_replica): this agent's
+            # disk is not the replicas'.
+            await NodeAgent(store, start, PodLauncher(client, pod_settings), opts.lease_ttl,
+                            replicas_fetch_code=True).run(signalled)
         finally:
             await store.close()
             await client.close()

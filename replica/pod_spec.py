@@ -15,6 +15,8 @@ A replica's pod:
 - never restarts its container (`restartPolicy: Never`): a replica that dies is replaced by
   the leader under a new id, exactly as a local process is, so the pod's end is the
   replica's end and its reason (`Evicted`, `OOMKilled`, `ImagePullBackOff`) is reported;
+- fetches its app's code packages itself (`weir.replica.pod_replica`), as a node agent
+  on another machine does, then runs the replica;
 - binds and advertises its pod IP, which the downward API puts in WEIR_POD_IP and
   Kubernetes expands in the container's arguments (`$(WEIR_POD_IP)`).
 """
@@ -29,8 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weir.auth import TOKEN_ENV
+from weir.etcd.endpoints import (
+    CA_FILE_ENV,
+    CERT_FILE_ENV,
+    KEY_FILE_ENV,
+    PASSWORD_ENV,
+    USER_ENV,
+)
 from weir.etcd.records import ReplicaRecord
-from weir.processes import REPLICA_MODULE
 from weir.runtime_env import PreparedEnv
 
 #: Label and annotation keys of replica pods.
@@ -45,6 +53,9 @@ REPLICA_ID_ANNOTATION = LABEL_PREFIX + "replica-id"
 POD_IP_ENV = "WEIR_POD_IP"
 #: Kubernetes' name of a whole NVIDIA GPU.
 GPU_RESOURCE = "nvidia.com/gpu"
+#: The module a replica pod runs: it fetches the app's code packages, then execs the
+#: replica (`weir.replica.pod_replica`).
+POD_REPLICA_MODULE = "weir.replica.pod_replica"
 #: The container of a replica pod.
 CONTAINER = "replica"
 #: Where a replica finds etcd's TLS files (the chart mounts them at the same place).
@@ -84,6 +95,9 @@ class PodSettings:
     #: A Secret with etcd's TLS files (ca.crt, tls.crt, tls.key) to mount in every replica
     #: ("": etcd without client TLS files).
     etcd_tls_secret: str = ""
+    #: A Secret with an etcd user (`username`, `password` keys) every replica logs in as
+    #: ("": etcd checks no users).
+    etcd_credentials_secret: str = ""
 
 
 def label_value(text: str) -> str:
@@ -148,7 +162,7 @@ def container_resources(resources: Mapping[str, float]) -> dict[str, dict[str, s
 
 def replica_args(record: ReplicaRecord, settings: PodSettings) -> list[str]:
     """The replica's arguments; Kubernetes expands `$(WEIR_POD_IP)` from the env."""
-    return ["-m", REPLICA_MODULE, "--replica-id", record.replica_id,
+    return ["-m", POD_REPLICA_MODULE, "--replica-id", record.replica_id,
             "--etcd", settings.etcd_endpoints, "--cluster-id", settings.cluster_id,
             "--host", f"$({POD_IP_ENV})"]
 
@@ -166,14 +180,18 @@ def replica_env(env: PreparedEnv, settings: PodSettings) -> list[dict[str, Any]]
     else:
         out.append({"name": TOKEN_ENV, "value": settings.token})
     if settings.etcd_tls_secret:
-        out.extend({"name": f"WEIR_ETCD_{part}_FILE", "value": f"{ETCD_TLS_DIR}/{file}"}
-                   for part, file in (("CA", "ca.crt"), ("CERT", "tls.crt"),
-                                      ("KEY", "tls.key")))
+        out.extend({"name": name, "value": f"{ETCD_TLS_DIR}/{file}"}
+                   for name, file in ((CA_FILE_ENV, "ca.crt"), (CERT_FILE_ENV, "tls.crt"),
+                                      (KEY_FILE_ENV, "tls.key")))
+    if settings.etcd_credentials_secret:
+        out.extend({"name": name, "valueFrom": {"secretKeyRef": {
+                        "name": settings.etcd_credentials_secret, "key": key}}}
+                   for name, key in ((USER_ENV, "username"), (PASSWORD_ENV, "password")))
     app_env = {**settings.env, **env.env_vars}
     if env.sys_paths:
         app_env["PYTHONPATH"] = ":".join(env.sys_paths)
-    out.extend({"name": k, "value": v} for k, v in sorted(app_env.items())
-               if k not in (POD_IP_ENV, TOKEN_ENV, "WEIR_ETCD_ENDPOINTS"))
+    taken = {e["name"] for e in out}  # Weir's own: an app's env does not override them
+    out.extend({"name": k, "value": v} for k, v in sorted(app_env.items()) if k not in taken)
     return out
 
 

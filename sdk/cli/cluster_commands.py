@@ -8,7 +8,13 @@ import click
 
 from weir.auth import cluster_token, new_token
 from weir.cli.admin_client import AdminClient, resolve_address
-from weir.cli.options import ADDRESS_HELP, confirm, fail, token_option
+from weir.cli.options import (
+    ADDRESS_HELP,
+    confirm,
+    fail,
+    token_option,
+    with_etcd_security_options,
+)
 from weir.exceptions import ClusterError
 
 
@@ -25,6 +31,7 @@ from weir.exceptions import ClusterError
 @click.option("--controllers", default=None, type=int,
               help="Controllers to run here (one leads) [default: 1; 0 with --join].")
 @click.option("--etcd", default="", help="Use this etcd (URL[,URL]) instead of an embedded one.")
+@with_etcd_security_options
 @click.option("--etcd-port", default=None, type=int,
               help="The embedded etcd's client port [default: 2379 with --host, else free].")
 @click.option("--lease-ttl", default=3.0, show_default=True, help="Leader lease TTL, seconds.")

@@ -3,12 +3,21 @@ reading config files and building an application's config from an import path.""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 import yaml
+
+from weir.etcd.endpoints import (
+    CA_FILE_ENV,
+    CERT_FILE_ENV,
+    KEY_FILE_ENV,
+    PASSWORD_FILE_ENV,
+    USER_ENV,
+)
 
 ADDRESS_HELP = ("Controller admin address (host:port); default WEIR_ADDRESS, else the local "
                 "cluster.")
@@ -29,6 +38,52 @@ runtime_env_options = [
     click.option("--working-dir", default=None,
                  help="The working_dir of the runtime env (overrides the ones above)."),
 ]
+
+
+def _exported_as(variable: str) -> Any:
+    """An option callback that puts the value in this process's environment, which the
+    etcd client of this command and of every server it starts reads
+    (`weir.etcd.endpoints`)."""
+
+    def export(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value:
+            os.environ[variable] = str(value)
+
+    return export
+
+
+def _etcd_option(flag: str, variable: str, help_text: str, *, is_file: bool) -> Any:
+    return click.option(
+        flag, default=None, expose_value=False, callback=_exported_as(variable),
+        type=click.Path(exists=True, dir_okay=False) if is_file else str,
+        help=f"{help_text} [default: {variable}].")
+
+
+#: How `weir start` reaches an etcd that checks who calls (--etcd or --join): its user and
+#: client TLS. The password is never a flag (the process list would show it):
+#: WEIR_ETCD_PASSWORD, or --etcd-password-file.
+etcd_security_options = [
+    _etcd_option("--etcd-user", USER_ENV,
+                 "etcd user (etcd's own authentication); its password comes from "
+                 "WEIR_ETCD_PASSWORD or --etcd-password-file", is_file=False),
+    _etcd_option("--etcd-password-file", PASSWORD_FILE_ENV,
+                 "A file holding the etcd user's password", is_file=True),
+    _etcd_option("--etcd-ca-file", CA_FILE_ENV,
+                 "CA bundle (PEM) that signed etcd's server certificate; turns TLS on",
+                 is_file=True),
+    _etcd_option("--etcd-cert-file", CERT_FILE_ENV,
+                 "Client certificate (PEM) for etcd's --client-cert-auth", is_file=True),
+    _etcd_option("--etcd-key-file", KEY_FILE_ENV,
+                 "The client certificate's private key (PEM)", is_file=True),
+]
+
+
+def with_etcd_security_options(command: Any) -> Any:
+    """Add --etcd-user, --etcd-password-file and the etcd TLS file options to a command;
+    each sets its WEIR_ETCD_* variable for the command and the servers it starts."""
+    for option in reversed(etcd_security_options):
+        command = option(command)
+    return command
 
 
 def with_runtime_env_options(command: Any) -> Any:

@@ -12,6 +12,10 @@ Pure but for name resolution: :func:`parse_endpoints` reads what a user writes,
   coming back is used at once.
 * **TLS**: ``https://`` endpoints or a :class:`TLSConfig`; the channel that uses it is made
   in :mod:`weir.etcd.etcd_connection`, since aetcd only makes insecure channels.
+* **Credentials**: an :class:`EtcdCredentials` user of etcd's own authentication (``etcdctl
+  user add``, ``auth enable``); :mod:`weir.etcd.etcd_connection` trades it for a token.
+  Both come from the environment (the ``WEIR_ETCD_*`` variables below), which is how the
+  CLI's ``--etcd-*`` options and the Helm chart's Secrets reach every Weir process.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,16 @@ import grpc
 
 from weir.etcd.store import StoreError, StoreUnavailableError
 
-__all__ = ["TLSConfig", "channel_target", "endpoint", "parse_endpoints"]
+__all__ = ["EtcdCredentials", "TLSConfig", "channel_target", "endpoint", "parse_endpoints"]
+
+#: The environment that tells every Weir process how to reach etcd securely.
+USER_ENV = "WEIR_ETCD_USER"
+PASSWORD_ENV = "WEIR_ETCD_PASSWORD"
+#: A file holding the password (a mounted Secret), when WEIR_ETCD_PASSWORD is not set.
+PASSWORD_FILE_ENV = "WEIR_ETCD_PASSWORD_FILE"
+CA_FILE_ENV = "WEIR_ETCD_CA_FILE"
+CERT_FILE_ENV = "WEIR_ETCD_CERT_FILE"
+KEY_FILE_ENV = "WEIR_ETCD_KEY_FILE"
 
 # etcd refuses pings closer than its --grpc-keepalive-min-time (5 s) with GOAWAY.
 _KEEPALIVE_TIME_MS = 10_000
@@ -60,7 +73,7 @@ class TLSConfig:
         WEIR_ETCD_CA_FILE, and WEIR_ETCD_CERT_FILE with WEIR_ETCD_KEY_FILE for mutual TLS.
         None if none is set."""
         env = os.environ if environ is None else environ
-        files = [env.get(f"WEIR_ETCD_{part}_FILE") or None for part in ("CA", "CERT", "KEY")]
+        files = [env.get(name) or None for name in (CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV)]
         return cls(*files) if any(files) else None
 
     def credentials(self) -> grpc.ChannelCredentials:
@@ -79,6 +92,54 @@ class TLSConfig:
             private_key=read(self.key_file),
             certificate_chain=read(self.cert_file),
         )
+
+
+@dataclass(frozen=True)
+class EtcdCredentials:
+    """A user of etcd's authentication, and its password (given, or in a file read when
+    the connection opens, so a rotated Secret is read again by a restarted process)."""
+
+    user: str
+    password: str | None = field(default=None, repr=False)
+    password_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.user:
+            raise ValueError("EtcdCredentials needs a user name")
+        if (self.password is None) == (self.password_file is None):
+            raise ValueError(
+                f"etcd user {self.user!r} needs a password: give {PASSWORD_ENV} or "
+                f"{PASSWORD_FILE_ENV} (exactly one)")
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> EtcdCredentials | None:
+        """The user the environment names (WEIR_ETCD_USER, with WEIR_ETCD_PASSWORD or
+        WEIR_ETCD_PASSWORD_FILE); None if no user is set. Raises ValueError for a user
+        without a password, or a password without a user."""
+        env = os.environ if environ is None else environ
+        user = env.get(USER_ENV) or ""
+        password = env.get(PASSWORD_ENV)
+        password_file = env.get(PASSWORD_FILE_ENV) or None
+        if not user:
+            if password or password_file:
+                raise ValueError(f"{PASSWORD_ENV} or {PASSWORD_FILE_ENV} is set but "
+                                 f"{USER_ENV} is not: set the etcd user too")
+            return None
+        if password is not None and password_file:
+            password_file = None  # the value given outright wins over the file
+        return cls(user, password, password_file)
+
+    def secret(self) -> str:
+        """The password (blocking: may read its file; trailing newlines dropped, as
+        `kubectl create secret --from-file` keeps them)."""
+        if self.password is not None:
+            return self.password
+        assert self.password_file is not None
+        try:
+            return Path(self.password_file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise StoreError(f"cannot read the password of etcd user {self.user!r} "
+                             f"({PASSWORD_FILE_ENV}): {exc}") from exc
 
 
 def parse_endpoints(endpoints: str | Sequence[str]) -> tuple[list[tuple[str, int]], bool]:

@@ -8,6 +8,12 @@ errors, and whether the store was closed.
 * **Our channel.** aetcd builds an insecure channel to one ``host:port`` inside its
   ``connect()``; :class:`EtcdClient` replaces that method to dial the target and options of
   :func:`~weir.etcd.endpoints.channel_target`, with TLS when asked.
+* **Credentials.** With an etcd user (:class:`~weir.etcd.endpoints.EtcdCredentials`, from
+  the environment unless given) the first call authenticates and every call after carries
+  the token etcd gave. etcd forgets tokens when it restarts (and after
+  ``--auth-token-ttl`` unused): a call refused for an invalid token drops it, so the next
+  call authenticates again; a read is retried at once. A wrong password is a
+  :class:`~weir.etcd.store.StoreError` naming etcd and the user.
 * **Errors as values users act on**: :meth:`EtcdConnection.errors` turns every aetcd and
   gRPC failure into a :class:`~weir.etcd.store.StoreError` naming etcd and its endpoints
   (the rules are in :mod:`weir.etcd.etcd_failures`).
@@ -30,13 +36,27 @@ import aetcd.watcher
 import grpc
 import grpc.aio
 
-from weir.etcd.endpoints import TLSConfig, channel_target, endpoint
-from weir.etcd.etcd_failures import being_cancelled, describe, looks_like_failover, timed_out
+from weir.etcd.endpoints import (
+    PASSWORD_ENV,
+    PASSWORD_FILE_ENV,
+    USER_ENV,
+    EtcdCredentials,
+    TLSConfig,
+    channel_target,
+    endpoint,
+)
+from weir.etcd.etcd_failures import (
+    being_cancelled,
+    describe,
+    looks_like_failover,
+    rpc_error,
+    timed_out,
+)
 from weir.etcd.store import StoreClosedError, StoreError, StoreUnavailableError
 
 __all__ = ["EtcdClient", "EtcdConnection"]
 
-_REQUIRE_LEADER = (("hasleader", "true"),)
+_REQUIRE_LEADER: tuple[tuple[str, str], ...] = (("hasleader", "true"),)
 
 
 class EtcdClient(aetcd.Client):
@@ -62,6 +82,10 @@ class EtcdClient(aetcd.Client):
         self._target = target
         self._credentials = credentials
         self._shut = False
+        #: The auth token calls carry: None until authenticated ("" where etcd has
+        #: authentication off).
+        self.token: str | None = None
+        self._authenticated = False
 
     async def connect(self) -> None:
         if self._connected.is_set():
@@ -77,6 +101,7 @@ class EtcdClient(aetcd.Client):
             self.channel = grpc.aio.insecure_channel(
                 self._target, options=list(self._options.items())
             )
+        self.auth_stub = aetcd.rpc.AuthStub(self.channel)
         self.kvstub = aetcd.rpc.KVStub(self.channel)
         self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
         self.leasestub = aetcd.rpc.LeaseStub(self.channel)
@@ -90,18 +115,42 @@ class EtcdClient(aetcd.Client):
         self._shut = True
         await super().close()
 
+    async def use_token(self, token: str) -> None:
+        """Carry `token` in every call from now on ("": none, etcd checks no users)."""
+        renewed, self._authenticated = self._authenticated, True
+        self.token = token
+        self.metadata = ((("token", token), *_REQUIRE_LEADER) if token else _REQUIRE_LEADER)
+        if self._watcher is not None:
+            self._watcher._metadata = self.metadata  # new watch streams carry it too
+            if renewed:
+                # etcd checks a watch stream's token when the stream opens, and answers a
+                # watch created on a stream with a dead token by a cancel aetcd never
+                # delivers (the create times out): end the stream; watches resume on a new one.
+                await self._watcher.shutdown()
+
+    def forget_token(self) -> None:
+        """Authenticate again before the next call (etcd refused the token)."""
+        self.token = None
+
 
 class EtcdConnection:
     """The channel to etcd at ``addresses``, opened on first use and closed once for good.
 
-    ``timeout`` bounds every call, in seconds; ``tls`` makes the channel secure.
+    ``timeout`` bounds every call, in seconds; ``tls`` makes the channel secure;
+    ``credentials`` name the etcd user (default: the one the environment names, if any).
     """
 
     def __init__(
-        self, addresses: Sequence[tuple[str, int]], *, timeout: float, tls: TLSConfig | None
+        self,
+        addresses: Sequence[tuple[str, int]],
+        *,
+        timeout: float,
+        tls: TLSConfig | None,
+        credentials: EtcdCredentials | None = None,
     ) -> None:
         self._addresses = list(addresses)
         self._tls = tls
+        self._credentials = credentials or EtcdCredentials.from_environ()
         self.timeout = timeout
         #: The endpoints as ``"host:port"`` strings.
         self.endpoints = [endpoint(h, p) for h, p in self._addresses]
@@ -142,11 +191,37 @@ class EtcdConnection:
                 await client.close()
 
     async def ready(self) -> EtcdClient:
-        """The client, connecting first if needed."""
+        """The client, connecting (and authenticating) first if needed."""
         if self._client is None:
             await self.connect()
-        assert self._client is not None
-        return self._client
+        client = self._client
+        assert client is not None
+        if self._credentials is not None and client.token is None:
+            async with self._connect_lock:
+                if client.token is None:
+                    await self._authenticate(client, self._credentials)
+        return client
+
+    async def _authenticate(self, client: EtcdClient, credentials: EtcdCredentials) -> None:
+        user = credentials.user
+        password = await asyncio.to_thread(credentials.secret)
+        request = aetcd.rpc.AuthenticateRequest(name=user, password=password)
+        try:
+            response = await client.auth_stub.Authenticate(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            unavailable, detail = describe(exc, self.timeout)
+            if "authentication is not enabled" in detail:
+                await client.use_token("")  # an etcd that checks no user: calls go as they are
+                return
+            if unavailable:
+                raise StoreUnavailableError(
+                    f"etcd at {self.where} is unreachable: authenticating user {user!r} "
+                    f"failed: {detail}", failover=looks_like_failover(exc)) from exc
+            raise StoreError(
+                f"etcd at {self.where} refused user {user!r}: {detail}; check the user and "
+                f"its password ({USER_ENV}, and {PASSWORD_ENV} or {PASSWORD_FILE_ENV}; "
+                "on Kubernetes the etcd credentials Secret)") from exc
+        await client.use_token(response.token)
 
     @contextlib.contextmanager
     def errors(self, operation: str) -> Iterator[None]:
@@ -167,12 +242,38 @@ class EtcdConnection:
             if self._closed.is_set():
                 raise StoreClosedError(f"the store for etcd at {self.where} is closed") from exc
             unavailable, detail = describe(exc, self.timeout)
+            if self._token_expired(exc):
+                raise StoreUnavailableError(
+                    f"etcd at {self.where} no longer takes the auth token of user "
+                    f"{self._credentials.user if self._credentials else ''!r} ({detail}): "
+                    f"{operation} failed; the next call authenticates again", failover=True
+                ) from exc
             if unavailable:
                 raise StoreUnavailableError(
                     f"etcd at {self.where} is unreachable: {operation} failed: {detail}",
                     failover=looks_like_failover(exc),
                 ) from exc
-            raise StoreError(f"etcd at {self.where} refused {operation}: {detail}") from exc
+            raise StoreError(
+                f"etcd at {self.where} refused {operation}: {detail}{self._auth_hint(detail)}"
+            ) from exc
+
+    def _token_expired(self, exc: BaseException) -> bool:
+        """A call refused for its token (etcd restarted, or the token went unused too
+        long): forget the token, so that the next call authenticates again."""
+        error = rpc_error(exc)
+        if (error is None or error.code() != grpc.StatusCode.UNAUTHENTICATED
+                or self._client is None or self._credentials is None):
+            return False
+        self._client.forget_token()
+        return True
+
+    def _auth_hint(self, detail: str) -> str:
+        if "user name is empty" in detail:
+            return (f"; etcd checks users: set {USER_ENV} and {PASSWORD_ENV} (or "
+                    f"{PASSWORD_FILE_ENV})")
+        if "permission denied" in detail and self._credentials is not None:
+            return f" for user {self._credentials.user!r}: grant it a role on Weir's keys"
+        return ""
 
     async def read(self, operation: str, call: Callable[[EtcdClient], Any]) -> Any:
         """Run a read; if the connection failed (not timed out), try once more at once.

@@ -2,6 +2,9 @@
 
 A node agent (and a leader building an app) meets package URIs in runtime_envs. The
 package is fetched once into the machine's own cache and reused for every replica after.
+A replica pod is a machine of its own: the pod agent leaves packages out of what it
+prepares (`without_packages`), and the pod's first process fetches them into the pod's cache
+(`prepare_app_env`, the same call a node agent makes) before it becomes the replica.
 Any controller listed in etcd can serve it (a deploy uploads to all of them); they are
 tried in turn, so one that is down or lacks the package (it started after the deploy) is
 skipped. `weir.runtime_env.prepare` calls the resolver in a worker thread, so fetching uses
@@ -10,22 +13,24 @@ gRPC's blocking API there and never touches the caller's event loop.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
 
 from weir import auth
-from weir.etcd.keys import CONTROLLERS_PREFIX
+from weir.etcd.keys import APPS_PREFIX, CONTROLLERS_PREFIX
 from weir.etcd.store import Store
 from weir.packages.archive import PackageError, check_hash
 from weir.packages.cache import PackageCache
 from weir.packages.service import fetch_package_blocking
-from weir.runtime_env import PackageResolver
+from weir.runtime_env import PackageResolver, PreparedEnv, names_packages, package_hash, prepare
 
 log = structlog.get_logger("weir.packages")
 
@@ -83,6 +88,42 @@ def package_resolver(cache: PackageCache, controllers: Sequence[str], *,
             "to upload it")
 
     return resolve
+
+
+async def app_runtime_env(store: Store, app: str) -> dict[str, Any] | None:
+    """The runtime_env of `app`'s goal in etcd (None: it has none, or the app is gone)."""
+    goal = await store.get(APPS_PREFIX + app)
+    if goal is None:
+        return None
+    runtime_env: dict[str, Any] | None = json.loads(goal.value)["config"].get("runtime_env")
+    return runtime_env
+
+
+def without_packages(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`runtime_env` less the package URIs of its working_dir and py_modules: what a machine
+    that does not run the replica (a pod agent) prepares for it."""
+    if not names_packages(runtime_env):
+        return runtime_env
+    env = dict(runtime_env or {})
+    if package_hash(env.get("working_dir")):
+        del env["working_dir"]
+    if env.get("py_modules"):
+        env["py_modules"] = [m for m in env["py_modules"] if not package_hash(m)]
+    return env
+
+
+async def prepare_app_env(store: Store, app: str, cache: PackageCache | None, *,
+                          fetch_packages: bool = True) -> PreparedEnv:
+    """`app`'s runtime_env prepared on this machine: its package URIs fetched into `cache`
+    from the controllers registered in etcd (none fetched with `fetch_packages` False, for a
+    replica that fetches its own). Raises RuntimeEnvError (naming the field) or StoreError."""
+    runtime_env = await app_runtime_env(store, app)
+    if not fetch_packages:
+        runtime_env = without_packages(runtime_env)
+    resolve = None
+    if cache is not None and names_packages(runtime_env):
+        resolve = package_resolver(cache, await controller_addresses(store))
+    return await asyncio.to_thread(prepare, runtime_env, resolve_package=resolve)
 
 
 def _reason(exc: Exception) -> str:

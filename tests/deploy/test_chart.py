@@ -9,11 +9,15 @@ not installed (they come with `pip install -e '.[dev]'`).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES_VERSIONS = ("1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0")
 EXTERNAL_ETCD = {"etcd": {"external": {
     "endpoints": "https://etcd-a.example:2379,https://etcd-b.example:2379",
-    "tlsSecret": "etcd-client-tls"}}}
+    "tlsSecret": "etcd-client-tls", "credentialsSecret": "etcd-user"}}}
+OWN_ETCD_TLS = {"etcd": {"tls": {"enabled": True, "secret": "weir-etcd-tls"}}}
 EVERYTHING_ON = {
     "token": {"existingSecret": "my-token"},
     "proxy": {"autoscaling": {"enabled": True}, "service": {"type": "LoadBalancer"}},
@@ -74,8 +79,8 @@ def test_the_plain_manifests_are_the_default_render(render: Any) -> None:
         assert have[name] == want[name], f"{name} is stale: run python deploy/render_manifests.py"
 
 
-@pytest.mark.parametrize("values", [None, EXTERNAL_ETCD, EVERYTHING_ON],
-                         ids=["default", "external-etcd", "everything-on"])
+@pytest.mark.parametrize("values", [None, EXTERNAL_ETCD, OWN_ETCD_TLS, EVERYTHING_ON],
+                         ids=["default", "external-etcd", "own-etcd-tls", "everything-on"])
 def test_every_manifest_validates_strictly(render: Any, values: dict[str, Any] | None) -> None:
     _need("kubernetes_validate")
     import kubernetes_validate
@@ -119,6 +124,42 @@ def test_an_external_etcd_replaces_the_statefulset_and_mounts_its_tls(render: An
     assert controller["volumes"][0]["secret"]["secretName"] == "etcd-client-tls"
     agent = objects[("Deployment", "weir-pod-agent")]["spec"]["template"]["spec"]
     assert "--etcd-tls-secret=etcd-client-tls" in agent["containers"][0]["args"]
+    # The etcd user, from its Secret, in every Weir pod and (through the agent) replica pods.
+    assert "--etcd-credentials-secret=etcd-user" in agent["containers"][0]["args"]
+    for name in ("weir-controller", "weir-proxy", "weir-pod-agent"):
+        pod = objects[("Deployment", name)]["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["WEIR_ETCD_USER"]["valueFrom"]["secretKeyRef"] == {
+            "name": "etcd-user", "key": "username"}, name
+        assert env["WEIR_ETCD_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "etcd-user", "key": "password"}, name
+
+
+def test_the_charts_own_etcd_speaks_tls_to_peers_and_clients_when_asked(render: Any) -> None:
+    plain = by_kind(render.render())
+    assert not any("WEIR_ETCD_CA_FILE" in str(d) or "--client-cert-auth" in str(d)
+                   for d in plain.values())
+    objects = by_kind(render.render(OWN_ETCD_TLS))
+    etcd = objects[("StatefulSet", "weir-etcd")]["spec"]["template"]["spec"]
+    (member,) = etcd["containers"]
+    args = member["command"]
+    assert "--client-cert-auth" in args and "--peer-client-cert-auth" in args
+    assert "--listen-client-urls=https://0.0.0.0:2379" in args
+    assert "https://weir-etcd-2.weir-etcd.weir.svc:2380" in next(
+        a for a in args if a.startswith("--initial-cluster="))
+    assert etcd["volumes"] == [{"name": "tls", "secret": {"secretName": "weir-etcd-tls"}}]
+    # The kubelet has no client certificate: probes go to the plain metrics listener.
+    assert member["readinessProbe"]["httpGet"]["port"] == 2381
+    assert "--listen-metrics-urls=http://0.0.0.0:2381" in args
+    for name in ("weir-controller", "weir-proxy", "weir-pod-agent"):
+        pod = objects[("Deployment", name)]["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["WEIR_ETCD_CERT_FILE"] == "/etc/weir/etcd-tls/tls.crt", name
+        assert pod["volumes"][0]["secret"]["secretName"] == "weir-etcd-tls", name
+    agent = objects[("Deployment", "weir-pod-agent")]["spec"]["template"]["spec"]
+    assert "--etcd-tls-secret=weir-etcd-tls" in agent["containers"][0]["args"]
+    with pytest.raises(Exception, match=r"etcd\.tls\.secret: name the Secret"):
+        render.render({"etcd": {"tls": {"enabled": True}}})
 
 
 def test_optional_parts_render_when_asked(render: Any) -> None:
@@ -146,14 +187,33 @@ def test_weir_build_k_prints_a_config_map_the_chart_deploys(render: Any) -> None
     objects = by_kind(render.render({"existingConfigMap": config_map["metadata"]["name"]}))
     assert not any(kind == "ConfigMap" for kind, _ in objects)  # the user's is used
     job = next(d for (kind, _), d in objects.items() if kind == "Job")
-    volume = job["spec"]["template"]["spec"]["volumes"][0]
+    pod = job["spec"]["template"]["spec"]
+    volume = pod["volumes"][0]
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    # The Job deploys the key the ConfigMap holds the config under.
+    mount = pod["containers"][0]["volumeMounts"][0]
+    assert mount["name"] == volume["name"]
+    assert pod["containers"][0]["command"][2] == f"{mount['mountPath']}/config.yaml"
+
+    # The same shape as the ConfigMap the chart makes from the `config` value: same kind,
+    # same single key, the same config once parsed, and valid on every Kubernetes.
+    from_values = by_kind(render.render({"config": config}))[("ConfigMap", "weir-config")]
+    assert config_map["apiVersion"] == from_values["apiVersion"] == "v1"
+    assert set(config_map["data"]) == set(from_values["data"]) == {"config.yaml"}
+    assert yaml.safe_load(from_values["data"]["config.yaml"]) == config
+    labels = from_values["metadata"]["labels"]
+    assert config_map["metadata"]["labels"].items() <= labels.items()
+    _need("kubernetes_validate")
+    import kubernetes_validate
+
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(config_map, version, strict=True)
 
 
 def test_helm_lint_passes(render: Any) -> None:
     import helm_python as helm
 
-    for values in (None, EXTERNAL_ETCD, EVERYTHING_ON):
+    for values in (None, EXTERNAL_ETCD, OWN_ETCD_TLS, EVERYTHING_ON):
         report = helm.lint(ROOT / "deploy" / "helm" / "weir", values, strict=True)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
         assert not problems, problems
@@ -203,3 +263,83 @@ def test_metrics_ports_are_annotated_for_scraping_and_service_monitors_optional(
     agent = objects[("Deployment", "weir-pod-agent")]["spec"]["template"]["spec"]
     # The release's own replica env wins over the chart's default port.
     assert '--pod-env={"WEIR_REPLICA_METRICS_PORT":"9100"}' in agent["containers"][0]["args"]
+
+
+def test_every_flag_the_charts_etcd_gets_is_one_etcd_knows(render: Any) -> None:
+    """The StatefulSet's command, with and without TLS, against `etcd --help` of the etcd
+    Weir installs (3.5, as the chart's image)."""
+    from weir.etcd.server import find_etcd_binary
+
+    usage = subprocess.run([find_etcd_binary(), "--help"], capture_output=True, text=True,
+                           timeout=30, check=False)
+    known = set(re.findall(r"(?m)^\s+(--[a-z0-9-]+)", usage.stdout + usage.stderr))
+    assert "--client-cert-auth" in known
+    for values in (None, OWN_ETCD_TLS):
+        etcd = by_kind(render.render(values))[("StatefulSet", "weir-etcd")]
+        command = etcd["spec"]["template"]["spec"]["containers"][0]["command"]
+        flags = {arg.split("=", 1)[0] for arg in command[1:]}
+        assert flags <= known, flags - known
+
+
+def test_the_charts_tls_etcd_runs_and_weir_reaches_it_with_the_charts_env(
+        render: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One member of the chart's etcd with TLS on, run here with the chart's own flags (its
+    names, ports and paths moved to loopback and a temp dir), reached by Weir's client with
+    the env the chart gives the controllers; its probe port answers plain HTTP."""
+    _need("cryptography")
+    from tests.sdk.etcd.secured_etcd import make_certificates
+    from weir.etcd.etcd_store import EtcdStore
+    from weir.etcd.server import find_etcd_binary
+    from weir.etcd.store import StoreError
+    from weir.processes import free_port, spawn, terminate
+
+    certs = make_certificates(tmp_path / "tls")
+    objects = by_kind(render.render({"etcd": {**OWN_ETCD_TLS["etcd"], "replicas": 1}}))
+    member = objects[("StatefulSet", "weir-etcd")]["spec"]["template"]["spec"]["containers"][0]
+    controller = objects[("Deployment", "weir-controller")]["spec"]["template"]["spec"]
+    client, peer, probe = (free_port("127.0.0.1") for _ in range(3))
+    moves = (("$(POD_NAME).weir-etcd.weir.svc", "localhost"),
+             ("weir-etcd-0.weir-etcd.weir.svc", "localhost"), ("$(POD_NAME)", "weir-etcd-0"),
+             ("0.0.0.0", "127.0.0.1"), (":2379", f":{client}"), (":2380", f":{peer}"),
+             (":2381", f":{probe}"), ("/etc/etcd/tls", str(certs.ca.parent)),
+             ("/etc/weir/etcd-tls", str(certs.ca.parent)), ("/var/lib/etcd", str(tmp_path)))
+
+    def here(text: str) -> str:
+        for there, local in moves:
+            text = text.replace(there, local)
+        return text
+
+    env = {e["name"]: here(e["value"]) for e in controller["containers"][0]["env"]
+           if "value" in e}
+    for name in ("WEIR_ETCD_CA_FILE", "WEIR_ETCD_CERT_FILE", "WEIR_ETCD_KEY_FILE"):
+        monkeypatch.setenv(name, env[name])
+    proc = spawn([find_etcd_binary(), *map(here, member["command"][1:])],
+                 log_path=tmp_path / "etcd.log")
+
+    async def put_and_get() -> bytes | None:
+        store = EtcdStore(env["WEIR_ETCD_ENDPOINTS"], timeout=2)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    await store.put("/weir/tls-check", b"ok")
+                    break
+                except StoreError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                    await asyncio.sleep(0.1)
+            kv = await store.get("/weir/tls-check")
+            return kv.value if kv else None
+        finally:
+            await store.close()
+
+    try:
+        try:
+            assert asyncio.run(put_and_get()) == b"ok"
+        except StoreError as exc:
+            raise AssertionError(f"{exc}\n{(tmp_path / 'etcd.log').read_text()[-2000:]}"
+                                 ) from exc
+        with urllib.request.urlopen(f"http://127.0.0.1:{probe}/health", timeout=5) as answer:
+            assert json.loads(answer.read())["health"] == "true"
+    finally:
+        terminate(proc, 5)

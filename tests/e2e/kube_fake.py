@@ -11,7 +11,8 @@ as `spec.containers[0]` would run in the Weir image (`python` is this interprete
 the env resolved as Kubernetes resolves it (values, the downward API's `status.podIP`,
 Secret keys) and `$(VAR)` expanded in the arguments; it writes the pod's status back
 through the API (Running with a pod IP of 127.0.0.1, Failed with the container's exit
-code), kills the process of a pod that was deleted, and leaves a pod that asks for a GPU
+code), kills the process of a pod that was deleted, gives each pod a home folder of its own
+(WEIR_HOME: the pod's disk, where it caches code packages), and leaves a pod that asks for a GPU
 Pending as Unschedulable, since this machine has none.
 """
 
@@ -233,9 +234,10 @@ class TestKubelet:
                 self._start(pod)
             elif proc is not None and phase == "Running" and proc.poll() is not None:
                 del self.procs[name]
+                # A container killed by a signal exits 128 + its number, as runtimes report.
+                code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
                 self.set_status(name, {"phase": "Failed", "containerStatuses": [
-                    container_status({"terminated": {"reason": "Error",
-                                                     "exitCode": proc.returncode}})]})
+                    container_status({"terminated": {"reason": "Error", "exitCode": code}})]})
 
     def _start(self, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]
@@ -259,8 +261,14 @@ class TestKubelet:
         command = [sys.executable if c == "python" else c for c in container["command"]]
         args = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), a)
                 for a in container["args"]]
-        # The image is this interpreter's environment: PATH and the like come from here.
-        full_env = {**os.environ, **env}
+        # The image is this interpreter's environment: PATH and the like come from here. A
+        # pod's disk is its own: its WEIR_HOME (where it caches code packages) too.
+        home = self.log_dir / name
+        home.mkdir(parents=True, exist_ok=True)
+        # Weir's own settings (etcd's user, the token) come from the spec alone.
+        image_env = {k: v for k, v in os.environ.items()
+                     if not k.startswith("WEIR_ETCD_") and k != "WEIR_TOKEN"}
+        full_env = {**image_env, "WEIR_HOME": str(home), **env}
         self.procs[name] = spawn([*command, *args], log_path=self.log_dir / f"{name}.log",
                                  env=full_env, cwd=container.get("workingDir"))
         self.set_status(name, {"phase": "Running", "podIP": "127.0.0.1", "containerStatuses": [

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from weir.etcd.records import ReplicaRecord
+from weir.replica.pod_replica import replica_process_env
 from weir.replica.pod_spec import (
     GPU_RESOURCE,
     REPLICA_ID_ANNOTATION,
@@ -120,3 +121,28 @@ def test_etcd_tls_files_are_mounted_where_the_replica_looks() -> None:
     (container,) = spec["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["WEIR_ETCD_CA_FILE"] == container["volumeMounts"][0]["mountPath"] + "/ca.crt"
+
+
+def test_a_pod_runs_its_replica_through_the_code_fetching_entry() -> None:
+    pod = pod_manifest(RECORD, PreparedEnv(), SETTINGS)
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[:2] == ["-m", "weir.replica.pod_replica"] and "--replica-id" in args
+    env = PreparedEnv(cwd="/pkg/abc", sys_paths=["/pkg/abc", "/pkg/mods"],
+                      env_vars={"MODE": "pod"})
+    out = replica_process_env(env, {"PYTHONPATH": "/opt/lib", "MODE": "image", "PATH": "/bin"})
+    assert out == {"PYTHONPATH": "/pkg/abc:/pkg/mods:/opt/lib", "MODE": "pod", "PATH": "/bin"}
+    assert replica_process_env(PreparedEnv(), {"PATH": "/bin"}) == {"PATH": "/bin"}
+
+
+def test_the_etcd_user_comes_from_its_secret_and_an_app_cannot_override_it() -> None:
+    settings = PodSettings(namespace="n", cluster_id="c", etcd_endpoints="e:2379",
+                           default_image="i", etcd_credentials_secret="etcd-user")
+    env = PreparedEnv(env_vars={"WEIR_ETCD_USER": "mallory", "MODE": "x"})
+    (container,) = pod_manifest(RECORD, env, settings)["spec"]["containers"]
+    by_name = {e["name"]: e for e in container["env"]}
+    assert [e["name"] for e in container["env"]].count("WEIR_ETCD_USER") == 1
+    assert by_name["WEIR_ETCD_USER"]["valueFrom"]["secretKeyRef"] == {
+        "name": "etcd-user", "key": "username"}
+    assert by_name["WEIR_ETCD_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "etcd-user", "key": "password"}
+    assert by_name["MODE"]["value"] == "x"

@@ -11,10 +11,17 @@ import pytest
 
 from tests.sdk.packages.servers import dead_address, package_servers
 from tests.sdk.packages.trees import files_of, make_tree
-from weir.etcd.keys import CONTROLLERS_PREFIX
+from weir.etcd.keys import APPS_PREFIX, CONTROLLERS_PREFIX
 from weir.etcd.memory_store import MemoryStore
 from weir.packages import PackageCache, PackageError, pack
-from weir.packages.resolver import controller_addresses, default_packages_dir, package_resolver
+from weir.packages.resolver import (
+    controller_addresses,
+    default_packages_dir,
+    package_resolver,
+    prepare_app_env,
+    without_packages,
+)
+from weir.runtime_env import PreparedEnv, package_uri
 
 
 def test_a_cached_package_needs_no_controller(tmp_path: Path) -> None:
@@ -75,3 +82,41 @@ def test_default_packages_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert default_packages_dir() == tmp_path / "packages"
     monkeypatch.delenv("WEIR_HOME")
     assert default_packages_dir().name == "weir-packages"
+
+
+def test_a_pod_agent_prepares_an_app_without_its_packages() -> None:
+    digest = "a" * 64
+    env = {"working_dir": package_uri(digest), "env_vars": {"A": "1"},
+           "py_modules": [package_uri(digest, "mod"), "/opt/local_mod"]}
+    assert without_packages(env) == {"env_vars": {"A": "1"}, "py_modules": ["/opt/local_mod"]}
+    assert env["working_dir"] == package_uri(digest)  # the caller's dict is left alone
+    assert without_packages({"working_dir": "/srv/app"}) == {"working_dir": "/srv/app"}
+    assert without_packages(None) is None
+
+
+def test_an_apps_env_is_prepared_from_etcd_and_a_controller(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a node agent and a replica pod both do: the app's runtime_env from its goal in
+    etcd, its package fetched from a controller listed there."""
+    code = make_tree(tmp_path / "code")
+    digest, data = pack(code)
+    goal = {"config": {"runtime_env": {"working_dir": package_uri(digest),
+                                       "env_vars": {"MODE": "pod"}}}}
+
+    async def main(address: str, fetch: bool) -> PreparedEnv:
+        store = MemoryStore()
+        await store.put(APPS_PREFIX + "app", json.dumps(goal).encode())
+        await store.put(CONTROLLERS_PREFIX + "c", json.dumps({"address": address}).encode())
+        return await prepare_app_env(store, "app", PackageCache(tmp_path / "pod"),
+                                     fetch_packages=fetch)
+
+    with package_servers(tmp_path, 1, token="t") as (holding,):
+        holding.cache.put(digest, [data])
+        monkeypatch.setenv("WEIR_TOKEN", "t")  # a pod's, from the token Secret
+        env = asyncio.run(main(holding.address, True))
+        agent_env = asyncio.run(main(holding.address, False))
+    assert env.cwd == str(tmp_path / "pod" / digest) and env.sys_paths == [env.cwd]
+    assert files_of(Path(env.cwd))["app.py"] == files_of(code)["app.py"]
+    assert env.env_vars == {"MODE": "pod"}
+    assert agent_env.cwd is None and agent_env.env_vars == {"MODE": "pod"}
+    assert holding.calls == [f"Fetch {digest[:8]}"]  # the agent fetched nothing

@@ -59,7 +59,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     secretKeyRef:
       name: {{ include "weir.tokenSecret" . }}
       key: {{ .Values.token.tokenKey }}
-{{- if .Values.etcd.external.tlsSecret }}
+{{- if include "weir.etcdClientTlsSecret" . }}
 - name: WEIR_ETCD_CA_FILE
   value: /etc/weir/etcd-tls/ca.crt
 - name: WEIR_ETCD_CERT_FILE
@@ -67,10 +67,40 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: WEIR_ETCD_KEY_FILE
   value: /etc/weir/etcd-tls/tls.key
 {{- end }}
+{{- with include "weir.etcdCredentialsSecret" . }}
+- name: WEIR_ETCD_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: username
+- name: WEIR_ETCD_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: password
+{{- end }}
+{{- end -}}
+
+{{/* The Secret of etcd client TLS files Weir's pods mount ("": no TLS): an external etcd's,
+or the chart's own etcd's when its TLS is on. */}}
+{{- define "weir.etcdClientTlsSecret" -}}
+{{- if .Values.etcd.external.endpoints -}}
+{{- .Values.etcd.external.tlsSecret -}}
+{{- else if .Values.etcd.tls.enabled -}}
+{{- $_ := required "etcd.tls.secret: name the Secret with the etcd members' ca.crt, tls.crt and tls.key" .Values.etcd.tls.secret -}}
+{{- .Values.etcd.tls.clientSecret | default .Values.etcd.tls.secret -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret of an external etcd's user ("": none). */}}
+{{- define "weir.etcdCredentialsSecret" -}}
+{{- if .Values.etcd.external.endpoints -}}
+{{- .Values.etcd.external.credentialsSecret -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "weir.etcdTlsVolumeMounts" -}}
-{{- if .Values.etcd.external.tlsSecret }}
+{{- if include "weir.etcdClientTlsSecret" . }}
 volumeMounts:
   - name: etcd-tls
     mountPath: /etc/weir/etcd-tls
@@ -79,11 +109,11 @@ volumeMounts:
 {{- end -}}
 
 {{- define "weir.etcdTlsVolumes" -}}
-{{- if .Values.etcd.external.tlsSecret }}
+{{- with include "weir.etcdClientTlsSecret" . }}
 volumes:
   - name: etcd-tls
     secret:
-      secretName: {{ .Values.etcd.external.tlsSecret }}
+      secretName: {{ . }}
 {{- end }}
 {{- end -}}
 
