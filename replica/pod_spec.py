@@ -39,6 +39,7 @@ from weir.etcd.endpoints import (
     USER_ENV,
 )
 from weir.etcd.records import ReplicaRecord
+from weir.metrics import REPLICA_METRICS_PORT_ENV
 from weir.runtime_env import PreparedEnv
 
 #: Label and annotation keys of replica pods.
@@ -195,6 +196,15 @@ def replica_env(env: PreparedEnv, settings: PodSettings) -> list[dict[str, Any]]
     return out
 
 
+def scrape_annotations(metrics_port: str) -> dict[str, str]:
+    """Prometheus' pod annotations for a replica serving metrics on a fixed port (the
+    chart sets one); none for no port or a free one (0), which no scraper could guess."""
+    if not metrics_port.isdigit() or int(metrics_port) == 0:
+        return {}
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": metrics_port,
+            "prometheus.io/path": "/"}
+
+
 def pod_manifest(record: ReplicaRecord, env: PreparedEnv, settings: PodSettings
                  ) -> dict[str, Any]:
     """The Pod object of a replica. Raises ValueError when its resources cannot be asked
@@ -202,7 +212,8 @@ def pod_manifest(record: ReplicaRecord, env: PreparedEnv, settings: PodSettings
     metadata: dict[str, Any] = {
         "name": pod_name(record.replica_id), "namespace": settings.namespace,
         "labels": {**settings.labels, **replica_labels(record, settings.cluster_id)},
-        "annotations": {REPLICA_ID_ANNOTATION: record.replica_id},
+        "annotations": {REPLICA_ID_ANNOTATION: record.replica_id,
+                        **scrape_annotations(settings.env.get(REPLICA_METRICS_PORT_ENV, ""))},
     }
     if settings.owner:
         metadata["ownerReferences"] = [{**settings.owner, "blockOwnerDeletion": True}]

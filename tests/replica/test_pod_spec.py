@@ -146,3 +146,15 @@ def test_the_etcd_user_comes_from_its_secret_and_an_app_cannot_override_it() -> 
     assert by_name["WEIR_ETCD_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "etcd-user", "key": "password"}
     assert by_name["MODE"]["value"] == "x"
+
+
+def test_replica_pods_are_annotated_for_scraping_when_their_metrics_port_is_fixed() -> None:
+    import dataclasses
+
+    fixed = dataclasses.replace(SETTINGS, env={"WEIR_REPLICA_METRICS_PORT": "9090"})
+    annotations = pod_manifest(RECORD, PreparedEnv(), fixed)["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "9090"
+    for env in ({}, {"WEIR_REPLICA_METRICS_PORT": "0"}, {"WEIR_REPLICA_METRICS_PORT": "-1"}):
+        pod = pod_manifest(RECORD, PreparedEnv(), dataclasses.replace(SETTINGS, env=env))
+        assert "prometheus.io/scrape" not in pod["metadata"]["annotations"]
