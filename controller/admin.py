@@ -192,6 +192,11 @@ class AdminService(pb_grpc.ControllerServicer):
                 revision = await self.store.commit(
                     puts=keys, deletes=[APPS_PREFIX + n for n in deletes],
                     expect_mod_revision=guards)
+            except ConfigError as exc:
+                # A partial deploy valid alone may clash with the apps it joins (two apps on
+                # one route_prefix): the merged whole is refused, and nothing is written.
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                raise
             except StoreError as exc:
                 if in_failover(exc) and time.monotonic() < patience:
                     # Whatever failed, a commit may have gone out: the next attempt asks.

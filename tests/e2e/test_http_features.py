@@ -362,3 +362,13 @@ def test_http_streaming_delivers_each_chunk_as_it_is_produced(
 
 def test_applications_nested_in_lists_and_dicts_become_handles(apps: RunningCluster) -> None:
     assert apps.get("/nested?x=5").json() == [6, 7, 15, 105, 1005]
+
+
+def test_a_partial_deploy_clashing_with_a_running_apps_route_is_refused_by_name(
+        apps: RunningCluster) -> None:
+    """Valid alone, the new app takes /features, which the running app holds: the merged
+    config is refused as a config error (not an internal one), and nothing changes."""
+    with pytest.raises(ConfigRejected, match="route_prefix"):
+        apps.deploy_app("usurper", f"{APPS}:features", route_prefix="/features")
+    assert "usurper" not in apps.client.get_status().get("applications", {})
+    assert apps.get("/features").status_code == 200
