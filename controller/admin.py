@@ -20,6 +20,7 @@ import structlog
 from weir.config.config_file import config_from_json
 from weir.config.diff import diff_applications
 from weir.config.errors import ConfigError
+from weir.config.tls import tls_problem
 from weir.controller.goal import AppGoal, apply_deploy
 from weir.controller.leader import Leader
 from weir.controller.placement import replica_request
@@ -144,6 +145,9 @@ class AdminService(pb_grpc.ControllerServicer):
             cfg["deployments"] = [d.model_dump(mode="json", exclude_unset=True)
                                   for d in app.deployments]
         problem = resource_problem(app_configs)
+        if not problem:
+            # Checked before the goal changes: bad TLS files leave the running config be.
+            problem = await asyncio.to_thread(tls_problem, config.http_options.model_dump())
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         by_value = {k: v.decode() for k, v in request.pickled_apps.items()}

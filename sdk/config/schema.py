@@ -45,6 +45,7 @@ from pydantic import (
 
 from weir.config.autoscaling import NumReplicas, check_autoscaling_config
 from weir.config.logging_config import check_logging_config
+from weir.config.tls import shape_problem, tls_files
 
 # ----------------------------------------------------------------- field rules
 
@@ -254,6 +255,18 @@ class HTTPOptionsSchema(_Schema):
     #: ones before it (the last is outermost, as in Ray Serve).
     middlewares: list[Middleware] = Field(default_factory=list)
     max_request_body_bytes: StrictInt = Field(default=100 * 1024 * 1024, gt=0)
+    #: HTTPS (`weir.config.tls`): PEM files where the proxies run; Ray's names.
+    ssl_keyfile: StrictStr | None = None
+    ssl_certfile: StrictStr | None = None
+    ssl_keyfile_password: StrictStr | None = None
+    ssl_ca_certs: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HTTPOptionsSchema:
+        problem = shape_problem(tls_files(self.model_dump()))
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("root_path")
     @classmethod
