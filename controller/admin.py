@@ -21,6 +21,7 @@ from weir.config.config_file import config_from_json
 from weir.config.diff import diff_applications
 from weir.config.errors import ConfigError
 from weir.config.tls import tls_problem
+from weir.controller.event_log import Event, read_events
 from weir.controller.goal import AppGoal, apply_deploy
 from weir.controller.leader import Leader
 from weir.controller.placement import replica_request
@@ -211,6 +212,9 @@ class AdminService(pb_grpc.ControllerServicer):
         await self._trim_history()
         leader.wake()
         changed = sorted(puts)
+        await leader.events.record(
+            *(Event(time.time(), "deploy", "deployed a new config", n) for n in changed),
+            *(Event(time.time(), "delete", "removed by a deploy", n) for n in deletes))
         log.info("deployed", changed=changed, deleted=deletes, revision=revision)
         return pb.DeployReply(
             message=f"deployed: {len(changed)} app(s) changed, {len(deletes)} removed",
@@ -315,6 +319,8 @@ class AdminService(pb_grpc.ControllerServicer):
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot write the goal: {exc}")
         leader.wake()
+        await leader.events.record(*(Event(time.time(), "delete", "deleted", n)
+                                     for n in request.names))
         return pb.DeleteAppsReply()
 
     async def Shutdown(self, request: pb.ShutdownRequest,
@@ -324,6 +330,16 @@ class AdminService(pb_grpc.ControllerServicer):
         await self._on_shutdown()
         del leader
         return pb.ShutdownReply()
+
+    async def GetEvents(self, request: pb.GetEventsRequest,
+                        context: grpc.aio.ServicerContext) -> pb.GetEventsReply:
+        """The recent events, oldest first (any controller: they come from etcd)."""
+        try:
+            events = await _patiently(lambda: read_events(self.store, max(request.limit, 0)))
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read the events: {exc}")
+            raise
+        return pb.GetEventsReply(events_json=json.dumps(events))
 
     async def ListReplicas(self, request: pb.ListReplicasRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListReplicasReply:

@@ -43,6 +43,7 @@ from weir.controller import reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.autoscaler import ScalingState, describe, scale_targets, with_decisions
 from weir.controller.cluster_goal import ClusterGoal, read_goal
+from weir.controller.event_log import EventLog, node_events, status_events
 from weir.controller.goal import AppGoal
 from weir.controller.health import DeploymentHealth, judge, may_start
 from weir.controller.health_prober import CheckTarget, HealthProber
@@ -116,6 +117,9 @@ class Leader:
         self.routes = RoutePublisher(self._current_table, self._adopted, self.ended)
         self.builder = AppBuilder(store, python_executable, self._prepared_env, self.wake)
         self.prober = HealthProber(self.wake, clock)
+        #: Recent events for the status page; the last pass's statuses, to diff against.
+        self.events = EventLog(store, wall_clock)
+        self._last_apps: dict[str, Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -128,6 +132,7 @@ class Leader:
     async def start(self) -> None:
         """Load the goal and the records, then run the loops."""
         self.goal = await read_goal(self.store)
+        await self.events.note("leader", f"controller {self.address or '(local)'} leads")
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._reconcile_loop()),
                        loop.create_task(self.routes.run())]
@@ -177,6 +182,7 @@ class Leader:
     async def reconcile_once(self) -> None:
         """One level-triggered pass: refresh, observe, judge, plan, execute."""
         self.goal = await read_goal(self.store)
+        dead_before = self.dead_nodes
         self.dead_nodes = update_dead_nodes(self.dead_nodes, self.seen_nodes, self.goal.nodes,
                                             self.wall_clock())
         self.seen_nodes = {**self.seen_nodes, **self.goal.nodes}
@@ -188,9 +194,14 @@ class Leader:
         unplaced, self._unplaced = self._unplaced, {}
         self.health = judge(targets, views, self.health, now=now, start_errors=errors,
                             unplaced=unplaced)
+        apps, running = self._status(views)
         self.ever_running = update_ever_running(
             self.ever_running, {n: g.deployment_timestamp for n, g in self.goal.goals.items()},
-            self._status(views)[1])
+            running)
+        wall = self.wall_clock()
+        await self.events.record(*status_events(self._last_apps, apps, wall),
+                                 *node_events(dead_before, self.dead_nodes, wall))
+        self._last_apps = apps
         # Until the replicas re-registered after a failover, their load is unknown.
         targets, self.scaling, changes = scale_targets(
             targets, self.goal.autoscaling, views, self.queues.queued(), self.scaling,

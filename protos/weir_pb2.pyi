@@ -412,3 +412,15 @@ class PackageRef(_message.Message):
     hash: str
     size: int
     def __init__(self, hash: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class GetEventsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class GetEventsReply(_message.Message):
+    __slots__ = ("events_json",)
+    EVENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    events_json: str
+    def __init__(self, events_json: _Optional[str] = ...) -> None: ...

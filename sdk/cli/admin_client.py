@@ -178,6 +178,11 @@ class AdminClient:
         """Stop every replica and every controller."""
         self._call("Shutdown", pb.ShutdownRequest(), timeout=max(self.timeout, 40.0))
 
+    def get_events(self, limit: int = 0) -> list[dict[str, Any]]:
+        """The cluster's recent events (deploys, failures, failovers), oldest first."""
+        reply = self._call("GetEvents", pb.GetEventsRequest(limit=limit))
+        return json.loads(reply.events_json)  # type: ignore[no-any-return]
+
     def list_replicas(self) -> list[dict[str, Any]]:
         """Every replica with state, PID and address."""
         reply = self._call("ListReplicas", pb.ListReplicasRequest())
