@@ -40,6 +40,7 @@ from weir.exceptions import (
     RequestTimeoutError,
 )
 from weir.protos import weir_pb2 as pb
+from weir.proxy.dashboard import Dashboard
 from weir.proxy.middleware_stack import MiddlewareStack
 from weir.proxy.websocket_proxy import relay_websocket
 
@@ -150,8 +151,10 @@ async def _drain(body: RequestBody, watcher: asyncio.Future[Message]) -> None:
 class ProxyApp:
     """The proxy's ASGI application."""
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(self, plane: DataPlane, dashboard: Dashboard | None = None) -> None:
         self.plane = plane
+        #: The status page (`weir.proxy.dashboard`), if this proxy serves it.
+        self.dashboard = dashboard
         self.middlewares = MiddlewareStack(self._serve)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -186,6 +189,9 @@ class ProxyApp:
             routes = {r.route_prefix: r.app for r in table.routes} if table else {}
             await _respond(send, 200, json.dumps(routes),
                            [(b"content-type", b"application/json")])
+            return
+        if self.dashboard is not None and self.dashboard.handles(path):
+            await self.dashboard(scope, receive, send)
             return
         await self._forward(scope, receive, send)
 

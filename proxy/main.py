@@ -26,6 +26,7 @@ from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.keys import PROXIES_PREFIX
 from weir.etcd.presence import Presence
 from weir.etcd.store import StoreError
+from weir.proxy.dashboard import Dashboard
 from weir.proxy.http_app import ProxyApp
 from weir.proxy.ingress_limits import (
     DEFAULT_HEADER_TIMEOUT_S,
@@ -82,7 +83,8 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
     plane.start()
     limits = ingress_limits(opts)
     tls = tls_options(opts)
-    app = HeaderCountLimit(ProxyApp(plane), limits.max_headers)
+    app = HeaderCountLimit(ProxyApp(plane, Dashboard(LeaderLocator(opts.etcd))),
+                           limits.max_headers)
     address = f"{opts.http_host}:{opts.http_port}"
     grpc_server = None
     if opts.grpc_port >= 0:
