@@ -221,10 +221,16 @@ def deploy(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: 
         return
     click.echo(f"Sent deploy request successfully ({reply.message}, revision {reply.revision}).")
     if wait:
+        from rich.console import Console
+
+        from weir.cli.live_view import DeployView
+
         names = [a.get("name", "default") for a in config.get("applications", [])]
         try:
-            wait_for_deploy(client, names, DeployMark(before, changed_count(reply.message)),
-                            timeout)
+            with DeployView(names, Console(stderr=True)) as view:
+                wait_for_deploy(client, names,
+                                DeployMark(before, changed_count(reply.message)), timeout,
+                                on_progress=view)
         except (ClusterError, RayServeException) as exc:
             fail(str(exc))
         click.echo(f"Application(s) {', '.join(names)} RUNNING.")
@@ -233,13 +239,40 @@ def deploy(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: 
 @main.command()
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--name", "-n", default="", help="Only this application, in the seed's shape.")
+@click.option("--watch", "-w", is_flag=True,
+              help="Redraw the status in place until Ctrl-C (piped: a stream of YAML "
+                   "documents).")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="With --watch: seconds between two redraws.")
 @token_option
-def status(address: str | None, name: str, token: str | None) -> None:
+def status(address: str | None, name: str, watch: bool, interval: float,
+           token: str | None) -> None:
     """Print the status of the applications, controllers and proxies as YAML."""
+    client = AdminClient(resolve_address(address), token=token)
+    if not watch:
+        try:
+            click.echo(_status_yaml(client, name), nl=False)
+        except ClusterError as exc:
+            fail(str(exc))
+        return
+    from rich.console import Console
+
+    from weir.cli import live_view
+
+    def render() -> str:
+        try:
+            return _status_yaml(client, name)
+        except ClusterError as exc:  # shown, and tried again at the next redraw
+            return f"# {time.strftime('%H:%M:%S')}: {exc}\n"
+
     try:
-        doc = AdminClient(resolve_address(address), token=token).get_status(name)
-    except ClusterError as exc:
-        fail(str(exc))
+        live_view.watch(render, Console(), interval)
+    except KeyboardInterrupt:
+        pass
+
+
+def _status_yaml(client: AdminClient, name: str) -> str:
+    doc = client.get_status(name)
     if name:
         app = doc.get("applications", {}).get(name)
         if app is None:
@@ -247,9 +280,8 @@ def status(address: str | None, name: str, token: str | None) -> None:
                                   "deployment_timestamp": 0},
                    "deployment_statuses": []}
         app = {k: v for k, v in app.items() if k != "route_prefix"}
-        click.echo(dump_yaml(app), nl=False)
-        return
-    click.echo(dump_yaml(doc), nl=False)
+        return dump_yaml(app)
+    return dump_yaml(doc)
 
 
 @main.command()

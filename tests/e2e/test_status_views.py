@@ -1,17 +1,22 @@
-"""The status page at /-/dashboard, read by a real browser (headless Chromium): the app, its
-deployments and each replica's state, drawn by the page's own script from /-/api/status;
-and the token a cluster with one asks of the page's API."""
+"""The cluster's status as people see it: the page at /-/dashboard, read by a real browser
+(headless Chromium: the app, its deployments and each replica's state, drawn by the page's
+own script from /-/api/status; the token a cluster with one asks of it), `weir status
+--watch` and `weir deploy --wait`'s progress and failure."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from tests.e2e.conftest import ROOT, RunningCluster, start_cluster, wait_for
 
@@ -82,3 +87,46 @@ def test_without_the_token_the_page_asks_for_it(cluster: RunningCluster,
                                                 tmp_path: Path) -> None:
     dom = chromium(f"{cluster.url}/-/dashboard", tmp_path / "profile", "--dump-dom")
     assert 'id="token-form" hidden' not in dom and 'data-app="echo"' not in dom
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "weir.cli", *args]
+
+
+def test_status_watch_redraws(cluster: RunningCluster) -> None:
+    env = {**os.environ, "WEIR_TOKEN": TOKEN}
+    proc = subprocess.Popen(_cli("status", "--watch", "--interval", "0.2", "--address",
+                                 cluster.info.address), env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        drawn = ""
+        deadline = time.monotonic() + 30
+        while drawn.count("---") < 2 and time.monotonic() < deadline:
+            drawn += proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        rest, errors = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, errors
+    docs = [d for d in yaml.safe_load_all(drawn + rest) if d]
+    assert len(docs) >= 2
+    assert docs[0]["applications"]["echo"]["app_status"]["status"] == "RUNNING"
+
+
+def test_deploy_wait_shows_progress_and_fails_with_the_reason(cluster: RunningCluster,
+                                                              tmp_path: Path) -> None:
+    # Last in the module: `weir deploy` replaces the whole goal.
+    config = {"applications": [{"name": "broken", "route_prefix": "/broken",
+                                "import_path": "tests.e2e.apps.basic:NoSuchApp",
+                                "runtime_env": {"working_dir": str(ROOT)}}]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(_cli("deploy", str(path), "--wait", "--timeout", "60", "--address",
+                               cluster.info.address, "--token", TOKEN),
+                          cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "broken: DEPLOYING" in done.stderr  # the progress, printed as it changed
+    assert "NoSuchApp" in done.stderr.splitlines()[-1]
