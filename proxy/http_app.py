@@ -235,7 +235,12 @@ class ProxyApp:
         headers = []
         for name, value in scope["headers"]:
             if name == CALL_METHOD_HEADER:
-                method = value.decode()
+                try:
+                    method = value.decode()
+                except UnicodeDecodeError:  # found by fuzzing: was an uncaught error
+                    await _respond(send, 400, "the x-serve-call-method header must name a "
+                                              "method of the deployment, in UTF-8")
+                    return
             elif name == REQUEST_ID_HEADER:
                 request_id = value.decode("latin-1")
             headers.append(pb.Header(name=name, value=value))
