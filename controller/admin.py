@@ -11,7 +11,7 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -74,6 +74,21 @@ def resource_problem(app_configs: list[dict[str, Any]]) -> str:
             except ValueError as exc:
                 return f"applications[{i}].deployments[{j}]: {exc}"
     return ""
+
+
+def by_value_apps(pickled_apps: Mapping[str, bytes]) -> tuple[dict[str, str], str]:
+    """The apps a deploy ships by value (name -> the built app's JSON, as `serve.run` sends
+    it), and what is wrong with them ("" if nothing). Found by fuzzing: bytes that were no
+    UTF-8 text failed the call with an opaque error."""
+    out = {}
+    for name, data in pickled_apps.items():
+        try:
+            out[name] = data.decode()
+            json.loads(out[name])
+        except ValueError:
+            return {}, (f"pickled_apps[{name!r}] is not a built application (the JSON "
+                        "serve.run sends); deploy it with serve.run or by import path")
+    return out, ""
 
 
 class AdminService(pb_grpc.ControllerServicer):
@@ -151,7 +166,9 @@ class AdminService(pb_grpc.ControllerServicer):
             problem = await asyncio.to_thread(tls_problem, config.http_options.model_dump())
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        by_value = {k: v.decode() for k, v in request.pickled_apps.items()}
+        by_value, problem = by_value_apps(request.pickled_apps)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         code_digests = await asyncio.to_thread(
             lambda: {c["name"]: code_digest(c.get("runtime_env")) for c in app_configs})
         http_options = config.http_options.model_dump(mode="json")
