@@ -69,17 +69,13 @@ def start(host: str, join: str, http_host: str | None, http_port: int, admin_por
     from weir.cli.app_args import missing_http_server
     from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
     from weir.cli.local_cluster import LocalCluster, NodeOptions
-    from weir.config.tls import TlsError, TlsFiles, server_context
+    from weir.config.tls import TlsFiles
 
     server_missing = missing_http_server(http_server)
     if server_missing:
         fail(server_missing)
+    # A bad file stops LocalCluster.start before any process starts.
     tls = TlsFiles(ssl_certfile, ssl_keyfile, ssl_keyfile_password, ssl_ca_certs)
-    try:
-        if tls.enabled or ssl_keyfile_password or ssl_ca_certs:
-            server_context(tls)  # a bad file stops here, before any process starts
-    except TlsError as exc:
-        fail(f"cannot serve HTTPS (--ssl-certfile, --ssl-keyfile): {exc}")
     state = weir_home() / STATE_FILE_NAME
     existing = ClusterInfo.load(state)
     if existing is not None:

@@ -74,6 +74,7 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
     from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
     from weir.cli.local_cluster import LocalCluster
     from weir.cli.locate import cluster_address
+    from weir.config.tls import tls_files
 
     config = app_config(config_or_import_path, arguments, name=name,
                         route_prefix=route_prefix, app_dir=app_dir, runtime_env=runtime_env,
@@ -91,7 +92,7 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
                                etcd_binary=etcd_binary,
                                grpc_port=int(grpc_opts.get("port", 9000))
                                if grpc_opts.get("grpc_servicer_functions") else None,
-                               token=cluster_token(token))
+                               token=cluster_token(token), tls=tls_files(http_opts))
         try:
             info = cluster.start()
         except (RuntimeError, TimeoutError, OSError) as exc:

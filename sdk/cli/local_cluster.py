@@ -33,7 +33,7 @@ import structlog
 
 from weir.auth import TOKEN_ENV
 from weir.cli.cluster_state import ClusterInfo
-from weir.config.tls import PASSWORD_ENV, TlsFiles, proxy_flags
+from weir.config.tls import PASSWORD_ENV, TlsError, TlsFiles, proxy_flags, server_context
 from weir.etcd.server import EtcdServer
 from weir.processes import (
     ProcessRef,
@@ -102,7 +102,14 @@ class LocalCluster:
         self._controller_names: dict[str, str] = {}
 
     def start(self, timeout: float = 30.0) -> ClusterInfo:
-        """Start everything; returns when the proxy answers /-/healthz."""
+        """Start everything; returns when the proxy answers /-/healthz. RuntimeError naming
+        the option and the file if the proxy's TLS files cannot be used (before anything
+        starts)."""
+        if self.run_proxy and self.tls != TlsFiles():
+            try:
+                server_context(self.tls)
+            except TlsError as exc:
+                raise RuntimeError(f"cannot serve HTTPS: {exc}") from None
         temp_dir = tempfile.mkdtemp(prefix="weir-cluster-")
         cluster_id = uuid.uuid4().hex[:12]
         pids: dict[str, int] = {}

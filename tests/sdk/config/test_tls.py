@@ -76,3 +76,14 @@ def test_a_ca_bundle_that_is_not_pem_is_named(tmp_path: Path) -> None:
     with pytest.raises(TlsError, match="ssl_ca_certs"):
         server_context(TlsFiles(str(cert), str(key), ca_certs=str(junk)))
     server_context(TlsFiles(str(cert), str(key), ca_certs=str(cert)))
+
+
+def test_a_local_cluster_refuses_bad_files_before_starting_anything(tmp_path: Path) -> None:
+    from weir.cli.local_cluster import LocalCluster
+
+    cert, _ = self_signed(tmp_path)
+    other = write_key(new_key(), tmp_path / "other.pem")
+    cluster = LocalCluster(tls=TlsFiles(str(cert), str(other)))
+    with pytest.raises(RuntimeError, match="cannot serve HTTPS.*cannot be used together"):
+        cluster.start()
+    assert cluster.info is None and cluster.spawned_pids == []
