@@ -84,6 +84,6 @@ def test_a_local_cluster_refuses_bad_files_before_starting_anything(tmp_path: Pa
     cert, _ = self_signed(tmp_path)
     other = write_key(new_key(), tmp_path / "other.pem")
     cluster = LocalCluster(tls=TlsFiles(str(cert), str(other)))
-    with pytest.raises(RuntimeError, match="cannot serve HTTPS.*cannot be used together"):
+    with pytest.raises(RuntimeError, match=r"cannot serve HTTPS.*cannot be used together"):
         cluster.start()
     assert cluster.info is None and cluster.spawned_pids == []
