@@ -132,10 +132,12 @@ class Leader:
     async def start(self) -> None:
         """Load the goal and the records, then run the loops."""
         self.goal = await read_goal(self.store)
-        await self.events.note("leader", f"controller {self.address or '(local)'} leads")
         loop = asyncio.get_running_loop()
+        # The term's event is written beside the loops, never in the way of a takeover.
         self._tasks = [loop.create_task(self._reconcile_loop()),
-                       loop.create_task(self.routes.run())]
+                       loop.create_task(self.routes.run()),
+                       loop.create_task(self.events.note(
+                           "leader", f"controller {self.address or '(local)'} leads"))]
         log.info("leading", apps=sorted(self.goal.goals), replicas=len(self.goal.records))
 
     async def stop(self) -> None:
