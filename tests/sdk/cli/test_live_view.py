@@ -53,3 +53,15 @@ def test_off_a_terminal_watch_prints_a_yaml_stream() -> None:
     watch(lambda: next(drawn), Console(file=out), 0.5, should_stop=stop_after_three)
     assert list(yaml.safe_load_all(out.getvalue())) == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert rounds == [0.5, 0.5, 0.5]
+
+
+def test_on_a_terminal_both_views_redraw_in_place() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    drawn = iter(["n: 1\n", "n: 2\n"])
+    watch(lambda: next(drawn), console, 0.1, should_stop=lambda _: True)
+    with DeployView(["a"], console) as view:
+        view(APPS, DeployProgress(False, waiting_for=("a",)))
+    text = out.getvalue()
+    assert "n: 1" in text and "\x1b[" in text  # control codes: drawn in place
+    assert text.rstrip().endswith("E: UPDATING, no replicas yet")  # the last picture stays
