@@ -280,6 +280,8 @@ class AdminService(pb_grpc.ControllerServicer):
         try:
             if request.history:
                 items, _ = await _patiently(lambda: self.store.get_prefix(HISTORY_PREFIX))
+                if request.history_limit > 0:
+                    items = items[-request.history_limit:]
                 history = [{"revision": kv.key.rsplit("/", 1)[1], **json.loads(kv.value)}
                            for kv in items]
                 return pb.GetConfigReply(config_json=json.dumps(history))

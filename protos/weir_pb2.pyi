@@ -320,14 +320,16 @@ class DeployReply(_message.Message):
     def __init__(self, message: _Optional[str] = ..., revision: _Optional[int] = ..., diff_json: _Optional[str] = ...) -> None: ...
 
 class GetConfigRequest(_message.Message):
-    __slots__ = ("name", "history", "revision")
+    __slots__ = ("name", "history", "revision", "history_limit")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     name: str
     history: bool
     revision: int
-    def __init__(self, name: _Optional[str] = ..., history: _Optional[bool] = ..., revision: _Optional[int] = ...) -> None: ...
+    history_limit: int
+    def __init__(self, name: _Optional[str] = ..., history: _Optional[bool] = ..., revision: _Optional[int] = ..., history_limit: _Optional[int] = ...) -> None: ...
 
 class GetConfigReply(_message.Message):
     __slots__ = ("config_json",)

@@ -159,7 +159,9 @@ class Dashboard:
         client = AdminClient(address, token=self.token, timeout=5, leader_wait_s=2)
         return dashboard_document(client.get_status(), client.list_replicas(),
                                   client.get_events(EVENTS_SHOWN),
-                                  client.get_config(history=True), time.time())
+                                  client.get_config(history=True,
+                                                    history_limit=HISTORY_SHOWN),
+                                  time.time())
 
 
 async def _send(send: Any, status: int, body: bytes, content_type: bytes) -> None:

@@ -72,8 +72,9 @@ calls = st.one_of(
         config_json=c, partial=p, dry_run=d, pickled_apps=apps)),
         config_texts, st.booleans(), st.booleans(),
         st.dictionaries(names, st.binary(max_size=20) | st.just(b'{"x": 1}'), max_size=2)),
-    st.builds(lambda n, h, r: ("GetConfig", pb.GetConfigRequest(name=n, history=h, revision=r)),
-              names, st.booleans(), st.integers(-2**63, 2**63 - 1)),
+    st.builds(lambda n, h, r, lim: ("GetConfig", pb.GetConfigRequest(
+        name=n, history=h, revision=r, history_limit=lim)),
+        names, st.booleans(), st.integers(-2**63, 2**63 - 1), st.integers(-2**31, 2**31 - 1)),
     st.builds(lambda n: ("GetStatus", pb.GetStatusRequest(name=n)), names),
     st.builds(lambda ns: ("DeleteApps", pb.DeleteAppsRequest(names=ns)),
               st.lists(names, max_size=3)),
