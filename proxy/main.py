@@ -83,8 +83,8 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
     plane.start()
     limits = ingress_limits(opts)
     tls = tls_options(opts)
-    app = HeaderCountLimit(ProxyApp(plane, Dashboard(LeaderLocator(opts.etcd))),
-                           limits.max_headers)
+    dashboard = Dashboard(LeaderLocator(opts.etcd))
+    app = HeaderCountLimit(ProxyApp(plane, dashboard), limits.max_headers)
     address = f"{opts.http_host}:{opts.http_port}"
     grpc_server = None
     if opts.grpc_port >= 0:
@@ -141,10 +141,11 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
     if grpc_server is not None:
         await grpc_server.stop(1)
     await plane.close()
-    try:
-        await store.close()
-    except StoreError:
-        pass
+    for closing in (dashboard.locator, store):
+        try:
+            await closing.close()
+        except StoreError:
+            pass
     log.info("proxy stopped")
 
 

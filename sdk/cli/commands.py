@@ -98,7 +98,8 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
         except (RuntimeError, TimeoutError, OSError) as exc:
             fail(f"cannot start the local cluster: {exc}")
         addr = info.address
-        click.echo(f"Started a local Weir cluster: HTTP at http://{info.http}, "
+        scheme = "https" if cluster.tls.enabled else "http"
+        click.echo(f"Started a local Weir cluster: HTTP at {scheme}://{info.http}, "
                    f"admin at {info.address}, etcd at {info.etcd_endpoints}, "
                    f"logs in {info.temp_dir}/logs", err=True)
     client = AdminClient(addr, token=cluster.token if cluster is not None else token)
