@@ -193,9 +193,16 @@ class AdminService(pb_grpc.ControllerServicer):
                 previous = await self._latest_config()
                 merged = self._merged_config(previous, config.model_dump(mode="json"),
                                              request.partial, deletes)
+                try:
+                    merged_config = config_from_json(json.dumps(merged))
+                except ConfigError as exc:
+                    # Found by fuzzing: a partial deploy clashing with the apps it keeps
+                    # (a route_prefix taken by another app) failed with an opaque UNKNOWN.
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        f"with the applications already deployed: {exc}")
+                    raise
                 diff = diff_applications(config_from_json(json.dumps(previous))
-                                         if previous else None,
-                                         config_from_json(json.dumps(merged)))
+                                         if previous else None, merged_config)
                 if request.dry_run:
                     return pb.DeployReply(message="dry run: nothing changed",
                                           diff_json=json.dumps(diff, default=str))
