@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 import grpc
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.sdk.config.test_config_fuzz import documents, json_values
@@ -102,7 +102,18 @@ async def run_calls(sequence: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     return outcomes
 
 
+def _deploy(apps: list[tuple[str, str]], partial: bool = False,
+            pickled: dict[str, bytes] | None = None) -> tuple[str, pb.DeployRequest]:
+    config = {"applications": [{"name": n, "route_prefix": p,
+                                "import_path": "tests.e2e.apps.basic:Echo"} for n, p in apps]}
+    return ("Deploy", pb.DeployRequest(config_json=json.dumps(config), partial=partial,
+                                       pickled_apps=pickled or {}))
+
+
 @FUZZ
 @given(st.lists(calls, min_size=1, max_size=4))
+# The failures fuzzing found, kept as examples.
+@example([_deploy([("a", "/a")], pickled={"a": b"\x80"})])
+@example([_deploy([("a0", "/0")]), _deploy([("a", "/0")], partial=True)])
 def test_admin_calls_answer_or_refuse_clearly(sequence: list[tuple[str, Any]]) -> None:
     asyncio.run(run_calls(sequence))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from weir.config.config_file import config_from_json, parse_config
@@ -74,6 +74,7 @@ def test_any_json_value(value: Any) -> None:
 
 @FUZZ
 @given(st.text(max_size=200) | st.binary(max_size=200))
+@example(b"\x80")  # found by fuzzing: not UTF-8
 def test_any_text_as_yaml_or_json(text: str | bytes) -> None:
     parses_or_names_the_problem(parse_config, text)
     parses_or_names_the_problem(config_from_json, text)
