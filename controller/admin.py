@@ -11,7 +11,7 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -20,6 +20,8 @@ import structlog
 from weir.config.config_file import config_from_json
 from weir.config.diff import diff_applications
 from weir.config.errors import ConfigError
+from weir.config.tls import tls_problem
+from weir.controller.event_log import Event, read_events
 from weir.controller.goal import AppGoal, apply_deploy
 from weir.controller.leader import Leader
 from weir.controller.placement import replica_request
@@ -73,6 +75,21 @@ def resource_problem(app_configs: list[dict[str, Any]]) -> str:
             except ValueError as exc:
                 return f"applications[{i}].deployments[{j}]: {exc}"
     return ""
+
+
+def by_value_apps(pickled_apps: Mapping[str, bytes]) -> tuple[dict[str, str], str]:
+    """The apps a deploy ships by value (name -> the built app's JSON, as `serve.run` sends
+    it), and what is wrong with them ("" if nothing). Found by fuzzing: bytes that were no
+    UTF-8 text failed the call with an opaque error."""
+    out = {}
+    for name, data in pickled_apps.items():
+        try:
+            out[name] = data.decode()
+            json.loads(out[name])
+        except ValueError:
+            return {}, (f"pickled_apps[{name!r}] is not a built application (the JSON "
+                        "serve.run sends); deploy it with serve.run or by import path")
+    return out, ""
 
 
 class AdminService(pb_grpc.ControllerServicer):
@@ -145,9 +162,14 @@ class AdminService(pb_grpc.ControllerServicer):
             cfg["deployments"] = [d.model_dump(mode="json", exclude_unset=True)
                                   for d in app.deployments]
         problem = resource_problem(app_configs)
+        if not problem:
+            # Checked before the goal changes: bad TLS files leave the running config be.
+            problem = await asyncio.to_thread(tls_problem, config.http_options.model_dump())
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        by_value = {k: v.decode() for k, v in request.pickled_apps.items()}
+        by_value, problem = by_value_apps(request.pickled_apps)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         code_digests = await asyncio.to_thread(
             lambda: {c["name"]: code_digest(c.get("runtime_env")) for c in app_configs})
         http_options = config.http_options.model_dump(mode="json")
@@ -172,9 +194,16 @@ class AdminService(pb_grpc.ControllerServicer):
                 previous = await self._latest_config()
                 merged = self._merged_config(previous, config.model_dump(mode="json"),
                                              request.partial, deletes)
+                try:
+                    merged_config = config_from_json(json.dumps(merged))
+                except ConfigError as exc:
+                    # Found by fuzzing: a partial deploy clashing with the apps it keeps
+                    # (a route_prefix taken by another app) failed with an opaque UNKNOWN.
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        f"with the applications already deployed: {exc}")
+                    raise
                 diff = diff_applications(config_from_json(json.dumps(previous))
-                                         if previous else None,
-                                         config_from_json(json.dumps(merged)))
+                                         if previous else None, merged_config)
                 if request.dry_run:
                     return pb.DeployReply(message="dry run: nothing changed",
                                           diff_json=json.dumps(diff, default=str))
@@ -216,6 +245,9 @@ class AdminService(pb_grpc.ControllerServicer):
         await self._trim_history()
         leader.wake()
         changed = sorted(puts)
+        await leader.events.record(
+            *(Event(time.time(), "deploy", "deployed a new config", n) for n in changed),
+            *(Event(time.time(), "delete", "removed by a deploy", n) for n in deletes))
         log.info("deployed", changed=changed, deleted=deletes, revision=revision)
         return pb.DeployReply(
             message=f"deployed: {len(changed)} app(s) changed, {len(deletes)} removed",
@@ -264,6 +296,8 @@ class AdminService(pb_grpc.ControllerServicer):
         try:
             if request.history:
                 items, _ = await _patiently(lambda: self.store.get_prefix(HISTORY_PREFIX))
+                if request.history_limit > 0:
+                    items = items[-request.history_limit:]
                 history = [{"revision": kv.key.rsplit("/", 1)[1], **json.loads(kv.value)}
                            for kv in items]
                 return pb.GetConfigReply(config_json=json.dumps(history))
@@ -320,6 +354,8 @@ class AdminService(pb_grpc.ControllerServicer):
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot write the goal: {exc}")
         leader.wake()
+        await leader.events.record(*(Event(time.time(), "delete", "deleted", n)
+                                     for n in request.names))
         return pb.DeleteAppsReply()
 
     async def Shutdown(self, request: pb.ShutdownRequest,
@@ -329,6 +365,16 @@ class AdminService(pb_grpc.ControllerServicer):
         await self._on_shutdown()
         del leader
         return pb.ShutdownReply()
+
+    async def GetEvents(self, request: pb.GetEventsRequest,
+                        context: grpc.aio.ServicerContext) -> pb.GetEventsReply:
+        """The recent events, oldest first (any controller: they come from etcd)."""
+        try:
+            events = await _patiently(lambda: read_events(self.store, max(request.limit, 0)))
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read the events: {exc}")
+            raise
+        return pb.GetEventsReply(events_json=json.dumps(events))
 
     async def ListReplicas(self, request: pb.ListReplicasRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListReplicasReply:

@@ -44,6 +44,7 @@ from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.autoscaler import ScalingState, describe, scale_targets, with_decisions
 from weir.controller.cluster_goal import ClusterGoal, read_goal
 from weir.controller.deployment_status import StatusInfo
+from weir.controller.event_log import EventLog, node_events, status_events
 from weir.controller.goal import AppGoal
 from weir.controller.health import DeploymentHealth, judge, may_start
 from weir.controller.health_prober import CheckTarget, HealthProber
@@ -122,6 +123,9 @@ class Leader:
         self.routes = RoutePublisher(self._current_table, self._adopted, self.ended)
         self.builder = AppBuilder(store, python_executable, self._prepared_env, self.wake)
         self.prober = HealthProber(self.wake, clock)
+        #: Recent events for the status page; the last pass's statuses, to diff against.
+        self.events = EventLog(store, wall_clock)
+        self._last_apps: dict[str, Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -135,8 +139,11 @@ class Leader:
         """Load the goal and the records, then run the loops."""
         self.goal = await read_goal(self.store)
         loop = asyncio.get_running_loop()
+        # The term's event is written beside the loops, never in the way of a takeover.
         self._tasks = [loop.create_task(self._reconcile_loop()),
-                       loop.create_task(self.routes.run())]
+                       loop.create_task(self.routes.run()),
+                       loop.create_task(self.events.note(
+                           "leader", f"controller {self.address or '(local)'} leads"))]
         log.info("leading", apps=sorted(self.goal.goals), replicas=len(self.goal.records))
 
     async def stop(self) -> None:
@@ -189,6 +196,7 @@ class Leader:
     async def reconcile_once(self) -> None:
         """One level-triggered pass: refresh, observe, judge, plan, execute."""
         self.goal = await read_goal(self.store)
+        dead_before = self.dead_nodes
         self.dead_nodes = update_dead_nodes(self.dead_nodes, self.seen_nodes, self.goal.nodes,
                                             self.wall_clock())
         self.seen_nodes = {**self.seen_nodes, **self.goal.nodes}
@@ -201,7 +209,11 @@ class Leader:
         unplaced, self._unplaced = self._unplaced, {}
         self.health = judge(targets, views, self.health, now=now, start_errors=errors,
                             unplaced=unplaced)
-        self.statuses = self._status(views)[1]
+        apps, self.statuses = self._status(views)
+        wall = self.wall_clock()
+        await self.events.record(*status_events(self._last_apps, apps, wall),
+                                 *node_events(dead_before, self.dead_nodes, wall))
+        self._last_apps = apps
         # Until the replicas re-registered after a failover, their load is unknown.
         targets, self.scaling, changes = scale_targets(
             targets, self.goal.autoscaling, views, self.queues.queued(), self.scaling,

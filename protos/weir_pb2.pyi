@@ -372,14 +372,16 @@ class DeployReply(_message.Message):
     def __init__(self, message: _Optional[str] = ..., revision: _Optional[int] = ..., diff_json: _Optional[str] = ...) -> None: ...
 
 class GetConfigRequest(_message.Message):
-    __slots__ = ("name", "history", "revision")
+    __slots__ = ("name", "history", "revision", "history_limit")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     name: str
     history: bool
     revision: int
-    def __init__(self, name: _Optional[str] = ..., history: _Optional[bool] = ..., revision: _Optional[int] = ...) -> None: ...
+    history_limit: int
+    def __init__(self, name: _Optional[str] = ..., history: _Optional[bool] = ..., revision: _Optional[int] = ..., history_limit: _Optional[int] = ...) -> None: ...
 
 class GetConfigReply(_message.Message):
     __slots__ = ("config_json",)
@@ -464,3 +466,15 @@ class PackageRef(_message.Message):
     hash: str
     size: int
     def __init__(self, hash: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class GetEventsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class GetEventsReply(_message.Message):
+    __slots__ = ("events_json",)
+    EVENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    events_json: str
+    def __init__(self, events_json: _Optional[str] = ...) -> None: ...

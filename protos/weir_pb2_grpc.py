@@ -418,6 +418,11 @@ class ControllerStub:
                 request_serializer=weir_dot_protos_dot_weir__pb2.QueueReport.SerializeToString,
                 response_deserializer=weir_dot_protos_dot_weir__pb2.QueueReportReply.FromString,
                 _registered_method=True)
+        self.GetEvents = channel.unary_unary(
+                '/weir.Controller/GetEvents',
+                request_serializer=weir_dot_protos_dot_weir__pb2.GetEventsRequest.SerializeToString,
+                response_deserializer=weir_dot_protos_dot_weir__pb2.GetEventsReply.FromString,
+                _registered_method=True)
 
 
 class ControllerServicer:
@@ -480,6 +485,13 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEvents(self, request, context):
+        """The cluster's recent events (deploys, failures, failovers), oldest first; any controller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -527,6 +539,11 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.ReportQueues,
                     request_deserializer=weir_dot_protos_dot_weir__pb2.QueueReport.FromString,
                     response_serializer=weir_dot_protos_dot_weir__pb2.QueueReportReply.SerializeToString,
+            ),
+            'GetEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvents,
+                    request_deserializer=weir_dot_protos_dot_weir__pb2.GetEventsRequest.FromString,
+                    response_serializer=weir_dot_protos_dot_weir__pb2.GetEventsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -772,6 +789,33 @@ class Controller:
             '/weir.Controller/ReportQueues',
             weir_dot_protos_dot_weir__pb2.QueueReport.SerializeToString,
             weir_dot_protos_dot_weir__pb2.QueueReportReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weir.Controller/GetEvents',
+            weir_dot_protos_dot_weir__pb2.GetEventsRequest.SerializeToString,
+            weir_dot_protos_dot_weir__pb2.GetEventsReply.FromString,
             options,
             channel_credentials,
             insecure,

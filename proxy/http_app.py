@@ -42,6 +42,7 @@ from weir.exceptions import (
 )
 from weir.metrics import CLIENT_CLOSED, exposition, proxy_metrics
 from weir.protos import weir_pb2 as pb
+from weir.proxy.dashboard import Dashboard
 from weir.proxy.middleware_stack import MiddlewareStack
 from weir.proxy.websocket_proxy import relay_websocket
 
@@ -166,8 +167,10 @@ async def _drain(body: RequestBody, watcher: asyncio.Future[Message]) -> None:
 class ProxyApp:
     """The proxy's ASGI application."""
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(self, plane: DataPlane, dashboard: Dashboard | None = None) -> None:
         self.plane = plane
+        #: The status page (`weir.proxy.dashboard`), if this proxy serves it.
+        self.dashboard = dashboard
         self.middlewares = MiddlewareStack(self._serve)
         self.metrics = proxy_metrics()
 
@@ -216,6 +219,9 @@ class ProxyApp:
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", content_type.encode())]})
             await send({"type": "http.response.body", "body": body})
+            return
+        if self.dashboard is not None and self.dashboard.handles(path):
+            await self.dashboard(scope, receive, send)
             return
         self.metrics.ongoing_http += 1
         try:
@@ -277,7 +283,12 @@ class ProxyApp:
         headers = []
         for name, value in scope["headers"]:
             if name == CALL_METHOD_HEADER:
-                method = value.decode()
+                try:
+                    method = value.decode()
+                except UnicodeDecodeError:  # found by fuzzing: was an uncaught error
+                    await _respond(send, 400, "the x-serve-call-method header must name a "
+                                              "method of the deployment, in UTF-8")
+                    return
             elif name == REQUEST_ID_HEADER:
                 request_id = value.decode("latin-1")
             elif name == tracing.TRACEPARENT_HEADER:

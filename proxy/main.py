@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from weir import auth, tracing
+from weir.config.tls import PASSWORD_ENV, TlsError, TlsFiles, server_context
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.route_table import LeaderLocator
 from weir.etcd.etcd_store import EtcdStore
@@ -26,7 +27,16 @@ from weir.etcd.keys import PROXIES_PREFIX
 from weir.etcd.presence import Presence
 from weir.etcd.store import StoreError
 from weir.metrics import proxy_metrics
+from weir.proxy.dashboard import Dashboard
 from weir.proxy.http_app import ProxyApp
+from weir.proxy.ingress_limits import (
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
+    HeaderCountLimit,
+    IngressLimits,
+)
 from weir.runtime import configure_logging, run_until_signalled
 from weir.system_logging import follow_system_logging
 
@@ -73,7 +83,10 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
     structlog.contextvars.bind_contextvars(proxy_id=proxy_id)
     plane = DataPlane(LeaderLocator(opts.etcd), f"proxy:{proxy_id}")
     plane.start()
-    app = ProxyApp(plane)
+    limits = ingress_limits(opts)
+    tls = tls_options(opts)
+    dashboard = Dashboard(LeaderLocator(opts.etcd))
+    app = HeaderCountLimit(ProxyApp(plane, dashboard), limits.max_headers)
     proxy_metrics().follow_queues(lambda: plane.routers)
     tracing.configure("proxy")
     address = f"{opts.http_host}:{opts.http_port}"
@@ -98,7 +111,12 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
                                      lambda s: setattr(config, "timeout_keep_alive", s))
         config = uvicorn.Config(followed, host=opts.http_host, port=opts.http_port,
                                 log_level="warning", lifespan="off", access_log=False,
-                                timeout_keep_alive=int(DEFAULT_KEEP_ALIVE_S))
+                                timeout_keep_alive=int(DEFAULT_KEEP_ALIVE_S),
+                                ssl_certfile=tls.certfile or None,
+                                ssl_keyfile=tls.keyfile or None,
+                                ssl_keyfile_password=tls.keyfile_password or None,
+                                ssl_ca_certs=tls.ca_certs or None,
+                                **limits.uvicorn_settings())
         server = uvicorn.Server(config)
         server_task = asyncio.get_running_loop().create_task(server.serve())
         await _announce(opts, address)
@@ -114,6 +132,12 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
         hconfig.accesslog = None
         hconfig.keep_alive_timeout = DEFAULT_KEEP_ALIVE_S
         hconfig.graceful_timeout = 2
+        for name, value in limits.hypercorn_settings().items():
+            setattr(hconfig, name, value)
+        if tls.enabled:
+            hconfig.certfile, hconfig.keyfile = tls.certfile, tls.keyfile
+            hconfig.keyfile_password = tls.keyfile_password or None
+            hconfig.ca_certs = tls.ca_certs or None
         followed = KeepAliveFollower(app, plane,
                                      lambda s: setattr(hconfig, "keep_alive_timeout", s))
         server_task = asyncio.get_running_loop().create_task(
@@ -125,15 +149,46 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
     if grpc_server is not None:
         await grpc_server.stop(1)
     await plane.close()
-    try:
-        await store.close()
-    except StoreError:
-        pass
+    for closing in (dashboard.locator, store):
+        try:
+            await closing.close()
+        except StoreError:
+            pass
     log.info("proxy stopped")
 
 
+def ingress_limits(opts: argparse.Namespace) -> IngressLimits:
+    """The limits the proxy's flags set."""
+    return IngressLimits(max_header_bytes=opts.max_header_bytes, max_headers=opts.max_headers,
+                         header_timeout_s=opts.header_timeout_s,
+                         max_connections=opts.max_connections)
+
+
+def tls_options(opts: argparse.Namespace) -> TlsFiles:
+    """The TLS files the proxy's flags name (all empty: plain HTTP)."""
+    return TlsFiles(certfile=opts.ssl_certfile, keyfile=opts.ssl_keyfile,
+                    keyfile_password=opts.ssl_keyfile_password, ca_certs=opts.ssl_ca_certs)
+
+
+def add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of `IngressLimits` and of HTTPS (Ray's http_options names)."""
+    parser.add_argument("--ssl-certfile", default="")
+    parser.add_argument("--ssl-keyfile", default="")
+    parser.add_argument("--ssl-keyfile-password", default=os.environ.get(PASSWORD_ENV, ""),
+                        help=f"The key's password (default: ${PASSWORD_ENV}).")
+    parser.add_argument("--ssl-ca-certs", default="")
+    parser.add_argument("--max-header-bytes", type=int, default=DEFAULT_MAX_HEADER_BYTES)
+    parser.add_argument("--max-headers", type=int, default=DEFAULT_MAX_HEADERS)
+    parser.add_argument("--header-timeout-s", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
+                        help="Close a connection whose request headers take longer (uvicorn; "
+                             "on hypercorn its keep-alive timeout bounds them).")
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                        help="Answer 503 past this many connections (uvicorn only; 0: none).")
+
+
 async def _announce(opts: argparse.Namespace, address: str) -> None:
-    log.info("proxy serving", http=address)
+    scheme = "https" if tls_options(opts).enabled else "http"
+    log.info("proxy serving", http=address, scheme=scheme)
     if opts.ready_file:
         await asyncio.to_thread(Path(opts.ready_file).write_text, address)
 
@@ -149,8 +204,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="Serve the gRPC ingress on this port (-1: off).")
     parser.add_argument("--proxy-id", default="")
     parser.add_argument("--ready-file", default="")
+    add_limit_flags(parser)
     opts = parser.parse_args(argv)
     # Reconfigurable: it follows the cluster's logging_config (weir.system_logging).
     configure_logging("proxy", reconfigurable=True)
+    try:
+        # Checked here so that a bad file is one line naming it, not a traceback from ssl.
+        if tls_options(opts).enabled:
+            server_context(tls_options(opts))
+    except TlsError as exc:
+        log.error("cannot serve HTTPS", error=str(exc))
+        raise SystemExit(f"weir proxy: {exc}") from None
     auth.pin_token()
     run_until_signalled(lambda stop: serve(opts, stop))

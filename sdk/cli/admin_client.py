@@ -160,9 +160,12 @@ class AdminClient:
         listed = [c.get("address", "") for c in self.get_status().get("controllers", [])]
         return [a for a in listed if a] or list(self.addresses)
 
-    def get_config(self, name: str = "", *, history: bool = False) -> Any:
-        """The goal as the controller holds it (or the history of accepted configs)."""
-        reply = self._call("GetConfig", pb.GetConfigRequest(name=name, history=history))
+    def get_config(self, name: str = "", *, history: bool = False,
+                   history_limit: int = 0) -> Any:
+        """The goal as the controller holds it (or the history of accepted configs: the
+        latest `history_limit` of them, 0 for all kept)."""
+        reply = self._call("GetConfig", pb.GetConfigRequest(name=name, history=history,
+                                                            history_limit=history_limit))
         return json.loads(reply.config_json)
 
     def get_status(self, name: str = "") -> dict[str, Any]:
@@ -177,6 +180,11 @@ class AdminClient:
     def shutdown(self) -> None:
         """Stop every replica and every controller."""
         self._call("Shutdown", pb.ShutdownRequest(), timeout=max(self.timeout, 40.0))
+
+    def get_events(self, limit: int = 0) -> list[dict[str, Any]]:
+        """The cluster's recent events (deploys, failures, failovers), oldest first."""
+        reply = self._call("GetEvents", pb.GetEventsRequest(limit=limit))
+        return json.loads(reply.events_json)  # type: ignore[no-any-return]
 
     def list_replicas(self) -> list[dict[str, Any]]:
         """Every replica with state, PID and address."""

@@ -48,6 +48,12 @@ from weir.exceptions import ClusterError
 @click.option("--resources", default="{}", help='Custom resources, JSON: {"name": amount}.')
 @click.option("--fresh", is_flag=True,
               help="Start with no applications (forget the embedded etcd's data).")
+@click.option("--ssl-certfile", default="", help="Serve HTTPS with this PEM certificate "
+              "(Ray's http_options.ssl_certfile; with --ssl-keyfile).")
+@click.option("--ssl-keyfile", default="", help="The certificate's PEM private key.")
+@click.option("--ssl-keyfile-password", default="", envvar="WEIR_SSL_KEYFILE_PASSWORD",
+              help="The key's password, if it is encrypted [env WEIR_SSL_KEYFILE_PASSWORD].")
+@click.option("--ssl-ca-certs", default="", help="A PEM CA bundle (as Ray's ssl_ca_certs).")
 @click.option("--token", default=None,
               help="Require this cluster token on every call to the cluster's gRPC servers "
                    "(default WEIR_TOKEN; with --host and none given, a random one is made; "
@@ -57,7 +63,8 @@ def start(host: str, join: str, http_host: str | None, http_port: int, admin_por
           controllers: int | None, etcd: str, etcd_port: int | None, lease_ttl: float,
           etcd_binary: str | None, grpc_port: int | None, http_server: str, no_proxy: bool,
           num_cpus: float | None, num_gpus: float | None, resources: str,
-          fresh: bool, token: str | None) -> None:
+          fresh: bool, ssl_certfile: str, ssl_keyfile: str, ssl_keyfile_password: str,
+          ssl_ca_certs: str, token: str | None) -> None:
     """Start a long-running cluster in the background (etcd, controllers, a proxy and a
     node agent), or join another machine's with --join.
 
@@ -69,10 +76,13 @@ def start(host: str, join: str, http_host: str | None, http_port: int, admin_por
     from weir.cli.app_args import missing_http_server
     from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
     from weir.cli.local_cluster import LocalCluster, NodeOptions
+    from weir.config.tls import TlsFiles
 
     server_missing = missing_http_server(http_server)
     if server_missing:
         fail(server_missing)
+    # A bad file stops LocalCluster.start before any process starts.
+    tls = TlsFiles(ssl_certfile, ssl_keyfile, ssl_keyfile_password, ssl_ca_certs)
     state = weir_home() / STATE_FILE_NAME
     existing = ClusterInfo.load(state)
     if existing is not None:
@@ -102,7 +112,7 @@ def start(host: str, join: str, http_host: str | None, http_port: int, admin_por
         etcd_port=etcd_port if etcd_port is not None else (2379 if host != "127.0.0.1" else None),
         etcd_data_dir=None if endpoints else str(data_dir),
         node=NodeOptions(num_cpus=num_cpus, num_gpus=num_gpus, resources=custom),
-        token=secret)
+        token=secret, tls=tls)
     try:
         info = cluster.start()
     except (RuntimeError, TimeoutError, OSError) as exc:
@@ -111,7 +121,7 @@ def start(host: str, join: str, http_host: str | None, http_port: int, admin_por
     lines = ["Weir cluster " + ("joined." if join else "started."),
              f"  admin address: {info.address or '(the leader, found through etcd)'}"]
     if info.http:
-        lines.append(f"  HTTP: http://{info.http}")
+        lines.append(f"  HTTP: {'https' if tls.enabled else 'http'}://{info.http}")
     if info.grpc:
         lines.append(f"  gRPC: {info.grpc}")
     lines += [f"  etcd: {info.etcd_endpoints}", f"  logs: {info.temp_dir}/logs"]

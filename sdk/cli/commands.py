@@ -79,6 +79,7 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
     from weir.cli.deploy_wait import DeployMark, changed_count, mark_before, wait_for_deploy
     from weir.cli.local_cluster import LocalCluster
     from weir.cli.locate import cluster_address
+    from weir.config.tls import tls_files
 
     config = app_config(config_or_import_path, arguments, name=name,
                         route_prefix=route_prefix, app_dir=app_dir, runtime_env=runtime_env,
@@ -96,13 +97,14 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
                                etcd_binary=etcd_binary,
                                grpc_port=int(grpc_opts.get("port", 9000))
                                if grpc_opts.get("grpc_servicer_functions") else None,
-                               token=cluster_token(token))
+                               token=cluster_token(token), tls=tls_files(http_opts))
         try:
             info = cluster.start()
         except (RuntimeError, TimeoutError, OSError) as exc:
             fail(f"cannot start the local cluster: {exc}")
         addr = info.address
-        click.echo(f"Started a local Weir cluster: HTTP at http://{info.http}, "
+        scheme = "https" if cluster.tls.enabled else "http"
+        click.echo(f"Started a local Weir cluster: HTTP at {scheme}://{info.http}, "
                    f"admin at {info.address}, etcd at {info.etcd_endpoints}, "
                    f"logs in {info.temp_dir}/logs", err=True)
     client = AdminClient(addr, token=cluster.token if cluster is not None else token)
@@ -248,10 +250,16 @@ def deploy(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: 
         return
     click.echo(f"Sent deploy request successfully ({reply.message}, revision {reply.revision}).")
     if wait:
+        from rich.console import Console
+
+        from weir.cli.live_view import DeployView
+
         names = [a.get("name", "default") for a in config.get("applications", [])]
         try:
-            wait_for_deploy(client, names, DeployMark(before, changed_count(reply.message)),
-                            timeout)
+            with DeployView(names, Console(stderr=True)) as view:
+                wait_for_deploy(client, names,
+                                DeployMark(before, changed_count(reply.message)), timeout,
+                                on_progress=view)
         except (ClusterError, RayServeException) as exc:
             fail(str(exc))
         click.echo(f"Application(s) {', '.join(names)} RUNNING.")
@@ -260,13 +268,40 @@ def deploy(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: 
 @main.command()
 @click.option("--address", "-a", default=None, help=ADDRESS_HELP)
 @click.option("--name", "-n", default="", help="Only this application, in the seed's shape.")
+@click.option("--watch", "-w", is_flag=True,
+              help="Redraw the status in place until Ctrl-C (piped: a stream of YAML "
+                   "documents).")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="With --watch: seconds between two redraws.")
 @token_option
-def status(address: str | None, name: str, token: str | None) -> None:
+def status(address: str | None, name: str, watch: bool, interval: float,
+           token: str | None) -> None:
     """Print the status of the applications, controllers and proxies as YAML."""
+    client = AdminClient(resolve_address(address), token=token)
+    if not watch:
+        try:
+            click.echo(_status_yaml(client, name), nl=False)
+        except ClusterError as exc:
+            fail(str(exc))
+        return
+    from rich.console import Console
+
+    from weir.cli import live_view
+
+    def render() -> str:
+        try:
+            return _status_yaml(client, name)
+        except ClusterError as exc:  # shown, and tried again at the next redraw
+            return f"# {time.strftime('%H:%M:%S')}: {exc}\n"
+
     try:
-        doc = AdminClient(resolve_address(address), token=token).get_status(name)
-    except ClusterError as exc:
-        fail(str(exc))
+        live_view.watch(render, Console(), interval)
+    except KeyboardInterrupt:
+        pass
+
+
+def _status_yaml(client: AdminClient, name: str) -> str:
+    doc = client.get_status(name)
     if name:
         app = doc.get("applications", {}).get(name)
         if app is None:
@@ -274,9 +309,8 @@ def status(address: str | None, name: str, token: str | None) -> None:
                                   "deployment_timestamp": 0},
                    "deployment_statuses": []}
         app = {k: v for k, v in app.items() if k != "route_prefix"}
-        click.echo(dump_yaml(app), nl=False)
-        return
-    click.echo(dump_yaml(doc), nl=False)
+        return dump_yaml(app)
+    return dump_yaml(doc)
 
 
 @main.command()

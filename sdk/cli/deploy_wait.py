@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -99,8 +99,13 @@ def mark_before(client: StatusSource) -> dict[str, float]:
     return timestamps(client.get_status().get("applications", {}))
 
 
+#: Told each status polled, and where the deploy stands then (`weir deploy --wait`'s view).
+ProgressHook = Callable[[Mapping[str, Any], DeployProgress], None]
+
+
 def wait_for_deploy(client: StatusSource, names: Sequence[str], mark: DeployMark,
-                    timeout: float = DEPLOY_WAIT_S) -> dict[str, Any]:
+                    timeout: float = DEPLOY_WAIT_S,
+                    on_progress: ProgressHook | None = None) -> dict[str, Any]:
     """Poll until every app in `names` runs the deploy's version; returns the status
     document's `applications`. Raises RayServeException if one failed to deploy (with the
     reason) or after `timeout` seconds (with the last status)."""
@@ -109,6 +114,8 @@ def wait_for_deploy(client: StatusSource, names: Sequence[str], mark: DeployMark
     while True:
         apps = client.get_status().get("applications", {})
         progress = deploy_progress(apps, names, mark)
+        if on_progress is not None:
+            on_progress(apps, progress)
         if progress.failed:
             raise RayServeException(progress.failed)
         if progress.done:

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ import structlog
 
 from weir.auth import TOKEN_ENV
 from weir.cli.cluster_state import ClusterInfo
+from weir.config.tls import PASSWORD_ENV, TlsError, TlsFiles, proxy_flags, server_context
 from weir.etcd.server import EtcdServer
 from weir.processes import (
     ProcessRef,
@@ -65,13 +67,15 @@ class LocalCluster:
                  http_server: str = "hypercorn", grpc_port: int | None = None,
                  host: str = "127.0.0.1", etcd_port: int | None = None,
                  etcd_data_dir: str | None = None, joined: bool = False, proxy: bool = True,
-                 node: NodeOptions | None = None, token: str = "") -> None:
+                 node: NodeOptions | None = None, token: str = "",
+                 tls: TlsFiles | None = None) -> None:
         """`host`: the address every server binds to and advertises (loopback: one
         machine). `etcd_port` / `etcd_data_dir`: where the embedded etcd listens and keeps
         its data (a temp dir by default: gone with the cluster). `joined`: this machine
         joins the cluster whose etcd is `etcd` (no etcd of its own; `controllers` may be
         0). `proxy`: run a proxy here. `node`: what this machine's node offers. `token`:
-        the cluster token ("": none, the servers check nothing)."""
+        the cluster token ("": none, the servers check nothing). `tls`: the proxy's
+        certificate and key (HTTPS; `weir.config.tls`)."""
         self.host = host
         self.etcd_port = etcd_port
         self.etcd_data_dir = etcd_data_dir
@@ -90,6 +94,7 @@ class LocalCluster:
         self.grpc_port = grpc_port
         #: The cluster token ("" : none, the servers check nothing).
         self.token = token
+        self.tls = tls or TlsFiles()
         self.info: ClusterInfo | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
         self._controllers_started = 0
@@ -97,7 +102,14 @@ class LocalCluster:
         self._controller_names: dict[str, str] = {}
 
     def start(self, timeout: float = 30.0) -> ClusterInfo:
-        """Start everything; returns when the proxy answers /-/healthz."""
+        """Start everything; returns when the proxy answers /-/healthz. RuntimeError naming
+        the option and the file if the proxy's TLS files cannot be used (before anything
+        starts)."""
+        if self.run_proxy and self.tls != TlsFiles():
+            try:
+                server_context(self.tls)
+            except TlsError as exc:
+                raise RuntimeError(f"cannot serve HTTPS: {exc}") from None
         temp_dir = tempfile.mkdtemp(prefix="weir-cluster-")
         cluster_id = uuid.uuid4().hex[:12]
         pids: dict[str, int] = {}
@@ -203,8 +215,8 @@ class LocalCluster:
             [sys.executable, "-m", "weir.proxy", "--etcd", info.etcd_endpoints,
              "--http-host", self.http_host, "--http-port", str(self.http_port),
              "--http-server", self.http_server, "--grpc-port",
-             str(-1 if self.grpc_port is None else self.grpc_port)],
-            logs / "proxy.log")
+             str(-1 if self.grpc_port is None else self.grpc_port), *proxy_flags(self.tls)],
+            logs / "proxy.log", {PASSWORD_ENV: self.tls.keyfile_password})
         info.pids["proxy"] = proc.pid
         if self.grpc_port is not None:
             info.grpc = f"127.0.0.1:{self.grpc_port}"
@@ -229,10 +241,11 @@ class LocalCluster:
             raise RuntimeError("the local cluster is not started")
         return self.info
 
-    def _spawn(self, cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, cmd: list[str], log_path: Path,
+               extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         # WEIR_TOKEN is always set, even empty: a child never takes a token from a state
         # file (which may be another cluster's).
-        env = {**os.environ, TOKEN_ENV: self.token}
+        env = {**os.environ, TOKEN_ENV: self.token, **(extra_env or {})}
         proc = spawn(cmd, log_path=log_path, env=env, detached=True)
         self._procs.append(proc)
         self._spawned.append(proc.pid)
@@ -261,7 +274,10 @@ class LocalCluster:
 
     def _wait_ready(self, info: ClusterInfo, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        url = f"http://{info.http}/-/healthz"
+        scheme = "https" if self.tls.enabled else "http"
+        url = f"{scheme}://{info.http}/-/healthz"
+        # The proxy's certificate may be self-signed: readiness is all this asks of it.
+        context = ssl._create_unverified_context() if self.tls.enabled else None
         while time.monotonic() < deadline:
             for proc in self._procs:
                 if proc.poll() is not None and proc.pid in info.pids.values():
@@ -269,7 +285,7 @@ class LocalCluster:
                         f"{' '.join(map(str, proc.args[:3]))} exited with code "  # type: ignore[index]
                         f"{proc.returncode}; see the logs in {info.temp_dir}/logs")
             with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=1) as resp:
+                with urllib.request.urlopen(url, timeout=1, context=context) as resp:
                     if resp.status == 200:
                         return
             time.sleep(0.05)

@@ -146,6 +146,8 @@ def config_from_json(text: str | bytes) -> ServeDeploySchema:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: "
                           f"{exc.msg}") from None
+    except UnicodeDecodeError as exc:  # bytes that are no Unicode text (found by fuzzing)
+        raise ConfigError(f"the config is not UTF-8 text (byte {exc.start})") from None
     return _validate_document(data, resolve_imports=True)
 
 

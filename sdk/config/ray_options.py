@@ -41,8 +41,6 @@ CONFIG = "config file"
 
 _NO_EXTERNAL_SCALER = ("Weir scales deployments by its own autoscaler (autoscaling_config) "
                        "only, with no API for an external scaler yet")
-_NO_TLS = ("Weir's proxies serve plain HTTP: terminate TLS in front of them (a load balancer "
-           "or an ingress)")
 _BY_VALUE = "Weir sends handle arguments and results by value, cloudpickled (no Ray object store)"
 
 #: scope -> option -> why Weir does not act on it.
@@ -86,10 +84,6 @@ IGNORED: Mapping[str, Mapping[str, str]] = MappingProxyType({
         "proxy_location": "Weir runs the proxies its cluster was started with",
         "target_capacity": "Weir runs every deployment at its full target; scale it with "
                            "num_replicas or autoscaling_config",
-        "http_options.ssl_keyfile": _NO_TLS,
-        "http_options.ssl_certfile": _NO_TLS,
-        "http_options.ssl_keyfile_password": _NO_TLS,
-        "http_options.ssl_ca_certs": _NO_TLS,
         "grpc_options.request_timeout_s": "Weir's gRPC ingress passes calls through with the "
                                           "client's own deadline",
     },

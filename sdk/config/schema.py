@@ -45,6 +45,7 @@ from pydantic import (
 
 from weir.config.autoscaling import NumReplicas, check_autoscaling_config
 from weir.config.logging_config import check_logging_config
+from weir.config.tls import shape_problem, tls_files
 
 # ----------------------------------------------------------------- field rules
 
@@ -259,11 +260,18 @@ class HTTPOptionsSchema(_Schema):
     #: ones before it (the last is outermost, as in Ray Serve).
     middlewares: list[Middleware] = Field(default_factory=list)
     max_request_body_bytes: StrictInt = Field(default=100 * 1024 * 1024, gt=0)
-    #: Ray's HTTPS options: accepted and ignored (terminate TLS in front of the proxies).
+    #: HTTPS (`weir.config.tls`): PEM files where the proxies run; Ray's names.
     ssl_keyfile: StrictStr | None = None
     ssl_certfile: StrictStr | None = None
     ssl_keyfile_password: StrictStr | None = None
     ssl_ca_certs: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HTTPOptionsSchema:
+        problem = shape_problem(tls_files(self.model_dump()))
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("root_path")
     @classmethod
@@ -305,8 +313,9 @@ class ServeDeploySchema(_Schema):
         return value
 
 
-#: Ray-only fields Weir accepts and ignores, which `serve build` never writes: a dump
-#: leaves them out unless the config set them.
+#: Fields `serve build` never writes (Ray-only ones Weir accepts and ignores, and the
+#: HTTPS files, which belong to where the proxies run): a dump leaves them out unless the
+#: config set them.
 RAY_ONLY_FIELDS: dict[type[BaseModel], frozenset[str]] = {
     ServeDeploySchema: frozenset({"target_capacity"}),
     HTTPOptionsSchema: frozenset({"ssl_keyfile", "ssl_certfile", "ssl_keyfile_password",

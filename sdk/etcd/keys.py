@@ -10,7 +10,9 @@ Layout (one JSON document per key):
 - /weir/nodes/<id> (lease-bound): a NodeRecord per node agent: what it offers, the
   replicas it runs;
 - /weir/leader (lease-bound): the leading controller's identity (JSON with `address`);
-- /weir/controllers/<id> (lease-bound): who serves.
+- /weir/controllers/<id> (lease-bound): who serves;
+- /weir/events/<ns>-<i>: the leader's recent events (deploys, failures, failovers), trimmed
+  to the last few hundred (weir.controller.event_log).
 A deploy writes every changed key of that list in one etcd transaction.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 APPS_PREFIX = "/weir/apps/"
 REPLICAS_PREFIX = "/weir/replicas/"
 HISTORY_PREFIX = "/weir/history/"
+EVENTS_PREFIX = "/weir/events/"
 CONTROLLERS_PREFIX = "/weir/controllers/"
 PROXIES_PREFIX = "/weir/proxies/"
 HTTP_OPTIONS_KEY = "/weir/http_options"

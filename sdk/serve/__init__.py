@@ -106,6 +106,7 @@ def _connect(http_options: dict[str, Any] | None = None,
         from weir.cli.cluster_state import running_cluster
         from weir.cli.local_cluster import LocalCluster
         from weir.cli.locate import leader_via_etcd
+        from weir.config.tls import tls_files
 
         address = os.environ.get("WEIR_ADDRESS", "")
         known = cluster_context.cluster()
@@ -132,7 +133,7 @@ def _connect(http_options: dict[str, Any] | None = None,
                                    admin_port=int(os.environ.get("WEIR_ADMIN_PORT", "9500")),
                                    grpc_port=int(grpc["port"])
                                    if grpc["grpc_servicer_functions"] else None,
-                                   token=cluster_token())
+                                   token=cluster_token(), tls=tls_files(http))
             info = cluster.start()
             _session.owned = cluster
             _session.http = info.http

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.terminal import ROOT, weir_at_terminal
@@ -91,3 +92,16 @@ def test_a_built_config_of_an_autoscaled_app_writes_its_autoscaling_and_deploys(
                                            "target_ongoing_requests": 1}
     proc = weir("deploy", str(config), "-a", f"127.0.0.1:{free_port()}")
     assert UNREACHABLE in proc.stderr, proc.stderr
+
+
+def test_weir_start_refuses_tls_files_that_cannot_be_used(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from weir.cli.commands import main
+
+    monkeypatch.setenv("WEIR_HOME", str(tmp_path))
+    result = CliRunner().invoke(main, ["start", "--ssl-certfile", str(tmp_path / "no.pem"),
+                                       "--ssl-keyfile", str(tmp_path / "no-key.pem")])
+    assert result.exit_code == 1
+    assert "ssl_certfile: no file at" in result.output and "no.pem" in result.output
