@@ -43,6 +43,7 @@ from weir.batch_planner import (
     check_batch_options,
     check_results,
 )
+from weir.runtime_context import current_request
 
 log = structlog.get_logger("weir.batching")
 
@@ -257,6 +258,45 @@ class _ThreadBatcher(_Batcher):
             call.future.set_result(result)
 
 
+class _ModelBatchers:
+    """One batcher per multiplexed model id ("" for calls naming none), made on first use
+    with the function's current settings; the setters change every one of them."""
+
+    def __init__(self, make: Callable[[dict[str, Any]], _Batcher],
+                 options: dict[str, Any]) -> None:
+        self._make = make
+        self.options = dict(options)
+        self._batchers: dict[str, _Batcher] = {}
+        self._lock = threading.Lock()
+
+    def current(self) -> _Batcher:
+        """The batcher of the model the current request names."""
+        model_id = current_request().multiplexed_model_id
+        batcher = self._batchers.get(model_id)
+        if batcher is None:
+            with self._lock:
+                batcher = self._batchers.get(model_id)
+                if batcher is None:
+                    batcher = self._batchers[model_id] = self._make(self.options)
+        return batcher
+
+    def set_max_batch_size(self, max_batch_size: int) -> None:
+        """Change the batch size, for every model's batcher."""
+        check_batch_options(max_batch_size, self.options["batch_wait_timeout_s"])
+        with self._lock:
+            for batcher in self._batchers.values():
+                batcher.planner.set_max_batch_size(max_batch_size)
+            self.options["max_batch_size"] = max_batch_size
+
+    def set_batch_wait_timeout_s(self, batch_wait_timeout_s: float) -> None:
+        """Change the wait, for every model's batcher."""
+        check_batch_options(self.options["max_batch_size"], batch_wait_timeout_s)
+        with self._lock:
+            for batcher in self._batchers.values():
+                batcher.planner.set_batch_wait_timeout_s(batch_wait_timeout_s)
+            self.options["batch_wait_timeout_s"] = batch_wait_timeout_s
+
+
 class _BatchedFunction:
     """What `@serve.batch` returns: a descriptor giving each instance its own batcher, and
     callable itself when it decorates a plain function."""
@@ -305,7 +345,9 @@ class _BatchedFunction:
         return self._unbound
 
     def _make(self, instance: Any) -> Callable[..., Any]:
-        """A function with the caller's signature, over a batcher of its own."""
+        """A function with the caller's signature, over batchers of its own (one per
+        multiplexed model id: Ray splits batches by model, so that a batched function
+        serves one model and `serve.get_multiplexed_model_id()` names it)."""
         func = self._func
         signature = inspect.signature(func)
         if instance is not None:
@@ -313,31 +355,39 @@ class _BatchedFunction:
             signature = signature.replace(parameters=list(signature.parameters.values())[1:])
         qualname = self._qualname
         caller: Callable[..., Any]
-        batcher: _Batcher
+        kind: type[_Batcher]
         if inspect.isasyncgenfunction(self._func):
-            streamer = batcher = _LoopBatcher(func, signature, qualname, self._options)
-
+            kind = _LoopBatcher
+        elif inspect.iscoroutinefunction(self._func):
+            kind = _LoopBatcher
+        else:
+            kind = _ThreadBatcher
+        batchers = _ModelBatchers(lambda options: kind(func, signature, qualname, options),
+                                  self._options)
+        if inspect.isasyncgenfunction(self._func):
             async def caller(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+                streamer = batchers.current()
+                assert isinstance(streamer, _LoopBatcher)
                 async for item in streamer.stream(args, kwargs):
                     yield item
         elif inspect.iscoroutinefunction(self._func):
-            awaiter = batcher = _LoopBatcher(func, signature, qualname, self._options)
-
             async def caller(*args: Any, **kwargs: Any) -> Any:
+                awaiter = batchers.current()
+                assert isinstance(awaiter, _LoopBatcher)
                 return await awaiter.call(args, kwargs)
         else:
-            blocker = batcher = _ThreadBatcher(func, signature, qualname, self._options)
-
             def caller(*args: Any, **kwargs: Any) -> Any:
+                blocker = batchers.current()
+                assert isinstance(blocker, _ThreadBatcher)
                 return blocker.call(args, kwargs)
 
         functools.update_wrapper(caller, self._func)
-        planner = batcher.planner
         # Ray's names: the setters are public, the getters its tests' private helpers.
-        for name, attr in {"set_max_batch_size": planner.set_max_batch_size,
-                           "set_batch_wait_timeout_s": planner.set_batch_wait_timeout_s,
-                           "_get_max_batch_size": lambda: planner.max_batch_size,
-                           "_get_batch_wait_timeout_s": lambda: planner.batch_wait_timeout_s,
+        for name, attr in {"set_max_batch_size": batchers.set_max_batch_size,
+                           "set_batch_wait_timeout_s": batchers.set_batch_wait_timeout_s,
+                           "_get_max_batch_size": lambda: batchers.options["max_batch_size"],
+                           "_get_batch_wait_timeout_s":
+                               lambda: batchers.options["batch_wait_timeout_s"],
                            }.items():
             setattr(caller, name, attr)
         return caller

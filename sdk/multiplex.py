@@ -35,9 +35,11 @@ from weir.runtime_context import current_request
 
 log = structlog.get_logger("weir.multiplex")
 
-#: The HTTP header naming the model (Ray's); its dashed spelling is taken too, since some
-#: fronting proxies (nginx by default) drop headers with underscores.
-MODEL_ID_HEADERS = (b"serve_multiplexed_model_id", b"serve-multiplexed-model-id")
+#: The HTTP headers naming the model: Ray's (`serve_multiplexed_model_id`, and the
+#: `ray_serve_multiplexed_model_id` its newer docs show); dashed spellings are taken too,
+#: since some fronting proxies (nginx by default) drop headers with underscores.
+MODEL_ID_HEADERS = (b"serve_multiplexed_model_id", b"serve-multiplexed-model-id",
+                    b"ray_serve_multiplexed_model_id", b"ray-serve-multiplexed-model-id")
 #: The gRPC ingress metadata key naming the model (Ray's).
 MODEL_ID_METADATA = b"multiplexed_model_id"
 #: Ray's default for `max_num_models_per_replica`.

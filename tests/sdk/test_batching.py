@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import cloudpickle
 import pytest
@@ -218,3 +219,56 @@ def test_batch_size_fn_sees_the_callers_arguments() -> None:
     assert asyncio.run(main()) == ([2, 2, 2], ["ab", "cd"])
     assert all(isinstance(item, str) for items in seen for item in items)
     assert seen[-1] == ["ab", "cd", "ef"]
+
+
+class Multiplexed:
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, list[int]]] = []
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=5)
+    async def run(self, items: list[int]) -> list[str]:
+        model_id = serve.get_multiplexed_model_id()
+        self.batches.append((model_id, items))
+        return [f"{model_id}:{i}" for i in items]
+
+    @serve.batch(max_batch_size=2, batch_wait_timeout_s=5)
+    def run_sync(self, items: list[int]) -> list[str]:
+        model_id = serve.get_multiplexed_model_id()
+        self.batches.append((model_id, items))
+        return [f"{model_id}:{i}" for i in items]
+
+
+def _as_model(model_id: str, call: Callable[[], Any]) -> Any:
+    from weir.runtime_context import RequestContext, serving
+
+    serving(RequestContext(request_id=f"r-{model_id}", multiplexed_model_id=model_id))
+    return call()
+
+
+def test_batches_are_split_by_multiplexed_model_id_as_in_ray() -> None:
+    """Calls for models a and b, interleaved, make one full batch each (not two mixed
+    ones), and get_multiplexed_model_id() in the batch names its model."""
+    model = Multiplexed()
+
+    async def main() -> list[str]:
+        async def one(model_id: str, i: int) -> str:
+            return await _as_model(model_id, lambda: model.run(i))  # type: ignore[no-any-return]
+
+        calls = [one("ab"[i % 2], i) for i in range(8)]
+        return list(await asyncio.wait_for(asyncio.gather(*calls), timeout=2))
+
+    assert asyncio.run(main()) == [f"{'ab'[i % 2]}:{i}" for i in range(8)]
+    assert sorted(model.batches) == [("a", [0, 2, 4, 6]), ("b", [1, 3, 5, 7])]
+    model.run.set_max_batch_size(2)  # reaches every model's batcher
+    assert model.run._get_max_batch_size() == 2
+    with pytest.raises(ValueError, match="max_batch_size"):
+        model.run.set_max_batch_size(0)
+
+
+def test_sync_batches_are_split_by_multiplexed_model_id() -> None:
+    model = Multiplexed()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(
+            lambda i: _as_model("ab"[i % 2], lambda: model.run_sync(i)), range(4)))
+    assert results == ["a:0", "b:1", "a:2", "b:3"]
+    assert sorted(model.batches) == [("a", [0, 2]), ("b", [1, 3])]

@@ -225,6 +225,9 @@ def test_request_model_id_from_each_ingress() -> None:
     assert [request_model_id(r) for r in (http, dashed, grpc, handle)] == ["m1", "m2", "m3",
                                                                           "m4"]
     assert request_model_id(pb.CallRequest(http=pb.HttpRequest())) == ""
+    newer = pb.CallRequest(http=pb.HttpRequest(headers=[
+        header(b"ray_serve_multiplexed_model_id", b"m5")]))
+    assert request_model_id(newer) == "m5"  # the header Ray's newer docs show
 
 
 class Picky:
