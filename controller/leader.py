@@ -74,6 +74,10 @@ log = structlog.get_logger("weir.controller")
 
 TICK_S = 0.5
 ADOPTION_GRACE_S = 3.0
+#: How often the leader logs how long its passes took (the slowest, and how many).
+PASS_STATS_S = 10.0
+#: A pass slower than this is logged on its own: every deploy, scale and failover waits on it.
+SLOW_PASS_S = 0.2
 STOP_MARGIN_S = 5.0
 
 Key = tuple[str, str]
@@ -161,13 +165,24 @@ class Leader:
     # ------------------------------------------------------------------ the loop
 
     async def _reconcile_loop(self) -> None:
+        window_start, slowest, passes = self.clock(), 0.0, 0
         while True:
+            began = time.perf_counter()
             try:
                 await self.reconcile_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.error("reconcile pass failed", exc_info=True)
+            took = time.perf_counter() - began
+            slowest, passes = max(slowest, took), passes + 1
+            if took > SLOW_PASS_S:
+                log.warning("slow reconcile pass", ms=round(took * 1000, 1),
+                            replicas=len(self.goal.records))
+            if self.clock() - window_start >= PASS_STATS_S:
+                log.info("reconcile passes", passes=passes, max_ms=round(slowest * 1000, 1),
+                         replicas=len(self.goal.records))
+                window_start, slowest, passes = self.clock(), 0.0, 0
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
