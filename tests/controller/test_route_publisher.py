@@ -1,0 +1,54 @@
+"""The route publisher: whole tables to old subscribers, the whole table then deltas to
+those that accept them, and a subscriber that fell behind gets what it missed in one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from weir.controller.route_publisher import RoutePublisher
+from weir.dataplane.route_table import RouteTable
+from weir.protos import weir_pb2 as pb
+
+
+def table(ongoing: dict[str, int]) -> pb.RouteTable:
+    return pb.RouteTable(deployments=[pb.DeploymentTargets(
+        app="a", deployment="D",
+        replicas=[pb.ReplicaTarget(replica_id=r, address="h:1", ongoing=n)
+                  for r, n in sorted(ongoing.items())])])
+
+
+def test_deltas_after_the_first_table_and_merged_when_behind() -> None:
+    async def scenario() -> None:
+        current = {"r1": 0, "r2": 0}
+        publisher = RoutePublisher(lambda: table(current), lambda: True, asyncio.Event())
+        publisher.ready = True
+        publisher._publish(table(current))
+        deltas = publisher.watch(accepts_deltas=True)
+        whole = publisher.watch(accepts_deltas=False)
+        first, first_whole = await anext(deltas), await anext(whole)
+        assert first.delta_from == 0 and first == first_whole == publisher.table
+        view = RouteTable.from_proto(first)
+        # Three versions while the subscriber reads nothing: it gets one merged delta.
+        for n in (1, 2, 3):
+            current = {"r1": n, "r2": 0}
+            publisher._publish(table(current))
+        got = await asyncio.wait_for(anext(deltas), 5)
+        assert (got.delta_from, got.version) == (first.version, publisher.table.version)
+        assert [t.replica_id for t in got.deployments[0].replicas] == ["r1"]
+        view = view.with_delta(got)
+        assert view.deployments == RouteTable.from_proto(publisher.table).deployments
+        assert await asyncio.wait_for(anext(whole), 5) == publisher.table
+
+    asyncio.run(scenario())
+
+
+def test_a_subscriber_beyond_the_history_gets_the_whole_table() -> None:
+    async def scenario() -> None:
+        publisher = RoutePublisher(lambda: table({}), lambda: True, asyncio.Event())
+        publisher.ready = True
+        for n in range(100):
+            publisher._publish(table({"r1": n}))
+        assert publisher.update_for(1, accepts_deltas=True) is publisher.table
+        assert publisher.update_for(98, accepts_deltas=True).delta_from == 98
+
+    asyncio.run(scenario())
