@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
 import os
@@ -24,25 +25,28 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.processes import REPO_ROOT
 from bench.sim_fleet import (
     Fleet,
-    HealthServer,
+    Probe,
     SharedLeaderLocator,
+    SimReplica,
     Subscribers,
     pool_replica_channels,
+    start_health_server,
     target_of,
 )
 from weir import auth
 from weir.cli.admin_client import AdminClient
+from weir.dataplane.route_table import RouteTable
 from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.server import EtcdServer
 from weir.processes import free_port, kill, spawn, terminate
 from weir.protos import weir_pb2 as pb
-from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.runtime import configure_logging
 
 #: The JSON's figures, in the table's order.
@@ -66,6 +70,25 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+#: One subscriber's table versions as they arrived, and when (wall clock).
+Arrivals = tuple[list[int], list[float]]
+
+
+def latency_ms(probe: Probe, arrivals: list[Arrivals]) -> float:
+    """From the change until the last subscriber had a version showing it: the witness's
+    own sighting, and each other subscriber's first version at or past the witness's. A
+    change some subscriber never got counts as PROBE_TIMEOUT_S."""
+    if not probe.done.is_set():
+        return PROBE_TIMEOUT_S * 1000
+    last = probe.last_wall
+    for versions, walls in arrivals:
+        i = bisect.bisect_left(versions, probe.version)
+        if i == len(versions):
+            return PROBE_TIMEOUT_S * 1000
+        last = max(last, walls[i])
+    return 1000 * (last - probe.started_wall)
 
 
 def p99(values: list[float]) -> float:
@@ -107,9 +130,11 @@ class Bench:
         self.workdir = workdir
         self.controllers: list[Any] = []
         self.log_offsets: dict[int, int] = {}
+        self.subscriber_procs: list[tuple[Any, Path]] = []
         self.figures: dict[str, Any] = {"replicas": opts.replicas, "proxies": opts.proxies,
                                         "nodes": opts.nodes}
-        self.etcd = EtcdServer(workdir / "etcd")
+        self.etcd = EtcdServer(workdir / "etcd", extra_args=(
+            ["--unsafe-no-fsync"] if opts.etcd_no_fsync else []))
 
     def start_controller(self, index: int) -> str:
         """Start a controller process (pinned to `--leader-cpu` if given); its address."""
@@ -133,21 +158,19 @@ class Bench:
         await asyncio.to_thread(self.etcd.start)
         store = EtcdStore(self.etcd.endpoint)
         await store.connect()
-        health = auth.server()
-        pb_grpc.add_ReplicaServicer_to_server(HealthServer(), health)
-        health_port = health.add_insecure_port("127.0.0.1:0")
-        await health.start()
+        health, health_address = start_health_server()
         pool = pool_replica_channels(opts.channels)
         locator = SharedLeaderLocator(store)
-        fleet = Fleet(store, locator, f"127.0.0.1:{health_port}")
-        subs = Subscribers(locator, opts.proxies)
+        fleet = Fleet(store, locator, health_address)
+        subs = Subscribers(locator, 1)  # the witness; the others run in processes of their own
         try:
             first = self.start_controller(0)
             locator.start()
             await wait_until(lambda: locator.current is not None, 60, "a leader")
             self.start_controller(1)
-            fleet.add_nodes(opts.nodes, LEASE_TTL_S)
+            fleet.add_nodes(opts.nodes, opts.node_lease_ttl)
             subs.start()
+            self.start_subscribers(opts.proxies - 1)
             await self.ramp(first, fleet, subs)
             await self.steady(store, locator, fleet, subs)
             # Each of the last two is measured on its own: one that fails says so in the
@@ -165,7 +188,7 @@ class Bench:
             await fleet.close()
             await locator.close()
             await pool.close()
-            await health.stop(0)
+            health.stop(0)
             await store.close()
         return self.figures
 
@@ -176,8 +199,8 @@ class Bench:
         client = AdminClient(address, timeout=120)
         await asyncio.to_thread(client.deploy, {"applications": app_config(n)})
         await wait_until(lambda: len(fleet.running()) >= n, 600, f"{n} replicas running", 0.5)
-        await wait_until(lambda: all(subs.replicas_seen(i) >= n for i in range(subs.count)),
-                         120, "every subscriber routing to every replica", 0.5)
+        await wait_until(lambda: subs.replicas_seen(0) >= n, 120,
+                         "the witness subscriber routing to every replica", 0.5)
         self.figures["ramp_s"] = round(time.perf_counter() - began, 1)
         print(f"  {n} replicas running and routed in {self.figures['ramp_s']} s", flush=True)
 
@@ -190,39 +213,41 @@ class Bench:
         self.log_offsets = {i: self.log_path(i).stat().st_size for i in range(2)}
         _, rev0 = await store.get_prefix("/weir/nothing/")
         cpu0, me0, t0 = cpu_seconds(pid), cpu_seconds(me), time.perf_counter()
-        pushes, reports = [], []
+        pushes: list[Probe] = []
+        reports: list[Probe] = []
         marker = 1000
         while time.perf_counter() - t0 < self.opts.duration:
             r = random.choice(fleet.running())
             key, rid = r.key, r.record.replica_id
             # A replica set change: it leaves the routes (re-initializing), then returns.
             r.state = pb.INITIALIZING
-            probe = subs.watch(lambda t, k=key, i=rid: target_of(t, k, i) is None)
-            r.session.report_soon()  # type: ignore[union-attr]
-            pushes.append(await self._timed(probe, subs))
+            pushes.append(await self._probe(
+                subs, r, lambda t, k=key, i=rid: target_of(t, k, i) is None))
             r.state = pb.RUNNING
-            probe = subs.watch(lambda t, k=key, i=rid: target_of(t, k, i) is not None)
-            r.session.report_soon()  # type: ignore[union-attr]
-            pushes.append(await self._timed(probe, subs))
+            pushes.append(await self._probe(
+                subs, r, lambda t, k=key, i=rid: target_of(t, k, i) is not None))
             # A depth report, until every subscriber has it.
             marker += 1
             r.ongoing = mark = marker
-            probe = subs.watch(lambda t, k=key, i=rid, m=mark:
-                               getattr(target_of(t, k, i), "ongoing", -1) == m)
-            r.session.report_soon()  # type: ignore[union-attr]
-            reports.append(await self._timed(probe, subs))
+            reports.append(await self._probe(
+                subs, r, lambda t, k=key, i=rid, m=mark:
+                getattr(target_of(t, k, i), "ongoing", -1) == m))
             r.ongoing = 0
             await asyncio.sleep(0.2)
         elapsed = time.perf_counter() - t0
         _, rev1 = await store.get_prefix("/weir/nothing/")
+        cpu1, me1 = cpu_seconds(pid), cpu_seconds(me)
+        arrivals = await asyncio.to_thread(self.stop_subscribers)
+        push_ms = [latency_ms(p, arrivals) for p in pushes]
+        report_ms = [latency_ms(p, arrivals) for p in reports]
         self.figures.update(
-            route_push_p99_ms=round(p99(pushes), 1),
-            route_push_median_ms=round(statistics.median(pushes), 1) if pushes else None,
-            report_to_route_p99_ms=round(p99(reports), 1),
-            leader_cpu_pct=round(100 * (cpu_seconds(pid) - cpu0) / elapsed, 1),
+            route_push_p99_ms=round(p99(push_ms), 1),
+            route_push_median_ms=round(statistics.median(push_ms), 1) if push_ms else None,
+            report_to_route_p99_ms=round(p99(report_ms), 1),
+            leader_cpu_pct=round(100 * (cpu1 - cpu0) / elapsed, 1),
             leader_rss_mb=round(rss_mb(pid), 1),
             etcd_writes_per_s=round((rev1 - rev0) / elapsed, 1),
-            sim_cpu_pct=round(100 * (cpu_seconds(me) - me0) / elapsed, 1),
+            sim_cpu_pct=round(100 * (me1 - me0) / elapsed, 1),
             max_pass_ms=self.max_pass_ms(pid),
             probes=len(pushes) + len(reports),
         )
@@ -232,12 +257,44 @@ class Bench:
                                                "etcd_writes_per_s", "max_pass_ms",
                                                "sim_cpu_pct")), flush=True)
 
-    async def _timed(self, probe: Any, subs: Subscribers) -> float:
+    async def _probe(self, subs: Subscribers, replica: SimReplica,
+                     seen: Callable[[RouteTable], bool]) -> Probe:
+        """Report the replica's change now; the probe, once the witness saw it (or gave up)."""
+        probe = subs.watch(seen)
+        replica.session.report_soon()  # type: ignore[union-attr]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(probe.done.wait(), PROBE_TIMEOUT_S)
         subs.probes.remove(probe)
-        end = probe.last if probe.done.is_set() else time.perf_counter()
-        return 1000 * (end - probe.started)
+        return probe
+
+    def start_subscribers(self, count: int) -> None:
+        """`count` route subscribers in `--subscriber-procs` processes of their own."""
+        procs = max(1, min(self.opts.subscriber_procs, count))
+        first = 1  # subscriber 0 is the witness, in this process
+        for i in range(procs):
+            n = count // procs + (1 if i < count % procs else 0)
+            out = self.workdir / f"arrivals-{i}.json"
+            cmd = [sys.executable, "-m", "bench.sim_subscribers", "--etcd",
+                   self.etcd.endpoint, "--count", str(n), "--first", str(first),
+                   "--out", str(out)]
+            proc = spawn(cmd, log_path=self.workdir / f"subscribers-{i}.log", cwd=REPO_ROOT,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+            self.subscriber_procs.append((proc, out))
+            first += n
+
+    def stop_subscribers(self) -> list[Arrivals]:
+        """Stop the subscriber processes; when each of their subscribers got each version."""
+        out: list[Arrivals] = []
+        for proc, path in self.subscriber_procs:
+            terminate(proc, 15.0)
+            if path.exists():
+                for records in json.loads(path.read_text()).values():
+                    out.append(([v for v, _ in records], [w for _, w in records]))
+        missing = sum(1 for _, path in self.subscriber_procs if not path.exists())
+        if missing:
+            print(f"  {missing} subscriber process(es) left no record", flush=True)
+        self.subscriber_procs = []
+        return out
 
     def log_path(self, index: int) -> Path:
         """Where controller `index` logs."""
@@ -302,6 +359,8 @@ class Bench:
 
     def stop(self) -> None:
         """Stop every process this run started, by PID."""
+        for proc, _ in self.subscriber_procs:
+            terminate(proc, 5.0)
         for proc in self.controllers:
             if proc.poll() is None:
                 terminate(proc, 5.0)
@@ -335,6 +394,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="give up on the rolling update or the failover after this")
     parser.add_argument("--workdir", default="",
                         help="keep etcd's data and the controllers' logs here [a temp dir]")
+    parser.add_argument("--uvloop", action="store_true",
+                        help="run the simulation on uvloop (faster; grpc.aio's streams broke "
+                             "with INTERNAL errors under it here)")
+    parser.add_argument("--node-lease-ttl", type=float, default=15.0,
+                        help="the simulated node agents' lease TTL: longer than a real agent's "
+                             "(3 s), so that a simulation starved of CPU does not lose its nodes")
+    parser.add_argument("--etcd-no-fsync", action="store_true",
+                        help="etcd without fsync: on a disk shared with other loads, fsync "
+                             "stalls can hold etcd for seconds (leases lapse)")
+    parser.add_argument("--subscriber-procs", type=int, default=2,
+                        help="processes the route subscribers (all but one) run in")
     parser.add_argument("--json", default="", help="write the figures here")
     opts = parser.parse_args(argv)
     if opts.sim_cpu is not None:
@@ -342,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault(auth.TOKEN_ENV, auth.new_token())
     os.environ["WEIR_LOG_LEVEL"] = "warning"  # thousands of sessions: only what goes wrong
     configure_logging("control_plane_scale")
-    with contextlib.suppress(ImportError):
+    if opts.uvloop:
         import uvloop
 
         uvloop.install()

@@ -28,6 +28,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -157,12 +158,23 @@ class SimReplica:
 
 
 class HealthServer(pb_grpc.ReplicaServicer):
-    """Answers every simulated replica's health checks (they share its address)."""
+    """Answers every simulated replica's health checks (they share its address). A
+    thread-pool server, off the simulation's event loop: a loop busy with thousands of
+    streams must not make healthy replicas look dead."""
 
-    async def CheckHealth(self, request: pb.HealthCheckRequest,
-                          context: grpc.aio.ServicerContext) -> pb.HealthCheckReply:
+    def CheckHealth(self, request: pb.HealthCheckRequest,
+                    context: grpc.ServicerContext) -> pb.HealthCheckReply:
         """Healthy: a simulated replica runs no user code."""
         return pb.HealthCheckReply(healthy=True)
+
+
+def start_health_server() -> tuple[grpc.Server, str]:
+    """The health server, started; and its address."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_ReplicaServicer_to_server(HealthServer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
 
 
 @dataclass
@@ -312,6 +324,12 @@ class Probe:
     waiting: set[int]
     last: float = 0.0
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: When it started, by the wall clock (other processes' subscribers time by it too).
+    started_wall: float = 0.0
+    #: The first table version that showed it (to the last subscriber that saw it here).
+    version: int = 0
+    #: When the last subscriber here saw it, by the wall clock.
+    last_wall: float = 0.0
 
 
 class Subscribers:
@@ -336,13 +354,15 @@ class Subscribers:
         for probe in self.probes:
             if index in probe.waiting and probe.seen(table):
                 probe.waiting.discard(index)
-                probe.last = now
+                probe.last, probe.last_wall = now, time.time()
+                probe.version = max(probe.version, table.version)
                 if not probe.waiting:
                     probe.done.set()
 
     def watch(self, seen: Callable[[RouteTable], bool]) -> Probe:
         """Start timing a change now; the probe is done once every subscriber saw it."""
-        probe = Probe(time.perf_counter(), seen, set(range(self.count)))
+        probe = Probe(time.perf_counter(), seen, set(range(self.count)),
+                      started_wall=time.time())
         self.probes.append(probe)
         return probe
 
