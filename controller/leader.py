@@ -53,7 +53,7 @@ from weir.controller.nodes import (
     update_dead_nodes,
 )
 from weir.controller.observe import ReplicaBook, observe
-from weir.controller.placement import NoFit, place, replica_request
+from weir.controller.placement import NodeView, NoFit, PlacedReplica, place, replica_request
 from weir.controller.queue_reports import CallerQueues
 from weir.controller.reconciler import ReplicaView
 from weir.controller.replica_sessions import ReplicaSessions
@@ -79,6 +79,8 @@ PASS_STATS_S = 10.0
 #: A pass slower than this is logged on its own: every deploy, scale and failover waits on it.
 SLOW_PASS_S = 0.2
 STOP_MARGIN_S = 5.0
+#: New replica records per etcd transaction (etcd refuses more than 128 operations in one).
+RECORDS_PER_WRITE = 100
 
 Key = tuple[str, str]
 
@@ -217,8 +219,12 @@ class Leader:
         plan = reconciler.plan(targets.values(), views,
                                may_start=may_start(self.health, targets, now),
                                frozen_apps=frozen)
+        starts = plan.of(reconciler.Start)
+        if starts:
+            await self._start_replicas(starts)  # type: ignore[arg-type]
         for action in plan.actions:
-            await self._execute(action)
+            if not isinstance(action, reconciler.Start):
+                await self._execute(action)
         self.prober.update(self._check_targets(views))
         self.routes.mark_dirty()
 
@@ -252,9 +258,7 @@ class Leader:
     # ------------------------------------------------------------------ executing
 
     async def _execute(self, action: reconciler.Action) -> None:
-        if isinstance(action, reconciler.Start):
-            await self._start_replica(action)
-        elif isinstance(action, reconciler.Stop):
+        if isinstance(action, reconciler.Stop):
             await self._stop_replica(action)
         elif isinstance(action, reconciler.Reconfigure):
             command = pb.ReplicaCommand(kind=pb.RECONFIGURE,
@@ -289,37 +293,60 @@ class Leader:
             self._envs[goal.build_key] = env
         return env
 
-    async def _start_replica(self, action: reconciler.Start) -> None:
-        """Place a replica on a node and write its record: the node's agent starts it."""
+    async def _start_replicas(self, starts: list[reconciler.Start]) -> None:
+        """Place each replica on a node and write the records: the nodes' agents start them.
+
+        The node views are built once for the whole batch and updated as it is placed (at
+        thousands of replicas, rebuilding them per replica made one pass take seconds), and
+        the records go to etcd RECORDS_PER_WRITE per transaction, not one round trip each.
+        """
+        views = {v.node_id: v for v in node_views(self.goal.nodes, self.goal.records.values())}
+        records = []
+        for action in starts:
+            record = await self._assign(action, views)
+            if record is not None:
+                records.append(record)
+        for i in range(0, len(records), RECORDS_PER_WRITE):
+            batch = records[i:i + RECORDS_PER_WRITE]
+            # The records are the assignments, and they go before anything runs: a leader
+            # taking over after a crash here adopts or forgets them, and never starts a
+            # second replica.
+            await self.store.commit(puts={REPLICAS_PREFIX + r.replica_id: r.to_bytes()
+                                          for r in batch})
+            for record in batch:
+                self.goal.records[record.replica_id] = record
+                self.books[record.replica_id] = ReplicaBook()
+                log.info("assigned replica", replica_id=record.replica_id,
+                         node_id=record.node_id, version=record.version)
+
+    async def _assign(self, action: reconciler.Start, views: dict[str, NodeView]
+                      ) -> ReplicaRecord | None:
+        """The record of one new replica placed on `views` (updated with it), or None if
+        it cannot start now (the reason is kept for its deployment's status)."""
         key = (action.app, action.deployment)
         try:
             await self._prepared_env(self.goal.goals[action.app])
         except RuntimeEnvError as exc:
             self._start_errors[key] = str(exc)
-            return
+            return None
         options = self.goal.plans[key].options
         try:
             request = replica_request(options.get("ray_actor_options"))
         except ValueError as exc:
             self._start_errors[key] = str(exc)
-            return
-        placed = place(request, key, node_views(self.goal.nodes, self.goal.records.values()),
+            return None
+        placed = place(request, key, views.values(),
                        max_replicas_per_node=options.get("max_replicas_per_node"))
         if isinstance(placed, NoFit):
             self._unplaced[key] = placed.reason
-            return
+            return None
+        views[placed.node_id] = views[placed.node_id].with_replica(
+            PlacedReplica(key, dict(request), tuple(placed.gpu_indices)))
         replica_id = f"{action.app}#{action.deployment}#{secrets.token_hex(3)}"
-        record = ReplicaRecord(replica_id, action.app, action.deployment, action.version,
-                               pid=0, started_at=self.wall_clock(), cluster_id=self.cluster_id,
-                               node_id=placed.node_id, resources=dict(request),
-                               gpu_indices=tuple(placed.gpu_indices))
-        # The record is the assignment, and it goes before anything runs: a leader taking
-        # over after a crash here adopts or forgets it, and never starts a second replica.
-        await self.store.put(REPLICAS_PREFIX + replica_id, record.to_bytes())
-        self.goal.records[replica_id] = record
-        self.books[replica_id] = ReplicaBook()
-        log.info("assigned replica", replica_id=replica_id, node_id=placed.node_id,
-                 version=action.version)
+        return ReplicaRecord(replica_id, action.app, action.deployment, action.version,
+                             pid=0, started_at=self.wall_clock(), cluster_id=self.cluster_id,
+                             node_id=placed.node_id, resources=dict(request),
+                             gpu_indices=tuple(placed.gpu_indices))
 
     async def _stop_replica(self, action: reconciler.Stop) -> None:
         record = self.goal.records.get(action.replica_id)
