@@ -82,7 +82,9 @@ class ReplicaSessions:
     async def hold(self, reports: AsyncIterator[pb.ReplicaReport],
                    admit: Admit) -> AsyncIterator[pb.ReplicaCommand]:
         """Hold one replica's session: take its reports, send its commands."""
-        first = await anext(aiter(reports))
+        first = await anext(aiter(reports), None)
+        if first is None:
+            return  # hung up before registering (a replica reconnecting at once, say)
         initial = await admit(first)
         if initial is None:
             log.warning("unknown replica registered; stopping it", replica_id=first.replica_id)
