@@ -157,7 +157,7 @@ class Leader:
     def _on_report(self, state_changed: bool) -> None:
         if state_changed:
             self.wake()
-        self.routes.mark_dirty()
+        self.routes.mark_dirty(load_only=not state_changed)
 
     def _on_new_demand(self, keys: set[Key]) -> None:
         # Requests held for a deployment at zero: start a replica now, not at the next tick.
@@ -412,15 +412,18 @@ class Leader:
     # ------------------------------------------------------------------ routes
 
     def _current_table(self) -> pb.RouteTable:
+        # Read the sessions' last reports as they are (no plain-data copy per replica):
+        # this runs for every publish, over every replica.
         running = []
+        sessions, books, failures = self.sessions.sessions, self.books, self.prober.failures
         for rid, record in self.goal.records.items():
-            report = self.sessions.report_of(rid)
-            book = self.books.get(rid)
-            if (report is not None and report.connected and report.state == "RUNNING"
-                    and rid not in self.prober.failures
-                    and (book is None or book.stop_deadline is None)):
-                running.append((rid, record.app, record.deployment, report.address,
-                                report.ongoing))
+            sess = sessions.get(rid)
+            if sess is None or not sess.connected or sess.report.state != pb.RUNNING:
+                continue
+            book = books.get(rid)
+            if rid not in failures and (book is None or book.stop_deadline is None):
+                running.append((rid, record.app, record.deployment, sess.report.address,
+                                sess.report.ongoing))
         return build_route_table(self.goal.goals, self.goal.plans, running,
                                  self.goal.http_options)
 

@@ -19,6 +19,7 @@ empty table during a failover.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from weir.dataplane.route_delta import (
@@ -31,6 +32,10 @@ from weir.dataplane.route_delta import (
 from weir.protos import weir_pb2 as pb
 
 PUBLISH_MIN_INTERVAL_S = 0.05
+#: A change of load alone (a replica's ongoing count) waits up to this long for company:
+#: at thousands of replicas reports arrive every millisecond, and rebuilding the table for
+#: each would keep the leader busy; a change of the replica set goes out at once.
+LOAD_PUBLISH_INTERVAL_S = 0.25
 #: How many versions' deltas are kept for subscribers that fell behind.
 DELTA_HISTORY = 64
 
@@ -44,6 +49,9 @@ class RoutePublisher:
         self._adopted = adopted
         self._ended = ended
         self._dirty = asyncio.Event()
+        #: Something besides load changed: publish without waiting for LOAD_PUBLISH_INTERVAL_S.
+        self._urgent = asyncio.Event()
+        self._last_publish = 0.0
         #: One event per subscriber, set when a newer version is out.
         self._subscribers: set[asyncio.Event] = set()
         self.table = pb.RouteTable()
@@ -52,15 +60,25 @@ class RoutePublisher:
         self._deltas: dict[int, pb.RouteTable] = {}
         self.ready = False
 
-    def mark_dirty(self) -> None:
-        """Something the table depends on changed."""
+    def mark_dirty(self, load_only: bool = False) -> None:
+        """Something the table depends on changed; `load_only`: only replicas' load, which
+        may wait a little (LOAD_PUBLISH_INTERVAL_S) to go out with other changes."""
+        if not load_only:
+            self._urgent.set()
         self._dirty.set()
 
     async def run(self) -> None:
         """Publish on every change until cancelled."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._dirty.wait()
+            wait = self._last_publish + LOAD_PUBLISH_INTERVAL_S - loop.time()
+            if not self._urgent.is_set() and wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), wait)
             self._dirty.clear()
+            self._urgent.clear()
+            self._last_publish = loop.time()
             if self.ready or self._adopted():
                 self.ready = True
                 self._publish(self._current_table())

@@ -4,8 +4,9 @@ those that accept them, and a subscriber that fell behind gets what it missed in
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
-from weir.controller.route_publisher import RoutePublisher
+from weir.controller.route_publisher import LOAD_PUBLISH_INTERVAL_S, RoutePublisher
 from weir.dataplane.route_table import RouteTable
 from weir.protos import weir_pb2 as pb
 
@@ -52,3 +53,44 @@ def test_a_subscriber_beyond_the_history_gets_the_whole_table() -> None:
         assert publisher.update_for(98, accepts_deltas=True).delta_from == 98
 
     asyncio.run(scenario())
+
+
+def test_load_changes_are_coalesced_and_set_changes_go_at_once() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        builds: list[float] = []
+        current = {"r1": 0}
+
+        def build() -> pb.RouteTable:
+            builds.append(loop.time())
+            return table(current)
+
+        publisher = RoutePublisher(build, lambda: True, asyncio.Event())
+        runner = loop.create_task(publisher.run())
+        try:
+            publisher.mark_dirty()
+            await _until(lambda: len(builds) == 1)
+            for n in range(1, 6):  # a burst of load reports: one table, not five
+                current = {"r1": n}
+                publisher.mark_dirty(load_only=True)
+                await asyncio.sleep(0)
+            await _until(lambda: len(builds) == 2)
+            assert builds[1] - builds[0] >= LOAD_PUBLISH_INTERVAL_S * 0.9
+            assert publisher.table.deployments[0].replicas[0].ongoing == 5
+            began = loop.time()
+            current = {"r1": 5, "r2": 0}
+            publisher.mark_dirty(load_only=True)
+            publisher.mark_dirty()  # a replica joined: no waiting for the load interval
+            await _until(lambda: len(builds) == 3)
+            assert builds[2] - began < LOAD_PUBLISH_INTERVAL_S
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
