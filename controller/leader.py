@@ -199,6 +199,10 @@ class Leader:
         self.seen_nodes = {**self.seen_nodes, **self.goal.nodes}
         self.builder.ensure(self.goal.goals)
         views, self.books = self._observe()
+        # Each step walks every replica: at thousands of them a pass holds the loop for
+        # long enough that the lease's keep-alive (and the route pushes) must get a turn
+        # between steps, or the leader loses its lease in the middle of a rolling update.
+        await asyncio.sleep(0)
         now = self.clock()
         targets = with_decisions(self.goal.targets, self.scaling)
         errors, self._start_errors = self._start_errors, {}
@@ -215,10 +219,12 @@ class Leader:
         for c in changes:
             log.info("autoscaling", app=c.key[0], deployment=c.key[1], replicas=c.new,
                      previous=c.old, reason=c.reason)
+        await asyncio.sleep(0)
         frozen = frozenset(n for n, g in self.goal.goals.items() if needs_build(g))
         plan = reconciler.plan(targets.values(), views,
                                may_start=may_start(self.health, targets, now),
                                frozen_apps=frozen)
+        await asyncio.sleep(0)
         starts = plan.of(reconciler.Start)
         if starts:
             await self._start_replicas(starts)  # type: ignore[arg-type]
