@@ -120,6 +120,10 @@ class Leader:
         self.sessions = ReplicaSessions(self.ended, self._on_report)
         self.queues = CallerQueues(self.ended, clock, self._on_new_demand)
         self.routes = RoutePublisher(self._current_table, self._adopted, self.ended)
+        #: Deployments whose replicas reported since the last table (None: rebuild whole),
+        #: and each deployment's part of the last table.
+        self._routes_changed: set[Key] | None = None
+        self._route_parts: dict[Key, pb.DeploymentTargets] | None = None
         self.builder = AppBuilder(store, python_executable, self._prepared_env, self.wake)
         self.prober = HealthProber(self.wake, clock)
         self._tasks: list[asyncio.Task[None]] = []
@@ -154,9 +158,14 @@ class Leader:
         """Reconcile now (the goal or a replica changed)."""
         self._wake.set()
 
-    def _on_report(self, state_changed: bool) -> None:
+    def _on_report(self, replica_id: str, state_changed: bool) -> None:
         if state_changed:
             self.wake()
+        record = self.goal.records.get(replica_id)
+        if record is None:
+            self._routes_changed = None
+        elif self._routes_changed is not None:
+            self._routes_changed.add((record.app, record.deployment))
         self.routes.mark_dirty(load_only=not state_changed)
 
     def _on_new_demand(self, keys: set[Key]) -> None:
@@ -232,6 +241,9 @@ class Leader:
             if not isinstance(action, reconciler.Start):
                 await self._execute(action)
         self.prober.update(self._check_targets(views))
+        # The pass may have changed anything the table reads: rebuild it whole (between
+        # passes only the deployments whose replicas reported are).
+        self._routes_changed = None
         self.routes.mark_dirty()
 
     def _observe(self) -> tuple[list[ReplicaView], dict[str, ReplicaBook]]:
@@ -418,11 +430,31 @@ class Leader:
     # ------------------------------------------------------------------ routes
 
     def _current_table(self) -> pb.RouteTable:
+        """The table now: whole after a pass, else rebuilt only for the deployments whose
+        replicas reported since the last table (the others' parts are reused)."""
+        changed, self._routes_changed = self._routes_changed, set()
+        if changed is None or self._route_parts is None:
+            table = self._build_table(None)
+            self._route_parts = {(d.app, d.deployment): d for d in table.deployments}
+            return table
+        parts = dict(self._route_parts)
+        for d in self._build_table(changed).deployments:
+            parts[(d.app, d.deployment)] = d
+        self._route_parts = parts
+        table = pb.RouteTable(http_options_json=self.routes.table.http_options_json)
+        table.routes.extend(self.routes.table.routes)
+        table.deployments.extend(parts[k] for k in sorted(parts))
+        return table
+
+    def _build_table(self, only: set[Key] | None) -> pb.RouteTable:
+        """The table of every deployment, or of `only` these."""
         # Read the sessions' last reports as they are (no plain-data copy per replica):
-        # this runs for every publish, over every replica.
+        # this runs for every publish.
         running = []
         sessions, books, failures = self.sessions.sessions, self.books, self.prober.failures
         for rid, record in self.goal.records.items():
+            if only is not None and (record.app, record.deployment) not in only:
+                continue
             sess = sessions.get(rid)
             if sess is None or not sess.connected or sess.report.state != pb.RUNNING:
                 continue
@@ -430,8 +462,9 @@ class Leader:
             if rid not in failures and (book is None or book.stop_deadline is None):
                 running.append((rid, record.app, record.deployment, sess.report.address,
                                 sess.report.ongoing))
-        return build_route_table(self.goal.goals, self.goal.plans, running,
-                                 self.goal.http_options)
+        plans = (self.goal.plans if only is None
+                 else {k: p for k, p in self.goal.plans.items() if k in only})
+        return build_route_table(self.goal.goals, plans, running, self.goal.http_options)
 
     def _adopted(self) -> bool:
         return (self.clock() - self.started > ADOPTION_GRACE_S

@@ -41,9 +41,9 @@ class ReplicaSessions:
     """Every replica session of one term of leadership."""
 
     def __init__(self, ended: asyncio.Event,
-                 on_report: Callable[[bool], None]) -> None:
+                 on_report: Callable[[str, bool], None]) -> None:
         self._ended = ended
-        #: Called on every report; True when the replica's state changed.
+        #: Called on every report with the replica's id; True when its state changed.
         self._on_report = on_report
         self.sessions: dict[str, Session] = {}
 
@@ -102,11 +102,11 @@ class ReplicaSessions:
             async for report in reports:
                 changed = sess.report.state != report.state
                 sess.report = report
-                self._on_report(changed)
+                self._on_report(sess.replica_id, changed)
 
         loop = asyncio.get_running_loop()
         reader = loop.create_task(read())
-        self._on_report(True)
+        self._on_report(first.replica_id, True)
         ended = loop.create_task(self._ended.wait())
         try:
             while not reader.done() and not ended.done():
@@ -122,4 +122,4 @@ class ReplicaSessions:
             ended.cancel()
             if self.sessions.get(first.replica_id) is sess:
                 sess.connected = False
-            self._on_report(True)
+            self._on_report(first.replica_id, True)

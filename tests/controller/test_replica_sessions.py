@@ -16,7 +16,7 @@ async def _no_reports() -> AsyncIterator[pb.ReplicaReport]:
 
 def test_a_stream_closed_before_registering_yields_nothing() -> None:
     async def scenario() -> list[pb.ReplicaCommand]:
-        sessions = ReplicaSessions(asyncio.Event(), lambda changed: None)
+        sessions = ReplicaSessions(asyncio.Event(), lambda replica_id, changed: None)
 
         async def admit(first: pb.ReplicaReport) -> list[pb.ReplicaCommand]:
             raise AssertionError("nothing registered, nothing to admit")
