@@ -55,7 +55,7 @@ from weir.controller.nodes import (
     update_dead_nodes,
 )
 from weir.controller.observe import ReplicaBook, observe
-from weir.controller.placement import NoFit, place, replica_request
+from weir.controller.placement import NodeView, NoFit, PlacedReplica, place, replica_request
 from weir.controller.queue_reports import CallerQueues
 from weir.controller.ranks import RankHolder, assign_rank
 from weir.controller.reconciler import ReplicaView
@@ -78,7 +78,13 @@ log = structlog.get_logger("weir.controller")
 
 TICK_S = 0.5
 ADOPTION_GRACE_S = 3.0
+#: How often the leader logs how long its passes took (the slowest, and how many).
+PASS_STATS_S = 10.0
+#: A pass slower than this is logged on its own: every deploy, scale and failover waits on it.
+SLOW_PASS_S = 0.2
 STOP_MARGIN_S = 5.0
+#: New replica records per etcd transaction (etcd refuses more than 128 operations in one).
+RECORDS_PER_WRITE = 100
 
 Key = tuple[str, str]
 
@@ -120,7 +126,13 @@ class Leader:
         self._wake = asyncio.Event()
         self.sessions = ReplicaSessions(self.ended, self._on_report)
         self.queues = CallerQueues(self.ended, clock, self._on_new_demand)
-        self.routes = RoutePublisher(self._current_table, self._adopted, self.ended)
+        # Each replica's multiplexed models reach the route table from its session.
+        self.routes = RoutePublisher(self._current_table, self._adopted, self.ended,
+                                     model_ids=self.sessions.model_ids)
+        #: Deployments whose replicas reported since the last table (None: rebuild whole),
+        #: and each deployment's part of the last table.
+        self._routes_changed: set[Key] | None = None
+        self._route_parts: dict[Key, pb.DeploymentTargets] | None = None
         self.builder = AppBuilder(store, python_executable, self._prepared_env, self.wake)
         self.prober = HealthProber(self.wake, clock)
         #: Recent events for the status page; the last pass's statuses, to diff against.
@@ -161,10 +173,15 @@ class Leader:
         """Reconcile now (the goal or a replica changed)."""
         self._wake.set()
 
-    def _on_report(self, state_changed: bool) -> None:
+    def _on_report(self, replica_id: str, state_changed: bool) -> None:
         if state_changed:
             self.wake()
-        self.routes.mark_dirty()
+        record = self.goal.records.get(replica_id)
+        if record is None:
+            self._routes_changed = None
+        elif self._routes_changed is not None:
+            self._routes_changed.add((record.app, record.deployment))
+        self.routes.mark_dirty(load_only=not state_changed)
 
     def _on_new_demand(self, keys: set[Key]) -> None:
         # Requests held for a deployment at zero: start a replica now, not at the next tick.
@@ -175,8 +192,9 @@ class Leader:
 
     async def _reconcile_loop(self) -> None:
         metrics = controller_metrics()
+        window_start, slowest, passes = self.clock(), 0.0, 0
         while True:
-            started = time.perf_counter()
+            began = time.perf_counter()
             try:
                 await self.reconcile_once()
             except asyncio.CancelledError:
@@ -185,8 +203,17 @@ class Leader:
                 if isinstance(exc, StoreError):
                     metrics.etcd_errors("reconcile").inc()
                 log.error("reconcile pass failed", exc_info=True)
+            took = time.perf_counter() - began
             metrics.loops.inc()
-            metrics.loop_duration.observe(time.perf_counter() - started)
+            metrics.loop_duration.observe(took)
+            slowest, passes = max(slowest, took), passes + 1
+            if took > SLOW_PASS_S:
+                log.warning("slow reconcile pass", ms=round(took * 1000, 1),
+                            replicas=len(self.goal.records))
+            if self.clock() - window_start >= PASS_STATS_S:
+                log.info("reconcile passes", passes=passes, max_ms=round(slowest * 1000, 1),
+                         replicas=len(self.goal.records))
+                window_start, slowest, passes = self.clock(), 0.0, 0
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
@@ -203,6 +230,10 @@ class Leader:
         self.builder.ensure(self.goal.goals)
         views, self.books = self._observe()
         self._views = views
+        # Each step walks every replica: at thousands of them a pass holds the loop for
+        # long enough that the lease's keep-alive (and the route pushes) must get a turn
+        # between steps, or the leader loses its lease in the middle of a rolling update.
+        await asyncio.sleep(0)
         now = self.clock()
         targets = with_decisions(self.goal.targets, self.scaling)
         errors, self._start_errors = self._start_errors, {}
@@ -221,13 +252,22 @@ class Leader:
         for c in changes:
             log.info("autoscaling", app=c.key[0], deployment=c.key[1], replicas=c.new,
                      previous=c.old, reason=c.reason)
+        await asyncio.sleep(0)
         frozen = frozenset(n for n, g in self.goal.goals.items() if needs_build(g))
         plan = reconciler.plan(targets.values(), views,
                                may_start=may_start(self.health, targets, now),
                                frozen_apps=frozen)
+        await asyncio.sleep(0)
+        starts = plan.of(reconciler.Start)
+        if starts:
+            await self._start_replicas(starts)  # type: ignore[arg-type]
         for action in plan.actions:
-            await self._execute(action)
+            if not isinstance(action, reconciler.Start):
+                await self._execute(action)
         self.prober.update(self._check_targets(views))
+        # The pass may have changed anything the table reads: rebuild it whole (between
+        # passes only the deployments whose replicas reported are).
+        self._routes_changed = None
         self.routes.mark_dirty()
         controller_metrics().snapshot = cluster_snapshot(
             [(v.app, v.deployment, v.replica_id, "STOPPING" if v.stopping else v.state,
@@ -265,9 +305,7 @@ class Leader:
     # ------------------------------------------------------------------ executing
 
     async def _execute(self, action: reconciler.Action) -> None:
-        if isinstance(action, reconciler.Start):
-            await self._start_replica(action)
-        elif isinstance(action, reconciler.Stop):
+        if isinstance(action, reconciler.Stop):
             await self._stop_replica(action)
         elif isinstance(action, reconciler.Reconfigure):
             command = pb.ReplicaCommand(kind=pb.RECONFIGURE,
@@ -302,40 +340,70 @@ class Leader:
             self._envs[goal.build_key] = env
         return env
 
-    async def _start_replica(self, action: reconciler.Start) -> None:
-        """Place a replica on a node and write its record: the node's agent starts it."""
+    async def _start_replicas(self, starts: list[reconciler.Start]) -> None:
+        """Place each replica on a node and write the records: the nodes' agents start them.
+
+        The node views are built once for the whole batch and updated as it is placed (at
+        thousands of replicas, rebuilding them per replica made one pass take seconds), and
+        the records go to etcd RECORDS_PER_WRITE per transaction, not one round trip each.
+        """
+        views = {v.node_id: v for v in node_views(self.goal.nodes, self.goal.records.values())}
+        records = []
+        # The ranks taken per deployment version: read once, then each new replica's added.
+        peers: dict[tuple[str, str, str], list[RankHolder]] = {}
+        for action in starts:
+            version = (action.app, action.deployment, action.version)
+            taken = peers.setdefault(version, self._rank_holders(action))
+            record = await self._assign(action, views, taken)
+            if record is not None:
+                records.append(record)
+                taken.append(RankHolder(record.node_id, record.rank, record.node_rank,
+                                        record.local_rank))
+        for i in range(0, len(records), RECORDS_PER_WRITE):
+            batch = records[i:i + RECORDS_PER_WRITE]
+            # The records are the assignments, and they go before anything runs: a leader
+            # taking over after a crash here adopts or forgets them, and never starts a
+            # second replica.
+            await self.store.commit(puts={REPLICAS_PREFIX + r.replica_id: r.to_bytes()
+                                          for r in batch})
+            for record in batch:
+                self.goal.records[record.replica_id] = record
+                self.books[record.replica_id] = ReplicaBook()
+                controller_metrics().replica_starts(record.app, record.deployment).inc()
+                log.info("assigned replica", replica_id=record.replica_id,
+                         node_id=record.node_id, version=record.version)
+
+    async def _assign(self, action: reconciler.Start, views: dict[str, NodeView],
+                      peers: list[RankHolder]) -> ReplicaRecord | None:
+        """The record of one new replica placed on `views` (updated with it) and ranked
+        among `peers`, or None if it cannot start now (the reason is kept for its
+        deployment's status)."""
         key = (action.app, action.deployment)
         try:
             await self._prepared_env(self.goal.goals[action.app])
         except RuntimeEnvError as exc:
             self._start_errors[key] = str(exc)
-            return
+            return None
         options = self.goal.plans[key].options
         try:
             request = replica_request(options.get("ray_actor_options"))
         except ValueError as exc:
             self._start_errors[key] = str(exc)
-            return
-        placed = place(request, key, node_views(self.goal.nodes, self.goal.records.values()),
+            return None
+        placed = place(request, key, views.values(),
                        max_replicas_per_node=options.get("max_replicas_per_node"))
         if isinstance(placed, NoFit):
             self._unplaced[key] = placed.reason
-            return
+            return None
+        views[placed.node_id] = views[placed.node_id].with_replica(
+            PlacedReplica(key, dict(request), tuple(placed.gpu_indices)))
         replica_id = f"{action.app}#{action.deployment}#{secrets.token_hex(3)}"
-        rank, node_rank, local_rank = assign_rank(self._rank_holders(action), placed.node_id)
-        record = ReplicaRecord(replica_id, action.app, action.deployment, action.version,
-                               pid=0, started_at=self.wall_clock(), cluster_id=self.cluster_id,
-                               node_id=placed.node_id, resources=dict(request),
-                               gpu_indices=tuple(placed.gpu_indices), rank=rank,
-                               node_rank=node_rank, local_rank=local_rank)
-        # The record is the assignment, and it goes before anything runs: a leader taking
-        # over after a crash here adopts or forgets it, and never starts a second replica.
-        await self.store.put(REPLICAS_PREFIX + replica_id, record.to_bytes())
-        self.goal.records[replica_id] = record
-        self.books[replica_id] = ReplicaBook()
-        controller_metrics().replica_starts(action.app, action.deployment).inc()
-        log.info("assigned replica", replica_id=replica_id, node_id=placed.node_id,
-                 version=action.version)
+        rank, node_rank, local_rank = assign_rank(peers, placed.node_id)
+        return ReplicaRecord(replica_id, action.app, action.deployment, action.version,
+                             pid=0, started_at=self.wall_clock(), cluster_id=self.cluster_id,
+                             node_id=placed.node_id, resources=dict(request),
+                             gpu_indices=tuple(placed.gpu_indices), rank=rank,
+                             node_rank=node_rank, local_rank=local_rank)
 
     def _rank_holders(self, action: reconciler.Start) -> list[RankHolder]:
         """The live replicas of the version `action` starts: their ranks are taken. One
@@ -420,25 +488,50 @@ class Leader:
     # ------------------------------------------------------------------ routes
 
     def _current_table(self) -> pb.RouteTable:
+        """The table now: whole after a pass, else rebuilt only for the deployments whose
+        replicas reported since the last table (the others' parts are reused)."""
+        changed, self._routes_changed = self._routes_changed, set()
+        if changed is None or self._route_parts is None:
+            table = self._build_table(None)
+            self._route_parts = {(d.app, d.deployment): d for d in table.deployments}
+            return table
+        parts = dict(self._route_parts)
+        for d in self._build_table(changed).deployments:
+            parts[(d.app, d.deployment)] = d
+        self._route_parts = parts
+        table = pb.RouteTable(http_options_json=self.routes.table.http_options_json)
+        table.routes.extend(self.routes.table.routes)
+        table.deployments.extend(parts[k] for k in sorted(parts))
+        return table
+
+    def _build_table(self, only: set[Key] | None) -> pb.RouteTable:
+        """The table of every deployment, or of `only` these."""
+        # Read the sessions' last reports as they are (no plain-data copy per replica):
+        # this runs for every publish.
         running = []
+        sessions, books, failures = self.sessions.sessions, self.books, self.prober.failures
         for rid, record in self.goal.records.items():
-            report = self.sessions.report_of(rid)
-            book = self.books.get(rid)
-            if (report is not None and report.connected and report.state == "RUNNING"
-                    and rid not in self.prober.failures
-                    and (book is None or book.stop_deadline is None)):
-                running.append((rid, record.app, record.deployment, report.address,
-                                report.ongoing))
-        return build_route_table(self.goal.goals, self.goal.plans, running,
-                                 self.goal.http_options)
+            if only is not None and (record.app, record.deployment) not in only:
+                continue
+            sess = sessions.get(rid)
+            if sess is None or not sess.connected or sess.report.state != pb.RUNNING:
+                continue
+            book = books.get(rid)
+            if rid not in failures and (book is None or book.stop_deadline is None):
+                running.append((rid, record.app, record.deployment, sess.report.address,
+                                sess.report.ongoing))
+        plans = (self.goal.plans if only is None
+                 else {k: p for k, p in self.goal.plans.items() if k in only})
+        return build_route_table(self.goal.goals, plans, running, self.goal.http_options)
 
     def _adopted(self) -> bool:
         return (self.clock() - self.started > ADOPTION_GRACE_S
                 or all(rid in self.sessions.sessions for rid in self.goal.records))
 
-    def watch_routes(self) -> AsyncIterator[pb.RouteTable]:
-        """The route table now (once adopted) and on every change."""
-        return self.routes.watch()
+    def watch_routes(self, accepts_deltas: bool = False) -> AsyncIterator[pb.RouteTable]:
+        """The route table now (once adopted) and on every change (as deltas after the
+        first table, if the subscriber `accepts_deltas`)."""
+        return self.routes.watch(accepts_deltas)
 
     async def report_queues(self, reports: AsyncIterator[pb.QueueReport]) -> None:
         """Take one caller's queue reports until it hangs up or this term ends."""

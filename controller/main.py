@@ -130,8 +130,6 @@ class Controller:
             leader = Leader(self.store, python_executable=sys.executable,
                             cluster_id=self.opts.cluster_id, packages=self.packages,
                             address=self.address)
-            # Each replica's multiplexed models reach the route table from its session.
-            leader.routes.model_ids = leader.sessions.model_ids
             await leader.start()
             self.leader = leader
             controller_metrics().leadership(True)

@@ -40,20 +40,24 @@ class Session:
     #: The multiplexed models it last reported holding (None: it does not multiplex).
     model_ids: tuple[str, ...] | None = None
 
-    def take(self, report: pb.ReplicaReport) -> None:
-        """A new report on the session."""
+    def take(self, report: pb.ReplicaReport) -> bool:
+        """A new report on the session; True if it changed the models the replica holds."""
         self.report = report
         if report.HasField("multiplexed_models"):
-            self.model_ids = tuple(report.multiplexed_models.model_ids)
+            held = tuple(report.multiplexed_models.model_ids)
+            changed = held != self.model_ids
+            self.model_ids = held
+            return changed
+        return False
 
 
 class ReplicaSessions:
     """Every replica session of one term of leadership."""
 
     def __init__(self, ended: asyncio.Event,
-                 on_report: Callable[[bool], None]) -> None:
+                 on_report: Callable[[str, bool], None]) -> None:
         self._ended = ended
-        #: Called on every report; True when the replica's state changed.
+        #: Called on every report with the replica's id; True when its state changed.
         self._on_report = on_report
         self.sessions: dict[str, Session] = {}
 
@@ -98,7 +102,9 @@ class ReplicaSessions:
     async def hold(self, reports: AsyncIterator[pb.ReplicaReport],
                    admit: Admit) -> AsyncIterator[pb.ReplicaCommand]:
         """Hold one replica's session: take its reports, send its commands."""
-        first = await anext(aiter(reports))
+        first = await anext(aiter(reports), None)
+        if first is None:
+            return  # hung up before registering (a replica reconnecting at once, say)
         initial = await admit(first)
         if initial is None:
             log.warning("unknown replica registered; stopping it", replica_id=first.replica_id)
@@ -116,13 +122,13 @@ class ReplicaSessions:
         async def read() -> None:
             async for report in reports:
                 changed = sess.report.state != report.state
-                sess.take(report)
-                # Every report marks the route table dirty: a new model set goes out too.
-                self._on_report(changed)
+                models_changed = sess.take(report)
+                # A new model set goes out at once, as a state change does (not load-only).
+                self._on_report(sess.replica_id, changed or models_changed)
 
         loop = asyncio.get_running_loop()
         reader = loop.create_task(read())
-        self._on_report(True)
+        self._on_report(first.replica_id, True)
         ended = loop.create_task(self._ended.wait())
         try:
             while not reader.done() and not ended.done():
@@ -138,4 +144,4 @@ class ReplicaSessions:
             ended.cancel()
             if self.sessions.get(first.replica_id) is sess:
                 sess.connected = False
-            self._on_report(True)
+            self._on_report(first.replica_id, True)

@@ -3,8 +3,13 @@
 Design. The table is a pure function of the goal and the replicas' reports
 (`weir.controller.routing`); this module only moves it. Changes are coalesced: a burst of
 reports marks the table dirty once, and at most one table goes out per
-PUBLISH_MIN_INTERVAL_S. A slow subscriber never holds up the others: each has a queue of
-one, and a newer table replaces the one it has not read yet.
+PUBLISH_MIN_INTERVAL_S. A slow subscriber never holds up the others: each is only told that
+a newer version exists, and takes it when it is ready, skipping the versions in between.
+
+Subscribers that accept deltas (`weir.dataplane.route_delta`) get the whole table once,
+then what changed since the version they have: the deltas of the versions they missed,
+merged, or the whole table again if those are older than the last DELTA_HISTORY versions.
+Each version's delta is computed once, whatever the number of subscribers.
 
 Each replica's multiplexed models (`model_ids`, from its session: None for a replica that
 does not multiplex) are added to the table here.
@@ -20,9 +25,22 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from weir.dataplane.route_delta import (
+    IndexedDeployment,
+    Key,
+    index_table,
+    merge_deltas,
+    table_delta,
+)
 from weir.protos import weir_pb2 as pb
 
 PUBLISH_MIN_INTERVAL_S = 0.05
+#: A change of load alone (a replica's ongoing count) waits up to this long for company:
+#: at thousands of replicas reports arrive every millisecond, and rebuilding the table for
+#: each would keep the leader busy; a change of the replica set goes out at once.
+LOAD_PUBLISH_INTERVAL_S = 0.25
+#: How many versions' deltas are kept for subscribers that fell behind.
+DELTA_HISTORY = 64
 
 
 class RoutePublisher:
@@ -37,19 +55,36 @@ class RoutePublisher:
         self._adopted = adopted
         self._ended = ended
         self._dirty = asyncio.Event()
-        self._subscribers: set[asyncio.Queue[pb.RouteTable]] = set()
+        #: Something besides load changed: publish without waiting for LOAD_PUBLISH_INTERVAL_S.
+        self._urgent = asyncio.Event()
+        self._last_publish = 0.0
+        #: One event per subscriber, set when a newer version is out.
+        self._subscribers: set[asyncio.Event] = set()
         self.table = pb.RouteTable()
+        self._index: dict[Key, IndexedDeployment] = {}
+        #: Version -> the delta from the version before it.
+        self._deltas: dict[int, pb.RouteTable] = {}
         self.ready = False
 
-    def mark_dirty(self) -> None:
-        """Something the table depends on changed."""
+    def mark_dirty(self, load_only: bool = False) -> None:
+        """Something the table depends on changed; `load_only`: only replicas' load, which
+        may wait a little (LOAD_PUBLISH_INTERVAL_S) to go out with other changes."""
+        if not load_only:
+            self._urgent.set()
         self._dirty.set()
 
     async def run(self) -> None:
         """Publish on every change until cancelled."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._dirty.wait()
+            wait = self._last_publish + LOAD_PUBLISH_INTERVAL_S - loop.time()
+            if not self._urgent.is_set() and wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), wait)
             self._dirty.clear()
+            self._urgent.clear()
+            self._last_publish = loop.time()
             if self.ready or self._adopted():
                 self.ready = True
                 self._publish(with_model_ids(self._current_table(), self.model_ids))
@@ -62,46 +97,58 @@ class RoutePublisher:
         if table == self.table:
             return
         table.version += 1
-        self.table = table
-        for queue in list(self._subscribers):
-            _offer_latest(queue, table)
+        index = index_table(table)
+        self._deltas[table.version] = table_delta(self.table.version, self._index, table,
+                                                  index)
+        self._deltas.pop(table.version - DELTA_HISTORY, None)
+        self.table, self._index = table, index
+        for event in self._subscribers:
+            event.set()
 
-    async def watch(self) -> AsyncIterator[pb.RouteTable]:
-        """The table now (once ready) and on every change, until this term ends."""
-        queue: asyncio.Queue[pb.RouteTable] = asyncio.Queue(maxsize=1)
-        self._subscribers.add(queue)
+    def update_for(self, version: int, accepts_deltas: bool) -> pb.RouteTable:
+        """What a subscriber holding `version` (0: none) is sent to be current."""
+        current = self.table.version
+        if not accepts_deltas or version == 0 or version + 1 not in self._deltas:
+            return self.table
+        return merge_deltas([self._deltas[v] for v in range(version + 1, current + 1)])
+
+    async def watch(self, accepts_deltas: bool = False) -> AsyncIterator[pb.RouteTable]:
+        """The table now (once ready) and on every change, until this term ends; with
+        `accepts_deltas`, the whole table first and deltas after."""
+        newer = asyncio.Event()
+        self._subscribers.add(newer)
         if self.ready:
-            _offer_latest(queue, self.table)
-        ended = asyncio.get_running_loop().create_task(self._ended.wait())
+            newer.set()
+        sent = 0
+        loop = asyncio.get_running_loop()
+        ended = loop.create_task(self._ended.wait())
         try:
             while not ended.done():
-                getter = asyncio.get_running_loop().create_task(queue.get())
-                await asyncio.wait({getter, ended}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                else:
-                    getter.cancel()
+                waiter = loop.create_task(newer.wait())
+                await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if ended.done():
+                    break
+                newer.clear()
+                if self.ready and self.table.version != sent:
+                    update = self.update_for(sent, accepts_deltas)
+                    sent = self.table.version
+                    yield update
         finally:
             ended.cancel()
-            self._subscribers.discard(queue)
+            self._subscribers.discard(newer)
 
 
 def with_model_ids(table: pb.RouteTable,
                    model_ids: Callable[[str], Sequence[str] | None] | None) -> pb.RouteTable:
-    """The table with each multiplexing replica marked so, and its models filled in."""
+    """The table with each multiplexing replica marked so, and its models filled in (set,
+    not added to: parts of an earlier table may be reused)."""
     if model_ids is not None:
         for targets in table.deployments:
             for replica in targets.replicas:
                 held = model_ids(replica.replica_id)
                 if held is not None:
                     replica.multiplexed = True
+                    del replica.multiplexed_model_ids[:]
                     replica.multiplexed_model_ids.extend(held)
     return table
-
-
-def _offer_latest(queue: asyncio.Queue[pb.RouteTable], table: pb.RouteTable) -> None:
-    """Replace whatever the subscriber has not read yet with the newest table."""
-    with contextlib.suppress(asyncio.QueueEmpty):
-        while True:
-            queue.get_nowait()
-    queue.put_nowait(table)

@@ -301,18 +301,20 @@ class ReplicaTarget(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., ongoing: _Optional[int] = ..., multiplexed_model_ids: _Optional[_Iterable[str]] = ..., multiplexed: _Optional[bool] = ...) -> None: ...
 
 class DeploymentTargets(_message.Message):
-    __slots__ = ("app", "deployment", "max_ongoing_requests", "max_queued_requests", "replicas")
+    __slots__ = ("app", "deployment", "max_ongoing_requests", "max_queued_requests", "replicas", "removed_replica_ids")
     APP_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     MAX_ONGOING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_REPLICA_IDS_FIELD_NUMBER: _ClassVar[int]
     app: str
     deployment: str
     max_ongoing_requests: int
     max_queued_requests: int
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaTarget]
-    def __init__(self, app: _Optional[str] = ..., deployment: _Optional[str] = ..., max_ongoing_requests: _Optional[int] = ..., max_queued_requests: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaTarget, _Mapping]]] = ...) -> None: ...
+    removed_replica_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, app: _Optional[str] = ..., deployment: _Optional[str] = ..., max_ongoing_requests: _Optional[int] = ..., max_queued_requests: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaTarget, _Mapping]]] = ..., removed_replica_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Route(_message.Message):
     __slots__ = ("route_prefix", "app", "deployment")
@@ -325,22 +327,28 @@ class Route(_message.Message):
     def __init__(self, route_prefix: _Optional[str] = ..., app: _Optional[str] = ..., deployment: _Optional[str] = ...) -> None: ...
 
 class RouteTable(_message.Message):
-    __slots__ = ("version", "routes", "deployments", "http_options_json")
+    __slots__ = ("version", "routes", "deployments", "http_options_json", "delta_from", "removed_deployments")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     HTTP_OPTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FROM_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     version: int
     routes: _containers.RepeatedCompositeFieldContainer[Route]
     deployments: _containers.RepeatedCompositeFieldContainer[DeploymentTargets]
     http_options_json: str
-    def __init__(self, version: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., deployments: _Optional[_Iterable[_Union[DeploymentTargets, _Mapping]]] = ..., http_options_json: _Optional[str] = ...) -> None: ...
+    delta_from: int
+    removed_deployments: _containers.RepeatedCompositeFieldContainer[DeploymentTargets]
+    def __init__(self, version: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., deployments: _Optional[_Iterable[_Union[DeploymentTargets, _Mapping]]] = ..., http_options_json: _Optional[str] = ..., delta_from: _Optional[int] = ..., removed_deployments: _Optional[_Iterable[_Union[DeploymentTargets, _Mapping]]] = ...) -> None: ...
 
 class WatchRoutesRequest(_message.Message):
-    __slots__ = ("subscriber",)
+    __slots__ = ("subscriber", "accepts_deltas")
     SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_DELTAS_FIELD_NUMBER: _ClassVar[int]
     subscriber: str
-    def __init__(self, subscriber: _Optional[str] = ...) -> None: ...
+    accepts_deltas: bool
+    def __init__(self, subscriber: _Optional[str] = ..., accepts_deltas: _Optional[bool] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
     __slots__ = ("config_json", "partial", "pickled_apps", "dry_run")

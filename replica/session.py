@@ -134,6 +134,11 @@ class ControllerSession:
         except TimeoutError:
             log.info("controller stopped taking reports; reconnecting", controller=address)
             return False
+        except asyncio.InvalidStateError:
+            # The controller ended the stream (a leader stepping down ends them all): the
+            # same as a stream that stopped taking reports, not a failure to log.
+            log.info("controller ended the session; reconnecting", controller=address)
+            return False
         return True
 
     async def _read(self, call: grpc.aio.StreamStreamCall) -> None:

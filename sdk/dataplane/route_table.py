@@ -16,6 +16,7 @@ import structlog
 
 from weir import auth
 from weir.backoff import Backoff
+from weir.dataplane.route_delta import apply_delta
 from weir.etcd.keys import LEADER_KEY
 from weir.leader_redirect import leader_from
 from weir.protos import weir_pb2 as pb
@@ -57,6 +58,17 @@ class RouteTable:
             version=msg.version,
             routes=[RouteEntry(r.route_prefix, r.app, r.deployment) for r in msg.routes],
             deployments={(d.app, d.deployment): d for d in msg.deployments},
+            http_options=json.loads(msg.http_options_json) if msg.http_options_json else {},
+        )
+
+
+    def with_delta(self, msg: pb.RouteTable) -> RouteTable:
+        """This table changed by the delta `msg` (`weir.dataplane.route_delta`): a new
+        table; this one is left as it was (a router may still hold it)."""
+        return RouteTable(
+            version=msg.version,
+            routes=[RouteEntry(r.route_prefix, r.app, r.deployment) for r in msg.routes],
+            deployments=apply_delta(self.deployments, msg),
             http_options=json.loads(msg.http_options_json) if msg.http_options_json else {},
         )
 
@@ -200,7 +212,8 @@ class RouteTableSubscriber:
     async def _follow(self, address: str) -> None:
         async with auth.channel(address) as channel:
             stub = pb_grpc.ControllerStub(channel)
-            stream = stub.WatchRoutes(pb.WatchRoutesRequest(subscriber=self.subscriber))
+            stream = stub.WatchRoutes(pb.WatchRoutesRequest(subscriber=self.subscriber,
+                                                             accepts_deltas=True))
             loop = asyncio.get_running_loop()
             reader = loop.create_task(self._read(stream))
             moved = loop.create_task(self.locator.until_moved_from(address))
@@ -217,7 +230,16 @@ class RouteTableSubscriber:
                 stream.cancel()
 
     async def _read(self, stream: Any) -> None:
+        # Every stream starts with a whole table: a delta only ever follows on one stream.
         async for msg in stream:
-            table = RouteTable.from_proto(msg)
+            if msg.delta_from:
+                if self.table is None or self.table.version != msg.delta_from:
+                    log.warning("route delta out of order; subscribing again",
+                                have=self.table.version if self.table else None,
+                                delta_from=msg.delta_from)
+                    return
+                table = self.table.with_delta(msg)
+            else:
+                table = RouteTable.from_proto(msg)
             self.table = table
             self.on_table(table)

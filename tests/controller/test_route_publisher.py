@@ -1,94 +1,96 @@
-"""A replica's multiplexed models on their way to the route table: kept per session from
-the reports that carry them, and published with the table. Real asyncio, no gRPC."""
+"""The route publisher: whole tables to old subscribers, the whole table then deltas to
+those that accept them, and a subscriber that fell behind gets what it missed in one."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 
-from weir.controller.replica_sessions import ReplicaSessions
-from weir.controller.route_publisher import RoutePublisher
+from weir.controller.route_publisher import LOAD_PUBLISH_INTERVAL_S, RoutePublisher
+from weir.dataplane.route_table import RouteTable
 from weir.protos import weir_pb2 as pb
 
 
-def report(*models: str, carry: bool = True) -> pb.ReplicaReport:
-    msg = pb.ReplicaReport(replica_id="r1", address="addr", state=pb.RUNNING)
-    if carry:
-        msg.multiplexed_models.SetInParent()
-        msg.multiplexed_models.model_ids.extend(models)
-    return msg
+def table(ongoing: dict[str, int]) -> pb.RouteTable:
+    return pb.RouteTable(deployments=[pb.DeploymentTargets(
+        app="a", deployment="D",
+        replicas=[pb.ReplicaTarget(replica_id=r, address="h:1", ongoing=n)
+                  for r, n in sorted(ongoing.items())])])
 
 
-def test_sessions_keep_the_models_of_the_last_report_that_carried_them() -> None:
-    async def scenario() -> list[tuple[str, ...]]:
-        ended = asyncio.Event()
-        reports: asyncio.Queue[pb.ReplicaReport] = asyncio.Queue()
-        seen: list[tuple[str, ...]] = []
-        news = asyncio.Event()
+def test_deltas_after_the_first_table_and_merged_when_behind() -> None:
+    async def scenario() -> None:
+        current = {"r1": 0, "r2": 0}
+        publisher = RoutePublisher(lambda: table(current), lambda: True, asyncio.Event())
+        publisher.ready = True
+        publisher._publish(table(current))
+        deltas = publisher.watch(accepts_deltas=True)
+        whole = publisher.watch(accepts_deltas=False)
+        first, first_whole = await anext(deltas), await anext(whole)
+        assert first.delta_from == 0 and first == first_whole == publisher.table
+        view = RouteTable.from_proto(first)
+        # Three versions while the subscriber reads nothing: it gets one merged delta.
+        for n in (1, 2, 3):
+            current = {"r1": n, "r2": 0}
+            publisher._publish(table(current))
+        got = await asyncio.wait_for(anext(deltas), 5)
+        assert (got.delta_from, got.version) == (first.version, publisher.table.version)
+        assert [t.replica_id for t in got.deployments[0].replicas] == ["r1"]
+        view = view.with_delta(got)
+        assert view.deployments == RouteTable.from_proto(publisher.table).deployments
+        assert await asyncio.wait_for(anext(whole), 5) == publisher.table
 
-        def on_report(changed: bool) -> None:
-            seen.append(sessions.model_ids("r1"))
-            news.set()
-
-        sessions = ReplicaSessions(ended, on_report)
-
-        async def stream() -> AsyncIterator[pb.ReplicaReport]:
-            while True:
-                yield await reports.get()
-
-        async def admit(first: pb.ReplicaReport) -> list[pb.ReplicaCommand]:
-            return []
-
-        async def hold() -> None:
-            async for _ in sessions.hold(stream(), admit):
-                pass
-
-        async def heard(count: int) -> None:
-            while len(seen) < count:
-                await asyncio.wait_for(news.wait(), 1)
-                news.clear()
-
-        task = asyncio.get_running_loop().create_task(hold())
-        reports.put_nowait(report("a"))
-        await heard(1)
-        for n, msg in enumerate((report(carry=False), report("a", "b"), report()), start=2):
-            reports.put_nowait(msg)
-            await heard(n)
-        ended.set()
-        await asyncio.wait_for(task, 1)
-        return seen
-
-    seen = asyncio.run(scenario())
-    # Registered with "a"; a report without models keeps them; each report that carries
-    # models (none, at the end: it still multiplexes) replaces them.
-    assert seen[:4] == [("a",), ("a",), ("a", "b"), ()]
+    asyncio.run(scenario())
 
 
-def test_published_tables_carry_each_replicas_models_and_change_with_them() -> None:
-    held: dict[str, list[str] | None] = {"r1": ["a"], "r2": [], "r3": None}
+def test_a_subscriber_beyond_the_history_gets_the_whole_table() -> None:
+    async def scenario() -> None:
+        publisher = RoutePublisher(lambda: table({}), lambda: True, asyncio.Event())
+        publisher.ready = True
+        for n in range(100):
+            publisher._publish(table({"r1": n}))
+        assert publisher.update_for(1, accepts_deltas=True) is publisher.table
+        assert publisher.update_for(98, accepts_deltas=True).delta_from == 98
 
-    def table() -> pb.RouteTable:
-        return pb.RouteTable(deployments=[pb.DeploymentTargets(
-            app="app", deployment="D", replicas=[pb.ReplicaTarget(replica_id=rid)
-                                                 for rid in ("r1", "r2", "r3")])])
+    asyncio.run(scenario())
 
-    async def scenario() -> list[pb.RouteTable]:
-        publisher = RoutePublisher(table, lambda: True, asyncio.Event(),
-                                   model_ids=lambda rid: held[rid])
-        runner = asyncio.get_running_loop().create_task(publisher.run())
-        publisher.mark_dirty()
-        tables = aiter(publisher.watch())
-        got = [await asyncio.wait_for(anext(tables), 1)]
-        held["r2"] = ["b", "c"]
-        publisher.mark_dirty()
-        got.append(await asyncio.wait_for(anext(tables), 1))
-        runner.cancel()
-        return got
 
-    first, second = asyncio.run(scenario())
-    models = [[list(r.multiplexed_model_ids) for r in t.deployments[0].replicas]
-              for t in (first, second)]
-    assert models == [[["a"], [], []], [["a"], ["b", "c"], []]]
-    # r3 does not multiplex; r2 does, with no model yet.
-    assert [r.multiplexed for r in first.deployments[0].replicas] == [True, True, False]
-    assert second.version == first.version + 1
+def test_load_changes_are_coalesced_and_set_changes_go_at_once() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        builds: list[float] = []
+        current = {"r1": 0}
+
+        def build() -> pb.RouteTable:
+            builds.append(loop.time())
+            return table(current)
+
+        publisher = RoutePublisher(build, lambda: True, asyncio.Event())
+        runner = loop.create_task(publisher.run())
+        try:
+            publisher.mark_dirty()
+            await _until(lambda: len(builds) == 1)
+            for n in range(1, 6):  # a burst of load reports: one table, not five
+                current = {"r1": n}
+                publisher.mark_dirty(load_only=True)
+                await asyncio.sleep(0)
+            await _until(lambda: len(builds) == 2)
+            assert builds[1] - builds[0] >= LOAD_PUBLISH_INTERVAL_S * 0.9
+            assert publisher.table.deployments[0].replicas[0].ongoing == 5
+            began = loop.time()
+            current = {"r1": 5, "r2": 0}
+            publisher.mark_dirty(load_only=True)
+            publisher.mark_dirty()  # a replica joined: no waiting for the load interval
+            await _until(lambda: len(builds) == 3)
+            assert builds[2] - began < LOAD_PUBLISH_INTERVAL_S
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)

@@ -1,0 +1,435 @@
+"""The control plane at scale: a real etcd and two real controllers, thousands of simulated
+replicas and route subscribers (`bench.sim_fleet`), and what the leader does with them.
+
+    python -m bench.control_plane_scale --replicas 2000 --proxies 100 --nodes 10 \\
+        --duration 30 --json out.json
+
+Phases: deploy N replicas (apps of at most 1,000 replicas each) and wait until every one
+runs and every subscriber routes to it; a steady state of `--duration` seconds (reports at
+the replicas' normal cadence, load churn, probes timing route pushes); a rolling update of
+one deployment; SIGKILL of the leader until the standby has adopted every replica. It
+prints a table and writes the figures as JSON (`FIGURES` names the keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.processes import REPO_ROOT
+from bench.sim_fleet import (
+    Fleet,
+    Probe,
+    SharedLeaderLocator,
+    SimReplica,
+    Subscribers,
+    pool_replica_channels,
+    start_health_server,
+    target_of,
+)
+from weir import auth
+from weir.cli.admin_client import AdminClient
+from weir.dataplane.route_table import RouteTable
+from weir.etcd.etcd_store import EtcdStore
+from weir.etcd.server import EtcdServer
+from weir.processes import free_port, kill, spawn, terminate
+from weir.protos import weir_pb2 as pb
+from weir.runtime import configure_logging
+
+#: The JSON's figures, in the table's order.
+FIGURES = ("replicas", "proxies", "ramp_s", "route_push_p99_ms", "report_to_route_p99_ms",
+           "leader_cpu_pct", "leader_rss_mb", "etcd_writes_per_s", "max_pass_ms",
+           "deploy_s", "failover_s", "sim_cpu_pct")
+APP_SIZE = 1000
+PROBE_TIMEOUT_S = 10.0
+LEASE_TTL_S = 3.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of `pid`, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+#: One subscriber's table versions as they arrived, and when (wall clock).
+Arrivals = tuple[list[int], list[float]]
+
+
+def latency_ms(probe: Probe, arrivals: list[Arrivals]) -> float:
+    """From the change until the last subscriber had a version showing it: the witness's
+    own sighting, and each other subscriber's first version at or past the witness's. A
+    change some subscriber never got counts as PROBE_TIMEOUT_S."""
+    if not probe.done.is_set():
+        return PROBE_TIMEOUT_S * 1000
+    last = probe.last_wall
+    for versions, walls in arrivals:
+        i = bisect.bisect_left(versions, probe.version)
+        if i == len(versions):
+            return PROBE_TIMEOUT_S * 1000
+        last = max(last, walls[i])
+    return 1000 * (last - probe.started_wall)
+
+
+def p99(values: list[float]) -> float:
+    """The 99th percentile (the largest value under 100 samples)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def app_config(replicas: int, num_cpus: float = 1.0) -> list[dict[str, Any]]:
+    """Apps of at most APP_SIZE replicas each, `replicas` in all."""
+    apps, left, i = [], replicas, 0
+    while left > 0:
+        n = min(APP_SIZE, left)
+        apps.append({"name": f"sim{i}", "import_path": "bench.noop_app:app",
+                     "route_prefix": f"/sim{i}",
+                     "deployments": [{"name": "Noop", "num_replicas": n,
+                                      "ray_actor_options": {"num_cpus": num_cpus}}]})
+        left, i = left - n, i + 1
+    return apps
+
+
+async def wait_until(check: Any, timeout: float, what: str, period: float = 0.1) -> float:
+    """Poll `check()` until true; the seconds it took. Raises TimeoutError naming `what`."""
+    began = time.perf_counter()
+    while not check():
+        if time.perf_counter() - began > timeout:
+            raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
+        await asyncio.sleep(period)
+    return time.perf_counter() - began
+
+
+class Bench:
+    """One run: the processes, the fleet, and the figures."""
+
+    def __init__(self, opts: argparse.Namespace, workdir: Path) -> None:
+        self.opts = opts
+        self.workdir = workdir
+        self.controllers: list[Any] = []
+        self.log_offsets: dict[int, int] = {}
+        self.subscriber_procs: list[tuple[Any, Path]] = []
+        self.figures: dict[str, Any] = {"replicas": opts.replicas, "proxies": opts.proxies,
+                                        "nodes": opts.nodes}
+        self.etcd = EtcdServer(workdir / "etcd", extra_args=(
+            ["--unsafe-no-fsync"] if opts.etcd_no_fsync else []))
+
+    def start_controller(self, index: int) -> str:
+        """Start a controller process (pinned to `--leader-cpu` if given); its address."""
+        port = free_port()
+        cmd = [sys.executable, "-m", "weir.controller", "--etcd", self.etcd.endpoint,
+               "--port", str(port), "--lease-ttl", str(LEASE_TTL_S),
+               "--log-dir", str(self.workdir / "logs"),
+               "--packages-dir", str(self.workdir / f"packages-{index}")]
+        if self.opts.leader_cpu is not None:
+            cmd = ["taskset", "-c", str(self.opts.leader_cpu), *cmd]
+        env = {**os.environ, "WEIR_LOG_JSON": "1", "WEIR_LOG_LEVEL": "info",
+               "PYTHONPATH": str(REPO_ROOT)}
+        proc = spawn(cmd, log_path=self.workdir / f"controller-{index}.log", env=env,
+                     cwd=REPO_ROOT)
+        self.controllers.append(proc)
+        return f"127.0.0.1:{port}"
+
+    async def run(self) -> dict[str, Any]:
+        """All phases; the figures."""
+        opts = self.opts
+        await asyncio.to_thread(self.etcd.start)
+        store = EtcdStore(self.etcd.endpoint)
+        await store.connect()
+        health, health_address = start_health_server()
+        pool = pool_replica_channels(opts.channels)
+        locator = SharedLeaderLocator(store)
+        fleet = Fleet(store, locator, health_address)
+        subs = Subscribers(locator, 1)  # the witness; the others run in processes of their own
+        try:
+            first = self.start_controller(0)
+            locator.start()
+            await wait_until(lambda: locator.current is not None, 60, "a leader")
+            self.start_controller(1)
+            fleet.add_nodes(opts.nodes, opts.node_lease_ttl)
+            subs.start()
+            self.start_subscribers(opts.proxies - 1)
+            await self.ramp(first, fleet, subs)
+            await self.steady(store, locator, fleet, subs)
+            # Each of the last two is measured on its own: one that fails says so in the
+            # figures (as null, with the reason) and the other still runs.
+            for phase, figure in ((self.rolling_update, "deploy_s"),
+                                  (self.failover, "failover_s")):
+                try:
+                    await phase(locator, fleet)
+                except TimeoutError as exc:
+                    self.figures[figure] = None
+                    self.figures.setdefault("failures", []).append(str(exc))
+                    print(f"  {exc}", flush=True)
+        finally:
+            await subs.close()
+            await fleet.close()
+            await locator.close()
+            await pool.close()
+            health.stop(0)
+            await store.close()
+        return self.figures
+
+    async def ramp(self, address: str, fleet: Fleet, subs: Subscribers) -> None:
+        """Deploy every replica; wait until all run and every subscriber routes to them."""
+        n = self.opts.replicas
+        began = time.perf_counter()
+        client = AdminClient(address, timeout=120)
+        await asyncio.to_thread(client.deploy, {"applications": app_config(n)})
+        await wait_until(lambda: len(fleet.running()) >= n, 600, f"{n} replicas running", 0.5)
+        await wait_until(lambda: subs.replicas_seen(0) >= n, 120,
+                         "the witness subscriber routing to every replica", 0.5)
+        self.figures["ramp_s"] = round(time.perf_counter() - began, 1)
+        print(f"  {n} replicas running and routed in {self.figures['ramp_s']} s", flush=True)
+
+    async def steady(self, store: EtcdStore, locator: SharedLeaderLocator, fleet: Fleet,
+                     subs: Subscribers) -> None:
+        """The steady state: churn, probes, and the leader's and etcd's costs."""
+        fleet.start_churn(self.opts.churn)
+        await asyncio.sleep(2.0)  # the churn's first reports settle
+        pid, me = locator.current_pid, os.getpid()
+        self.log_offsets = {i: self.log_path(i).stat().st_size for i in range(2)}
+        _, rev0 = await store.get_prefix("/weir/nothing/")
+        cpu0, me0, t0 = cpu_seconds(pid), cpu_seconds(me), time.perf_counter()
+        pushes: list[Probe] = []
+        reports: list[Probe] = []
+        marker = 1000
+        while time.perf_counter() - t0 < self.opts.duration:
+            r = random.choice(fleet.running())
+            key, rid = r.key, r.record.replica_id
+            # A replica set change: it leaves the routes (re-initializing), then returns.
+            r.state = pb.INITIALIZING
+            pushes.append(await self._probe(
+                subs, r, lambda t, k=key, i=rid: target_of(t, k, i) is None))
+            r.state = pb.RUNNING
+            pushes.append(await self._probe(
+                subs, r, lambda t, k=key, i=rid: target_of(t, k, i) is not None))
+            # A depth report, until every subscriber has it.
+            marker += 1
+            r.ongoing = mark = marker
+            reports.append(await self._probe(
+                subs, r, lambda t, k=key, i=rid, m=mark:
+                getattr(target_of(t, k, i), "ongoing", -1) == m))
+            r.ongoing = 0
+            await asyncio.sleep(0.2)
+        elapsed = time.perf_counter() - t0
+        _, rev1 = await store.get_prefix("/weir/nothing/")
+        cpu1, me1 = cpu_seconds(pid), cpu_seconds(me)
+        arrivals = await asyncio.to_thread(self.stop_subscribers)
+        push_ms = [latency_ms(p, arrivals) for p in pushes]
+        report_ms = [latency_ms(p, arrivals) for p in reports]
+        self.figures.update(
+            route_push_p99_ms=round(p99(push_ms), 1),
+            route_push_median_ms=round(statistics.median(push_ms), 1) if push_ms else None,
+            report_to_route_p99_ms=round(p99(report_ms), 1),
+            leader_cpu_pct=round(100 * (cpu1 - cpu0) / elapsed, 1),
+            leader_rss_mb=round(rss_mb(pid), 1),
+            etcd_writes_per_s=round((rev1 - rev0) / elapsed, 1),
+            sim_cpu_pct=round(100 * (me1 - me0) / elapsed, 1),
+            max_pass_ms=self.max_pass_ms(pid),
+            probes=len(pushes) + len(reports),
+        )
+        print(f"  steady state over {elapsed:.0f} s: " + ", ".join(
+            f"{k}={self.figures[k]}" for k in ("route_push_p99_ms", "report_to_route_p99_ms",
+                                               "leader_cpu_pct", "leader_rss_mb",
+                                               "etcd_writes_per_s", "max_pass_ms",
+                                               "sim_cpu_pct")), flush=True)
+
+    async def _probe(self, subs: Subscribers, replica: SimReplica,
+                     seen: Callable[[RouteTable], bool]) -> Probe:
+        """Report the replica's change now; the probe, once the witness saw it (or gave up)."""
+        probe = subs.watch(seen)
+        replica.session.report_soon()  # type: ignore[union-attr]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(probe.done.wait(), PROBE_TIMEOUT_S)
+        subs.probes.remove(probe)
+        return probe
+
+    def start_subscribers(self, count: int) -> None:
+        """`count` route subscribers in `--subscriber-procs` processes of their own."""
+        procs = max(1, min(self.opts.subscriber_procs, count))
+        first = 1  # subscriber 0 is the witness, in this process
+        for i in range(procs):
+            n = count // procs + (1 if i < count % procs else 0)
+            out = self.workdir / f"arrivals-{i}.json"
+            cmd = [sys.executable, "-m", "bench.sim_subscribers", "--etcd",
+                   self.etcd.endpoint, "--count", str(n), "--first", str(first),
+                   "--out", str(out)]
+            proc = spawn(cmd, log_path=self.workdir / f"subscribers-{i}.log", cwd=REPO_ROOT,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+            self.subscriber_procs.append((proc, out))
+            first += n
+
+    def stop_subscribers(self) -> list[Arrivals]:
+        """Stop the subscriber processes; when each of their subscribers got each version."""
+        out: list[Arrivals] = []
+        for proc, path in self.subscriber_procs:
+            terminate(proc, 15.0)
+            if path.exists():
+                for records in json.loads(path.read_text()).values():
+                    out.append(([v for v, _ in records], [w for _, w in records]))
+        missing = sum(1 for _, path in self.subscriber_procs if not path.exists())
+        if missing:
+            print(f"  {missing} subscriber process(es) left no record", flush=True)
+        self.subscriber_procs = []
+        return out
+
+    def log_path(self, index: int) -> Path:
+        """Where controller `index` logs."""
+        return self.workdir / f"controller-{index}.log"
+
+    def max_pass_ms(self, pid: int) -> float | None:
+        """The slowest reconcile pass the leader logged (its periodic stats and warnings)
+        since the steady state began (a stats line may cover a few seconds before)."""
+        slowest = None
+        for proc, index in zip(self.controllers, range(2), strict=False):
+            if proc.pid != pid:
+                continue
+            with self.log_path(index).open() as f:
+                f.seek(self.log_offsets[index])
+                lines = f.read().splitlines()
+            for line in lines:
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if event.get("event") in ("reconcile passes", "slow reconcile pass"):
+                        ms = float(event.get("max_ms", event.get("ms", 0)))
+                        slowest = max(slowest or 0.0, ms)
+        return slowest
+
+    async def rolling_update(self, locator: SharedLeaderLocator, fleet: Fleet) -> None:
+        """A heavy change to one deployment (up to 1,000 replicas): until every replica
+        runs the new version and no old one is left."""
+        key = ("sim0", "Noop")
+        old = {r.version for r in fleet.replicas.values() if r.key == key}
+        target = min(APP_SIZE, self.opts.replicas)
+        apps = app_config(target, num_cpus=0.5)
+        client = AdminClient(locator.current or "", timeout=120, leader_wait_s=30)
+        began = time.perf_counter()
+        await asyncio.to_thread(client.deploy, {"applications": apps[:1]}, partial=True)
+
+        def rolled() -> bool:
+            mine = [r for r in fleet.replicas.values() if r.key == key]
+            return (len(mine) == target
+                    and all(r.state == pb.RUNNING and r.version not in old for r in mine))
+
+        await wait_until(rolled, self.opts.phase_timeout, "the rolling update", 0.2)
+        self.figures["deploy_s"] = round(time.perf_counter() - began, 2)
+        print(f"  rolling update of {target} replicas: {self.figures['deploy_s']} s", flush=True)
+
+    async def failover(self, locator: SharedLeaderLocator, fleet: Fleet) -> None:
+        """SIGKILL the leader; until the standby has adopted every replica."""
+        old, pid = locator.current, locator.current_pid
+        n = len(fleet.replicas)
+        os.kill(pid, signal.SIGKILL)
+        began = time.perf_counter()
+
+        def adopted() -> bool:
+            new = locator.current
+            return (new is not None and new != old and all(
+                r.session is not None and r.session.leader == new
+                and r.session.registered.is_set() for r in fleet.replicas.values()))
+
+        await wait_until(adopted, self.opts.phase_timeout,
+                         "every replica adopted by the new leader", 0.05)
+        self.figures["failover_s"] = round(time.perf_counter() - began, 2)
+        print(f"  failover with {n} replicas adopted: {self.figures['failover_s']} s",
+              flush=True)
+
+    def stop(self) -> None:
+        """Stop every process this run started, by PID."""
+        for proc, _ in self.subscriber_procs:
+            terminate(proc, 5.0)
+        for proc in self.controllers:
+            if proc.poll() is None:
+                terminate(proc, 5.0)
+            kill(proc)
+        self.etcd.stop()
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """One line per run, one column per figure."""
+    print("  ".join(f"{k:>14}" for k in FIGURES))
+    for row in rows:
+        print("  ".join(f"{row.get(k)!s:>14}" for k in FIGURES))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(prog="python -m bench.control_plane_scale")
+    parser.add_argument("--replicas", type=int, default=1000)
+    parser.add_argument("--proxies", type=int, default=100)
+    parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=30.0,
+                        help="seconds of steady state")
+    parser.add_argument("--churn", type=float, default=0.2,
+                        help="fraction of the replicas whose load changes each second")
+    parser.add_argument("--channels", type=int, default=32,
+                        help="gRPC channels the simulated replicas share")
+    parser.add_argument("--leader-cpu", type=int, default=None,
+                        help="pin the controllers to this CPU (taskset)")
+    parser.add_argument("--sim-cpu", type=int, default=None, help="pin this process")
+    parser.add_argument("--phase-timeout", type=float, default=180.0,
+                        help="give up on the rolling update or the failover after this")
+    parser.add_argument("--workdir", default="",
+                        help="keep etcd's data and the controllers' logs here [a temp dir]")
+    parser.add_argument("--uvloop", action="store_true",
+                        help="run the simulation on uvloop (faster; grpc.aio's streams broke "
+                             "with INTERNAL errors under it here)")
+    parser.add_argument("--node-lease-ttl", type=float, default=15.0,
+                        help="the simulated node agents' lease TTL: longer than a real agent's "
+                             "(3 s), so that a simulation starved of CPU does not lose its nodes")
+    parser.add_argument("--etcd-no-fsync", action="store_true",
+                        help="etcd without fsync: on a disk shared with other loads, fsync "
+                             "stalls can hold etcd for seconds (leases lapse)")
+    parser.add_argument("--subscriber-procs", type=int, default=2,
+                        help="processes the route subscribers (all but one) run in")
+    parser.add_argument("--json", default="", help="write the figures here")
+    opts = parser.parse_args(argv)
+    if opts.sim_cpu is not None:
+        os.sched_setaffinity(0, {opts.sim_cpu})
+    os.environ.setdefault(auth.TOKEN_ENV, auth.new_token())
+    os.environ["WEIR_LOG_LEVEL"] = "warning"  # thousands of sessions: only what goes wrong
+    configure_logging("control_plane_scale")
+    if opts.uvloop:
+        import uvloop
+
+        uvloop.install()
+    # SIGTERM unwinds like Ctrl-C, so that the processes below are stopped by PID.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with tempfile.TemporaryDirectory(prefix="weir-scale-") as tmp:
+        workdir = Path(opts.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        bench = Bench(opts, workdir)
+        try:
+            figures = asyncio.run(bench.run())
+        finally:
+            bench.stop()
+    print_table([figures])
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Route table deltas: what changed between two versions of the table, and how a
+subscriber applies it.
+
+Design. At thousands of replicas the whole table is hundreds of kilobytes, and every load
+report changes it: pushing it whole to every subscriber on every change costs the leader a
+serialization per subscriber and each subscriber a parse of everything, for a handful of
+changed replicas. So the leader sends a subscriber the whole table once, then deltas
+(`RouteTable.delta_from` set): the routes and http options whole (they are small), and of
+the deployments only those that changed, each with its added or changed `ReplicaTarget`s
+whole and the ids of the replicas that left. Targets travel as whole messages, so a field
+added to `ReplicaTarget` or `DeploymentTargets` rides along with no change here.
+
+A subscriber that fell behind gets the deltas it missed merged into one (`merge_deltas`);
+one that cannot apply a delta (its version is not the delta's base) resubscribes and gets
+the whole table again. Pure functions over the wire messages; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from weir.protos import weir_pb2 as pb
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class IndexedDeployment:
+    """A deployment of a table, with its targets by replica id."""
+
+    header: pb.DeploymentTargets
+    targets: dict[str, pb.ReplicaTarget]
+
+
+def index_table(table: pb.RouteTable) -> dict[Key, IndexedDeployment]:
+    """Each deployment of `table` by (app, deployment), its targets by replica id."""
+    return {(d.app, d.deployment): IndexedDeployment(
+        deployment_header(d), {t.replica_id: t for t in d.replicas}) for d in table.deployments}
+
+
+def deployment_header(d: pb.DeploymentTargets) -> pb.DeploymentTargets:
+    """`d` without its replicas (and without the delta-only removals): every other field,
+    whichever fields the message has."""
+    header = pb.DeploymentTargets()
+    for descriptor, value in d.ListFields():
+        if descriptor.name in ("replicas", "removed_replica_ids"):
+            continue
+        if descriptor.is_repeated:
+            getattr(header, descriptor.name).extend(value)
+        elif descriptor.message_type is not None:
+            getattr(header, descriptor.name).CopyFrom(value)
+        else:
+            setattr(header, descriptor.name, value)
+    return header
+
+
+def _with_routes(table: pb.RouteTable) -> pb.RouteTable:
+    """A delta shell of `table`: its version, routes and http options."""
+    delta = pb.RouteTable(version=table.version, http_options_json=table.http_options_json)
+    delta.routes.extend(table.routes)
+    return delta
+
+
+def table_delta(old_version: int, old: Mapping[Key, IndexedDeployment],
+                new: pb.RouteTable, new_index: Mapping[Key, IndexedDeployment]
+                ) -> pb.RouteTable:
+    """The delta that turns the table of `old_version` (indexed as `old`) into `new`."""
+    delta = _with_routes(new)
+    delta.delta_from = old_version
+    for key, now in new_index.items():
+        before = old.get(key)
+        if before is None:
+            changed = pb.DeploymentTargets()
+            changed.CopyFrom(now.header)
+            changed.replicas.extend(now.targets.values())
+            delta.deployments.append(changed)
+            continue
+        upserts = [t for rid, t in now.targets.items() if before.targets.get(rid) != t]
+        removed = [rid for rid in before.targets if rid not in now.targets]
+        if upserts or removed or before.header != now.header:
+            changed = pb.DeploymentTargets()
+            changed.CopyFrom(now.header)
+            changed.replicas.extend(upserts)
+            changed.removed_replica_ids.extend(removed)
+            delta.deployments.append(changed)
+    for app, name in old:
+        if (app, name) not in new_index:
+            delta.removed_deployments.append(pb.DeploymentTargets(app=app, deployment=name))
+    return delta
+
+
+@dataclass
+class _Pending:
+    header: pb.DeploymentTargets
+    upserts: dict[str, pb.ReplicaTarget] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+
+
+def merge_deltas(deltas: Sequence[pb.RouteTable]) -> pb.RouteTable:
+    """One delta equal to applying `deltas` (consecutive, oldest first) in turn."""
+    pending: dict[Key, _Pending] = {}
+    # A deployment removed in the window stays listed as removed even if it came back:
+    # the subscriber drops what it had, then applies what came back onto nothing.
+    removed_deployments: set[Key] = set()
+    for delta in deltas:
+        for gone in delta.removed_deployments:
+            key = (gone.app, gone.deployment)
+            pending.pop(key, None)
+            removed_deployments.add(key)
+        for d in delta.deployments:
+            key = (d.app, d.deployment)
+            entry = pending.setdefault(key, _Pending(d))
+            entry.header = d
+            for rid in d.removed_replica_ids:
+                entry.upserts.pop(rid, None)
+                entry.removed.add(rid)
+            for t in d.replicas:
+                entry.upserts[t.replica_id] = t
+                entry.removed.discard(t.replica_id)
+    merged = _with_routes(deltas[-1])
+    merged.delta_from = deltas[0].delta_from
+    for key in sorted(removed_deployments):
+        merged.removed_deployments.append(pb.DeploymentTargets(app=key[0], deployment=key[1]))
+    for entry in pending.values():
+        d = deployment_header(entry.header)
+        d.replicas.extend(entry.upserts.values())
+        d.removed_replica_ids.extend(sorted(entry.removed))
+        merged.deployments.append(d)
+    return merged
+
+
+def apply_delta(deployments: Mapping[Key, pb.DeploymentTargets], delta: pb.RouteTable
+                ) -> dict[Key, pb.DeploymentTargets]:
+    """The deployments after `delta` (a new mapping; `deployments` is left as it was).
+    Each changed deployment lists its replicas by id, as the whole table does."""
+    out = dict(deployments)
+    for gone in delta.removed_deployments:
+        out.pop((gone.app, gone.deployment), None)
+    for d in delta.deployments:
+        key = (d.app, d.deployment)
+        before = out.get(key)
+        replaced = set(d.removed_replica_ids)
+        replaced.update(t.replica_id for t in d.replicas)
+        kept = [t for t in before.replicas if t.replica_id not in replaced] if before else []
+        merged = deployment_header(d)
+        merged.replicas.extend(sorted([*kept, *d.replicas], key=_replica_id))
+        out[key] = merged
+    return out
+
+
+def _replica_id(target: pb.ReplicaTarget) -> str:
+    return target.replica_id
