@@ -106,7 +106,8 @@ def test_scale_to_zero_and_back_on_one_request(cluster: RunningCluster,
     deploy(cluster, "zero", min_replicas=0, initial_replicas=1, max_replicas=2,
            downscale_to_zero_delay_s=0.5, **QUICK)
     cluster.wait_status("zero", "RUNNING")
-    assert len(running(cluster, "zero")) == 1
+    # With no traffic the replica may already be stopping (0.5 s): at most one ran.
+    assert len(running(cluster, "zero")) <= 1
     # No traffic at all: the replica stops after downscale_to_zero_delay_s.
     wait_for(lambda: live(cluster, "zero") == 0, 30, "zero replicas")
     assert autoscaling(cluster, "zero")["target_num_replicas"] == 0
