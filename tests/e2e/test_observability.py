@@ -58,6 +58,10 @@ def test_metrics_move_and_traceparent_reaches_every_hop(cluster: RunningCluster,
             "logging_config": {"encoding": "JSON", "logs_dir": str(tmp_path)}}],
     }, partial=True)
     cluster.wait_status("observed", "RUNNING")
+    # With no queue allowed (max_queued_requests=0), a request that comes before the
+    # proxy's route table lists the replica is shed: wait until the proxy routes to it.
+    wait_for(lambda: cluster.get("/observed").status_code == 200, 15,
+             "the proxy to route to the new replica")
     proxy = cluster.client.get_status()["proxies"][0]["metrics"]
     assert proxy == cluster.url + "/-/metrics"
     ok = {"application": "observed", "deployment": "Front", "route": "/observed",
