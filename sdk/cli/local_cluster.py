@@ -35,6 +35,7 @@ from weir.auth import TOKEN_ENV
 from weir.cli.cluster_state import ClusterInfo
 from weir.config.tls import PASSWORD_ENV, TlsError, TlsFiles, proxy_flags, server_context
 from weir.etcd.server import EtcdServer
+from weir.http_servers import resolve_http_server
 from weir.processes import (
     ProcessRef,
     free_port,
@@ -64,7 +65,7 @@ class LocalCluster:
     def __init__(self, *, http_host: str = "127.0.0.1", http_port: int = 8000,
                  admin_port: int = 9500, controllers: int = 1, etcd: str = "",
                  etcd_binary: str | None = None, lease_ttl: float = 3.0,
-                 http_server: str = "hypercorn", grpc_port: int | None = None,
+                 http_server: str = "auto", grpc_port: int | None = None,
                  host: str = "127.0.0.1", etcd_port: int | None = None,
                  etcd_data_dir: str | None = None, joined: bool = False, proxy: bool = True,
                  node: NodeOptions | None = None, token: str = "",
@@ -75,7 +76,9 @@ class LocalCluster:
         joins the cluster whose etcd is `etcd` (no etcd of its own; `controllers` may be
         0). `proxy`: run a proxy here. `node`: what this machine's node offers. `token`:
         the cluster token ("": none, the servers check nothing). `tls`: the proxy's
-        certificate and key (HTTPS; `weir.config.tls`)."""
+        certificate and key (HTTPS; `weir.config.tls`). `http_server`: the proxy's, as
+        `weir.http_servers.choose_http_server` takes it (raises HttpServerMissing, a
+        ValueError, if it is not installed)."""
         self.host = host
         self.etcd_port = etcd_port
         self.etcd_data_dir = etcd_data_dir
@@ -89,7 +92,8 @@ class LocalCluster:
         self.external_etcd = etcd
         self.etcd_binary = etcd_binary
         self.lease_ttl = lease_ttl
-        self.http_server = http_server
+        #: "auto" resolved here: a missing server fails before any process starts.
+        self.http_server = resolve_http_server(http_server)
         #: None: no gRPC ingress; 0: on a free port.
         self.grpc_port = grpc_port
         #: The cluster token ("" : none, the servers check nothing).
