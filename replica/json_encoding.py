@@ -10,6 +10,7 @@ dicts and lists first, as FastAPI does.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,7 +28,10 @@ def _with_pydantic(value: Any) -> Any:
     return pydantic_core.to_jsonable_python(value, fallback=fallback)
 
 
+@functools.cache
 def _encoder() -> Callable[[Any], Any]:
+    # Chosen at the first JSON value, not at import: importing fastapi costs ~0.17 s and
+    # ~15 MB, which a replica answering str, bytes or Responses never needs.
     try:
         from fastapi.encoders import jsonable_encoder
     except ImportError:
@@ -35,13 +39,10 @@ def _encoder() -> Callable[[Any], Any]:
     return jsonable_encoder  # type: ignore[no-any-return]
 
 
-_encode = _encoder()
-
-
 def jsonable(value: Any) -> Any:
     """`value` as plain JSON data (dict, list, str, numbers, bool, None); raises TypeError
     naming the type that has no JSON form."""
     try:
-        return _encode(value)
+        return _encoder()(value)
     except (TypeError, ValueError, pydantic_core.PydanticSerializationError) as exc:
         raise TypeError(str(exc)) from None

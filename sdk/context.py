@@ -13,10 +13,12 @@ import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from weir.dataplane.caller import DataPlane
-from weir.dataplane.route_table import LeaderLocator
+if TYPE_CHECKING:
+    # Imported where a plane is made: the data plane (grpc stubs, prometheus_client,
+    # ~0.14 s) is not needed by processes that only build or describe applications.
+    from weir.dataplane.caller import DataPlane
 
 T = TypeVar("T")
 
@@ -103,6 +105,9 @@ async def get_data_plane() -> DataPlane:
                 "no Weir cluster to call: run `serve.run(...)` first, or set WEIR_ADDRESS "
                 "(a controller address) or WEIR_ETCD_ENDPOINTS"
             )
+        from weir.dataplane.caller import DataPlane
+        from weir.dataplane.route_table import LeaderLocator
+
         plane = DataPlane(LeaderLocator(coords.etcd_endpoints, coords.controllers),
                           _ctx.subscriber_name)
         plane.start()
@@ -116,7 +121,7 @@ def use_local_plane(plane: Any) -> None:
     with _ctx.lock:
         _reset_locked()
         # It offers the calls handles make (call, stream, close), not the routing.
-        _ctx.data_plane = cast(DataPlane, plane)
+        _ctx.data_plane = cast("DataPlane", plane)
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> Future[T]:

@@ -8,16 +8,12 @@ errors are `ValueError`s that name the flag or argument and say what to give ins
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-#: The extra that installs uvicorn (pyproject's [project.optional-dependencies]).
-UVICORN_EXTRA = "pip install 'weir[uvicorn]'"
 
 
 def builder_args(arguments: tuple[str, ...]) -> dict[str, str]:
@@ -81,12 +77,3 @@ def import_path_config(import_path: str, arguments: tuple[str, ...], *, name: st
 def is_config_file(config_or_import_path: str) -> bool:
     """A config file (YAML or JSON) rather than a `module:app` import path."""
     return config_or_import_path.endswith((".yaml", ".yml", ".json"))
-
-
-def missing_http_server(http_server: str) -> str | None:
-    """The one-line error when the chosen HTTP server is not installed (None: it is)."""
-    if http_server != "uvicorn":
-        return None
-    if importlib.util.find_spec("uvicorn") is None:
-        return f"--http-server uvicorn needs uvicorn, which is not installed: {UVICORN_EXTRA}"
-    return None

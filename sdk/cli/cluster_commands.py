@@ -16,6 +16,7 @@ from weir.cli.options import (
     with_etcd_security_options,
 )
 from weir.exceptions import ClusterError
+from weir.http_servers import HTTP_SERVER_CHOICES, resolve_http_server
 
 
 @click.command()
@@ -38,8 +39,10 @@ from weir.exceptions import ClusterError
 @click.option("--etcd-binary", default=None, help="etcd server binary for the embedded etcd.")
 @click.option("--grpc-port", default=None, type=int,
               help="Serve the gRPC ingress on this port (off by default).")
-@click.option("--http-server", type=click.Choice(["hypercorn", "uvicorn"]), default="hypercorn",
-              show_default=True)
+@click.option("--http-server", type=click.Choice(HTTP_SERVER_CHOICES), default="auto",
+              show_default=True,
+              help="The proxy's HTTP server; auto: uvicorn if installed (weir[fast]), "
+                   "else hypercorn.")
 @click.option("--no-proxy", is_flag=True, help="Run no proxy on this machine.")
 @click.option("--num-cpus", default=None, type=float,
               help="CPUs this node offers [default: the machine's].")
@@ -73,14 +76,14 @@ def start(host: str, join: str, http_host: str | None, http_port: int, admin_por
     """
     import shutil
 
-    from weir.cli.app_args import missing_http_server
     from weir.cli.cluster_state import STATE_FILE_NAME, ClusterInfo, weir_home
     from weir.cli.local_cluster import LocalCluster, NodeOptions
     from weir.config.tls import TlsFiles
 
-    server_missing = missing_http_server(http_server)
-    if server_missing:
-        fail(server_missing)
+    try:
+        http_server = resolve_http_server(http_server)
+    except ValueError as exc:
+        fail(str(exc))
     # A bad file stops LocalCluster.start before any process starts.
     tls = TlsFiles(ssl_certfile, ssl_keyfile, ssl_keyfile_password, ssl_ca_certs)
     state = weir_home() / STATE_FILE_NAME

@@ -35,6 +35,7 @@ from weir.auth import TOKEN_ENV
 from weir.cli.cluster_state import ClusterInfo
 from weir.config.tls import PASSWORD_ENV, TlsError, TlsFiles, proxy_flags, server_context
 from weir.etcd.server import EtcdServer
+from weir.http_servers import resolve_http_server
 from weir.processes import (
     ProcessRef,
     free_port,
@@ -64,7 +65,7 @@ class LocalCluster:
     def __init__(self, *, http_host: str = "127.0.0.1", http_port: int = 8000,
                  admin_port: int = 9500, controllers: int = 1, etcd: str = "",
                  etcd_binary: str | None = None, lease_ttl: float = 3.0,
-                 http_server: str = "hypercorn", grpc_port: int | None = None,
+                 http_server: str = "auto", grpc_port: int | None = None,
                  host: str = "127.0.0.1", etcd_port: int | None = None,
                  etcd_data_dir: str | None = None, joined: bool = False, proxy: bool = True,
                  node: NodeOptions | None = None, token: str = "",
@@ -75,7 +76,9 @@ class LocalCluster:
         joins the cluster whose etcd is `etcd` (no etcd of its own; `controllers` may be
         0). `proxy`: run a proxy here. `node`: what this machine's node offers. `token`:
         the cluster token ("": none, the servers check nothing). `tls`: the proxy's
-        certificate and key (HTTPS; `weir.config.tls`)."""
+        certificate and key (HTTPS; `weir.config.tls`). `http_server`: the proxy's, as
+        `weir.http_servers.choose_http_server` takes it (raises HttpServerMissing, a
+        ValueError, if it is not installed)."""
         self.host = host
         self.etcd_port = etcd_port
         self.etcd_data_dir = etcd_data_dir
@@ -89,7 +92,8 @@ class LocalCluster:
         self.external_etcd = etcd
         self.etcd_binary = etcd_binary
         self.lease_ttl = lease_ttl
-        self.http_server = http_server
+        #: "auto" resolved here: a missing server fails before any process starts.
+        self.http_server = resolve_http_server(http_server)
         #: None: no gRPC ingress; 0: on a free port.
         self.grpc_port = grpc_port
         #: The cluster token ("" : none, the servers check nothing).
@@ -129,14 +133,21 @@ class LocalCluster:
             (Path(temp_dir) / "logs").mkdir()
             # The node first: by the time a deploy comes, replicas have somewhere to run.
             self.start_node_agent()
-            for i in range(self.num_controllers):
-                self.start_controller(self.admin_port if i == 0 else 0, timeout)
+            # The proxy needs only etcd (it finds the leader there): spawned beside the
+            # first controller, its start-up (~0.4 s of imports) overlaps the controller's.
+            first = self._spawn_controller(self.admin_port) if self.num_controllers else None
             if self.run_proxy:
                 if not self.http_port:
                     self.http_port = free_port(self.http_host)
                 if self.grpc_port == 0:
                     self.grpc_port = free_port(self.http_host)
-                self.start_proxy(timeout)
+                self._spawn_proxy()
+            if first is not None:
+                self._controller_ready(*first, timeout)
+            for _ in range(1, self.num_controllers):
+                self.start_controller(0, timeout)
+            if self.run_proxy:
+                self._wait_ready(info, timeout)
         except BaseException:
             self.stop()
             raise
@@ -146,6 +157,10 @@ class LocalCluster:
         """Start one more controller of this cluster (port 0: a free one, which it picks
         itself and reports in its ready file, so no other process can race for it).
         Returns its admin address once it serves."""
+        return self._controller_ready(*self._spawn_controller(port), timeout)
+
+    def _spawn_controller(self, port: int) -> tuple[subprocess.Popen[bytes], Path]:
+        """Start a controller; returns it and the ready file it will write its address to."""
         info = self._require_info()
         index = self._controllers_started
         self._controllers_started += 1
@@ -158,9 +173,15 @@ class LocalCluster:
              "--ready-file", str(ready), "--packages-dir", str(self._packages_dir())],
             logs / f"controller-{index}.log")
         info.pids[f"controller-{index}"] = proc.pid
+        return proc, ready
+
+    def _controller_ready(self, proc: subprocess.Popen[bytes], ready: Path,
+                          timeout: float) -> str:
+        """Wait for a spawned controller to serve; returns its admin address."""
+        info = self._require_info()
         address = self._wait_file(ready, proc, timeout)
         info.controllers.append(address)
-        self._controller_names[address] = f"controller-{index}"
+        self._controller_names[address] = ready.stem
         return address
 
     def controllers_gone(self) -> bool:
@@ -209,6 +230,10 @@ class LocalCluster:
     def start_proxy(self, timeout: float = 30.0) -> None:
         """Start the proxy on the cluster's HTTP port; returns when it has a route table
         (/-/healthz answers 200)."""
+        self._spawn_proxy()
+        self._wait_ready(self._require_info(), timeout)
+
+    def _spawn_proxy(self) -> None:
         info = self._require_info()
         logs = Path(info.temp_dir) / "logs"
         proc = self._spawn(
@@ -222,7 +247,6 @@ class LocalCluster:
             info.grpc = f"127.0.0.1:{self.grpc_port}"
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
         info.http = f"{host}:{self.http_port}"
-        self._wait_ready(info, timeout)
 
     def kill_proxy(self, sig: int = signal.SIGKILL) -> int:
         """Send `sig` to the proxy and reap it; returns its PID."""

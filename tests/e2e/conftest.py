@@ -96,6 +96,9 @@ def start_cluster(tmp_path_factory: pytest.TempPathFactory,
                   **options: Any) -> Iterator[RunningCluster]:
     """Start a local cluster on free ports, yield it, stop it and check nothing is left."""
     os.environ["WEIR_HOME"] = str(tmp_path_factory.mktemp("weir-home"))
+    # The tests were written against hypercorn; `auto` (uvicorn where installed) is the
+    # product's default, covered by the tests that ask for it.
+    options.setdefault("http_server", "hypercorn")
     local = LocalCluster(http_port=0, admin_port=0, **options)
     info = local.start()
     try:

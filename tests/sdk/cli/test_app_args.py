@@ -82,4 +82,4 @@ def test_start_with_uvicorn_missing_fails_in_one_line_naming_the_extra(
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         "Error: --http-server uvicorn needs uvicorn, which is not installed: "
-        "pip install 'weir[uvicorn]'"]
+        "pip install 'weir[fast]'"]

@@ -1,0 +1,147 @@
+"""Cold start and idle memory: `weir run <app>` to its first 200, and what the cluster holds.
+
+Each run starts `weir run` with an embedded cluster (etcd, controller, proxy, node agent,
+replica) in a fresh WEIR_HOME, polls the app's URL until it answers 200, waits for the
+cluster to go idle, reads each process's resident memory (VmRSS) from /proc, then stops
+`weir run` with SIGINT (it stops its cluster) and any leftover by PID.
+
+    python bench/cold_start.py                       # 3 runs of bench.noop_app:app
+    python bench/cold_start.py --runs 5 --app examples.hello:app
+
+Figures on a shared machine are noisy: quote the median and say what else ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/cold_start.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.processes import REPO_ROOT, ProcessFailed, free_port, pids_with_env, wait_http_ok
+from bench.weir_cluster import weir_command
+from weir.processes import spawn, terminate
+
+#: The cluster's processes, by the module (or binary) in their command line; first match wins.
+ROLES: tuple[tuple[str, str], ...] = (
+    ("etcd", "etcd"), ("weir.controller", "controller"), ("weir.proxy", "proxy"),
+    ("weir.replica.node_agent", "node agent"), ("weir.replica", "replica"),
+    ("weir", "weir run"))
+
+MARK_ENV = "WEIR_COLD_START_BENCH"
+
+
+@dataclass
+class Run:
+    """One cold start: seconds to the first 200, and resident MB by role."""
+
+    seconds: float
+    rss_mb: dict[str, float]
+
+
+def role_of(cmdline: list[str]) -> str:
+    """The cluster role of a process from its argv (`python -m weir.proxy ...`). Pure."""
+    words = [os.path.basename(w) for w in cmdline]
+    for needle, role in ROLES:
+        if needle == "etcd" and words and words[0] == "etcd":
+            return role
+        if needle != "etcd" and needle in words:
+            return role
+    return "other"
+
+
+def read_cmdline(pid: int) -> list[str]:
+    """The process's argv, or [] if it has gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def resident_mb(pid: int) -> float:
+    """VmRSS of `pid` in MB (0 if it has gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def memory_by_role(pids: list[int]) -> dict[str, float]:
+    """Resident MB summed by role over `pids`."""
+    totals: dict[str, float] = {}
+    for pid in pids:
+        role = role_of(read_cmdline(pid))
+        totals[role] = totals.get(role, 0.0) + resident_mb(pid)
+    return totals
+
+
+def one_run(app: str, settle_s: float, timeout: float) -> Run:
+    """Start `weir run app`, time its first 200, read memory once idle, stop everything."""
+    home = tempfile.mkdtemp(prefix="weir-cold-")
+    port, admin = free_port(), free_port()
+    env = {**os.environ, "WEIR_HOME": home, MARK_ENV: home}
+    argv = [*weir_command(), "run", app, "--port", str(port), "--admin-port", str(admin)]
+    start = time.monotonic()
+    proc = spawn(argv, log_path=Path(home) / "run.log", env=env, cwd=REPO_ROOT)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/", timeout)
+        seconds = time.monotonic() - start
+        # Idle: the start-up bursts over, memory as a user would see it a moment later.
+        time.sleep(settle_s)
+        rss = memory_by_role(pids_with_env(MARK_ENV, home))
+    except ProcessFailed as exc:
+        log = (Path(home) / "run.log").read_text(errors="replace")[-2000:]
+        raise SystemExit(f"{exc}\n--- weir run's output ---\n{log}") from exc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        terminate(proc, 20.0)
+        for pid in pids_with_env(MARK_ENV, home):
+            terminate(pid, 5.0)
+    return Run(seconds, rss)
+
+
+def report(runs: list[Run]) -> str:
+    """The table: time to first 200 (median, min, max), and median resident MB by role."""
+    times = [r.seconds for r in runs]
+    lines = [f"weir run to first 200: median {statistics.median(times):.2f} s, "
+             f"min {min(times):.2f} s, max {max(times):.2f} s ({len(runs)} runs)",
+             "", f"{'process':<12} {'resident MB (median)':>22}"]
+    roles = sorted({role for r in runs for role in r.rss_mb})
+    for role in roles:
+        median = statistics.median([r.rss_mb.get(role, 0.0) for r in runs])
+        lines.append(f"{role:<12} {median:>22.1f}")
+    total = statistics.median([sum(r.rss_mb.values()) for r in runs])
+    lines.append(f"{'total':<12} {total:>22.1f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--app", default="bench.noop_app:app")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="Seconds after the first 200 before memory is read.")
+    parser.add_argument("--timeout", type=float, default=60.0)
+    opts = parser.parse_args()
+    runs = []
+    for i in range(opts.runs):
+        run = one_run(opts.app, opts.settle, opts.timeout)
+        print(f"run {i + 1}: {run.seconds:.2f} s, {sum(run.rss_mb.values()):.0f} MB", flush=True)
+        runs.append(run)
+    print(report(runs))
+
+
+if __name__ == "__main__":
+    main()
