@@ -26,6 +26,7 @@ from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.keys import PROXIES_PREFIX
 from weir.etcd.presence import Presence
 from weir.etcd.store import StoreError
+from weir.http_servers import HTTP_SERVER_CHOICES, HttpServerMissing, resolve_http_server
 from weir.metrics import proxy_metrics
 from weir.proxy.dashboard import Dashboard
 from weir.proxy.http_app import ProxyApp
@@ -199,13 +200,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--etcd", required=True)
     parser.add_argument("--http-host", default="127.0.0.1")
     parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--http-server", choices=("hypercorn", "uvicorn"), default="hypercorn")
+    parser.add_argument("--http-server", choices=HTTP_SERVER_CHOICES, default="auto",
+                        help="auto: uvicorn if installed, else hypercorn.")
     parser.add_argument("--grpc-port", type=int, default=-1,
                         help="Serve the gRPC ingress on this port (-1: off).")
     parser.add_argument("--proxy-id", default="")
     parser.add_argument("--ready-file", default="")
     add_limit_flags(parser)
     opts = parser.parse_args(argv)
+    try:
+        opts.http_server = resolve_http_server(opts.http_server)
+    except HttpServerMissing as exc:
+        raise SystemExit(f"weir proxy: {exc}") from None
     # Reconfigurable: it follows the cluster's logging_config (weir.system_logging).
     configure_logging("proxy", reconfigurable=True)
     try:
