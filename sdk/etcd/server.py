@@ -38,13 +38,6 @@ log = structlog.get_logger("weir.etcd.server")
 
 _BINARY_ENV = "WEIR_ETCD_BINARY"
 _POLL_INTERVAL = 0.05
-
-#: Raft timing of a single-member etcd. A new member elects itself after a random 1 to 11
-#: heartbeats (etcd fast-forwards all but one tick of its election timeout), so with the
-#: default 100 ms heartbeat it became healthy 0.1 to 1 s after launch: most of the spread
-#: of `weir run`'s start. Alone, it has no peer to lose or to out-vote it, so the shorter
-#: timeout changes nothing once it leads (it only ticks more often: a few wake-ups a second).
-SINGLE_MEMBER_RAFT = ("--heartbeat-interval", "25", "--election-timeout", "250")
 _LOG_TAIL_BYTES = 2000
 
 
@@ -136,7 +129,6 @@ class EtcdServer:
         self._client_port = client_port or free_port(host)
         self._peer_port = peer_port or free_port(host)
         self._initial_cluster = initial_cluster or f"{name}={self.peer_url}"
-        self._raft_args = SINGLE_MEMBER_RAFT if initial_cluster is None else ()
         self._cluster_token = cluster_token or f"weir-{uuid.uuid4().hex[:12]}"
         self._extra_args = list(extra_args)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -200,7 +192,6 @@ class EtcdServer:
             "--auto-compaction-mode", "periodic",
             "--auto-compaction-retention", "1h",
             "--log-level", "warn",
-            *self._raft_args,
             *self._extra_args,
         ]  # fmt: skip
 

@@ -207,12 +207,3 @@ def test_cluster_survives_one_member_and_takes_it_back(etcd_cluster: EtcdCluster
 def test_cluster_size_must_be_positive() -> None:
     with pytest.raises(ValueError):
         EtcdCluster(0)
-
-
-def test_a_single_member_gets_short_raft_timing_a_cluster_member_the_default(
-        tmp_path: Path) -> None:
-    alone = EtcdServer(tmp_path / "alone").command()
-    assert "--election-timeout" in alone and "--heartbeat-interval" in alone
-    member = EtcdServer(tmp_path / "m", initial_cluster="a=http://127.0.0.1:1").command()
-    assert "--election-timeout" not in member and "--heartbeat-interval" not in member
-
