@@ -35,6 +35,13 @@ class RunningCluster:
         """An admin client of every controller alive now."""
         return AdminClient(self.info.address, timeout=10, token=self.info.token)
 
+    def set_root_path(self, root: str) -> None:
+        """Deploy http_options with this root_path (on the cluster's own host and port; a
+        partial deploy: the apps stay)."""
+        host, port = self.info.http.rsplit(":", 1)
+        self.client.deploy({"applications": [], "http_options": {
+            "host": host, "port": int(port), "root_path": root}}, partial=True)
+
     def get(self, path: str = "/", **kw: Any) -> requests.Response:
         """GET through the proxy."""
         return requests.get(self.url + path, timeout=kw.pop("timeout", 10), **kw)

@@ -27,14 +27,20 @@ def weir_run(tmp_path: Path, *args: str, cwd: Path = ROOT) -> tuple[subprocess.P
     """Start `weir run ARGS` on an embedded cluster: (the process, its HTTP port, its
     stderr's file)."""
     port = free_port()
-    env = {**os.environ, "WEIR_HOME": str(tmp_path)}
-    env.pop("WEIR_ADDRESS", None)
     log = tmp_path / "stderr.txt"
     with open(log, "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "weir.cli", "run", *args, "--port", str(port),
-             "--admin-port", "0"], cwd=cwd, env=env, stderr=err, start_new_session=True)
+             "--admin-port", "0"], cwd=cwd, env=embedded_env(tmp_path), stderr=err,
+            start_new_session=True)
     return proc, port, log
+
+
+def embedded_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a `weir` command on the embedded cluster kept under tmp_path."""
+    env = {**os.environ, "WEIR_HOME": str(tmp_path)}
+    env.pop("WEIR_ADDRESS", None)
+    return env
 
 
 def http_answer(port: int) -> requests.Response | None:
@@ -201,30 +207,18 @@ def app(args):
 
 def test_weir_run_passes_builder_args_and_serve_shutdown_stops_it_all(tmp_path: Path) -> None:
     (tmp_path / "greeter_builder.py").write_text(BUILDER_APP)
-    port = free_port()
-    env = {**os.environ, "WEIR_HOME": str(tmp_path)}
-    env.pop("WEIR_ADDRESS", None)
-    log = tmp_path / "stderr.txt"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "weir.cli", "run", "greeter_builder:app", "greeting=hej",
-             "--app-dir", str(tmp_path), "--port", str(port), "--admin-port", "0"],
-            cwd=ROOT, env=env, stderr=err, start_new_session=True)
+    proc, port, log = weir_run(tmp_path, "greeter_builder:app", "greeting=hej",
+                               "--app-dir", str(tmp_path))
     try:
-        def greeting() -> str:
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/", timeout=2).text
-            except requests.RequestException:
-                return ""
-
-        wait_for(lambda: greeting() == "hej", 60, "the builder's argument to reach the app")
+        wait_for(lambda: (r := http_answer(port)) is not None and r.text == "hej", 60,
+                 "the builder's argument to reach the app")
         match = re.search(r"admin at (\S+), etcd at (\S+), logs in (\S+)/logs",
                           log.read_text())
         assert match, log.read_text()
         admin, etcd, temp_dir = match.groups()
         shutdown = subprocess.run(
             [sys.executable, "-m", "weir.cli", "shutdown", "-y", "-a", admin], cwd=ROOT,
-            env=env, capture_output=True, text=True, timeout=30)
+            env=embedded_env(tmp_path), capture_output=True, text=True, timeout=30)
         assert shutdown.returncode == 0, shutdown.stderr
         proc.wait(timeout=20)
         assert proc.returncode == 0

@@ -116,13 +116,7 @@ def test_an_app_built_in_the_replica(ingress: RunningCluster) -> None:
 def test_http_options_root_path_mounts_every_route(ingress: RunningCluster) -> None:
     """Ray's http_options.root_path: routes live under it and the app's root_path starts
     with it (FastAPI's url_for and docs follow); the proxy's own endpoints stay put."""
-    host, port = ingress.info.http.rsplit(":", 1)
-
-    def set_root(root: str) -> None:
-        ingress.client.deploy({"applications": [], "http_options": {
-            "host": host, "port": int(port), "root_path": root}}, partial=True)
-
-    set_root("/gw")
+    ingress.set_root_path("/gw")
     try:
         wait_for(lambda: ingress.get("/gw/api/where").status_code == 200, 15,
                  "the proxy to serve under /gw")
@@ -135,7 +129,7 @@ def test_http_options_root_path_mounts_every_route(ingress: RunningCluster) -> N
         assert ingress.get("/gw/shop/items/7").json()["root_path"] == "/gw/shop"
         assert ingress.get("/-/healthz").status_code == 200
     finally:
-        set_root("")
+        ingress.set_root_path("")
         wait_for(lambda: ingress.get("/api/where").status_code == 200, 15,
                  "the proxy to serve at / again")
 

@@ -112,13 +112,7 @@ def test_an_app_that_closes_before_accepting_refuses_the_handshake(
 def test_websockets_are_served_under_http_options_root_path(chat: RunningCluster) -> None:
     """Ray's http_options.root_path holds for WebSockets too: /gw/chat/ws reaches the app,
     /chat/ws no longer does."""
-    host, port = chat.info.http.rsplit(":", 1)
-
-    def set_root(root: str) -> None:
-        chat.client.deploy({"applications": [], "http_options": {
-            "host": host, "port": int(port), "root_path": root}}, partial=True)
-
-    set_root("/gw")
+    chat.set_root_path("/gw")
     try:
         wait_for(lambda: chat.get("/gw/chat/closes").status_code == 200, 15,
                  "the proxy to serve under /gw")
@@ -136,6 +130,6 @@ def test_websockets_are_served_under_http_options_root_path(chat: RunningCluster
         finally:
             outside.shut()
     finally:
-        set_root("")
+        chat.set_root_path("")
         wait_for(lambda: chat.get("/chat/closes").status_code == 200, 15,
                  "the proxy to serve at / again")
