@@ -353,7 +353,9 @@ class Leader:
         peers: dict[tuple[str, str, str], list[RankHolder]] = {}
         for action in starts:
             version = (action.app, action.deployment, action.version)
-            taken = peers.setdefault(version, self._rank_holders(action))
+            taken = peers.get(version)
+            if taken is None:  # not setdefault: its argument would walk every record each time
+                taken = peers[version] = self._rank_holders(action)
             record = await self._assign(action, views, taken)
             if record is not None:
                 records.append(record)
