@@ -8,7 +8,7 @@ import asyncio
 import json
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -65,12 +65,9 @@ class RouteTable:
     def with_delta(self, msg: pb.RouteTable) -> RouteTable:
         """This table changed by the delta `msg` (`weir.dataplane.route_delta`): a new
         table; this one is left as it was (a router may still hold it)."""
-        return RouteTable(
-            version=msg.version,
-            routes=[RouteEntry(r.route_prefix, r.app, r.deployment) for r in msg.routes],
-            deployments=apply_delta(self.deployments, msg),
-            http_options=json.loads(msg.http_options_json) if msg.http_options_json else {},
-        )
+        # Routes and http_options travel whole in a delta: only the deployments differ.
+        return replace(RouteTable.from_proto(msg),
+                       deployments=apply_delta(self.deployments, msg))
 
 
 def match_route(routes: Sequence[RouteEntry], path: str) -> RouteEntry | None:
