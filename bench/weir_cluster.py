@@ -52,7 +52,7 @@ class WeirCluster:
     """One `weir start` cluster in the private WEIR_HOME `home`; a context manager."""
 
     def __init__(self, home: Path, http_port: int, admin_port: int,
-                 http_server: str = "hypercorn") -> None:
+                 http_server: str = "auto") -> None:
         self.home = home
         self.http_port = http_port
         self.admin_port = admin_port
@@ -74,12 +74,14 @@ class WeirCluster:
         return f"127.0.0.1:{self.admin_port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        """`weir start` on loopback with the chosen ports and HTTP server."""
+        """`weir start` on loopback with the chosen ports and HTTP server.
+
+        The server is always named: the CLI's default is `auto` (uvicorn when installed),
+        so leaving the flag out for `hypercorn` would measure uvicorn under that name.
+        """
         (self.home / "tmp").mkdir(parents=True, exist_ok=True)
         argv = ["start", "--http-host", "127.0.0.1", "--http-port", str(self.http_port),
-                "--admin-port", str(self.admin_port)]
-        if self.http_server != "hypercorn":  # the default; older CLIs lack the flag
-            argv += ["--http-server", self.http_server]
+                "--admin-port", str(self.admin_port), "--http-server", self.http_server]
         self._started = True
         self.cli(argv, timeout)
 
