@@ -7,6 +7,7 @@ cluster to go idle, reads each process's resident memory (VmRSS) from /proc, the
 
     python bench/cold_start.py                       # 3 runs of bench.noop_app:app
     python bench/cold_start.py --runs 5 --app examples.hello:app
+    python bench/cold_start.py --ray-python /work/venv-ray/bin/python   # and Ray Serve's
 
 Figures on a shared machine are noisy: quote the median and say what else ran.
 """
@@ -27,6 +28,8 @@ if __package__ in (None, ""):  # `python bench/cold_start.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.processes import REPO_ROOT, ProcessFailed, free_port, pids_with_env, wait_http_ok
+from bench.ray_cold_start import compare_with_ray
+from bench.ray_serve import add_ray_arguments
 from bench.weir_cluster import weir_command
 from weir.processes import spawn, terminate
 
@@ -134,6 +137,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=3.0,
                         help="Seconds after the first 200 before memory is read.")
     parser.add_argument("--timeout", type=float, default=60.0)
+    add_ray_arguments(parser)
     opts = parser.parse_args()
     runs = []
     for i in range(opts.runs):
@@ -141,6 +145,8 @@ def main() -> None:
         print(f"run {i + 1}: {run.seconds:.2f} s, {sum(run.rss_mb.values()):.0f} MB", flush=True)
         runs.append(run)
     print(report(runs))
+    compare_with_ray([(r.seconds, sum(r.rss_mb.values())) for r in runs], opts,
+                     read_cmdline, resident_mb)
 
 
 if __name__ == "__main__":
