@@ -114,10 +114,10 @@ def ray_breakdown(ray: list[RayRun]) -> str:
     kinds = {kind for r in ray for kind in r.rss_mb}
     medians = {kind: _median([r.rss_mb.get(kind, 0.0) for r in ray]) for kind in kinds}
     processes = _median([float(r.processes) for r in ray])
-    lines = [f"{'Ray Serve process':<28} {'resident MB (median)':>22}"]
-    lines += [f"{kind:<28} {mb:>22.1f}"
+    lines = [f"{'Ray Serve process':<34} {'resident MB (median)':>22}"]
+    lines += [f"{kind:<34} {mb:>22.1f}"
               for kind, mb in sorted(medians.items(), key=lambda item: -item[1])]
-    lines.append(f"{f'total ({processes:.0f} processes)':<28} "
+    lines.append(f"{f'total ({processes:.0f} processes)':<34} "
                  f"{_median([sum(r.rss_mb.values()) for r in ray]):>22.1f}")
     return "\n".join(lines)
 

@@ -112,7 +112,7 @@ def test_probe_says_why_a_ray_python_cannot_serve(tmp_path: Path) -> None:
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named ray' >&2\nexit 1\n")
     fake.chmod(0o755)
-    with pytest.raises(RayUnavailable, match="cannot import ray.serve: ModuleNotFound"):
+    with pytest.raises(RayUnavailable, match=r"cannot import ray\.serve: ModuleNotFound"):
         probe_ray_python(str(fake))
 
 
