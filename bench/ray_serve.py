@@ -153,11 +153,12 @@ class RayServe:
                 print("  serve run did not stop on SIGINT; stopping it by PID", file=sys.stderr)
             self._serve = None
         self._group.stop_all()
-        leftovers = self.pids()
+        leftovers = {pid: _process_name(pid) for pid in self.pids()}
         for pid in leftovers:
             terminate(pid, 5.0)
         if leftovers:
-            print(f"  stopped {len(leftovers)} leftover Ray process(es) by PID", file=sys.stderr)
+            print(f"  stopped {len(leftovers)} leftover Ray process(es) by PID: "
+                  f"{', '.join(sorted(leftovers.values()))}", file=sys.stderr)
         if self._ray_tmp is not None:
             shutil.rmtree(self._ray_tmp, ignore_errors=True)
             self._ray_tmp = None
@@ -168,6 +169,14 @@ class RayServe:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _process_name(pid: int) -> str:
+    """The kernel's short name of `pid` (`raylet`, `ray::IDLE`), or `?` if it has gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
