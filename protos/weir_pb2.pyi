@@ -167,20 +167,22 @@ class CallReply(_message.Message):
     def __init__(self, outcome: _Optional[_Union[CallOutcome, str]] = ..., status: _Optional[int] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., body: _Optional[bytes] = ..., pickled: _Optional[bytes] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., traceback: _Optional[str] = ..., ongoing: _Optional[int] = ..., more_body: _Optional[bool] = ..., admitted: _Optional[bool] = ..., grpc_code: _Optional[int] = ..., grpc_details: _Optional[str] = ..., grpc_trailing_metadata: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("call_id", "request", "stream", "cancel", "reply", "last")
+    __slots__ = ("call_id", "request", "stream", "cancel", "reply", "last", "batch")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     request: CallRequest
     stream: bool
     cancel: bool
     reply: CallReply
     last: bool
-    def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[CallRequest, _Mapping]] = ..., stream: _Optional[bool] = ..., cancel: _Optional[bool] = ..., reply: _Optional[_Union[CallReply, _Mapping]] = ..., last: _Optional[bool] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[Frame]
+    def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[CallRequest, _Mapping]] = ..., stream: _Optional[bool] = ..., cancel: _Optional[bool] = ..., reply: _Optional[_Union[CallReply, _Mapping]] = ..., last: _Optional[bool] = ..., batch: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ...) -> None: ...
 
 class GrpcServicesRequest(_message.Message):
     __slots__ = ()

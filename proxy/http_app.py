@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -278,13 +278,27 @@ class ProxyApp:
                               413, 0.0)
             await _too_large(send, limit)
             return
-        method = ""
+        client = scope.get("client") or ("", 0)
+        # Built once, in place: the headers go straight into the message, never through
+        # objects of their own that would be copied into it.
+        request = pb.CallRequest(caller="proxy")
+        http = request.http
+        http.SetInParent()
+        http.method = scope["method"]
+        http.path = path
+        http.query_string = scope.get("query_string", b"")
+        http.body = chunk
+        http.scheme = scope.get("scheme", "http")
+        http.root_path = root + (route.route_prefix if route.route_prefix != "/" else "")
+        http.client_host = client[0] or ""
+        http.client_port = client[1] or 0
+        http.http_version = scope.get("http_version", "1.1")
+        add_header = http.headers.add
         request_id = traceparent = ""
-        headers = []
         for name, value in scope["headers"]:
             if name == CALL_METHOD_HEADER:
                 try:
-                    method = value.decode()
+                    request.method = value.decode()
                 except UnicodeDecodeError:  # found by fuzzing: was an uncaught error
                     await _respond(send, 400, "the x-serve-call-method header must name a "
                                               "method of the deployment, in UTF-8")
@@ -293,21 +307,14 @@ class ProxyApp:
                 request_id = value.decode("latin-1")
             elif name == tracing.TRACEPARENT_HEADER:
                 traceparent = value.decode("latin-1")
-            headers.append(pb.Header(name=name, value=value))
-        client = scope.get("client") or ("", 0)
-        # The client's X-Request-ID is kept (Ray's rule), so that its logs and ours meet.
-        request_id = request_id or uuid.uuid4().hex
+            add_header(name=name, value=value)
+        # The client's X-Request-ID is kept (Ray's rule), so that its logs and ours meet;
+        # else 32 random hex digits, as uuid4().hex but without building a UUID.
+        request_id = request_id or os.urandom(16).hex()
+        request.request_id = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         tracing.enter(traceparent, "weir.proxy")
         send = _echo_request_id(send, request_id.encode("latin-1"))
-        request = pb.CallRequest(
-            request_id=request_id, method=method, caller="proxy",
-            http=pb.HttpRequest(
-                method=scope["method"], path=path, query_string=scope.get("query_string", b""),
-                headers=headers, body=chunk, scheme=scope.get("scheme", "http"),
-                root_path=root + (route.route_prefix if route.route_prefix != "/" else ""),
-                client_host=client[0] or "", client_port=client[1] or 0,
-                http_version=scope.get("http_version", "1.1")))
         timeout = options.get("request_timeout_s")
         deadline = time.monotonic() + float(timeout) if timeout else None
         body = RequestBody(request.http, chunk) if more else None
@@ -382,8 +389,13 @@ class ProxyApp:
                         await send({"type": "http.response.start",
                                     "status": reply.status or 200,
                                     "headers": [(h.name, h.value) for h in reply.headers]})
+                    # The replica's last body message says so: the response ends with it
+                    # (one ASGI message, one write to the socket, fewer than an empty end).
+                    ended = not reply.more_body
                     await send({"type": "http.response.body", "body": reply.body,
-                                "more_body": True})
+                                "more_body": not ended})
+                    if ended:
+                        return
             if started:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:

@@ -23,6 +23,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from weir import auth, grpc_health, tracing
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
+from weir.dataplane.transport import CHANNEL_OPTIONS, FrameOutbox
 from weir.metrics import failed, replica_metrics, replica_metrics_port, serve_metrics
 from weir.multiplex import request_model_id
 from weir.protos import weir_pb2 as pb
@@ -145,7 +146,6 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             return refused
         assert self.user is not None
         serve_request(request)
-        log_ = log.bind(method=request.method or "__call__")
         started, outcome = time.perf_counter(), "ERROR"
         try:
             timeout = self._timeout(request)
@@ -167,11 +167,11 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             return pb.CallReply(outcome=pb.OK, pickled=pickled, ongoing=self.ongoing - 1)
         except TimeoutError:
             outcome = "TIMEOUT"
-            log_.warning("request timed out; cancelled")
+            log.warning("request timed out; cancelled", method=request.method or "__call__")
             return pb.CallReply(outcome=pb.TIMEOUT, error="request timed out on the replica",
                                 ongoing=self.ongoing - 1)
         except Exception as exc:
-            log_.error("user code raised", exc_info=True)
+            log.error("user code raised", method=request.method or "__call__", exc_info=True)
             return pb.CallReply(outcome=pb.USER_ERROR, ongoing=self.ongoing - 1,
                                 **error_fields(exc, with_cause=True))
         finally:
@@ -308,16 +308,17 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
     async def Channel(self, frames: AsyncIterator[pb.Frame],
                       context: Any) -> AsyncIterator[pb.Frame]:
         """Many calls of one caller on one bidi stream, told apart by call_id; each runs as
-        its own task exactly as Call / CallStream would, and a cancel frame cancels it."""
-        out: asyncio.Queue[pb.Frame | None] = asyncio.Queue()
+        its own task exactly as Call / CallStream would, and a cancel frame cancels it.
+        Frames travel in batches both ways (`FrameOutbox`)."""
+        outbox = FrameOutbox()
         tasks: dict[int, asyncio.Task[None]] = {}
 
         async def run(frame: pb.Frame) -> None:
             call_id = frame.call_id
             try:
                 if not frame.stream:
-                    reply = await self.Call(frame.request, context)
-                    out.put_nowait(pb.Frame(call_id=call_id, reply=reply, last=True))
+                    outbox.add(call_id, reply=await self.Call(frame.request, context),
+                               last=True)
                     return
                 # A reply that may be the last is held until the stream ends, so that a
                 # whole response is one frame; one that says more follows goes at once, so
@@ -325,33 +326,34 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                 held: pb.CallReply | None = None
                 async for reply in self.CallStream(frame.request, context):
                     if held is not None:
-                        out.put_nowait(pb.Frame(call_id=call_id, reply=held))
+                        outbox.add(call_id, reply=held)
                         held = None
                     if reply.more_body:
-                        out.put_nowait(pb.Frame(call_id=call_id, reply=reply))
+                        outbox.add(call_id, reply=reply)
                     else:
                         held = reply
-                out.put_nowait(pb.Frame(call_id=call_id, reply=held, last=True))
+                outbox.add(call_id, reply=held, last=True)
             finally:
                 tasks.pop(call_id, None)
 
         async def read() -> None:
+            loop = asyncio.get_running_loop()
             try:
-                async for frame in frames:
-                    if frame.cancel:
-                        task = tasks.get(frame.call_id)
-                        if task is not None:
-                            task.cancel()
-                    else:
-                        tasks[frame.call_id] = asyncio.get_running_loop().create_task(
-                            run(frame))
+                async for message in frames:
+                    for frame in message.batch:
+                        if frame.cancel:
+                            task = tasks.get(frame.call_id)
+                            if task is not None:
+                                task.cancel()
+                        else:
+                            tasks[frame.call_id] = loop.create_task(run(frame))
             finally:
-                out.put_nowait(None)
+                outbox.close()
 
         reader = asyncio.get_running_loop().create_task(read())
         try:
-            while (frame := await out.get()) is not None:
-                yield frame
+            while (message := await outbox.take()) is not None:
+                yield message
         finally:
             reader.cancel()
             for task in list(tasks.values()):
@@ -448,8 +450,6 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
 
 async def start_server(servicer: ReplicaServer, host: str) -> tuple[grpc.aio.Server, str]:
     """Start the gRPC server on a free port; returns it and its address."""
-    from weir.dataplane.transport import CHANNEL_OPTIONS
-
     # Handles send pickles: only callers with the cluster token get past the server.
     server = auth.server(options=CHANNEL_OPTIONS)
     pb_grpc.add_ReplicaServicer_to_server(servicer, server)

@@ -135,6 +135,8 @@ class UserCallable:
         #: Threads running user code now (a timed-out sync call keeps its thread busy).
         self.busy_threads = 0
         self._busy_lock = threading.Lock()
+        #: `takes_request` per method name: reading a signature costs more than the call.
+        self._takes_request: dict[str, bool] = {}
 
     async def construct(self) -> None:
         """Unpickle the definition and run the constructor (in a thread: it may block)."""
@@ -244,7 +246,10 @@ class UserCallable:
             return
         fn = self.method(method)
         # As in Ray, a callable without parameters (`def __call__(self)`) gets no request.
-        args = (Request(scope, receive),) if takes_request(fn) else ()
+        wants = self._takes_request.get(method)
+        if wants is None:
+            wants = self._takes_request[method] = takes_request(fn)
+        args = (Request(scope, receive),) if wants else ()
         if inspect.isasyncgenfunction(fn):
             result: Any = fn(*args)
         else:

@@ -39,23 +39,29 @@ class Replica(pb_grpc.ReplicaServicer):
 
     async def Channel(self, frames: AsyncIterator[pb.Frame],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Frame]:
-        async for frame in frames:
-            if frame.cancel:
-                continue
-            self.calls += 1
-            if self.fail:
-                await context.abort(grpc.StatusCode.INTERNAL, "replica died mid-call")
-            if self.hang:
-                continue
-            if self.calls <= self.refusals:
-                yield pb.Frame(call_id=frame.call_id, last=True,
-                               reply=pb.CallReply(outcome=pb.REJECTED, ongoing=1))
-                continue
-            if frame.stream:
-                yield pb.Frame(call_id=frame.call_id,
-                               reply=pb.CallReply(body=b"part ", more_body=True))
-            yield pb.Frame(call_id=frame.call_id, last=True,
-                           reply=pb.CallReply(body=self.name.encode()))
+        async for message in frames:
+            for frame in message.batch:
+                if frame.cancel:
+                    continue
+                self.calls += 1
+                if self.fail:
+                    await context.abort(grpc.StatusCode.INTERNAL, "replica died mid-call")
+                if self.hang:
+                    continue
+                if self.calls <= self.refusals:
+                    yield batch(pb.Frame(call_id=frame.call_id, last=True,
+                                         reply=pb.CallReply(outcome=pb.REJECTED, ongoing=1)))
+                    continue
+                if frame.stream:
+                    yield batch(pb.Frame(call_id=frame.call_id,
+                                         reply=pb.CallReply(body=b"part ", more_body=True)))
+                yield batch(pb.Frame(call_id=frame.call_id, last=True,
+                                     reply=pb.CallReply(body=self.name.encode())))
+
+
+def batch(*frames: pb.Frame) -> pb.Frame:
+    """Frames as the channel carries them: the batch of one message."""
+    return pb.Frame(batch=frames)
 
 
 class Controller(pb_grpc.ControllerServicer):
