@@ -48,16 +48,17 @@ def rss_kib(pid: int) -> int:
 
 
 async def drive(url: str, connections: int, duration_s: float, rate: float = 0.0
-                ) -> tuple[collections.Counter[int], list[float], float]:
+                ) -> tuple[collections.Counter[int], list[float], list[float], float]:
     """Load over keep-alive connections: back to back, or with `rate` the offered req/s
     spread evenly over the connections (each sends on its schedule, or as soon as its
-    previous response is in if that is later). Returns statuses, latencies of 200s (s) and
-    the elapsed time."""
+    previous response is in if that is later). Returns statuses, latencies of 200s and of
+    503s (s) and the elapsed time."""
     interval = connections / rate if rate else 0.0
     parts = urlsplit(url)
     request = f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
     statuses: collections.Counter[int] = collections.Counter()
     ok_latencies: list[float] = []
+    shed_latencies: list[float] = []
     stop_at = time.perf_counter() + duration_s
 
     async def connection(offset: float) -> None:
@@ -79,6 +80,8 @@ async def drive(url: str, connections: int, duration_s: float, rate: float = 0.0
                 statuses[status] += 1
                 if status == 200:
                     ok_latencies.append(time.perf_counter() - started)
+                elif status == 503:
+                    shed_latencies.append(time.perf_counter() - started)
                 if not keep_alive:
                     writer.close()
                     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
@@ -87,7 +90,7 @@ async def drive(url: str, connections: int, duration_s: float, rate: float = 0.0
 
     began = time.perf_counter()
     await asyncio.gather(*(connection(i * interval / connections) for i in range(connections)))
-    return statuses, ok_latencies, time.perf_counter() - began
+    return statuses, ok_latencies, shed_latencies, time.perf_counter() - began
 
 
 def pct(values: list[float], q: float) -> float:
@@ -120,11 +123,11 @@ def main() -> None:
 
             proxy_pid = json.loads((Path(home) / "cluster.json").read_text())["pids"]["proxy"]
             asyncio.run(drive(cluster.url, 4, 2.0))  # warm-up
-            unloaded, unloaded_lat, _ = asyncio.run(drive(cluster.url, 1, 5.0))
+            unloaded, unloaded_lat, _, _ = asyncio.run(drive(cluster.url, 1, 5.0))
             rss_before = rss_kib(proxy_pid)
             connections = 200
             offered = args.factor * ADMITTED / service_s
-            loaded, loaded_lat, elapsed = asyncio.run(
+            loaded, loaded_lat, shed_lat, elapsed = asyncio.run(
                 drive(cluster.url, connections, args.duration, offered))
             rss_after = rss_kib(proxy_pid)
     capacity = ADMITTED / service_s
@@ -147,6 +150,8 @@ def main() -> None:
           f"{pct(loaded_lat, 99):>9.1f}")
     print(f"admitted p99 bound (2 x unloaded p99 + queue wait + service): {bound:.1f} ms -> "
           f"{'within' if pct(loaded_lat, 99) <= bound else 'OVER'}")
+    print(f"503s (how late a shed answer is): p50 {pct(shed_lat, 50):.1f} ms, "
+          f"p99 {pct(shed_lat, 99):.1f} ms")
     print(f"responses other than 200/503: {other or 'none'}")
     print(f"proxy RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after "
           f"{args.duration:.0f} s of overload")
