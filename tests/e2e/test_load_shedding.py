@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
@@ -32,6 +33,32 @@ def test_seed_load_shedding_example(cluster: RunningCluster) -> None:
         assert all(r.headers.get("retry-after") for r in statuses)
         # The first 4 finish with 200.
         assert [f.result().status_code for f in first + queued] == [200] * 4
+    finally:
+        pool.shutdown(wait=True)
+
+
+def test_a_shed_request_never_reaches_the_replica_and_gets_503_at_once(
+        cluster: RunningCluster, tmp_path: Path) -> None:
+    cluster.deploy_app("single", "tests.e2e.apps.admission:app")
+    cluster.wait_status("single", "RUNNING")
+    calls = tmp_path / "calls"
+    url = f"{cluster.url}/single?log={calls}"
+    wait_for(lambda: requests.get(url, timeout=10).status_code == 200, 10, "the route")
+    calls.unlink()
+    pool = ThreadPoolExecutor(8)
+    try:
+        holding = pool.submit(requests.get, url + "&s=3", timeout=30)
+        wait_for(lambda: calls.exists() and calls.read_text() == "call\n", 10,
+                 "the replica to take the first call")
+        started = time.monotonic()
+        shed = list(pool.map(lambda _: requests.get(url, timeout=30), range(8)))
+        assert time.monotonic() - started < 1.5  # while the first call still runs (3 s)
+        assert [r.status_code for r in shed] == [503] * 8
+        assert all(r.headers["retry-after"] == "1" for r in shed)
+        assert all(r.text.startswith("Request dropped due to backpressure") for r in shed)
+        assert not holding.done()
+        assert holding.result().status_code == 200
+        assert calls.read_text() == "call\n"  # none of the 8 reached the replica
     finally:
         pool.shutdown(wait=True)
 
@@ -80,3 +107,4 @@ def test_handles_raise_backpressure_error(cluster: RunningCluster) -> None:
             except serve.BackPressureError:
                 outcomes.append("shed")
         assert outcomes.count("done") == 2 and outcomes.count("shed") == 3
+
