@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import concurrent.futures
+import os
 import sys
 import tempfile
 import time
@@ -47,17 +49,43 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used, seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proxy_pids(pid: int) -> list[int]:
+    """The proxy and its workers (`--proxy-workers`: its children)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(c) for c in children.read_text().split())]
+
+
+class OverloadCluster(WeirCluster):
+    """A WeirCluster whose `weir start` gets more flags (e.g. --proxy-workers)."""
+
+    def __init__(self, *args: object, start_flags: list[str]) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.start_flags = start_flags
+
+    def cli(self, argv: list[str], timeout: float) -> str:
+        """As WeirCluster's, with the start flags added to `weir start`."""
+        return super().cli([*argv, *self.start_flags] if argv[0] == "start" else argv,
+                           timeout)
+
+
 async def drive(url: str, connections: int, duration_s: float, rate: float = 0.0
-                ) -> tuple[collections.Counter[int], list[float], float]:
+                ) -> tuple[collections.Counter[int], list[float], list[float], float]:
     """Load over keep-alive connections: back to back, or with `rate` the offered req/s
     spread evenly over the connections (each sends on its schedule, or as soon as its
-    previous response is in if that is later). Returns statuses, latencies of 200s (s) and
-    the elapsed time."""
+    previous response is in if that is later). Returns statuses, latencies of 200s and of
+    503s (s) and the elapsed time."""
     interval = connections / rate if rate else 0.0
     parts = urlsplit(url)
     request = f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
     statuses: collections.Counter[int] = collections.Counter()
     ok_latencies: list[float] = []
+    shed_latencies: list[float] = []
     stop_at = time.perf_counter() + duration_s
 
     async def connection(offset: float) -> None:
@@ -79,6 +107,8 @@ async def drive(url: str, connections: int, duration_s: float, rate: float = 0.0
                 statuses[status] += 1
                 if status == 200:
                     ok_latencies.append(time.perf_counter() - started)
+                elif status == 503:
+                    shed_latencies.append(time.perf_counter() - started)
                 if not keep_alive:
                     writer.close()
                     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
@@ -87,7 +117,32 @@ async def drive(url: str, connections: int, duration_s: float, rate: float = 0.0
 
     began = time.perf_counter()
     await asyncio.gather(*(connection(i * interval / connections) for i in range(connections)))
-    return statuses, ok_latencies, time.perf_counter() - began
+    return statuses, ok_latencies, shed_latencies, time.perf_counter() - began
+
+
+def drive_in_process(url: str, connections: int, duration_s: float, rate: float
+                     ) -> tuple[collections.Counter[int], list[float], list[float], float, float]:
+    """`drive` in this process; also returns the CPU seconds this process used."""
+    started = time.process_time()
+    statuses, ok, shed, elapsed = asyncio.run(drive(url, connections, duration_s, rate))
+    return statuses, ok, shed, elapsed, time.process_time() - started
+
+
+def drive_processes(url: str, connections: int, duration_s: float, rate: float,
+                    clients: int) -> tuple[collections.Counter[int], list[float], list[float],
+                                           float, float]:
+    """`drive` split over `clients` processes (one Python load client tops out near 3,000
+    req/s, below the offered 4,000, and its own lateness lands in every latency it reads).
+    Returns the merged statuses and latencies, the longest elapsed time and the clients'
+    CPU seconds in all."""
+    with concurrent.futures.ProcessPoolExecutor(clients) as pool:
+        parts = list(pool.map(drive_in_process, *zip(*[
+            (url, connections // clients, duration_s, rate / clients)] * clients, strict=True)))
+    statuses: collections.Counter[int] = collections.Counter()
+    for part in parts:
+        statuses.update(part[0])
+    return (statuses, [x for p in parts for x in p[1]], [x for p in parts for x in p[2]],
+            max(p[3] for p in parts), sum(p[4] for p in parts))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -103,12 +158,18 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--factor", type=int, default=10, help="times the admission capacity")
     parser.add_argument("--http-server", choices=("hypercorn", "uvicorn"), default="hypercorn")
+    parser.add_argument("--clients", type=int, default=1,
+                        help="load client processes for the overload phase")
+    parser.add_argument("--proxy-workers", type=int, default=1,
+                        help="weir start --proxy-workers (absent from older CLIs: 1 omits it)")
     parser.add_argument("--service-ms", type=float, default=20.0,
                         help="each request's work in the replica")
     args = parser.parse_args()
     service_s = args.service_ms / 1000
     with tempfile.TemporaryDirectory(prefix="weir-overload-") as home:
-        cluster = WeirCluster(Path(home), free_port(), free_port(), args.http_server)
+        flags = ["--proxy-workers", str(args.proxy_workers)] if args.proxy_workers > 1 else []
+        cluster = OverloadCluster(Path(home), free_port(), free_port(), args.http_server,
+                                  start_flags=flags)
         with cluster:
             cluster.start()
             config = app_config("bench.overload_app:app", REPO_ROOT)
@@ -120,20 +181,23 @@ def main() -> None:
 
             proxy_pid = json.loads((Path(home) / "cluster.json").read_text())["pids"]["proxy"]
             asyncio.run(drive(cluster.url, 4, 2.0))  # warm-up
-            unloaded, unloaded_lat, _ = asyncio.run(drive(cluster.url, 1, 5.0))
-            rss_before = rss_kib(proxy_pid)
+            unloaded, unloaded_lat, _, _ = asyncio.run(drive(cluster.url, 1, 5.0))
+            pids = proxy_pids(proxy_pid)
+            rss_before = sum(rss_kib(p) for p in pids)
+            cpu_before = sum(cpu_s(p) for p in pids)
             connections = 200
             offered = args.factor * ADMITTED / service_s
-            loaded, loaded_lat, elapsed = asyncio.run(
-                drive(cluster.url, connections, args.duration, offered))
-            rss_after = rss_kib(proxy_pid)
+            loaded, loaded_lat, shed_lat, elapsed, client_cpu = drive_processes(
+                cluster.url, connections, args.duration, offered, args.clients)
+            rss_after = sum(rss_kib(p) for p in pids)
+            proxy_cpu = sum(cpu_s(p) for p in pids) - cpu_before
     capacity = ADMITTED / service_s
     queue_wait_ms = QUEUED / capacity * 1000
     bound = 2 * pct(unloaded_lat, 99) + queue_wait_ms + service_s * 1000
     total = sum(loaded.values())
     other = {s: n for s, n in loaded.items() if s not in (200, 503)}
-    print(f"proxy on {args.http_server}; deployment: 2 replicas x max_ongoing_requests=4, "
-          f"max_queued_requests=8, {service_s * 1000:.0f} ms per request; "
+    print(f"proxy on {args.http_server} x {len(pids)} worker(s); deployment: 2 replicas x "
+          f"max_ongoing_requests=4, max_queued_requests=8, {service_s * 1000:.0f} ms per request; "
           f"capacity ~{capacity:.0f} req/s")
     print(f"{'phase':<12}{'conns':>7}{'requests':>10}{'200':>8}{'503':>8}{'other':>7}"
           f"{'200/s':>8}{'p50 ms':>9}{'p99 ms':>9}")
@@ -147,9 +211,16 @@ def main() -> None:
           f"{pct(loaded_lat, 99):>9.1f}")
     print(f"admitted p99 bound (2 x unloaded p99 + queue wait + service): {bound:.1f} ms -> "
           f"{'within' if pct(loaded_lat, 99) <= bound else 'OVER'}")
+    print(f"503s (how late a shed answer is): p50 {pct(shed_lat, 50):.1f} ms, "
+          f"p99 {pct(shed_lat, 99):.1f} ms")
     print(f"responses other than 200/503: {other or 'none'}")
-    print(f"proxy RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after "
-          f"{args.duration:.0f} s of overload")
+    print(f"proxy RSS (all workers): {rss_before / 1024:.1f} MiB before, "
+          f"{rss_after / 1024:.1f} MiB after {args.duration:.0f} s of overload")
+    print(f"load client CPU: {client_cpu:.1f} s over {args.clients} process(es) "
+          f"({client_cpu / elapsed:.0%} of a core; near 100% per process, its own lateness is "
+          f"in the latencies)")
+    print(f"proxy CPU under overload: {proxy_cpu:.1f} s, {proxy_cpu / max(1, total) * 1e6:.0f} "
+          f"us per request")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+from weir.proxy.admission import ADMITTED_KEY, answer_text, shed_response
+
+if TYPE_CHECKING:
+    from weir.proxy.admission import Admission
 
 log = structlog.get_logger("weir.proxy")
 
@@ -48,11 +53,12 @@ class IngressLimits:
         return {"h11_max_incomplete_size": self.max_header_bytes,
                 "h2_max_header_list_size": self.max_header_bytes}
 
-    def uvicorn_settings(self) -> dict[str, Any]:
-        """uvicorn.Config keywords for these limits (with `GuardedProtocol` as `http`)."""
+    def uvicorn_settings(self, admission: Admission | None = None) -> dict[str, Any]:
+        """uvicorn.Config keywords for these limits (with `GuardedProtocol` as `http`,
+        applying `admission` to each request before its task exists)."""
         return {"h11_max_incomplete_event_size": self.max_header_bytes,
                 "limit_concurrency": self.max_connections or None,
-                "http": guarded_protocol(self)}
+                "http": guarded_protocol(self, admission)}
 
 
 def too_many_headers(headers: list[tuple[bytes, bytes]], limit: int) -> bool:
@@ -82,19 +88,16 @@ class HeaderCountLimit:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            body = (f"request has {len(scope['headers'])} headers; this proxy takes at most "
-                    f"{self.limit}").encode()
-            await send({"type": "http.response.start", "status": 431,
-                        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                                    (b"content-length", str(len(body)).encode()),
-                                    (b"connection", b"close")]})
-            await send({"type": "http.response.body", "body": body})
+            await answer_text(send, 431, f"request has {len(scope['headers'])} headers; this "
+                                         f"proxy takes at most {self.limit}",
+                              (b"connection", b"close"))
             return
         await self.app(scope, receive, send)
 
 
-def guarded_protocol(limits: IngressLimits) -> type:
-    """uvicorn's HTTP/1.1 protocol class with a header deadline and a header byte limit.
+def guarded_protocol(limits: IngressLimits, admission: Admission | None = None) -> type:
+    """uvicorn's HTTP/1.1 protocol class with a header deadline, a header byte limit and
+    (given `admission`) admission before the request's task.
 
     uvicorn starts no timer before a connection's first request, and its keep-alive timer
     stops at the first byte of the next one: a client sending one header byte a second
@@ -142,6 +145,28 @@ def guarded_protocol(limits: IngressLimits) -> type:
                 self.transport.write(_refusal(
                     f"request headers larger than {limits.max_header_bytes} bytes"))
                 self.transport.close()
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            # uvicorn calls this once a request's headers are parsed (or a pipelined one's
+            # turn comes): the last moment before the request costs a task.
+            if admission is None:
+                super()._start_asgi_task(cycle, app)
+                return
+            key, refusal = admission.check(cycle.scope["path"])
+            if not refusal:
+                if key is not None:
+                    admission.enter(key)
+                cycle.scope[ADMITTED_KEY] = key
+                super()._start_asgi_task(cycle, app)
+                return
+            # Answered here, as the cycle's own send would: complete, so that the parser
+            # drops the request's body and the connection takes its next request.
+            self.transport.write(shed_response(refusal, cycle.keep_alive))
+            cycle.response_started = cycle.response_complete = True
+            cycle.message_event.set()
+            if not cycle.keep_alive:
+                self.transport.close()
+            cycle.on_response()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._deadline is not None:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from weir.etcd.presence import Presence
 from weir.etcd.store import StoreError
 from weir.http_servers import HTTP_SERVER_CHOICES, HttpServerMissing, resolve_http_server
 from weir.metrics import proxy_metrics
+from weir.proxy.admission import DEFAULT_MAX_LOOP_LAG_S, Admission, AdmissionGate
 from weir.proxy.dashboard import Dashboard
 from weir.proxy.http_app import ProxyApp
 from weir.proxy.ingress_limits import (
@@ -37,6 +39,12 @@ from weir.proxy.ingress_limits import (
     DEFAULT_MAX_HEADERS,
     HeaderCountLimit,
     IngressLimits,
+)
+from weir.proxy.workers import (
+    listening_socket,
+    start_workers,
+    stop_workers,
+    worker_id,
 )
 from weir.runtime import configure_logging, run_until_signalled
 from weir.system_logging import follow_system_logging
@@ -79,15 +87,24 @@ class KeepAliveFollower:
 
 
 async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
-    """Run the proxy until `stop` is set."""
-    proxy_id = opts.proxy_id or uuid.uuid4().hex[:8]
+    """Run the proxy (worker `opts.worker_index` of `opts.proxy_workers`) until `stop` is
+    set."""
+    # Before anything starts a thread: the workers are forked (weir.proxy.workers).
+    workers = []
+    if opts.worker_index == 0 and opts.proxy_workers > 1:
+        workers = await start_workers(opts.argv, opts.proxy_workers)
+    proxy_id = worker_id(opts.proxy_id, opts.worker_index, opts.proxy_workers)
     structlog.contextvars.bind_contextvars(proxy_id=proxy_id)
     plane = DataPlane(LeaderLocator(opts.etcd), f"proxy:{proxy_id}")
     plane.start()
     limits = ingress_limits(opts)
     tls = tls_options(opts)
     dashboard = Dashboard(LeaderLocator(opts.etcd))
+    admission = Admission(plane, workers=opts.proxy_workers,
+                          max_loop_lag_s=opts.max_loop_lag_ms / 1000)
+    admission.monitor.start()
     app = HeaderCountLimit(ProxyApp(plane, dashboard), limits.max_headers)
+    sock = listening_socket(opts.http_host, opts.http_port, opts.proxy_workers > 1)
     proxy_metrics().follow_queues(lambda: plane.routers)
     tracing.configure("proxy")
     address = f"{opts.http_host}:{opts.http_port}"
@@ -98,7 +115,8 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
         grpc_server = await start_grpc_ingress(plane, opts.http_host, opts.grpc_port)
     store = EtcdStore(opts.etcd)
     info = {"id": proxy_id, "http": address, "pid": os.getpid(),
-            "metrics": f"http://{address}/-/metrics"}
+            "metrics": f"http://{address}/-/metrics",
+            "worker": opts.worker_index, "workers": opts.proxy_workers}
     presence = Presence(store, PROXIES_PREFIX + proxy_id, json.dumps(info).encode(),
                         PRESENCE_TTL_S)
     presence.start()
@@ -108,8 +126,8 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
         import uvicorn
 
         # `config` is bound before the first request calls this.
-        followed = KeepAliveFollower(app, plane,
-                                     lambda s: setattr(config, "timeout_keep_alive", s))
+        followed = AdmissionGate(KeepAliveFollower(
+            app, plane, lambda s: setattr(config, "timeout_keep_alive", s)), admission)
         config = uvicorn.Config(followed, host=opts.http_host, port=opts.http_port,
                                 log_level="warning", lifespan="off", access_log=False,
                                 timeout_keep_alive=int(DEFAULT_KEEP_ALIVE_S),
@@ -117,9 +135,9 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
                                 ssl_keyfile=tls.keyfile or None,
                                 ssl_keyfile_password=tls.keyfile_password or None,
                                 ssl_ca_certs=tls.ca_certs or None,
-                                **limits.uvicorn_settings())
+                                **limits.uvicorn_settings(admission))
         server = uvicorn.Server(config)
-        server_task = asyncio.get_running_loop().create_task(server.serve())
+        server_task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         await _announce(opts, address)
         await stop.wait()
         server.should_exit = True
@@ -129,7 +147,8 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
         from hypercorn.config import Config
 
         hconfig = Config()
-        hconfig.bind = [address]
+        # hypercorn makes a socket of its own from the fd, and closes it.
+        hconfig.bind = [f"fd://{sock.detach()}"]
         hconfig.accesslog = None
         hconfig.keep_alive_timeout = DEFAULT_KEEP_ALIVE_S
         hconfig.graceful_timeout = 2
@@ -139,13 +158,16 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
             hconfig.certfile, hconfig.keyfile = tls.certfile, tls.keyfile
             hconfig.keyfile_password = tls.keyfile_password or None
             hconfig.ca_certs = tls.ca_certs or None
-        followed = KeepAliveFollower(app, plane,
-                                     lambda s: setattr(hconfig, "keep_alive_timeout", s))
+        gated = AdmissionGate(KeepAliveFollower(
+            app, plane, lambda s: setattr(hconfig, "keep_alive_timeout", s)), admission)
         server_task = asyncio.get_running_loop().create_task(
-            hypercorn_serve(followed, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+            hypercorn_serve(gated, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
         await _announce(opts, address)
         await server_task
     follow_logging.cancel()
+    admission.monitor.stop()
+    sock.close()
+    await stop_workers(workers)
     await presence.withdraw()
     if grpc_server is not None:
         await grpc_server.stop(1)
@@ -206,8 +228,23 @@ def main(argv: list[str] | None = None) -> None:
                         help="Serve the gRPC ingress on this port (-1: off).")
     parser.add_argument("--proxy-id", default="")
     parser.add_argument("--ready-file", default="")
+    parser.add_argument("--proxy-workers", type=int, default=1,
+                        help="Proxy processes sharing the HTTP and gRPC ports (SO_REUSEPORT); "
+                             "each admits ceil(max_queued_requests / N) queued requests.")
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--max-loop-lag-ms", type=float,
+                        default=DEFAULT_MAX_LOOP_LAG_S * 1000,
+                        help="Shed (503) a request for a deployment with a bounded queue "
+                             "that arrives while the event loop is this far behind.")
     add_limit_flags(parser)
     opts = parser.parse_args(argv)
+    if opts.proxy_workers < 1:
+        raise SystemExit(f"weir proxy: --proxy-workers must be 1 or more; got "
+                         f"{opts.proxy_workers}")
+    opts.argv = list(sys.argv[1:] if argv is None else argv)
+    if not opts.proxy_id:  # one id for all the workers, each adding its index
+        opts.proxy_id = uuid.uuid4().hex[:8]
+        opts.argv += ["--proxy-id", opts.proxy_id]
     try:
         opts.http_server = resolve_http_server(opts.http_server)
     except HttpServerMissing as exc:

@@ -12,6 +12,7 @@ from weir.cli.options import (
     ADDRESS_HELP,
     confirm,
     fail,
+    proxy_workers_option,
     token_option,
     with_etcd_security_options,
 )
@@ -44,6 +45,7 @@ from weir.http_servers import HTTP_SERVER_CHOICES, resolve_http_server
               help="The proxy's HTTP server; auto: uvicorn if installed (weir[fast]), "
                    "else hypercorn.")
 @click.option("--no-proxy", is_flag=True, help="Run no proxy on this machine.")
+@proxy_workers_option
 @click.option("--num-cpus", default=None, type=float,
               help="CPUs this node offers [default: the machine's].")
 @click.option("--num-gpus", default=None, type=float,
@@ -65,7 +67,7 @@ from weir.http_servers import HTTP_SERVER_CHOICES, resolve_http_server
 def start(host: str, join: str, http_host: str | None, http_port: int, admin_port: int,
           controllers: int | None, etcd: str, etcd_port: int | None, lease_ttl: float,
           etcd_binary: str | None, grpc_port: int | None, http_server: str, no_proxy: bool,
-          num_cpus: float | None, num_gpus: float | None, resources: str,
+          proxy_workers: int, num_cpus: float | None, num_gpus: float | None, resources: str,
           fresh: bool, ssl_certfile: str, ssl_keyfile: str, ssl_keyfile_password: str,
           ssl_ca_certs: str, token: str | None) -> None:
     """Start a long-running cluster in the background (etcd, controllers, a proxy and a
@@ -116,6 +118,8 @@ def start(host: str, join: str, http_host: str | None, http_port: int, admin_por
         etcd_data_dir=None if endpoints else str(data_dir),
         node=NodeOptions(num_cpus=num_cpus, num_gpus=num_gpus, resources=custom),
         token=secret, tls=tls)
+    if proxy_workers > 1:
+        cluster.proxy_args = ("--proxy-workers", str(proxy_workers))
     try:
         info = cluster.start()
     except (RuntimeError, TimeoutError, OSError) as exc:

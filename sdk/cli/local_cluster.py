@@ -62,6 +62,9 @@ class NodeOptions:
 class LocalCluster:
     """Starts and stops one local cluster."""
 
+    #: More `python -m weir.proxy` flags (`weir start --proxy-workers N`).
+    proxy_args: tuple[str, ...] = ()
+
     def __init__(self, *, http_host: str = "127.0.0.1", http_port: int = 8000,
                  admin_port: int = 9500, controllers: int = 1, etcd: str = "",
                  etcd_binary: str | None = None, lease_ttl: float = 3.0,
@@ -240,7 +243,8 @@ class LocalCluster:
             [sys.executable, "-m", "weir.proxy", "--etcd", info.etcd_endpoints,
              "--http-host", self.http_host, "--http-port", str(self.http_port),
              "--http-server", self.http_server, "--grpc-port",
-             str(-1 if self.grpc_port is None else self.grpc_port), *proxy_flags(self.tls)],
+             str(-1 if self.grpc_port is None else self.grpc_port), *proxy_flags(self.tls),
+             *self.proxy_args],
             logs / "proxy.log", {PASSWORD_ENV: self.tls.keyfile_password})
         info.pids["proxy"] = proc.pid
         if self.grpc_port is not None:

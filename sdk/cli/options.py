@@ -86,6 +86,13 @@ def with_etcd_security_options(command: Any) -> Any:
     return command
 
 
+#: `--proxy-workers N`: the proxy's processes on this machine (`weir.proxy.workers`).
+proxy_workers_option = click.option(
+    "--proxy-workers", default=1, show_default=True, type=click.IntRange(min=1),
+    help="Proxy processes sharing the HTTP and gRPC ports (SO_REUSEPORT), for machines with "
+         "more cores; each admits ceil(max_queued_requests / N) queued requests.")
+
+
 def with_runtime_env_options(command: Any) -> Any:
     """Add --runtime-env, --runtime-env-json and --working-dir to a command."""
     for option in reversed(runtime_env_options):

@@ -32,7 +32,8 @@ EXTERNAL_ETCD = {"etcd": {"external": {
 OWN_ETCD_TLS = {"etcd": {"tls": {"enabled": True, "secret": "weir-etcd-tls"}}}
 EVERYTHING_ON = {
     "token": {"existingSecret": "my-token"},
-    "proxy": {"autoscaling": {"enabled": True}, "service": {"type": "LoadBalancer"}},
+    "proxy": {"autoscaling": {"enabled": True}, "service": {"type": "LoadBalancer"},
+              "workers": 3},
     "podAgent": {"offers": {"cpus": 32, "gpus": 4, "memory": 128 * 1024**3,
                             "resources": {"accelerator_type:A100": 4}}},
     "replicas": {"nodeSelector": {"pool": "gpu"}, "env": {"HF_HOME": "/cache"},
@@ -112,6 +113,15 @@ def test_the_default_release_runs_etcd_controllers_proxies_and_a_pod_agent(rende
     assert agent["strategy"]["type"] == "Recreate" and agent["replicas"] == 1
     assert agent["template"]["spec"]["serviceAccountName"] == "weir-pod-agent"
     assert ("HorizontalPodAutoscaler", "weir-proxy") not in objects
+
+
+def test_proxy_workers_value_passes_the_flag_only_past_one(render: Any) -> None:
+    def proxy_args(values: dict[str, Any] | None) -> list[str]:
+        deployment = by_kind(render.render(values))[("Deployment", "weir-proxy")]
+        return deployment["spec"]["template"]["spec"]["containers"][0]["args"]  # type: ignore[no-any-return]
+
+    assert not any(a.startswith("--proxy-workers") for a in proxy_args(None))
+    assert "--proxy-workers=3" in proxy_args({"proxy": {"workers": 3}})
 
 
 def test_an_external_etcd_replaces_the_statefulset_and_mounts_its_tls(render: Any) -> None:

@@ -1,14 +1,24 @@
-"""Seed 002's load-shedding example, word for word, and end-to-end timeouts."""
+"""Seed 002's load-shedding example, word for word, end-to-end timeouts, admission before
+the proxy's app, and proxy workers on one port."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import os
+import signal
+import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
 from tests.e2e.conftest import ROOT, RunningCluster, driver_connected, wait_for
 from weir import serve
+from weir.auth import TOKEN_ENV
+from weir.processes import free_port, pid_runs, spawn, terminate
 
 
 def test_seed_load_shedding_example(cluster: RunningCluster) -> None:
@@ -34,6 +44,111 @@ def test_seed_load_shedding_example(cluster: RunningCluster) -> None:
         assert [f.result().status_code for f in first + queued] == [200] * 4
     finally:
         pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def extra_proxy(cluster: RunningCluster, log: Path, *flags: str) -> Iterator[str]:
+    """A second `python -m weir.proxy` for the cluster (its `flags` added); yields its URL
+    once it has a route table, and stops it (and its workers) by PID."""
+    port = free_port()
+    proc = spawn([sys.executable, "-m", "weir.proxy", "--etcd", cluster.info.etcd_endpoints,
+                  "--http-port", str(port), *flags], log_path=log,
+                 env={**os.environ, TOKEN_ENV: cluster.info.token})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: proc.poll() is None and _healthy(url), 30, "the second proxy")
+        yield url
+    finally:
+        terminate(proc, 10)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(url + "/-/healthz", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def test_a_shed_request_never_reaches_the_replica_and_gets_503_at_once(
+        cluster: RunningCluster, tmp_path: Path) -> None:
+    cluster.deploy_app("single", "tests.e2e.apps.admission:app")
+    with contextlib.ExitStack() as stack:
+        # On uvicorn admission runs in the protocol, before a request has a task (the
+        # cluster's proxy runs hypercorn: there, in the front ASGI gate, as the seed
+        # example above shows).
+        base = stack.enter_context(
+            extra_proxy(cluster, tmp_path / "proxy.log", "--http-server", "uvicorn"))
+        cluster.wait_status("single", "RUNNING")
+        calls = tmp_path / "calls"
+        url = f"{base}/single?log={calls}"
+        wait_for(lambda: requests.get(url, timeout=10).status_code == 200, 10, "the route")
+        calls.unlink()
+        pool = stack.enter_context(ThreadPoolExecutor(8))
+        holding = pool.submit(requests.get, url + "&s=3", timeout=30)
+        wait_for(lambda: calls.exists() and calls.read_text() == "call\n", 10,
+                 "the replica to take the first call")
+        started = time.monotonic()
+        shed = list(pool.map(lambda _: requests.get(url, timeout=30), range(8)))
+        assert time.monotonic() - started < 1.5  # while the first call still runs (3 s)
+        assert [r.status_code for r in shed] == [503] * 8
+        assert all(r.headers["retry-after"] == "1" for r in shed)
+        assert all(r.text.startswith("Request dropped due to backpressure") for r in shed)
+        # Written by the protocol: no task, so none of uvicorn's default `server` header.
+        assert not any("server" in r.headers for r in shed)
+        assert not holding.done()
+        assert holding.result().status_code == 200
+        assert calls.read_text() == "call\n"  # none of the 8 reached the replica
+
+
+def _socket_owner(proxy_port: int, client_port: int, pids: set[int]) -> int | None:
+    """Which of `pids` holds the server side of a loopback connection (from /proc)."""
+    inode = ""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (int(fields[1].rsplit(":", 1)[1], 16) == proxy_port
+                and int(fields[2].rsplit(":", 1)[1], 16) == client_port):
+            inode = fields[9]
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return pid
+    return None
+
+
+def test_two_proxy_workers_answer_on_one_port(cluster: RunningCluster, tmp_path: Path) -> None:
+    with extra_proxy(cluster, tmp_path / "proxy.log", "--proxy-workers", "2",
+                     "--proxy-id", "two", "--http-server", "uvicorn") as url:
+        def workers() -> dict[str, int]:
+            found = {p["id"]: p["pid"] for p in cluster.client.get_status()["proxies"]
+                     if p["id"].startswith("two-")}
+            return found if len(found) == 2 else {}
+
+        pids = wait_for(workers, 20, "weir status to list both workers")
+        assert set(pids) == {"two-w0", "two-w1"}
+        port = int(url.rsplit(":", 1)[1])
+        answered: set[int] = set()
+
+        def answer_once() -> bool:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", "/-/healthz")
+                # 503 from a worker still waiting for its first route table.
+                if conn.getresponse().status == 200:
+                    owner = _socket_owner(port, conn.sock.getsockname()[1],
+                                          set(pids.values()))
+                    assert owner is not None
+                    answered.add(owner)
+            finally:
+                conn.close()
+            return len(answered) == 2
+
+        # The kernel spreads new connections at random: both workers soon answer.
+        wait_for(answer_once, 20, "both workers to answer on the port")
+        assert answered == set(pids.values())
+        # A worker dies with the first (PR_SET_PDEATHSIG): none is left behind.
+        os.kill(pids["two-w0"], signal.SIGKILL)
+        wait_for(lambda: not pid_runs(pids["two-w1"]), 10, "worker 1 to exit with worker 0")
 
 
 def test_request_timeout_is_408_and_cancels_the_work(cluster: RunningCluster) -> None:
@@ -80,3 +195,4 @@ def test_handles_raise_backpressure_error(cluster: RunningCluster) -> None:
             except serve.BackPressureError:
                 outcomes.append("shed")
         assert outcomes.count("done") == 2 and outcomes.count("shed") == 3
+
