@@ -9,6 +9,10 @@ a standby takes over at once instead of after the TTL.
 
 from __future__ import annotations
 
+# First: structlog without rich (weir.plain_structlog says why).
+import weir.plain_structlog  # noqa: F401
+
+# isort: split
 import argparse
 import asyncio
 import contextlib

@@ -18,6 +18,10 @@ elsewhere, and an agent that comes back kills the replicas no longer assigned to
 
 from __future__ import annotations
 
+# First: structlog without rich (weir.plain_structlog says why).
+import weir.plain_structlog  # noqa: F401
+
+# isort: split
 import argparse
 import asyncio
 import contextlib
