@@ -225,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:] == [WARM_FLAG]:
-        # Started ahead by a controller (weir.warm_process): Weir's imports are done; the
-        # build's arguments, working directory and environment come on stdin.
+        # Started ahead by a controller (weir.warm_process): Weir's imports are done (the
+        # public API too, which every app imports); the build's arguments, working directory
+        # and environment come on stdin.
+        import weir.serve  # noqa: F401
         assignment = wait_for_assignment(sys.stdin.buffer)
         if assignment is None:
             sys.exit(0)
