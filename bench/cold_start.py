@@ -37,7 +37,7 @@ from weir.processes import spawn, terminate
 ROLES: tuple[tuple[str, str], ...] = (
     ("etcd", "etcd"), ("weir.controller", "controller"), ("weir.proxy", "proxy"),
     ("weir.replica.node_agent", "node agent"), ("weir.replica", "replica"),
-    ("weir", "weir run"))
+    ("weir.build", "build child"), ("weir", "weir run"))
 
 MARK_ENV = "WEIR_COLD_START_BENCH"
 
@@ -48,6 +48,10 @@ class Run:
 
     seconds: float
     rss_mb: dict[str, float]
+    #: The cluster's proportional set size (each shared page divided among the processes
+    #: mapping it): what the cluster holds in all, where the sum of RSS counts the shared
+    #: libraries (grpc's, Python's) once per process.
+    pss_mb: float = 0.0
 
 
 def role_of(cmdline: list[str]) -> str:
@@ -81,6 +85,17 @@ def resident_mb(pid: int) -> float:
     return 0.0
 
 
+def proportional_mb(pid: int) -> float:
+    """Pss of `pid` in MB from /proc/<pid>/smaps_rollup (0 if it has gone or is not ours)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def memory_by_role(pids: list[int]) -> dict[str, float]:
     """Resident MB summed by role over `pids`."""
     totals: dict[str, float] = {}
@@ -103,7 +118,9 @@ def one_run(app: str, settle_s: float, timeout: float) -> Run:
         seconds = time.monotonic() - start
         # Idle: the start-up bursts over, memory as a user would see it a moment later.
         time.sleep(settle_s)
-        rss = memory_by_role(pids_with_env(MARK_ENV, home))
+        pids = pids_with_env(MARK_ENV, home)
+        rss = memory_by_role(pids)
+        pss = sum(proportional_mb(pid) for pid in pids)
     except ProcessFailed as exc:
         log = (Path(home) / "run.log").read_text(errors="replace")[-2000:]
         raise SystemExit(f"{exc}\n--- weir run's output ---\n{log}") from exc
@@ -112,7 +129,7 @@ def one_run(app: str, settle_s: float, timeout: float) -> Run:
         terminate(proc, 20.0)
         for pid in pids_with_env(MARK_ENV, home):
             terminate(pid, 5.0)
-    return Run(seconds, rss)
+    return Run(seconds, rss, pss)
 
 
 def report(runs: list[Run]) -> str:
@@ -127,6 +144,8 @@ def report(runs: list[Run]) -> str:
         lines.append(f"{role:<12} {median:>22.1f}")
     total = statistics.median([sum(r.rss_mb.values()) for r in runs])
     lines.append(f"{'total':<12} {total:>22.1f}")
+    pss = statistics.median([r.pss_mb for r in runs])
+    lines += ["", f"shared pages counted once (sum of PSS): {pss:.1f} MB"]
     return "\n".join(lines)
 
 
@@ -142,7 +161,8 @@ def main() -> None:
     runs = []
     for i in range(opts.runs):
         run = one_run(opts.app, opts.settle, opts.timeout)
-        print(f"run {i + 1}: {run.seconds:.2f} s, {sum(run.rss_mb.values()):.0f} MB", flush=True)
+        print(f"run {i + 1}: {run.seconds:.2f} s, {sum(run.rss_mb.values()):.0f} MB "
+              f"({run.pss_mb:.0f} MB PSS)", flush=True)
         runs.append(run)
     print(report(runs))
     compare_with_ray([(r.seconds, sum(r.rss_mb.values())) for r in runs], opts,

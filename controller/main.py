@@ -9,6 +9,10 @@ a standby takes over at once instead of after the TTL.
 
 from __future__ import annotations
 
+# First: structlog without rich (weir.plain_structlog says why).
+import weir.plain_structlog  # noqa: F401
+
+# isort: split
 import argparse
 import asyncio
 import contextlib
@@ -130,6 +134,9 @@ class Controller:
             leader = Leader(self.store, python_executable=sys.executable,
                             cluster_id=self.opts.cluster_id, packages=self.packages,
                             address=self.address)
+            # A deploy often follows a term's start (a cluster just started): its build
+            # finds a child with Weir imported already.
+            leader.builder.start_warm_child()
             await leader.start()
             self.leader = leader
             controller_metrics().leadership(True)

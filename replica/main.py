@@ -8,6 +8,10 @@ A constructor that raises reports FAILED with the reason, and the process exits.
 
 from __future__ import annotations
 
+# First: structlog without rich (weir.plain_structlog says why).
+import weir.plain_structlog  # noqa: F401
+
+# isort: split
 import argparse
 import asyncio
 import base64

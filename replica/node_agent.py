@@ -18,6 +18,10 @@ elsewhere, and an agent that comes back kills the replicas no longer assigned to
 
 from __future__ import annotations
 
+# First: structlog without rich (weir.plain_structlog says why).
+import weir.plain_structlog  # noqa: F401
+
+# isort: split
 import argparse
 import asyncio
 import contextlib
@@ -33,6 +37,7 @@ import structlog
 
 from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.keys import (
+    APPS_PREFIX,
     NODES_PREFIX,
     REPLICAS_PREFIX,
     SHUTDOWN_KEY,
@@ -46,7 +51,7 @@ from weir.packages.resolver import PACKAGES_DIR_NAME, prepare_app_env
 from weir.replica.launcher import ReplicaLauncher
 from weir.replica.local_launcher import LocalProcessLauncher
 from weir.runtime import configure_logging, run_until_signalled
-from weir.runtime_env import RuntimeEnvError
+from weir.runtime_env import RuntimeEnvError, package_hash
 
 log = structlog.get_logger("weir.replica.node_agent")
 
@@ -101,11 +106,15 @@ class NodeAgent:
         self._changed = asyncio.Event()
         #: The record as etcd last took it.
         self._published: NodeRecord | None = None
+        #: App -> its code packages being fetched ahead of its first replica here.
+        self._prefetching: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, signalled: asyncio.Event) -> None:
         """Serve until signalled; replicas keep running after the agent exits."""
         self.presence.start()
-        watcher = asyncio.get_running_loop().create_task(self._watch())
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(self._watch())
+        prefetcher = loop.create_task(self._prefetch_code())
         log.info("node agent up", node_id=self.node.node_id, host=self.node.host,
                  resources=self.node.resources)
         adopted = False
@@ -124,6 +133,9 @@ class NodeAgent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wait_any(signalled), RECONCILE_S)
         watcher.cancel()
+        prefetcher.cancel()
+        for task in self._prefetching.values():
+            task.cancel()
         await self.presence.withdraw()
         log.info("node agent stopped", replicas_left_running=len(self.running))
 
@@ -145,6 +157,42 @@ class NodeAgent:
             except StoreError:
                 pass
             await asyncio.sleep(RECONCILE_S)
+
+    async def _prefetch_code(self) -> None:
+        """Fetch a deployed app's code packages as soon as its goal names them: its first
+        replica here then starts without waiting for them (the app's build runs
+        meanwhile). A failure is left for the replica's start to report."""
+        if self.packages is None or self.replicas_fetch_code:
+            return
+        while True:
+            try:
+                async for event in self.store.watch_prefix(APPS_PREFIX):
+                    app = event.key[len(APPS_PREFIX):]
+                    if (event.kind == "put" and self._lacks_code(event.value)
+                            and (app not in self._prefetching
+                                 or self._prefetching[app].done())):
+                        self._prefetching[app] = asyncio.get_running_loop().create_task(
+                            self._prefetch(app))
+            except StoreError:
+                pass
+            await asyncio.sleep(RECONCILE_S)
+
+    def _lacks_code(self, goal: bytes) -> bool:
+        """Whether an app goal names a package this machine's cache does not hold."""
+        try:
+            env = json.loads(goal)["config"].get("runtime_env") or {}
+            named = [env.get("working_dir"), *(env.get("py_modules") or [])]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return False
+        hashes = [h for h in map(package_hash, named) if h]
+        return self.packages is not None and not all(map(self.packages.has, hashes))
+
+    async def _prefetch(self, app: str) -> None:
+        log.info("fetching an app's code ahead of its replicas", app=app)
+        try:
+            await prepare_app_env(self.store, app, self.packages)
+        except Exception as exc:  # the replica's start fetches again and says why
+            log.debug("cannot fetch an app's code ahead", app=app, error=str(exc))
 
     async def _shut_down(self) -> bool:
         """The cluster was shut down since this agent started: stop its replicas and exit."""
@@ -191,6 +239,10 @@ class NodeAgent:
             self._published = self.node
 
     async def _start(self, record: ReplicaRecord) -> None:
+        prefetch = self._prefetching.get(record.app)
+        if prefetch is not None:
+            # Its code is on the way: wait for it rather than fetch it a second time.
+            await asyncio.wait({prefetch})
         try:
             env = await prepare_app_env(self.store, record.app, self.packages,
                                         fetch_packages=not self.replicas_fetch_code)

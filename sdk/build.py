@@ -28,6 +28,7 @@ from weir.config.deployment_options import restarts_replicas
 from weir.deployment import Application, Deployment
 from weir.handle import DeploymentHandle
 from weir.import_path import import_attr
+from weir.warm_process import WARM_FLAG, enter, wait_for_assignment
 
 
 @dataclass(frozen=True)
@@ -223,5 +224,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == [WARM_FLAG]:
+        # Started ahead by a controller (weir.warm_process): Weir's imports are done (the
+        # public API too, which every app imports); the build's arguments, working directory
+        # and environment come on stdin.
+        import weir.serve  # noqa: F401
+        assignment = wait_for_assignment(sys.stdin.buffer)
+        if assignment is None:
+            sys.exit(0)
+        enter(assignment)
+        sys.argv[1:] = assignment.argv
     sys.path.insert(0, ".")
     sys.exit(main())

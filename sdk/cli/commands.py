@@ -7,18 +7,24 @@ exit code 1, never a traceback.
 
 from __future__ import annotations
 
+# First: structlog without rich (weir.plain_structlog says why).
+import weir.plain_structlog  # noqa: F401
+
+# isort: split
 import json
 import os
 import signal
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import click
 
 from weir.auth import cluster_token
-from weir.cli.admin_client import AdminClient, resolve_address
+from weir.cli.admin_client import AdminClient, CodeNotShipped, resolve_address
 from weir.cli.cluster_commands import shutdown, start
 from weir.cli.options import (
     ADDRESS_HELP,
@@ -31,6 +37,9 @@ from weir.cli.options import (
     with_runtime_env_options,
 )
 from weir.exceptions import ClusterError, RayServeException
+from weir.packages.archive import PackageError
+from weir.packages.shipping import PackedCode, pack_code, upload
+from weir.protos import weir_pb2 as pb
 from weir.statuses import ApplicationStatus
 
 
@@ -86,10 +95,17 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
                         runtime_env_json=runtime_env_json, working_dir=working_dir)
     cluster: LocalCluster | None = None
     addr = cluster_address(address)
+    max_package_bytes = int(max_package_mb * 2**20)
+    #: The first deploy's code, packed while an embedded cluster starts (None: pack it then).
+    packing: Future[tuple[dict[str, Any], list[PackedCode]]] | None = None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if not addr:
+        # Zipping a working_dir takes a few hundred ms: done while etcd and the
+        # controller start, the first deploy has only to upload it.
+        packing = ThreadPoolExecutor(1, "weir-pack").submit(
+            pack_code, config, max_bytes=max_package_bytes)
         http_opts = config.get("http_options", {})
         grpc_opts = config.get("grpc_options", {})
         cluster = LocalCluster(http_host=http_opts.get("host", host),
@@ -99,7 +115,9 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
                                if grpc_opts.get("grpc_servicer_functions") else None,
                                token=cluster_token(token), tls=tls_files(http_opts))
         try:
-            info = cluster.start()
+            # The deploy (upload, build, replica start) overlaps the proxy's start; the
+            # proxy is waited for before the app is said to run.
+            info = cluster.start(wait_for_proxy=False)
         except (RuntimeError, TimeoutError, OSError) as exc:
             fail(f"cannot start the local cluster: {exc}")
         addr = info.address
@@ -110,9 +128,19 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
     client = AdminClient(addr, token=cluster.token if cluster is not None else token)
 
     def deploy_and_wait() -> None:
+        nonlocal packing
         before = mark_before(client)
-        reply = client.deploy(config, partial=cluster is None,
-                              max_package_bytes=int(max_package_mb * 2**20))
+        if packing is not None:
+            reply = deploy_packed(client, packing, partial=cluster is None)
+            packing = None
+        else:
+            reply = client.deploy(config, partial=cluster is None,
+                                  max_package_bytes=max_package_bytes)
+        if cluster is not None:
+            try:
+                cluster.wait_for_proxy()
+            except (RuntimeError, TimeoutError) as exc:
+                raise ClusterError(f"the local cluster's proxy did not start: {exc}") from None
         mark = DeployMark(before, changed_count(reply.message))
         for app in config.get("applications", []):
             app_name = app.get("name", "default")
@@ -158,6 +186,21 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
             click.echo("Stopping the local cluster...", err=True)
             cluster.stop()
     sys.exit(exit_code)
+
+
+def deploy_packed(client: AdminClient,
+                  packing: Future[tuple[dict[str, Any], list[PackedCode]]], *,
+                  partial: bool) -> pb.DeployReply:
+    """Deploy a config whose code is being packed by `pack_code` (its future): upload the
+    packages to every controller, then send the rewritten config. CodeNotShipped if the
+    code could not be packed or uploaded (nothing deployed)."""
+    try:
+        config, packages = packing.result()
+        if packages:
+            upload(packages, client.controller_addresses(), token=client.token)
+    except PackageError as exc:
+        raise CodeNotShipped(str(exc)) from exc
+    return client.deploy(config, partial=partial, ship_code=False)
 
 
 @main.command()

@@ -108,9 +108,11 @@ class LocalCluster:
         self._spawned: list[int] = []
         self._controller_names: dict[str, str] = {}
 
-    def start(self, timeout: float = 30.0) -> ClusterInfo:
-        """Start everything; returns when the proxy answers /-/healthz. RuntimeError naming
-        the option and the file if the proxy's TLS files cannot be used (before anything
+    def start(self, timeout: float = 30.0, *, wait_for_proxy: bool = True) -> ClusterInfo:
+        """Start everything; returns when the proxy answers /-/healthz (with
+        `wait_for_proxy=False`, once the first controller serves: a deploy may go in while
+        the proxy starts; `wait_for_proxy` then waits for it). RuntimeError naming the
+        option and the file if the proxy's TLS files cannot be used (before anything
         starts)."""
         if self.run_proxy and self.tls != TlsFiles():
             try:
@@ -149,12 +151,18 @@ class LocalCluster:
                 self._controller_ready(*first, timeout)
             for _ in range(1, self.num_controllers):
                 self.start_controller(0, timeout)
-            if self.run_proxy:
+            if self.run_proxy and wait_for_proxy:
                 self._wait_ready(info, timeout)
         except BaseException:
             self.stop()
             raise
         return info
+
+    def wait_for_proxy(self, timeout: float = 30.0) -> None:
+        """Return once the proxy answers /-/healthz (it has its first route table);
+        RuntimeError if a process of the cluster exited, TimeoutError after `timeout`."""
+        if self.run_proxy:
+            self._wait_ready(self._require_info(), timeout)
 
     def start_controller(self, port: int = 0, timeout: float = 30.0) -> str:
         """Start one more controller of this cluster (port 0: a free one, which it picks

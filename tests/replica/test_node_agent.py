@@ -3,8 +3,20 @@ assigned."""
 
 from __future__ import annotations
 
-from weir.etcd.records import ReplicaRecord
-from weir.replica.node_agent import default_resources, plan_node
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.sdk.packages.servers import package_servers
+from tests.sdk.packages.trees import make_tree
+from weir.etcd.keys import APPS_PREFIX, CONTROLLERS_PREFIX
+from weir.etcd.memory_store import MemoryStore
+from weir.etcd.records import NodeRecord, ReplicaRecord
+from weir.packages import PackageCache, pack
+from weir.replica.node_agent import NodeAgent, default_resources, plan_node
+from weir.runtime_env import package_uri
 
 
 def rec(rid: str, pid: int = 0) -> ReplicaRecord:
@@ -33,3 +45,43 @@ def test_resources_as_told_else_environment_else_machine() -> None:
     env = {"WEIR_NUM_CPUS": "64", "WEIR_NUM_GPUS": "0"}
     assert default_resources(None, None, {}, environ=env) == {"CPU": 64.0, "GPU": 0.0}
     assert default_resources(None, 0, {}, environ={})["CPU"] >= 1
+
+
+def test_an_apps_code_is_fetched_as_soon_as_its_goal_names_it(tmp_path: Path) -> None:
+    """Before any replica is assigned (the app is still being built), the node's cache gets
+    the package the goal names, from a controller listed in etcd."""
+    digest, data = pack(make_tree(tmp_path / "code"))
+    goal = {"config": {"runtime_env": {"working_dir": package_uri(digest)}}}
+
+    async def main(address: str) -> PackageCache:
+        store = MemoryStore()
+        await store.put(CONTROLLERS_PREFIX + "c", json.dumps({"address": address}).encode())
+        cache = PackageCache(tmp_path / "node")
+        node = NodeRecord(node_id="n1", host="127.0.0.1", resources={}, started_at=0.0)
+        agent = NodeAgent(store, node, _NoLauncher(), 3.0, cache)
+        prefetcher = asyncio.get_running_loop().create_task(agent._prefetch_code())
+        await asyncio.sleep(0)  # the watch is in place
+        await store.put(APPS_PREFIX + "app", json.dumps(goal).encode())
+        # The cache is a folder: polled from a thread while the loop runs the agent.
+        await asyncio.to_thread(_poll, lambda: cache.has(digest), 30)
+        prefetcher.cancel()
+        return cache
+
+    with package_servers(tmp_path, 1) as (holding,):
+        holding.cache.put(digest, [data])
+        cache = asyncio.run(main(holding.address))
+        assert cache.has(digest)
+        assert holding.calls == [f"Fetch {digest[:8]}"]
+
+
+class _NoLauncher:
+    """The prefetch starts nothing."""
+
+    async def launch(self, record: ReplicaRecord, env: object) -> int:
+        raise AssertionError("nothing is assigned")
+
+
+def _poll(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
