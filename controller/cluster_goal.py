@@ -1,5 +1,7 @@
 """The goal as etcd holds it now: applications, options, replica records and live nodes,
-read whole at the start of every pass (nothing of it is remembered across passes)."""
+read at the start of every pass. The goal and the nodes are read whole each time (they are
+few); the replica records, thousands, come from the leader's `ReplicaRecords`, kept by a
+watch and a full read every few seconds (`read_records`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 from weir.config.autoscaling import AutoscalingConfig
 from weir.controller import reconciler
 from weir.controller.goal import AppGoal, DeploymentPlan, deployment_plans
+from weir.controller.replica_records import ReplicaRecords
 from weir.controller.status import AppView
 from weir.etcd.keys import (
     APPS_PREFIX,
@@ -59,8 +62,17 @@ class ClusterGoal:
         return {k: p.autoscaling for k, p in self.plans.items() if p.autoscaling is not None}
 
 
-async def read_goal(store: Store) -> ClusterGoal:
-    """Read the goal and the replica records from etcd."""
+async def read_records(store: Store, records: ReplicaRecords) -> int:
+    """Read every replica record into `records` (see `ReplicaRecords.load`); the revision
+    of the read (a watch from the next one misses nothing)."""
+    items, revision = await store.get_prefix(REPLICAS_PREFIX)
+    records.load(items, revision)
+    return revision
+
+
+async def read_goal(store: Store, records: ReplicaRecords | None = None) -> ClusterGoal:
+    """Read the goal from etcd, with the replica records kept in `records` (None: read
+    them whole now)."""
     out = ClusterGoal()
     items, _ = await store.get_prefix(APPS_PREFIX)
     for kv in items:
@@ -70,10 +82,10 @@ async def read_goal(store: Store) -> ClusterGoal:
     for key, attr in ((HTTP_OPTIONS_KEY, "http_options"), (GRPC_OPTIONS_KEY, "grpc_options")):
         options = await store.get(key)
         setattr(out, attr, json.loads(options.value) if options else {})
-    items, _ = await store.get_prefix(REPLICAS_PREFIX)
-    for kv in items:
-        record = ReplicaRecord.from_bytes(kv.value)
-        out.records[record.replica_id] = record
+    if records is None:
+        records = ReplicaRecords()
+        await read_records(store, records)
+    out.records = records.records
     items, _ = await store.get_prefix(NODES_PREFIX)
     for kv in items:
         node = NodeRecord.from_bytes(kv.value)

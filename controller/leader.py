@@ -1,8 +1,10 @@
 """The leader's work: one reconcile loop over pure steps, and small executors around it.
 
 Design. Every pass runs `refresh → observe → judge → plan → execute`:
-- refresh: read the goal and the replica records from etcd (`read_goal`); nothing of the
-  goal is remembered across passes;
+- refresh: read the goal from etcd (`read_goal`); nothing of the goal is remembered across
+  passes. The replica records are kept from a watch (`weir.controller.replica_records`)
+  and read whole every FULL_READ_S, so the pass stays level-triggered without parsing
+  thousands of records twice a second;
 - observe (`weir.controller.observe`): each record, its session's last report, whether its
   process lives and its last health check become a `ReplicaView`;
 - judge (`weir.controller.health`): failures, crash-loop backoff and recovery per deployment
@@ -42,7 +44,7 @@ from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.controller import reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.autoscaler import ScalingState, describe, scale_targets, with_decisions
-from weir.controller.cluster_goal import ClusterGoal, read_goal
+from weir.controller.cluster_goal import ClusterGoal, read_goal, read_records
 from weir.controller.deployment_status import StatusInfo
 from weir.controller.event_log import EventLog, node_events, status_events
 from weir.controller.goal import AppGoal
@@ -59,8 +61,9 @@ from weir.controller.placement import NodeView, NoFit, PlacedReplica, place, rep
 from weir.controller.queue_reports import CallerQueues
 from weir.controller.ranks import RankHolder, assign_rank
 from weir.controller.reconciler import ReplicaView
+from weir.controller.replica_records import ReplicaRecords
 from weir.controller.replica_sessions import ReplicaSessions
-from weir.controller.route_publisher import RoutePublisher
+from weir.controller.route_publisher import RoutePublisher, TargetChanges
 from weir.controller.routing import build_route_table
 from weir.controller.status import status_document
 from weir.etcd.keys import (
@@ -85,6 +88,9 @@ SLOW_PASS_S = 0.2
 STOP_MARGIN_S = 5.0
 #: New replica records per etcd transaction (etcd refuses more than 128 operations in one).
 RECORDS_PER_WRITE = 100
+#: How often the pass reads every replica record (between, a watch keeps them): a change
+#: the watch missed is caught within this long.
+FULL_READ_S = 5.0
 
 Key = tuple[str, str]
 
@@ -105,7 +111,11 @@ class Leader:
         self.clock = clock
         self.wall_clock = wall_clock
         self.started = clock()
-        self.goal = ClusterGoal()
+        #: The replica records, from a watch between full reads (`self.goal.records`).
+        self.replica_records = ReplicaRecords()
+        self.goal = ClusterGoal(records=self.replica_records.records)
+        self._watching_records = False
+        self._last_full_read: float | None = None
         self.books: dict[str, ReplicaBook] = {}
         self.health: dict[Key, DeploymentHealth] = {}
         #: The autoscaler's memory of each autoscaled deployment, for this term only.
@@ -129,10 +139,13 @@ class Leader:
         # Each replica's multiplexed models reach the route table from its session.
         self.routes = RoutePublisher(self._current_table, self._adopted, self.ended,
                                      model_ids=self.sessions.model_ids)
-        #: Deployments whose replicas reported since the last table (None: rebuild whole),
-        #: and each deployment's part of the last table.
-        self._routes_changed: set[Key] | None = None
-        self._route_parts: dict[Key, pb.DeploymentTargets] | None = None
+        #: The replicas whose targets may have changed since the last table, with their
+        #: deployments (None: rebuild it whole); what the last pass saw of the rest of the
+        #: table (routes, deployments' options) and of the failed health checks.
+        self._routes_changed: dict[str, Key] | None = None
+        self._route_shell: pb.RouteTable | None = None
+        self._failing: set[str] = set()
+        self._full_pass = True
         self.builder = AppBuilder(store, python_executable, self._prepared_env, self.wake)
         self.prober = HealthProber(self.wake, clock)
         #: Recent events for the status page; the last pass's statuses, to diff against.
@@ -149,10 +162,13 @@ class Leader:
 
     async def start(self) -> None:
         """Load the goal and the records, then run the loops."""
-        self.goal = await read_goal(self.store)
+        revision = await read_records(self.store, self.replica_records)
+        self._last_full_read = self.clock()
+        self.goal = await read_goal(self.store, self.replica_records)
         loop = asyncio.get_running_loop()
         # The term's event is written beside the loops, never in the way of a takeover.
-        self._tasks = [loop.create_task(self._reconcile_loop()),
+        self._tasks = [loop.create_task(self._watch_records(revision + 1)),
+                       loop.create_task(self._reconcile_loop()),
                        loop.create_task(self.routes.run()),
                        loop.create_task(self.events.note(
                            "leader", f"controller {self.address or '(local)'} leads"))]
@@ -179,9 +195,14 @@ class Leader:
         record = self.goal.records.get(replica_id)
         if record is None:
             self._routes_changed = None
-        elif self._routes_changed is not None:
-            self._routes_changed.add((record.app, record.deployment))
+        else:
+            self._route_changed(replica_id, (record.app, record.deployment))
         self.routes.mark_dirty(load_only=not state_changed)
+
+    def _route_changed(self, replica_id: str, key: Key) -> None:
+        """The replica's target may have changed: the next table looks at it again."""
+        if self._routes_changed is not None:
+            self._routes_changed[replica_id] = key
 
     def _on_new_demand(self, keys: set[Key]) -> None:
         # Requests held for a deployment at zero: start a replica now, not at the next tick.
@@ -189,6 +210,31 @@ class Leader:
             self.wake()
 
     # ------------------------------------------------------------------ the loop
+
+    async def _watch_records(self, start_revision: int) -> None:
+        """Keep the replica records from the watch, from `start_revision` on."""
+        events = self.store.watch_prefix(REPLICAS_PREFIX, start_revision=start_revision)
+        self._watching_records = True
+        try:
+            async for event in events:
+                if event.kind == "reset":  # the history it needed was compacted
+                    await read_records(self.store, self.replica_records)
+                else:
+                    self.replica_records.apply(event)
+        finally:
+            # Without the watch, every pass reads every record.
+            self._watching_records = False
+            await events.aclose()
+
+    async def _refresh_records(self) -> None:
+        """Read every record if the watch is not running or the last full read is
+        FULL_READ_S old (the level-triggered check of what the watch delivered)."""
+        now = self.clock()
+        self._full_pass = (not self._watching_records or self._last_full_read is None
+                           or now - self._last_full_read >= FULL_READ_S)
+        if self._full_pass:
+            await read_records(self.store, self.replica_records)
+            self._last_full_read = now
 
     async def _reconcile_loop(self) -> None:
         metrics = controller_metrics()
@@ -222,7 +268,8 @@ class Leader:
 
     async def reconcile_once(self) -> None:
         """One level-triggered pass: refresh, observe, judge, plan, execute."""
-        self.goal = await read_goal(self.store)
+        await self._refresh_records()
+        self.goal = await read_goal(self.store, self.replica_records)
         dead_before = self.dead_nodes
         self.dead_nodes = update_dead_nodes(self.dead_nodes, self.seen_nodes, self.goal.nodes,
                                             self.wall_clock())
@@ -265,15 +312,30 @@ class Leader:
             if not isinstance(action, reconciler.Start):
                 await self._execute(action)
         self.prober.update(self._check_targets(views))
-        # The pass may have changed anything the table reads: rebuild it whole (between
-        # passes only the deployments whose replicas reported are).
-        self._routes_changed = None
+        self._note_route_changes()
         self.routes.mark_dirty()
         controller_metrics().snapshot = cluster_snapshot(
             [(v.app, v.deployment, v.replica_id, "STOPPING" if v.stopping else v.state,
               v.state == "RUNNING" and not v.stopping and v.replica_id not in self.prober.failures)
              for v in views],
             {k: t.num_replicas for k, t in targets.items()}, set(self.goal.autoscaling))
+
+    def _note_route_changes(self) -> None:
+        """What this pass changed of the table: the replicas whose records were written or
+        deleted, that failed a health check or recovered, or that were told to stop
+        (`_stop_replica`); the whole table if the routes or a deployment's options changed,
+        and at every full read (so a change missed here lasts at most FULL_READ_S)."""
+        changed = self.replica_records.take_changed()
+        failing = set(self.prober.failures)
+        changed.update((rid, (r.app, r.deployment)) for rid in failing ^ self._failing
+                       if (r := self.goal.records.get(rid)) is not None)
+        self._failing = failing
+        shell = build_route_table(self.goal.goals, self.goal.plans, [], self.goal.http_options)
+        if self._full_pass or shell != self._route_shell:
+            self._routes_changed = None
+        elif self._routes_changed is not None:
+            self._routes_changed.update(changed)
+        self._route_shell = shell
 
     def _observe(self) -> tuple[list[ReplicaView], dict[str, ReplicaBook]]:
         """Every recorded replica, viewed now, and the books updated by what was seen."""
@@ -320,8 +382,9 @@ class Leader:
         self.books[replica_id] = replace(self.books.get(replica_id, ReplicaBook()), **changes)
 
     async def _forget(self, replica_id: str) -> None:
-        await self.store.delete(REPLICAS_PREFIX + replica_id)
-        self.goal.records.pop(replica_id, None)
+        # A commit, not a delete: its revision tells the watch's older echoes apart.
+        revision = await self.store.commit(deletes=[REPLICAS_PREFIX + replica_id])
+        self.replica_records.delete(replica_id, revision or 0)
         self.sessions.drop(replica_id)
         self.books.pop(replica_id, None)
         self.prober.forget(replica_id)
@@ -366,10 +429,10 @@ class Leader:
             # The records are the assignments, and they go before anything runs: a leader
             # taking over after a crash here adopts or forgets them, and never starts a
             # second replica.
-            await self.store.commit(puts={REPLICAS_PREFIX + r.replica_id: r.to_bytes()
-                                          for r in batch})
+            revision = await self.store.commit(puts={REPLICAS_PREFIX + r.replica_id:
+                                                     r.to_bytes() for r in batch})
             for record in batch:
-                self.goal.records[record.replica_id] = record
+                self.replica_records.put(record, revision or 0)
                 self.books[record.replica_id] = ReplicaBook()
                 controller_metrics().replica_starts(record.app, record.deployment).inc()
                 log.info("assigned replica", replica_id=record.replica_id,
@@ -432,6 +495,7 @@ class Leader:
             await self._forget(action.replica_id)
             return
         self._book(action.replica_id, stop_deadline=self.clock() + graceful + STOP_MARGIN_S)
+        self._route_changed(action.replica_id, (record.app, record.deployment))
         log.info("stopping replica", replica_id=action.replica_id, reason=action.reason)
 
     # ------------------------------------------------------------------ sessions
@@ -464,14 +528,16 @@ class Leader:
         replica_id = first.replica_id
         record = self.goal.records.get(replica_id)
         if record is None:
+            # Written after this pass's records were read (the watch brings it soon).
             kv = await self.store.get(REPLICAS_PREFIX + replica_id)
-            record = ReplicaRecord.from_bytes(kv.value) if kv else None
-        if record is None:
-            return None
+            if kv is None:
+                return None
+            record = ReplicaRecord.from_bytes(kv.value)
+            self.replica_records.put(record, kv.mod_revision)
         if record.pid != first.pid:
             record = replace(record, pid=first.pid)
-            await self.store.put(REPLICAS_PREFIX + replica_id, record.to_bytes())
-        self.goal.records[replica_id] = record
+            revision = await self.store.put(REPLICAS_PREFIX + replica_id, record.to_bytes())
+            self.replica_records.put(record, revision)
         commands = []
         if not first.version and first.state == pb.STARTING:
             spec = self.spec_for(record)
@@ -489,42 +555,46 @@ class Leader:
 
     # ------------------------------------------------------------------ routes
 
-    def _current_table(self) -> pb.RouteTable:
-        """The table now: whole after a pass, else rebuilt only for the deployments whose
-        replicas reported since the last table (the others' parts are reused)."""
-        changed, self._routes_changed = self._routes_changed, set()
-        if changed is None or self._route_parts is None:
-            table = self._build_table(None)
-            self._route_parts = {(d.app, d.deployment): d for d in table.deployments}
-            return table
-        parts = dict(self._route_parts)
-        for d in self._build_table(changed).deployments:
-            parts[(d.app, d.deployment)] = d
-        self._route_parts = parts
-        table = pb.RouteTable(http_options_json=self.routes.table.http_options_json)
-        table.routes.extend(self.routes.table.routes)
-        table.deployments.extend(parts[k] for k in sorted(parts))
-        return table
+    def _current_table(self) -> pb.RouteTable | TargetChanges:
+        """The table now: whole after a full pass (or a change of routes or options), else
+        the targets of only the replicas that changed since the last table."""
+        changed, self._routes_changed = self._routes_changed, {}
+        if changed is None or not all(self.routes.has(k) for k in set(changed.values())):
+            return self._build_table()
+        targets: dict[Key, dict[str, pb.ReplicaTarget | None]] = {}
+        for rid, key in changed.items():
+            record = self.goal.records.get(rid)
+            routable = self._routable(rid, record) if record is not None else None
+            targets.setdefault(key, {})[rid] = (
+                None if routable is None else
+                pb.ReplicaTarget(replica_id=rid, address=routable[3], ongoing=routable[4]))
+        return TargetChanges(self._shell(), targets)
 
-    def _build_table(self, only: set[Key] | None) -> pb.RouteTable:
-        """The table of every deployment, or of `only` these."""
-        # Read the sessions' last reports as they are (no plain-data copy per replica):
-        # this runs for every publish.
-        running = []
-        sessions, books, failures = self.sessions.sessions, self.books, self.prober.failures
-        for rid, record in self.goal.records.items():
-            if only is not None and (record.app, record.deployment) not in only:
-                continue
-            sess = sessions.get(rid)
-            if sess is None or not sess.connected or sess.report.state != pb.RUNNING:
-                continue
-            book = books.get(rid)
-            if rid not in failures and (book is None or book.stop_deadline is None):
-                running.append((rid, record.app, record.deployment, sess.report.address,
-                                sess.report.ongoing))
-        plans = (self.goal.plans if only is None
-                 else {k: p for k, p in self.goal.plans.items() if k in only})
-        return build_route_table(self.goal.goals, plans, running, self.goal.http_options)
+    def _shell(self) -> pb.RouteTable:
+        """The routes and http options of the table now (no replicas)."""
+        return build_route_table(self.goal.goals, self.goal.plans, [], self.goal.http_options,
+                                 only=())
+
+    def _build_table(self) -> pb.RouteTable:
+        """The whole table."""
+        running = [t for rid, record in self.goal.records.items()
+                   if (t := self._routable(rid, record)) is not None]
+        return build_route_table(self.goal.goals, self.goal.plans, running,
+                                 self.goal.http_options)
+
+    def _routable(self, rid: str, record: ReplicaRecord
+                  ) -> tuple[str, str, str, str, int] | None:
+        """(replica_id, app, deployment, address, ongoing) of a replica to route to, None
+        if it is not RUNNING, failed its health check or is stopping."""
+        # Read the session's last report as it is (no plain-data copy): this runs for
+        # every replica of every whole table.
+        sess = self.sessions.sessions.get(rid)
+        if sess is None or not sess.connected or sess.report.state != pb.RUNNING:
+            return None
+        book = self.books.get(rid)
+        if rid in self.prober.failures or (book is not None and book.stop_deadline is not None):
+            return None
+        return (rid, record.app, record.deployment, sess.report.address, sess.report.ongoing)
 
     def _adopted(self) -> bool:
         return (self.clock() - self.started > ADOPTION_GRACE_S

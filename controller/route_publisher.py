@@ -9,7 +9,11 @@ a newer version exists, and takes it when it is ready, skipping the versions in 
 Subscribers that accept deltas (`weir.dataplane.route_delta`) get the whole table once,
 then what changed since the version they have: the deltas of the versions they missed,
 merged, or the whole table again if those are older than the last DELTA_HISTORY versions.
-Each version's delta is computed once, whatever the number of subscribers.
+Each version's delta is computed once, whatever the number of subscribers. Between its
+passes the leader gives only the targets of the replicas that reported (`TargetChanges`):
+only those are compared, so a publish costs what changed, not the whole table (nor the
+whole deployment: at 1,000 replicas of one deployment that made no difference); the whole
+message is made again only when a subscriber needs it (`table`).
 
 Each replica's multiplexed models (`model_ids`, from its session: None for a replica that
 does not multiplex) are added to the table here.
@@ -23,7 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from weir.dataplane.route_delta import (
     IndexedDeployment,
@@ -31,6 +36,8 @@ from weir.dataplane.route_delta import (
     index_table,
     merge_deltas,
     table_delta,
+    targets_delta,
+    whole_table,
 )
 from weir.protos import weir_pb2 as pb
 
@@ -43,10 +50,21 @@ LOAD_PUBLISH_INTERVAL_S = 0.25
 DELTA_HISTORY = 64
 
 
+@dataclass(frozen=True)
+class TargetChanges:
+    """The next table as changes to the current one: `shell`'s routes and http options
+    (whole; its deployments are ignored), and the new target of each replica given, by
+    deployment (None: it leaves the routes). Every deployment given must be in the current
+    table (`RoutePublisher.has`); everything not given is as it was."""
+
+    shell: pb.RouteTable
+    targets: Mapping[Key, Mapping[str, pb.ReplicaTarget | None]]
+
+
 class RoutePublisher:
     """Holds the current table and its subscribers for one term of leadership."""
 
-    def __init__(self, current_table: Callable[[], pb.RouteTable],
+    def __init__(self, current_table: Callable[[], pb.RouteTable | TargetChanges],
                  adopted: Callable[[], bool], ended: asyncio.Event,
                  model_ids: Callable[[str], Sequence[str] | None] | None = None) -> None:
         self._current_table = current_table
@@ -60,8 +78,12 @@ class RoutePublisher:
         self._last_publish = 0.0
         #: One event per subscriber, set when a newer version is out.
         self._subscribers: set[asyncio.Event] = set()
-        self.table = pb.RouteTable()
+        #: The current version: its routes and http options (`_shell`), its deployments
+        #: (`_index`), and the whole message once a subscriber needed it (`_whole`).
+        self.version = 0
+        self._shell = pb.RouteTable()
         self._index: dict[Key, IndexedDeployment] = {}
+        self._whole: pb.RouteTable | None = pb.RouteTable()
         #: Version -> the delta from the version before it.
         self._deltas: dict[int, pb.RouteTable] = {}
         self.ready = False
@@ -87,27 +109,65 @@ class RoutePublisher:
             self._last_publish = loop.time()
             if self.ready or self._adopted():
                 self.ready = True
-                self._publish(with_model_ids(self._current_table(), self.model_ids))
+                change = self._current_table()
+                if isinstance(change, TargetChanges):
+                    for targets in change.targets.values():
+                        mark_models((t for t in targets.values() if t is not None),
+                                    self.model_ids)
+                    self._publish_targets(change)
+                else:
+                    self._publish(with_model_ids(change, self.model_ids))
             else:
                 self._dirty.set()
             await asyncio.sleep(PUBLISH_MIN_INTERVAL_S)
 
+    @property
+    def table(self) -> pb.RouteTable:
+        """The whole current table (made from the index when first asked, per version)."""
+        if self._whole is None:
+            self._whole = whole_table(self._shell, self._index)
+        return self._whole
+
+    def has(self, key: Key) -> bool:
+        """Whether the current table has the deployment `key`."""
+        return key in self._index
+
     def _publish(self, table: pb.RouteTable) -> None:
-        table.version = self.table.version
-        if table == self.table:
-            return
-        table.version += 1
+        """Publish the whole `table` as the next version, if it changes anything."""
         index = index_table(table)
-        self._deltas[table.version] = table_delta(self.table.version, self._index, table,
-                                                  index)
-        self._deltas.pop(table.version - DELTA_HISTORY, None)
-        self.table, self._index = table, index
+        table.version = self.version + 1
+        self._advance(table_delta(self.version, self._index, table, index), index, table)
+
+    def _publish_targets(self, change: TargetChanges) -> None:
+        """Publish the current table changed by `change` as the next version, if that
+        changes anything; costs what `change` gives, not the whole table."""
+        delta, index = targets_delta(self.version, self._index, change.shell, change.targets)
+        self._advance(delta, index, None)
+
+    def _advance(self, delta: pb.RouteTable, index: dict[Key, IndexedDeployment],
+                 whole: pb.RouteTable | None) -> None:
+        """Make `delta` (to `index`; `whole`: the whole message, if at hand) the next
+        version, unless it changes nothing."""
+        if (not delta.deployments and not delta.removed_deployments
+                and list(delta.routes) == list(self._shell.routes)
+                and delta.http_options_json == self._shell.http_options_json
+                and self.version > 0):
+            return
+        self.version = delta.version
+        self._deltas[self.version] = delta
+        self._deltas.pop(self.version - DELTA_HISTORY, None)
+        self._shell = pb.RouteTable(version=self.version,
+                                    http_options_json=delta.http_options_json)
+        self._shell.routes.extend(delta.routes)
+        self._index = index
+        # The whole message only when a subscriber asks (most take deltas).
+        self._whole = whole
         for event in self._subscribers:
             event.set()
 
     def update_for(self, version: int, accepts_deltas: bool) -> pb.RouteTable:
         """What a subscriber holding `version` (0: none) is sent to be current."""
-        current = self.table.version
+        current = self.version
         if not accepts_deltas or version == 0 or version + 1 not in self._deltas:
             return self.table
         return merge_deltas([self._deltas[v] for v in range(version + 1, current + 1)])
@@ -130,9 +190,9 @@ class RoutePublisher:
                 if ended.done():
                     break
                 newer.clear()
-                if self.ready and self.table.version != sent:
+                if self.ready and self.version != sent:
                     update = self.update_for(sent, accepts_deltas)
-                    sent = self.table.version
+                    sent = self.version
                     yield update
         finally:
             ended.cancel()
@@ -143,12 +203,19 @@ def with_model_ids(table: pb.RouteTable,
                    model_ids: Callable[[str], Sequence[str] | None] | None) -> pb.RouteTable:
     """The table with each multiplexing replica marked so, and its models filled in (set,
     not added to: parts of an earlier table may be reused)."""
-    if model_ids is not None:
-        for targets in table.deployments:
-            for replica in targets.replicas:
-                held = model_ids(replica.replica_id)
-                if held is not None:
-                    replica.multiplexed = True
-                    del replica.multiplexed_model_ids[:]
-                    replica.multiplexed_model_ids.extend(held)
+    for targets in table.deployments:
+        mark_models(targets.replicas, model_ids)
     return table
+
+
+def mark_models(targets: Iterable[pb.ReplicaTarget],
+                model_ids: Callable[[str], Sequence[str] | None] | None) -> None:
+    """Mark each multiplexing replica of `targets` so, with its models (set, not added to)."""
+    if model_ids is None:
+        return
+    for replica in targets:
+        held = model_ids(replica.replica_id)
+        if held is not None:
+            replica.multiplexed = True
+            del replica.multiplexed_model_ids[:]
+            replica.multiplexed_model_ids.extend(held)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from weir.controller.goal import AppGoal, DeploymentPlan
@@ -15,9 +15,11 @@ def build_route_table(
     plans: Mapping[tuple[str, str], DeploymentPlan],
     replicas: Iterable[tuple[str, str, str, str, int]],
     http_options: Mapping[str, Any],
+    only: Collection[tuple[str, str]] | None = None,
 ) -> pb.RouteTable:
     """Routes of every app with a route prefix, and each deployment's RUNNING replicas given
-    as `(replica_id, app, deployment, address, ongoing)`."""
+    as `(replica_id, app, deployment, address, ongoing)`; with `only`, the deployments of
+    only these (keys), the routes still of every app."""
     table = pb.RouteTable(http_options_json=json.dumps(dict(http_options), sort_keys=True))
     for (app, name), p in sorted(plans.items()):
         goal = goals.get(app)
@@ -29,6 +31,8 @@ def build_route_table(
         by_key.setdefault((app, name), []).append(
             pb.ReplicaTarget(replica_id=replica_id, address=address, ongoing=ongoing))
     for (app, name), p in sorted(plans.items()):
+        if only is not None and (app, name) not in only:
+            continue
         table.deployments.append(pb.DeploymentTargets(
             app=app, deployment=name,
             max_ongoing_requests=int(p.options["max_ongoing_requests"]),

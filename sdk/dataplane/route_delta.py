@@ -10,6 +10,10 @@ the deployments only those that changed, each with its added or changed `Replica
 whole and the ids of the replicas that left. Targets travel as whole messages, so a field
 added to `ReplicaTarget` or `DeploymentTargets` rides along with no change here.
 
+The leader rebuilds only what changed, so it compares only that: between its passes, the
+targets of the replicas that reported (`targets_delta`). It keeps the whole table as its
+index, and `whole_table` makes the message again for a subscriber that needs it whole.
+
 A subscriber that fell behind gets the deltas it missed merged into one (`merge_deltas`);
 one that cannot apply a delta (its version is not the delta's base) resubscribes and gets
 the whole table again. Pure functions over the wire messages; no I/O.
@@ -35,8 +39,25 @@ class IndexedDeployment:
 
 def index_table(table: pb.RouteTable) -> dict[Key, IndexedDeployment]:
     """Each deployment of `table` by (app, deployment), its targets by replica id."""
-    return {(d.app, d.deployment): IndexedDeployment(
-        deployment_header(d), {t.replica_id: t for t in d.replicas}) for d in table.deployments}
+    return {(d.app, d.deployment): index_deployment(d) for d in table.deployments}
+
+
+def index_deployment(d: pb.DeploymentTargets) -> IndexedDeployment:
+    """One deployment of a table, its targets by replica id."""
+    return IndexedDeployment(deployment_header(d), {t.replica_id: t for t in d.replicas})
+
+
+def whole_table(shell: pb.RouteTable, index: Mapping[Key, IndexedDeployment]
+                ) -> pb.RouteTable:
+    """The whole table of `index`, with the version, routes and http options of `shell`
+    (its deployments are ignored), deployments sorted by key and replicas by id."""
+    table = _with_routes(shell)
+    for key in sorted(index):
+        entry = index[key]
+        d = table.deployments.add()
+        d.CopyFrom(entry.header)
+        d.replicas.extend(entry.targets[rid] for rid in sorted(entry.targets))
+    return table
 
 
 def deployment_header(d: pb.DeploymentTargets) -> pb.DeploymentTargets:
@@ -88,6 +109,42 @@ def table_delta(old_version: int, old: Mapping[Key, IndexedDeployment],
         if (app, name) not in new_index:
             delta.removed_deployments.append(pb.DeploymentTargets(app=app, deployment=name))
     return delta
+
+
+def targets_delta(old_version: int, old: Mapping[Key, IndexedDeployment],
+                  shell: pb.RouteTable,
+                  targets: Mapping[Key, Mapping[str, pb.ReplicaTarget | None]]
+                  ) -> tuple[pb.RouteTable, dict[Key, IndexedDeployment]]:
+    """The delta from the table of `old_version` (indexed as `old`) that changes only the
+    targets given, and the new index: `targets` maps deployments of `old` to the new
+    target of each replica given (None: it leaves); `shell` gives the routes and http
+    options. Costs what is given, not the whole table. Raises KeyError for a deployment
+    `old` lacks (a new deployment needs its header: publish the whole table)."""
+    delta = _with_routes(shell)
+    delta.version, delta.delta_from = old_version + 1, old_version
+    index = dict(old)
+    for key in sorted(targets):
+        entry = old[key]
+        upserts, removed = [], []
+        for rid, target in targets[key].items():
+            before = entry.targets.get(rid)
+            if target is None:
+                if before is not None:
+                    removed.append(rid)
+            elif before != target:
+                upserts.append(target)
+        if not upserts and not removed:
+            continue
+        kept = dict(entry.targets)
+        for rid in removed:
+            del kept[rid]
+        kept.update((t.replica_id, t) for t in upserts)
+        index[key] = IndexedDeployment(entry.header, kept)
+        changed = delta.deployments.add()
+        changed.CopyFrom(entry.header)
+        changed.replicas.extend(upserts)
+        changed.removed_replica_ids.extend(sorted(removed))
+    return delta, index
 
 
 @dataclass

@@ -165,6 +165,16 @@ class EtcdConnection:
         """Whether :meth:`close` was called."""
         return self._closed.is_set()
 
+    async def wait_closed(self) -> None:
+        """Return once :meth:`close` was called."""
+        await self._closed.wait()
+
+    def twin(self) -> EtcdConnection:
+        """A new connection to the same endpoints with the same TLS and user, not opened
+        yet (for a thread with an event loop of its own: a connection serves one loop)."""
+        return EtcdConnection(self._addresses, timeout=self.timeout, tls=self._tls,
+                              credentials=self._credentials)
+
     async def connect(self) -> None:
         """Open the channel to etcd (idempotent). Does not wait for etcd to answer."""
         if self._closed.is_set():

@@ -43,7 +43,7 @@ import grpc.aio
 
 from weir.etcd.endpoints import TLSConfig, parse_endpoints
 from weir.etcd.etcd_connection import EtcdClient, EtcdConnection
-from weir.etcd.etcd_keep_alive import keep_lease_alive
+from weir.etcd.etcd_keep_alive import keep_lease_alive_apart
 from weir.etcd.etcd_watch import watch_prefix
 from weir.etcd.store import (
     KeyValue,
@@ -274,14 +274,16 @@ class EtcdStore:
                 raise
 
     def keep_alive(self, lease: Lease, on_lost: Callable[[], None]) -> asyncio.Task[None]:
-        """Refresh ``lease`` every TTL/3 in a task of the running loop.
+        """Refresh ``lease`` every TTL/3, in a thread of its own (nothing on the running
+        loop can delay a refresh: :func:`~weir.etcd.etcd_keep_alive.keep_lease_alive_apart`),
+        until the returned task of the running loop is cancelled.
 
         If no refresh succeeded for a whole TTL (etcd away), or etcd says the lease is
         gone, ``on_lost()`` is called once and the task ends. Cancel the task to stop
         refreshing (the lease then expires after its TTL).
         """
         task = asyncio.get_running_loop().create_task(
-            keep_lease_alive(self._etcd, lease, on_lost),
+            keep_lease_alive_apart(self._etcd, lease, on_lost),
             name=f"weir-lease-keepalive-{lease.id:x}",
         )
         self._keep_alives.add(task)

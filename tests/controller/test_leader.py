@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.goal import AppGoal
-from weir.controller.leader import Leader
+from weir.controller.leader import FULL_READ_S, Leader
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
 from weir.etcd.memory_store import ManualClock, MemoryStore
 from weir.etcd.records import NodeRecord, ReplicaRecord
@@ -238,6 +238,27 @@ def test_a_deleted_app_leaves_no_judgement_behind() -> None:
         assert h.leader.health == {}
         # Its replica is still recorded (being stopped): the app shows as DELETING till then.
         assert {s.status_trigger for s in h.leader.statuses.values()} <= {"DELETING"}
+        h.close()
+
+    run(scenario())
+
+
+def test_the_leader_catches_a_change_its_watch_missed_at_the_next_full_read() -> None:
+    # The leader's own loop, with the watch said to be running but delivering nothing:
+    # passes use the cache, and the full read every FULL_READ_S finds the change.
+    async def scenario() -> None:
+        h = Harness()
+        await h.deploy(b"v1", 1.0)
+        await h.leader.reconcile_once()
+        [started] = await h.node.run_assigned()
+        h.leader._watching_records = True
+        await h.store.delete(REPLICAS_PREFIX + started.replica_id)
+        h.clock.advance(FULL_READ_S / 2)
+        await h.leader.reconcile_once()
+        assert started.replica_id in h.leader.records, "no full read was due yet"
+        h.clock.advance(FULL_READ_S / 2)
+        await h.leader.reconcile_once()
+        assert started.replica_id not in h.leader.records
         h.close()
 
     run(scenario())

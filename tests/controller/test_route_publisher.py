@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from weir.controller.route_publisher import LOAD_PUBLISH_INTERVAL_S, RoutePublisher
+from weir.controller.route_publisher import (
+    LOAD_PUBLISH_INTERVAL_S,
+    RoutePublisher,
+    TargetChanges,
+)
 from weir.dataplane.route_table import RouteTable
 from weir.protos import weir_pb2 as pb
 
@@ -94,3 +98,33 @@ async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+def test_publishing_only_the_changed_targets_gives_the_same_tables() -> None:
+    async def scenario() -> None:
+        whole = RoutePublisher(lambda: pb.RouteTable(), lambda: True, asyncio.Event())
+        parts = RoutePublisher(lambda: pb.RouteTable(), lambda: True, asyncio.Event())
+        for p in (whole, parts):
+            p.ready = True
+            p._publish(table({"r1": 0, "r2": 0}))
+        steps: list[dict[str, pb.ReplicaTarget | None]] = [
+            {"r2": pb.ReplicaTarget(replica_id="r2", address="h:1", ongoing=4)},
+            {"r3": pb.ReplicaTarget(replica_id="r3", address="h:1", ongoing=0)},
+            {"r1": None, "r9": None}]
+        current = {"r1": 0, "r2": 0}
+        for step in steps:
+            for rid, t in step.items():
+                if t is None:
+                    current.pop(rid, None)
+                else:
+                    current[rid] = t.ongoing
+            whole._publish(table(current))
+            parts._publish_targets(TargetChanges(pb.RouteTable(), {("a", "D"): step}))
+            assert parts.version == whole.version
+            assert parts.table == whole.table
+            assert parts.update_for(1, True) == whole.update_for(1, True)
+        # Nothing changed: no new version.
+        parts._publish_targets(TargetChanges(pb.RouteTable(), {("a", "D"): {"r9": None}}))
+        assert parts.version == whole.version
+
+    asyncio.run(scenario())

@@ -8,7 +8,14 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weir.dataplane.route_delta import apply_delta, index_table, merge_deltas, table_delta
+from weir.dataplane.route_delta import (
+    apply_delta,
+    index_table,
+    merge_deltas,
+    table_delta,
+    targets_delta,
+    whole_table,
+)
 from weir.dataplane.route_table import RouteTable
 from weir.protos import weir_pb2 as pb
 
@@ -85,3 +92,25 @@ def test_applying_leaves_the_old_table_as_it_was() -> None:
     kept = {k: pb.DeploymentTargets.FromString(v.SerializeToString()) for k, v in before.items()}
     apply_delta(before, delta(old, table(2, {("a", "D"): {"r1": 2}})))
     assert before == kept
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(deployment_sets, min_size=2, max_size=6))
+def test_the_targets_that_changed_give_the_same_table_as_the_whole(
+        history: list[Deployments]) -> None:
+    # The leader gives only the replicas that reported: given each replica of a deployment
+    # both tables have, changed or not, and the ones that left as None, the delta rebuilds
+    # the new table, and the index it returns makes the new table whole.
+    tables = [table(v + 1, d) for v, d in enumerate(history)]
+    for old, new in itertools.pairwise(tables):
+        old_index, new_index = index_table(old), index_table(new)
+        if set(old_index) != set(new_index):
+            continue  # a deployment came or went: the leader publishes the whole table
+        targets = {key: {**{rid: None for rid in old_index[key].targets},
+                         **new_index[key].targets} for key in new_index}
+        d, index = targets_delta(old.version, old_index, new, targets)
+        assert (d.delta_from, d.version) == (old.version, old.version + 1)
+        assert apply_delta(deployments_of(old), d) == deployments_of(new)
+        assert whole_table(new, index) == new
+        unchanged = [k for k in new_index if old_index[k] == new_index[k]]
+        assert not {(x.app, x.deployment) for x in d.deployments} & set(unchanged)
