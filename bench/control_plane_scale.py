@@ -206,7 +206,18 @@ class Bench:
                                   opts.channels)
             subs.start()
             self.start_subscribers(opts.proxies - 1)
-            await self.ramp(first, subs)
+            try:
+                await self.ramp(first, subs)
+            except TimeoutError as exc:
+                # What fell behind: how far the fleet got, and how often leadership moved.
+                status = self.pool.status()
+                self.figures.update(ramp_s=None, ramp_running=status.running_count(),
+                                    ramp_registered=max(status.adopted.values(), default=0),
+                                    leader_terms=self.leader_terms(),
+                                    load_average=round(os.getloadavg()[0], 1))
+                self.figures.setdefault("failures", []).append(str(exc))
+                print(f"  {exc}: {self.figures}", flush=True)
+                return self.figures
             await self.steady(store, subs)
             # Each of the last two is measured on its own: one that fails says so in the
             # figures (as null, with the reason) and the other still runs.
@@ -218,6 +229,7 @@ class Bench:
                     self.figures[figure] = None
                     self.figures.setdefault("failures", []).append(str(exc))
                     print(f"  {exc}", flush=True)
+            self.figures["leader_terms"] = self.leader_terms()
         finally:
             await subs.close()
             await self.pool.close()
@@ -231,7 +243,8 @@ class Bench:
         began = time.perf_counter()
         client = AdminClient(address, timeout=120)
         await asyncio.to_thread(client.deploy, {"applications": app_config(n)})
-        await wait_until(lambda: self.pool.status().running_count() >= n, 900,
+        await wait_until(lambda: self.pool.status().running_count() >= n,
+                         self.opts.ramp_timeout,
                          f"{n} replicas running", 0.5)
         await wait_until(lambda: subs.replicas_seen(0) >= n, 120,
                          "the witness subscriber routing to every replica", 0.5)
@@ -340,6 +353,14 @@ class Bench:
         self.subscriber_procs = []
         return out
 
+    def leader_terms(self) -> int:
+        """How many times a controller became leader so far (1: leadership never moved)."""
+        terms = 0
+        for index in range(len(self.controllers)):
+            with self.log_path(index).open() as f:
+                terms += sum(1 for line in f if '"became leader"' in line)
+        return terms
+
     def log_path(self, index: int) -> Path:
         """Where controller `index` logs."""
         return self.workdir / f"controller-{index}.log"
@@ -442,6 +463,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="pin the controllers to this CPU (taskset)")
     parser.add_argument("--sim-cpu", type=int, default=None,
                         help="pin the simulation (this process and its workers)")
+    parser.add_argument("--ramp-timeout", type=float, default=600.0,
+                        help="give up when the replicas are not all running after this")
     parser.add_argument("--phase-timeout", type=float, default=180.0,
                         help="give up on the rolling update or the failover after this")
     parser.add_argument("--workdir", default="",
