@@ -48,6 +48,7 @@ FIGURES = ("replicas", "proxies", "ramp_s", "route_push_p99_ms", "report_to_rout
            "deploy_s", "failover_s", "sim_cpu_pct")
 APP_SIZE = 1000
 PROBE_TIMEOUT_S = 10.0
+#: The controllers' lease TTL by default: the real one.
 LEASE_TTL_S = 3.0
 #: Simulated replica streams per simulation process, at most (the default `--sim-procs`).
 STREAMS_PER_PROC = 1250
@@ -163,7 +164,8 @@ class Bench:
         self.subscriber_procs: list[tuple[Any, Path]] = []
         self.pool = SimPool(workdir)
         self.figures: dict[str, Any] = {"replicas": opts.replicas, "proxies": opts.proxies,
-                                        "nodes": opts.nodes}
+                                        "nodes": opts.nodes,
+                                        "leader_lease_ttl": opts.leader_lease_ttl}
         self.etcd = EtcdServer(workdir / "etcd", extra_args=(
             ["--unsafe-no-fsync"] if opts.etcd_no_fsync else []))
 
@@ -171,7 +173,7 @@ class Bench:
         """Start a controller process (pinned to `--leader-cpu` if given); its address."""
         port = free_port()
         cmd = [sys.executable, "-m", "weir.controller", "--etcd", self.etcd.endpoint,
-               "--port", str(port), "--lease-ttl", str(LEASE_TTL_S),
+               "--port", str(port), "--lease-ttl", str(self.opts.leader_lease_ttl),
                "--log-dir", str(self.workdir / "logs"),
                "--packages-dir", str(self.workdir / f"packages-{index}")]
         if self.opts.leader_cpu is not None:
@@ -472,6 +474,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--node-lease-ttl", type=float, default=15.0,
                         help="the simulated node agents' lease TTL: longer than a real agent's "
                              "(3 s), so that a simulation starved of CPU does not lose its nodes")
+    parser.add_argument("--leader-lease-ttl", type=float, default=LEASE_TTL_S,
+                        help="the controllers' lease TTL [the real one, 3 s]: longer keeps a "
+                             "leader starved of CPU by other loads from losing its term")
     parser.add_argument("--etcd-no-fsync", action="store_true",
                         help="etcd without fsync: on a disk shared with other loads, fsync "
                              "stalls can hold etcd for seconds (leases lapse)")
