@@ -19,32 +19,25 @@ import bisect
 import contextlib
 import json
 import os
-import random
 import signal
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from bench.processes import REPO_ROOT
-from bench.sim_fleet import (
-    Fleet,
-    Probe,
-    SharedLeaderLocator,
-    SimReplica,
-    Subscribers,
-    pool_replica_channels,
-    start_health_server,
-    target_of,
-)
+from bench.sim_fleet import Probe, Subscribers, target_of
+from bench.sim_pool import SimPool
 from weir import auth
 from weir.cli.admin_client import AdminClient
-from weir.dataplane.route_table import RouteTable
+from weir.dataplane.route_table import LeaderLocator, RouteTable, parse_leader
 from weir.etcd.etcd_store import EtcdStore
+from weir.etcd.keys import LEADER_KEY
 from weir.etcd.server import EtcdServer
+from weir.etcd.store import StoreError
 from weir.processes import free_port, kill, spawn, terminate
 from weir.protos import weir_pb2 as pb
 from weir.runtime import configure_logging
@@ -55,7 +48,31 @@ FIGURES = ("replicas", "proxies", "ramp_s", "route_push_p99_ms", "report_to_rout
            "deploy_s", "failover_s", "sim_cpu_pct")
 APP_SIZE = 1000
 PROBE_TIMEOUT_S = 10.0
+#: The controllers' lease TTL by default: the real one.
 LEASE_TTL_S = 3.0
+#: Simulated replica streams per simulation process, at most (the default `--sim-procs`).
+STREAMS_PER_PROC = 1250
+
+
+def sim_procs(replicas: int) -> int:
+    """How many simulation processes hold `replicas` (each at most STREAMS_PER_PROC)."""
+    return max(1, -(-replicas // STREAMS_PER_PROC))
+
+
+def node_count(nodes: int | None, procs: int) -> int:
+    """`--nodes`, or by default at least 10 and a multiple of `procs` (each simulation
+    process then holds the same number of nodes, and so about as many replicas)."""
+    if nodes is not None:
+        return nodes
+    return -(-max(10, procs) // procs) * procs
+
+
+async def leader_now(store: EtcdStore) -> tuple[str | None, int]:
+    """The leader's address and PID as etcd names them now (None, 0: no leader)."""
+    kv = await store.get(LEADER_KEY)
+    if kv is None:
+        return None, 0
+    return parse_leader(kv.value), int(json.loads(kv.value).get("pid", 0))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -112,6 +129,20 @@ def app_config(replicas: int, num_cpus: float = 1.0) -> list[dict[str, Any]]:
     return apps
 
 
+async def wait_until_async(check: Callable[[], Awaitable[Any]], timeout: float, what: str,
+                           period: float = 0.1) -> float:
+    """Poll `await check()` until true; the seconds it took. Raises TimeoutError naming
+    `what` (a check that raises StoreError counts as false)."""
+    began = time.perf_counter()
+    while True:
+        with contextlib.suppress(StoreError):
+            if await check():
+                return time.perf_counter() - began
+        if time.perf_counter() - began > timeout:
+            raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
+        await asyncio.sleep(period)
+
+
 async def wait_until(check: Any, timeout: float, what: str, period: float = 0.1) -> float:
     """Poll `check()` until true; the seconds it took. Raises TimeoutError naming `what`."""
     began = time.perf_counter()
@@ -131,8 +162,10 @@ class Bench:
         self.controllers: list[Any] = []
         self.log_offsets: dict[int, int] = {}
         self.subscriber_procs: list[tuple[Any, Path]] = []
+        self.pool = SimPool(workdir)
         self.figures: dict[str, Any] = {"replicas": opts.replicas, "proxies": opts.proxies,
-                                        "nodes": opts.nodes}
+                                        "nodes": opts.nodes,
+                                        "leader_lease_ttl": opts.leader_lease_ttl}
         self.etcd = EtcdServer(workdir / "etcd", extra_args=(
             ["--unsafe-no-fsync"] if opts.etcd_no_fsync else []))
 
@@ -140,7 +173,7 @@ class Bench:
         """Start a controller process (pinned to `--leader-cpu` if given); its address."""
         port = free_port()
         cmd = [sys.executable, "-m", "weir.controller", "--etcd", self.etcd.endpoint,
-               "--port", str(port), "--lease-ttl", str(LEASE_TTL_S),
+               "--port", str(port), "--lease-ttl", str(self.opts.leader_lease_ttl),
                "--log-dir", str(self.workdir / "logs"),
                "--packages-dir", str(self.workdir / f"packages-{index}")]
         if self.opts.leader_cpu is not None:
@@ -158,85 +191,106 @@ class Bench:
         await asyncio.to_thread(self.etcd.start)
         store = EtcdStore(self.etcd.endpoint)
         await store.connect()
-        health, health_address = start_health_server()
-        pool = pool_replica_channels(opts.channels)
-        locator = SharedLeaderLocator(store)
-        fleet = Fleet(store, locator, health_address)
+        locator = LeaderLocator(store=store)
         subs = Subscribers(locator, 1)  # the witness; the others run in processes of their own
         try:
             first = self.start_controller(0)
-            locator.start()
-            await wait_until(lambda: locator.current is not None, 60, "a leader")
+
+            async def elected() -> bool:
+                return (await leader_now(store))[0] is not None
+
+            await wait_until_async(elected, 60, "a leader")
             self.start_controller(1)
-            fleet.add_nodes(opts.nodes, opts.node_lease_ttl)
+            procs = opts.sim_procs or sim_procs(opts.replicas)
+            nodes = node_count(opts.nodes, procs)
+            self.figures.update(nodes=nodes, sim_procs=procs)
+            await self.pool.start(procs, self.etcd.endpoint, nodes, opts.node_lease_ttl,
+                                  opts.channels)
             subs.start()
             self.start_subscribers(opts.proxies - 1)
-            await self.ramp(first, fleet, subs)
-            await self.steady(store, locator, fleet, subs)
+            try:
+                await self.ramp(first, subs)
+            except TimeoutError as exc:
+                # What fell behind: how far the fleet got, and how often leadership moved.
+                status = self.pool.status()
+                self.figures.update(ramp_s=None, ramp_running=status.running_count(),
+                                    ramp_registered=max(status.adopted.values(), default=0),
+                                    leader_terms=self.leader_terms(),
+                                    load_average=round(os.getloadavg()[0], 1))
+                self.figures.setdefault("failures", []).append(str(exc))
+                print(f"  {exc}: {self.figures}", flush=True)
+                return self.figures
+            await self.steady(store, subs)
             # Each of the last two is measured on its own: one that fails says so in the
             # figures (as null, with the reason) and the other still runs.
             for phase, figure in ((self.rolling_update, "deploy_s"),
                                   (self.failover, "failover_s")):
                 try:
-                    await phase(locator, fleet)
+                    await phase(store)
                 except TimeoutError as exc:
                     self.figures[figure] = None
                     self.figures.setdefault("failures", []).append(str(exc))
                     print(f"  {exc}", flush=True)
+            self.figures["leader_terms"] = self.leader_terms()
         finally:
             await subs.close()
-            await fleet.close()
+            await self.pool.close()
             await locator.close()
-            await pool.close()
-            health.stop(0)
             await store.close()
         return self.figures
 
-    async def ramp(self, address: str, fleet: Fleet, subs: Subscribers) -> None:
+    async def ramp(self, address: str, subs: Subscribers) -> None:
         """Deploy every replica; wait until all run and every subscriber routes to them."""
         n = self.opts.replicas
         began = time.perf_counter()
         client = AdminClient(address, timeout=120)
         await asyncio.to_thread(client.deploy, {"applications": app_config(n)})
-        await wait_until(lambda: len(fleet.running()) >= n, 600, f"{n} replicas running", 0.5)
+        await wait_until(lambda: self.pool.status().running_count() >= n,
+                         self.opts.ramp_timeout,
+                         f"{n} replicas running", 0.5)
         await wait_until(lambda: subs.replicas_seen(0) >= n, 120,
                          "the witness subscriber routing to every replica", 0.5)
         self.figures["ramp_s"] = round(time.perf_counter() - began, 1)
         print(f"  {n} replicas running and routed in {self.figures['ramp_s']} s", flush=True)
 
-    async def steady(self, store: EtcdStore, locator: SharedLeaderLocator, fleet: Fleet,
-                     subs: Subscribers) -> None:
+    async def steady(self, store: EtcdStore, subs: Subscribers) -> None:
         """The steady state: churn, probes, and the leader's and etcd's costs."""
-        fleet.start_churn(self.opts.churn)
+        await self.pool.broadcast("churn", fraction=self.opts.churn)
         await asyncio.sleep(2.0)  # the churn's first reports settle
-        pid, me = locator.current_pid, os.getpid()
+        _, pid = await leader_now(store)
+        sims = [me := os.getpid()] + [w.proc.pid for w in self.pool.workers]
         self.log_offsets = {i: self.log_path(i).stat().st_size for i in range(2)}
         _, rev0 = await store.get_prefix("/weir/nothing/")
         cpu0, me0, t0 = cpu_seconds(pid), cpu_seconds(me), time.perf_counter()
+        sim0 = sum(map(cpu_seconds, sims))
         pushes: list[Probe] = []
         reports: list[Probe] = []
         marker = 1000
         while time.perf_counter() - t0 < self.opts.duration:
-            r = random.choice(fleet.running())
-            key, rid = r.key, r.record.replica_id
+            picked = await self.pool.pick()
+            if picked is None:
+                raise TimeoutError("no running replica to probe")
+            index, r = picked
+            key, rid = (r["app"], r["deployment"]), r["replica"]
             # A replica set change: it leaves the routes (re-initializing), then returns.
-            r.state = pb.INITIALIZING
             pushes.append(await self._probe(
-                subs, r, lambda t, k=key, i=rid: target_of(t, k, i) is None))
-            r.state = pb.RUNNING
+                subs, index, rid, {"state": pb.INITIALIZING},
+                lambda t, k=key, i=rid: target_of(t, k, i) is None))
             pushes.append(await self._probe(
-                subs, r, lambda t, k=key, i=rid: target_of(t, k, i) is not None))
+                subs, index, rid, {"state": pb.RUNNING},
+                lambda t, k=key, i=rid: target_of(t, k, i) is not None))
             # A depth report, until every subscriber has it.
             marker += 1
-            r.ongoing = mark = marker
             reports.append(await self._probe(
-                subs, r, lambda t, k=key, i=rid, m=mark:
+                subs, index, rid, {"ongoing": marker},
+                lambda t, k=key, i=rid, m=marker:
                 getattr(target_of(t, k, i), "ongoing", -1) == m))
-            r.ongoing = 0
+            await self.pool.call(index, "change", replica=rid, ongoing=0)
             await asyncio.sleep(0.2)
         elapsed = time.perf_counter() - t0
         _, rev1 = await store.get_prefix("/weir/nothing/")
-        cpu1, me1 = cpu_seconds(pid), cpu_seconds(me)
+        cpu1, sim1 = cpu_seconds(pid), sum(map(cpu_seconds, sims))
+        me1 = cpu_seconds(me)
         arrivals = await asyncio.to_thread(self.stop_subscribers)
         push_ms = [latency_ms(p, arrivals) for p in pushes]
         report_ms = [latency_ms(p, arrivals) for p in reports]
@@ -247,21 +301,26 @@ class Bench:
             leader_cpu_pct=round(100 * (cpu1 - cpu0) / elapsed, 1),
             leader_rss_mb=round(rss_mb(pid), 1),
             etcd_writes_per_s=round((rev1 - rev0) / elapsed, 1),
-            sim_cpu_pct=round(100 * (me1 - me0) / elapsed, 1),
+            sim_cpu_pct=round(100 * (sim1 - sim0) / elapsed, 1),
+            coordinator_cpu_pct=round(100 * (me1 - me0) / elapsed, 1),
             max_pass_ms=self.max_pass_ms(pid),
             probes=len(pushes) + len(reports),
+            load_average=round(os.getloadavg()[0], 1),
         )
         print(f"  steady state over {elapsed:.0f} s: " + ", ".join(
             f"{k}={self.figures[k]}" for k in ("route_push_p99_ms", "report_to_route_p99_ms",
                                                "leader_cpu_pct", "leader_rss_mb",
                                                "etcd_writes_per_s", "max_pass_ms",
-                                               "sim_cpu_pct")), flush=True)
+                                               "sim_cpu_pct", "load_average")), flush=True)
 
-    async def _probe(self, subs: Subscribers, replica: SimReplica,
-                     seen: Callable[[RouteTable], bool]) -> Probe:
-        """Report the replica's change now; the probe, once the witness saw it (or gave up)."""
+    async def _probe(self, subs: Subscribers, index: int, replica_id: str,
+                     change: dict[str, int], seen: Callable[[RouteTable], bool]) -> Probe:
+        """Make the change to the replica (its worker reports it at once); the probe, once
+        the witness saw it (or gave up). The probe is timed from the worker's change."""
         probe = subs.watch(seen)
-        replica.session.report_soon()  # type: ignore[union-attr]
+        answer = await self.pool.call(index, "change", replica=replica_id, **change)
+        if answer.get("wall"):
+            probe.started_wall = answer["wall"]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(probe.done.wait(), PROBE_TIMEOUT_S)
         subs.probes.remove(probe)
@@ -296,6 +355,14 @@ class Bench:
         self.subscriber_procs = []
         return out
 
+    def leader_terms(self) -> int:
+        """How many times a controller became leader so far (1: leadership never moved)."""
+        terms = 0
+        for index in range(len(self.controllers)):
+            with self.log_path(index).open() as f:
+                terms += sum(1 for line in f if '"became leader"' in line)
+        return terms
+
     def log_path(self, index: int) -> Path:
         """Where controller `index` logs."""
         return self.workdir / f"controller-{index}.log"
@@ -318,47 +385,50 @@ class Bench:
                         slowest = max(slowest or 0.0, ms)
         return slowest
 
-    async def rolling_update(self, locator: SharedLeaderLocator, fleet: Fleet) -> None:
+    async def rolling_update(self, store: EtcdStore) -> None:
         """A heavy change to one deployment (up to 1,000 replicas): until every replica
         runs the new version and no old one is left."""
-        key = ("sim0", "Noop")
-        old = {r.version for r in fleet.replicas.values() if r.key == key}
+        key = "sim0/Noop"
+        old = set(self.pool.status().running.get(key, {}))
         target = min(APP_SIZE, self.opts.replicas)
         apps = app_config(target, num_cpus=0.5)
-        client = AdminClient(locator.current or "", timeout=120, leader_wait_s=30)
+        leader, _ = await leader_now(store)
+        client = AdminClient(leader or "", timeout=120, leader_wait_s=30)
         began = time.perf_counter()
         await asyncio.to_thread(client.deploy, {"applications": apps[:1]}, partial=True)
 
         def rolled() -> bool:
-            mine = [r for r in fleet.replicas.values() if r.key == key]
-            return (len(mine) == target
-                    and all(r.state == pb.RUNNING and r.version not in old for r in mine))
+            status = self.pool.status()
+            new = sum(n for v, n in status.running.get(key, {}).items() if v not in old)
+            return status.deployment_replicas.get(key) == target == new
 
-        await wait_until(rolled, self.opts.phase_timeout, "the rolling update", 0.2)
+        await wait_until(rolled, self.opts.phase_timeout, "the rolling update", 0.1)
         self.figures["deploy_s"] = round(time.perf_counter() - began, 2)
         print(f"  rolling update of {target} replicas: {self.figures['deploy_s']} s", flush=True)
 
-    async def failover(self, locator: SharedLeaderLocator, fleet: Fleet) -> None:
-        """SIGKILL the leader; until the standby has adopted every replica."""
-        old, pid = locator.current, locator.current_pid
-        n = len(fleet.replicas)
+    async def failover(self, store: EtcdStore) -> None:
+        """SIGKILL the leader; until the standby has adopted every replica (as the
+        workers' statuses sent after the kill say)."""
+        old, pid = await leader_now(store)
+        n = self.pool.status().replicas
         os.kill(pid, signal.SIGKILL)
-        began = time.perf_counter()
+        killed, began = time.time(), time.perf_counter()
 
-        def adopted() -> bool:
-            new = locator.current
-            return (new is not None and new != old and all(
-                r.session is not None and r.session.leader == new
-                and r.session.registered.is_set() for r in fleet.replicas.values()))
+        async def adopted() -> bool:
+            new, _ = await leader_now(store)
+            status = self.pool.status()
+            return (new is not None and new != old and status.as_of > killed
+                    and status.adopted.get(new, 0) >= status.replicas)
 
-        await wait_until(adopted, self.opts.phase_timeout,
-                         "every replica adopted by the new leader", 0.05)
+        await wait_until_async(adopted, self.opts.phase_timeout,
+                               "every replica adopted by the new leader", 0.05)
         self.figures["failover_s"] = round(time.perf_counter() - began, 2)
         print(f"  failover with {n} replicas adopted: {self.figures['failover_s']} s",
               flush=True)
 
     def stop(self) -> None:
         """Stop every process this run started, by PID."""
+        self.pool.stop()
         for proc, _ in self.subscriber_procs:
             terminate(proc, 5.0)
         for proc in self.controllers:
@@ -380,26 +450,33 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.control_plane_scale")
     parser.add_argument("--replicas", type=int, default=1000)
     parser.add_argument("--proxies", type=int, default=100)
-    parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--nodes", type=int, default=None,
+                        help="simulated nodes [at least 10, a multiple of --sim-procs]")
+    parser.add_argument("--sim-procs", type=int, default=0,
+                        help="processes the simulated replicas and nodes run in [one per "
+                             f"{STREAMS_PER_PROC} replicas]")
     parser.add_argument("--duration", type=float, default=30.0,
                         help="seconds of steady state")
     parser.add_argument("--churn", type=float, default=0.2,
                         help="fraction of the replicas whose load changes each second")
     parser.add_argument("--channels", type=int, default=32,
-                        help="gRPC channels the simulated replicas share")
+                        help="gRPC channels the simulated replicas of a process share")
     parser.add_argument("--leader-cpu", type=int, default=None,
                         help="pin the controllers to this CPU (taskset)")
-    parser.add_argument("--sim-cpu", type=int, default=None, help="pin this process")
+    parser.add_argument("--sim-cpu", type=int, default=None,
+                        help="pin the simulation (this process and its workers)")
+    parser.add_argument("--ramp-timeout", type=float, default=600.0,
+                        help="give up when the replicas are not all running after this")
     parser.add_argument("--phase-timeout", type=float, default=180.0,
                         help="give up on the rolling update or the failover after this")
     parser.add_argument("--workdir", default="",
                         help="keep etcd's data and the controllers' logs here [a temp dir]")
-    parser.add_argument("--uvloop", action="store_true",
-                        help="run the simulation on uvloop (faster; grpc.aio's streams broke "
-                             "with INTERNAL errors under it here)")
     parser.add_argument("--node-lease-ttl", type=float, default=15.0,
                         help="the simulated node agents' lease TTL: longer than a real agent's "
                              "(3 s), so that a simulation starved of CPU does not lose its nodes")
+    parser.add_argument("--leader-lease-ttl", type=float, default=LEASE_TTL_S,
+                        help="the controllers' lease TTL [the real one, 3 s]: longer keeps a "
+                             "leader starved of CPU by other loads from losing its term")
     parser.add_argument("--etcd-no-fsync", action="store_true",
                         help="etcd without fsync: on a disk shared with other loads, fsync "
                              "stalls can hold etcd for seconds (leases lapse)")
@@ -412,10 +489,6 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault(auth.TOKEN_ENV, auth.new_token())
     os.environ["WEIR_LOG_LEVEL"] = "warning"  # thousands of sessions: only what goes wrong
     configure_logging("control_plane_scale")
-    if opts.uvloop:
-        import uvloop
-
-        uvloop.install()
     # SIGTERM unwinds like Ctrl-C, so that the processes below are stopped by PID.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="weir-scale-") as tmp:

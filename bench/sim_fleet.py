@@ -1,5 +1,6 @@
 """A simulated fleet for the control-plane scale bench: node agents, replicas and route
-subscribers, thousands of them in one process, speaking to a real leader and a real etcd.
+subscribers, a thousand or so per process (`bench.sim_worker` runs one `Fleet` in each of
+several processes), speaking to a real leader and a real etcd.
 
 What is real and what is not. Each simulated replica holds the real `ReplicaSession` stream
 through the replica's own `weir.replica.session.ControllerSession` (registration, reports
@@ -9,14 +10,13 @@ simulated node registers a lease-bound `NodeRecord` and "starts" the replicas th
 assigns to it, as `weir.replica.node_agent` does, listing them in its record. Route
 subscribers are `weir.dataplane.route_table.RouteTableSubscriber`s, a proxy's own.
 
-Three economies, none on the leader's or etcd's side of the wire, keep one Python process
-able to hold 10,000 streams on a shared 2-core machine:
+Three economies, none on the leader's side of the wire, keep a process able to hold
+a thousand or more streams on a shared 2-core machine (docs/scale.md):
 - streams share a pool of gRPC channels (HTTP/2 connections) instead of one each;
-- the simulated replicas and subscribers share one poll of the leader key (a real replica
-  polls it every second: at 10,000 replicas that is 10,000 etcd reads a second, noted in
-  docs/scale.md);
-- the simulated node agents share one watch of the replica records instead of re-reading
-  them every 0.25 s each (that too is noted).
+- the replicas of a process share one `LeaderLocator`, the real one, so one watch of the
+  leader key per process where each real replica process holds its own;
+- the simulated node agents of a process share one watch of the replica records instead
+  of re-reading them every 0.25 s each.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import json
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -37,8 +37,8 @@ import grpc
 import weir.replica.session as session_module
 from weir import auth
 from weir.config.deployment_options import user_config_json
-from weir.dataplane.route_table import LeaderLocator, RouteTable, RouteTableSubscriber, parse_leader
-from weir.etcd.keys import LEADER_KEY, NODES_PREFIX, REPLICAS_PREFIX
+from weir.dataplane.route_table import LeaderLocator, RouteTable, RouteTableSubscriber
+from weir.etcd.keys import NODES_PREFIX, REPLICAS_PREFIX
 from weir.etcd.presence import Presence
 from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store, StoreError
@@ -46,55 +46,11 @@ from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.replica.session import ControllerSession
 
-#: How often the shared leader poll reads the leader key.
-LEADER_POLL_S = 0.2
 #: How often a simulated node agent publishes its record when it changed.
 NODE_FLUSH_S = 0.25
 #: A replica told to stop exits this long after (it drains nothing: it serves nothing).
 STOP_DELAY_S = 0.1
 Key = tuple[str, str]
-
-
-class SharedLeaderLocator(LeaderLocator):
-    """One poll of the leader key for every stream of this process."""
-
-    def __init__(self, store: Store) -> None:
-        super().__init__()
-        self._etcd = store
-        self.current: str | None = None
-        self.current_pid = 0
-        self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start polling on the running loop."""
-        self._task = asyncio.get_running_loop().create_task(self._poll())
-
-    async def _poll(self) -> None:
-        while True:
-            with contextlib.suppress(StoreError):
-                kv = await self._etcd.get(LEADER_KEY)
-                address = parse_leader(kv.value) if kv else None
-                if address != self.current:
-                    self.current = address
-                    self.current_pid = int(json.loads(kv.value).get("pid", 0)) if kv else 0
-                    self._changed.set()
-                    self._changed = asyncio.Event()
-            await asyncio.sleep(LEADER_POLL_S)
-
-    async def leader_address(self) -> str | None:
-        """The leader's address as last polled."""
-        return self.current
-
-    async def until_moved_from(self, address: str, period: float = LEADER_POLL_S) -> None:
-        """Return once the poll saw a leader other than `address`."""
-        while self.current is None or self.current == address:
-            await self._changed.wait()
-
-    async def close(self) -> None:
-        """Stop polling (the store belongs to the caller)."""
-        if self._task is not None:
-            self._task.cancel()
 
 
 class ChannelPool:
@@ -191,7 +147,7 @@ class Fleet:
     """Every simulated node, replica and route subscriber of this process."""
 
     store: Store
-    locator: SharedLeaderLocator
+    locator: LeaderLocator
     address: str
     nodes: dict[str, SimNode] = field(default_factory=dict)
     replicas: dict[str, SimReplica] = field(default_factory=dict)
@@ -200,9 +156,10 @@ class Fleet:
 
     # ------------------------------------------------------------------ node agents
 
-    def add_nodes(self, count: int, lease_ttl: float) -> None:
-        """Register `count` nodes, each offering plenty of CPUs."""
-        for i in range(count):
+    def add_nodes(self, indices: Iterable[int], lease_ttl: float) -> None:
+        """Register the nodes `sim-node-{i}` for each i of `indices`, each offering plenty
+        of CPUs."""
+        for i in indices:
             node = NodeRecord(node_id=f"sim-node-{i}", host="127.0.0.1",
                               resources={"CPU": 1e6, "GPU": 0.0}, started_at=time.time(),
                               pid=os.getpid())
@@ -289,6 +246,27 @@ class Fleet:
         """The RUNNING replicas (of one deployment)."""
         return [r for r in self.replicas.values()
                 if r.state == pb.RUNNING and (key is None or r.key == key)]
+
+    def pick(self) -> SimReplica | None:
+        """A running replica at random (None if none runs)."""
+        running = self.running()
+        return random.choice(running) if running else None
+
+    def status(self) -> dict[str, Any]:
+        """What the bench's coordinator follows of this fleet, as plain data (see
+        `bench.sim_pool.aggregate`): per deployment ("app/deployment") the replicas and the
+        running ones by version, and per leader the sessions it has taken."""
+        deployments: dict[str, dict[str, Any]] = {}
+        adopted: dict[str, int] = {}
+        for r in self.replicas.values():
+            d = deployments.setdefault("/".join(r.key), {"replicas": 0, "running": {}})
+            d["replicas"] += 1
+            if r.state == pb.RUNNING:
+                d["running"][r.version] = d["running"].get(r.version, 0) + 1
+            if r.session is not None and r.session.registered.is_set():
+                adopted[r.session.leader] = adopted.get(r.session.leader, 0) + 1
+        return {"wall": time.time(), "replicas": len(self.replicas),
+                "deployments": deployments, "adopted": adopted}
 
     def start_churn(self, fraction_per_s: float) -> None:
         """Change the load of `fraction_per_s` of the running replicas each second."""

@@ -1,7 +1,7 @@
 """Route subscribers in a process of their own, for the control-plane scale bench.
 
 A hundred proxies' worth of route streams applying every delta would starve the
-simulation's one event loop (and its nodes' leases), so the bench runs most subscribers
+simulation's event loops (and its nodes' leases), so the bench runs most subscribers
 here. Each is a proxy's own `RouteTableSubscriber`; each records when (wall clock) every
 table version reached it. On SIGTERM the records go to `--out` as JSON, and the bench
 matches them against the versions its in-process witness saw each change in.
@@ -18,8 +18,7 @@ import signal
 import time
 from pathlib import Path
 
-from bench.sim_fleet import SharedLeaderLocator
-from weir.dataplane.route_table import RouteTable, RouteTableSubscriber
+from weir.dataplane.route_table import LeaderLocator, RouteTable, RouteTableSubscriber
 from weir.etcd.etcd_store import EtcdStore
 from weir.runtime import configure_logging
 
@@ -28,8 +27,9 @@ async def run(opts: argparse.Namespace) -> None:
     """Subscribe until SIGTERM, then write what arrived when."""
     store = EtcdStore(opts.etcd)
     await store.connect()
-    locator = SharedLeaderLocator(store)
-    locator.start()
+    # The real locator, shared: one watch of the leader key for the subscribers of this
+    # process (a proxy holds one for its one subscription).
+    locator = LeaderLocator(store=store)
     arrivals: dict[int, list[tuple[int, float]]] = {}
 
     def on_table(index: int, table: RouteTable) -> None:

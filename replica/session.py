@@ -1,10 +1,11 @@
 """The replica's session with the leading controller.
 
 One bidi stream: the replica registers (id, address, pid, state, version), then reports its
-load when it changes (at most every REPORT_MIN_INTERVAL_S) and at least every
-HEARTBEAT_S; the controller answers with commands (`CommandKind`: INIT, RECONFIGURE, STOP). When the
-stream breaks, the replica finds the leader anew through etcd and re-registers with its
-current state, so a new leader adopts it instead of starting another. Serving never waits
+load when it changes (at most every REPORT_MIN_INTERVAL_S), and a report that would say
+nothing new only every IDLE_REPORT_S (`report_due`); the controller answers with commands
+(`CommandKind`: INIT, RECONFIGURE, STOP). When the stream breaks, or etcd's leader key
+names another leader, the replica finds the leader anew and re-registers with its current
+state, so a new leader adopts it instead of starting another. Serving never waits
 on this session.
 
 A replica with a `@serve.multiplexed` loader (`weir.multiplex`) adds the models it holds to
@@ -31,9 +32,22 @@ from weir.protos import weir_pb2_grpc as pb_grpc
 log = structlog.get_logger("weir.replica.session")
 
 REPORT_MIN_INTERVAL_S = 0.05
+#: How often the session wakes to look for a change it was not told of, and checks that
+#: its registration was answered.
 HEARTBEAT_S = 1.0
+#: A report identical to the last one sent goes out this often, to keep the stream
+#: proven writable. More often it would only cost the leader: at 10,000 replicas a report
+#: a second each is 10,000 messages a second saying nothing. A new leader is learnt from
+#: etcd's leader key and a dead one from the stream breaking, not from these.
+IDLE_REPORT_S = 5.0
 #: A registration the controller has not acknowledged by then is dropped and retried.
 REGISTER_TIMEOUT_S = 3.0
+
+
+def report_due(report: bytes, last_sent: bytes, since_sent_s: float) -> bool:
+    """Whether a report (serialized) goes out now: when it differs from the last one sent
+    on this stream, or when that one is IDLE_REPORT_S old."""
+    return report != last_sent or since_sent_s >= IDLE_REPORT_S
 
 
 class ControllerSession:
@@ -94,8 +108,10 @@ class ControllerSession:
         self._sent_models = None  # a new stream: the leader hears the models anew
         async with auth.channel(address) as channel:
             call = pb_grpc.ControllerStub(channel).ReplicaSession()
-            if not await self._write(call, address):
+            first = self._report()
+            if not await self._write(call, address, first):
                 return
+            last_sent, sent_at = first.SerializeToString(), time.monotonic()
             log.info("registered with controller", controller=address)
             self.registered = asyncio.Event()
             reader = asyncio.get_running_loop().create_task(self._read(call))
@@ -117,8 +133,13 @@ class ControllerSession:
                     # Clear before taking the snapshot: a change after this point is caught
                     # by the next report.
                     self.changed.clear()
-                    if not await self._write(call, address):
+                    report = self._report()
+                    wire = report.SerializeToString()
+                    if not report_due(wire, last_sent, time.monotonic() - sent_at):
+                        continue
+                    if not await self._write(call, address, report):
                         return
+                    last_sent, sent_at = wire, time.monotonic()
                     await asyncio.sleep(REPORT_MIN_INTERVAL_S)
                 await reader
             finally:
@@ -126,11 +147,12 @@ class ControllerSession:
                 moved.cancel()
                 call.cancel()
 
-    async def _write(self, call: grpc.aio.StreamStreamCall, address: str) -> bool:
-        """Send a report; False if the controller did not take it in time (a stream to a
+    async def _write(self, call: grpc.aio.StreamStreamCall, address: str,
+                     report: pb.ReplicaReport) -> bool:
+        """Send `report`; False if the controller did not take it in time (a stream to a
         controller that is going away can block a write forever)."""
         try:
-            await asyncio.wait_for(call.write(self._report()), REGISTER_TIMEOUT_S)
+            await asyncio.wait_for(call.write(report), REGISTER_TIMEOUT_S)
         except TimeoutError:
             log.info("controller stopped taking reports; reconnecting", controller=address)
             return False

@@ -1,7 +1,7 @@
 """The control-plane scale bench on a small fleet: every figure is there and sane.
 
-A real etcd and two real controller processes, 50 simulated replicas and 3 route
-subscribers in the bench's process; the bench stops what it started, checked here by PID.
+A real etcd and two real controller processes, 50 simulated replicas in two simulation
+processes and 3 route subscribers; the bench stops what it started, checked here by PID.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ def test_small_run_writes_every_figure(tmp_path: Path) -> None:
     out, work = tmp_path / "scale.json", tmp_path / "work"
     subprocess.run(
         [sys.executable, "-m", "bench.control_plane_scale", "--replicas", "50",
-         "--proxies", "3", "--nodes", "2", "--duration", "3", "--phase-timeout", "60",
+         "--proxies", "3", "--nodes", "2", "--sim-procs", "2", "--duration", "3",
+         "--phase-timeout", "60",
          "--json", str(out), "--workdir", str(work)],
         cwd=ROOT, check=True, timeout=240, capture_output=True)
     figures = json.loads(out.read_text())
     assert figures["replicas"] == 50 and figures["proxies"] == 3
+    assert figures["sim_procs"] == 2
     assert not figures.get("failures"), figures.get("failures")
     for key in ("route_push_p99_ms", "report_to_route_p99_ms"):
         # Each probe waits at most 10 s; a missed one would show as 10,000 ms.

@@ -11,7 +11,7 @@ import pytest
 from weir import multiplex
 from weir.dataplane.route_table import LeaderLocator
 from weir.protos import weir_pb2 as pb
-from weir.replica.session import ControllerSession
+from weir.replica.session import IDLE_REPORT_S, ControllerSession, report_due
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +54,12 @@ def test_reports_carry_the_models_only_when_they_changed(
     session._sent_models = None  # what a new stream (a new leader) starts with
     assert carried(session._report()) == ["m2"]
     asyncio.run(multiplex.release_all())
+
+
+def test_a_report_saying_nothing_new_waits_for_the_idle_interval() -> None:
+    last = pb.ReplicaReport(replica_id="r1", state=pb.RUNNING, ongoing=2).SerializeToString()
+    changed = pb.ReplicaReport(replica_id="r1", state=pb.RUNNING, ongoing=3).SerializeToString()
+    assert report_due(changed, last, 0.0)
+    assert not report_due(last, last, 1.0)
+    assert not report_due(last, last, IDLE_REPORT_S - 0.01)
+    assert report_due(last, last, IDLE_REPORT_S)
