@@ -9,8 +9,9 @@ proxy decides first, from plain data, and a request it sheds costs a parse and o
   plus this worker's share of max_queued_requests, and the data plane's own verdict
   (`DeploymentRouter.would_shed`);
 - the event loop's lag: a request that arrives while the loop is behind by more than
-  `max_loop_lag_s` would wait that long before anything else happens to it; it is shed at
-  once (only for deployments with a bounded queue: -1 means never shed, as in Ray).
+  `max_loop_lag_s` and would queue (the replicas' room is taken) would wait behind the loop
+  again and again; it is shed at once (only for deployments with a bounded queue: -1
+  means never shed, as in Ray).
 
 With `--proxy-workers N`, each worker is a caller of its own: it admits ceil(max_queued/N)
 queued requests, so the workers together queue about max_queued_requests, not N times it.
@@ -85,7 +86,10 @@ def decide(load: DeploymentLoad, loop_lag_s: float, max_loop_lag_s: float) -> Ve
         return Verdict.QUEUE_FULL
     if load.queued and load.queued >= load.queue_share:
         return Verdict.QUEUE_FULL
-    if loop_lag_s > max_loop_lag_s:
+    # Only a request that would wait (the replicas' room is taken) waits behind a late loop
+    # in its queue; one with room goes at once (and a machine short of CPU makes the loop
+    # late under light load too: that must not shed).
+    if loop_lag_s > max_loop_lag_s and load.pending >= load.capacity:
         return Verdict.LOOP_LATE
     return Verdict.ADMIT
 

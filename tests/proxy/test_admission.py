@@ -52,8 +52,9 @@ def test_queue_share_divides_rounding_up_and_keeps_unbounded() -> None:
     (load(share=3, queued=3), 0.0, Verdict.QUEUE_FULL),  # a worker's share, not the whole
     (load(share=0, pending=8), 0.0, Verdict.QUEUE_FULL),
     (load(share=0, pending=7), 0.0, Verdict.ADMIT),
-    (load(), 0.06, Verdict.LOOP_LATE),
-    (load(), 0.05, Verdict.ADMIT),
+    (load(pending=8), 0.06, Verdict.LOOP_LATE),  # it would queue behind a late loop
+    (load(pending=8), 0.05, Verdict.ADMIT),
+    (load(pending=7), 0.5, Verdict.ADMIT),  # a replica has room: it goes at once
     (load(share=-1, pending=1000, router_sheds=True), 9.0, Verdict.ADMIT),  # never sheds
 ])
 def test_decide(state: DeploymentLoad, lag: float, want: Verdict) -> None:
@@ -69,7 +70,7 @@ def test_loop_lag_sees_an_overdue_sample_before_it_runs() -> None:
 def test_queue_full_text_is_the_data_planes_own() -> None:
     text = shed_text(Verdict.QUEUE_FULL, load(queued=8), 0.0, 0.05)
     assert text == str(BackPressureError(num_queued_requests=8, max_queued_requests=8))
-    late = shed_text(Verdict.LOOP_LATE, load(), 0.123, 0.05)
+    late = shed_text(Verdict.LOOP_LATE, load(pending=8), 0.123, 0.05)
     assert late.startswith("Request dropped due to backpressure") and "123 ms" in late
 
 
