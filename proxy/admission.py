@@ -173,8 +173,8 @@ class Admission:
         self.monitor = monitor or LoopLagMonitor()
         self.pending: dict[tuple[str, str], int] = {}
 
-    def check(self, path: str) -> tuple[tuple[str, str] | None, str]:
-        """For a request to `path`: the deployment it is admitted to (None: no deployment
+    def check(self, path: str, method: str) -> tuple[tuple[str, str] | None, str]:
+        """For a `method` request to `path`: the deployment it is admitted to (None: no deployment
         route, the app answers it) and "", or None and the 503's text if it is shed."""
         table = self.plane.table
         if table is None:
@@ -197,7 +197,10 @@ class Admission:
         verdict = decide(load, lag, self.max_loop_lag_s)
         if verdict is Verdict.ADMIT:
             return key, ""
-        proxy_metrics().shed(route.app, route.deployment, "http").inc()
+        # Counted as the app counts its own sheds.
+        metrics = proxy_metrics()
+        metrics.shed(route.app, route.deployment, "http").inc()
+        metrics.http(route.app, route.deployment, route.route_prefix, method, 503, 0.0)
         return None, shed_text(verdict, load, lag, self.max_loop_lag_s)
 
     def enter(self, key: tuple[str, str]) -> None:
@@ -236,7 +239,7 @@ class AdmissionGate:
             return
         key = scope.get(ADMITTED_KEY, _UNCHECKED)
         if key is _UNCHECKED:
-            key, refusal = self.admission.check(scope["path"])
+            key, refusal = self.admission.check(scope["path"], scope["method"])
             if refusal:
                 await answer_text(send, 503, refusal, (b"retry-after", b"1"))
                 return

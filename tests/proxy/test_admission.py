@@ -123,15 +123,16 @@ class StillLoop(LoopLagMonitor):
 def test_admission_counts_what_it_admitted_and_sheds_past_the_bound() -> None:
     admission = Admission(plane_with(max_ongoing=1, max_queued=2, replicas=2), workers=2,
                           monitor=StillLoop())
-    assert admission.check("/other") == (None, "")  # no deployment's route: the app answers
+    # No deployment's route: the app answers.
+    assert admission.check("/other", "GET") == (None, "")
     for _ in range(3):  # 2 replicas x 1 + ceil(2 / 2)
-        key, refusal = admission.check("/d/x")
+        key, refusal = admission.check("/d/x", "GET")
         assert key == ("app", "D") and not refusal
         admission.enter(key)
-    key, refusal = admission.check("/d")
+    key, refusal = admission.check("/d", "GET")
     assert key is None and refusal.startswith("Request dropped due to backpressure")
     admission.leave(("app", "D"))
-    assert admission.check("/d") == (("app", "D"), "")
+    assert admission.check("/d", "GET") == (("app", "D"), "")
 
 
 def test_gate_answers_503_without_calling_the_app_and_counts_out() -> None:
@@ -147,12 +148,13 @@ def test_gate_answers_503_without_calling_the_app_and_counts_out() -> None:
         sent.append(message)
 
     gate = AdmissionGate(app, admission)
-    asyncio.run(gate({"type": "http", "path": "/d"}, None, send))
+    asyncio.run(gate({"type": "http", "path": "/d", "method": "GET"}, None, send))
     assert reached == [1] and admission.pending == {}
     admission.enter(("app", "D"))  # one in flight: the replica's room is taken
-    asyncio.run(gate({"type": "http", "path": "/d"}, None, send))
+    asyncio.run(gate({"type": "http", "path": "/d", "method": "GET"}, None, send))
     assert reached == [1] and sent[0]["status"] == 503
     assert (b"retry-after", b"1") in sent[0]["headers"]
     # A request the protocol admitted already is not checked again, only counted out.
-    asyncio.run(gate({"type": "http", "path": "/d", ADMITTED_KEY: ("app", "D")}, None, send))
+    admitted = {"type": "http", "path": "/d", "method": "GET", ADMITTED_KEY: ("app", "D")}
+    asyncio.run(gate(admitted, None, send))
     assert reached == [1, 1] and admission.pending == {}
