@@ -9,8 +9,9 @@ proxy decides first, from plain data, and a request it sheds costs a parse and o
   plus this worker's share of max_queued_requests, and the data plane's own verdict
   (`DeploymentRouter.would_shed`);
 - the event loop's lag: a request that arrives while the loop is behind by more than
-  `max_loop_lag_s` would wait that long before anything else happens to it; it is shed at
-  once (only for deployments with a bounded queue: -1 means never shed, as in Ray).
+  `max_loop_lag_s` and would queue (the replicas' room is taken) would wait behind the loop
+  again and again; it is shed at once (only for deployments with a bounded queue: -1
+  means never shed, as in Ray).
 
 With `--proxy-workers N`, each worker is a caller of its own: it admits ceil(max_queued/N)
 queued requests, so the workers together queue about max_queued_requests, not N times it.
@@ -85,7 +86,10 @@ def decide(load: DeploymentLoad, loop_lag_s: float, max_loop_lag_s: float) -> Ve
         return Verdict.QUEUE_FULL
     if load.queued and load.queued >= load.queue_share:
         return Verdict.QUEUE_FULL
-    if loop_lag_s > max_loop_lag_s:
+    # Only a request that would wait (the replicas' room is taken) waits behind a late loop
+    # in its queue; one with room goes at once (and a machine short of CPU makes the loop
+    # late under light load too: that must not shed).
+    if loop_lag_s > max_loop_lag_s and load.pending >= load.capacity:
         return Verdict.LOOP_LATE
     return Verdict.ADMIT
 
@@ -169,8 +173,8 @@ class Admission:
         self.monitor = monitor or LoopLagMonitor()
         self.pending: dict[tuple[str, str], int] = {}
 
-    def check(self, path: str) -> tuple[tuple[str, str] | None, str]:
-        """For a request to `path`: the deployment it is admitted to (None: no deployment
+    def check(self, path: str, method: str) -> tuple[tuple[str, str] | None, str]:
+        """For a `method` request to `path`: the deployment it is admitted to (None: no deployment
         route, the app answers it) and "", or None and the 503's text if it is shed."""
         table = self.plane.table
         if table is None:
@@ -193,7 +197,10 @@ class Admission:
         verdict = decide(load, lag, self.max_loop_lag_s)
         if verdict is Verdict.ADMIT:
             return key, ""
-        proxy_metrics().shed(route.app, route.deployment, "http").inc()
+        # Counted as the app counts its own sheds.
+        metrics = proxy_metrics()
+        metrics.shed(route.app, route.deployment, "http").inc()
+        metrics.http(route.app, route.deployment, route.route_prefix, method, 503, 0.0)
         return None, shed_text(verdict, load, lag, self.max_loop_lag_s)
 
     def enter(self, key: tuple[str, str]) -> None:
@@ -232,7 +239,7 @@ class AdmissionGate:
             return
         key = scope.get(ADMITTED_KEY, _UNCHECKED)
         if key is _UNCHECKED:
-            key, refusal = self.admission.check(scope["path"])
+            key, refusal = self.admission.check(scope["path"], scope["method"])
             if refusal:
                 await answer_text(send, 503, refusal, (b"retry-after", b"1"))
                 return

@@ -152,7 +152,7 @@ def guarded_protocol(limits: IngressLimits, admission: Admission | None = None) 
             if admission is None:
                 super()._start_asgi_task(cycle, app)
                 return
-            key, refusal = admission.check(cycle.scope["path"])
+            key, refusal = admission.check(cycle.scope["path"], cycle.scope["method"])
             if not refusal:
                 if key is not None:
                     admission.enter(key)

@@ -126,7 +126,7 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
         import uvicorn
 
         # `config` is bound before the first request calls this.
-        followed = AdmissionGate(KeepAliveFollower(
+        followed = gate(KeepAliveFollower(
             app, plane, lambda s: setattr(config, "timeout_keep_alive", s)), admission)
         config = uvicorn.Config(followed, host=opts.http_host, port=opts.http_port,
                                 log_level="warning", lifespan="off", access_log=False,
@@ -135,7 +135,8 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
                                 ssl_keyfile=tls.keyfile or None,
                                 ssl_keyfile_password=tls.keyfile_password or None,
                                 ssl_ca_certs=tls.ca_certs or None,
-                                **limits.uvicorn_settings(admission))
+                                **limits.uvicorn_settings(
+                                    admission if admission_enabled() else None))
         server = uvicorn.Server(config)
         server_task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         await _announce(opts, address)
@@ -158,7 +159,7 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
             hconfig.certfile, hconfig.keyfile = tls.certfile, tls.keyfile
             hconfig.keyfile_password = tls.keyfile_password or None
             hconfig.ca_certs = tls.ca_certs or None
-        gated = AdmissionGate(KeepAliveFollower(
+        gated = gate(KeepAliveFollower(
             app, plane, lambda s: setattr(hconfig, "keep_alive_timeout", s)), admission)
         server_task = asyncio.get_running_loop().create_task(
             hypercorn_serve(gated, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
@@ -178,6 +179,21 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
         except StoreError:
             pass
     log.info("proxy stopped")
+
+
+#: WEIR_PROXY_ADMISSION=off: no admission before the app (the data plane still sheds), for
+#: benchmarks to compare with and without it in one run (bench/overload.py --admission).
+ADMISSION_ENV = "WEIR_PROXY_ADMISSION"
+
+
+def admission_enabled() -> bool:
+    """Whether requests pass admission before the app (WEIR_PROXY_ADMISSION is not off)."""
+    return os.environ.get(ADMISSION_ENV, "on") != "off"
+
+
+def gate(app: Any, admission: Admission) -> Any:
+    """`app` behind the admission gate, unless admission is off."""
+    return AdmissionGate(app, admission) if admission_enabled() else app
 
 
 def ingress_limits(opts: argparse.Namespace) -> IngressLimits:

@@ -52,8 +52,9 @@ def test_queue_share_divides_rounding_up_and_keeps_unbounded() -> None:
     (load(share=3, queued=3), 0.0, Verdict.QUEUE_FULL),  # a worker's share, not the whole
     (load(share=0, pending=8), 0.0, Verdict.QUEUE_FULL),
     (load(share=0, pending=7), 0.0, Verdict.ADMIT),
-    (load(), 0.06, Verdict.LOOP_LATE),
-    (load(), 0.05, Verdict.ADMIT),
+    (load(pending=8), 0.06, Verdict.LOOP_LATE),  # it would queue behind a late loop
+    (load(pending=8), 0.05, Verdict.ADMIT),
+    (load(pending=7), 0.5, Verdict.ADMIT),  # a replica has room: it goes at once
     (load(share=-1, pending=1000, router_sheds=True), 9.0, Verdict.ADMIT),  # never sheds
 ])
 def test_decide(state: DeploymentLoad, lag: float, want: Verdict) -> None:
@@ -69,7 +70,7 @@ def test_loop_lag_sees_an_overdue_sample_before_it_runs() -> None:
 def test_queue_full_text_is_the_data_planes_own() -> None:
     text = shed_text(Verdict.QUEUE_FULL, load(queued=8), 0.0, 0.05)
     assert text == str(BackPressureError(num_queued_requests=8, max_queued_requests=8))
-    late = shed_text(Verdict.LOOP_LATE, load(), 0.123, 0.05)
+    late = shed_text(Verdict.LOOP_LATE, load(pending=8), 0.123, 0.05)
     assert late.startswith("Request dropped due to backpressure") and "123 ms" in late
 
 
@@ -122,15 +123,16 @@ class StillLoop(LoopLagMonitor):
 def test_admission_counts_what_it_admitted_and_sheds_past_the_bound() -> None:
     admission = Admission(plane_with(max_ongoing=1, max_queued=2, replicas=2), workers=2,
                           monitor=StillLoop())
-    assert admission.check("/other") == (None, "")  # no deployment's route: the app answers
+    # No deployment's route: the app answers.
+    assert admission.check("/other", "GET") == (None, "")
     for _ in range(3):  # 2 replicas x 1 + ceil(2 / 2)
-        key, refusal = admission.check("/d/x")
+        key, refusal = admission.check("/d/x", "GET")
         assert key == ("app", "D") and not refusal
         admission.enter(key)
-    key, refusal = admission.check("/d")
+    key, refusal = admission.check("/d", "GET")
     assert key is None and refusal.startswith("Request dropped due to backpressure")
     admission.leave(("app", "D"))
-    assert admission.check("/d") == (("app", "D"), "")
+    assert admission.check("/d", "GET") == (("app", "D"), "")
 
 
 def test_gate_answers_503_without_calling_the_app_and_counts_out() -> None:
@@ -146,12 +148,13 @@ def test_gate_answers_503_without_calling_the_app_and_counts_out() -> None:
         sent.append(message)
 
     gate = AdmissionGate(app, admission)
-    asyncio.run(gate({"type": "http", "path": "/d"}, None, send))
+    asyncio.run(gate({"type": "http", "path": "/d", "method": "GET"}, None, send))
     assert reached == [1] and admission.pending == {}
     admission.enter(("app", "D"))  # one in flight: the replica's room is taken
-    asyncio.run(gate({"type": "http", "path": "/d"}, None, send))
+    asyncio.run(gate({"type": "http", "path": "/d", "method": "GET"}, None, send))
     assert reached == [1] and sent[0]["status"] == 503
     assert (b"retry-after", b"1") in sent[0]["headers"]
     # A request the protocol admitted already is not checked again, only counted out.
-    asyncio.run(gate({"type": "http", "path": "/d", ADMITTED_KEY: ("app", "D")}, None, send))
+    admitted = {"type": "http", "path": "/d", "method": "GET", ADMITTED_KEY: ("app", "D")}
+    asyncio.run(gate(admitted, None, send))
     assert reached == [1, 1] and admission.pending == {}
