@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -201,6 +202,21 @@ def measure_system(name: str, settings: RunSettings, client: LoadClient,
     return result
 
 
+def keep_best(kept: SystemResult | None, new: SystemResult) -> SystemResult:
+    """`kept` and another round of the same system merged: each concurrency's point with
+    the higher req/s; the first round's ready time; a round's error is kept (the exit code
+    says a round failed) while the other rounds' points still count. Pure."""
+    if kept is None:
+        return new
+    points = dict(kept.points)
+    for c, point in new.points.items():
+        if c not in points or point.rps > points[c].rps:
+            points[c] = point
+    return SystemResult(new.name, points, kept.error or new.error,
+                        kept.ready_s if kept.ready_s is not None else new.ready_s,
+                        kept.skipped or new.skipped)
+
+
 Ratios = dict[str, dict[str, float]]  # system -> concurrency (as text) -> req/s ratio
 
 
@@ -355,6 +371,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="Also write results here.")
     parser.add_argument("--keep-logs", action="store_true",
                         help="Keep the servers' logs even when every system ran.")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="Run every system this many times, in turn; each point "
+                             "reports its best round by req/s (the least disturbed by "
+                             "other work on a shared machine).")
     add_ray_arguments(parser)
     return parser.parse_args(argv)
 
@@ -380,11 +400,19 @@ def main(argv: list[str] | None = None) -> int:
                            args.ray_ready_timeout, "" if ray_python else ray_note)
     print(f"client: {client.name}; {args.duration:g} s per point after {args.warmup:g} s "
           f"warm-up; logs in {work_dir}", file=sys.stderr, flush=True)
-    results: list[SystemResult] = []
+    best: dict[str, SystemResult] = {}
     try:
-        for name in names:
-            results.append(measure_system(name, settings, client, concurrencies,
-                                          args.duration, args.warmup))
+        for round_ in range(1, args.rounds + 1):
+            # Each round starts every system afresh, in folders of its own.
+            round_settings = (settings if args.rounds == 1 else
+                              dataclasses.replace(settings, work_dir=work_dir / f"round-{round_}"))
+            for name in names:
+                if name in best and best[name].skipped:
+                    continue
+                measured = measure_system(name, round_settings, client, concurrencies,
+                                          args.duration, args.warmup)
+                best[name] = keep_best(best.get(name), measured)
+        results = [best[name] for name in names]
     except KeyboardInterrupt:
         if args.keep_logs:
             print(f"interrupted; logs kept in {work_dir}", file=sys.stderr)
@@ -395,11 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     by_baseline = all_ratios(results, concurrencies, composed_server)
     weir_ratios = by_baseline.pop(BASELINE_FOR_RATIO)
     print(f"client {client.name}, {args.duration:g} s per point after {args.warmup:g} s "
-          f"warm-up, bare servers on {args.loop}, {COMPOSED} on {composed_server}, "
+          f"warm-up{f', best of {args.rounds} rounds' if args.rounds > 1 else ''}, "
+          f"bare servers on {args.loop}, {COMPOSED} on {composed_server}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     print(format_table(results, concurrencies, weir_ratios, by_baseline))
     if args.json is not None:
         env = {**environment(client, args), "composed_http_server": composed_server,
+               "rounds": args.rounds,
                "ray_version": ray_note if ray_python else None}
         args.json.write_text(json.dumps(
             {"environment": env, "concurrencies": concurrencies,

@@ -9,6 +9,7 @@ from bench.http_throughput import (
     SystemResult,
     all_ratios,
     format_table,
+    keep_best,
     ratio_lines,
     ratios,
     selected_systems,
@@ -129,3 +130,18 @@ def test_serve_config_and_command(tmp_path: Path) -> None:
     (tmp_path / "bin" / "serve").write_text("")
     assert serve_command(str(python), conf)[:3] == [str(python), str(tmp_path / "bin/serve"),
                                                      "run"]
+
+
+def test_rounds_keep_each_points_best_and_any_error() -> None:
+    first = result("weir-uvicorn", c1=300, c64=900)
+    first.ready_s = 3.0
+    second = result("weir-uvicorn", c1=400, c64=800)
+    second.ready_s = 2.0
+    merged = keep_best(first, second)
+    assert {c: p.rps for c, p in merged.points.items()} == {1: 400, 64: 900}
+    assert merged.ready_s == 3.0 and merged.error is None
+    failed = SystemResult("weir-uvicorn", error="ProcessFailed: did not answer")
+    after_failure = keep_best(merged, failed)
+    assert after_failure.error == "ProcessFailed: did not answer"
+    assert after_failure.points == merged.points
+    assert keep_best(None, second) is second
