@@ -39,6 +39,8 @@ from bench.processes import REPO_ROOT, ProcessFailed, free_port, wait_http_ok
 from bench.weir_cluster import CliFailed, WeirCluster
 
 SYSTEMS = {"single": "bench.noop_app:app", "composed": "bench.composition_app:app"}
+#: The replicas of both applications: one no-op, one ingress and the no-op behind it.
+REPLICAS = 3
 
 
 def composition_config() -> dict[str, object]:
@@ -83,6 +85,19 @@ def measure(cluster_url: str, client: LoadClient, concurrencies: list[int], roun
     return list(results.values())
 
 
+def start(cluster: WeirCluster, http_server: str, timeout: float) -> None:
+    """`weir start` with the HTTP server named always (WeirCluster leaves the flag out for
+    hypercorn, which since `auto` became the default means uvicorn when it is installed),
+    and CPUs enough for the three replicas: each takes one, as in Ray, and the machine may
+    have two."""
+    (cluster.home / "tmp").mkdir(parents=True, exist_ok=True)
+    cluster._started = True  # from here on, leaving the block shuts the cluster down
+    cluster.cli(["start", "--http-host", "127.0.0.1", "--http-port", str(cluster.http_port),
+                 "--admin-port", str(cluster.admin_port), "--http-server", http_server,
+                 "--num-cpus", str(REPLICAS)],
+                timeout)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -90,7 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_load_arguments(parser)
     parser.add_argument("--rounds", type=int, default=2,
                         help="Alternating rounds per point; the best by req/s is reported.")
-    parser.add_argument("--http-server", choices=("hypercorn", "uvicorn"), default="hypercorn")
+    parser.add_argument("--http-server", choices=("auto", "hypercorn", "uvicorn"),
+                        default="auto", help="The proxy's HTTP server (`weir start`'s flag).")
     parser.add_argument("--ready-timeout", type=float, default=90.0,
                         help="Deadline for the cluster to start and both apps to answer.")
     parser.add_argument("--json", type=Path, default=None, help="Also write results here.")
@@ -112,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         with WeirCluster(work_dir / "weir", free_port(), free_port(),
                          args.http_server) as cluster:
             started = time.monotonic()
-            cluster.start(args.ready_timeout)
+            start(cluster, args.http_server, args.ready_timeout)
             cluster.deploy_config(composition_config(), args.ready_timeout)
             for name in SYSTEMS:
                 wait_http_ok(cluster.url + name, args.ready_timeout)

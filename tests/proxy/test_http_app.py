@@ -33,10 +33,12 @@ class FakePlane:
         self.fail_first = False
         self.closed = asyncio.Event()
         self.streams: list[AsyncGenerator[pb.CallReply, None]] = []
+        self.requests: list[pb.CallRequest] = []
 
     def stream(self, app: str, deployment: str, request: pb.CallRequest,
                deadline: float | None,
                body: RequestBody | None = None) -> AsyncGenerator[pb.CallReply, None]:
+        self.requests.append(request)
         # Held, so that only an explicit close ends it (not its collection).
         replies = self._stream(request, body)
         self.streams.append(replies)
@@ -69,6 +71,7 @@ def request(body: bytes, more: bool) -> Message:
 
 
 async def serve(plane: FakePlane, client: asyncio.Queue[Message],
+                headers: list[tuple[bytes, bytes]] | None = None,
                 ) -> tuple[asyncio.Task[None], list[Message]]:
     """Start one POST through the proxy app; returns its task and what it sends back."""
     sent: list[Message] = []
@@ -76,7 +79,7 @@ async def serve(plane: FakePlane, client: asyncio.Queue[Message],
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/", "headers": [],
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": headers or [],
              "query_string": b""}
     app = ProxyApp(plane)  # type: ignore[arg-type]
     return asyncio.ensure_future(app(scope, client.get, send)), sent
@@ -178,3 +181,47 @@ def test_a_reply_stream_left_early_is_closed_at_once() -> None:
         assert plane.closed.is_set()
 
     asyncio.run(main())
+
+
+def test_a_whole_response_is_its_start_and_one_body_message() -> None:
+    # The replica's last body message ends the response: no empty message after it (each
+    # ASGI message is a write to the client's socket).
+    async def main() -> None:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        client.put_nowait(request(b"abc", more=False))
+        task, sent = await serve(plane, client)
+        await task
+        assert [(m["type"], m.get("more_body", False)) for m in sent] == [
+            ("http.response.start", False), ("http.response.body", False)]
+        assert sent[1]["body"] == b"abc"
+
+    asyncio.run(main())
+
+
+def test_the_call_carries_the_headers_and_the_clients_request_id() -> None:
+    async def main() -> None:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        client.put_nowait(request(b"", more=False))
+        headers = [(b"x-request-id", b"abc-1"), (b"x-serve-call-method", b"other"),
+                   (b"accept", b"*/*")]
+        task, sent = await serve(plane, client, headers)
+        await task
+        [call] = plane.requests
+        assert (call.request_id, call.method, call.caller) == ("abc-1", "other", "proxy")
+        assert [(h.name, h.value) for h in call.http.headers] == headers
+        assert (call.http.method, call.http.path, call.http.client_host) == ("POST", "/", "")
+        assert (b"x-request-id", b"abc-1") in sent[0]["headers"]
+
+    asyncio.run(main())
+
+
+def test_a_request_without_an_id_gets_32_hex_digits() -> None:
+    async def main() -> str:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        client.put_nowait(request(b"", more=False))
+        task, _ = await serve(plane, client)
+        await task
+        return plane.requests[0].request_id
+
+    request_id = asyncio.run(main())
+    assert len(request_id) == 32 and int(request_id, 16) >= 0
