@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import importlib
 import json
 import sys
 import traceback
@@ -226,9 +227,10 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     if sys.argv[1:] == [WARM_FLAG]:
         # Started ahead by a controller (weir.warm_process): Weir's imports are done (the
-        # public API too, which every app imports); the build's arguments, working directory
-        # and environment come on stdin.
-        import weir.serve  # noqa: F401
+        # public API too, which every app imports; by name, since this runs as __main__ and
+        # weir.serve imports weir.build again); the build's arguments, working directory and
+        # environment come on stdin.
+        importlib.import_module("weir.serve")
         assignment = wait_for_assignment(sys.stdin.buffer)
         if assignment is None:
             sys.exit(0)

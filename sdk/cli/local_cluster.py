@@ -125,12 +125,16 @@ class LocalCluster:
         info = ClusterInfo(cluster_id, self.external_etcd, [], "", temp_dir, pids,
                            joined=self.joined, host=self.host, token=self.token)
         self.info = info
+        etcd: EtcdServer | None = None
         try:
             if not self.external_etcd:
                 etcd = EtcdServer(self.etcd_data_dir or Path(temp_dir) / "etcd",
                                   binary=self.etcd_binary, host=self.host,
                                   client_port=self.etcd_port)
-                etcd.start()
+                # Not waited for yet: etcd's ~0.5 s to healthy overlaps the imports of the
+                # processes below, which wait out an etcd that does not answer yet as they
+                # wait out a failover.
+                etcd.launch()
                 etcd.detach()  # the cluster, not this object, owns etcd now
                 info.etcd_endpoints = etcd.endpoint
                 pids["etcd"] = etcd.pid or 0
@@ -147,6 +151,8 @@ class LocalCluster:
                 if self.grpc_port == 0:
                     self.grpc_port = free_port(self.http_host)
                 self._spawn_proxy()
+            if etcd is not None:
+                etcd.wait_healthy(timeout)
             if first is not None:
                 self._controller_ready(*first, timeout)
             for _ in range(1, self.num_controllers):

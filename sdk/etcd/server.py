@@ -206,6 +206,17 @@ class EtcdServer:
         self._launch()
         self._wait_healthy(timeout)
 
+    def launch(self) -> None:
+        """Launch etcd (if it is not running) without waiting for it: for a caller with
+        other processes to start meanwhile, which calls :meth:`wait_healthy` before it
+        relies on etcd."""
+        self._launch()
+
+    def wait_healthy(self, timeout: float = 15.0) -> None:
+        """Return once the launched etcd reports itself healthy; :class:`EtcdError` (the
+        process killed) as :meth:`start` raises it."""
+        self._wait_healthy(timeout)
+
     def _launch(self) -> None:
         if self.running:
             return

@@ -7,6 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from weir.controller import app_builder
 from weir.controller.app_builder import AppBuilder
 from weir.controller.goal import AppGoal
 from weir.etcd.keys import APPS_PREFIX
@@ -36,8 +39,13 @@ async def built_goal(store: MemoryStore, name: str, timeout: float = 60.0) -> Ap
 
 
 def test_the_first_build_of_a_term_runs_in_the_warm_child_and_runs_once(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "builder_test_app.py").write_text(APP)
+
+    def no_cold_child(*_: object) -> tuple[int, bytes, bytes]:
+        raise AssertionError("a cold build child was started")
+
+    monkeypatch.setattr(app_builder, "_run_process", no_cold_child)
 
     async def scenario() -> None:
         store = MemoryStore()

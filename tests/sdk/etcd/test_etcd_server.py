@@ -207,3 +207,17 @@ def test_cluster_survives_one_member_and_takes_it_back(etcd_cluster: EtcdCluster
 def test_cluster_size_must_be_positive() -> None:
     with pytest.raises(ValueError):
         EtcdCluster(0)
+
+
+def test_launch_returns_at_once_and_wait_healthy_when_it_serves(tmp_path: Path) -> None:
+    server = EtcdServer(tmp_path / "data")
+    try:
+        server.launch()
+        assert server.running and server.pid  # launched; its health is not waited for
+        server.wait_healthy(15)
+        assert server.healthy()
+        _put(server.endpoint, "k", "v")
+        assert _get(server.endpoint, "k") == "v"
+    finally:
+        server.stop()
+    assert not server.running
