@@ -7,6 +7,10 @@ lease, so `weir status` lists live proxies only.
 
 from __future__ import annotations
 
+# First: structlog without rich (weir.plain_structlog says why).
+import weir.plain_structlog  # noqa: F401
+
+# isort: split
 import argparse
 import asyncio
 import json
