@@ -349,7 +349,9 @@ class Leader:
             view, new_book = observe(
                 record, report, alive=liveness.alive, gone_reason=liveness.reason, book=book,
                 health_failure=self.prober.failures.get(rid, ""), wall_now=wall, mono_now=mono)
-            books[rid] = replace(new_book, listed=book.listed or liveness.listed)
+            listed = book.listed or liveness.listed
+            books[rid] = new_book if new_book.listed == listed else replace(new_book,
+                                                                             listed=listed)
             views.append(view)
         return views, books
 
@@ -565,10 +567,23 @@ class Leader:
         for rid, key in changed.items():
             record = self.goal.records.get(rid)
             routable = self._routable(rid, record) if record is not None else None
-            targets.setdefault(key, {})[rid] = (
-                None if routable is None else
-                pb.ReplicaTarget(replica_id=rid, address=routable[3], ongoing=routable[4]))
+            current = self.routes.target(key, rid)
+            if routable is None:
+                if current is not None:
+                    targets.setdefault(key, {})[rid] = None
+            elif (current is None or current.address != routable[3]
+                  or current.ongoing != routable[4] or not self._same_models(current)):
+                # Most reports repeat what the table has: a message only for a change.
+                targets.setdefault(key, {})[rid] = pb.ReplicaTarget(
+                    replica_id=rid, address=routable[3], ongoing=routable[4])
         return TargetChanges(self._shell(), targets)
+
+    def _same_models(self, target: pb.ReplicaTarget) -> bool:
+        """Whether `target` shows the multiplexed models its replica holds now."""
+        held = self.sessions.model_ids(target.replica_id)
+        if held is None:
+            return not target.multiplexed
+        return target.multiplexed and tuple(target.multiplexed_model_ids) == held
 
     def _shell(self) -> pb.RouteTable:
         """The routes and http options of the table now (no replicas)."""
