@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 from weir.build import BuiltApp, DeploymentSpec
+from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
 from weir.controller.leader import FULL_READ_S, Leader
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
@@ -298,5 +299,23 @@ def test_a_route_change_missed_between_passes_is_published_at_the_next_full_pass
         publisher._publish(whole)
         assert ongoing() == 7
         h.close()
+
+    run(scenario())
+
+
+def test_records_are_forgotten_together_in_one_transaction() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        for rid in ("app#D#1", "app#D#2", "app#D#3"):
+            await h.store.put(REPLICAS_PREFIX + rid, ReplicaRecord(
+                rid, "app", "D", "v1", pid=0, started_at=1.0).to_bytes())
+        await read_records(h.store, h.leader.replica_records)
+        assert len(h.leader.records) == 3
+        before = h.store.revision
+        await h.leader._forget(["app#D#1", "app#D#3"])
+        assert h.store.revision == before + 1
+        assert set(h.leader.records) == {"app#D#2"}
+        items, _ = await h.store.get_prefix(REPLICAS_PREFIX)
+        assert [kv.key for kv in items] == [REPLICAS_PREFIX + "app#D#2"]
 
     run(scenario())
