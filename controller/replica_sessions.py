@@ -137,6 +137,7 @@ class ReplicaSessions:
         reader = loop.create_task(read())
         self._on_report(first.replica_id, True)
         ended = loop.create_task(self._ended.wait())
+        getter: asyncio.Task[pb.ReplicaCommand] | None = None
         try:
             while not reader.done() and not ended.done():
                 getter = loop.create_task(sess.commands.get())
@@ -149,6 +150,10 @@ class ReplicaSessions:
         finally:
             reader.cancel()
             ended.cancel()
+            if getter is not None:
+                # A stream closed while waiting leaves it pending ("Task was destroyed but
+                # it is pending", once per replica when a leader's streams all end).
+                getter.cancel()
             if self.sessions.get(first.replica_id) is sess:
                 sess.connected = False
             self._on_report(first.replica_id, True)
