@@ -61,6 +61,9 @@ class HealthProber:
         self._consecutive: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
+        #: A stub per channel: making one per check cost more than the check's own call
+        #: at thousands of replicas.
+        self._stubs: dict[str, pb_grpc.ReplicaStub] = {}
         #: Replica id -> why it failed its last HEALTH_CHECK_FAILURE_THRESHOLD checks.
         self.failures: dict[str, str] = {}
 
@@ -72,6 +75,7 @@ class HealthProber:
             self.forget(replica_id)
         addresses = {t.address for t in targets}
         for address in [a for a in self._channels if a not in addresses]:
+            self._stubs.pop(address, None)
             asyncio.get_running_loop().create_task(self._channels.pop(address).close())
         for t in targets:
             self._last_started.setdefault(t.replica_id, now)
@@ -97,18 +101,20 @@ class HealthProber:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        self._stubs.clear()
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
-        channel = self._channels.get(address)
-        if channel is None:
+    def _stub(self, address: str) -> pb_grpc.ReplicaStub:
+        stub = self._stubs.get(address)
+        if stub is None:
             channel = auth.channel(address, options=CHANNEL_OPTIONS)
             self._channels[address] = channel
-        return channel
+            stub = self._stubs[address] = pb_grpc.ReplicaStub(channel)
+        return stub
 
     async def _check(self, target: CheckTarget) -> None:
         reason = ""
         try:
-            reply = await pb_grpc.ReplicaStub(self._channel(target.address)).CheckHealth(
+            reply = await self._stub(target.address).CheckHealth(
                 pb.HealthCheckRequest(), timeout=target.timeout_s)
             if not reply.healthy:
                 reason = reply.message or "check_health() failed"

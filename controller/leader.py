@@ -308,9 +308,9 @@ class Leader:
         starts = plan.of(reconciler.Start)
         if starts:
             await self._start_replicas(starts)  # type: ignore[arg-type]
-        for action in plan.actions:
-            if not isinstance(action, reconciler.Start):
-                await self._execute(action)
+        forgotten = [a.replica_id for a in plan.actions
+                     if not isinstance(a, reconciler.Start) and self._execute(a)]
+        await self._forget(forgotten)
         self.prober.update(self._check_targets(views))
         self._note_route_changes()
         self.routes.mark_dirty()
@@ -349,7 +349,9 @@ class Leader:
             view, new_book = observe(
                 record, report, alive=liveness.alive, gone_reason=liveness.reason, book=book,
                 health_failure=self.prober.failures.get(rid, ""), wall_now=wall, mono_now=mono)
-            books[rid] = replace(new_book, listed=book.listed or liveness.listed)
+            listed = book.listed or liveness.listed
+            books[rid] = new_book if new_book.listed == listed else replace(new_book,
+                                                                             listed=listed)
             views.append(view)
         return views, books
 
@@ -366,28 +368,35 @@ class Leader:
 
     # ------------------------------------------------------------------ executing
 
-    async def _execute(self, action: reconciler.Action) -> None:
+    def _execute(self, action: reconciler.Action) -> bool:
+        """Carry out `action` (not a Start); True if its replica's record is to be forgotten
+        (the caller deletes them together)."""
         if isinstance(action, reconciler.Stop):
-            await self._stop_replica(action)
-        elif isinstance(action, reconciler.Reconfigure):
+            return self._stop_replica(action)
+        if isinstance(action, reconciler.Reconfigure):
             command = pb.ReplicaCommand(kind=pb.RECONFIGURE,
                                         user_config_json=action.user_config_json)
             if self.sessions.send(action.replica_id, command):
                 self._book(action.replica_id, pending_user_config=action.user_config_json)
                 log.info("reconfiguring", replica_id=action.replica_id)
-        elif isinstance(action, reconciler.Forget):
-            await self._forget(action.replica_id)
+            return False
+        return isinstance(action, reconciler.Forget)
 
     def _book(self, replica_id: str, **changes: Any) -> None:
         self.books[replica_id] = replace(self.books.get(replica_id, ReplicaBook()), **changes)
 
-    async def _forget(self, replica_id: str) -> None:
-        # A commit, not a delete: its revision tells the watch's older echoes apart.
-        revision = await self.store.commit(deletes=[REPLICAS_PREFIX + replica_id])
-        self.replica_records.delete(replica_id, revision or 0)
-        self.sessions.drop(replica_id)
-        self.books.pop(replica_id, None)
-        self.prober.forget(replica_id)
+    async def _forget(self, replica_ids: list[str]) -> None:
+        """Delete the records of `replica_ids`, RECORDS_PER_WRITE per transaction (when a
+        node is lost, hundreds at once: one round trip each held the pass for seconds)."""
+        for i in range(0, len(replica_ids), RECORDS_PER_WRITE):
+            batch = replica_ids[i:i + RECORDS_PER_WRITE]
+            # A commit, not a delete: its revision tells the watch's older echoes apart.
+            revision = await self.store.commit(deletes=[REPLICAS_PREFIX + r for r in batch])
+            for replica_id in batch:
+                self.replica_records.delete(replica_id, revision or 0)
+                self.sessions.drop(replica_id)
+                self.books.pop(replica_id, None)
+                self.prober.forget(replica_id)
 
     async def _prepared_env(self, goal: AppGoal) -> PreparedEnv:
         env = self._envs.get(goal.build_key)
@@ -481,10 +490,11 @@ class Leader:
                                                         action.version)
                 and r.replica_id not in freed and r.rank >= 0]
 
-    async def _stop_replica(self, action: reconciler.Stop) -> None:
+    def _stop_replica(self, action: reconciler.Stop) -> bool:
+        """Tell a replica to stop; True if it is to be killed, its record forgotten."""
         record = self.goal.records.get(action.replica_id)
         if record is None:
-            return
+            return False
         p = self.goal.plans.get((record.app, record.deployment))
         options = p.options if p else DEFAULT_DEPLOYMENT_OPTIONS
         graceful = float(options["graceful_shutdown_timeout_s"])
@@ -492,11 +502,11 @@ class Leader:
         if action.kill or not self.sessions.send(action.replica_id, stop):
             # Unassigned, its node's agent kills it.
             log.info("killing replica", replica_id=action.replica_id, reason=action.reason)
-            await self._forget(action.replica_id)
-            return
+            return True
         self._book(action.replica_id, stop_deadline=self.clock() + graceful + STOP_MARGIN_S)
         self._route_changed(action.replica_id, (record.app, record.deployment))
         log.info("stopping replica", replica_id=action.replica_id, reason=action.reason)
+        return False
 
     # ------------------------------------------------------------------ sessions
 
@@ -565,10 +575,23 @@ class Leader:
         for rid, key in changed.items():
             record = self.goal.records.get(rid)
             routable = self._routable(rid, record) if record is not None else None
-            targets.setdefault(key, {})[rid] = (
-                None if routable is None else
-                pb.ReplicaTarget(replica_id=rid, address=routable[3], ongoing=routable[4]))
+            current = self.routes.target(key, rid)
+            if routable is None:
+                if current is not None:
+                    targets.setdefault(key, {})[rid] = None
+            elif (current is None or current.address != routable[3]
+                  or current.ongoing != routable[4] or not self._same_models(current)):
+                # Most reports repeat what the table has: a message only for a change.
+                targets.setdefault(key, {})[rid] = pb.ReplicaTarget(
+                    replica_id=rid, address=routable[3], ongoing=routable[4])
         return TargetChanges(self._shell(), targets)
+
+    def _same_models(self, target: pb.ReplicaTarget) -> bool:
+        """Whether `target` shows the multiplexed models its replica holds now."""
+        held = self.sessions.model_ids(target.replica_id)
+        if held is None:
+            return not target.multiplexed
+        return target.multiplexed and tuple(target.multiplexed_model_ids) == held
 
     def _shell(self) -> pb.RouteTable:
         """The routes and http options of the table now (no replicas)."""

@@ -93,13 +93,13 @@ def observe(
     if state == RUNNING and health_failure:
         state = UNHEALTHY
         message = f"replica {record.replica_id} failed its health check: {health_failure}"
-    new_book = replace(
-        book,
-        last_state=report.state if report is not None and connected else book.last_state,
-        was_running=book.was_running or (connected and state in (RUNNING, UNHEALTHY)),
-        pending_user_config=(None if book.pending_user_config == user_config
-                             else book.pending_user_config),
-    )
+    last_state = report.state if report is not None and connected else book.last_state
+    was_running = book.was_running or (connected and state in (RUNNING, UNHEALTHY))
+    pending = None if book.pending_user_config == user_config else book.pending_user_config
+    # Every pass observes every replica, and most books do not change: no copy then.
+    new_book = book if (last_state, was_running, pending) == (
+        book.last_state, book.was_running, book.pending_user_config) else replace(
+        book, last_state=last_state, was_running=was_running, pending_user_config=pending)
     if state == DEAD and not message:
         message = (f"replica {record.replica_id} died unexpectedly" if new_book.was_running
                    else f"replica {record.replica_id} exited before it was running")

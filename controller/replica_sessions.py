@@ -39,6 +39,9 @@ class Session:
     connected: bool = True
     #: The multiplexed models it last reported holding (None: it does not multiplex).
     model_ids: tuple[str, ...] | None = None
+    #: `report_of`'s answer for the report and connection it was made from: every pass
+    #: asks for every replica's, and most have not reported anything new since.
+    plain: tuple[pb.ReplicaReport, bool, SessionReport] | None = None
 
     def take(self, report: pb.ReplicaReport) -> bool:
         """A new report on the session; True if it changed the models the replica holds."""
@@ -67,9 +70,13 @@ class ReplicaSessions:
         if sess is None:
             return None
         rep = sess.report
-        return SessionReport(connected=sess.connected, state=pb.ReplicaState.Name(rep.state),
-                             message=rep.message, address=rep.address, ongoing=rep.ongoing,
-                             user_config_json=rep.user_config_json)
+        if sess.plain is not None and sess.plain[0] is rep and sess.plain[1] == sess.connected:
+            return sess.plain[2]
+        plain = SessionReport(connected=sess.connected, state=pb.ReplicaState.Name(rep.state),
+                              message=rep.message, address=rep.address, ongoing=rep.ongoing,
+                              user_config_json=rep.user_config_json)
+        sess.plain = (rep, sess.connected, plain)
+        return plain
 
     def model_ids(self, replica_id: str) -> tuple[str, ...] | None:
         """The multiplexed models a replica last reported holding (loaded or loading); None
@@ -130,6 +137,7 @@ class ReplicaSessions:
         reader = loop.create_task(read())
         self._on_report(first.replica_id, True)
         ended = loop.create_task(self._ended.wait())
+        getter: asyncio.Task[pb.ReplicaCommand] | None = None
         try:
             while not reader.done() and not ended.done():
                 getter = loop.create_task(sess.commands.get())
@@ -142,6 +150,10 @@ class ReplicaSessions:
         finally:
             reader.cancel()
             ended.cancel()
+            if getter is not None:
+                # A stream closed while waiting leaves it pending ("Task was destroyed but
+                # it is pending", once per replica when a leader's streams all end).
+                getter.cancel()
             if self.sessions.get(first.replica_id) is sess:
                 sess.connected = False
             self._on_report(first.replica_id, True)

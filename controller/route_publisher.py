@@ -132,6 +132,11 @@ class RoutePublisher:
         """Whether the current table has the deployment `key`."""
         return key in self._index
 
+    def target(self, key: Key, replica_id: str) -> pb.ReplicaTarget | None:
+        """A replica's target in the current table (None: it has none)."""
+        entry = self._index.get(key)
+        return entry.targets.get(replica_id) if entry is not None else None
+
     def _publish(self, table: pb.RouteTable) -> None:
         """Publish the whole `table` as the next version, if it changes anything."""
         index = index_table(table)

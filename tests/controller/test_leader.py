@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 from weir.build import BuiltApp, DeploymentSpec
+from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
 from weir.controller.leader import FULL_READ_S, Leader
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
@@ -260,5 +261,61 @@ def test_the_leader_catches_a_change_its_watch_missed_at_the_next_full_read() ->
         await h.leader.reconcile_once()
         assert started.replica_id not in h.leader.records
         h.close()
+
+    run(scenario())
+
+
+def test_a_route_change_missed_between_passes_is_published_at_the_next_full_pass() -> None:
+    # Between full passes the table changes only where replicas said so; a change nobody
+    # said (here: a report taken without telling the leader) is in the whole table rebuilt
+    # at the next full read.
+    async def scenario() -> None:
+        h = Harness()
+        await h.deploy(b"v1", 1.0)
+        await h.start_replica(pb.RUNNING)
+        h.leader._watching_records = True  # passes between full reads, as with a watch
+        await h.leader.reconcile_once()
+        publisher = h.leader.routes
+        publisher.ready = True
+        first = h.leader._current_table()
+        assert isinstance(first, pb.RouteTable)  # the first table is whole
+        publisher._publish(first)
+        rid = h.replicas[0].record.replica_id
+        session = h.leader.sessions.sessions[rid]
+        session.report.ongoing = 7  # unannounced
+
+        def ongoing() -> int:
+            return publisher.table.deployments[0].replicas[0].ongoing
+
+        await h.leader.reconcile_once()  # not a full pass: only what changed
+        change = h.leader._current_table()
+        assert not isinstance(change, pb.RouteTable)
+        publisher._publish_targets(change)
+        assert ongoing() == 0
+        h.clock.advance(FULL_READ_S)
+        await h.leader.reconcile_once()
+        whole = h.leader._current_table()
+        assert isinstance(whole, pb.RouteTable)
+        publisher._publish(whole)
+        assert ongoing() == 7
+        h.close()
+
+    run(scenario())
+
+
+def test_records_are_forgotten_together_in_one_transaction() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        for rid in ("app#D#1", "app#D#2", "app#D#3"):
+            await h.store.put(REPLICAS_PREFIX + rid, ReplicaRecord(
+                rid, "app", "D", "v1", pid=0, started_at=1.0).to_bytes())
+        await read_records(h.store, h.leader.replica_records)
+        assert len(h.leader.records) == 3
+        before = h.store.revision
+        await h.leader._forget(["app#D#1", "app#D#3"])
+        assert h.store.revision == before + 1
+        assert set(h.leader.records) == {"app#D#2"}
+        items, _ = await h.store.get_prefix(REPLICAS_PREFIX)
+        assert [kv.key for kv in items] == [REPLICAS_PREFIX + "app#D#2"]
 
     run(scenario())
