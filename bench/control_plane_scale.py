@@ -216,6 +216,9 @@ class Bench:
                 self.figures.update(ramp_s=None, ramp_running=status.running_count(),
                                     ramp_registered=max(status.adopted.values(), default=0),
                                     leader_terms=self.leader_terms(),
+                                    ramp_max_pass_ms=self.slowest_pass(),
+                                    sim_node_leases_lost=self.count_logged(
+                                        "sim-worker-*.log", "presence lease lost"),
                                     load_average=round(os.getloadavg()[0], 1))
                 self.figures.setdefault("failures", []).append(str(exc))
                 print(f"  {exc}: {self.figures}", flush=True)
@@ -362,6 +365,17 @@ class Bench:
             with self.log_path(index).open() as f:
                 terms += sum(1 for line in f if '"became leader"' in line)
         return terms
+
+    def count_logged(self, pattern: str, text: str) -> int:
+        """Lines containing `text` in the logs named by `pattern` (in the workdir)."""
+        return sum(sum(1 for line in path.open() if text in line)
+                   for path in self.workdir.glob(pattern))
+
+    def slowest_pass(self) -> float | None:
+        """The slowest reconcile pass either controller logged in the whole run."""
+        self.log_offsets = dict.fromkeys(range(len(self.controllers)), 0)
+        passes = [self.max_pass_ms(proc.pid) for proc in self.controllers]
+        return max((ms for ms in passes if ms is not None), default=None)
 
     def log_path(self, index: int) -> Path:
         """Where controller `index` logs."""

@@ -4,7 +4,8 @@
         -o docs/scale.png
 
 Each JSON is one run of `bench.control_plane_scale`; a missing figure (a phase that
-failed) is left out of its line. The goal of each figure, where the issue set one, is drawn
+failed) is left out of its line, and a run whose ramp did not finish is a dotted red line
+at its number of replicas. The goal of each figure, where the issue set one, is drawn
 as a dashed line.
 """
 
@@ -45,9 +46,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scale_plot")
     parser.add_argument("--after", nargs="+", required=True)
     parser.add_argument("--before", nargs="*", default=[])
+    parser.add_argument("--after-label", default="after")
+    parser.add_argument("--before-label", default="before")
     parser.add_argument("-o", "--out", required=True)
     opts = parser.parse_args()
-    series = {"after": load(opts.after), "before": load(opts.before)}
+    series = {opts.after_label: load(opts.after), opts.before_label: load(opts.before)}
     fig, axes = plt.subplots(3, 3, figsize=(15, 12))
     for ax, (key, (title, goal)) in zip(axes.flat, PANELS.items(), strict=True):
         for label, runs in series.items():
@@ -57,6 +60,12 @@ def main() -> None:
                 ax.plot(xs, ys, marker="o", label=label)
         if goal is not None:
             ax.axhline(goal, linestyle="--", color="grey", label="goal")
+        # A run whose replicas never all ran has no figures: say where, not nothing.
+        unfinished = sorted({r["replicas"] for runs in series.values() for r in runs
+                             if r.get("ramp_s") is None})
+        for i, n in enumerate(unfinished):
+            ax.axvline(n, linestyle=":", color="red",
+                       label="did not finish its ramp" if i == 0 else None)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("replicas")
         ax.grid(alpha=0.3)

@@ -106,10 +106,10 @@ class LeaderLocator:
     leader is).
 
     With etcd it watches the leader key, one watch for everything the locator serves (a
-    replica's session, a proxy's route streams): it learns of a new leader when etcd does,
-    and reads etcd only when that watch (re)starts. (It used to read the key every second
-    for each stream it served: 10,000 reads a second at 10,000 replicas.) A `store` passed
-    in is the caller's to close."""
+    replica's session, a proxy's route streams): a follower learns that its leader moved
+    when etcd does (`until_moved_from`), and reads the key only to (re)connect. (It used to
+    read the key every second for each stream it served: 10,000 reads a second at 10,000
+    replicas.) A `store` passed in is the caller's to close."""
 
     def __init__(self, etcd_endpoints: str = "", controllers: Sequence[str] = (),
                  store: Store | None = None) -> None:
@@ -129,18 +129,19 @@ class LeaderLocator:
         return bool(self.etcd_endpoints) or not self._owns_store
 
     async def leader_address(self) -> str | None:
-        """The leader's address now, or None if it cannot be told: what the leader-key
-        watch last saw, or a read of the key while the watch is not (yet) live."""
+        """The leader's address now, or None if it cannot be told: a read of the key (what
+        the watch last saw if etcd does not answer). Callers ask only when they (re)connect,
+        so this is one read per reconnect, none while a stream holds; and a watch that fell
+        silent (it happened at 5,000 replicas with etcd starved of CPU) cannot keep a
+        follower on a controller that no longer leads."""
         if not self.uses_etcd:
             return random.choice(self.controllers) if self.controllers else None
         self._start_watch()
-        if self._known:
-            return self._leader
         try:
             kv = await (await self._connected()).get(LEADER_KEY)
         except StoreError as exc:
             log.debug("leader lookup failed", error=str(exc))
-            return None
+            return self._leader if self._known else None
         return parse_leader(kv.value) if kv else None
 
     async def until_moved_from(self, address: str) -> None:
