@@ -126,8 +126,14 @@ class AdminService(pb_grpc.ControllerServicer):
                              ) -> AsyncIterator[pb.ReplicaCommand]:
         """A replica's session (leader only)."""
         leader = await self._need_leader(context)
-        async for command in leader.session(request_iterator):
-            yield command
+        try:
+            async for command in leader.session(request_iterator):
+                yield command
+        except StoreError as exc:
+            # etcd did not take the replica's registration (a slow or failing-over etcd):
+            # the replica retries its session, as after any broken stream.
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"etcd did not answer; register again: {exc}")
 
     async def WatchRoutes(self, request: pb.WatchRoutesRequest,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RouteTable]:
