@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, NoReturn
 
@@ -250,7 +250,9 @@ class DeploymentHandle:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Call the deployment: a DeploymentResponse, or with stream=True a
         DeploymentResponseGenerator."""
-        request_id = current_request().request_id or uuid.uuid4().hex
+        # A call made outside any request gets 32 random hex digits (uuid4().hex without
+        # building a UUID), as the proxy's requests do.
+        request_id = current_request().request_id or os.urandom(16).hex()
         if self.stream:
             return self._start_stream(args, kwargs, request_id)
         if _on_data_plane_loop():
