@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from typing import Any
 
@@ -33,6 +32,7 @@ import structlog
 from weir import tracing
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.request_body import RequestBody
+from weir.dataplane.request_id import new_request_id
 from weir.dataplane.route_table import RouteEntry, match_route
 from weir.dataplane.transport import ReplicaCallFailed
 from weir.exceptions import (
@@ -307,8 +307,8 @@ class ProxyApp:
                 traceparent = value.decode("latin-1")
             add_header(name=name, value=value)
         # The client's X-Request-ID is kept (Ray's rule), so that its logs and ours meet;
-        # else 32 random hex digits, as uuid4().hex but without building a UUID.
-        request_id = request_id or os.urandom(16).hex()
+        # else 32 random hex digits (`weir.dataplane.request_id`).
+        request_id = request_id or new_request_id()
         request.request_id = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         tracing.enter(traceparent, "weir.proxy")
