@@ -10,10 +10,11 @@ The body limit (http_options.max_request_body_bytes) is checked twice: on Conten
 before reading anything, and on a chunked body as it arrives (413, and the call already
 sent to the replica is cancelled). A body that came whole in the server's first message
 (every bodiless request; uvicorn's small bodies) is one message to the replica, as before,
-with no task beyond the call and the disconnect watcher. Otherwise the call starts with
-what is in and a reader task feeds the rest to it (`weir.dataplane.request_body`), on a gRPC call of
-its own (see `weir.dataplane.transport`), so that a handler's `request.stream()` sees each chunk as
-the client sends it.
+with no task beyond the disconnect watcher (the call runs in the request's task).
+Otherwise the call starts with what is in and a reader task feeds the rest to it
+(`weir.dataplane.request_body`), on a gRPC call of its own (see
+`weir.dataplane.transport`), so that a handler's `request.stream()` sees each chunk as the
+client sends it.
 
 The cluster's HTTP middlewares (`proxy.middleware_stack`) wrap all of this, health and
 route listing included, as in Ray Serve.
