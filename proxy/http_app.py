@@ -347,8 +347,8 @@ class ProxyApp:
             error = done.exception()
             if isinstance(error, BodyTooLarge):
                 stopped.append("too large")
-            elif error is None and done.result()["type"] == "http.disconnect":
-                stopped.append("disconnected")
+            elif error is not None or done.result()["type"] == "http.disconnect":
+                stopped.append("disconnected")  # or the server failed to read from it
             else:
                 return
             task.cancel()

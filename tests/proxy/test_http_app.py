@@ -79,10 +79,16 @@ async def serve(plane: FakePlane, client: asyncio.Queue[Message],
     async def send(message: Message) -> None:
         sent.append(message)
 
+    async def receive() -> Message:
+        message = await client.get()
+        if message["type"] == "boom":
+            raise OSError("the server could not read from the client")
+        return message
+
     scope = {"type": "http", "method": "POST", "path": "/", "headers": headers or [],
              "query_string": b""}
     app = ProxyApp(plane)  # type: ignore[arg-type]
-    return asyncio.ensure_future(app(scope, client.get, send)), sent
+    return asyncio.ensure_future(app(scope, receive, send)), sent
 
 
 def test_a_body_whole_in_the_first_message_is_one_message() -> None:
@@ -266,3 +272,18 @@ def test_an_apps_own_request_id_header_is_kept() -> None:
     ours = (b"x-request-id", b"proxy-id")
     assert with_request_id([(b"X-Request-ID", b"app-id")], ours) == [(b"X-Request-ID", b"app-id")]
     assert with_request_id([(b"a", b"1")], ours) == [(b"a", b"1"), ours]
+
+
+def test_a_server_failing_to_read_the_client_cancels_the_call() -> None:
+    async def main() -> None:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        plane.working = asyncio.Event()
+        client.put_nowait(request(b"abc", more=False))
+        task, sent = await serve(plane, client)
+        await asyncio.wait_for(plane.called.wait(), 5)
+        client.put_nowait({"type": "boom"})  # `receive` below raises on it
+        await asyncio.wait_for(task, 5)
+        assert plane.cancelled.is_set()
+        assert sent == []
+
+    asyncio.run(main())
