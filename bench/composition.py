@@ -43,12 +43,17 @@ SYSTEMS = {"single": "bench.noop_app:app", "composed": "bench.composition_app:ap
 REPLICAS = 3
 
 
-def composition_config() -> dict[str, object]:
-    """Both applications in one config, each at /<name>."""
-    return {"applications": [
+def composition_config(ingress_max_ongoing: int | None = None) -> dict[str, object]:
+    """Both applications in one config, each at /<name>; `ingress_max_ongoing` sets the
+    composed app's ingress (`Forward`) max_ongoing_requests (None: Ray's default, 5)."""
+    apps: list[dict[str, object]] = [
         {"name": name, "route_prefix": f"/{name}", "import_path": import_path,
          "runtime_env": {"working_dir": str(REPO_ROOT)}}
-        for name, import_path in SYSTEMS.items()]}
+        for name, import_path in SYSTEMS.items()]
+    if ingress_max_ongoing is not None:
+        apps[1]["deployments"] = [{"name": "Forward",
+                                   "max_ongoing_requests": ingress_max_ongoing}]
+    return {"applications": apps}
 
 
 def hop_cost(results: list[SystemResult], concurrencies: list[int]) -> list[str]:
@@ -109,6 +114,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default="auto", help="The proxy's HTTP server (`weir start`'s flag).")
     parser.add_argument("--ready-timeout", type=float, default=90.0,
                         help="Deadline for the cluster to start and both apps to answer.")
+    parser.add_argument("--ingress-max-ongoing", type=int, default=None,
+                        help="max_ongoing_requests of the composed app's ingress (default: "
+                             "Ray's 5). Each of its slots is held for the whole inner call, "
+                             "so at c=64 these slots, not CPU, bound the composed app.")
     parser.add_argument("--json", type=Path, default=None, help="Also write results here.")
     args = parser.parse_args(argv)
     args.loop = "uvloop"  # recorded by `environment`; Weir's processes use uvloop
@@ -129,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                          args.http_server) as cluster:
             started = time.monotonic()
             start(cluster, args.http_server, args.ready_timeout)
-            cluster.deploy_config(composition_config(), args.ready_timeout)
+            cluster.deploy_config(composition_config(args.ingress_max_ongoing),
+                                  args.ready_timeout)
             for name in SYSTEMS:
                 wait_http_ok(cluster.url + name, args.ready_timeout)
                 check_answer(cluster.url + name)
@@ -143,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work_dir, ignore_errors=True)
         return 130
     print(f"client {client.name}, {args.duration:g} s per point after {args.warmup:g} s "
-          f"warm-up, best of {args.rounds} alternating round(s), proxy on {args.http_server}")
+          f"warm-up, best of {args.rounds} alternating round(s), proxy on {args.http_server}, "
+          f"ingress max_ongoing_requests {args.ingress_max_ongoing or 'default (5)'}")
     print(format_table(results, concurrencies, {}))
     cost = hop_cost(results, concurrencies)
     print("\n".join(cost))

@@ -10,10 +10,11 @@ The body limit (http_options.max_request_body_bytes) is checked twice: on Conten
 before reading anything, and on a chunked body as it arrives (413, and the call already
 sent to the replica is cancelled). A body that came whole in the server's first message
 (every bodiless request; uvicorn's small bodies) is one message to the replica, as before,
-with no task beyond the call and the disconnect watcher. Otherwise the call starts with
-what is in and a reader task feeds the rest to it (`weir.dataplane.request_body`), on a gRPC call of
-its own (see `weir.dataplane.transport`), so that a handler's `request.stream()` sees each chunk as
-the client sends it.
+with no task beyond the disconnect watcher (the call runs in the request's task).
+Otherwise the call starts with what is in and a reader task feeds the rest to it
+(`weir.dataplane.request_body`), on a gRPC call of its own (see
+`weir.dataplane.transport`), so that a handler's `request.stream()` sees each chunk as the
+client sends it.
 
 The cluster's HTTP middlewares (`proxy.middleware_stack`) wrap all of this, health and
 route listing included, as in Ray Serve.
@@ -24,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from typing import Any
 
@@ -33,6 +33,7 @@ import structlog
 from weir import tracing
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.request_body import RequestBody
+from weir.dataplane.request_id import new_request_id
 from weir.dataplane.route_table import RouteEntry, match_route
 from weir.dataplane.transport import ReplicaCallFailed
 from weir.exceptions import (
@@ -113,11 +114,12 @@ async def read_rest(receive: Any, body: RequestBody, size: int, limit: int) -> M
             return await receive()  # type: ignore[no-any-return]
 
 
-async def _too_large(send: Any, limit: int) -> None:
+async def _too_large(send: Any, limit: int,
+                     extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
     # The rest of the body stays unread: close the connection rather than drain it.
     await _respond(send, 413, f"request body larger than {limit} bytes "
                               "(http_options.max_request_body_bytes)",
-                   [(b"connection", b"close")])
+                   [(b"connection", b"close"), *(extra_headers or [])])
 
 
 def _server_error(status: int) -> bool:
@@ -134,18 +136,15 @@ def under_root(path: str, root_path: str) -> str | None:
     return None
 
 
-def _echo_request_id(send: Any, request_id: bytes) -> Any:
-    """`send`, with the request id added to the response's headers (unless the replica's
-    app set its own X-Request-ID)."""
-
-    async def echoing(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = list(message.get("headers", []))
-            if not any(name.lower() == REQUEST_ID_HEADER for name, _ in headers):
-                message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, request_id)]}
-        await send(message)
-
-    return echoing
+def with_request_id(headers: list[tuple[bytes, bytes]],
+                    request_id: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """The response's headers with the request id header added, unless the replica's app
+    set its own X-Request-ID (Ray's rule). Pure."""
+    for name, _ in headers:
+        if name.lower() == REQUEST_ID_HEADER:
+            return headers
+    headers.append(request_id)
+    return headers
 
 
 async def _drain(body: RequestBody, watcher: asyncio.Future[Message]) -> None:
@@ -309,12 +308,11 @@ class ProxyApp:
                 traceparent = value.decode("latin-1")
             add_header(name=name, value=value)
         # The client's X-Request-ID is kept (Ray's rule), so that its logs and ours meet;
-        # else 32 random hex digits, as uuid4().hex but without building a UUID.
-        request_id = request_id or os.urandom(16).hex()
+        # else 32 random hex digits (`weir.dataplane.request_id`).
+        request_id = request_id or new_request_id()
         request.request_id = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         tracing.enter(traceparent, "weir.proxy")
-        send = _echo_request_id(send, request_id.encode("latin-1"))
         timeout = options.get("request_timeout_s")
         deadline = time.monotonic() + float(timeout) if timeout else None
         body = RequestBody(request.http, chunk) if more else None
@@ -330,49 +328,78 @@ class ProxyApp:
                                      limit: int) -> None:
         """Relay the call while `watcher` waits on the client: a whole body's next message
         (a disconnect), or the rest of a body still arriving (`read_rest`). A client gone,
-        or a body past `limit`, cancels the call."""
+        or a body past `limit`, cancels the call.
+
+        The call runs in this task, not one of its own: the watcher's end cancels this task
+        (`stopped` says why), which costs nothing while the client stays, where a task and
+        an `asyncio.wait` per request cost the proxy a few percent of its CPU."""
+        task = asyncio.current_task()
+        assert task is not None
+        request_id = (REQUEST_ID_HEADER, request.request_id.encode("latin-1"))
+        stopped: list[str] = []
+        finished = False
+
+        def on_client(done: asyncio.Future[Message]) -> None:
+            # Scheduled by the loop, so it may run after the call ended: `finished` guards
+            # the task from a cancel meant for a call that is over.
+            if finished or done.cancelled():
+                return
+            error = done.exception()
+            if isinstance(error, BodyTooLarge):
+                stopped.append("too large")
+            elif error is not None or done.result()["type"] == "http.disconnect":
+                stopped.append("disconnected")  # or the server failed to read from it
+            else:
+                return
+            task.cancel()
+
+        watcher.add_done_callback(on_client)
         responded = False
+        relay_send = send
+        if body is not None:
+            # Only a body still arriving needs a wrapper on `send` (most requests have none).
+            streaming_body = body
 
-        async def tracked(message: Message) -> None:
-            nonlocal responded
-            responded = True
-            if (body is not None and message["type"] == "http.response.body"
-                    and not message.get("more_body", False) and not body.ended.is_set()):
-                # The handler answered before the body ended: the server closes a
-                # connection whose request is unfinished once the response ends, so take
-                # the rest of the body in before ending it.
-                await _drain(body, watcher)
-            await send(message)
+            async def relay_send(message: Message) -> None:
+                nonlocal responded
+                responded = True
+                if (message["type"] == "http.response.body"
+                        and not message.get("more_body", False)
+                        and not streaming_body.ended.is_set()):
+                    # The handler answered before the body ended: the server closes a
+                    # connection whose request is unfinished once the response ends, so
+                    # take the rest of the body in before ending it.
+                    await _drain(streaming_body, watcher)
+                await send(message)
 
-        call = asyncio.ensure_future(self._relay(route.app, route.deployment, request,
-                                                 deadline, tracked, body))
         try:
-            waiting: set[asyncio.Future[Any]] = {call, watcher}
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if call not in done:
-                try:
-                    message = watcher.result()
-                except BodyTooLarge:
-                    call.cancel()
-                    log.info("request body too large; request cancelled",
-                             request_id=request.request_id)
-                    if not responded:
-                        await _too_large(send, limit)
-                    return
-                if message["type"] == "http.disconnect":
-                    call.cancel()
-                    log.info("client disconnected; request cancelled",
-                             request_id=request.request_id)
-                    return
-            await call
+            if body is not None:
+                # One loop turn first: the watcher takes in the chunks the server already
+                # holds (a small body's end), so they go in the call's first message.
+                await asyncio.sleep(0)
+            await self._relay(route.app, route.deployment, request, deadline, relay_send,
+                              request_id, body)
+        except asyncio.CancelledError:
+            if not stopped or task.uncancel() > 0:
+                raise  # cancelled from outside (the server stopping), not by the client
+            if stopped[0] == "disconnected":
+                log.info("client disconnected; request cancelled",
+                         request_id=request.request_id)
+            else:
+                log.info("request body too large; request cancelled",
+                         request_id=request.request_id)
+                if not responded:
+                    await _too_large(send, limit, [request_id])
         finally:
+            finished = True
             watcher.cancel()
-            if not call.done():
-                call.cancel()
 
     async def _relay(self, app: str, deployment: str, request: pb.CallRequest,
-                     deadline: float | None, send: Any,
+                     deadline: float | None, send: Any, request_id: tuple[bytes, bytes],
                      body: RequestBody | None = None) -> None:
+        """Play the replica's reply back to the client; the proxy's own answers (503, 408,
+        502) when there is none. Every response carries the request id."""
+        echo = [request_id]
         started = False
         status, started_at = CLIENT_CLOSED, time.perf_counter()
         try:
@@ -383,12 +410,15 @@ class ProxyApp:
                         started = True
                         if reply.outcome == pb.USER_ERROR and not reply.status:
                             status = 500
-                            await _respond(send, 500, f"{reply.error_type}: {reply.error}")
+                            await _respond(send, 500, f"{reply.error_type}: {reply.error}",
+                                           echo)
                             return
                         status = reply.status or 200
                         await send({"type": "http.response.start",
                                     "status": reply.status or 200,
-                                    "headers": [(h.name, h.value) for h in reply.headers]})
+                                    "headers": with_request_id(
+                                        [(h.name, h.value) for h in reply.headers],
+                                        request_id)})
                     # The replica's last body message says so: the response ends with it
                     # (one ASGI message, one write to the socket, fewer than an empty end).
                     ended = not reply.more_body
@@ -400,26 +430,26 @@ class ProxyApp:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
                 status = 502
-                await _respond(send, 502, "the replica closed the call without a reply")
+                await _respond(send, 502, "the replica closed the call without a reply", echo)
         except BackPressureError as exc:
             status = 503
             self.metrics.shed(app, deployment, "http").inc()
             log.warning("request shed", request_id=request.request_id, reason=str(exc))
-            await _respond(send, 503, str(exc), [(b"retry-after", b"1")])
+            await _respond(send, 503, str(exc), [(b"retry-after", b"1"), request_id])
         except DeploymentUnavailableError as exc:
             status = 503
-            await _respond(send, 503, str(exc), [(b"retry-after", b"1")])
+            await _respond(send, 503, str(exc), [(b"retry-after", b"1"), request_id])
         except RequestTimeoutError:
             self.metrics.timed_out(app, deployment, "http").inc()
             if not started:
                 status = 408
-                await _respond(send, 408, "request timed out (request_timeout_s)")
+                await _respond(send, 408, "request timed out (request_timeout_s)", echo)
         except ReplicaCallFailed as exc:
             log.warning("replica failed mid-call", request_id=request.request_id,
                         error=str(exc))
             if not started:
                 status = 502
-                await _respond(send, 502, "the replica serving this request failed")
+                await _respond(send, 502, "the replica serving this request failed", echo)
         finally:
             self.metrics.http(app, deployment, request.http.root_path or "/",
                               request.http.method, status, time.perf_counter() - started_at)

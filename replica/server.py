@@ -23,7 +23,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from weir import auth, grpc_health, tracing
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
-from weir.dataplane.transport import CHANNEL_OPTIONS, FrameOutbox
+from weir.dataplane.transport import CHANNEL_OPTIONS, CallInbox, FrameOutbox
 from weir.metrics import failed, replica_metrics, replica_metrics_port, serve_metrics
 from weir.multiplex import request_model_id
 from weir.protos import weir_pb2 as pb
@@ -374,17 +374,17 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                     rest: asyncio.Queue[pb.BodyChunk | None] | None = None,
                     ) -> AsyncIterator[pb.CallReply]:
         assert self.user is not None
-        queue: asyncio.Queue[MutableMapping[str, Any] | BaseException | None] = asyncio.Queue()
+        queue: CallInbox[MutableMapping[str, Any] | BaseException | None] = CallInbox()
 
         async def send(message: MutableMapping[str, Any]) -> None:
-            await queue.put(message)
+            queue.put(message)
 
         async def run() -> None:
             try:
                 await self.user.call_http(request.method, request.http, send, rest)  # type: ignore[union-attr]
-                await queue.put(None)
+                queue.put(None)
             except BaseException as exc:
-                await queue.put(exc)
+                queue.put(exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, NoReturn
 
@@ -20,6 +19,7 @@ import cloudpickle
 from weir import context
 from weir.config import ray_options
 from weir.config.ray_options import refuse_unknown
+from weir.dataplane.request_id import new_request_id
 from weir.exceptions import RayServeException, RequestCancelledError, remote_error
 from weir.protos import weir_pb2 as pb
 from weir.runtime_context import current_request
@@ -250,7 +250,7 @@ class DeploymentHandle:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Call the deployment: a DeploymentResponse, or with stream=True a
         DeploymentResponseGenerator."""
-        request_id = current_request().request_id or uuid.uuid4().hex
+        request_id = current_request().request_id or new_request_id()
         if self.stream:
             return self._start_stream(args, kwargs, request_id)
         if _on_data_plane_loop():

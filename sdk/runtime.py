@@ -61,8 +61,7 @@ def apply_logging_config(settings: LoggingSettings, log_file: str | None = None)
 
 
 def _configure(settings: LoggingSettings, log_file: str | None = None) -> None:
-    renderer: Any = (structlog.processors.JSONRenderer() if settings.json
-                     else structlog.dev.ConsoleRenderer(colors=False))
+    renderer: Any = structlog.processors.JSONRenderer() if settings.json else TextRenderer()
     out: TextIO = sys.stderr
     if log_file is not None:
         os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
@@ -87,6 +86,42 @@ def _configure(settings: LoggingSettings, log_file: str | None = None) -> None:
         cache_logger_on_first_use=not _reconfigurable,
     )
     logging.getLogger().setLevel(settings.level)
+
+
+#: ConsoleRenderer's columns without colours: (key, prefix, padded width, suffix), in order.
+_LEVEL_WIDTH = max(map(len, structlog.dev.ConsoleRenderer.get_default_level_styles(colors=False)))
+_EVENT_WIDTH = 30
+_COLUMNS = (("timestamp", "", 0, ""), ("level", "[", _LEVEL_WIDTH, "]"),
+            ("event", "", _EVENT_WIDTH, ""), ("logger", "[", 0, "]"),
+            ("logger_name", "[", 0, "]"))
+_QUOTED = frozenset(" \t=\r\n\"'")
+
+
+class TextRenderer:
+    """The text lines of structlog's `ConsoleRenderer(colors=False)`, byte for byte, for a
+    fraction of its cost: it builds a `StringIO` per field, and every replica writes one
+    line per request served (Ray's access log, on by default). Lines with a stack or an
+    exception, rare, are left to ConsoleRenderer itself."""
+
+    def __init__(self) -> None:
+        self._console = structlog.dev.ConsoleRenderer(colors=False)
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        if "exception" in event or "exc_info" in event or "stack" in event:
+            return self._console(logger, method, event)  # type: ignore[arg-type]
+        fields = []
+        for key, prefix, width, suffix in _COLUMNS:
+            if key in event:
+                text = str(event.pop(key))
+                if width:
+                    text = text.ljust(width)
+                fields.append(prefix + text + suffix)
+        for key in sorted(event):
+            value = event[key]
+            if not isinstance(value, str) or not _QUOTED.isdisjoint(value):
+                value = repr(value)
+            fields.append(key + "=" + value)
+        return " ".join(field for field in fields if field).rstrip(" ")
 
 
 #: Context every line of the process carries, whatever task or thread logs it.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
@@ -23,7 +23,12 @@ from weir import tracing
 from weir.dataplane.queue_report import QueueReporter
 from weir.dataplane.request_body import RequestBody
 from weir.dataplane.route_table import LeaderLocator, RouteTable, RouteTableSubscriber
-from weir.dataplane.router import REJECTED_BACKOFF_S, UNREACHABLE_BACKOFF_S, DeploymentRouter
+from weir.dataplane.router import (
+    REJECTED_BACKOFF_S,
+    UNREACHABLE_BACKOFF_S,
+    DeploymentRouter,
+    ReplicaSlot,
+)
 from weir.dataplane.transport import ReplicaCallFailed, ReplicaTransport, ReplicaUnreachable
 from weir.exceptions import DeploymentUnavailableError, RequestTimeoutError
 from weir.metrics import handle_metrics
@@ -36,9 +41,6 @@ log = structlog.get_logger("weir.dataplane.caller")
 #: With no deadline, how long a call waits for the route table to name its deployment.
 UNKNOWN_DEPLOYMENT_WAIT_S = 30.0
 _NEVER_STARTED = (pb.REJECTED, pb.UNAVAILABLE)
-
-#: Sends the call to the replica at an address, with a timeout; yields its replies.
-Send = Callable[[str, float | None], AsyncGenerator[pb.CallReply, None]]
 
 
 def unix_deadline(deadline: float | None) -> float:
@@ -127,17 +129,21 @@ class DataPlane:
     async def call(self, app: str, deployment: str, request: pb.CallRequest,
                    deadline: float | None) -> pb.CallReply:
         """Route one unary call; `deadline` is monotonic. Raises BackPressureError,
-        DeploymentUnavailableError, RequestTimeoutError or ReplicaCallFailed."""
+        DeploymentUnavailableError, RequestTimeoutError or ReplicaCallFailed.
 
-        def send(address: str, timeout: float | None) -> AsyncGenerator[pb.CallReply, None]:
-            return _one_reply(self.transport, address, request, timeout)
-
-        # Closed on return, so the replica's slot is released before the caller goes on.
-        async with contextlib.aclosing(self._routed(app, deployment, request, deadline,
-                                                    send)) as replies:
-            async for reply in replies:
-                return reply
-        raise ReplicaCallFailed("the replica ended the call without a reply")
+        The retry rule of `_routed` without its async generators: every handle call comes
+        here, and each async generator the loop tracks costs more than the loop's work."""
+        router = await self._prepare(app, deployment, request, deadline)
+        model_id = request_model_id(request)
+        retry = False
+        while True:
+            slot = await router.assign(deadline, retry=retry, model_id=model_id)
+            retry = True
+            # Released on return, so the replica's slot is free before the caller goes on.
+            with _Attempt(router, slot, model_id) as attempt:
+                reply = await self.transport.call(slot.address, request, _remaining(deadline))
+                if not attempt.refused(reply):
+                    return reply
 
     def stream(self, app: str, deployment: str, request: pb.CallRequest,
                deadline: float | None,
@@ -146,11 +152,7 @@ class DataPlane:
         replica has not started it (its first message refuses). `body`: an HTTP request
         body still arriving, sealed into the request when it first goes out. Close the
         iterator (`contextlib.aclosing`) if you stop before its end."""
-
-        def send(address: str, timeout: float | None) -> AsyncGenerator[pb.CallReply, None]:
-            return self.transport.stream(address, request, timeout, body)
-
-        return self._routed(app, deployment, request, deadline, send, body)
+        return self._routed(app, deployment, request, deadline, body)
 
     def websocket(self, app: str, deployment: str, request: pb.CallRequest,
                   ) -> contextlib.AbstractAsyncContextManager[tuple[Any, pb.WebSocketFrame]]:
@@ -170,29 +172,27 @@ class DataPlane:
         return opened()
 
     async def _routed(self, app: str, deployment: str, request: pb.CallRequest,
-                      deadline: float | None, send: Send,
+                      deadline: float | None,
                       body: RequestBody | None = None) -> AsyncGenerator[pb.CallReply, None]:
-        """The retry rule of `call` and `stream`: send to a replica the router assigns, and
-        while the first reply says the call never started (refused, draining) or the
-        replica cannot be reached, skip that replica for a while and send to another."""
+        """The retry rule of `stream` (`call` follows it with one reply): send to a replica
+        the router assigns, and while the first reply says the call never started (refused,
+        draining) or the replica cannot be reached, skip that replica for a while and send
+        to another. `_Attempt` holds what both share."""
         router = await self._prepare(app, deployment, request, deadline)
         model_id = request_model_id(request)
         retry = False
         while True:
             slot = await router.assign(deadline, retry=retry, model_id=model_id)
             retry = True
-            reported: int | None = None
-            skip = 0.0
-            try:
-                async with contextlib.aclosing(send(slot.address,
-                                                    _remaining(deadline))) as replies:
+            with _Attempt(router, slot, model_id) as attempt:
+                replies = self.transport.stream(slot.address, request, _remaining(deadline),
+                                                body)
+                async with contextlib.aclosing(replies):
                     first = True
                     async for reply in replies:
                         if first:
                             first = False
-                            reported = reply.ongoing
-                            skip = _refused_for(reply)
-                            if skip:
+                            if attempt.refused(reply):
                                 if body is not None and body.started:
                                     raise ReplicaCallFailed(  # by protocol, never: RequestBody
                                         "replica refused a call after taking part of its body")
@@ -202,12 +202,41 @@ class DataPlane:
                         yield reply
                     else:
                         return
-            except ReplicaUnreachable:
-                skip = UNREACHABLE_BACKOFF_S
-            except TimeoutError as exc:
-                raise RequestTimeoutError(str(exc)) from exc
-            finally:
-                router.release(slot, reported=reported, skip_for=skip, model_id=model_id)
+
+
+class _Attempt:
+    """One try of a routed call on the replica the router assigned: a context manager that
+    gives the slot back when the try ends, saying how the replica fared (the load its first
+    reply reported; how long to skip it if it refused the call or could not be reached). A
+    replica out of reach is swallowed (try another); a timeout becomes RequestTimeoutError."""
+
+    __slots__ = ("model_id", "reported", "router", "skip", "slot")
+
+    def __init__(self, router: DeploymentRouter, slot: ReplicaSlot, model_id: str) -> None:
+        self.router, self.slot, self.model_id = router, slot, model_id
+        self.reported: int | None = None
+        self.skip = 0.0
+
+    def refused(self, reply: pb.CallReply) -> bool:
+        """Read the call's first reply: whether the replica refused it (it never started)."""
+        self.reported = reply.ongoing
+        self.skip = _refused_for(reply)
+        return bool(self.skip)
+
+    def __enter__(self) -> _Attempt:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: Any) -> bool:
+        unreachable = kind is not None and issubclass(kind, ReplicaUnreachable)
+        if unreachable:
+            self.skip = UNREACHABLE_BACKOFF_S
+        self.router.release(self.slot, reported=self.reported, skip_for=self.skip,
+                            model_id=self.model_id)
+        if (kind is not None and issubclass(kind, TimeoutError)
+                and not issubclass(kind, RequestTimeoutError)):
+            raise RequestTimeoutError(str(exc)) from exc
+        return unreachable
 
 
 class WebSocketRefused(Exception):
@@ -257,12 +286,6 @@ async def _open_websocket(plane: DataPlane, app: str, deployment: str,
             if call is not None:
                 call.cancel()
             router.release(slot, skip_for=skip)
-
-
-async def _one_reply(transport: ReplicaTransport, address: str, request: pb.CallRequest,
-                     timeout: float | None) -> AsyncGenerator[pb.CallReply, None]:
-    """A unary call as a stream of one reply, so that one loop routes both kinds."""
-    yield await transport.call(address, request, timeout)
 
 
 def _remaining(deadline: float | None) -> float | None:

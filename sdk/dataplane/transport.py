@@ -17,7 +17,7 @@ import contextlib
 import itertools
 from collections import deque
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -47,6 +47,7 @@ class ReplicaCallFailed(Exception):
 
 
 _BROKEN = object()
+T = TypeVar("T")
 
 
 class FrameOutbox:
@@ -81,23 +82,24 @@ class FrameOutbox:
         return message
 
 
-class _CallInbox:
-    """The frames of one call as they arrive: an asyncio.Queue costs more to make (an Event,
-    two deques) than the call's whole trip, and a call has one waiter at most."""
+class CallInbox(Generic[T]):
+    """The items of one call as they arrive (its frames here; a replica's ASGI messages in
+    `weir.replica.server`): an asyncio.Queue costs more to make (an Event, two deques) than
+    the call's whole trip, and a call has one waiter at most."""
 
     __slots__ = ("items", "waiter")
 
     def __init__(self) -> None:
-        self.items: deque[object] = deque()
+        self.items: deque[T] = deque()
         self.waiter: asyncio.Future[None] | None = None
 
-    def put(self, item: object) -> None:
+    def put(self, item: T) -> None:
         self.items.append(item)
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def get(self) -> object:
+    async def get(self) -> T:
         while not self.items:
             self.waiter = asyncio.get_running_loop().create_future()
             try:
@@ -114,7 +116,7 @@ class _Multiplexer:
         self.address = address
         self.call = stub.Channel()
         self.ids = itertools.count(1)
-        self.pending: dict[int, _CallInbox] = {}
+        self.pending: dict[int, CallInbox[object]] = {}
         self.outbox = FrameOutbox()
         self.broken: str | None = None
         loop = asyncio.get_running_loop()
@@ -144,10 +146,11 @@ class _Multiplexer:
             for inbox in self.pending.values():
                 inbox.put(_BROKEN)
 
-    def open(self, request: pb.CallRequest, stream: bool) -> tuple[int, _CallInbox]:
+    def open(self, request: pb.CallRequest, stream: bool) -> tuple[int, CallInbox[object]]:
         """Send a call; returns its id and the inbox its frames arrive in."""
         call_id = next(self.ids)
-        inbox = self.pending[call_id] = _CallInbox()
+        inbox: CallInbox[object] = CallInbox()
+        self.pending[call_id] = inbox
         self.outbox.add(call_id, request=request, stream=stream)
         return call_id, inbox
 
@@ -157,7 +160,7 @@ class _Multiplexer:
         if cancel and self.broken is None:
             self.outbox.add(call_id, cancel=True)
 
-    async def next_frame(self, inbox: _CallInbox, timeout: float | None) -> pb.Frame:
+    async def next_frame(self, inbox: CallInbox[object], timeout: float | None) -> pb.Frame:
         """The call's next frame; ReplicaCallFailed if the stream broke."""
         item = await (inbox.get() if timeout is None else asyncio.wait_for(inbox.get(), timeout))
         if item is _BROKEN:

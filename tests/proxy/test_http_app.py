@@ -11,7 +11,7 @@ from typing import Any
 from weir.dataplane.request_body import RequestBody
 from weir.dataplane.route_table import RouteEntry, RouteTable
 from weir.protos import weir_pb2 as pb
-from weir.proxy.http_app import ProxyApp
+from weir.proxy.http_app import ProxyApp, with_request_id
 
 Message = dict[str, Any]
 
@@ -79,10 +79,16 @@ async def serve(plane: FakePlane, client: asyncio.Queue[Message],
     async def send(message: Message) -> None:
         sent.append(message)
 
+    async def receive() -> Message:
+        message = await client.get()
+        if message["type"] == "boom":
+            raise OSError("the server could not read from the client")
+        return message
+
     scope = {"type": "http", "method": "POST", "path": "/", "headers": headers or [],
              "query_string": b""}
     app = ProxyApp(plane)  # type: ignore[arg-type]
-    return asyncio.ensure_future(app(scope, client.get, send)), sent
+    return asyncio.ensure_future(app(scope, receive, send)), sent
 
 
 def test_a_body_whole_in_the_first_message_is_one_message() -> None:
@@ -225,3 +231,59 @@ def test_a_request_without_an_id_gets_32_hex_digits() -> None:
 
     request_id = asyncio.run(main())
     assert len(request_id) == 32 and int(request_id, 16) >= 0
+
+
+def test_the_server_cancelling_the_request_is_not_taken_for_a_client_gone() -> None:
+    # The call runs in the request's own task, cancelled by the watcher when the client
+    # leaves: a cancel from elsewhere (the server stopping) must still end the task.
+    async def main() -> None:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        plane.working = asyncio.Event()
+        client.put_nowait(request(b"abc", more=False))
+        task, sent = await serve(plane, client)
+        await asyncio.wait_for(plane.called.wait(), 5)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        assert task.cancelled()
+        assert plane.cancelled.is_set()
+        assert sent == []
+
+    asyncio.run(main())
+
+
+def test_the_proxys_own_answers_carry_the_request_id() -> None:
+    async def main() -> list[Message]:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        plane.fail_first = True  # a user error with no status: the proxy answers 500
+        client.put_nowait(request(b"", more=False))
+        task, sent = await serve(plane, client, [(b"x-request-id", b"id-7")])
+        await task
+        return sent
+
+    start = asyncio.run(main())[0]
+    assert start["status"] == 500
+    assert (b"x-request-id", b"id-7") in start["headers"]
+
+
+def test_an_apps_own_request_id_header_is_kept() -> None:
+    ours = (b"x-request-id", b"proxy-id")
+    assert with_request_id([(b"X-Request-ID", b"app-id")], ours) == [(b"X-Request-ID", b"app-id")]
+    assert with_request_id([(b"a", b"1")], ours) == [(b"a", b"1"), ours]
+
+
+def test_a_server_failing_to_read_the_client_cancels_the_call() -> None:
+    async def main() -> None:
+        plane, client = FakePlane(), asyncio.Queue[Message]()
+        plane.working = asyncio.Event()
+        client.put_nowait(request(b"abc", more=False))
+        task, sent = await serve(plane, client)
+        await asyncio.wait_for(plane.called.wait(), 5)
+        client.put_nowait({"type": "boom"})  # `receive` below raises on it
+        await asyncio.wait_for(task, 5)
+        assert plane.cancelled.is_set()
+        assert sent == []
+
+    asyncio.run(main())

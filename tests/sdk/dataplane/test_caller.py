@@ -180,3 +180,20 @@ def test_the_deadline_ends_a_call_that_never_answers(kind: str) -> None:
     with pytest.raises(RequestTimeoutError):
         with_plane([replica], late)
     assert replica.calls == 1
+
+
+@pytest.mark.parametrize("kind", CALLS)
+@pytest.mark.parametrize("how", ["answered", "refused then answered", "failed"])
+def test_every_try_gives_its_replica_slot_back(kind: str, how: str) -> None:
+    send, _ = CALLS[kind]
+    replica = Replica("r", refusals=1 if how.startswith("refused") else 0,
+                      fail=how == "failed")
+
+    async def then_in_flight(plane: DataPlane) -> list[int]:
+        try:
+            await send(plane)
+        except ReplicaCallFailed:
+            pass
+        return [slot.in_flight for slot in plane.router(APP, DEPLOYMENT)._slots.values()]
+
+    assert with_plane([replica], then_in_flight) == [0]
