@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, NoReturn
 
@@ -35,6 +34,7 @@ import structlog
 from weir import tracing
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.request_body import RequestBody
+from weir.dataplane.request_id import new_request_id
 from weir.dataplane.transport import CHANNEL_OPTIONS, ReplicaCallFailed
 from weir.exceptions import BackPressureError, DeploymentUnavailableError, RequestTimeoutError
 from weir.grpc_health import serve_health
@@ -79,7 +79,7 @@ def call_status(reply: pb.CallReply) -> tuple[grpc.StatusCode, str, Metadata]:
 def request_id_of(metadata: Metadata) -> str:
     """The client's request id (x-request-id, or Ray's request_id), else a new one."""
     given = {key: value for key, value in metadata if isinstance(value, str)}
-    return given.get(REQUEST_ID_KEY) or given.get(RAY_REQUEST_ID_KEY) or uuid.uuid4().hex
+    return given.get(REQUEST_ID_KEY) or given.get(RAY_REQUEST_ID_KEY) or new_request_id()
 
 
 class ClientMessages(RequestBody):

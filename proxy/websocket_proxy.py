@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from typing import Any
 
 import grpc
 import structlog
 
 from weir.dataplane.caller import DataPlane
+from weir.dataplane.request_id import new_request_id
 from weir.dataplane.route_table import match_route
 from weir.dataplane.transport import ReplicaCallFailed
 from weir.exceptions import BackPressureError, DeploymentUnavailableError
@@ -35,7 +35,7 @@ POLICY_VIOLATION = 1008
 
 def _request(scope: dict[str, Any], app_prefix: str) -> pb.CallRequest:
     request_id = next((v.decode("latin-1") for k, v in scope["headers"]
-                       if k == b"x-request-id"), "") or uuid.uuid4().hex
+                       if k == b"x-request-id"), "") or new_request_id()
     client = scope.get("client") or ("", 0)
     return pb.CallRequest(
         request_id=request_id, caller="proxy",
