@@ -48,7 +48,7 @@ from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store, StoreError
 from weir.packages.cache import PackageCache
 from weir.packages.resolver import PACKAGES_DIR_NAME, prepare_app_env
-from weir.replica.launcher import ReplicaLauncher
+from weir.replica.launcher import KeepsSpare, ReplicaLauncher
 from weir.replica.local_launcher import LocalProcessLauncher
 from weir.runtime import configure_logging, run_until_signalled
 from weir.runtime_env import RuntimeEnvError, package_hash
@@ -136,6 +136,8 @@ class NodeAgent:
         prefetcher.cancel()
         for task in self._prefetching.values():
             task.cancel()
+        if isinstance(self.launcher, KeepsSpare):
+            await self.launcher.close()
         await self.presence.withdraw()
         log.info("node agent stopped", replicas_left_running=len(self.running))
 
@@ -234,6 +236,8 @@ class NodeAgent:
             del self.running[rid]
         for record in plan.start:
             await self._start(record)
+        if isinstance(self.launcher, KeepsSpare):
+            await self.launcher.tend()
         self.node = replace(self.node, replicas=dict(self.running), failed=dict(self.failed))
         if self.node != self._published and await self.presence.update(self.node.to_bytes()):
             self._published = self.node
@@ -316,6 +320,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cluster-id", default="")
     parser.add_argument("--log-dir", required=True)
     parser.add_argument("--lease-ttl", type=float, default=3.0)
+    parser.add_argument("--warm-replica", default=os.environ.get("WEIR_WARM_REPLICA", "1"),
+                        choices=["0", "1"],
+                        help="keep a replica process started ahead for the next replica "
+                             "(1, the default; WEIR_WARM_REPLICA) or start each cold (0)")
     parser.add_argument("--packages-dir", default="",
                         help="this machine's cache of code packages [default: "
                              "<log-dir>/packages]")
@@ -331,7 +339,8 @@ def main(argv: list[str] | None = None) -> None:
         store = EtcdStore(opts.etcd)
         await store.connect()
         start = await with_previous_replicas(store, node)
-        launcher = LocalProcessLauncher(opts.etcd, opts.log_dir, opts.cluster_id, opts.host)
+        launcher = LocalProcessLauncher(opts.etcd, opts.log_dir, opts.cluster_id, opts.host,
+                                        keep_spare=opts.warm_replica == "1")
         try:
             packages = PackageCache(Path(opts.packages_dir or
                                          Path(opts.log_dir) / PACKAGES_DIR_NAME))
