@@ -157,8 +157,9 @@ class LocalProcessLauncher:
         if action == "start":
             self._spare_env = dict(os.environ)
             try:
-                self._spare = start_spare(spare_command(self.cluster_id), self._spare_log,
-                                          self._spare_env)
+                self._spare = start_spare(
+                    spare_command(self.cluster_id, self.etcd_endpoints), self._spare_log,
+                    self._spare_env)
             except OSError as exc:
                 log.warning("cannot start a warm spare; replicas start cold", error=str(exc))
                 self.keep_spare = False

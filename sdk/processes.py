@@ -205,10 +205,13 @@ def replica_command(replica_id: str, etcd_endpoints: str, cluster_id: str,
             "--etcd", etcd_endpoints, "--cluster-id", cluster_id, "--host", host]
 
 
-def spare_command(cluster_id: str) -> list[str]:
+def spare_command(cluster_id: str, etcd_endpoints: str) -> list[str]:
     """The command line of a warm replica process (a spare until it takes its assignment
-    on stdin), of cluster `cluster_id`."""
-    return [sys.executable, "-m", REPLICA_MODULE, SPARE_FLAG, "--cluster-id", cluster_id]
+    on stdin), of cluster `cluster_id`: what `spare_pids` recognises. The etcd endpoints
+    are there for whoever looks for a cluster's processes by them; the spare reads its
+    own from its assignment."""
+    return [sys.executable, "-m", REPLICA_MODULE, SPARE_FLAG, "--cluster-id", cluster_id,
+            "--etcd", etcd_endpoints]
 
 
 def replica_pids(cluster_id: str) -> list[int]:

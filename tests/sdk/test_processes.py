@@ -198,7 +198,8 @@ RENAMER = [sys.executable, "-c",
 
 def test_a_spare_counts_as_a_replica_only_once_assigned() -> None:
     cluster = uuid.uuid4().hex[:12]
-    spare = subprocess.Popen([*RENAMER, *spare_command(cluster)[1:]], stdin=subprocess.PIPE)
+    spare = subprocess.Popen([*RENAMER, *spare_command(cluster, "127.0.0.1:1")[1:]],
+                             stdin=subprocess.PIPE)
     try:
         wait_until(lambda: spare_pids(cluster) == [spare.pid])
         assert replica_pids(cluster) == []
