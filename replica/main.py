@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         name_this_process(ASSIGNED_NAME)  # a replica now, no longer a spare
         enter(assignment)
-        args = assignment.argv
+        args = sys.argv[1:] = assignment.argv  # the user's code sees a cold start's argv
     parser = argparse.ArgumentParser(prog="python -m weir.replica")
     parser.add_argument("--replica-id", required=True)
     parser.add_argument("--etcd", default=os.environ.get("WEIR_ETCD_ENDPOINTS", ""))

@@ -236,6 +236,13 @@ class LocalCluster:
         info.pids["node-agent"] = proc.pid
         return proc.pid
 
+    def kill_node_agent(self, sig: int = signal.SIGKILL) -> int:
+        """Send `sig` to the node agent and reap it (its replicas keep running, to be
+        adopted by the next `start_node_agent`); returns its PID."""
+        pid = self._require_info().pids.pop("node-agent")
+        self._signal_and_reap(pid, sig)
+        return pid
+
     def kill_controller(self, address: str, sig: int = signal.SIGKILL) -> int:
         """Send `sig` to the controller serving `address` (SIGKILL: a crash; SIGTERM: an
         orderly exit) and reap it; it leaves `controllers`. Returns its PID."""
