@@ -85,3 +85,49 @@ def _poll(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate() and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+class _SpareKeeper:
+    """A launcher with a warm spare (`KeepsSpare`) and nothing assigned: counts the calls."""
+
+    def __init__(self) -> None:
+        self.tended = 0
+        self.closed = 0
+        self.tended_twice = asyncio.Event()
+
+    async def launch(self, record: ReplicaRecord, env: object) -> int:
+        raise AssertionError("nothing is assigned")
+
+    async def adopt(self, assigned: object, known: object) -> dict[str, int]:
+        return {}
+
+    async def ended(self, running: object) -> dict[str, str]:
+        return {}
+
+    async def kill(self, record: ReplicaRecord) -> None:
+        raise AssertionError("nothing runs")
+
+    async def tend(self) -> None:
+        self.tended += 1
+        if self.tended >= 2:
+            self.tended_twice.set()
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+def test_the_agent_tends_its_launchers_spare_each_pass_and_lets_it_go_as_it_exits() -> None:
+    async def main() -> _SpareKeeper:
+        launcher = _SpareKeeper()
+        node = NodeRecord(node_id="n1", host="127.0.0.1", resources={}, started_at=0.0)
+        agent = NodeAgent(MemoryStore(), node, launcher, 3.0)
+        signalled = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(agent.run(signalled))
+        await asyncio.wait_for(launcher.tended_twice.wait(), 10)  # two passes
+        assert launcher.closed == 0
+        signalled.set()
+        await asyncio.wait_for(task, 10)
+        return launcher
+
+    launcher = asyncio.run(main())
+    assert launcher.tended >= 2 and launcher.closed == 1
