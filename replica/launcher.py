@@ -55,7 +55,12 @@ class ReplicaLauncher(Protocol):
 @runtime_checkable
 class KeepsSpare(Protocol):
     """A launcher that keeps a replica process started ahead (`LocalProcessLauncher`'s warm
-    spare): the agent lets it tend the spare once a pass, and close it as it exits."""
+    spare): the agent lets it tend the spare once a pass, tells it when an app is deployed,
+    and closes it as it exits."""
+
+    def expect_replicas(self) -> None:
+        """An app was deployed: replicas may be assigned here soon. Returns at once."""
+        ...
 
     async def tend(self) -> None:
         """Start or let go of the spare as its policy says."""

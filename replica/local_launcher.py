@@ -10,8 +10,9 @@ replica's start) and hands it the next replica's arguments, environment and log 
 stdin (`weir.warm_process`), unless that replica's environment sets a variable the
 interpreter reads only as it starts (then it starts cold). A spare costs ~50 MB resident
 while it waits, so one is kept only for `SPARE_KEEP_S` after the agent starts or after one
-was handed out; the next is started `SPARE_AFTER_HANDOUT_S` after a hand-out, once the
-replica just handed one has done its own start. `spare_plan` decides; `tend_spare` acts.
+was handed out or an app was deployed (`expect_replicas`); the next is started
+`SPARE_AFTER_HANDOUT_S` after a hand-out, once the replica just handed one has done its
+own start. `spare_plan` decides; `tend_spare` acts.
 
 The blocking work (spawning, signalling) is synchronous here and wrapped for the agent's
 event loop by the coroutines of the `ReplicaLauncher` interface at the end of the class.
@@ -49,7 +50,7 @@ from weir.warm_process import Assignment, hand_over, start_spare, starts_alike
 
 log = structlog.get_logger("weir.replica.local_launcher")
 
-#: How long a spare is kept after the agent starts or after the last hand-out.
+#: How long a spare is kept after the agent starts, the last hand-out or the last deploy.
 SPARE_KEEP_S = 60.0
 #: How long after a hand-out the next spare starts: not while the replica it became still
 #: imports the user's code and starts serving (2 cores are shared by all of it).
@@ -169,6 +170,10 @@ class LocalProcessLauncher:
             self._let_go(self._spare)
             self._spare = None
             log.info("warm spare let go", unused_for_s=SPARE_KEEP_S)
+
+    def expect_replicas(self) -> None:
+        """An app was deployed: keep (or start) a spare for `SPARE_KEEP_S` from now."""
+        self._spare_since = time.monotonic()
 
     def stop_spare(self) -> None:
         """Let go of the spare (the agent exits). Blocking, up to a second."""
