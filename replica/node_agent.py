@@ -329,10 +329,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cluster-id", default="")
     parser.add_argument("--log-dir", required=True)
     parser.add_argument("--lease-ttl", type=float, default=3.0)
-    parser.add_argument("--warm-replica", default=os.environ.get("WEIR_WARM_REPLICA", "0"),
+    parser.add_argument("--warm-replica", default=os.environ.get("WEIR_WARM_REPLICA", "1"),
                         choices=["0", "1"],
                         help="keep a replica process started ahead for the next replica "
-                             "(1) or start each cold (0, the default; WEIR_WARM_REPLICA)")
+                             "(1, the default) or start each cold (0); WEIR_WARM_REPLICA sets it")
     parser.add_argument("--packages-dir", default="",
                         help="this machine's cache of code packages [default: "
                              "<log-dir>/packages]")
