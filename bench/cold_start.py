@@ -8,6 +8,10 @@ cluster to go idle, reads each process's resident memory (VmRSS) from /proc, the
     python bench/cold_start.py                       # 3 runs of bench.noop_app:app
     python bench/cold_start.py --runs 5 --app examples.hello:app
     python bench/cold_start.py --ray-python /work/venv-ray/bin/python   # and Ray Serve's
+    python bench/cold_start.py --runs 5 --alternate  # cold replicas, warm, cold, ...
+
+Each run also reads the cluster's own log timestamps: the leader's "assigned replica" to
+the node agent's "started replica" and the replica's "replica serving" and "running".
 
 Figures on a shared machine are noisy: quote the median and say what else ran.
 """
@@ -16,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/cold_start.py`
@@ -31,7 +37,7 @@ from bench.processes import REPO_ROOT, ProcessFailed, free_port, pids_with_env, 
 from bench.ray_cold_start import compare_with_ray
 from bench.ray_serve import add_ray_arguments
 from bench.weir_cluster import weir_command
-from weir.processes import spawn, terminate
+from weir.processes import ASSIGNED_NAME, SPARE_FLAG, process_name, spawn, terminate
 
 #: The cluster's processes, by the module (or binary) in their command line; first match wins.
 ROLES: tuple[tuple[str, str], ...] = (
@@ -40,6 +46,11 @@ ROLES: tuple[tuple[str, str], ...] = (
     ("weir.build", "build child"), ("weir", "weir run"))
 
 MARK_ENV = "WEIR_COLD_START_BENCH"
+
+#: The log lines timed, in their order on the path of a replica's start.
+EVENTS = ("assigned replica", "started replica", "replica serving", "running")
+#: A console log line: its ISO timestamp, then its level, then its event.
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+)Z? \[\s*\w+\s*\] (.+?)(?:\s{2,}|$)")
 
 
 @dataclass
@@ -52,6 +63,10 @@ class Run:
     #: mapping it): what the cluster holds in all, where the sum of RSS counts the shared
     #: libraries (grpc's, Python's) once per process.
     pss_mb: float = 0.0
+    #: Seconds from "assigned replica" to each later event of `EVENTS` (as logged).
+    gaps: dict[str, float] = field(default_factory=dict)
+    #: What the run was told: "" or the WEIR_WARM_REPLICA value.
+    label: str = ""
 
 
 def role_of(cmdline: list[str]) -> str:
@@ -97,19 +112,52 @@ def proportional_mb(pid: int) -> float:
 
 
 def memory_by_role(pids: list[int]) -> dict[str, float]:
-    """Resident MB summed by role over `pids`."""
+    """Resident MB summed by role over `pids` (a node agent's warm spare on its own)."""
     totals: dict[str, float] = {}
     for pid in pids:
-        role = role_of(read_cmdline(pid))
+        cmdline = read_cmdline(pid)
+        role = role_of(cmdline)
+        if role == "replica" and SPARE_FLAG in cmdline and process_name(pid) != ASSIGNED_NAME:
+            role = "warm spare"
         totals[role] = totals.get(role, 0.0) + resident_mb(pid)
     return totals
 
 
-def one_run(app: str, settle_s: float, timeout: float) -> Run:
-    """Start `weir run app`, time its first 200, read memory once idle, stop everything."""
+def event_gaps(lines: list[str]) -> dict[str, float]:
+    """Seconds from the first "assigned replica" to the first of each later `EVENTS` line
+    after it, from the log lines of every process in any order (ISO timestamps, console
+    format). Pure."""
+    events = sorted((datetime.fromisoformat(m.group(1)), m.group(2))
+                    for m in map(_LOG_LINE.match, lines) if m and m.group(2) in EVENTS)
+    start = next((at for at, event in events if event == EVENTS[0]), None)
+    if start is None:
+        return {}
+    gaps: dict[str, float] = {}
+    for at, event in events:
+        if at >= start and event != EVENTS[0]:
+            gaps.setdefault(event, (at - start).total_seconds())
+    return gaps
+
+
+def cluster_log_lines(run_log: Path) -> list[str]:
+    """Every line of the embedded cluster's logs, found from `weir run`'s own output."""
+    match = re.search(r"logs in (\S+)", run_log.read_text(errors="replace"))
+    if not match:
+        return []
+    lines: list[str] = []
+    for path in Path(match.group(1)).glob("*.log"):
+        lines += path.read_text(errors="replace").splitlines()
+    return lines
+
+
+def one_run(app: str, settle_s: float, timeout: float, label: str = "") -> Run:
+    """Start `weir run app` (with WEIR_WARM_REPLICA=`label` if given), time its first 200,
+    read memory once idle, stop everything."""
     home = tempfile.mkdtemp(prefix="weir-cold-")
     port, admin = free_port(), free_port()
     env = {**os.environ, "WEIR_HOME": home, MARK_ENV: home}
+    if label:
+        env["WEIR_WARM_REPLICA"] = label
     argv = [*weir_command(), "run", app, "--port", str(port), "--admin-port", str(admin)]
     start = time.monotonic()
     proc = spawn(argv, log_path=Path(home) / "run.log", env=env, cwd=REPO_ROOT)
@@ -121,6 +169,7 @@ def one_run(app: str, settle_s: float, timeout: float) -> Run:
         pids = pids_with_env(MARK_ENV, home)
         rss = memory_by_role(pids)
         pss = sum(proportional_mb(pid) for pid in pids)
+        gaps = event_gaps(cluster_log_lines(Path(home) / "run.log"))
     except ProcessFailed as exc:
         log = (Path(home) / "run.log").read_text(errors="replace")[-2000:]
         raise SystemExit(f"{exc}\n--- weir run's output ---\n{log}") from exc
@@ -129,7 +178,7 @@ def one_run(app: str, settle_s: float, timeout: float) -> Run:
         terminate(proc, 20.0)
         for pid in pids_with_env(MARK_ENV, home):
             terminate(pid, 5.0)
-    return Run(seconds, rss, pss)
+    return Run(seconds, rss, pss, gaps, label)
 
 
 def report(runs: list[Run]) -> str:
@@ -146,6 +195,11 @@ def report(runs: list[Run]) -> str:
     lines.append(f"{'total':<12} {total:>22.1f}")
     pss = statistics.median([r.pss_mb for r in runs])
     lines += ["", f"shared pages counted once (sum of PSS): {pss:.1f} MB"]
+    for event in EVENTS[1:]:
+        gaps = [r.gaps[event] for r in runs if event in r.gaps]
+        if gaps:
+            lines.append(f"assigned replica -> {event}: median {statistics.median(gaps):.2f} s "
+                         f"({', '.join(f'{g:.2f}' for g in gaps)})")
     return "\n".join(lines)
 
 
@@ -156,15 +210,27 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=3.0,
                         help="Seconds after the first 200 before memory is read.")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--alternate", action="store_true",
+                        help="each run twice: replicas started cold (WEIR_WARM_REPLICA=0), "
+                             "then from the node agent's warm spare (=1)")
     add_ray_arguments(parser)
     opts = parser.parse_args()
     runs = []
+    labels = ["0", "1"] if opts.alternate else [""]
     for i in range(opts.runs):
-        run = one_run(opts.app, opts.settle, opts.timeout)
-        print(f"run {i + 1}: {run.seconds:.2f} s, {sum(run.rss_mb.values()):.0f} MB "
-              f"({run.pss_mb:.0f} MB PSS)", flush=True)
-        runs.append(run)
-    print(report(runs))
+        for label in labels:
+            run = one_run(opts.app, opts.settle, opts.timeout, label)
+            serving = run.gaps.get("replica serving")
+            print(f"run {i + 1}{f' WEIR_WARM_REPLICA={label}' if label else ''}: "
+                  f"{run.seconds:.2f} s, {sum(run.rss_mb.values()):.0f} MB "
+                  f"({run.pss_mb:.0f} MB PSS), assigned -> serving "
+                  f"{'?' if serving is None else f'{serving:.2f} s'}; load "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
+            runs.append(run)
+    for label in labels:
+        if label:
+            print(f"\n== WEIR_WARM_REPLICA={label}")
+        print(report([r for r in runs if r.label == label]))
     compare_with_ray([(r.seconds, sum(r.rss_mb.values())) for r in runs], opts,
                      read_cmdline, resident_mb)
 

@@ -17,7 +17,7 @@ on by replacing the replica.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from weir.etcd.records import ReplicaRecord
 from weir.runtime_env import PreparedEnv
@@ -49,4 +49,23 @@ class ReplicaLauncher(Protocol):
 
     async def kill(self, record: ReplicaRecord) -> None:
         """Stop the replica at once if it still runs (its `pid` is its handle)."""
+        ...
+
+
+@runtime_checkable
+class KeepsSpare(Protocol):
+    """A launcher that keeps a replica process started ahead (`LocalProcessLauncher`'s warm
+    spare): the agent lets it tend the spare once a pass, tells it when an app is deployed,
+    and closes it as it exits."""
+
+    def expect_replicas(self) -> None:
+        """An app was deployed: replicas may be assigned here soon. Returns at once."""
+        ...
+
+    async def tend(self) -> None:
+        """Start or let go of the spare as its policy says."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of the spare."""
         ...

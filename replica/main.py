@@ -17,6 +17,7 @@ import asyncio
 import base64
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from weir import auth, context, multiplex
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS, user_config_json
 from weir.config.logging_config import LoggingSettings, logging_settings, replica_log_file
 from weir.dataplane.route_table import LeaderLocator
+from weir.processes import ASSIGNED_NAME, name_this_process
 from weir.protos import weir_pb2 as pb
 from weir.replica.replica_rank import read_rank
 from weir.replica.server import ReplicaServer, start_server
@@ -38,6 +40,7 @@ from weir.runtime import (
     run_until_signalled,
 )
 from weir.runtime_context import ReplicaContext, ReplicaRank, set_replica_context
+from weir.warm_process import WARM_FLAG, enter, wait_for_assignment
 
 log = structlog.get_logger("weir.replica")
 
@@ -189,14 +192,24 @@ class Replica:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of `python -m weir.replica`."""
+    """Entry point of `python -m weir.replica`; `python -m weir.replica --warm ...` (a
+    spare, `weir.processes.spare_command`) waits for its arguments on stdin first."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == [WARM_FLAG]:
+        # Started ahead by a node agent: this module's imports are done, no user code is.
+        assignment = wait_for_assignment(sys.stdin.buffer)
+        if assignment is None:  # let go (or the agent died) before it had a replica
+            return
+        name_this_process(ASSIGNED_NAME)  # a replica now, no longer a spare
+        enter(assignment)
+        args = sys.argv[1:] = assignment.argv  # the user's code sees a cold start's argv
     parser = argparse.ArgumentParser(prog="python -m weir.replica")
     parser.add_argument("--replica-id", required=True)
     parser.add_argument("--etcd", default=os.environ.get("WEIR_ETCD_ENDPOINTS", ""))
     parser.add_argument("--controller", default="")
     parser.add_argument("--cluster-id", default="")
     parser.add_argument("--host", default="127.0.0.1")
-    opts = parser.parse_args(argv)
+    opts = parser.parse_args(args)
     configure_logging("replica", reconfigurable=True, replica_id=opts.replica_id)
     auth.pin_token()
     os.environ["WEIR_ETCD_ENDPOINTS"] = opts.etcd

@@ -11,9 +11,10 @@ what runs. The decision is the pure `plan_node`; the agent only moves bytes, and
 Failure it guards against: an agent that restarts (or a machine whose agent was killed)
 must not start a second copy of a replica that still runs: a restarted agent first adopts
 every assigned replica its launcher still finds running (a process by PID and command
-line, a pod by its labels). A node whose agent
-is gone for a whole lease TTL disappears from etcd; the leader then places its replicas
-elsewhere, and an agent that comes back kills the replicas no longer assigned to it.
+line, or by the mark file of one started from the warm spare; a pod by its labels). A
+node whose agent is gone for a whole lease TTL disappears from etcd; the leader then
+places its replicas elsewhere, and an agent that comes back kills the replicas no longer
+assigned to it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store, StoreError
 from weir.packages.cache import PackageCache
 from weir.packages.resolver import PACKAGES_DIR_NAME, prepare_app_env
-from weir.replica.launcher import ReplicaLauncher
+from weir.replica.launcher import KeepsSpare, ReplicaLauncher
 from weir.replica.local_launcher import LocalProcessLauncher
 from weir.runtime import configure_logging, run_until_signalled
 from weir.runtime_env import RuntimeEnvError, package_hash
@@ -114,7 +115,7 @@ class NodeAgent:
         self.presence.start()
         loop = asyncio.get_running_loop()
         watcher = loop.create_task(self._watch())
-        prefetcher = loop.create_task(self._prefetch_code())
+        prefetcher = loop.create_task(self._watch_apps())
         log.info("node agent up", node_id=self.node.node_id, host=self.node.host,
                  resources=self.node.resources)
         adopted = False
@@ -136,6 +137,8 @@ class NodeAgent:
         prefetcher.cancel()
         for task in self._prefetching.values():
             task.cancel()
+        if isinstance(self.launcher, KeepsSpare):
+            await self.launcher.close()
         await self.presence.withdraw()
         log.info("node agent stopped", replicas_left_running=len(self.running))
 
@@ -158,17 +161,25 @@ class NodeAgent:
                 pass
             await asyncio.sleep(RECONCILE_S)
 
-    async def _prefetch_code(self) -> None:
-        """Fetch a deployed app's code packages as soon as its goal names them: its first
-        replica here then starts without waiting for them (the app's build runs
-        meanwhile). A failure is left for the replica's start to report."""
-        if self.packages is None or self.replicas_fetch_code:
+    async def _watch_apps(self) -> None:
+        """On each app goal written (a deploy): fetch the app's code packages if this
+        machine lacks them, so that its first replica here starts without waiting for them
+        (the app's build runs meanwhile; a failure is left for the replica's start to
+        report); and tell a launcher that keeps a warm spare that replicas may come."""
+        spare = self.launcher if isinstance(self.launcher, KeepsSpare) else None
+        prefetch = self.packages is not None and not self.replicas_fetch_code
+        if spare is None and not prefetch:
             return
         while True:
             try:
                 async for event in self.store.watch_prefix(APPS_PREFIX):
+                    if event.kind != "put":
+                        continue
+                    if spare is not None:
+                        spare.expect_replicas()
+                        self._changed.set()  # the next pass starts the spare
                     app = event.key[len(APPS_PREFIX):]
-                    if (event.kind == "put" and self._lacks_code(event.value)
+                    if (prefetch and self._lacks_code(event.value)
                             and (app not in self._prefetching
                                  or self._prefetching[app].done())):
                         self._prefetching[app] = asyncio.get_running_loop().create_task(
@@ -234,6 +245,8 @@ class NodeAgent:
             del self.running[rid]
         for record in plan.start:
             await self._start(record)
+        if isinstance(self.launcher, KeepsSpare):
+            await self.launcher.tend()
         self.node = replace(self.node, replicas=dict(self.running), failed=dict(self.failed))
         if self.node != self._published and await self.presence.update(self.node.to_bytes()):
             self._published = self.node
@@ -316,6 +329,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cluster-id", default="")
     parser.add_argument("--log-dir", required=True)
     parser.add_argument("--lease-ttl", type=float, default=3.0)
+    parser.add_argument("--warm-replica", default=os.environ.get("WEIR_WARM_REPLICA", "1"),
+                        choices=["0", "1"],
+                        help="keep a replica process started ahead for the next replica "
+                             "(1, the default) or start each cold (0); WEIR_WARM_REPLICA sets it")
     parser.add_argument("--packages-dir", default="",
                         help="this machine's cache of code packages [default: "
                              "<log-dir>/packages]")
@@ -331,7 +348,8 @@ def main(argv: list[str] | None = None) -> None:
         store = EtcdStore(opts.etcd)
         await store.connect()
         start = await with_previous_replicas(store, node)
-        launcher = LocalProcessLauncher(opts.etcd, opts.log_dir, opts.cluster_id, opts.host)
+        launcher = LocalProcessLauncher(opts.etcd, opts.log_dir, opts.cluster_id, opts.host,
+                                        keep_spare=opts.warm_replica == "1")
         try:
             packages = PackageCache(Path(opts.packages_dir or
                                          Path(opts.log_dir) / PACKAGES_DIR_NAME))

@@ -12,6 +12,11 @@ benches and the tests do with processes, so that they agree on the parts that bi
   Popen's back makes it report exit code 0 later and, once the PID is reused, steal the
   new process's status. So the functions that wait or signal take either a PID or our own
   child's Popen (`ProcessRef`), and reap through the Popen when given one.
+- A replica started warm (`weir.warm_process`: its process started before its
+  assignment) has no replica id on its command line: its launcher leaves a mark file
+  (PID, the process's start time, replica id) that `marked_runs` checks, and the process
+  renames itself (`ASSIGNED_NAME`, in /proc/PID/comm) when it takes its assignment, which
+  tells `replica_pids` a replica from a spare still waiting (`spare_pids`).
 - Stopping is SIGTERM, a deadline, then SIGKILL; every wait is a poll with a deadline, and
   a PID of 0 or below is refused: os.kill and waitpid read it as our whole process group,
   or as every process.
@@ -23,6 +28,7 @@ to their timeout: async code calls those in a thread.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -38,6 +44,14 @@ ProcessRef: TypeAlias = "int | subprocess.Popen[bytes]"
 
 #: The module a replica process runs; its command line is built by `replica_command`.
 REPLICA_MODULE = "weir.replica"
+
+#: The flag of a replica process started warm (`spare_command`; the same as
+#: `weir.warm_process.WARM_FLAG`, which this module does not import).
+SPARE_FLAG = "--warm"
+
+#: The process name (/proc/PID/comm, 15 bytes at most) a warm replica takes with its
+#: assignment: from then on it counts as a replica, no longer as a spare.
+ASSIGNED_NAME = "weir-replica"
 
 _POLL_S = 0.02
 #: SIGKILL cannot be refused, but a process in uninterruptible sleep dies when it wakes.
@@ -191,11 +205,81 @@ def replica_command(replica_id: str, etcd_endpoints: str, cluster_id: str,
             "--etcd", etcd_endpoints, "--cluster-id", cluster_id, "--host", host]
 
 
-def replica_pids(cluster_id: str) -> list[int]:
-    """PIDs of the live replica processes of a cluster, found by their command line."""
+def spare_command(cluster_id: str, etcd_endpoints: str) -> list[str]:
+    """The command line of a warm replica process (a spare until it takes its assignment
+    on stdin), of cluster `cluster_id`: what `spare_pids` recognises. The etcd endpoints
+    are there for whoever looks for a cluster's processes by them; the spare reads its
+    own from its assignment."""
+    return [sys.executable, "-m", REPLICA_MODULE, SPARE_FLAG, "--cluster-id", cluster_id,
+            "--etcd", etcd_endpoints]
 
+
+def replica_pids(cluster_id: str) -> list[int]:
+    """PIDs of the live replica processes of a cluster, found by their command line: those
+    started cold, and those started warm that took their assignment (not the spares)."""
+    return [pid for pid in find_pids(_of_cluster(cluster_id))
+            if not _is_spare_command(pid) or process_name(pid) == ASSIGNED_NAME]
+
+
+def spare_pids(cluster_id: str) -> list[int]:
+    """PIDs of a cluster's warm replica processes still waiting for an assignment."""
+    return [pid for pid in find_pids(_of_cluster(cluster_id))
+            if _is_spare_command(pid) and process_name(pid) != ASSIGNED_NAME]
+
+
+def _of_cluster(cluster_id: str) -> Callable[[list[str]], bool]:
     def of_cluster(args: list[str]) -> bool:
         return REPLICA_MODULE in args and any(
             args[i:i + 2] == ["--cluster-id", cluster_id] for i in range(len(args) - 1))
 
-    return find_pids(of_cluster)
+    return of_cluster
+
+
+def _is_spare_command(pid: int) -> bool:
+    try:
+        return SPARE_FLAG.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def process_name(pid: int) -> str:
+    """The process's name (/proc/PID/comm), "" if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def name_this_process(name: str) -> None:
+    """Set this process's name (/proc/self/comm; what ps shows). Linux only; elsewhere, or
+    if refused, a no-op. Call it from the main thread: the name is per thread."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/comm").write_text(name[:15])
+
+
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (/proc/PID/stat's field 22):
+    with the PID, it names one process, since a reused PID starts later. None if gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def write_mark(path: str | os.PathLike[str], pid: int, marker: str) -> None:
+    """Leave a mark file saying that process `pid`, as started now, is `marker` (a replica
+    id): what `marked_runs` checks for a process whose command line does not say it."""
+    ticks = start_ticks(pid)
+    Path(path).write_text(json.dumps({"pid": pid, "start_ticks": ticks, "marker": marker}))
+
+
+def marked_runs(path: str | os.PathLike[str], pid: int, marker: str) -> bool:
+    """Whether the mark file at `path` names process `pid` as `marker`, and that very
+    process (same start time) still runs."""
+    try:
+        mark = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(mark, dict) and mark.get("pid") == pid and mark.get("marker") == marker
+            and mark.get("start_ticks") is not None and mark["start_ticks"] == start_ticks(pid)
+            and pid_runs(pid))

@@ -27,6 +27,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO
 
 #: The flag that starts a module warm (it then waits for its assignment on stdin).
@@ -36,15 +37,18 @@ WARM_FLAG = "--warm"
 @dataclass(frozen=True)
 class Assignment:
     """What a warm child would have been started with: its arguments (after the module),
-    working directory (None: the parent's) and whole environment."""
+    working directory (None: the parent's), whole environment, and the file its stdout and
+    stderr append to (None: they stay as it was started with)."""
 
     argv: list[str]
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    log_path: str | None = None
 
     def to_line(self) -> bytes:
         """One JSON line, as the child reads it."""
-        return json.dumps({"argv": self.argv, "cwd": self.cwd, "env": self.env}).encode() + b"\n"
+        return json.dumps({"argv": self.argv, "cwd": self.cwd, "env": self.env,
+                           "log_path": self.log_path}).encode() + b"\n"
 
     @classmethod
     def from_line(cls, line: bytes) -> Assignment:
@@ -53,7 +57,8 @@ class Assignment:
         if not isinstance(data, dict) or not isinstance(data.get("argv"), list):
             raise ValueError(f"not an assignment: {line[:80]!r}")
         return cls([str(a) for a in data["argv"]], data.get("cwd"),
-                   {str(k): str(v) for k, v in (data.get("env") or {}).items()})
+                   {str(k): str(v) for k, v in (data.get("env") or {}).items()},
+                   data.get("log_path") or None)
 
 
 def start_warm(python: str, module: str, env: Mapping[str, str] | None = None
@@ -63,6 +68,50 @@ def start_warm(python: str, module: str, env: Mapping[str, str] | None = None
     return subprocess.Popen([python, "-m", module, WARM_FLAG], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=None if env is None else dict(env))
+
+
+def start_spare(cmd: list[str], log_path: str | os.PathLike[str],
+                env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `cmd` (a `... --warm` command line) detached, in a session of its own, as a
+    long-lived server would be: a pipe on stdin (its assignment, whose `log_path` it then
+    logs to), stdout and stderr appended to `log_path` until then. Blocking."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env=None if env is None else dict(env))
+
+
+def hand_over(proc: subprocess.Popen[bytes], assignment: Assignment) -> bool:
+    """Give a warm child its assignment and let it run on its own; False if it had exited
+    (or exits as it is handed one). Blocking, but short: one line into a pipe."""
+    if proc.poll() is not None or proc.stdin is None:
+        return False
+    try:
+        proc.stdin.write(assignment.to_line())
+        proc.stdin.close()
+    except OSError:  # BrokenPipeError: it died meanwhile
+        return False
+    return True
+
+
+#: Variables the interpreter (or the C library under it) reads only as it starts, beyond
+#: the PYTHON* family: a warm child keeps the values it was started with.
+_READ_AT_START = ("LD_PRELOAD", "LD_LIBRARY_PATH")
+
+
+def starts_alike(started: Mapping[str, str], assigned: Mapping[str, str]) -> bool:
+    """Whether a child started with environment `started` runs an assignment with
+    environment `assigned` as a cold start would: every variable read only at interpreter
+    start (PYTHONHASHSEED, PYTHONWARNINGS, LD_PRELOAD...) has the same value in both.
+    PYTHONPATH is the exception: `enter` applies it. Pure."""
+
+    def read_at_start(env: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in env.items()
+                if (k.startswith("PYTHON") or k.startswith("MALLOC_") or k in _READ_AT_START)
+                and k != "PYTHONPATH"}
+
+    return read_at_start(started) == read_at_start(assigned)
 
 
 def run_assigned(proc: subprocess.Popen[bytes], assignment: Assignment,
@@ -88,7 +137,10 @@ def wait_for_assignment(stream: BinaryIO) -> Assignment | None:
 def enter(assignment: Assignment) -> None:
     """In the warm child: take on the working directory, environment and import path a
     cold `python -m` start with `assignment` would have had: sys.path begins with the
-    working directory, then PYTHONPATH's entries made absolute."""
+    working directory, then PYTHONPATH's entries made absolute. With a `log_path`, stdout
+    and stderr append to it from now on and stdin reads /dev/null, as a spawned server's."""
+    if assignment.log_path:
+        _redirect(assignment.log_path)
     started_in = os.getcwd()
     old = _python_path(os.environ.get("PYTHONPATH"), started_in)
     if assignment.cwd:
@@ -99,6 +151,18 @@ def enter(assignment: Assignment) -> None:
     new = _python_path(os.environ.get("PYTHONPATH"), cwd)
     rest = [p for p in sys.path[1:] if p not in old]
     sys.path[:] = [cwd, *new, *rest]
+
+
+def _redirect(log_path: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    for src, dst in ((null, 0), (log, 1), (log, 2)):
+        os.dup2(src, dst)
+    os.close(log)
+    os.close(null)
 
 
 def _python_path(value: str | None, cwd: str) -> list[str]:

@@ -41,6 +41,7 @@ from weir.processes import (
     free_port,
     replica_pids,
     signal_process,
+    spare_pids,
     spawn,
     terminate,
     wait_exit,
@@ -235,6 +236,13 @@ class LocalCluster:
         info.pids["node-agent"] = proc.pid
         return proc.pid
 
+    def kill_node_agent(self, sig: int = signal.SIGKILL) -> int:
+        """Send `sig` to the node agent and reap it (its replicas keep running, to be
+        adopted by the next `start_node_agent`); returns its PID."""
+        pid = self._require_info().pids.pop("node-agent")
+        self._signal_and_reap(pid, sig)
+        return pid
+
     def kill_controller(self, address: str, sig: int = signal.SIGKILL) -> int:
         """Send `sig` to the controller serving `address` (SIGKILL: a crash; SIGTERM: an
         orderly exit) and reap it; it leaves `controllers`. Returns its PID."""
@@ -364,7 +372,9 @@ def stop_cluster(info: ClusterInfo, timeout: float = 10.0,
     for name, pid in sorted(info.pids.items()):
         if name.startswith(("proxy", "controller", "node-agent")):
             terminate(ours.get(pid, pid), max(0.5, min(3.0, deadline - time.monotonic())))
-    for pid in replica_pids(info.cluster_id):
+    # A node agent's warm spare exits as its agent does (its stdin closes); by PID besides,
+    # for an agent that could not be stopped.
+    for pid in replica_pids(info.cluster_id) + spare_pids(info.cluster_id):
         terminate(pid, 0.5)
     if "etcd" in info.pids:
         terminate(ours.get(info.pids["etcd"], info.pids["etcd"]), 3.0)

@@ -1,6 +1,6 @@
 """The cold-start bench's pure parts: which role a process plays, and the table."""
 
-from bench.cold_start import Run, report, role_of
+from bench.cold_start import Run, event_gaps, report, role_of
 
 
 def test_role_of_names_each_cluster_process() -> None:
@@ -23,3 +23,20 @@ def test_report_gives_median_min_max_and_total() -> None:
     assert "median 2.00 s, min 1.00 s, max 3.00 s (3 runs)" in text
     assert "total" in text and "92.0" in text
     assert "shared pages counted once (sum of PSS): 71.0 MB" in text
+
+
+def test_event_gaps_time_a_replica_start_from_its_assignment() -> None:
+    lines = [
+        "2026-11-30T15:00:00.900000Z [info     ] running                        version=old",
+        "2026-11-30T15:00:01.000000Z [info     ] assigned replica               replica_id=a#d#1",
+        "2026-11-30T15:00:01.050000Z [info     ] started replica                pid=7",
+        "2026-11-30T15:00:01.250000Z [info     ] replica serving                address=x",
+        "2026-11-30T15:00:01.400000Z [info     ] running",
+        "2026-11-30T15:00:02.000000Z [info     ] assigned replica               replica_id=a#d#2",
+        "not a log line",
+    ]
+    gaps = event_gaps(list(reversed(lines)))  # files read one after another: any order
+    assert gaps.keys() == {"started replica", "replica serving", "running"}
+    assert [round(gaps[e], 3) for e in ("started replica", "replica serving", "running")] == [
+        0.05, 0.25, 0.4]  # the "running" of an earlier replica does not count
+    assert event_gaps(lines[2:4]) == {}

@@ -17,7 +17,7 @@ from weir import context
 from weir.cli.admin_client import AdminClient
 from weir.cli.cluster_state import ClusterInfo
 from weir.cli.local_cluster import LocalCluster
-from weir.processes import pid_runs, replica_pids
+from weir.processes import pid_runs, replica_pids, spare_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,7 +112,8 @@ def start_cluster(tmp_path_factory: pytest.TempPathFactory,
         yield RunningCluster(local, info)
     finally:
         local.stop()
-        left = [p for p in local.spawned_pids if pid_runs(p)] + replica_pids(info.cluster_id)
+        left = [p for p in local.spawned_pids if pid_runs(p)] + replica_pids(
+            info.cluster_id) + spare_pids(info.cluster_id)
         assert not left, f"processes left behind: {left}"
         assert not os.path.exists(info.temp_dir)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.e2e.conftest import RunningCluster, wait_for
+from weir.processes import replica_pids, spare_pids
 
 
 def test_two_replicas_both_answer(cluster: RunningCluster) -> None:
@@ -60,3 +63,27 @@ def test_unknown_route_is_404_and_health_endpoints(cluster: RunningCluster) -> N
     assert routes["/echo"] == "echo"
     cluster.client.delete_apps(["fn"])
     wait_for(lambda: cluster.get("/fn").status_code == 404, 20, "route /fn to go away")
+
+
+def test_a_restarted_node_agent_adopts_its_replicas(cluster: RunningCluster) -> None:
+    """SIGKILL the node agent: its replicas serve on and its warm spare exits with it; the
+    next agent adopts every replica, those started from the spare (by their mark file)
+    as those started cold (by their command line), and starts none again."""
+    cluster_id = cluster.info.cluster_id
+    logs = Path(cluster.info.temp_dir) / "logs"
+    before = sorted(replica_pids(cluster_id))
+    assert list(logs.glob("replica-*.mark")), "a replica was started from the warm spare"
+    agent_log = logs / "node-agent.log"
+    restart = len(agent_log.read_text())
+    spare = spare_pids(cluster_id)
+    cluster.cluster.kill_node_agent()
+    # At once: the node's lease (3 s) must not lapse, or the leader places its replicas anew.
+    cluster.cluster.start_node_agent()
+    wait_for(lambda: not set(spare) & set(spare_pids(cluster_id)), 10,
+             "the old agent's spare to exit with it")
+    assert cluster.get("/echo").status_code == 200
+    wait_for(lambda: agent_log.read_text()[restart:].count("adopted replica") == len(before),
+             20, f"the new agent to adopt the {len(before)} replicas")
+    assert sorted(replica_pids(cluster_id)) == before
+    assert "started replica" not in agent_log.read_text()[restart:]
+    assert cluster.get("/echo").status_code == 200

@@ -59,7 +59,7 @@ def test_an_apps_code_is_fetched_as_soon_as_its_goal_names_it(tmp_path: Path) ->
         cache = PackageCache(tmp_path / "node")
         node = NodeRecord(node_id="n1", host="127.0.0.1", resources={}, started_at=0.0)
         agent = NodeAgent(store, node, _NoLauncher(), 3.0, cache)
-        prefetcher = asyncio.get_running_loop().create_task(agent._prefetch_code())
+        prefetcher = asyncio.get_running_loop().create_task(agent._watch_apps())
         await asyncio.sleep(0)  # the watch is in place
         await store.put(APPS_PREFIX + "app", json.dumps(goal).encode())
         # The cache is a folder: polled from a thread while the loop runs the agent.
@@ -85,3 +85,59 @@ def _poll(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate() and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+class _SpareKeeper:
+    """A launcher with a warm spare (`KeepsSpare`) and nothing assigned: counts the calls."""
+
+    def __init__(self) -> None:
+        self.tended = 0
+        self.closed = 0
+        self.tended_twice = asyncio.Event()
+        self.expecting = asyncio.Event()
+
+    async def launch(self, record: ReplicaRecord, env: object) -> int:
+        raise AssertionError("nothing is assigned")
+
+    async def adopt(self, assigned: object, known: object) -> dict[str, int]:
+        return {}
+
+    async def ended(self, running: object) -> dict[str, str]:
+        return {}
+
+    async def kill(self, record: ReplicaRecord) -> None:
+        raise AssertionError("nothing runs")
+
+    async def tend(self) -> None:
+        self.tended += 1
+        if self.tended >= 2:
+            self.tended_twice.set()
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    def expect_replicas(self) -> None:
+        self.expecting.set()
+
+
+def test_the_agent_tends_its_launchers_spare_and_lets_it_go_as_it_exits() -> None:
+    """Each pass tends the spare; a deploy (an app goal written) says replicas may come."""
+
+    async def main() -> _SpareKeeper:
+        launcher = _SpareKeeper()
+        node = NodeRecord(node_id="n1", host="127.0.0.1", resources={}, started_at=0.0)
+        store = MemoryStore()
+        agent = NodeAgent(store, node, launcher, 3.0)
+        signalled = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(agent.run(signalled))
+        await asyncio.wait_for(launcher.tended_twice.wait(), 10)  # two passes
+        assert not launcher.expecting.is_set()
+        await store.put(APPS_PREFIX + "app", json.dumps({"config": {}}).encode())
+        await asyncio.wait_for(launcher.expecting.wait(), 10)
+        assert launcher.closed == 0
+        signalled.set()
+        await asyncio.wait_for(task, 10)
+        return launcher
+
+    launcher = asyncio.run(main())
+    assert launcher.tended >= 2 and launcher.closed == 1

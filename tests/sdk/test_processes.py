@@ -16,15 +16,22 @@ from typing import Any
 import pytest
 
 from weir.processes import (
+    ASSIGNED_NAME,
     find_pids,
     kill,
+    marked_runs,
     pid_runs,
+    process_name,
     replica_command,
     replica_pids,
     signal_process,
+    spare_command,
+    spare_pids,
     spawn,
+    start_ticks,
     terminate,
     wait_exit,
+    write_mark,
 )
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -181,3 +188,47 @@ def test_replica_pids_finds_what_replica_command_starts(start: Spawner) -> None:
     assert replica_pids(cluster) == [mine.pid]
     kill(mine)
     assert replica_pids(cluster) == []
+
+
+# Renames itself (as a warm replica does on taking its assignment) once told on stdin.
+RENAMER = [sys.executable, "-c",
+           "import sys, time; sys.stdin.readline(); "
+           f"open('/proc/self/comm', 'w').write({ASSIGNED_NAME!r}); time.sleep(60)"]
+
+
+def test_a_spare_counts_as_a_replica_only_once_assigned() -> None:
+    cluster = uuid.uuid4().hex[:12]
+    spare = subprocess.Popen([*RENAMER, *spare_command(cluster, "127.0.0.1:1")[1:]],
+                             stdin=subprocess.PIPE)
+    try:
+        wait_until(lambda: spare_pids(cluster) == [spare.pid])
+        assert replica_pids(cluster) == []
+        assert spare.stdin is not None
+        spare.stdin.write(b"go\n")
+        spare.stdin.close()
+        wait_until(lambda: process_name(spare.pid) == ASSIGNED_NAME)
+        assert replica_pids(cluster) == [spare.pid]
+        assert spare_pids(cluster) == []
+    finally:
+        kill(spare)
+    assert replica_pids(cluster) == [] and spare_pids(cluster) == []
+
+
+def test_a_mark_names_one_process_by_pid_and_start_time(start: Spawner,
+                                                         tmp_path: Path) -> None:
+    proc = start(SLEEPER)
+    mark = tmp_path / "r.mark"
+    write_mark(mark, proc.pid, "app#d#1")
+    assert start_ticks(proc.pid) is not None
+    assert marked_runs(mark, proc.pid, "app#d#1")
+    assert not marked_runs(mark, proc.pid, "app#d#2")
+    assert not marked_runs(mark, os.getpid(), "app#d#1")  # another PID
+    assert not marked_runs(tmp_path / "none.mark", proc.pid, "app#d#1")
+    # The same PID with another start time (a reused PID) is another process.
+    mark.write_text(mark.read_text().replace(f'"start_ticks": {start_ticks(proc.pid)}',
+                                             '"start_ticks": 1'))
+    assert not marked_runs(mark, proc.pid, "app#d#1")
+    write_mark(mark, proc.pid, "app#d#1")
+    kill(proc)
+    assert not marked_runs(mark, proc.pid, "app#d#1")
+    assert start_ticks(proc.pid) is None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from weir.warm_process import Assignment, _python_path, run_assigned, start_warm
+from weir.warm_process import Assignment, _python_path, run_assigned, start_warm, starts_alike
 
 APP = '''
 import os
@@ -31,6 +31,20 @@ def test_assignment_round_trips_as_one_line() -> None:
     line = assignment.to_line()
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert Assignment.from_line(line) == assignment
+
+
+def test_an_assignment_with_a_log_file_round_trips() -> None:
+    assignment = Assignment(["--a"], None, {}, "/tmp/x.log")
+    assert Assignment.from_line(assignment.to_line()) == assignment
+
+
+def test_a_warm_child_fits_unless_a_variable_read_at_start_differs() -> None:
+    base = {"PATH": "/bin", "PYTHONHASHSEED": "0", "LD_PRELOAD": ""}
+    assert starts_alike(base, {**base, "APP_SETTING": "1", "PYTHONPATH": "/code"})
+    assert not starts_alike(base, {**base, "PYTHONHASHSEED": "7"})
+    assert not starts_alike(base, {**base, "PYTHONWARNINGS": "error"})
+    assert not starts_alike(base, {**base, "MALLOC_ARENA_MAX": "2"})
+    assert not starts_alike(base, {k: v for k, v in base.items() if k != "LD_PRELOAD"})
 
 
 def test_a_line_that_is_not_an_assignment_is_refused() -> None:
