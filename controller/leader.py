@@ -61,6 +61,7 @@ from weir.controller.placement import NodeView, NoFit, PlacedReplica, place, rep
 from weir.controller.queue_reports import CallerQueues
 from weir.controller.ranks import RankHolder, assign_rank
 from weir.controller.reconciler import ReplicaView
+from weir.controller.record_writer import RECORDS_PER_WRITE, RecordWriter
 from weir.controller.replica_records import ReplicaRecords
 from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.route_publisher import RoutePublisher, TargetChanges
@@ -86,8 +87,6 @@ PASS_STATS_S = 10.0
 #: A pass slower than this is logged on its own: every deploy, scale and failover waits on it.
 SLOW_PASS_S = 0.2
 STOP_MARGIN_S = 5.0
-#: New replica records per etcd transaction (etcd refuses more than 128 operations in one).
-RECORDS_PER_WRITE = 100
 #: How often the pass reads every replica record (between, a watch keeps them): a change
 #: the watch missed is caught within this long.
 FULL_READ_S = 5.0
@@ -116,6 +115,8 @@ class Leader:
         self.goal = ClusterGoal(records=self.replica_records.records)
         self._watching_records = False
         self._last_full_read: float | None = None
+        #: Registrations' pid writes, coalesced into transactions (`_admit`).
+        self.writer = RecordWriter(store, self.replica_records.put)
         self.books: dict[str, ReplicaBook] = {}
         self.health: dict[Key, DeploymentHealth] = {}
         #: The autoscaler's memory of each autoscaled deployment, for this term only.
@@ -181,6 +182,7 @@ class Leader:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.builder.stop()
         await self.prober.stop()
+        await self.writer.stop()
         self.sessions.end()
         # End every replica session and route stream: their peers find the next leader.
         self.ended.set()
@@ -545,9 +547,9 @@ class Leader:
             record = ReplicaRecord.from_bytes(kv.value)
             self.replica_records.put(record, kv.mod_revision)
         if record.pid != first.pid:
-            record = replace(record, pid=first.pid)
-            revision = await self.store.put(REPLICAS_PREFIX + replica_id, record.to_bytes())
-            self.replica_records.put(record, revision)
+            # Written with the other registrations of the moment, in one transaction; the
+            # reply waits until it is durable.
+            await self.writer.put(replace(record, pid=first.pid))
         commands = []
         if not first.version and first.state == pb.STARTING:
             spec = self.spec_for(record)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import sys
+import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
@@ -71,7 +72,7 @@ class SimulatedReplica:
     """A replica's end of its session: reports go in, commands come out."""
 
     def __init__(self, leader: Leader, record: ReplicaRecord, pid: int) -> None:
-        self.record, self.pid = record, pid
+        self.leader, self.record, self.pid = leader, record, pid
         self._reports: asyncio.Queue[pb.ReplicaReport] = asyncio.Queue()
         self.commands: list[pb.ReplicaCommand] = []
         self._task = asyncio.get_running_loop().create_task(self._hold(leader))
@@ -84,11 +85,20 @@ class SimulatedReplica:
         async for command in leader.session(self._reports_stream()):
             self.commands.append(command)
 
-    async def report(self, state: pb.ReplicaState, message: str = "", version: str = "") -> None:
-        self._reports.put_nowait(pb.ReplicaReport(
+    async def report(self, state: pb.ReplicaState, message: str = "", version: str = "",
+                     ongoing: int = 0) -> None:
+        report = pb.ReplicaReport(
             replica_id=self.record.replica_id, pid=self.pid, state=state, message=message,
-            address=f"127.0.0.1:{self.pid}", version=version, user_config_json="null"))
-        for _ in range(5):  # let the session take it in
+            address=f"127.0.0.1:{self.pid}", version=version, user_config_json="null",
+            ongoing=ongoing)
+        self._reports.put_nowait(report)
+        # Let the session take it in (a registration waits for its record's write).
+        deadline = time.monotonic() + 5
+        while ((sess := self.leader.sessions.sessions.get(self.record.replica_id)) is None
+               or sess.report is not report):
+            assert time.monotonic() < deadline, "the session never took the report"
+            await asyncio.sleep(0.001)
+        for _ in range(5):  # and queue its commands
             await asyncio.sleep(0)
 
     def close(self) -> None:
