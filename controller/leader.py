@@ -53,10 +53,10 @@ from weir.controller.health_prober import CheckTarget, HealthProber
 from weir.controller.nodes import (
     node_views,
     nodes_document,
-    replica_liveness,
     update_dead_nodes,
 )
-from weir.controller.observe import ReplicaBook, observe
+from weir.controller.observations import Observations, observe_all
+from weir.controller.observe import ReplicaBook
 from weir.controller.placement import NodeView, NoFit, PlacedReplica, place, replica_request
 from weir.controller.queue_reports import CallerQueues
 from weir.controller.ranks import RankHolder, assign_rank
@@ -117,7 +117,11 @@ class Leader:
         self._last_full_read: float | None = None
         #: Registrations' pid writes, coalesced into transactions (`_admit`).
         self.writer = RecordWriter(store, self.replica_records.put)
-        self.books: dict[str, ReplicaBook] = {}
+        #: Each replica's view and book, viewed again only where an input changed.
+        self.observations = Observations()
+        self.books: dict[str, ReplicaBook] = self.observations.books
+        #: The replicas whose records changed since the last pass (for the route table).
+        self._records_changed: dict[str, Key] = {}
         self.health: dict[Key, DeploymentHealth] = {}
         #: The autoscaler's memory of each autoscaled deployment, for this term only.
         self.scaling: dict[Key, ScalingState] = {}
@@ -194,6 +198,7 @@ class Leader:
     def _on_report(self, replica_id: str, state_changed: bool) -> None:
         if state_changed:
             self.wake()
+        self.observations.touch(replica_id)
         record = self.goal.records.get(replica_id)
         if record is None:
             self._routes_changed = None
@@ -277,7 +282,7 @@ class Leader:
                                             self.wall_clock())
         self.seen_nodes = {**self.seen_nodes, **self.goal.nodes}
         self.builder.ensure(self.goal.goals)
-        views, self.books = self._observe()
+        views = self._observe_changes()
         self._views = views
         # Each step walks every replica: at thousands of them a pass holds the loop for
         # long enough that the lease's keep-alive (and the route pushes) must get a turn
@@ -327,7 +332,8 @@ class Leader:
         deleted, that failed a health check or recovered, or that were told to stop
         (`_stop_replica`); the whole table if the routes or a deployment's options changed,
         and at every full read (so a change missed here lasts at most FULL_READ_S)."""
-        changed = self.replica_records.take_changed()
+        changed, self._records_changed = self._records_changed, {}
+        changed.update(self.replica_records.take_changed())
         failing = set(self.prober.failures)
         changed.update((rid, (r.app, r.deployment)) for rid in failing ^ self._failing
                        if (r := self.goal.records.get(rid)) is not None)
@@ -340,22 +346,23 @@ class Leader:
         self._route_shell = shell
 
     def _observe(self) -> tuple[list[ReplicaView], dict[str, ReplicaBook]]:
-        """Every recorded replica, viewed now, and the books updated by what was seen."""
-        wall, mono = self.wall_clock(), self.clock()
-        views, books = [], {}
-        for rid, record in self.goal.records.items():
-            report = self.sessions.report_of(rid)
-            book = self.books.get(rid, ReplicaBook())
-            liveness = replica_liveness(record, self.goal.nodes, wall,
-                                        listed_before=book.listed)
-            view, new_book = observe(
-                record, report, alive=liveness.alive, gone_reason=liveness.reason, book=book,
-                health_failure=self.prober.failures.get(rid, ""), wall_now=wall, mono_now=mono)
-            listed = book.listed or liveness.listed
-            books[rid] = new_book if new_book.listed == listed else replace(new_book,
-                                                                             listed=listed)
-            views.append(view)
-        return views, books
+        """Every recorded replica, viewed now, and the books updated by what was seen
+        (nothing kept: what status reads)."""
+        return observe_all(self.goal.records, self.sessions.report_of, self.goal.nodes,
+                           self.books, self.prober.failures, wall_now=self.wall_clock(),
+                           mono_now=self.clock())
+
+    def _observe_changes(self) -> list[ReplicaView]:
+        """Every recorded replica viewed now, keeping the views and books: only those
+        whose inputs changed are viewed again, and all of them at a full pass."""
+        changed = self.replica_records.take_changed()
+        for rid in changed:
+            self.observations.touch(rid)
+        self._records_changed.update(changed)
+        return self.observations.update(
+            self.goal.records, self.sessions.report_of, self.goal.nodes,
+            self.prober.failures, wall_now=self.wall_clock(), mono_now=self.clock(),
+            full=self._full_pass)
 
     def _check_targets(self, views: list[ReplicaView]) -> list[CheckTarget]:
         out = []
@@ -385,6 +392,7 @@ class Leader:
         return isinstance(action, reconciler.Forget)
 
     def _book(self, replica_id: str, **changes: Any) -> None:
+        self.observations.touch(replica_id)
         self.books[replica_id] = replace(self.books.get(replica_id, ReplicaBook()), **changes)
 
     async def _forget(self, replica_ids: list[str]) -> None:
