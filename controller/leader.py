@@ -94,6 +94,16 @@ FULL_READ_S = 5.0
 Key = tuple[str, str]
 
 
+def new_replica_id(app: str, deployment: str, taken: Callable[[str], bool],
+                   token: Callable[[], str] = lambda: secrets.token_hex(3)) -> str:
+    """A replica id for `deployment` that `taken` says no replica has: a random part of 6
+    hex digits (16.7 million) collides within a few thousand replicas (two of 5,000 in
+    one run), and two records under one key would be one replica."""
+    while taken(replica_id := f"{app}#{deployment}#{token()}"):
+        pass
+    return replica_id
+
+
 class Leader:
     """The leading controller's loop; one instance per term of leadership."""
 
@@ -430,7 +440,8 @@ class Leader:
         the records go to etcd RECORDS_PER_WRITE per transaction, not one round trip each.
         """
         views = {v.node_id: v for v in node_views(self.goal.nodes, self.goal.records.values())}
-        records = []
+        records: list[ReplicaRecord] = []
+        assigned: set[str] = set()
         # The ranks taken per deployment version: read once, then each new replica's added.
         peers: dict[tuple[str, str, str], list[RankHolder]] = {}
         for action in starts:
@@ -438,7 +449,7 @@ class Leader:
             taken = peers.get(version)
             if taken is None:  # not setdefault: its argument would walk every record each time
                 taken = peers[version] = self._rank_holders(action)
-            record = await self._assign(action, views, taken)
+            record = await self._assign(action, views, taken, assigned)
             if record is not None:
                 records.append(record)
                 taken.append(RankHolder(record.node_id, record.rank, record.node_rank,
@@ -458,10 +469,10 @@ class Leader:
                          node_id=record.node_id, version=record.version)
 
     async def _assign(self, action: reconciler.Start, views: dict[str, NodeView],
-                      peers: list[RankHolder]) -> ReplicaRecord | None:
+                      peers: list[RankHolder], assigned: set[str]) -> ReplicaRecord | None:
         """The record of one new replica placed on `views` (updated with it) and ranked
-        among `peers`, or None if it cannot start now (the reason is kept for its
-        deployment's status)."""
+        among `peers`, with an id neither recorded nor in `assigned` (added), or None if
+        it cannot start now (the reason is kept for its deployment's status)."""
         key = (action.app, action.deployment)
         try:
             await self._prepared_env(self.goal.goals[action.app])
@@ -481,7 +492,9 @@ class Leader:
             return None
         views[placed.node_id] = views[placed.node_id].with_replica(
             PlacedReplica(key, dict(request), tuple(placed.gpu_indices)))
-        replica_id = f"{action.app}#{action.deployment}#{secrets.token_hex(3)}"
+        replica_id = new_replica_id(action.app, action.deployment,
+                                    lambda rid: rid in self.goal.records or rid in assigned)
+        assigned.add(replica_id)
         rank, node_rank, local_rank = assign_rank(peers, placed.node_id)
         return ReplicaRecord(replica_id, action.app, action.deployment, action.version,
                              pid=0, started_at=self.wall_clock(), cluster_id=self.cluster_id,

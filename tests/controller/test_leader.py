@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
-from weir.controller.leader import FULL_READ_S, Leader
+from weir.controller.leader import FULL_READ_S, Leader, new_replica_id
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
 from weir.etcd.memory_store import ManualClock, MemoryStore
 from weir.etcd.records import NodeRecord, ReplicaRecord
@@ -329,3 +329,10 @@ def test_records_are_forgotten_together_in_one_transaction() -> None:
         assert [kv.key for kv in items] == [REPLICAS_PREFIX + "app#D#2"]
 
     run(scenario())
+
+
+def test_a_new_replica_id_is_never_one_already_taken() -> None:
+    tokens = iter(["aaaaaa", "aaaaaa", "bbbbbb", "cccccc"])
+    taken = {"app#D#aaaaaa", "app#D#bbbbbb"}
+    assert new_replica_id("app", "D", taken.__contains__, lambda: next(tokens)) == (
+        "app#D#cccccc")
