@@ -11,6 +11,8 @@ per N, medians in ms:
 - full: a pass that reads every record (every FULL_READ_S);
 - pub 5% new / pub 5% same: a publish after 5 % of the replicas reported a new load / the
   same report again (the idle heartbeat);
+- gc max ms: the longest pause of Python's cyclic garbage collector during those passes and
+  publishes (each pass's and publish's own time includes the pauses within it);
 - admit: a new leader (a failover) admitting all N replicas at once, each with a new pid,
   over a store that charges ETCD_REQUEST_S of serialised work per request (etcd's cost per
   request on a busy machine); and how many etcd write requests that took.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import statistics
@@ -87,6 +90,25 @@ class CostlyStore:
         return await self._store.commit(**kw)
 
 
+class GcPauses:
+    """The longest pause of the cyclic garbage collector while it is listening."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._began = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.longest = max(self.longest, (time.perf_counter() - self._began) * 1000)
+
+    def stop(self) -> float:
+        gc.callbacks.remove(self._note)
+        return self.longest
+
+
 def report(rid: str, pid: int, version: str, ongoing: int = 0) -> pb.ReplicaReport:
     return pb.ReplicaReport(replica_id=rid, pid=pid, state=pb.RUNNING, version=version,
                             address=f"10.0.{pid // 250}.{pid % 250}:9000", ongoing=ongoing,
@@ -138,6 +160,7 @@ async def measure(n: int, passes: int) -> dict[str, float]:
     publish(leader)
     ids = list(records)
     tick = [0]
+    pauses = GcPauses()
 
     def reports(same: bool) -> None:
         """5 % of the replicas report: a new load, or what they said last."""
@@ -172,6 +195,7 @@ async def measure(n: int, passes: int) -> dict[str, float]:
         "pub 5% new": await median_ms(publish_step, passes * 2, lambda: reports(False)),
         "pub 5% same": await median_ms(publish_step, passes * 2, lambda: reports(True)),
     }
+    out["gc max ms"] = pauses.stop()
     # A failover: a new leader reads the records, and every replica registers at once with
     # a new pid (a restarted fleet) or the first time since its launch.
     costly = CostlyStore(store)
@@ -196,8 +220,8 @@ def main() -> None:
     args = parser.parse_args()
     # One log line per replica assigned and per registration would be most of the time.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    columns = ["pass", "pass 5%", "pass 5% same", "full", "pub 5% new", "pub 5% same", "admit s",
-               "admit writes"]
+    columns = ["pass", "pass 5%", "pass 5% same", "full", "pub 5% new", "pub 5% same",
+               "gc max ms", "admit s", "admit writes"]
     print(f"load average {os.getloadavg()[0]:.1f}; ms unless said")
     print("| N | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")

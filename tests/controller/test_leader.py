@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
-from weir.controller.leader import FULL_READ_S, Leader, new_replica_id
+from weir.controller.leader import FULL_READ_S, Leader, freeze_due, new_replica_id
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
 from weir.etcd.memory_store import ManualClock, MemoryStore
 from weir.etcd.records import NodeRecord, ReplicaRecord
@@ -336,3 +336,10 @@ def test_a_new_replica_id_is_never_one_already_taken() -> None:
     taken = {"app#D#aaaaaa", "app#D#bbbbbb"}
     assert new_replica_id("app", "D", taken.__contains__, lambda: next(tokens)) == (
         "app#D#cccccc")
+
+
+def test_the_heap_is_frozen_again_only_after_the_records_grew_a_quarter() -> None:
+    assert not freeze_due(999, 0)
+    assert freeze_due(1000, 0)
+    assert not freeze_due(1249, 1000) and freeze_due(1250, 1000)
+    assert not freeze_due(900, 1000)  # fewer: nothing new to keep out of sight
