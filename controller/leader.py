@@ -35,7 +35,7 @@ import gc
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -175,6 +175,9 @@ class Leader:
         self._routes_changed: dict[str, Key] | None = None
         self._route_shell: pb.RouteTable | None = None
         self._failing: set[str] = set()
+        #: The health checks as of the last pass, and the options they were made with.
+        self._checks: dict[str, CheckTarget] = {}
+        self._check_periods: dict[Key, tuple[float, float]] = {}
         self._full_pass = True
         self.builder = AppBuilder(store, python_executable, self._prepared_env, self.wake)
         self.prober = HealthProber(self.wake, clock)
@@ -403,15 +406,30 @@ class Leader:
             full=self._full_pass)
 
     def _check_targets(self, views: list[ReplicaView]) -> list[CheckTarget]:
-        out = []
-        for v in views:
+        """The replicas to health-check: each RUNNING one not stopping. Kept across passes:
+        only the replicas viewed again are looked at again, unless this is a full pass or
+        a deployment's check options changed."""
+        periods = {k: (float(p.options["health_check_period_s"]),
+                       float(p.options["health_check_timeout_s"]))
+                   for k, p in self.goal.plans.items()}
+        if self._full_pass or periods != self._check_periods:
+            self._checks = {}
+            due: Iterable[ReplicaView] = views
+        else:
+            due = [v for rid in self.observations.reviewed
+                   if (v := self.observations.views.get(rid)) is not None]
+            for rid in self.observations.reviewed:
+                self._checks.pop(rid, None)
+        self._check_periods = periods
+        for v in due:
             report = self.sessions.report_of(v.replica_id)
-            p = self.goal.plans.get((v.app, v.deployment))
-            if v.state == "RUNNING" and not v.stopping and report and p is not None:
-                out.append(CheckTarget(v.replica_id, report.address,
-                                       float(p.options["health_check_period_s"]),
-                                       float(p.options["health_check_timeout_s"])))
-        return out
+            period = periods.get((v.app, v.deployment))
+            if v.state == "RUNNING" and not v.stopping and report and period is not None:
+                self._checks[v.replica_id] = CheckTarget(v.replica_id, report.address,
+                                                         *period)
+            else:
+                self._checks.pop(v.replica_id, None)
+        return list(self._checks.values())
 
     # ------------------------------------------------------------------ executing
 

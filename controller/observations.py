@@ -98,6 +98,9 @@ class Observations:
         self._clock_bound: set[str] = set()
         self._nodes: Mapping[str, NodeRecord] = {}
         self._failures: dict[str, str] = {}
+        #: The replicas the last update viewed again (or dropped): only their views may
+        #: differ from the update's before.
+        self.reviewed: set[str] = set()
 
     def touch(self, replica_id: str) -> None:
         """The replica's record, report or book changed: view it again at the next update."""
@@ -122,6 +125,7 @@ class Observations:
             # sure of it at little cost.
             due |= records.keys() ^ self.views.keys()
         self._touched = set()
+        self.reviewed = due
         for rid in due:
             record = records.get(rid)
             if record is None:

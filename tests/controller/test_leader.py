@@ -137,6 +137,15 @@ class Harness:
         assert [c.kind for c in replica.commands] == [pb.REGISTERED, pb.INIT]
         await replica.report(state, message, version=record.version)
 
+    async def running_between_full_reads(self) -> str:
+        """Deploy one replica, RUNNING, then pass as the leader does between full reads
+        (with a watch); its id."""
+        await self.deploy(b"v1", 1.0)
+        await self.start_replica(pb.RUNNING)
+        self.leader._watching_records = True
+        await self.leader.reconcile_once()
+        return self.replicas[0].record.replica_id
+
     def app_status(self) -> tuple[str, str]:
         doc = self.leader.status()["app"]["app_status"]
         return doc["status"], doc["message"]
@@ -281,16 +290,12 @@ def test_a_route_change_missed_between_passes_is_published_at_the_next_full_pass
     # at the next full read.
     async def scenario() -> None:
         h = Harness()
-        await h.deploy(b"v1", 1.0)
-        await h.start_replica(pb.RUNNING)
-        h.leader._watching_records = True  # passes between full reads, as with a watch
-        await h.leader.reconcile_once()
+        rid = await h.running_between_full_reads()
         publisher = h.leader.routes
         publisher.ready = True
         first = h.leader._current_table()
         assert isinstance(first, pb.RouteTable)  # the first table is whole
         publisher._publish(first)
-        rid = h.replicas[0].record.replica_id
         session = h.leader.sessions.sessions[rid]
         session.report.ongoing = 7  # unannounced
 
@@ -343,3 +348,17 @@ def test_the_heap_is_frozen_again_only_after_the_records_grew_a_quarter() -> Non
     assert freeze_due(1000, 0)
     assert not freeze_due(1249, 1000) and freeze_due(1250, 1000)
     assert not freeze_due(900, 1000)  # fewer: nothing new to keep out of sight
+
+
+def test_health_checks_follow_the_replicas_viewed_again_between_full_passes() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        rid = await h.running_between_full_reads()
+        await h.leader.reconcile_once()
+        assert h.leader._full_pass is False and set(h.leader._checks) == {rid}
+        await h.replicas[0].report(pb.FAILED, "boom", version=h.replicas[0].record.version)
+        await h.leader.reconcile_once()
+        assert h.leader._full_pass is False and h.leader._checks == {}
+        h.close()
+
+    run(scenario())

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from weir.controller.observations import Observations, node_changes, observe_all
 from weir.controller.observe import ReplicaBook, SessionReport
+from weir.controller.reconciler import ReplicaView
 from weir.etcd.records import NodeRecord, ReplicaRecord
 
 STATES = ["STARTING", "INITIALIZING", "RUNNING", "FAILED", "STOPPING"]
@@ -37,6 +38,7 @@ def test_viewing_only_what_changed_sees_what_viewing_everything_sees() -> None:
     failures: dict[str, str] = {}
     obs = Observations()
     reviewed_fewer = 0
+    previous: dict[str, ReplicaView] = {}
     for step in range(600):
         rids = list(records)
         action = rng.randrange(9)
@@ -104,6 +106,9 @@ def test_viewing_only_what_changed_sees_what_viewing_everything_sees() -> None:
         got = obs.update(records, reports.get, nodes, failures, wall_now=wall,
                          mono_now=mono, full=step % 50 == 0)
         assert got == expected, f"step {step}: action {action}"
+        assert all(rid in obs.reviewed for rid in (previous.keys() | obs.views.keys())
+                   if previous.get(rid) != obs.views.get(rid)), "a change not reviewed"
+        previous = dict(obs.views)
         assert obs.books == expected_books, f"step {step}: action {action}"
         reviewed_fewer += due < len(records)
     assert reviewed_fewer > 300  # it did view fewer than all most of the time
