@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -53,14 +54,15 @@ from weir.controller.health_prober import CheckTarget, HealthProber
 from weir.controller.nodes import (
     node_views,
     nodes_document,
-    replica_liveness,
     update_dead_nodes,
 )
-from weir.controller.observe import ReplicaBook, observe
+from weir.controller.observations import Observations, observe_all
+from weir.controller.observe import ReplicaBook
 from weir.controller.placement import NodeView, NoFit, PlacedReplica, place, replica_request
 from weir.controller.queue_reports import CallerQueues
 from weir.controller.ranks import RankHolder, assign_rank
 from weir.controller.reconciler import ReplicaView
+from weir.controller.record_writer import RECORDS_PER_WRITE, RecordWriter
 from weir.controller.replica_records import ReplicaRecords
 from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.route_publisher import RoutePublisher, TargetChanges
@@ -86,13 +88,33 @@ PASS_STATS_S = 10.0
 #: A pass slower than this is logged on its own: every deploy, scale and failover waits on it.
 SLOW_PASS_S = 0.2
 STOP_MARGIN_S = 5.0
-#: New replica records per etcd transaction (etcd refuses more than 128 operations in one).
-RECORDS_PER_WRITE = 100
+#: The heap is frozen again when the records grew by this share (and are this many).
+FREEZE_GROWTH = 0.25
+FREEZE_MIN_RECORDS = 1000
 #: How often the pass reads every replica record (between, a watch keeps them): a change
 #: the watch missed is caught within this long.
 FULL_READ_S = 5.0
 
 Key = tuple[str, str]
+
+
+def freeze_due(records: int, frozen_at: int) -> bool:
+    """Whether to freeze the heap now: `records` is at least FREEZE_MIN_RECORDS and
+    FREEZE_GROWTH more than when it was last frozen (at `frozen_at`). Rarely, because a
+    freeze keeps for good the garbage in cycles not yet collected (a few objects each
+    time: the frequent young collections find most of it), and at most about
+    log(N) / log(1 + FREEZE_GROWTH) times in a term of N replicas (some 20 to 10,000)."""
+    return records >= FREEZE_MIN_RECORDS and records >= frozen_at * (1 + FREEZE_GROWTH)
+
+
+def new_replica_id(app: str, deployment: str, taken: Callable[[str], bool],
+                   token: Callable[[], str] = lambda: secrets.token_hex(3)) -> str:
+    """A replica id for `deployment` that `taken` says no replica has: a random part of 6
+    hex digits (16.7 million) collides within a few thousand replicas (two of 5,000 in
+    one run), and two records under one key would be one replica."""
+    while taken(replica_id := f"{app}#{deployment}#{token()}"):
+        pass
+    return replica_id
 
 
 class Leader:
@@ -116,7 +138,15 @@ class Leader:
         self.goal = ClusterGoal(records=self.replica_records.records)
         self._watching_records = False
         self._last_full_read: float | None = None
-        self.books: dict[str, ReplicaBook] = {}
+        #: How many records there were when the heap was last frozen (`_freeze_if_grown`).
+        self._frozen_at = 0
+        #: Registrations' pid writes, coalesced into transactions (`_admit`).
+        self.writer = RecordWriter(store, self.replica_records.put)
+        #: Each replica's view and book, viewed again only where an input changed.
+        self.observations = Observations()
+        self.books: dict[str, ReplicaBook] = self.observations.books
+        #: The replicas whose records changed since the last pass (for the route table).
+        self._records_changed: dict[str, Key] = {}
         self.health: dict[Key, DeploymentHealth] = {}
         #: The autoscaler's memory of each autoscaled deployment, for this term only.
         self.scaling: dict[Key, ScalingState] = {}
@@ -145,6 +175,9 @@ class Leader:
         self._routes_changed: dict[str, Key] | None = None
         self._route_shell: pb.RouteTable | None = None
         self._failing: set[str] = set()
+        #: The health checks as of the last pass, and the options they were made with.
+        self._checks: dict[str, CheckTarget] = {}
+        self._check_periods: dict[Key, tuple[float, float]] = {}
         self._full_pass = True
         self.builder = AppBuilder(store, python_executable, self._prepared_env, self.wake)
         self.prober = HealthProber(self.wake, clock)
@@ -164,6 +197,7 @@ class Leader:
         """Load the goal and the records, then run the loops."""
         revision = await read_records(self.store, self.replica_records)
         self._last_full_read = self.clock()
+        self._freeze_if_grown()
         self.goal = await read_goal(self.store, self.replica_records)
         loop = asyncio.get_running_loop()
         # The term's event is written beside the loops, never in the way of a takeover.
@@ -181,6 +215,7 @@ class Leader:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.builder.stop()
         await self.prober.stop()
+        await self.writer.stop()
         self.sessions.end()
         # End every replica session and route stream: their peers find the next leader.
         self.ended.set()
@@ -192,6 +227,7 @@ class Leader:
     def _on_report(self, replica_id: str, state_changed: bool) -> None:
         if state_changed:
             self.wake()
+        self.observations.touch(replica_id)
         record = self.goal.records.get(replica_id)
         if record is None:
             self._routes_changed = None
@@ -235,6 +271,18 @@ class Leader:
         if self._full_pass:
             await read_records(self.store, self.replica_records)
             self._last_full_read = now
+            self._freeze_if_grown()
+
+    def _freeze_if_grown(self) -> None:
+        """Move what the process holds now out of the collector's sight (`gc.freeze`) once
+        the records grew by FREEZE_GROWTH since the last time: at 5,000 replicas each full
+        collection walked 140,000 objects, most of them the records and views that live
+        as long as the term, and took up to 300 ms in the middle of a pass."""
+        if freeze_due(len(self.goal.records), self._frozen_at):
+            gc.freeze()
+            self._frozen_at = len(self.goal.records)
+            log.info("froze the heap", replicas=self._frozen_at,
+                     frozen_objects=gc.get_freeze_count())
 
     async def _reconcile_loop(self) -> None:
         metrics = controller_metrics()
@@ -275,7 +323,7 @@ class Leader:
                                             self.wall_clock())
         self.seen_nodes = {**self.seen_nodes, **self.goal.nodes}
         self.builder.ensure(self.goal.goals)
-        views, self.books = self._observe()
+        views = self._observe_changes()
         self._views = views
         # Each step walks every replica: at thousands of them a pass holds the loop for
         # long enough that the lease's keep-alive (and the route pushes) must get a turn
@@ -325,7 +373,8 @@ class Leader:
         deleted, that failed a health check or recovered, or that were told to stop
         (`_stop_replica`); the whole table if the routes or a deployment's options changed,
         and at every full read (so a change missed here lasts at most FULL_READ_S)."""
-        changed = self.replica_records.take_changed()
+        changed, self._records_changed = self._records_changed, {}
+        changed.update(self.replica_records.take_changed())
         failing = set(self.prober.failures)
         changed.update((rid, (r.app, r.deployment)) for rid in failing ^ self._failing
                        if (r := self.goal.records.get(rid)) is not None)
@@ -338,33 +387,49 @@ class Leader:
         self._route_shell = shell
 
     def _observe(self) -> tuple[list[ReplicaView], dict[str, ReplicaBook]]:
-        """Every recorded replica, viewed now, and the books updated by what was seen."""
-        wall, mono = self.wall_clock(), self.clock()
-        views, books = [], {}
-        for rid, record in self.goal.records.items():
-            report = self.sessions.report_of(rid)
-            book = self.books.get(rid, ReplicaBook())
-            liveness = replica_liveness(record, self.goal.nodes, wall,
-                                        listed_before=book.listed)
-            view, new_book = observe(
-                record, report, alive=liveness.alive, gone_reason=liveness.reason, book=book,
-                health_failure=self.prober.failures.get(rid, ""), wall_now=wall, mono_now=mono)
-            listed = book.listed or liveness.listed
-            books[rid] = new_book if new_book.listed == listed else replace(new_book,
-                                                                             listed=listed)
-            views.append(view)
-        return views, books
+        """Every recorded replica, viewed now, and the books updated by what was seen
+        (nothing kept: what status reads)."""
+        return observe_all(self.goal.records, self.sessions.report_of, self.goal.nodes,
+                           self.books, self.prober.failures, wall_now=self.wall_clock(),
+                           mono_now=self.clock())
+
+    def _observe_changes(self) -> list[ReplicaView]:
+        """Every recorded replica viewed now, keeping the views and books: only those
+        whose inputs changed are viewed again, and all of them at a full pass."""
+        changed = self.replica_records.take_changed()
+        for rid in changed:
+            self.observations.touch(rid)
+        self._records_changed.update(changed)
+        return self.observations.update(
+            self.goal.records, self.sessions.report_of, self.goal.nodes,
+            self.prober.failures, wall_now=self.wall_clock(), mono_now=self.clock(),
+            full=self._full_pass)
 
     def _check_targets(self, views: list[ReplicaView]) -> list[CheckTarget]:
-        out = []
-        for v in views:
+        """The replicas to health-check: each RUNNING one not stopping. Kept across passes:
+        only the replicas viewed again are looked at again, unless this is a full pass or
+        a deployment's check options changed."""
+        periods = {k: (float(p.options["health_check_period_s"]),
+                       float(p.options["health_check_timeout_s"]))
+                   for k, p in self.goal.plans.items()}
+        if self._full_pass or periods != self._check_periods:
+            self._checks = {}
+            due: Iterable[ReplicaView] = views
+        else:
+            due = [v for rid in self.observations.reviewed
+                   if (v := self.observations.views.get(rid)) is not None]
+            for rid in self.observations.reviewed:
+                self._checks.pop(rid, None)
+        self._check_periods = periods
+        for v in due:
             report = self.sessions.report_of(v.replica_id)
-            p = self.goal.plans.get((v.app, v.deployment))
-            if v.state == "RUNNING" and not v.stopping and report and p is not None:
-                out.append(CheckTarget(v.replica_id, report.address,
-                                       float(p.options["health_check_period_s"]),
-                                       float(p.options["health_check_timeout_s"])))
-        return out
+            period = periods.get((v.app, v.deployment))
+            if v.state == "RUNNING" and not v.stopping and report and period is not None:
+                self._checks[v.replica_id] = CheckTarget(v.replica_id, report.address,
+                                                         *period)
+            else:
+                self._checks.pop(v.replica_id, None)
+        return list(self._checks.values())
 
     # ------------------------------------------------------------------ executing
 
@@ -383,6 +448,7 @@ class Leader:
         return isinstance(action, reconciler.Forget)
 
     def _book(self, replica_id: str, **changes: Any) -> None:
+        self.observations.touch(replica_id)
         self.books[replica_id] = replace(self.books.get(replica_id, ReplicaBook()), **changes)
 
     async def _forget(self, replica_ids: list[str]) -> None:
@@ -420,7 +486,8 @@ class Leader:
         the records go to etcd RECORDS_PER_WRITE per transaction, not one round trip each.
         """
         views = {v.node_id: v for v in node_views(self.goal.nodes, self.goal.records.values())}
-        records = []
+        records: list[ReplicaRecord] = []
+        assigned: set[str] = set()
         # The ranks taken per deployment version: read once, then each new replica's added.
         peers: dict[tuple[str, str, str], list[RankHolder]] = {}
         for action in starts:
@@ -428,7 +495,7 @@ class Leader:
             taken = peers.get(version)
             if taken is None:  # not setdefault: its argument would walk every record each time
                 taken = peers[version] = self._rank_holders(action)
-            record = await self._assign(action, views, taken)
+            record = await self._assign(action, views, taken, assigned)
             if record is not None:
                 records.append(record)
                 taken.append(RankHolder(record.node_id, record.rank, record.node_rank,
@@ -448,10 +515,10 @@ class Leader:
                          node_id=record.node_id, version=record.version)
 
     async def _assign(self, action: reconciler.Start, views: dict[str, NodeView],
-                      peers: list[RankHolder]) -> ReplicaRecord | None:
+                      peers: list[RankHolder], assigned: set[str]) -> ReplicaRecord | None:
         """The record of one new replica placed on `views` (updated with it) and ranked
-        among `peers`, or None if it cannot start now (the reason is kept for its
-        deployment's status)."""
+        among `peers`, with an id neither recorded nor in `assigned` (added), or None if
+        it cannot start now (the reason is kept for its deployment's status)."""
         key = (action.app, action.deployment)
         try:
             await self._prepared_env(self.goal.goals[action.app])
@@ -471,7 +538,9 @@ class Leader:
             return None
         views[placed.node_id] = views[placed.node_id].with_replica(
             PlacedReplica(key, dict(request), tuple(placed.gpu_indices)))
-        replica_id = f"{action.app}#{action.deployment}#{secrets.token_hex(3)}"
+        replica_id = new_replica_id(action.app, action.deployment,
+                                    lambda rid: rid in self.goal.records or rid in assigned)
+        assigned.add(replica_id)
         rank, node_rank, local_rank = assign_rank(peers, placed.node_id)
         return ReplicaRecord(replica_id, action.app, action.deployment, action.version,
                              pid=0, started_at=self.wall_clock(), cluster_id=self.cluster_id,
@@ -545,9 +614,9 @@ class Leader:
             record = ReplicaRecord.from_bytes(kv.value)
             self.replica_records.put(record, kv.mod_revision)
         if record.pid != first.pid:
-            record = replace(record, pid=first.pid)
-            revision = await self.store.put(REPLICAS_PREFIX + replica_id, record.to_bytes())
-            self.replica_records.put(record, revision)
+            # Written with the other registrations of the moment, in one transaction; the
+            # reply waits until it is durable.
+            await self.writer.put(replace(record, pid=first.pid))
         commands = []
         if not first.version and first.state == pb.STARTING:
             spec = self.spec_for(record)

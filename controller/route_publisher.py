@@ -109,17 +109,20 @@ class RoutePublisher:
             self._last_publish = loop.time()
             if self.ready or self._adopted():
                 self.ready = True
-                change = self._current_table()
-                if isinstance(change, TargetChanges):
-                    for targets in change.targets.values():
-                        mark_models((t for t in targets.values() if t is not None),
-                                    self.model_ids)
-                    self._publish_targets(change)
-                else:
-                    self._publish(with_model_ids(change, self.model_ids))
+                self.publish_now()
             else:
                 self._dirty.set()
             await asyncio.sleep(PUBLISH_MIN_INTERVAL_S)
+
+    def publish_now(self) -> None:
+        """Publish the table as it is now (whole, or only what changed)."""
+        change = self._current_table()
+        if isinstance(change, TargetChanges):
+            for targets in change.targets.values():
+                mark_models((t for t in targets.values() if t is not None), self.model_ids)
+            self._publish_targets(change)
+        else:
+            self._publish(with_model_ids(change, self.model_ids))
 
     @property
     def table(self) -> pb.RouteTable:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import sys
+import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
-from weir.controller.leader import FULL_READ_S, Leader
+from weir.controller.leader import FULL_READ_S, Leader, freeze_due, new_replica_id
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
 from weir.etcd.memory_store import ManualClock, MemoryStore
 from weir.etcd.records import NodeRecord, ReplicaRecord
@@ -71,7 +72,7 @@ class SimulatedReplica:
     """A replica's end of its session: reports go in, commands come out."""
 
     def __init__(self, leader: Leader, record: ReplicaRecord, pid: int) -> None:
-        self.record, self.pid = record, pid
+        self.leader, self.record, self.pid = leader, record, pid
         self._reports: asyncio.Queue[pb.ReplicaReport] = asyncio.Queue()
         self.commands: list[pb.ReplicaCommand] = []
         self._task = asyncio.get_running_loop().create_task(self._hold(leader))
@@ -84,11 +85,20 @@ class SimulatedReplica:
         async for command in leader.session(self._reports_stream()):
             self.commands.append(command)
 
-    async def report(self, state: pb.ReplicaState, message: str = "", version: str = "") -> None:
-        self._reports.put_nowait(pb.ReplicaReport(
+    async def report(self, state: pb.ReplicaState, message: str = "", version: str = "",
+                     ongoing: int = 0) -> None:
+        report = pb.ReplicaReport(
             replica_id=self.record.replica_id, pid=self.pid, state=state, message=message,
-            address=f"127.0.0.1:{self.pid}", version=version, user_config_json="null"))
-        for _ in range(5):  # let the session take it in
+            address=f"127.0.0.1:{self.pid}", version=version, user_config_json="null",
+            ongoing=ongoing)
+        self._reports.put_nowait(report)
+        # Let the session take it in (a registration waits for its record's write).
+        deadline = time.monotonic() + 5
+        while ((sess := self.leader.sessions.sessions.get(self.record.replica_id)) is None
+               or sess.report is not report):
+            assert time.monotonic() < deadline, "the session never took the report"
+            await asyncio.sleep(0.001)
+        for _ in range(5):  # and queue its commands
             await asyncio.sleep(0)
 
     def close(self) -> None:
@@ -126,6 +136,15 @@ class Harness:
         await replica.report(pb.STARTING)
         assert [c.kind for c in replica.commands] == [pb.REGISTERED, pb.INIT]
         await replica.report(state, message, version=record.version)
+
+    async def running_between_full_reads(self) -> str:
+        """Deploy one replica, RUNNING, then pass as the leader does between full reads
+        (with a watch); its id."""
+        await self.deploy(b"v1", 1.0)
+        await self.start_replica(pb.RUNNING)
+        self.leader._watching_records = True
+        await self.leader.reconcile_once()
+        return self.replicas[0].record.replica_id
 
     def app_status(self) -> tuple[str, str]:
         doc = self.leader.status()["app"]["app_status"]
@@ -271,16 +290,12 @@ def test_a_route_change_missed_between_passes_is_published_at_the_next_full_pass
     # at the next full read.
     async def scenario() -> None:
         h = Harness()
-        await h.deploy(b"v1", 1.0)
-        await h.start_replica(pb.RUNNING)
-        h.leader._watching_records = True  # passes between full reads, as with a watch
-        await h.leader.reconcile_once()
+        rid = await h.running_between_full_reads()
         publisher = h.leader.routes
         publisher.ready = True
         first = h.leader._current_table()
         assert isinstance(first, pb.RouteTable)  # the first table is whole
         publisher._publish(first)
-        rid = h.replicas[0].record.replica_id
         session = h.leader.sessions.sessions[rid]
         session.report.ongoing = 7  # unannounced
 
@@ -317,5 +332,33 @@ def test_records_are_forgotten_together_in_one_transaction() -> None:
         assert set(h.leader.records) == {"app#D#2"}
         items, _ = await h.store.get_prefix(REPLICAS_PREFIX)
         assert [kv.key for kv in items] == [REPLICAS_PREFIX + "app#D#2"]
+
+    run(scenario())
+
+
+def test_a_new_replica_id_is_never_one_already_taken() -> None:
+    tokens = iter(["aaaaaa", "aaaaaa", "bbbbbb", "cccccc"])
+    taken = {"app#D#aaaaaa", "app#D#bbbbbb"}
+    assert new_replica_id("app", "D", taken.__contains__, lambda: next(tokens)) == (
+        "app#D#cccccc")
+
+
+def test_the_heap_is_frozen_again_only_after_the_records_grew_a_quarter() -> None:
+    assert not freeze_due(999, 0)
+    assert freeze_due(1000, 0)
+    assert not freeze_due(1249, 1000) and freeze_due(1250, 1000)
+    assert not freeze_due(900, 1000)  # fewer: nothing new to keep out of sight
+
+
+def test_health_checks_follow_the_replicas_viewed_again_between_full_passes() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        rid = await h.running_between_full_reads()
+        await h.leader.reconcile_once()
+        assert h.leader._full_pass is False and set(h.leader._checks) == {rid}
+        await h.replicas[0].report(pb.FAILED, "boom", version=h.replicas[0].record.version)
+        await h.leader.reconcile_once()
+        assert h.leader._full_pass is False and h.leader._checks == {}
+        h.close()
 
     run(scenario())

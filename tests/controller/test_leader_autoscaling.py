@@ -30,12 +30,7 @@ async def deploy_autoscaled(h: Harness, autoscaling: dict[str, Any]) -> None:
 
 
 async def report(replica: SimulatedReplica, state: pb.ReplicaState, ongoing: int = 0) -> None:
-    version = replica.record.version
-    replica._reports.put_nowait(pb.ReplicaReport(
-        replica_id=replica.record.replica_id, pid=replica.pid, state=state, ongoing=ongoing,
-        address=f"127.0.0.1:{replica.pid}", version=version, user_config_json="null"))
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await replica.report(state, version=replica.record.version, ongoing=ongoing)
 
 
 async def register(h: Harness, leader: Leader, index: int) -> SimulatedReplica:

@@ -1,0 +1,240 @@
+"""The leader's own work at N replicas, timed in-process (no etcd, no replicas, no network).
+
+A real `Leader` over a `MemoryStore`: one app with one deployment of N replicas on one node
+that lists them all, every replica RUNNING on a session of its own (fake sessions, filled
+in by hand), the leader's loops not running (each step is called and timed here). Printed
+per N, medians in ms:
+
+- pass: a reconcile pass between full reads with nothing new;
+- pass 5% / pass 5% same: a pass after 5 % of the replicas reported a new load / the same
+  report again (the idle heartbeat), as their sessions take reports;
+- full: a pass that reads every record (every FULL_READ_S);
+- pub 5% new / pub 5% same: a publish after 5 % of the replicas reported a new load / the
+  same report again (the idle heartbeat);
+- gc2 n / gc2 max ms: how many full collections Python's cyclic garbage collector made
+  during those passes and publishes, and the longest (each pass's and publish's own time
+  includes the pauses within it);
+- admit: a new leader (a failover) admitting all N replicas at once, each with a new pid,
+  over a store that charges ETCD_REQUEST_S of serialised work per request (etcd's cost per
+  request on a busy machine); and how many etcd write requests that took.
+
+The passes and publishes are timed in CPU time (`time.process_time`: this process's, so
+the wait for a core on a shared machine is left out); the admission in wall time, as it
+waits on the store. Both still move with the machine's load (caches, frequency): compare
+figures of one run.
+
+    python -m bench.leader_pass --replicas 1000 2000 5000 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from weir.build import BuiltApp, DeploymentSpec
+from weir.controller.cluster_goal import read_goal, read_records
+from weir.controller.goal import AppGoal
+from weir.controller.leader import Leader
+from weir.controller.replica_sessions import Session
+
+try:
+    from weir.controller.replica_sessions import says_nothing_new
+except ImportError:  # a tree before it (to time against)
+    says_nothing_new = None  # type: ignore[assignment]
+from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX
+from weir.etcd.memory_store import MemoryStore
+from weir.etcd.records import NodeRecord
+from weir.protos import weir_pb2 as pb
+
+#: What one etcd request costs etcd in the admission timing (serialised: one at a time).
+ETCD_REQUEST_S = 0.001
+
+
+class CostlyStore:
+    """A `MemoryStore` whose reads and writes each take ETCD_REQUEST_S, one at a time."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._lock = asyncio.Lock()
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def _cost(self) -> None:
+        async with self._lock:
+            await asyncio.sleep(ETCD_REQUEST_S)
+
+    async def get(self, key: str) -> Any:
+        await self._cost()
+        return await self._store.get(key)
+
+    async def put(self, key: str, value: bytes, **kw: Any) -> int:
+        self.writes += 1
+        await self._cost()
+        return await self._store.put(key, value, **kw)
+
+    async def commit(self, **kw: Any) -> int | None:
+        self.writes += 1
+        await self._cost()
+        return await self._store.commit(**kw)
+
+
+class GcPauses:
+    """The pauses of the cyclic garbage collector's full collections while it listens."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._began = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        elif info["generation"] == 2:
+            self.pauses.append((time.perf_counter() - self._began) * 1000)
+
+    def stop(self) -> tuple[float, float]:
+        """How many full collections, and the longest one (ms)."""
+        gc.callbacks.remove(self._note)
+        return len(self.pauses), max(self.pauses, default=0.0)
+
+
+def report(rid: str, pid: int, version: str, ongoing: int = 0) -> pb.ReplicaReport:
+    return pb.ReplicaReport(replica_id=rid, pid=pid, state=pb.RUNNING, version=version,
+                            address=f"10.0.{pid // 250}.{pid % 250}:9000", ongoing=ongoing,
+                            user_config_json="null")
+
+
+def publish(leader: Leader) -> None:
+    """What the route publisher does when woken."""
+    leader.routes.publish_now()
+
+
+async def median_ms(step: Callable[[], Awaitable[None]], times: int,
+                    before: Callable[[], None] = lambda: None) -> float:
+    took = []
+    for _ in range(times):
+        before()
+        # CPU time, not wall time: on a shared machine the wait for a core is most of the
+        # wall time, and the pass does no I/O here.
+        began = time.process_time()
+        await step()
+        took.append((time.process_time() - began) * 1000)
+    return statistics.median(took)
+
+
+async def measure(n: int, passes: int) -> dict[str, float]:
+    store = MemoryStore()
+    node = NodeRecord("n1", "127.0.0.1", {"CPU": float(n + 10), "GPU": 0.0})
+    await store.put(NODES_PREFIX + "n1", node.to_bytes())
+    spec = DeploymentSpec("app", "D", {"num_replicas": n, "health_check_period_s": 3600},
+                          b"v1", ingress=True)
+    goal = AppGoal(name="app", config={"name": "app"}, deployment_timestamp=1.0,
+                   build_key="k", built_json=BuiltApp("app", [spec]).to_json())
+    await store.put(APPS_PREFIX + "app", goal.to_bytes())
+    leader = Leader(store, python_executable=sys.executable)
+    await leader.reconcile_once()  # places and records the N replicas
+    records = dict(leader.records)
+    assert len(records) == n, f"placed {len(records)} of {n}"
+    node = replace(node, replicas={rid: 1000 + i for i, rid in enumerate(records)})
+    await store.put(NODES_PREFIX + "n1", node.to_bytes())
+    for i, (rid, record) in enumerate(records.items()):
+        first = report(rid, 1000 + i, record.version)
+        sess = Session(rid, report=first)
+        sess.take(first)
+        leader.sessions.sessions[rid] = sess
+    leader._watching_records = True  # passes between full reads, as with the watch
+    await leader.reconcile_once()
+    leader._last_full_read = None  # a full read, as the leader makes every FULL_READ_S
+    await leader.reconcile_once()
+    leader.routes.ready = True
+    publish(leader)
+    ids = list(records)
+    tick = [0]
+    pauses = GcPauses()
+
+    def reports(same: bool) -> None:
+        """5 % of the replicas report: a new load, or what they said last."""
+        tick[0] += 1
+        for i in range(0, n, 20):
+            rid = ids[(i + tick[0]) % n]
+            sess = leader.sessions.sessions[rid]
+            old = sess.report
+            new = report(rid, old.pid, old.version,
+                         old.ongoing if same else (old.ongoing + 1) % 7)
+            # What the session does with a report (`ReplicaSessions.hold`).
+            if says_nothing_new is not None and says_nothing_new(old, new):
+                continue
+            sess.take(new)
+            leader._on_report(rid, False)
+
+    async def one_pass() -> None:
+        await leader.reconcile_once()
+
+    async def full_pass() -> None:
+        leader._last_full_read = None
+        await leader.reconcile_once()
+
+    async def publish_step() -> None:
+        publish(leader)
+
+    out = {
+        "pass": await median_ms(one_pass, passes),
+        "pass 5%": await median_ms(one_pass, passes, lambda: reports(False)),
+        "pass 5% same": await median_ms(one_pass, passes, lambda: reports(True)),
+        "full": await median_ms(full_pass, max(3, passes // 4)),
+        "pub 5% new": await median_ms(publish_step, passes * 2, lambda: reports(False)),
+        "pub 5% same": await median_ms(publish_step, passes * 2, lambda: reports(True)),
+    }
+    out["gc2 n"], out["gc2 max ms"] = pauses.stop()
+    # A failover: a new leader reads the records, and every replica registers at once with
+    # a new pid (a restarted fleet) or the first time since its launch.
+    costly = CostlyStore(store)
+    successor = Leader(costly, python_executable=sys.executable)  # type: ignore[arg-type]
+    await read_records(store, successor.replica_records)
+    successor.goal = await read_goal(store, successor.replica_records)
+    began = time.perf_counter()
+    admitted = await asyncio.gather(*(
+        successor._admit(report(rid, 50_000 + i, "")) for i, rid in enumerate(ids)))
+    out["admit s"] = time.perf_counter() - began
+    out["admit writes"] = costly.writes
+    assert all(a is not None for a in admitted)
+    await successor.stop()
+    await leader.stop()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
+    parser.add_argument("--passes", type=int, default=10, help="timed passes per figure")
+    args = parser.parse_args()
+    # One log line per replica assigned and per registration would be most of the time.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    columns = ["pass", "pass 5%", "pass 5% same", "full", "pub 5% new", "pub 5% same",
+               "gc2 n", "gc2 max ms", "admit s", "admit writes"]
+    print(f"load average {os.getloadavg()[0]:.1f}; ms unless said")
+    print("| N | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for n in args.replicas:
+        row = asyncio.run(measure(n, args.passes))
+        cells = [f"{row[c]:.0f}" if c in ("gc2 n", "admit writes") else f"{row[c]:.2f}"
+                 for c in columns]
+        print(f"| {n:,} | " + " | ".join(cells) + " |", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
