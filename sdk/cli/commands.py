@@ -38,7 +38,8 @@ from weir.cli.options import (
 )
 from weir.exceptions import ClusterError, RayServeException
 from weir.packages.archive import PackageError
-from weir.packages.shipping import PackedCode, pack_code, upload
+from weir.packages.cache import PackageCache
+from weir.packages.shipping import PackedCode, pack_code, stage, upload
 from weir.protos import weir_pb2 as pb
 from weir.statuses import ApplicationStatus
 
@@ -102,10 +103,6 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if not addr:
-        # Zipping a working_dir takes a few hundred ms: done while etcd and the
-        # controller start, the first deploy has only to upload it.
-        packing = ThreadPoolExecutor(1, "weir-pack").submit(
-            pack_code, config, max_bytes=max_package_bytes)
         http_opts = config.get("http_options", {})
         grpc_opts = config.get("grpc_options", {})
         cluster = LocalCluster(http_host=http_opts.get("host", host),
@@ -114,6 +111,12 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
                                grpc_port=int(grpc_opts.get("port", 9000))
                                if grpc_opts.get("grpc_servicer_functions") else None,
                                token=cluster_token(token), tls=tls_files(http_opts))
+        # Zipping a working_dir and unpacking it take a few hundred ms: done while etcd
+        # and the controller start, straight into the cache the cluster's controller and
+        # node agent share, so the first deploy uploads nothing and the agent fetches
+        # nothing.
+        packing = ThreadPoolExecutor(1, "weir-pack").submit(
+            pack_and_stage, config, max_package_bytes, PackageCache(cluster.packages_dir))
         try:
             # The deploy (upload, build, replica start) overlaps the proxy's start; the
             # proxy is waited for before the app is said to run.
@@ -186,6 +189,14 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
             click.echo("Stopping the local cluster...", err=True)
             cluster.stop()
     sys.exit(exit_code)
+
+
+def pack_and_stage(config: dict[str, Any], max_bytes: int, cache: PackageCache
+                   ) -> tuple[dict[str, Any], list[PackedCode]]:
+    """`pack_code`, then the packages staged in an embedded cluster's `cache`."""
+    rewritten, packages = pack_code(config, max_bytes=max_bytes)
+    stage(packages, cache)
+    return rewritten, packages
 
 
 def deploy_packed(client: AdminClient,

@@ -108,6 +108,8 @@ class LocalCluster:
         self._controllers_started = 0
         self._spawned: list[int] = []
         self._controller_names: dict[str, str] = {}
+        #: Made by `start`, or earlier by `packages_dir`; removed by `stop`.
+        self._temp_dir: str | None = None
 
     def start(self, timeout: float = 30.0, *, wait_for_proxy: bool = True) -> ClusterInfo:
         """Start everything; returns when the proxy answers /-/healthz (with
@@ -120,7 +122,7 @@ class LocalCluster:
                 server_context(self.tls)
             except TlsError as exc:
                 raise RuntimeError(f"cannot serve HTTPS: {exc}") from None
-        temp_dir = tempfile.mkdtemp(prefix="weir-cluster-")
+        temp_dir = self._ensure_temp_dir()
         cluster_id = uuid.uuid4().hex[:12]
         pids: dict[str, int] = {}
         info = ClusterInfo(cluster_id, self.external_etcd, [], "", temp_dir, pids,
@@ -188,7 +190,7 @@ class LocalCluster:
             [sys.executable, "-m", "weir.controller", "--etcd", info.etcd_endpoints,
              "--host", self.host, "--port", str(port), "--lease-ttl", str(self.lease_ttl),
              "--log-dir", str(logs), "--cluster-id", info.cluster_id,
-             "--ready-file", str(ready), "--packages-dir", str(self._packages_dir())],
+             "--ready-file", str(ready), "--packages-dir", str(self.packages_dir)],
             logs / f"controller-{index}.log")
         info.pids[f"controller-{index}"] = proc.pid
         return proc, ready
@@ -210,13 +212,21 @@ class LocalCluster:
         ours = [proc for proc in self._procs if proc.pid in pids]
         return bool(ours) and all(proc.poll() is not None for proc in ours)
 
-    def _packages_dir(self) -> Path:
-        """Where this machine's controllers keep uploaded code: beside etcd's data when
-        that persists (a restarted cluster brings its apps back, and their code with them),
-        else in the cluster's temp dir."""
+    @property
+    def packages_dir(self) -> Path:
+        """Where this machine's controllers keep uploaded code, and its node agent the
+        code it runs: beside etcd's data when that persists (a restarted cluster brings
+        its apps back, and their code with them), else in the cluster's temp dir (made
+        now if `start` has not run yet, so that code can be staged there while the
+        cluster starts: `weir.packages.shipping.stage`)."""
         if self.etcd_data_dir:
             return Path(self.etcd_data_dir).parent / "packages"
-        return Path(self._require_info().temp_dir) / "packages"
+        return Path(self._ensure_temp_dir()) / "packages"
+
+    def _ensure_temp_dir(self) -> str:
+        if self._temp_dir is None:
+            self._temp_dir = tempfile.mkdtemp(prefix="weir-cluster-")
+        return self._temp_dir
 
     def start_node_agent(self) -> int:
         """Start this machine's node agent, which runs the replicas placed on it."""
@@ -226,6 +236,10 @@ class LocalCluster:
         cmd = [sys.executable, "-m", "weir.replica.node_agent", "--etcd", info.etcd_endpoints,
                "--host", self.host, "--log-dir", str(logs), "--cluster-id", info.cluster_id,
                "--lease-ttl", str(self.lease_ttl), "--resources", json.dumps(node.resources)]
+        if self.num_controllers:
+            # One cache for the machine: code a deploy uploaded (or `weir run` staged) to
+            # the controllers here is where the agent looks first, so it fetches nothing.
+            cmd += ["--packages-dir", str(self.packages_dir)]
         if node.num_cpus is not None:
             cmd += ["--num-cpus", str(node.num_cpus)]
         if node.num_gpus is not None:
@@ -350,6 +364,9 @@ class LocalCluster:
             terminate(proc, 1.0)
         self._procs = []
         self.info = None
+        if self._temp_dir is not None:  # made by `packages_dir` for a start that never came
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
 
 
 def stop_cluster(info: ClusterInfo, timeout: float = 10.0,

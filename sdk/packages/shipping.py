@@ -26,6 +26,7 @@ import structlog
 
 from weir import auth
 from weir.packages.archive import MAX_PACKAGE_BYTES, PackageError, PackageTooLarge, pack
+from weir.packages.cache import PackageCache
 from weir.packages.service import stat_package_blocking, upload_zip_blocking
 from weir.runtime_env import is_url, package_hash, package_uri
 
@@ -110,6 +111,24 @@ def pack_code(config: Mapping[str, Any], *, max_bytes: int = MAX_PACKAGE_BYTES
         packed.append(PackedCode(code, digest, data, uri))
     rewritten = with_packages(config, {(p.code.app, p.code.field): p.uri for p in packed})
     return rewritten, packed
+
+
+def stage(packages: Iterable[PackedCode], cache: PackageCache) -> list[str]:
+    """Put packages straight into a package cache on this machine (the embedded cluster's,
+    which its controllers serve from and its node agent reads): the upload that follows
+    finds them there and sends nothing. Returns the hashes staged. A package that cannot be
+    staged is only logged: the upload then sends it as usual. Blocking.
+    """
+    staged = []
+    for package in packages:
+        try:
+            cache.put(package.hash, [package.data], max_bytes=max(len(package.data), 1))
+        except (PackageError, OSError) as exc:
+            log.warning("cannot stage a package in the local cache; it will be uploaded",
+                        hash=package.hash, cache=str(cache.root), error=str(exc))
+            continue
+        staged.append(package.hash)
+    return staged
 
 
 def upload(packages: Iterable[PackedCode], controllers: Iterable[str], *,

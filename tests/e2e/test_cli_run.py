@@ -61,6 +61,12 @@ def test_weir_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         etcd, temp_dir = match.groups()
         mine = processes_mentioning(etcd, temp_dir)
         assert len(mine) >= 5, mine  # etcd, controller, proxy, 2 replicas
+        # The working dir's package was staged in the cache the controller and the node
+        # agent share while the cluster started: nothing went over the wire.
+        logs = Path(temp_dir) / "logs"
+        assert "package received" not in (logs / "controller-0.log").read_text()
+        assert "package fetched" not in (logs / "node-agent.log").read_text()
+        assert len(list((Path(temp_dir) / "packages").glob("*.zip"))) == 1
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)

@@ -10,8 +10,15 @@ import pytest
 
 from tests.sdk.packages.servers import dead_address, package_servers
 from tests.sdk.packages.trees import files_of, make_tree
-from weir.packages import PackageError, PackageTooLarge, pack
-from weir.packages.shipping import LocalCode, local_code, pack_code, upload, with_packages
+from weir.packages import PackageCache, PackageError, PackageTooLarge, pack
+from weir.packages.shipping import (
+    LocalCode,
+    local_code,
+    pack_code,
+    stage,
+    upload,
+    with_packages,
+)
 from weir.runtime_env import package_hash, package_uri
 
 
@@ -82,6 +89,29 @@ def test_upload_gives_each_controller_only_what_it_lacks(tmp_path: Path) -> None
         # Deployed again: both have it; nothing is sent.
         assert upload(packages, [a.address, b.address], token="s3cret") == {}
         assert a.calls == [f"Stat {digest[:8]}", "Upload", f"Stat {digest[:8]}"]
+
+
+def test_staged_packages_are_served_and_not_uploaded_again(tmp_path: Path) -> None:
+    # `weir run` stages its code in the embedded cluster's cache while the cluster starts:
+    # the controller serving that cache then has it, and the upload only asks.
+    code = make_tree(tmp_path / "code", big=2 * 2**20)
+    _, packages = pack_code(config_of(working_dir=str(code)))
+    digest = packages[0].hash
+    with package_servers(tmp_path, 1) as (a,):
+        assert stage(packages, a.cache) == [digest]
+        assert (a.cache.path(digest) / "app.py").read_bytes() == (code / "app.py").read_bytes()
+        assert upload(packages, [a.address]) == {}
+        assert a.calls == [f"Stat {digest[:8]}"]
+
+
+def test_a_package_that_cannot_be_staged_is_left_to_the_upload(tmp_path: Path) -> None:
+    code = make_tree(tmp_path / "code")
+    _, packages = pack_code(config_of(working_dir=str(code)))
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache would be")
+    assert stage(packages, PackageCache(blocker)) == []
+    with package_servers(tmp_path, 1) as (a,):
+        assert upload(packages, [a.address]) == {a.address: [packages[0].hash]}
 
 
 def test_upload_skips_an_unreachable_controller_but_not_a_refusal(tmp_path: Path) -> None:
