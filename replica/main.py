@@ -25,7 +25,7 @@ import structlog
 
 from weir import auth, context, multiplex
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS, user_config_json
-from weir.config.logging_config import LoggingSettings, logging_settings, replica_log_file
+from weir.config.logging_settings import LoggingSettings, logging_settings, replica_log_file
 from weir.dataplane.route_table import LeaderLocator
 from weir.processes import ASSIGNED_NAME, name_this_process
 from weir.protos import weir_pb2 as pb

@@ -18,7 +18,7 @@ from typing import Any, TextIO, cast
 
 import structlog
 
-from weir.config.logging_config import LoggingSettings
+from weir.config.logging_settings import LoggingSettings
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}

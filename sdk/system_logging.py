@@ -19,7 +19,7 @@ import os
 
 import structlog
 
-from weir.config.logging_config import LoggingSettings, logging_settings
+from weir.config.logging_settings import LoggingSettings, logging_settings
 from weir.etcd.keys import LOGGING_CONFIG_KEY
 from weir.etcd.store import Store, StoreError
 from weir.runtime import apply_logging_config, environment_logging_settings

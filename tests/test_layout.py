@@ -4,6 +4,8 @@ servers (controller, proxy, replica) never import each other."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,3 +118,13 @@ def test_the_sdk_does_not_import_the_servers() -> None:
              if not name.startswith(SERVERS) for target in targets
              if target.startswith(SERVERS)]
     assert leaks == []
+
+
+def test_proxy_and_node_agent_start_without_pydantic() -> None:
+    # pydantic and the config schema cost a process about 17 MB resident: the controller,
+    # which checks configs, needs them; the proxy and the node agent only read checked ones.
+    code = ("import sys, weir.plain_structlog, weir.proxy.main, weir.replica.node_agent; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

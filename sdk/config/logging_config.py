@@ -19,20 +19,21 @@ Fields (Ray's names and defaults):
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-__all__ = ["LoggingConfig", "LoggingSettings", "check_logging_config", "logging_settings",
-           "replica_log_file"]
+from weir.config.logging_settings import (
+    LoggingSettings,
+    check_standard_attrs,
+    level_number,
+    logging_settings,
+    replica_log_file,
+)
 
-#: The attributes every `LogRecord` has; `additional_log_standard_attrs` must name some.
-STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})))
-
+__all__ = ["LoggingConfig", "LoggingSettings", "check_logging_config", "level_number",
+           "logging_settings", "replica_log_file"]
 
 class LoggingConfig(BaseModel):
     """Ray's `ray.serve.config.LoggingConfig`: how a deployment's replicas log."""
@@ -54,22 +55,7 @@ class LoggingConfig(BaseModel):
     @field_validator("additional_log_standard_attrs")
     @classmethod
     def _attrs(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - STANDARD_ATTRS)
-        if unknown:
-            raise ValueError(f"{', '.join(map(repr, unknown))} is not an attribute of "
-                             f"logging.LogRecord; choose from {', '.join(sorted(STANDARD_ATTRS))}")
-        return value
-
-
-def level_number(value: int | str) -> int:
-    """The numeric level of "DEBUG"/"debug"/10, or ValueError naming the accepted names."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    number = logging.getLevelName(str(value).upper())
-    if not isinstance(number, int):
-        raise ValueError(f"unknown log level {value!r}: use DEBUG, INFO, WARNING, ERROR or "
-                         "CRITICAL, or a number")
-    return number
+        return check_standard_attrs(value)
 
 
 def check_logging_config(value: Any) -> dict[str, Any] | None:
@@ -90,34 +76,3 @@ def check_logging_config(value: Any) -> dict[str, Any] | None:
                              for e in exc.errors())
         raise ValueError(problems) from None
     return dict(value)
-
-
-@dataclass(frozen=True)
-class LoggingSettings:
-    """A `LoggingConfig` resolved for a process: numbers and flags, no pydantic."""
-
-    json: bool = False
-    level: int = logging.INFO
-    logs_dir: str | None = None
-    access_log: bool = True
-    standard_attrs: tuple[str, ...] = ()
-
-
-def logging_settings(config: Mapping[str, Any] | None) -> LoggingSettings:
-    """The settings a (checked) `logging_config` mapping asks for; None: Ray's defaults. Pure."""
-    parsed = LoggingConfig.model_validate(dict(config or {}))
-    return LoggingSettings(
-        json=parsed.encoding == "JSON", level=level_number(parsed.log_level),
-        logs_dir=parsed.logs_dir, access_log=parsed.enable_access_log,
-        standard_attrs=tuple(parsed.additional_log_standard_attrs))
-
-
-def replica_log_file(settings: LoggingSettings, app: str, deployment: str,
-                     replica_id: str) -> str | None:
-    """The file a replica writes its lines to under `logs_dir` (None without one), named as
-    Ray names a replica's log. Pure."""
-    if settings.logs_dir is None:
-        return None
-    safe = "".join(c if c.isalnum() or c in "-_." else "_"
-                   for c in f"replica_{app}_{deployment}_{replica_id}")
-    return os.path.join(settings.logs_dir, f"{safe}.log")

@@ -15,6 +15,7 @@ from weir.config.logging_config import (
     logging_settings,
     replica_log_file,
 )
+from weir.config.logging_settings import FIELDS
 from weir.config.schema import ServeDeploySchema
 from weir.serve.config import LoggingConfig
 
@@ -30,6 +31,22 @@ def test_settings_from_names_and_numbers() -> None:
     assert s == LoggingSettings(json=True, level=logging.DEBUG, logs_dir="/l", access_log=False,
                                 standard_attrs=("lineno",))
     assert logging_settings({"log_level": logging.WARNING}).level == logging.WARNING
+
+
+def test_settings_follow_the_models_defaults_and_rules_without_it() -> None:
+    # Server processes read logging_config without pydantic (weir.config.logging_settings):
+    # the same defaults, and what the model refuses is refused by name.
+    model = LoggingConfig()
+    assert logging_settings({}) == logging_settings(model.model_dump())
+    assert set(model.model_dump()) == FIELDS
+    with pytest.raises(ValueError, match="no field 'colour'"):
+        logging_settings({"colour": "red"})
+    with pytest.raises(ValueError, match="encoding must be TEXT or JSON, not 'XML'"):
+        logging_settings({"encoding": "XML"})
+    with pytest.raises(ValueError, match=r"'nope' is not an attribute of logging\.LogRecord"):
+        logging_settings({"additional_log_standard_attrs": ["nope"]})
+    with pytest.raises(ValueError, match="unknown log level 'LOUD'"):
+        logging_settings({"log_level": "LOUD"})
 
 
 def test_a_model_becomes_the_mapping_of_the_fields_given() -> None:
