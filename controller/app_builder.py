@@ -6,11 +6,11 @@ the controller's own process: a child does it, bounded by BUILD_TIMEOUT_S. The r
 written with a guarded commit, and only if the goal is still the one that was built: a
 newer deploy meanwhile supersedes the build.
 
-A term's first build goes to a child started warm when the term began (`weir.warm_process`:
-interpreter up, Weir's imports done, no user code), which saves the deploy that follows a
-cluster's start about half of the build's time. It is let go after WARM_CHILD_IDLE_S
-unused; later builds start their child cold (a warm child held for every deploy would cost
-its ~50 MB at all times).
+A term's first build goes to a child started warm when the term began, or for a
+controller's first term when the process started (`weir.warm_process`: interpreter up,
+Weir's imports done, no user code), which saves the deploy that follows a cluster's start
+most of the build's time. It is let go after WARM_CHILD_IDLE_S unused; later builds start
+their child cold (a warm child held for every deploy would cost its ~50 MB at all times).
 """
 
 from __future__ import annotations
@@ -64,13 +64,15 @@ class AppBuilder:
         """The apps whose build runs now."""
         return frozenset(self._builds)
 
-    def start_warm_child(self) -> None:
+    def start_warm_child(self, started: asyncio.Future[subprocess.Popen[bytes]] | None = None
+                         ) -> None:
         """Start a build child ahead, for the term's first build (the controller process
-        calls this as a term begins; tests that build nothing leave it out)."""
+        calls this as a term begins; tests that build nothing leave it out). `started`: one
+        the process started already (`start_warm_build_child`), taken instead."""
         loop = asyncio.get_running_loop()
         self._let_warm_go()
         self._warm_since = loop.time()
-        self._warm = loop.run_in_executor(None, start_warm, self.python, BUILD_MODULE)
+        self._warm = started if started is not None else start_warm_build_child(self.python)
 
     def ensure(self, goals: Mapping[str, AppGoal]) -> None:
         """Start a build for every app that needs one and has none running."""
@@ -95,7 +97,7 @@ class AppBuilder:
         """End the warm child and reap it, off the loop."""
         warm, self._warm = self._warm, None
         if warm is not None:
-            warm.add_done_callback(_end_warm_child)
+            let_warm_child_go(warm)
 
     async def _take_warm(self) -> subprocess.Popen[bytes] | None:
         """The warm child if there is one still waiting (None: start a cold one)."""
@@ -187,6 +189,16 @@ def _run_process(cmd: list[str], cwd: str | None, env: dict[str, str],
     proc = subprocess.run(cmd, cwd=cwd or None, env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, timeout=timeout, check=False)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def start_warm_build_child(python: str) -> asyncio.Future[subprocess.Popen[bytes]]:
+    """Start a warm build child (off the event loop); the future is its process."""
+    return asyncio.get_running_loop().run_in_executor(None, start_warm, python, BUILD_MODULE)
+
+
+def let_warm_child_go(started: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    """End a warm build child that will not be used, and reap it, off the loop."""
+    started.add_done_callback(_end_warm_child)
 
 
 def _end_warm_child(started: asyncio.Future[subprocess.Popen[bytes]]) -> None:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ import structlog
 
 from weir import auth, grpc_health
 from weir.controller.admin import AdminService
+from weir.controller.app_builder import WARM_CHILD_IDLE_S, let_warm_child_go
 from weir.controller.election import Election
 from weir.controller.leader import Leader
 from weir.dataplane.route_table import parse_leader
@@ -67,7 +69,9 @@ _ETCD_POLL_S = 0.02
 class Controller:
     """One controller process."""
 
-    def __init__(self, opts: argparse.Namespace) -> None:
+    def __init__(self, opts: argparse.Namespace,
+                 first_build_child: asyncio.Future[subprocess.Popen[bytes]] | None = None
+                 ) -> None:
         self.opts = opts
         self.id = uuid.uuid4().hex[:8]
         self.started_at = time.time()
@@ -79,9 +83,13 @@ class Controller:
         #: The packages deploys uploaded here; served to node agents and other controllers.
         self.packages = PackageCache(Path(opts.packages_dir) if opts.packages_dir
                                      else default_packages_dir())
+        #: A build child started with the process, for its first term if one comes soon
+        #: (`python -m weir.controller` starts it before its imports).
+        self._first_warm = first_build_child
 
     async def run(self, signalled: asyncio.Event) -> None:
         """Serve until signalled or told to shut down."""
+        asyncio.get_running_loop().call_later(WARM_CHILD_IDLE_S, self._take_first_warm, True)
         await self.store.connect()
         server = auth.server(options=CHANNEL_OPTIONS)
         pb_grpc.add_ControllerServicer_to_server(
@@ -103,7 +111,10 @@ class Controller:
         election = Election(self.store, identity.encode(), ttl=self.opts.lease_ttl)
         presence = Presence(self.store, CONTROLLERS_PREFIX + self.id, identity.encode(),
                             self.opts.lease_ttl)
-        await _etcd_answers(self.store, ETCD_START_WAIT_S)
+        if await _etcd_answers(self.store, ETCD_START_WAIT_S) is not None:
+            # A standby joining a led cluster: the build child started with the process
+            # (for a first term that follows a cluster's start at once) is not needed.
+            self._take_first_warm(let_go=True)
         presence.start()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(presence.registered.wait(), PRESENCE_WAIT_S)
@@ -119,6 +130,7 @@ class Controller:
         await asyncio.wait({stop_wait, exit_wait}, return_when=asyncio.FIRST_COMPLETED)
         for task in (*tasks, stop_wait, exit_wait):
             task.cancel()
+        self._take_first_warm(let_go=True)
         if self.leader is not None:
             await self.leader.stop()
             self.leader = None
@@ -141,7 +153,7 @@ class Controller:
                             address=self.address)
             # A deploy often follows a term's start (a cluster just started): its build
             # finds a child with Weir imported already.
-            leader.builder.start_warm_child()
+            leader.builder.start_warm_child(self._take_first_warm())
             await leader.start()
             self.leader = leader
             controller_metrics().leadership(True)
@@ -151,6 +163,16 @@ class Controller:
             self.leader = None
             self.leader_address = ""
             await leader.stop()
+
+    def _take_first_warm(self, let_go: bool = False
+                         ) -> asyncio.Future[subprocess.Popen[bytes]] | None:
+        """The build child started with the process, if no term took it yet (`let_go`:
+        none will: end it)."""
+        warm, self._first_warm = self._first_warm, None
+        if warm is not None and let_go:
+            let_warm_child_go(warm)
+            return None
+        return warm
 
     async def _follow_leader(self, election: Election) -> None:
         """Keep the leader's address fresh (for redirects), depose a leader whose process
@@ -214,18 +236,19 @@ async def _nothing_listens(address: str, probes: int = 2) -> bool:
     return True
 
 
-async def _etcd_answers(store: EtcdStore, timeout: float) -> None:
+async def _etcd_answers(store: EtcdStore, timeout: float) -> bytes | None:
     """Return once etcd answers a read, or after `timeout`: a controller started beside its
     etcd registers and campaigns as soon as etcd is up, rather than a retry's pause (0.5 s
-    for the presence) after its first attempt failed."""
+    for the presence) after its first attempt failed. Returns the leader key's value (None:
+    no leader, or etcd did not answer)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            await store.get(LEADER_KEY)
-            return
+            kv = await store.get(LEADER_KEY)
+            return kv.value if kv is not None else None
         except StoreError:
             if time.monotonic() >= deadline:
-                return  # the presence and the election wait it out from here
+                return None  # the presence and the election wait it out from here
         await asyncio.sleep(_ETCD_POLL_S)
 
 
@@ -235,8 +258,10 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(scratch, path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of `python -m weir.controller`."""
+def main(argv: list[str] | None = None,
+         first_build_child: subprocess.Popen[bytes] | None = None) -> None:
+    """Entry point of `python -m weir.controller`; `first_build_child`: a warm build child
+    (`weir.warm_process.start_warm`) it started before importing this module."""
     parser = argparse.ArgumentParser(prog="python -m weir.controller")
     parser.add_argument("--etcd", required=True, help="etcd endpoints, comma-separated")
     parser.add_argument("--host", default="127.0.0.1")
@@ -257,4 +282,12 @@ def main(argv: list[str] | None = None) -> None:
     # Before anything serves or spawns: its server, its health checks and its replicas
     # then share one token.
     auth.pin_token()
-    run_until_signalled(Controller(opts).run)
+
+    async def run(signalled: asyncio.Event) -> None:
+        started = None
+        if first_build_child is not None:
+            started = asyncio.get_running_loop().create_future()
+            started.set_result(first_build_child)
+        await Controller(opts, started).run(signalled)
+
+    run_until_signalled(run)

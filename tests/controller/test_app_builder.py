@@ -15,6 +15,7 @@ from weir.controller.goal import AppGoal
 from weir.etcd.keys import APPS_PREFIX
 from weir.etcd.memory_store import MemoryStore
 from weir.runtime_env import PreparedEnv
+from weir.warm_process import start_warm
 
 APP = '''
 from weir import serve
@@ -38,8 +39,11 @@ async def built_goal(store: MemoryStore, name: str, timeout: float = 60.0) -> Ap
     raise AssertionError(f"{name} was not built within {timeout} s")
 
 
+@pytest.mark.parametrize("started_with_the_process", [False, True])
 def test_the_first_build_of_a_term_runs_in_the_warm_child_and_runs_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started_with_the_process: bool) -> None:
+    # started_with_the_process: `python -m weir.controller` starts the child before its own
+    # imports and its first term takes it.
     (tmp_path / "builder_test_app.py").write_text(APP)
 
     def no_cold_child(*_: object) -> tuple[int, bytes, bytes]:
@@ -57,8 +61,13 @@ def test_the_first_build_of_a_term_runs_in_the_warm_child_and_runs_once(
 
         woken: list[int] = []
         builder = AppBuilder(store, sys.executable, prepared, lambda: woken.append(1))
-        builder.start_warm_child()
+        given = None
+        if started_with_the_process:
+            given = asyncio.get_running_loop().create_future()
+            given.set_result(start_warm(sys.executable, app_builder.BUILD_MODULE))
+        builder.start_warm_child(given)
         warm = await builder._warm  # type: ignore[misc]
+        assert given is None or warm is given.result()
         builder.ensure({"a": goal})
         built = await built_goal(store, "a")
         assert built.built is not None and built.built.ingress == "Echo"
