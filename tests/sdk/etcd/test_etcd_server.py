@@ -221,3 +221,12 @@ def test_launch_returns_at_once_and_wait_healthy_when_it_serves(tmp_path: Path) 
     finally:
         server.stop()
     assert not server.running
+
+
+def test_a_single_member_elects_itself_sooner_a_cluster_member_keeps_the_default(
+        tmp_path: Path) -> None:
+    alone = EtcdServer(tmp_path / "alone").command()
+    assert alone[alone.index("--election-timeout") + 1] == "700"
+    assert alone[alone.index("--heartbeat-interval") + 1] == "70"
+    member = EtcdServer(tmp_path / "m", initial_cluster="a=http://127.0.0.1:1").command()
+    assert "--election-timeout" not in member and "--heartbeat-interval" not in member
