@@ -33,6 +33,7 @@ from weir.cli.options import (
     dump_yaml,
     fail,
     max_package_option,
+    proxy_workers_option,
     token_option,
     with_runtime_env_options,
 )
@@ -71,6 +72,7 @@ def main() -> None:
                    "wheel's, WEIR_ETCD_BINARY, or etcd on PATH).")
 @click.option("--non-blocking", is_flag=True,
               help="Return once the app runs (an embedded cluster is stopped).")
+@proxy_workers_option
 @click.option("--reload", "reload_code", is_flag=True,
               help="Redeploy whenever a file of the application's code changes (its "
                    "working_dir and py_modules, else --app-dir).")
@@ -80,7 +82,7 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
         runtime_env_json: str | None, working_dir: str | None,
         address: str | None, name: str, route_prefix: str,
         app_dir: str, host: str, port: int, admin_port: int, etcd_binary: str | None,
-        non_blocking: bool, reload_code: bool, max_package_mb: float,
+        non_blocking: bool, proxy_workers: int, reload_code: bool, max_package_mb: float,
         token: str | None) -> None:
     """Run an application (import path `module:app`, then builder arguments as key=value,
     or a config file) and block until Ctrl-C or `serve shutdown`. With no cluster address,
@@ -96,6 +98,9 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
                         runtime_env_json=runtime_env_json, working_dir=working_dir)
     cluster: LocalCluster | None = None
     addr = cluster_address(address)
+    if addr and proxy_workers > 1:
+        click.echo(f"Warning: --proxy-workers applies to the embedded cluster only; the "
+                   f"cluster at {addr} runs its own proxies, so it is ignored.", err=True)
     max_package_bytes = int(max_package_mb * 2**20)
     #: The first deploy's code, packed while an embedded cluster starts (None: pack it then).
     packing: Future[tuple[dict[str, Any], list[PackedCode]]] | None = None
@@ -111,6 +116,8 @@ def run(config_or_import_path: str, arguments: tuple[str, ...], runtime_env: str
                                grpc_port=int(grpc_opts.get("port", 9000))
                                if grpc_opts.get("grpc_servicer_functions") else None,
                                token=cluster_token(token), tls=tls_files(http_opts))
+        if proxy_workers > 1:
+            cluster.proxy_args = ("--proxy-workers", str(proxy_workers))
         # Zipping a working_dir and unpacking it take a few hundred ms: done while etcd
         # and the controller start, straight into the cache the cluster's controller and
         # node agent share, so the first deploy uploads nothing and the agent fetches

@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from tests.e2e.conftest import ROOT, wait_for
+from weir.cli.admin_client import AdminClient
 from weir.processes import find_pids, free_port, pid_runs
 
 
@@ -214,7 +215,7 @@ def app(args):
 def test_weir_run_passes_builder_args_and_serve_shutdown_stops_it_all(tmp_path: Path) -> None:
     (tmp_path / "greeter_builder.py").write_text(BUILDER_APP)
     proc, port, log = weir_run(tmp_path, "greeter_builder:app", "greeting=hej",
-                               "--app-dir", str(tmp_path))
+                               "--app-dir", str(tmp_path), "--proxy-workers", "2")
     try:
         wait_for(lambda: (r := http_answer(port)) is not None and r.text == "hej", 60,
                  "the builder's argument to reach the app")
@@ -222,6 +223,10 @@ def test_weir_run_passes_builder_args_and_serve_shutdown_stops_it_all(tmp_path: 
                           log.read_text())
         assert match, log.read_text()
         admin, etcd, temp_dir = match.groups()
+        # --proxy-workers 2: both workers of the embedded proxy are up and listed.
+        client = AdminClient(admin)
+        wait_for(lambda: len(client.get_status()["proxies"]) == 2, 20,
+                 "weir status to list both proxy workers")
         shutdown = subprocess.run(
             [sys.executable, "-m", "weir.cli", "shutdown", "-y", "-a", admin], cwd=ROOT,
             env=embedded_env(tmp_path), capture_output=True, text=True, timeout=30)
