@@ -96,14 +96,23 @@ class AdminService(pb_grpc.ControllerServicer):
     """Serves `weir.Controller` for one controller process."""
 
     def __init__(self, store: Store, leader: Callable[[], Leader | None],
-                 leader_address: Callable[[], str], on_shutdown: Callable[[], Any]) -> None:
+                 leader_address: Callable[[], str], on_shutdown: Callable[[], Any],
+                 starting_leader: Callable[[], Awaitable[Leader | None]] | None = None
+                 ) -> None:
+        """`starting_leader`: the leader this process is starting (it won the election
+        and its term is being set up), once started; None if it is not starting one."""
         self.store = store
         self._leader = leader
         self._leader_address = leader_address
         self._on_shutdown = on_shutdown
+        self._starting_leader = starting_leader
 
     async def _need_leader(self, context: grpc.aio.ServicerContext) -> Leader:
         leader = self._leader()
+        if leader is None and self._starting_leader is not None:
+            # Won, not yet started: proxies and replicas that saw the leader key change
+            # call at once; refused, they would come back only after a backoff.
+            leader = await self._starting_leader()
         if leader is None:
             address = self._leader_address()
             if not address:

@@ -64,6 +64,9 @@ PRESENCE_WAIT_S = 10.0
 #: cluster starts its etcd and controllers together).
 ETCD_START_WAIT_S = 10.0
 _ETCD_POLL_S = 0.02
+#: How long a call that needs the leader waits for this process's term to start, once it
+#: won the election (a term starts in well under a second: adoption, first table).
+LEADER_START_WAIT_S = 5.0
 
 
 class Controller:
@@ -80,6 +83,8 @@ class Controller:
         self.leader_address = ""
         self.address = ""
         self.exit = asyncio.Event()
+        #: Set while this process leads and its Leader is started.
+        self._leading = asyncio.Event()
         #: The packages deploys uploaded here; served to node agents and other controllers.
         self.packages = PackageCache(Path(opts.packages_dir) if opts.packages_dir
                                      else default_packages_dir())
@@ -94,7 +99,7 @@ class Controller:
         server = auth.server(options=CHANNEL_OPTIONS)
         pb_grpc.add_ControllerServicer_to_server(
             AdminService(self.store, lambda: self.leader, lambda: self.leader_address,
-                         self.shutdown_cluster), server)
+                         self.shutdown_cluster, self._started_leader), server)
         pb_grpc.add_PackagesServicer_to_server(PackageService(self.packages), server)
         await grpc_health.serve_health(server, ["weir.Controller", "weir.Packages"])
         port = server.add_insecure_port(f"{self.opts.host}:{self.opts.port}")
@@ -156,13 +161,24 @@ class Controller:
             leader.builder.start_warm_child(self._take_first_warm())
             await leader.start()
             self.leader = leader
+            self._leading.set()
             controller_metrics().leadership(True)
             await election.lost.wait()
             log.warning("leadership lost; back to standby")
+            self._leading.clear()
             controller_metrics().leadership(False)
             self.leader = None
             self.leader_address = ""
             await leader.stop()
+
+    async def _started_leader(self) -> Leader | None:
+        """The Leader once started, if this process won the election and is starting its
+        term (None at once otherwise, or after LEADER_START_WAIT_S)."""
+        if not self.address or self.leader_address != self.address:
+            return self.leader
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._leading.wait(), LEADER_START_WAIT_S)
+        return self.leader
 
     def _take_first_warm(self, let_go: bool = False
                          ) -> asyncio.Future[subprocess.Popen[bytes]] | None:
