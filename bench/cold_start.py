@@ -11,7 +11,10 @@ cluster to go idle, reads each process's resident memory (VmRSS) from /proc, the
     python bench/cold_start.py --runs 5 --alternate  # cold replicas, warm, cold, ...
 
 Each run also reads the cluster's own log timestamps: the leader's "assigned replica" to
-the node agent's "started replica" and the replica's "replica serving" and "running".
+the node agent's "started replica" and the replica's "replica serving" and "running"; and
+the path to the first 200, each step's first log line in seconds after `weir run` started
+(`PATH_EVENTS`: the proxy and node agent up, the controller up, the app deployed and
+built, the replica assigned and running).
 
 Figures on a shared machine are noisy: quote the median and say what else ran.
 """
@@ -27,7 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/cold_start.py`
@@ -49,6 +52,9 @@ MARK_ENV = "WEIR_COLD_START_BENCH"
 
 #: The log lines timed, in their order on the path of a replica's start.
 EVENTS = ("assigned replica", "started replica", "replica serving", "running")
+#: The log lines on the way to the first 200, timed from `weir run`'s start.
+PATH_EVENTS = ("proxy serving", "node agent up", "controller up", "deployed",
+               "built application", "assigned replica", "running")
 #: A console log line: its ISO timestamp, then its level, then its event.
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+)Z? \[\s*\w+\s*\] (.+?)(?:\s{2,}|$)")
 
@@ -67,6 +73,8 @@ class Run:
     gaps: dict[str, float] = field(default_factory=dict)
     #: What the run was told: "" or the WEIR_WARM_REPLICA value.
     label: str = ""
+    #: Seconds from `weir run`'s start to the first of each `PATH_EVENTS` line.
+    path: dict[str, float] = field(default_factory=dict)
 
 
 def role_of(cmdline: list[str]) -> str:
@@ -123,12 +131,26 @@ def memory_by_role(pids: list[int]) -> dict[str, float]:
     return totals
 
 
+def _timed(lines: list[str], names: tuple[str, ...]) -> list[tuple[datetime, str]]:
+    """The lines whose event is one of `names`, as (UTC timestamp, event), in time order."""
+    return sorted((datetime.fromisoformat(m.group(1)).replace(tzinfo=timezone.utc), m.group(2))
+                  for m in map(_LOG_LINE.match, lines) if m and m.group(2) in names)
+
+
+def path_times(lines: list[str], started_at: float) -> dict[str, float]:
+    """Seconds from `started_at` (a UNIX time) to the first line of each `PATH_EVENTS`
+    event, from the log lines of every process in any order. Pure."""
+    out: dict[str, float] = {}
+    for at, event in _timed(lines, PATH_EVENTS):
+        out.setdefault(event, at.timestamp() - started_at)
+    return out
+
+
 def event_gaps(lines: list[str]) -> dict[str, float]:
     """Seconds from the first "assigned replica" to the first of each later `EVENTS` line
     after it, from the log lines of every process in any order (ISO timestamps, console
     format). Pure."""
-    events = sorted((datetime.fromisoformat(m.group(1)), m.group(2))
-                    for m in map(_LOG_LINE.match, lines) if m and m.group(2) in EVENTS)
+    events = _timed(lines, EVENTS)
     start = next((at for at, event in events if event == EVENTS[0]), None)
     if start is None:
         return {}
@@ -159,7 +181,7 @@ def one_run(app: str, settle_s: float, timeout: float, label: str = "") -> Run:
     if label:
         env["WEIR_WARM_REPLICA"] = label
     argv = [*weir_command(), "run", app, "--port", str(port), "--admin-port", str(admin)]
-    start = time.monotonic()
+    start, started_at = time.monotonic(), time.time()
     proc = spawn(argv, log_path=Path(home) / "run.log", env=env, cwd=REPO_ROOT)
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/", timeout)
@@ -169,7 +191,8 @@ def one_run(app: str, settle_s: float, timeout: float, label: str = "") -> Run:
         pids = pids_with_env(MARK_ENV, home)
         rss = memory_by_role(pids)
         pss = sum(proportional_mb(pid) for pid in pids)
-        gaps = event_gaps(cluster_log_lines(Path(home) / "run.log"))
+        lines = cluster_log_lines(Path(home) / "run.log")
+        gaps, path = event_gaps(lines), path_times(lines, started_at)
     except ProcessFailed as exc:
         log = (Path(home) / "run.log").read_text(errors="replace")[-2000:]
         raise SystemExit(f"{exc}\n--- weir run's output ---\n{log}") from exc
@@ -178,7 +201,8 @@ def one_run(app: str, settle_s: float, timeout: float, label: str = "") -> Run:
         terminate(proc, 20.0)
         for pid in pids_with_env(MARK_ENV, home):
             terminate(pid, 5.0)
-    return Run(seconds, rss, pss, gaps, label)
+    path["first 200"] = seconds
+    return Run(seconds, rss, pss, gaps, label, path)
 
 
 def report(runs: list[Run]) -> str:
@@ -195,6 +219,12 @@ def report(runs: list[Run]) -> str:
     lines.append(f"{'total':<12} {total:>22.1f}")
     pss = statistics.median([r.pss_mb for r in runs])
     lines += ["", f"shared pages counted once (sum of PSS): {pss:.1f} MB"]
+    lines += ["", "the path (seconds after `weir run` started, median of the runs):"]
+    for event in (*PATH_EVENTS, "first 200"):
+        times = [r.path[event] for r in runs if event in r.path]
+        if times:
+            lines.append(f"  {event:<20} {statistics.median(times):5.2f} "
+                         f"({', '.join(f'{t:.2f}' for t in times)})")
     for event in EVENTS[1:]:
         gaps = [r.gaps[event] for r in runs if event in r.gaps]
         if gaps:

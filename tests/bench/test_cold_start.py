@@ -1,6 +1,8 @@
 """The cold-start bench's pure parts: which role a process plays, and the table."""
 
-from bench.cold_start import Run, event_gaps, report, role_of
+from datetime import datetime, timezone
+
+from bench.cold_start import Run, event_gaps, path_times, report, role_of
 
 
 def test_role_of_names_each_cluster_process() -> None:
@@ -40,3 +42,21 @@ def test_event_gaps_time_a_replica_start_from_its_assignment() -> None:
     assert [round(gaps[e], 3) for e in ("started replica", "replica serving", "running")] == [
         0.05, 0.25, 0.4]  # the "running" of an earlier replica does not count
     assert event_gaps(lines[2:4]) == {}
+
+
+def test_path_times_each_step_from_the_start_of_weir_run() -> None:
+    started_at = datetime(2026, 11, 30, 15, 0, 0, tzinfo=timezone.utc).timestamp()
+    lines = [
+        "2026-11-30T15:00:01.200000Z [info     ] deployed                       revision=8",
+        "2026-11-30T15:00:00.700000Z [info     ] controller up                  address=x",
+        "2026-11-30T15:00:01.300000Z [info     ] built application              app=default",
+        "2026-11-30T15:00:01.500000Z [info     ] running                        version=v",
+        "2026-11-30T15:00:09.000000Z [info     ] deployed                       revision=9",
+        "2026-11-30T15:00:00.600000Z [info     ] proxy serving                  http=x",
+    ]
+    times = path_times(lines, started_at)
+    assert {k: round(v, 3) for k, v in times.items()} == {
+        "proxy serving": 0.6, "controller up": 0.7, "deployed": 1.2,
+        "built application": 1.3, "running": 1.5}  # the first of each, not the later deploy
+    runs = [Run(1.6, {}, path={**times, "first 200": 1.6})]
+    assert "  deployed              1.20 (1.20)" in report(runs)
