@@ -289,6 +289,10 @@ class Leader:
         window_start, slowest, passes = self.clock(), 0.0, 0
         while True:
             began = time.perf_counter()
+            # Cleared before the pass, not after it: a wake that comes while the pass runs
+            # (a replica turning RUNNING as the pass awaits etcd) must start the next pass
+            # at once, not wait out the tick.
+            self._wake.clear()
             try:
                 await self.reconcile_once()
             except asyncio.CancelledError:
@@ -308,7 +312,6 @@ class Leader:
                 log.info("reconcile passes", passes=passes, max_ms=round(slowest * 1000, 1),
                          replicas=len(self.goal.records))
                 window_start, slowest, passes = self.clock(), 0.0, 0
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
             except TimeoutError:

@@ -8,6 +8,7 @@ manual clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
-from weir.controller.leader import FULL_READ_S, Leader, freeze_due, new_replica_id
+from weir.controller.leader import FULL_READ_S, TICK_S, Leader, freeze_due, new_replica_id
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
 from weir.etcd.memory_store import ManualClock, MemoryStore
 from weir.etcd.records import NodeRecord, ReplicaRecord
@@ -360,5 +361,37 @@ def test_health_checks_follow_the_replicas_viewed_again_between_full_passes() ->
         await h.leader.reconcile_once()
         assert h.leader._full_pass is False and h.leader._checks == {}
         h.close()
+
+    run(scenario())
+
+
+def test_a_wake_during_a_pass_starts_the_next_pass_at_once() -> None:
+    # A replica turning RUNNING while a pass awaits etcd wakes the leader: the next pass must
+    # start at once, not after the tick (it was cleared with the pass's end, then waited out
+    # TICK_S: the route to a new replica came up to 0.5 s late).
+    harness = Harness()
+    passes: list[float] = []
+
+    async def one_pass() -> None:
+        passes.append(time.monotonic())
+        if len(passes) == 1:
+            await asyncio.sleep(0.01)
+            harness.leader.wake()  # comes while the pass runs
+            await asyncio.sleep(0.01)
+
+    harness.leader.reconcile_once = one_pass  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        loop = asyncio.ensure_future(harness.leader._reconcile_loop())
+        try:
+            deadline = time.monotonic() + 5
+            while len(passes) < 2 and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        assert len(passes) >= 2
+        assert passes[1] - passes[0] < TICK_S / 2
 
     run(scenario())
