@@ -85,6 +85,8 @@ class Controller:
         self.exit = asyncio.Event()
         #: Set while this process leads and its Leader is started.
         self._leading = asyncio.Event()
+        #: From the election won until the term's Leader is started.
+        self._term_starting = False
         #: The packages deploys uploaded here; served to node agents and other controllers.
         self.packages = PackageCache(Path(opts.packages_dir) if opts.packages_dir
                                      else default_packages_dir())
@@ -152,6 +154,7 @@ class Controller:
     async def _lead(self, election: Election) -> None:
         while True:
             await election.campaign()
+            self._term_starting = True
             self.leader_address = self.address
             leader = Leader(self.store, python_executable=sys.executable,
                             cluster_id=self.opts.cluster_id, packages=self.packages,
@@ -159,7 +162,10 @@ class Controller:
             # A deploy often follows a term's start (a cluster just started): its build
             # finds a child with Weir imported already.
             leader.builder.start_warm_child(self._take_first_warm())
-            await leader.start()
+            try:
+                await leader.start()
+            finally:
+                self._term_starting = False
             self.leader = leader
             self._leading.set()
             controller_metrics().leadership(True)
@@ -173,9 +179,18 @@ class Controller:
 
     async def _started_leader(self) -> Leader | None:
         """The Leader once started, if this process won the election and is starting its
-        term (None at once otherwise, or after LEADER_START_WAIT_S)."""
-        if not self.address or self.leader_address != self.address:
+        term (None at once otherwise, or after LEADER_START_WAIT_S). Won is what etcd
+        says: a caller that watches the leader key can call before this process's own
+        campaign has returned."""
+        if self.leader is not None or not self.address:
             return self.leader
+        if not self._term_starting:
+            try:
+                kv = await self.store.get(LEADER_KEY)
+            except StoreError:
+                return None
+            if kv is None or parse_leader(kv.value) != self.address:
+                return None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._leading.wait(), LEADER_START_WAIT_S)
         return self.leader
