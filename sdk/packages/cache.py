@@ -99,6 +99,13 @@ class PackageCache:
         """Whether the package is here, whole."""
         return (self.root / check_hash(package_hash)).is_dir()
 
+    def can_serve(self, package_hash: str) -> bool:
+        """Whether the package's zip is here to send to others. It goes into place before
+        the unpacked folder, and outlives it: where a controller and a node agent share
+        the cache (an embedded cluster), the agent's loss of the folder must not make the
+        controller refuse to send the package again."""
+        return self.archive(package_hash).is_file()
+
     def path(self, package_hash: str) -> Path:
         """The unpacked package; PackageNotFound if it is not here."""
         if not self.has(package_hash):

@@ -92,7 +92,7 @@ class PackageService(pb_grpc.PackagesServicer):
                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.PackageChunk]:
         """Stream a package's zip, 1 MiB a message; NOT_FOUND if it is not here."""
         try:
-            if not self.cache.has(request.hash):
+            if not self.cache.can_serve(request.hash):
                 raise PackageNotFound(f"package {request.hash} is not on this server; "
                                       "upload it first")
         except PackageError as exc:
@@ -111,7 +111,7 @@ class PackageService(pb_grpc.PackagesServicer):
                    context: grpc.aio.ServicerContext) -> pb.PackageRef:
         """The package's zip size if it is here; NOT_FOUND if not."""
         try:
-            if not self.cache.has(request.hash):
+            if not self.cache.can_serve(request.hash):
                 raise PackageNotFound(f"package {request.hash} is not on this server")
         except PackageError as exc:
             await context.abort(_code(exc), str(exc))

@@ -58,15 +58,17 @@ def test_replicas_run_from_the_node_package_cache(cluster: RunningCluster,
     work_hash, module_hash = package_hash(env["working_dir"]), package_hash(env["py_modules"][0])
     assert work_hash and module_hash, env
     assert env["py_modules"][0].endswith("/helpers")
-    node_cache = Path(cluster.info.temp_dir) / "logs" / "packages"
+    # The embedded cluster's node agent shares its controller's cache (one a machine).
+    node_cache = Path(cluster.info.temp_dir) / "packages"
     first = where(cluster)
     assert first["cwd"] == str(node_cache / work_hash)
     assert first["file"] == str(node_cache / work_hash / "where_app.py")
     assert first["helpers"] == str(node_cache / module_hash / "helpers" / "__init__.py")
     assert first["greeting"] == "from a package"
 
-    # The named paths are gone, and so is the node's copy: a new replica still starts, with
-    # the code the node fetches again from the controller.
+    # The named paths are gone, and so is the node's unpacked copy: a new replica still
+    # starts, with the code the node fetches again from the controller (which serves the
+    # zip it kept).
     shutil.rmtree(tmp_path / "libs")
     code.rename(tmp_path / "moved")
     shutil.rmtree(node_cache / work_hash)

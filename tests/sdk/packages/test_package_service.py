@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -141,6 +142,22 @@ def test_fetching_an_unknown_package_is_not_found(tmp_path: Path) -> None:
             await fetch_package(channel, unknown, node_cache)
         assert not node_cache.has(unknown)
         assert list(node_cache.root.iterdir()) == []
+
+    with_server(test, tmp_path / "server")
+
+
+def test_a_cache_shared_with_a_node_fetches_again_what_the_node_lost(tmp_path: Path) -> None:
+    # An embedded cluster's controller and node agent share one cache: if the unpacked
+    # folder goes, the controller still serves the zip it kept, and the node unpacks it anew.
+    root = make_tree(tmp_path / "a")
+
+    async def test(channel: grpc.aio.Channel, service: PackageService) -> None:
+        package_hash = await upload_package(channel, root)
+        before = files_of(service.cache.path(package_hash))
+        shutil.rmtree(service.cache.path(package_hash))
+        assert not service.cache.has(package_hash) and service.cache.can_serve(package_hash)
+        path = await fetch_package(channel, package_hash, service.cache)
+        assert files_of(path) == before
 
     with_server(test, tmp_path / "server")
 
