@@ -24,6 +24,8 @@ import asyncio
 import collections
 import concurrent.futures
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -145,6 +147,18 @@ def drive_processes(url: str, connections: int, duration_s: float, rate: float,
             max(p[3] for p in parts), sum(p[4] for p in parts))
 
 
+def start_profiler(path: str, pid: int, duration_s: float) -> subprocess.Popen[bytes] | None:
+    """py-spy recording process `pid` for `duration_s` to `path` (raw collapsed stacks), if
+    a path is given."""
+    if not path:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration",
+                             str(max(1, int(duration_s))), "--rate", "200", "--format", "raw",
+                             "--nonblocking", "-o", path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile, in ms."""
     ordered = sorted(values)
@@ -158,8 +172,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--factor", type=int, default=10, help="times the admission capacity")
     parser.add_argument("--http-server", choices=("hypercorn", "uvicorn"), default="hypercorn")
-    parser.add_argument("--admission", choices=("on", "off"), default="on",
-                        help="off: the proxy sheds only in its app (WEIR_PROXY_ADMISSION=off), "
+    parser.add_argument("--admission", choices=("on", "off", "gate"), default="on",
+                        help="off: the proxy sheds only in its app (WEIR_PROXY_ADMISSION=off); "
+                             "gate: in its first ASGI wrapper, not in the server's protocol; "
                              "to compare")
     parser.add_argument("--clients", type=int, default=1,
                         help="load client processes for the overload phase")
@@ -167,6 +182,9 @@ def main() -> None:
                         help="weir start --proxy-workers (absent from older CLIs: 1 omits it)")
     parser.add_argument("--service-ms", type=float, default=20.0,
                         help="each request's work in the replica")
+    parser.add_argument("--py-spy", default="", metavar="FILE",
+                        help="record the proxy (worker 0) with py-spy during the overload, "
+                             "to FILE (py-spy's raw format: collapsed stacks)")
     args = parser.parse_args()
     service_s = args.service_ms / 1000
     os.environ["WEIR_PROXY_ADMISSION"] = args.admission  # the cluster's processes inherit it
@@ -191,8 +209,11 @@ def main() -> None:
             cpu_before = sum(cpu_s(p) for p in pids)
             connections = 200
             offered = args.factor * ADMITTED / service_s
+            profiler = start_profiler(args.py_spy, proxy_pid, args.duration)
             loaded, loaded_lat, shed_lat, elapsed, client_cpu = drive_processes(
                 cluster.url, connections, args.duration, offered, args.clients)
+            if profiler is not None:
+                profiler.wait(timeout=30)
             rss_after = sum(rss_kib(p) for p in pids)
             proxy_cpu = sum(cpu_s(p) for p in pids) - cpu_before
     capacity = ADMITTED / service_s
