@@ -117,7 +117,9 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
     if opts.grpc_port >= 0:
         from weir.proxy.grpc_ingress import start_grpc_ingress
 
-        grpc_server = await start_grpc_ingress(plane, opts.http_host, opts.grpc_port)
+        grpc_server = await start_grpc_ingress(
+            plane, opts.http_host, opts.grpc_port,
+            admission if admission_enabled() else None)
     store = EtcdStore(opts.etcd)
     info = {"id": proxy_id, "http": address, "pid": os.getpid(),
             "metrics": f"http://{address}/-/metrics",
