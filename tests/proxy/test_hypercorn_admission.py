@@ -4,7 +4,10 @@ exact answers out; the admission is a stand-in that sheds the paths under /shed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import hypercorn.protocol
@@ -72,29 +75,37 @@ async def _read_until(reader: asyncio.StreamReader, count: int) -> bytes:
     return data
 
 
+@contextlib.asynccontextmanager
+async def hypercorn_with(admission: ShedUnderShed, **settings: Any) -> AsyncIterator[int]:
+    """A hypercorn serving `app` with `admission` in its protocol; yields its port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{listener.detach()}"]
+    config.accesslog = None
+    for name, value in settings.items():
+        setattr(config, name, value)
+    stop = asyncio.Event()
+    with admission_in_protocol(admission) as installed:  # type: ignore[arg-type]
+        assert installed
+        server = asyncio.get_running_loop().create_task(
+            serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        try:
+            yield port
+        finally:
+            stop.set()
+            await server
+
+
 def exchange(admission: ShedUnderShed, requests: bytes, responses: int) -> tuple[bytes, bool]:
     """Send `requests` on one connection to a hypercorn with `admission` in its protocol;
     returns the bytes of `responses` answers and whether the server then closed it."""
 
     async def scenario() -> tuple[bytes, bool]:
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        config = Config()
-        config.bind = [f"fd://{listener.detach()}"]
-        config.accesslog = None
-        stop = asyncio.Event()
-        with admission_in_protocol(admission) as installed:  # type: ignore[arg-type]
-            assert installed
-            server = asyncio.get_running_loop().create_task(
-                serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-            for _ in range(100):
-                try:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                    break
-                except OSError:
-                    await asyncio.sleep(0.02)
+        async with hypercorn_with(admission) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(requests)
             answered = await _read_until(reader, responses)
             try:
@@ -102,8 +113,6 @@ def exchange(admission: ShedUnderShed, requests: bytes, responses: int) -> tuple
             except TimeoutError:
                 closed = False
             writer.close()
-            stop.set()
-            await server
         return answered, closed
 
     return asyncio.run(scenario())
@@ -161,3 +170,26 @@ def test_request_facts() -> None:
     assert request_facts([(b"content-length", b"3")]) == (False, True)
     assert request_facts([(b"transfer-encoding", b"chunked")]) == (False, True)
     assert request_facts([(b"upgrade", b"websocket")]) == (True, False)
+
+
+def test_shed_requests_leave_the_keep_alive_timer_running() -> None:
+    # A refused request neither stops nor restarts hypercorn's keep-alive timer (that
+    # costs two tasks a request): a connection whose requests are all shed closes
+    # keep_alive_timeout after its last answered one, though it never went quiet.
+    async def scenario() -> tuple[int, float]:
+        async with hypercorn_with(ShedUnderShed(), keep_alive_timeout=0.4) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            opened = time.monotonic()
+            answered = 0
+            while time.monotonic() - opened < 5:
+                writer.write(get("/shed/x"))
+                data = await _read_until(reader, 1)
+                if not data:
+                    break
+                answered += complete_responses(data)
+                await asyncio.sleep(0.05)
+            writer.close()
+            return answered, time.monotonic() - opened
+
+    answered, lasted = asyncio.run(scenario())
+    assert answered >= 2 and lasted < 4
