@@ -327,6 +327,9 @@ def main() -> None:
                         help="weir start --proxy-workers (absent from older CLIs: 1 omits it)")
     parser.add_argument("--service-ms", type=float, default=20.0,
                         help="each request's work in the replica")
+    parser.add_argument("--max-loop-lag-ms", type=float, default=0.0,
+                        help="the proxy's loop-lag guard (WEIR_PROXY_MAX_LOOP_LAG_MS; 0: its "
+                             "default)")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http",
                         help="grpc: call the deployment's Echo through the gRPC ingress")
     parser.add_argument("--py-spy", default="", metavar="FILE",
@@ -346,6 +349,8 @@ def main() -> None:
         return
     service_s = args.service_ms / 1000
     os.environ["WEIR_PROXY_ADMISSION"] = args.admission  # the cluster's processes inherit it
+    if args.max_loop_lag_ms:
+        os.environ["WEIR_PROXY_MAX_LOOP_LAG_MS"] = str(args.max_loop_lag_ms)
     with tempfile.TemporaryDirectory(prefix="weir-overload-") as home:
         flags = ["--proxy-workers", str(args.proxy_workers)] if args.proxy_workers > 1 else []
         grpc_port = free_port()
@@ -380,6 +385,8 @@ def main() -> None:
                 profiler.wait(timeout=30)
             rss_after = sum(rss_kib(p) for p in pids)
             proxy_cpu = sum(cpu_s(p) for p in pids) - cpu_before
+            # Admission's counts must come back to 0: one connection answers 200 again.
+            after, _, _, _ = drive_any(url, 1, 2.0)
     capacity = ADMITTED / service_s
     queue_wait_ms = QUEUED / capacity * 1000
     bound = 2 * pct(unloaded_lat, 99) + queue_wait_ms + service_s * 1000
@@ -387,7 +394,9 @@ def main() -> None:
     other = {s: n for s, n in loaded.items() if s not in (200, 503)}
     if args.protocol == "grpc":
         print("gRPC ingress (userdefined.Streamer/Echo): 200 = OK, 503 = RESOURCE_EXHAUSTED")
-    print(f"proxy on {args.http_server} x {len(pids)} worker(s), admission {args.admission}; "
+    lag = f", loop-lag guard {args.max_loop_lag_ms:.0f} ms" if args.max_loop_lag_ms else ""
+    print(f"proxy on {args.http_server} x {len(pids)} worker(s), admission {args.admission}"
+          f"{lag}; "
           f"deployment: 2 replicas x "
           f"max_ongoing_requests=4, max_queued_requests=8, {service_s * 1000:.0f} ms per request; "
           f"capacity ~{capacity:.0f} req/s")
@@ -406,6 +415,8 @@ def main() -> None:
     print(f"503s (how late a shed answer is): p50 {pct(shed_lat, 50):.1f} ms, "
           f"p99 {pct(shed_lat, 99):.1f} ms")
     print(f"responses other than 200/503: {other or 'none'}")
+    print(f"after the overload, one connection for 2 s: {after[200]} x 200, "
+          f"{sum(after.values()) - after[200]} other")
     print(f"proxy RSS (all workers): {rss_before / 1024:.1f} MiB before, "
           f"{rss_after / 1024:.1f} MiB after {args.duration:.0f} s of overload")
     print(f"load client CPU: {client_cpu:.1f} s over {args.clients} process(es) "

@@ -195,6 +195,10 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
 ADMISSION_ENV = "WEIR_PROXY_ADMISSION"
 
 
+#: --max-loop-lag-ms's default when set: `weir start` runs the proxy without the flag.
+MAX_LOOP_LAG_ENV = "WEIR_PROXY_MAX_LOOP_LAG_MS"
+
+
 def admission_enabled() -> bool:
     """Whether requests pass admission before the app (WEIR_PROXY_ADMISSION is not off)."""
     return os.environ.get(ADMISSION_ENV, "on") != "off"
@@ -264,9 +268,12 @@ def main(argv: list[str] | None = None) -> None:
                              "each admits ceil(max_queued_requests / N) queued requests.")
     parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--max-loop-lag-ms", type=float,
-                        default=DEFAULT_MAX_LOOP_LAG_S * 1000,
+                        default=float(os.environ.get(MAX_LOOP_LAG_ENV)
+                                      or DEFAULT_MAX_LOOP_LAG_S * 1000),
                         help="Shed (503) a request for a deployment with a bounded queue "
-                             "that arrives while the event loop is this far behind.")
+                             f"that arrives while the event loop is this far behind "
+                             f"(default: ${MAX_LOOP_LAG_ENV}, else "
+                             f"{DEFAULT_MAX_LOOP_LAG_S * 1000:.0f}).")
     add_limit_flags(parser)
     opts = parser.parse_args(argv)
     if opts.proxy_workers < 1:
