@@ -209,8 +209,8 @@ class Admission:
         table = self.plane.table
         targets = table.deployments.get(key) if table is not None else None
         router = self.plane.routers.get(key)
-        if targets is None or router is None:
-            return ""
+        if targets is None or router is None or targets.max_queued_requests < 0:
+            return ""  # -1: never shed (Ray's rule), whatever the load
         load = DeploymentLoad(
             pending=self.pending.get(key, 0),
             capacity=max(1, targets.max_ongoing_requests) * len(targets.replicas),

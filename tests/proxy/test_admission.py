@@ -175,6 +175,12 @@ def test_refusal_by_deployment_admits_this_workers_share() -> None:
         assert admission.refusal(("app", "D")) == ""
     # A deployment the data plane does not know yet: it decides.
     assert admission.refusal(("app", "Other")) == ""
+    # max_queued_requests=-1 never sheds, however many are in flight (Ray's rule).
+    unbounded = Admission(plane_with(max_ongoing=1, max_queued=-1, replicas=1),
+                          monitor=StillLoop())
+    for _ in range(5):
+        unbounded.enter(("app", "D"))
+    assert unbounded.refusal(("app", "D")) == ""
 
 
 def test_shed_headers_are_the_shed_responses() -> None:
