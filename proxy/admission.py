@@ -17,13 +17,13 @@ With `--proxy-workers N`, each worker is a caller of its own: it admits ceil(max
 queued requests, so the workers together queue about max_queued_requests, not N times it.
 
 Where the check runs: on uvicorn in `weir.proxy.ingress_limits.GuardedProtocol`, before the
-request's task exists; on hypercorn's HTTP/1.1 in `weir.proxy.hypercorn_admission` (which
-only refuses) and in `AdmissionGate`, the first ASGI wrapper, which admits what hypercorn's
-protocol let through (and HTTP/2). `AdmissionGate` also keeps `pending` exact on both: it
-counts a request out when its app call ends. The gRPC ingress (`weir.proxy.grpc_ingress`)
-asks `Admission.refusal` once it has routed a call, before it builds anything for it, and
-counts the calls it admits in the same `pending`: HTTP and gRPC calls of one worker share
-its routers and the replicas' room.
+request's task exists; on hypercorn's HTTP/1.1 in `weir.proxy.hypercorn_admission`, as its
+protocol has parsed the request; elsewhere (hypercorn's HTTP/2, uvicorn on h11) in
+`AdmissionGate`, the first ASGI wrapper. `AdmissionGate` also keeps `pending` exact on all
+of them: it counts a request out when its app call ends. The gRPC ingress
+(`weir.proxy.grpc_ingress`) asks `Admission.refusal` once it has routed a call, before it
+builds anything for it, and counts the calls it admits in the same `pending`: HTTP and
+gRPC calls of one worker share its routers and the replicas' room.
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """Admission in hypercorn's HTTP/1.1 protocol: shed a request before hypercorn gives it a
 stream, a task, an app queue and an ASGI round trip.
 
-hypercorn has no hook between its parser and the task it spawns per request (no protocol
-class in its config, as uvicorn has), so `AdmissionGate` sheds there, and a shed request
-costs hypercorn's whole request cycle: about 150 us of CPU a request for a bare hypercorn
-answering 503 to everything, against about 105 us when its protocol answers instead
-(measured on this 2-core machine; docs/performance.md, "Overload, round 2"). At 4,000 req/s
-offered, that is the difference between a proxy whose event loop is the queue and one with
-room to answer the requests it admitted.
+hypercorn has no supported hook between its parser and the task it spawns per request (no
+protocol class in its config, as uvicorn has), so `AdmissionGate` alone would shed there,
+and a shed request would cost hypercorn's whole request cycle: 199-227 us of CPU through
+the gate against 112-117 us in the protocol (`python bench/overload.py --shed-cost 3` on
+the 2-core machine; docs/performance.md, "Overload, round 2"). At 4,000 req/s offered that
+is most of a core.
 
 So, while the proxy serves on hypercorn, `hypercorn.protocol.H11Protocol` (the name its
 `ProtocolWrapper` looks up for each connection) is a subclass whose `_create_stream` asks
@@ -15,14 +14,17 @@ So, while the proxy serves on hypercorn, `hypercorn.protocol.H11Protocol` (the n
 (`weir.proxy.admission.shed_headers`) in one write, through h11 so that its state machine
 stays right, and the connection takes its next request; a request with a body closes the
 connection instead (hypercorn's own error answers do the same; the body is never read).
-A request it admits goes on as before, counted in at once and marked as
-checked in its ASGI scope (`admit_in_scope`), for `AdmissionGate` to count it out when its
-app call ends. WebSocket upgrades and HTTP/2
-(`H2Protocol`) are left to the gate.
+A shed request leaves the connection's keep-alive timer running from the last answered
+request (stopping and restarting it is a quarter of the cost): a connection whose every
+request is shed closes keep_alive_timeout_s after its last answered one. A request it
+admits goes on as before, counted in at once and marked as checked in its ASGI scope
+(`admit_in_scope`), for `AdmissionGate` to count it out when its app call ends. WebSocket
+upgrades and HTTP/2 (`H2Protocol`) are left to the gate.
 
-This leans on hypercorn's private `_create_stream(request)`: `install` checks that it is
-there and, if not, leaves hypercorn alone (the gate still sheds). Tested against the
-hypercorn this project pins (tests/proxy/test_hypercorn_admission.py runs a real server).
+This leans on hypercorn's private `_create_stream(request)` and `_check_protocol`:
+`supported()` checks that the first is there and, if not, hypercorn is left alone (the
+gate still sheds). Tested against the installed hypercorn
+(tests/proxy/test_hypercorn_admission.py runs a real server).
 """
 
 from __future__ import annotations
