@@ -17,9 +17,13 @@ With `--proxy-workers N`, each worker is a caller of its own: it admits ceil(max
 queued requests, so the workers together queue about max_queued_requests, not N times it.
 
 Where the check runs: on uvicorn in `weir.proxy.ingress_limits.GuardedProtocol`, before the
-request's task exists; on hypercorn (no hook between its parser and the task it spawns per
-request) in `AdmissionGate`, the first ASGI wrapper. `AdmissionGate` also keeps `pending`
-exact on both: it counts a request out when its app call ends.
+request's task exists; on hypercorn's HTTP/1.1 in `weir.proxy.hypercorn_admission`, as its
+protocol has parsed the request; elsewhere (hypercorn's HTTP/2, uvicorn on h11) in
+`AdmissionGate`, the first ASGI wrapper. `AdmissionGate` also keeps `pending` exact on all
+of them: it counts a request out when its app call ends. The gRPC ingress
+(`weir.proxy.grpc_ingress`) asks `Admission.refusal` once it has routed a call, before it
+builds anything for it, and counts the calls it admits in the same `pending`: HTTP and
+gRPC calls of one worker share its routers and the replicas' room.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ LAG_SAMPLE_S = 0.01
 #: The scope key under which the protocol leaves the deployment it admitted a request to
 #: (None: checked, no deployment's route).
 ADMITTED_KEY = "weir.admitted"
-_UNCHECKED = object()
 
 
 class Verdict(enum.Enum):
@@ -150,14 +153,21 @@ def shed_text(verdict: Verdict, load: DeploymentLoad, loop_lag_s: float,
             f"behind; it sheds past {max_loop_lag_s * 1000:.0f} ms).")
 
 
+def shed_headers(length: int, keep_alive: bool) -> list[tuple[bytes, bytes]]:
+    """The headers of a 503 written by a server's protocol, for a `length`-byte body: the
+    app's shed answer's (no `server` or `date`: a 5xx may go without, and they cost). Pure."""
+    headers = [(b"content-type", b"text/plain; charset=utf-8"),
+               (b"content-length", b"%d" % length), (b"retry-after", b"1")]
+    if not keep_alive:
+        headers.append((b"connection", b"close"))
+    return headers
+
+
 def shed_response(text: str, keep_alive: bool) -> bytes:
     """A whole HTTP/1.1 503 with the headers the app's shed answer has. Pure."""
     body = text.encode()
-    head = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nretry-after: 1\r\n" % len(body))
-    if not keep_alive:
-        head += b"connection: close\r\n"
-    return head + b"\r\n" + body
+    head = b"".join(b"%s: %s\r\n" % pair for pair in shed_headers(len(body), keep_alive))
+    return b"HTTP/1.1 503 Service Unavailable\r\n" + head + b"\r\n" + body
 
 
 class Admission:
@@ -184,10 +194,23 @@ class Admission:
         if route is None:
             return None, ""
         key = (route.app, route.deployment)
-        targets = table.deployments.get(key)
+        refusal = self.refusal(key)
+        if not refusal:
+            return key, ""
+        # Counted as the app counts its own sheds.
+        metrics = proxy_metrics()
+        metrics.shed(route.app, route.deployment, "http").inc()
+        metrics.http(route.app, route.deployment, route.route_prefix, method, 503, 0.0)
+        return None, refusal
+
+    def refusal(self, key: tuple[str, str]) -> str:
+        """Why a new request to deployment `key` (app, deployment) is shed now, or "" if it
+        is admitted (also when the data plane knows nothing of it yet: it decides then)."""
+        table = self.plane.table
+        targets = table.deployments.get(key) if table is not None else None
         router = self.plane.routers.get(key)
-        if targets is None or router is None:
-            return key, ""  # nothing to count yet: the data plane decides
+        if targets is None or router is None or targets.max_queued_requests < 0:
+            return ""  # -1: never shed (Ray's rule), whatever the load
         load = DeploymentLoad(
             pending=self.pending.get(key, 0),
             capacity=max(1, targets.max_ongoing_requests) * len(targets.replicas),
@@ -196,12 +219,8 @@ class Admission:
         lag = self.monitor.lag()
         verdict = decide(load, lag, self.max_loop_lag_s)
         if verdict is Verdict.ADMIT:
-            return key, ""
-        # Counted as the app counts its own sheds.
-        metrics = proxy_metrics()
-        metrics.shed(route.app, route.deployment, "http").inc()
-        metrics.http(route.app, route.deployment, route.route_prefix, method, 503, 0.0)
-        return None, shed_text(verdict, load, lag, self.max_loop_lag_s)
+            return ""
+        return shed_text(verdict, load, lag, self.max_loop_lag_s)
 
     def enter(self, key: tuple[str, str]) -> None:
         """Count a request admitted to `key` in."""
@@ -214,6 +233,18 @@ class Admission:
             self.pending[key] = left
         else:
             self.pending.pop(key, None)
+
+
+def admit_in_scope(admission: Admission, scope: dict[str, Any],
+                   key: tuple[str, str] | None) -> None:
+    """Mark a request admitted to `key` (None: no deployment's route) in its ASGI scope and
+    count it in, unless that is done already: the protocol that admitted it and the gate
+    may each come first (a server may start the request's task at once)."""
+    if ADMITTED_KEY in scope:
+        return
+    scope[ADMITTED_KEY] = key
+    if key is not None:
+        admission.enter(key)
 
 
 async def answer_text(send: Any, status: int, text: str, header: tuple[bytes, bytes]) -> None:
@@ -237,17 +268,14 @@ class AdmissionGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        key = scope.get(ADMITTED_KEY, _UNCHECKED)
-        if key is _UNCHECKED:
+        if ADMITTED_KEY not in scope:
             key, refusal = self.admission.check(scope["path"], scope["method"])
             if refusal:
                 await answer_text(send, 503, refusal, (b"retry-after", b"1"))
                 return
-            if key is None:
-                await self.app(scope, receive, send)
-                return
-            self.admission.enter(key)
-        elif key is None:
+            admit_in_scope(self.admission, scope, key)
+        key = scope[ADMITTED_KEY]
+        if key is None:
             await self.app(scope, receive, send)
             return
         try:

@@ -16,8 +16,10 @@ Each response message is written to the client as it arrives. The call ends with
 status the replica reports (the code the user set on `grpc_context`, UNKNOWN with the
 message for an exception) and its trailing metadata plus `x-request-id`: the client's own
 if it sent one (the HTTP ingress's rule), else a new one; the replica's request context
-carries the same id. Shed calls get RESOURCE_EXHAUSTED, timeouts DEADLINE_EXCEEDED, an app
-with no replica UNAVAILABLE; a client that goes away cancels the replica's work.
+carries the same id. Shed calls get RESOURCE_EXHAUSTED (before any work is done for them
+when the proxy's admission, `weir.proxy.admission`, sheds them; else from the data plane),
+timeouts DEADLINE_EXCEEDED, an app with no replica UNAVAILABLE; a client that goes away
+cancels the replica's work.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from weir.grpc_health import serve_health
 from weir.grpc_metadata import MetadataValue, metadata_headers, metadata_pairs
 from weir.metrics import proxy_metrics
 from weir.protos import weir_pb2 as pb
+from weir.proxy.admission import Admission
 from weir.proxy.grpc_catalog import APPLICATION_KEY, method_kind, route_call
 from weir.proxy.grpc_reflection import CatalogReflection, add_reflection
 from weir.proxy.grpc_services import ServiceFollower
@@ -111,9 +114,11 @@ class ClientMessages(RequestBody):
 class GrpcIngress(grpc.GenericRpcHandler):
     """Routes every gRPC call not served by the proxy itself to a replica."""
 
-    def __init__(self, plane: DataPlane, services: ServiceFollower) -> None:
+    def __init__(self, plane: DataPlane, services: ServiceFollower,
+                 admission: Admission | None = None) -> None:
         self.plane = plane
         self.services = services
+        self.admission = admission
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         """The handler for any method: unary if the catalog knows it is, else bidi."""
@@ -184,6 +189,27 @@ class GrpcIngress(grpc.GenericRpcHandler):
                          trailing)
         app, deployment = target
         proxy_metrics().grpc_routed(app, deployment)
+        admission = self.admission
+        if admission is None:
+            return await self._forward(target, method_path, messages, context, metadata,
+                                       request_id, trailing)
+        # Refused before anything is built for the call (counted as shed by its code).
+        refusal = admission.refusal(target)
+        if refusal:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, refusal, trailing)
+        admission.enter(target)
+        try:
+            return await self._forward(target, method_path, messages, context, metadata,
+                                       request_id, trailing)
+        finally:
+            admission.leave(target)
+
+    async def _forward(self, target: tuple[str, str], method_path: str,
+                       messages: AsyncIterator[bytes] | bytes,
+                       context: grpc.aio.ServicerContext, metadata: Metadata,
+                       request_id: str, trailing: Metadata) -> bytes | None:
+        """Call deployment `target` with the call's messages and relay its answer."""
+        app, deployment = target
         tracing.enter(_metadata_value(metadata, tracing.TRACEPARENT_KEY) or "", "weir.proxy.grpc")
         request = pb.CallRequest(
             request_id=request_id, method=method_path.rsplit("/", 1)[-1], caller="grpc-proxy",
@@ -272,16 +298,18 @@ async def _finish(context: grpc.aio.ServicerContext, reply: pb.CallReply,
         context.set_details(details)
 
 
-async def start_grpc_ingress(plane: DataPlane, host: str, port: int) -> grpc.aio.Server:
+async def start_grpc_ingress(plane: DataPlane, host: str, port: int,
+                             admission: Admission | None = None) -> grpc.aio.Server:
     """Serve the gRPC ingress on host:port, with the standard health and reflection
-    services beside the users' services."""
+    services beside the users' services; calls pass `admission` first (None: the data
+    plane's own shedding only)."""
     # Public, like the HTTP ingress: no cluster token (weir.auth). It never unpickles.
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     health = await serve_health(server)
     reflection = CatalogReflection()
     add_reflection(reflection, server)
     services = ServiceFollower(plane, health, reflection)
-    server.add_generic_rpc_handlers((GrpcIngress(plane, services),))
+    server.add_generic_rpc_handlers((GrpcIngress(plane, services, admission),))
     if server.add_insecure_port(f"{host}:{port}") == 0:
         raise OSError(f"cannot listen on {host}:{port} for gRPC")
     await server.start()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from weir.proxy.admission import ADMITTED_KEY, answer_text, shed_response
+from weir.proxy.admission import admit_in_scope, answer_text, shed_response
 
 if TYPE_CHECKING:
     from weir.proxy.admission import Admission
@@ -154,9 +154,7 @@ def guarded_protocol(limits: IngressLimits, admission: Admission | None = None) 
                 return
             key, refusal = admission.check(cycle.scope["path"], cycle.scope["method"])
             if not refusal:
-                if key is not None:
-                    admission.enter(key)
-                cycle.scope[ADMITTED_KEY] = key
+                admit_in_scope(admission, cycle.scope, key)
                 super()._start_asgi_task(cycle, app)
                 return
             # Answered here, as the cycle's own send would: complete, so that the parser

@@ -36,6 +36,7 @@ from weir.metrics import proxy_metrics
 from weir.proxy.admission import DEFAULT_MAX_LOOP_LAG_S, Admission, AdmissionGate
 from weir.proxy.dashboard import Dashboard
 from weir.proxy.http_app import ProxyApp
+from weir.proxy.hypercorn_admission import admission_in_protocol
 from weir.proxy.ingress_limits import (
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS,
@@ -116,7 +117,9 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
     if opts.grpc_port >= 0:
         from weir.proxy.grpc_ingress import start_grpc_ingress
 
-        grpc_server = await start_grpc_ingress(plane, opts.http_host, opts.grpc_port)
+        grpc_server = await start_grpc_ingress(
+            plane, opts.http_host, opts.grpc_port,
+            admission if admission_enabled() else None)
     store = EtcdStore(opts.etcd)
     info = {"id": proxy_id, "http": address, "pid": os.getpid(),
             "metrics": f"http://{address}/-/metrics",
@@ -139,8 +142,7 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
                                 ssl_keyfile=tls.keyfile or None,
                                 ssl_keyfile_password=tls.keyfile_password or None,
                                 ssl_ca_certs=tls.ca_certs or None,
-                                **limits.uvicorn_settings(
-                                    admission if admission_enabled() else None))
+                                **limits.uvicorn_settings(protocol_admission(admission)))
         server = uvicorn.Server(config)
         server_task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         await _announce(opts, address)
@@ -165,10 +167,12 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
             hconfig.ca_certs = tls.ca_certs or None
         gated = gate(KeepAliveFollower(
             app, plane, lambda s: setattr(hconfig, "keep_alive_timeout", s)), admission)
-        server_task = asyncio.get_running_loop().create_task(
-            hypercorn_serve(gated, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-        await _announce(opts, address)
-        await server_task
+        with admission_in_protocol(protocol_admission(admission)):
+            server_task = asyncio.get_running_loop().create_task(
+                hypercorn_serve(gated, hconfig,  # type: ignore[arg-type]
+                                shutdown_trigger=stop.wait))
+            await _announce(opts, address)
+            await server_task
     follow_logging.cancel()
     admission.monitor.stop()
     sock.close()
@@ -185,14 +189,25 @@ async def serve(opts: argparse.Namespace, stop: asyncio.Event) -> None:
     log.info("proxy stopped")
 
 
-#: WEIR_PROXY_ADMISSION=off: no admission before the app (the data plane still sheds), for
-#: benchmarks to compare with and without it in one run (bench/overload.py --admission).
+#: WEIR_PROXY_ADMISSION=off: no admission before the app (the data plane still sheds);
+#: =gate: in the ASGI gate only, not in the HTTP server's protocol. For benchmarks to compare
+#: in one run (bench/overload.py --admission).
 ADMISSION_ENV = "WEIR_PROXY_ADMISSION"
+
+
+#: --max-loop-lag-ms's default when set: `weir start` runs the proxy without the flag.
+MAX_LOOP_LAG_ENV = "WEIR_PROXY_MAX_LOOP_LAG_MS"
 
 
 def admission_enabled() -> bool:
     """Whether requests pass admission before the app (WEIR_PROXY_ADMISSION is not off)."""
     return os.environ.get(ADMISSION_ENV, "on") != "off"
+
+
+def protocol_admission(admission: Admission) -> Admission | None:
+    """`admission`, if the HTTP server's protocol is to apply it (WEIR_PROXY_ADMISSION is
+    on), else None."""
+    return admission if os.environ.get(ADMISSION_ENV, "on") == "on" else None
 
 
 def gate(app: Any, admission: Admission) -> Any:
@@ -253,9 +268,12 @@ def main(argv: list[str] | None = None) -> None:
                              "each admits ceil(max_queued_requests / N) queued requests.")
     parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--max-loop-lag-ms", type=float,
-                        default=DEFAULT_MAX_LOOP_LAG_S * 1000,
+                        default=float(os.environ.get(MAX_LOOP_LAG_ENV)
+                                      or DEFAULT_MAX_LOOP_LAG_S * 1000),
                         help="Shed (503) a request for a deployment with a bounded queue "
-                             "that arrives while the event loop is this far behind.")
+                             f"that arrives while the event loop is this far behind "
+                             f"(default: ${MAX_LOOP_LAG_ENV}, else "
+                             f"{DEFAULT_MAX_LOOP_LAG_S * 1000:.0f}).")
     add_limit_flags(parser)
     opts = parser.parse_args(argv)
     if opts.proxy_workers < 1:

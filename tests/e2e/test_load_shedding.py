@@ -1,5 +1,5 @@
 """Seed 002's load-shedding example, word for word, end-to-end timeouts, admission before
-the proxy's app, and proxy workers on one port."""
+the proxy's app (HTTP and gRPC), and proxy workers on one port."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import requests
 
+from tests.e2e.apps import greeter_pb2, greeter_pb2_grpc
 from tests.e2e.conftest import ROOT, RunningCluster, driver_connected, wait_for
 from weir import serve
 from weir.auth import TOKEN_ENV
@@ -196,3 +198,50 @@ def test_handles_raise_backpressure_error(cluster: RunningCluster) -> None:
                 outcomes.append("shed")
         assert outcomes.count("done") == 2 and outcomes.count("shed") == 3
 
+
+
+def test_grpc_calls_are_refused_at_the_ingress_with_this_workers_share(
+        cluster: RunningCluster, tmp_path: Path) -> None:
+    prefix = "tests.e2e.apps."
+    cluster.client.deploy({
+        # Longer than the queued calls wait (a test above sets 0.5 s).
+        "http_options": {"request_timeout_s": 30},
+        "grpc_options": {"grpc_servicer_functions": [
+            prefix + "greeter_pb2_grpc.add_GreeterServicer_to_server"]},
+        "applications": [{
+            "name": "greeter3", "import_path": prefix + "grpc_app:app", "route_prefix": None,
+            "runtime_env": {"working_dir": str(ROOT)},
+            "deployments": [{"name": "GreeterDeployment", "max_queued_requests": 3}]}],
+    }, partial=True)
+    grpc_port = free_port()
+    with extra_proxy(cluster, tmp_path / "proxy.log", "--proxy-workers", "2",
+                     "--grpc-port", str(grpc_port)):
+        cluster.wait_status("greeter3", "RUNNING")
+        # One channel is one connection, to one of the 2 workers: it admits 1 running
+        # (max_ongoing_requests=1) plus ceil(3 / 2) queued, not the 3 the data plane allows.
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            greet = greeter_pb2_grpc.GreeterStub(channel).Greet
+            metadata = [("application", "greeter3")]
+
+            def greets() -> bool:
+                try:
+                    return greet(greeter_pb2.GreetRequest(name="a"), metadata=metadata,
+                                 timeout=5).message == "Hello, a!"
+                except grpc.RpcError:
+                    return False
+
+            wait_for(greets, 20, "the worker to route the app")
+            slow = greeter_pb2.GreetRequest(name="slow", sleep_s=1.0)
+            with ThreadPoolExecutor(6) as pool:
+                calls = [pool.submit(greet, slow, metadata=metadata, timeout=10)
+                         for _ in range(6)]
+                errors = [call.exception() for call in calls]
+        shed = [(e.code(), e.details()) for e in errors if isinstance(e, grpc.RpcError)]
+        assert errors.count(None) == 3
+        assert len(shed) == 3
+        assert {code for code, _ in shed} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert all(d.startswith("Request dropped due to backpressure") for _, d in shed)
+        # Refused by the proxy's admission, before the data plane saw them (it logs each
+        # call it sheds).
+        assert "request shed" not in (tmp_path / "proxy.log").read_text()
+    cluster.client.delete_apps(["greeter3"])

@@ -24,6 +24,7 @@ from weir.proxy.admission import (
     decide,
     loop_lag,
     queue_share,
+    shed_headers,
     shed_response,
     shed_text,
 )
@@ -158,3 +159,32 @@ def test_gate_answers_503_without_calling_the_app_and_counts_out() -> None:
     admitted = {"type": "http", "path": "/d", "method": "GET", ADMITTED_KEY: ("app", "D")}
     asyncio.run(gate(admitted, None, send))
     assert reached == [1, 1] and admission.pending == {}
+
+
+def test_refusal_by_deployment_admits_this_workers_share() -> None:
+    # The gRPC ingress asks by deployment, once it has routed a call: 1 replica x 1 slot
+    # plus ceil(3 / 2) queued for one of 2 workers; the whole bound (1 + 3) for one worker.
+    for workers, admitted in ((2, 3), (1, 4)):
+        admission = Admission(plane_with(max_ongoing=1, max_queued=3, replicas=1),
+                              workers=workers, monitor=StillLoop())
+        for _ in range(admitted):
+            assert admission.refusal(("app", "D")) == ""
+            admission.enter(("app", "D"))
+        assert admission.refusal(("app", "D")).startswith("Request dropped due to backpressure")
+        admission.leave(("app", "D"))
+        assert admission.refusal(("app", "D")) == ""
+    # A deployment the data plane does not know yet: it decides.
+    assert admission.refusal(("app", "Other")) == ""
+    # max_queued_requests=-1 never sheds, however many are in flight (Ray's rule).
+    unbounded = Admission(plane_with(max_ongoing=1, max_queued=-1, replicas=1),
+                          monitor=StillLoop())
+    for _ in range(5):
+        unbounded.enter(("app", "D"))
+    assert unbounded.refusal(("app", "D")) == ""
+
+
+def test_shed_headers_are_the_shed_responses() -> None:
+    assert shed_headers(4, keep_alive=True) == [
+        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"4"),
+        (b"retry-after", b"1")]
+    assert shed_headers(4, keep_alive=False)[-1] == (b"connection", b"close")

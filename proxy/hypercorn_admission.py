@@ -1,0 +1,171 @@
+"""Admission in hypercorn's HTTP/1.1 protocol: shed a request before hypercorn gives it a
+stream, a task, an app queue and an ASGI round trip.
+
+hypercorn has no supported hook between its parser and the task it spawns per request (no
+protocol class in its config, as uvicorn has), so `AdmissionGate` alone would shed there,
+and a shed request would cost hypercorn's whole request cycle: 199-227 us of CPU through
+the gate against 112-117 us in the protocol (`python bench/overload.py --shed-cost 3` on
+the 2-core machine; docs/performance.md, "Overload, round 2"). At 4,000 req/s offered that
+is most of a core.
+
+So, while the proxy serves on hypercorn, `hypercorn.protocol.H11Protocol` (the name its
+`ProtocolWrapper` looks up for each connection) is a subclass whose `_create_stream` asks
+`Admission.check` first. A request it sheds gets the 503 the uvicorn protocol writes
+(`weir.proxy.admission.shed_headers`) in one write, through h11 so that its state machine
+stays right, and the connection takes its next request; a request with a body closes the
+connection instead (hypercorn's own error answers do the same; the body is never read).
+A shed request leaves the connection's keep-alive timer running from the last answered
+request (stopping and restarting it is a quarter of the cost): a connection whose every
+request is shed closes keep_alive_timeout_s after its last answered one. A request it
+admits goes on as before, counted in at once and marked as checked in its ASGI scope
+(`admit_in_scope`), for `AdmissionGate` to count it out when its app call ends. WebSocket
+upgrades and HTTP/2 (`H2Protocol`) are left to the gate.
+
+This leans on hypercorn's private `_create_stream(request)` and `_check_protocol`:
+`supported()` checks that the first is there and, if not, hypercorn is left alone (the
+gate still sheds). Tested against the installed hypercorn
+(tests/proxy/test_hypercorn_admission.py runs a real server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import structlog
+
+from weir.proxy.admission import admit_in_scope, shed_headers
+
+if TYPE_CHECKING:
+    from weir.proxy.admission import Admission
+
+log = structlog.get_logger("weir.proxy")
+
+#: Request headers whose presence means the request has a body (or asks for an upgrade).
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
+
+
+def request_facts(headers: Any) -> tuple[bool, bool]:
+    """From an h11 request's (lower-cased) headers: whether it asks for an upgrade, and
+    whether it has a body. Pure."""
+    upgrade = body = False
+    for name, value in headers:
+        if name == b"upgrade":
+            upgrade = True
+        elif name in _BODY_HEADERS and value not in (b"0", b""):
+            body = True
+    return upgrade, body
+
+
+def admitting_protocol(admission: Admission) -> type:
+    """hypercorn's H11Protocol, with `admission` refusing requests before their stream."""
+    import h11
+    from hypercorn.events import Closed, RawData, Updated
+    from hypercorn.protocol.h11 import H11Protocol
+
+    class AdmittingH11Protocol(H11Protocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._to_server = self.send
+            self.send = self._send_or_hold  # type: ignore[method-assign]
+            self._busy_held = False
+
+        async def _send_or_hold(self, event: Any) -> None:
+            # hypercorn stops the connection's keep-alive timer once a request's headers
+            # are in and starts a new one once it is answered: two tasks cancelled and
+            # awaited, two made, a quarter of a shed request's cost. A request shed at
+            # once needs neither, so the stop waits for the verdict.
+            if isinstance(event, Updated) and not event.idle:
+                self._busy_held = True
+                return
+            await self._to_server(event)
+
+        async def _go_busy(self) -> None:
+            if self._busy_held:
+                self._busy_held = False
+                await self._to_server(Updated(idle=False))
+
+        async def _check_protocol(self, event: h11.Request) -> None:
+            try:
+                await super()._check_protocol(event)
+            except BaseException:  # h2c or HTTP/2: hypercorn's H2Protocol takes over
+                await self._go_busy()
+                raise
+
+        async def _create_stream(self, request: h11.Request) -> None:
+            upgrade, body = request_facts(request.headers)
+            if upgrade:
+                await self._go_busy()
+                await super()._create_stream(request)
+                return
+            path = unquote(request.target.partition(b"?")[0].decode("ascii"))
+            key, refusal = admission.check(path, request.method.decode("ascii").upper())
+            if refusal:
+                await self._refuse(refusal, body)
+                return
+            await self._go_busy()
+            await super()._create_stream(request)
+            # Counted in now, not when its task reaches the gate: the requests parsed in
+            # one loop iteration would all pass otherwise, and the gate shed them after all.
+            scope = getattr(self.stream, "scope", None)
+            if isinstance(scope, dict):
+                admit_in_scope(admission, scope, key)
+
+        async def _refuse(self, text: str, body: bool) -> None:
+            connection = self.connection
+            assert isinstance(connection, h11.Connection)
+            self.keep_alive_requests += 1
+            keep_alive = not body and (self.keep_alive_requests
+                                       < self.config.keep_alive_max_requests)
+            payload = text.encode()
+            data = connection.send(h11.Response(
+                status_code=503, headers=shed_headers(len(payload), keep_alive),
+                reason=b"Service Unavailable"))
+            data += connection.send(h11.Data(data=payload))  # type: ignore[operator]
+            data += connection.send(h11.EndOfMessage())  # type: ignore[operator]
+            await self.send(RawData(data=data))  # type: ignore[arg-type]
+            await self.context.mark_request()
+            if keep_alive and connection.next_event() is not h11.NEED_DATA:
+                # A request without a body ends here (h11's EndOfMessage): both sides are
+                # done, and the connection takes its next request, as hypercorn recycles it,
+                # its keep-alive timer still running from the last answer before.
+                if (connection.our_state is h11.DONE and connection.their_state is h11.DONE
+                        and not self.context.terminated.is_set()):
+                    connection.start_next_cycle()
+                    self._busy_held = False
+                    return
+            self._busy_held = False  # closing stops the timer
+            await self.send(Closed())
+
+    return AdmittingH11Protocol
+
+
+def supported() -> bool:
+    """Whether this hypercorn has the protocol method the admission overrides."""
+    try:
+        from hypercorn.protocol.h11 import H11Protocol
+    except ImportError:
+        return False
+    return callable(getattr(H11Protocol, "_create_stream", None))
+
+
+@contextlib.contextmanager
+def admission_in_protocol(admission: Admission | None) -> Iterator[bool]:
+    """While inside: hypercorn's HTTP/1.1 connections check `admission` in their protocol
+    (None: leave hypercorn as it is). Yields whether they do."""
+    if admission is None or not supported():
+        if admission is not None:
+            log.warning("hypercorn has no H11Protocol._create_stream: admission runs in the "
+                        "ASGI gate only")
+        yield False
+        return
+    import hypercorn.protocol
+
+    original = hypercorn.protocol.H11Protocol
+    hypercorn.protocol.H11Protocol = admitting_protocol(admission)  # type: ignore[assignment,misc]
+    try:
+        yield True
+    finally:
+        hypercorn.protocol.H11Protocol = original  # type: ignore[misc]
