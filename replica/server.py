@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import cloudpickle
@@ -23,13 +23,14 @@ from grpc_health.v1.health import aio as health_aio
 
 from weir import auth, grpc_health, tracing
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
-from weir.dataplane.transport import CHANNEL_OPTIONS, CallInbox, FrameOutbox
+from weir.dataplane.transport import CHANNEL_OPTIONS, FrameOutbox
 from weir.metrics import failed, replica_metrics, replica_metrics_port, serve_metrics
 from weir.multiplex import request_model_id
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.replica import grpc_calls, websocket_relay
 from weir.replica.grpc_codecs import MethodCodec, method_codecs, service_catalog
+from weir.replica.http_call import Emit, emitted_replies, serve_http
 from weir.replica.user_callable import UserCallable, error_fields
 from weir.runtime_context import RequestContext, replica_context_or_none, serving
 
@@ -68,6 +69,29 @@ def _outcome(reply: pb.CallReply, before: str) -> str:
     if reply.outcome != pb.OK:
         return pb.CallOutcome.Name(reply.outcome)
     return before
+
+
+class _Served:
+    """The bookkeeping of one admitted streamed call, for a `with` block around it: the
+    outcome its replies tell (`track`), then its access line and metrics and its slot
+    given back when the block ends, before the call's last frame goes out."""
+
+    __slots__ = ("outcome", "request", "server", "started")
+
+    def __init__(self, server: ReplicaServer, request: pb.CallRequest) -> None:
+        self.server, self.request = server, request
+        self.started, self.outcome = time.perf_counter(), "OK"
+
+    def track(self, reply: pb.CallReply) -> None:
+        """Read one reply of the call on its way out."""
+        self.outcome = _outcome(reply, self.outcome)
+
+    def __enter__(self) -> _Served:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server._access(self.request, self.outcome, self.started)
+        self.server._done()
 
 
 class ReplicaServer(pb_grpc.ReplicaServicer):
@@ -147,17 +171,19 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         assert self.user is not None
         serve_request(request)
         started, outcome = time.perf_counter(), "ERROR"
+        timeout = self._timeout(request)
+        # Not asyncio.wait_for: on Python 3.11 it runs the call in a task of its own.
+        scope = asyncio.timeout(timeout)
         try:
-            timeout = self._timeout(request)
             if timeout is not None and timeout <= 0:
                 return pb.CallReply(outcome=pb.TIMEOUT, error="deadline passed before start")
-            if request.HasField("grpc"):
-                reply = await grpc_calls.unary_reply(self.user, self._grpc_codecs(), request,
-                                                     timeout, lambda: self.ongoing)
-                outcome = pb.CallOutcome.Name(reply.outcome)
-                return reply
-            result = await asyncio.wait_for(
-                self.user.call_python(request.method, request.pickled_args), timeout)
+            async with scope:
+                if request.HasField("grpc"):
+                    reply = await grpc_calls.unary_reply(self.user, self._grpc_codecs(),
+                                                         request, lambda: self.ongoing)
+                    outcome = pb.CallOutcome.Name(reply.outcome)
+                    return reply
+                result = await self.user.call_python(request.method, request.pickled_args)
             try:
                 pickled = cloudpickle.dumps(result)
             except Exception as exc:
@@ -165,12 +191,12 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                                 f"serialized: {exc}") from exc
             outcome = "OK"
             return pb.CallReply(outcome=pb.OK, pickled=pickled, ongoing=self.ongoing - 1)
-        except TimeoutError:
-            outcome = "TIMEOUT"
-            log.warning("request timed out; cancelled", method=request.method or "__call__")
-            return pb.CallReply(outcome=pb.TIMEOUT, error="request timed out on the replica",
-                                ongoing=self.ongoing - 1)
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and scope.expired():
+                outcome = "TIMEOUT"
+                log.warning("request timed out; cancelled", method=request.method or "__call__")
+                return pb.CallReply(outcome=pb.TIMEOUT, error="request timed out on the replica",
+                                    ongoing=self.ongoing - 1)
             log.error("user code raised", method=request.method or "__call__", exc_info=True)
             return pb.CallReply(outcome=pb.USER_ERROR, ongoing=self.ongoing - 1,
                                 **error_fields(exc, with_cause=True))
@@ -202,16 +228,12 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             yield refused
             return
         serve_request(request)
-        started, outcome = time.perf_counter(), "OK"
-        try:
-            replies = (self._http(request) if request.HasField("http")
-                       else self._python_stream(request))
+        with _Served(self, request) as served:
+            replies = (emitted_replies(lambda emit: self._http(request, emit))
+                       if request.HasField("http") else self._python_stream(request))
             async for reply in replies:
-                outcome = _outcome(reply, outcome)
+                served.track(reply)
                 yield reply
-        finally:
-            self._access(request, outcome, started)
-            self._done()
 
     async def CallBodyStream(self, parts: AsyncIterator[pb.CallPart],
                              context: Any) -> AsyncIterator[pb.CallReply]:
@@ -244,17 +266,16 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                     rest.put_nowait(None)  # the caller went away before the body ended
 
         reader = asyncio.get_running_loop().create_task(read_body())
-        started, outcome = time.perf_counter(), "OK"
         try:
-            yield pb.CallReply(outcome=pb.OK, admitted=True, ongoing=self.ongoing,
-                               more_body=True)
-            async for reply in self._http(request, rest):
-                outcome = _outcome(reply, outcome)
-                yield reply
+            with _Served(self, request) as served:
+                yield pb.CallReply(outcome=pb.OK, admitted=True, ongoing=self.ongoing,
+                                   more_body=True)
+                async for reply in emitted_replies(
+                        lambda emit: self._http(request, emit, rest)):
+                    served.track(reply)
+                    yield reply
         finally:
             reader.cancel()
-            self._access(request, outcome, started)
-            self._done()
 
     async def _grpc_stream(self, request: pb.CallRequest,
                            parts: AsyncIterator[pb.CallPart]) -> AsyncIterator[pb.CallReply]:
@@ -320,11 +341,20 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                     outbox.add(call_id, reply=await self.Call(frame.request, context),
                                last=True)
                     return
-                # A reply that may be the last is held until the stream ends, so that a
-                # whole response is one frame; one that says more follows goes at once, so
+                request = frame.request
+                refused = self._admit()
+                if refused is not None:
+                    outbox.add(call_id, reply=refused, last=True)
+                    return
+                serve_request(request)
+                # A reply that may be the last is held until the call ends, so that a whole
+                # response is one frame; one that says more follows goes at once, so
                 # streamed chunks are never a chunk late.
                 held: pb.CallReply | None = None
-                async for reply in self.CallStream(frame.request, context):
+
+                def emit(reply: pb.CallReply) -> None:
+                    nonlocal held
+                    served.track(reply)
                     if held is not None:
                         outbox.add(call_id, reply=held)
                         held = None
@@ -332,6 +362,15 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                         outbox.add(call_id, reply=reply)
                     else:
                         held = reply
+
+                # An HTTP call runs right here, on this task: a cancel frame cancels the
+                # user's code with no task or generator between.
+                with _Served(self, request) as served:
+                    if request.HasField("http"):
+                        await self._http(request, emit)
+                    else:
+                        async for reply in self._python_stream(request):
+                            emit(reply)
                 outbox.add(call_id, reply=held, last=True)
             finally:
                 tasks.pop(call_id, None)
@@ -370,82 +409,11 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             log.error("user stream raised", request_id=request.request_id, exc_info=True)
             yield pb.CallReply(outcome=pb.USER_ERROR, **error_fields(exc, with_cause=True))
 
-    async def _http(self, request: pb.CallRequest,
-                    rest: asyncio.Queue[pb.BodyChunk | None] | None = None,
-                    ) -> AsyncIterator[pb.CallReply]:
+    async def _http(self, request: pb.CallRequest, emit: Emit,
+                    rest: asyncio.Queue[pb.BodyChunk | None] | None = None) -> None:
         assert self.user is not None
-        queue: CallInbox[MutableMapping[str, Any] | BaseException | None] = CallInbox()
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            queue.put(message)
-
-        async def run() -> None:
-            try:
-                await self.user.call_http(request.method, request.http, send, rest)  # type: ignore[union-attr]
-                queue.put(None)
-            except BaseException as exc:
-                queue.put(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-
-        task = asyncio.get_running_loop().create_task(run())
-        timeout = self._timeout(request)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        started = False
-        pending: pb.CallReply | None = None
-        try:
-            while True:
-                wait = None if deadline is None else deadline - time.monotonic()
-                try:
-                    item = await asyncio.wait_for(queue.get(), wait)
-                except TimeoutError:
-                    task.cancel()
-                    log.warning("request timed out; cancelled", request_id=request.request_id)
-                    if not started:
-                        yield pb.CallReply(outcome=pb.TIMEOUT, error="request timed out")
-                    return
-                if isinstance(item, BaseException):
-                    if not started:
-                        log.error("user code raised", request_id=request.request_id,
-                                  exc_info=item)
-                        fields = error_fields(item)
-                        yield pb.CallReply(
-                            outcome=pb.USER_ERROR, status=500, ongoing=self.ongoing - 1,
-                            headers=[pb.Header(name=b"content-type",
-                                               value=b"text/plain; charset=utf-8")],
-                            body=f"Internal Server Error: {fields['error_type']}: "
-                                 f"{fields['error']}".encode(),
-                            **fields)
-                    else:
-                        log.error("user code raised mid-response",
-                                  request_id=request.request_id, exc_info=item)
-                    return
-                if item is None:
-                    if pending is not None:
-                        yield pending
-                    return
-                kind = item["type"]
-                if kind == "http.response.start":
-                    started = True
-                    pending = pb.CallReply(
-                        outcome=pb.OK, status=item["status"], ongoing=self.ongoing - 1,
-                        headers=[pb.Header(name=bytes(k), value=bytes(v))
-                                 for k, v in item.get("headers", [])])
-                elif kind == "http.response.body":
-                    body = item.get("body", b"")
-                    more = item.get("more_body", False)
-                    if pending is not None:
-                        # Fold the first body chunk into the start message: one message for
-                        # the common, non-streaming response.
-                        pending.body = body
-                        pending.more_body = more
-                        yield pending
-                        pending = None
-                    else:
-                        yield pb.CallReply(outcome=pb.OK, body=body, more_body=more)
-        finally:
-            if not task.done():
-                task.cancel()
+        await serve_http(self.user, request, emit, lambda: self.ongoing,
+                         self._timeout(request), rest)
 
 
 async def start_server(servicer: ReplicaServer, host: str) -> tuple[grpc.aio.Server, str]:
