@@ -17,7 +17,7 @@ import structlog
 
 from weir.dataplane.transport import CallInbox
 from weir.protos import weir_pb2 as pb
-from weir.replica.user_callable import UserCallable, error_fields
+from weir.replica.user_callable import CallTimedOut, UserCallable, error_fields, within
 
 log = structlog.get_logger("weir.replica")
 
@@ -82,16 +82,15 @@ async def serve_http(user: UserCallable, request: pb.CallRequest, emit: Emit,
     is cancelled, and a call that had not started its response gets TIMEOUT. Errors of the
     user's code become a 500 (before the response started) or end the response early."""
     replies = ResponseReplies(emit, ongoing)
-    scope = asyncio.timeout(timeout)
     try:
-        async with scope:
-            await user.call_http(request.method, request.http, replies.send, rest)
+        await within(timeout, user.call_http(request.method, request.http, replies.send, rest))
+    except CallTimedOut:
+        log.warning("request timed out; cancelled", request_id=request.request_id)
+        if not replies.started:
+            emit(pb.CallReply(outcome=pb.TIMEOUT, error="request timed out"))
+        return
     except Exception as exc:
-        if isinstance(exc, TimeoutError) and scope.expired():
-            log.warning("request timed out; cancelled", request_id=request.request_id)
-            if not replies.started:
-                emit(pb.CallReply(outcome=pb.TIMEOUT, error="request timed out"))
-        elif not replies.started:
+        if not replies.started:
             log.error("user code raised", request_id=request.request_id, exc_info=exc)
             emit(_failed_before_start(exc, ongoing() - 1))
         else:

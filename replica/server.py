@@ -31,7 +31,7 @@ from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.replica import grpc_calls, websocket_relay
 from weir.replica.grpc_codecs import MethodCodec, method_codecs, service_catalog
 from weir.replica.http_call import Emit, emitted_replies, serve_http
-from weir.replica.user_callable import UserCallable, error_fields
+from weir.replica.user_callable import CallTimedOut, UserCallable, error_fields, within
 from weir.runtime_context import RequestContext, replica_context_or_none, serving
 
 log = structlog.get_logger("weir.replica")
@@ -171,19 +171,17 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         assert self.user is not None
         serve_request(request)
         started, outcome = time.perf_counter(), "ERROR"
-        timeout = self._timeout(request)
-        # Not asyncio.wait_for: on Python 3.11 it runs the call in a task of its own.
-        scope = asyncio.timeout(timeout)
         try:
+            timeout = self._timeout(request)
             if timeout is not None and timeout <= 0:
                 return pb.CallReply(outcome=pb.TIMEOUT, error="deadline passed before start")
-            async with scope:
-                if request.HasField("grpc"):
-                    reply = await grpc_calls.unary_reply(self.user, self._grpc_codecs(),
-                                                         request, lambda: self.ongoing)
-                    outcome = pb.CallOutcome.Name(reply.outcome)
-                    return reply
-                result = await self.user.call_python(request.method, request.pickled_args)
+            if request.HasField("grpc"):
+                reply = await within(timeout, grpc_calls.unary_reply(
+                    self.user, self._grpc_codecs(), request, lambda: self.ongoing))
+                outcome = pb.CallOutcome.Name(reply.outcome)
+                return reply
+            result = await within(timeout, self.user.call_python(request.method,
+                                                                 request.pickled_args))
             try:
                 pickled = cloudpickle.dumps(result)
             except Exception as exc:
@@ -191,12 +189,12 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                                 f"serialized: {exc}") from exc
             outcome = "OK"
             return pb.CallReply(outcome=pb.OK, pickled=pickled, ongoing=self.ongoing - 1)
+        except CallTimedOut:
+            outcome = "TIMEOUT"
+            log.warning("request timed out; cancelled", method=request.method or "__call__")
+            return pb.CallReply(outcome=pb.TIMEOUT, error="request timed out on the replica",
+                                ongoing=self.ongoing - 1)
         except Exception as exc:
-            if isinstance(exc, TimeoutError) and scope.expired():
-                outcome = "TIMEOUT"
-                log.warning("request timed out; cancelled", method=request.method or "__call__")
-                return pb.CallReply(outcome=pb.TIMEOUT, error="request timed out on the replica",
-                                    ongoing=self.ongoing - 1)
             log.error("user code raised", method=request.method or "__call__", exc_info=True)
             return pb.CallReply(outcome=pb.USER_ERROR, ongoing=self.ongoing - 1,
                                 **error_fields(exc, with_cause=True))

@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import cloudpickle
 from starlette.requests import Request
@@ -28,10 +28,32 @@ from weir.user_method import user_method
 
 Message = dict[str, Any]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+T = TypeVar("T")
 
 
 class UserCallableError(Exception):
     """The deployment could not be loaded or constructed; the message says why."""
+
+
+class CallTimedOut(Exception):
+    """A call's time ran out on the replica (`within`); its work was cancelled. Not a
+    TimeoutError, so that one the user's code raises is not taken for it."""
+
+
+async def within(timeout: float | None, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it after `timeout` seconds (None: no limit) and raising
+    CallTimedOut. Without a limit it is a plain await: `asyncio.timeout` costs more than a
+    no-op call, and `asyncio.wait_for` runs the work in a task of its own on 3.11."""
+    if timeout is None:
+        return await work
+    scope = asyncio.timeout(timeout)
+    try:
+        async with scope:
+            return await work
+    except TimeoutError:
+        if scope.expired():
+            raise CallTimedOut(f"timed out after {timeout:.3f} s") from None
+        raise
 
 
 def http_scope(http: pb.HttpRequest) -> dict[str, Any]:
