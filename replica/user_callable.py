@@ -1,7 +1,8 @@
 """The user's deployment inside a replica: construct it, call its methods, and turn what
 they return into HTTP responses or pickled values.
 
-Sync methods run in a bounded thread pool, async ones on the replica's event loop.
+Sync methods run on a bounded pool of threads (`UserThreads`), async ones on the
+replica's event loop.
 HTTP requests reach user code as a starlette `Request` (or, for `@serve.ingress` classes,
 as the ASGI call itself); whatever comes back is played through ASGI so that every
 starlette Response, streaming ones included, passes through unchanged.
@@ -11,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import sys
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import cloudpickle
@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 
 from weir.protos import weir_pb2 as pb
 from weir.replica.json_encoding import jsonable
+from weir.replica.user_threads import UserThreads
 from weir.user_method import user_method
 
 Message = dict[str, Any]
@@ -149,32 +150,25 @@ class UserCallable:
 
     def __init__(self, definition: bytes, *, max_threads: int) -> None:
         self._definition = definition
-        self.executor = ThreadPoolExecutor(max_workers=max(1, max_threads),
-                                           thread_name_prefix="weir-user")
+        self.threads = UserThreads(max_threads)
         self.instance: Any = None
         self.is_function = False
         self.asgi_app: Any = None
-        #: Threads running user code now (a timed-out sync call keeps its thread busy).
-        self.busy_threads = 0
-        self._busy_lock = threading.Lock()
         #: `takes_request` per method name: reading a signature costs more than the call.
         self._takes_request: dict[str, bool] = {}
 
     async def construct(self) -> None:
         """Unpickle the definition and run the constructor (in a thread: it may block)."""
-        loop = asyncio.get_running_loop()
+        run = self.threads.run
         try:
-            target, args, kwargs = await loop.run_in_executor(
-                self.executor, cloudpickle.loads, self._definition)
+            target, args, kwargs = await run(cloudpickle.loads, self._definition)
         except Exception as exc:
             raise UserCallableError(f"could not load the deployment's code: "
                                     f"{type(exc).__name__}: {exc}") from exc
         if inspect.isclass(target):
-            self.instance = await loop.run_in_executor(
-                self.executor, lambda: target(*args, **kwargs))
+            self.instance = await run(lambda: target(*args, **kwargs))
             # An ingress may build its app here (`@serve.ingress(builder)`): not on the loop.
-            self.asgi_app = await loop.run_in_executor(
-                self.executor, getattr, self.instance, "__weir_asgi_app__", None)
+            self.asgi_app = await run(getattr, self.instance, "__weir_asgi_app__", None)
             startup = getattr(self.asgi_app, "startup", None)
             if startup is not None:
                 await startup()
@@ -193,22 +187,18 @@ class UserCallable:
             and inspect.iscoroutinefunction(type(fn).__call__)
         ):
             return await fn(*args, **kwargs)
-        loop = asyncio.get_running_loop()
-        # The request's context (its id, for logs and handle calls) goes with it to the thread.
-        result = await loop.run_in_executor(self.executor, contextvars.copy_context().run,
-                                            self._in_thread, fn, args, kwargs)
+        # The request's context (its id, for logs and handle calls) goes with it.
+        result = await (self.threads.run(functools.partial(fn, *args, **kwargs)) if kwargs
+                        else self.threads.run(fn, *args))
         if inspect.isawaitable(result):
             result = await result
         return result
 
-    def _in_thread(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-        with self._busy_lock:
-            self.busy_threads += 1
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            with self._busy_lock:
-                self.busy_threads -= 1
+    @property
+    def busy_threads(self) -> int:
+        """Sync calls handed to the threads and not finished (a timed-out one counts until
+        its code returns)."""
+        return self.threads.busy
 
     async def reconfigure(self, user_config: Any, rank: Any = None) -> None:
         """Call the user's `reconfigure(user_config)`, or `reconfigure(user_config, rank)`
@@ -251,7 +241,7 @@ class UserCallable:
             async for item in result:
                 yield item
         elif inspect.isgenerator(result):
-            async for item in _iterate_in_thread(result, self.executor):
+            async for item in _iterate_in_thread(result, self.threads):
                 yield item
         else:
             yield result
@@ -277,7 +267,7 @@ class UserCallable:
         else:
             result = await self.invoke(fn, *args)
         if inspect.isgenerator(result):
-            result = _iterate_in_thread(result, self.executor)
+            result = _iterate_in_thread(result, self.threads)
         await to_response(result)(scope, receive, send)
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -288,16 +278,14 @@ class UserCallable:
 
     def shutdown(self) -> None:
         """Run the user's `__del__`-style cleanup and stop the thread pool."""
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.threads.shutdown()
 
 
-async def _iterate_in_thread(gen: Any, executor: ThreadPoolExecutor) -> AsyncIterator[Any]:
-    loop = asyncio.get_running_loop()
+async def _iterate_in_thread(gen: Any, threads: UserThreads) -> AsyncIterator[Any]:
     done = object()
     context = contextvars.copy_context()
     while True:
-        item = await loop.run_in_executor(
-            executor, context.run, next, gen, done)  # type: ignore[arg-type]
+        item = await threads.run(next, gen, done, context=context)
         if item is done:
             return
         yield item

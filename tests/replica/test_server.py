@@ -140,7 +140,7 @@ def test_a_caller_going_away_cancels_the_users_code() -> None:
             await call
         await app.cancelled.wait()
         deadline = time.monotonic() + 5
-        while replica.admitted and time.monotonic() < deadline:
+        while replica.admitted and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         assert replica.admitted == 0
 
