@@ -8,6 +8,10 @@ changes touch, and disturbs a shared machine less than a cluster under wrk.
 
     python bench/replica_call_cost.py                       # HTTP calls, c=64, 3 rounds
     python bench/replica_call_cost.py --kind handle --concurrency 5 --calls 5000
+
+`--kind remote` calls through `DeploymentHandle.remote()` and the data plane (router,
+retry loop, handle metrics) with a route table set by hand: the inner hop of a composed
+app, as an ingress replica makes it.
 """
 
 from __future__ import annotations
@@ -26,10 +30,15 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
 
 import cloudpickle
 
+from weir import context
+from weir.dataplane.caller import DataPlane
+from weir.dataplane.route_table import LeaderLocator
 from weir.dataplane.transport import ReplicaTransport
+from weir.handle import DeploymentHandle
 from weir.protos import weir_pb2 as pb
 from weir.replica.server import ReplicaServer, start_server
 from weir.replica.user_callable import UserCallable
+from weir.runtime import install_event_loop_policy
 
 
 class Noop:
@@ -62,6 +71,12 @@ async def rounds(kind: str, concurrency: int, calls: int,
     replica.user, replica.state, replica.max_ongoing = user, pb.RUNNING, concurrency
     server, address = await start_server(replica, "127.0.0.1")
     transport = ReplicaTransport()
+    plane = DataPlane(LeaderLocator(controllers=["127.0.0.1:1"]), "bench")
+    plane.router("app", "Noop").update(concurrency, -1, [("r1", address, 0)])
+    plane.transport = transport
+    context.bind_loop(asyncio.get_running_loop())
+    context.use_local_plane(plane)
+    handle = DeploymentHandle("Noop", "app")
     left = 0
 
     async def worker() -> None:
@@ -71,6 +86,8 @@ async def rounds(kind: str, concurrency: int, calls: int,
             if kind == "http":
                 async for reply in transport.stream(address, http_request(left), None):
                     assert reply.outcome == pb.OK, reply
+            elif kind == "remote":
+                assert await handle.remote(None) == "ok"
             else:
                 reply = await transport.call(address, handle_request(left), None)
                 assert reply.outcome == pb.OK, reply
@@ -92,12 +109,13 @@ async def rounds(kind: str, concurrency: int, calls: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kind", choices=["http", "handle"], default="http")
+    parser.add_argument("--kind", choices=["http", "handle", "remote"], default="http")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--calls", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("WEIR_TOKEN", "")
+    install_event_loop_policy()  # uvloop, as every Weir process
     results = asyncio.run(rounds(args.kind, args.concurrency, args.calls, args.rounds))
     cpus, walls = [c for c, _ in results], [w for _, w in results]
     print(f"{args.kind} c={args.concurrency} calls={args.calls}: CPU µs/call "
