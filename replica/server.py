@@ -16,13 +16,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import cloudpickle
 import grpc
 import structlog
 from grpc_health.v1.health import aio as health_aio
 
 from weir import auth, grpc_health, tracing
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
+from weir.dataplane import payload
 from weir.dataplane.transport import CHANNEL_OPTIONS, FrameOutbox
 from weir.metrics import failed, replica_metrics, replica_metrics_port, serve_metrics
 from weir.multiplex import request_model_id
@@ -183,7 +183,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             result = await within(timeout, self.user.call_python(request.method,
                                                                  request.pickled_args))
             try:
-                pickled = cloudpickle.dumps(result)
+                pickled = payload.dumps(result)
             except Exception as exc:
                 raise TypeError(f"return value of type {type(result).__name__} cannot be "
                                 f"serialized: {exc}") from exc
@@ -401,7 +401,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         yield pb.CallReply(outcome=pb.OK, ongoing=self.ongoing, more_body=True)
         try:
             async for item in self.user.stream_python(request.method, request.pickled_args):
-                yield pb.CallReply(outcome=pb.OK, pickled=cloudpickle.dumps(item),
+                yield pb.CallReply(outcome=pb.OK, pickled=payload.dumps(item),
                                    more_body=True)
         except Exception as exc:
             log.error("user stream raised", request_id=request.request_id, exc_info=True)

@@ -22,6 +22,7 @@ import cloudpickle
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from weir.dataplane import payload
 from weir.protos import weir_pb2 as pb
 from weir.replica.json_encoding import jsonable
 from weir.replica.user_threads import UserThreads
@@ -219,12 +220,12 @@ class UserCallable:
 
     async def call_python(self, method: str, pickled_args: bytes) -> Any:
         """A handle call: unpickle (args, kwargs) and call the method."""
-        args, kwargs = cloudpickle.loads(pickled_args) if pickled_args else ((), {})
+        args, kwargs = payload.loads(pickled_args) if pickled_args else ((), {})
         return await self.invoke(self.method(method), *args, **kwargs)
 
     async def stream_python(self, method: str, pickled_args: bytes) -> AsyncIterator[Any]:
         """A streaming handle call: the method is a (sync or async) generator."""
-        args, kwargs = cloudpickle.loads(pickled_args) if pickled_args else ((), {})
+        args, kwargs = payload.loads(pickled_args) if pickled_args else ((), {})
         async for item in self.iterate(self.method(method), *args, **kwargs):
             yield item
 

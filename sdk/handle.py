@@ -14,11 +14,10 @@ import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, NoReturn
 
-import cloudpickle
-
 from weir import context
 from weir.config import ray_options
 from weir.config.ray_options import refuse_unknown
+from weir.dataplane import payload
 from weir.dataplane.request_id import new_request_id
 from weir.exceptions import RayServeException, RequestCancelledError, remote_error
 from weir.protos import weir_pb2 as pb
@@ -32,7 +31,7 @@ def decode_reply(reply: pb.CallReply) -> Any:
         raise remote_error(reply.error_type, reply.error, reply.traceback, reply.pickled)
     if reply.outcome != pb.OK:
         raise RayServeException(reply.error or pb.CallOutcome.Name(reply.outcome))
-    return cloudpickle.loads(reply.pickled) if reply.pickled else None
+    return payload.loads(reply.pickled) if reply.pickled else None
 
 
 async def _resolve(value: Any) -> Any:
@@ -210,7 +209,7 @@ class DeploymentHandle:
         return pb.CallRequest(
             request_id=request_id,
             method="" if self.method_name == "__call__" else self.method_name,
-            pickled_args=cloudpickle.dumps((args, kwargs)),
+            pickled_args=payload.dumps((args, kwargs)),
             caller="handle",
             multiplexed_model_id=self.multiplexed_model_id,
         )
