@@ -6,8 +6,9 @@ No cluster, no etcd, no proxy: it isolates the channel between a caller and a re
 (`Replica.Channel`, frames, the replica's per-call work), which is what the data plane's
 changes touch, and disturbs a shared machine less than a cluster under wrk.
 
-    python bench/replica_call_cost.py                       # HTTP calls, c=64, 3 rounds
+    python bench/replica_call_cost.py                    # HTTP calls, c=64, 10 rounds
     python bench/replica_call_cost.py --kind handle --concurrency 5 --calls 5000
+    python bench/replica_call_cost.py --option grpc.minimal_stack=1   # against without
 
 `--kind remote` calls through `DeploymentHandle.remote()` and the data plane (router,
 retry loop, handle metrics) with a route table set by hand: the inner hop of a composed
@@ -30,13 +31,14 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
 
 import cloudpickle
 
-from weir import context
+from weir import auth, context
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.route_table import LeaderLocator
-from weir.dataplane.transport import ReplicaTransport
+from weir.dataplane.transport import CHANNEL_OPTIONS, ReplicaTransport
 from weir.handle import DeploymentHandle
 from weir.protos import weir_pb2 as pb
-from weir.replica.server import ReplicaServer, start_server
+from weir.protos import weir_pb2_grpc as pb_grpc
+from weir.replica.server import ReplicaServer
 from weir.replica.user_callable import UserCallable
 from weir.runtime import install_event_loop_policy
 
@@ -62,65 +64,105 @@ def handle_request(i: int) -> pb.CallRequest:
                           pickled_args=cloudpickle.dumps(((None,), {})))
 
 
-async def rounds(kind: str, concurrency: int, calls: int,
-                 count: int) -> list[tuple[float, float]]:
-    """CPU µs and wall µs per call of `count` rounds of `calls` calls each."""
-    user = UserCallable(cloudpickle.dumps((Noop, (), {})), max_threads=concurrency)
-    await user.construct()
-    replica = ReplicaServer(lambda: None)
-    replica.user, replica.state, replica.max_ongoing = user, pb.RUNNING, concurrency
-    server, address = await start_server(replica, "127.0.0.1")
-    transport = ReplicaTransport()
-    plane = DataPlane(LeaderLocator(controllers=["127.0.0.1:1"]), "bench")
-    plane.router("app", "Noop").update(concurrency, -1, [("r1", address, 0)])
-    plane.transport = transport
-    context.bind_loop(asyncio.get_running_loop())
-    context.use_local_plane(plane)
-    handle = DeploymentHandle("Noop", "app")
-    left = 0
+class Setup:
+    """One replica server and one caller (transport, data plane, handle) built with
+    `options` added to the channel options on both ends."""
 
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            if kind == "http":
-                async for reply in transport.stream(address, http_request(left), None):
+    def __init__(self, options: list[tuple[str, int]]) -> None:
+        self.options = options
+
+    async def start(self, concurrency: int) -> None:
+        self.user = UserCallable(cloudpickle.dumps((Noop, (), {})), max_threads=concurrency)
+        await self.user.construct()
+        replica = ReplicaServer(lambda: None)
+        replica.user, replica.state, replica.max_ongoing = self.user, pb.RUNNING, concurrency
+        saved = list(CHANNEL_OPTIONS)
+        CHANNEL_OPTIONS.extend(self.options)  # the list both ends are built from
+        try:
+            # Not start_server: it registers the process's metrics, once per process.
+            self.server = auth.server(options=list(CHANNEL_OPTIONS))
+            pb_grpc.add_ReplicaServicer_to_server(replica, self.server)
+            self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+            await self.server.start()
+            self.transport = ReplicaTransport()
+            await self.transport.call(self.address, handle_request(0), None)  # channel up
+        finally:
+            CHANNEL_OPTIONS[:] = saved
+        self.plane = DataPlane(LeaderLocator(controllers=["127.0.0.1:1"]), "bench")
+        self.plane.router("app", "Noop").update(concurrency, -1, [("r1", self.address, 0)])
+        self.plane.transport = self.transport
+        self.handle = DeploymentHandle("Noop", "app")
+
+    async def measure(self, kind: str, concurrency: int, calls: int) -> float:
+        """CPU µs per call of `calls` calls, `concurrency` at a time."""
+        context.use_local_plane(self.plane)
+        context.bind_loop(asyncio.get_running_loop())
+        left = calls
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                if kind == "http":
+                    async for reply in self.transport.stream(self.address, http_request(left),
+                                                             None):
+                        assert reply.outcome == pb.OK, reply
+                elif kind == "remote":
+                    assert await self.handle.remote(None) == "ok"
+                else:
+                    reply = await self.transport.call(self.address, handle_request(left), None)
                     assert reply.outcome == pb.OK, reply
-            elif kind == "remote":
-                assert await handle.remote(None) == "ok"
-            else:
-                reply = await transport.call(address, handle_request(left), None)
-                assert reply.outcome == pb.OK, reply
+
+        cpu = time.process_time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return (time.process_time() - cpu) / calls * 1e6
+
+    async def stop(self) -> None:
+        await self.transport.close()
+        await self.server.stop(0)
+        self.user.shutdown()
+
+
+async def rounds(kind: str, concurrency: int, calls: int, count: int,
+                 setups: list[Setup]) -> list[list[float]]:
+    """CPU µs per call of each setup, `count` rounds each, the setups taking turns so that
+    the machine's other work falls on all of them alike."""
+    for setup in setups:
+        await setup.start(concurrency)
     try:
-        await transport.call(address, handle_request(0), None)  # the channel is up
-        results = []
+        results: list[list[float]] = [[] for _ in setups]
         for _ in range(count):
-            left = calls
-            cpu, wall = time.process_time(), time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            results.append((cpu / calls * 1e6, wall / calls * 1e6))
+            for setup, result in zip(setups, results, strict=True):
+                result.append(await setup.measure(kind, concurrency, calls))
+        return results
     finally:
-        await transport.close()
-        await server.stop(0)
-        user.shutdown()
-    return results
+        for setup in setups:
+            await setup.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", choices=["http", "handle", "remote"], default="http")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--calls", type=int, default=10000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a gRPC channel option (integer value) to compare against the "
+                             "channel without it; repeat to add several to the one setup")
     args = parser.parse_args()
+    options = [(name, int(value)) for name, _, value in
+               (option.partition("=") for option in args.option)]
     os.environ.setdefault("WEIR_TOKEN", "")
     install_event_loop_policy()  # uvloop, as every Weir process
-    results = asyncio.run(rounds(args.kind, args.concurrency, args.calls, args.rounds))
-    cpus, walls = [c for c, _ in results], [w for _, w in results]
-    print(f"{args.kind} c={args.concurrency} calls={args.calls}: CPU µs/call "
-          f"{' '.join(f'{c:.1f}' for c in cpus)} (median {statistics.median(cpus):.1f}); "
-          f"wall µs/call median {statistics.median(walls):.1f}; load {os.getloadavg()[0]:.1f}")
+    setups = [Setup([])] + ([Setup(options)] if options else [])
+    results = asyncio.run(rounds(args.kind, args.concurrency, args.calls, args.rounds,
+                                 setups))
+    for setup, cpus in zip(setups, results, strict=True):
+        name = " ".join(f"{k}={v}" for k, v in setup.options) or "as is"
+        print(f"{args.kind} c={args.concurrency} {name}: CPU µs/call median "
+              f"{statistics.median(cpus):.1f}, min {min(cpus):.1f} over {len(cpus)} rounds "
+              f"of {args.calls}")
+    print(f"load {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
