@@ -6,7 +6,7 @@ No cluster, no etcd, no proxy: it isolates the channel between a caller and a re
 (`Replica.Channel`, frames, the replica's per-call work), which is what the data plane's
 changes touch, and disturbs a shared machine less than a cluster under wrk.
 
-    python bench/replica_call_cost.py                    # HTTP calls, c=64, 10 rounds
+    python bench/replica_call_cost.py           # HTTP calls, c=64: gRPC stream vs socket
     python bench/replica_call_cost.py --kind handle --concurrency 5 --calls 5000
     python bench/replica_call_cost.py --option grpc.minimal_stack=1   # against without
 
@@ -33,6 +33,7 @@ import cloudpickle
 
 from weir import auth, context
 from weir.dataplane.caller import DataPlane
+from weir.dataplane.frame_socket import FrameSocketServer
 from weir.dataplane.route_table import LeaderLocator
 from weir.dataplane.transport import CHANNEL_OPTIONS, ReplicaTransport
 from weir.handle import DeploymentHandle
@@ -66,10 +67,18 @@ def handle_request(i: int) -> pb.CallRequest:
 
 class Setup:
     """One replica server and one caller (transport, data plane, handle) built with
-    `options` added to the channel options on both ends."""
+    `options` added to the gRPC channel options on both ends; calls go on the replica's
+    frame socket if `socket`, else on its gRPC stream."""
 
-    def __init__(self, options: list[tuple[str, int]]) -> None:
+    def __init__(self, options: list[tuple[str, int]], socket: bool) -> None:
         self.options = options
+        self.socket = socket
+
+    @property
+    def name(self) -> str:
+        """How its calls travel."""
+        return " ".join([f"{k}={v}" for k, v in self.options]
+                        + ["frame socket" if self.socket else "gRPC stream"])
 
     async def start(self, concurrency: int) -> None:
         self.user = UserCallable(cloudpickle.dumps((Noop, (), {})), max_threads=concurrency)
@@ -84,6 +93,10 @@ class Setup:
             pb_grpc.add_ReplicaServicer_to_server(replica, self.server)
             self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
             await self.server.start()
+            if self.socket:
+                replica.channel_socket = FrameSocketServer(
+                    lambda frames: replica.Channel(frames, None))
+                await replica.channel_socket.start("127.0.0.1")
             self.transport = ReplicaTransport()
             await self.transport.call(self.address, handle_request(0), None)  # channel up
         finally:
@@ -148,18 +161,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a gRPC channel option (integer value) to compare against the "
-                             "channel without it; repeat to add several to the one setup")
+                             "channel without it (on the gRPC stream); repeat to add several "
+                             "to the one setup")
     args = parser.parse_args()
     options = [(name, int(value)) for name, _, value in
                (option.partition("=") for option in args.option)]
     os.environ.setdefault("WEIR_TOKEN", "")
     install_event_loop_policy()  # uvloop, as every Weir process
-    setups = [Setup([])] + ([Setup(options)] if options else [])
+    setups = ([Setup([], False), Setup(options, False)] if options
+              else [Setup([], False), Setup([], True)])
     results = asyncio.run(rounds(args.kind, args.concurrency, args.calls, args.rounds,
                                  setups))
     for setup, cpus in zip(setups, results, strict=True):
-        name = " ".join(f"{k}={v}" for k, v in setup.options) or "as is"
-        print(f"{args.kind} c={args.concurrency} {name}: CPU µs/call median "
+        print(f"{args.kind} c={args.concurrency} {setup.name}: CPU µs/call median "
               f"{statistics.median(cpus):.1f}, min {min(cpus):.1f} over {len(cpus)} rounds "
               f"of {args.calls}")
     print(f"load {os.getloadavg()[0]:.1f}")

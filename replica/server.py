@@ -23,6 +23,7 @@ from grpc_health.v1.health import aio as health_aio
 from weir import auth, grpc_health, tracing
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.dataplane import payload
+from weir.dataplane.frame_socket import FrameSocketServer, channel_socket_enabled
 from weir.dataplane.transport import CHANNEL_OPTIONS, FrameOutbox
 from weir.metrics import failed, replica_metrics, replica_metrics_port, serve_metrics
 from weir.multiplex import request_model_id
@@ -115,6 +116,8 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         self.metrics = replica_metrics()
         #: host:port of this process's Prometheus metrics ("" if none).
         self.metrics_address = ""
+        #: Channel without gRPC (`weir.dataplane.frame_socket`), once the server started.
+        self.channel_socket: FrameSocketServer | None = None
 
     @property
     def ongoing(self) -> int:
@@ -311,6 +314,12 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         finally:
             self._done()
 
+    async def ChannelSocket(self, request: pb.ChannelSocketRequest,
+                            context: Any) -> pb.ChannelSocketReply:
+        """The port of this replica's frame socket (0: none)."""
+        return pb.ChannelSocketReply(
+            port=self.channel_socket.port if self.channel_socket is not None else 0)
+
     async def CheckHealth(self, request: pb.HealthCheckRequest,
                           context: Any) -> pb.HealthCheckReply:
         """Run the user's check_health(). Only a RUNNING replica is checked: one still
@@ -422,6 +431,10 @@ async def start_server(servicer: ReplicaServer, host: str) -> tuple[grpc.aio.Ser
     servicer.health = await grpc_health.serve_health(server, ["weir.Replica"])
     port = server.add_insecure_port(f"{host}:0")
     await server.start()
+    if channel_socket_enabled():
+        servicer.channel_socket = FrameSocketServer(
+            lambda frames: servicer.Channel(frames, None))
+        await servicer.channel_socket.start(host)
     servicer.metrics.identify_by(_identity)
     servicer.metrics.follow_load(lambda: servicer.ongoing)
     metrics_port = replica_metrics_port()

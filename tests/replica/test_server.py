@@ -1,8 +1,8 @@
-"""The replica's server on its `Replica.Channel`, called over loopback gRPC by the data
-plane's own transport: an HTTP call runs on the channel's task for the call, so what the
-caller sees (one frame for a whole response, chunks as they come, a 500, a timeout) and
-what the replica counts (its slots given back, the user's code cancelled when the caller
-goes away) must hold without a task of its own."""
+"""The replica's server on its channel, called over loopback by the data plane's own
+transport, on the frame socket and on the gRPC stream alike: an HTTP call runs on the
+channel's task for the call, so what the caller sees (one frame for a whole response,
+chunks as they come, a 500, a timeout) and what the replica counts (its slots given back,
+the user's code cancelled when the caller goes away) must hold without a task of its own."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import cloudpickle
+import pytest
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from weir import auth
+from weir.dataplane.frame_socket import FrameSocketCall, FrameSocketServer
 from weir.dataplane.transport import CHANNEL_OPTIONS, ReplicaTransport
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
@@ -61,8 +63,14 @@ def get(path: str, deadline: float = 0.0) -> pb.CallRequest:
                           http=pb.HttpRequest(method="GET", path=path, scheme="http"))
 
 
+@pytest.fixture(params=["socket", "grpc"])
+def channel(request: pytest.FixtureRequest) -> str:
+    """Which connection the calls take: the frame socket, or the gRPC stream."""
+    return str(request.param)
+
+
 def with_replica(test: Callable[[ReplicaServer, ReplicaTransport, str, App],
-                                Awaitable[None]], max_ongoing: int = 5) -> None:
+                                Awaitable[None]], channel: str, max_ongoing: int = 5) -> None:
     async def main() -> None:
         user = UserCallable(cloudpickle.dumps((App, (), {})), max_threads=2)
         await user.construct()
@@ -74,11 +82,19 @@ def with_replica(test: Callable[[ReplicaServer, ReplicaTransport, str, App],
         pb_grpc.add_ReplicaServicer_to_server(replica, server)
         address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
         await server.start()
+        if channel == "socket":
+            replica.channel_socket = FrameSocketServer(
+                lambda frames: replica.Channel(frames, None))
+            await replica.channel_socket.start("127.0.0.1")
         transport = ReplicaTransport()
         try:
             await asyncio.wait_for(test(replica, transport, address, user.instance), 20)
+            mux = transport._muxes[address]
+            assert isinstance(mux.call, FrameSocketCall) == (channel == "socket")
         finally:
             await transport.close()
+            if replica.channel_socket is not None:
+                await replica.channel_socket.stop()
             await server.stop(0)
             user.shutdown()
 
@@ -90,7 +106,7 @@ async def replies(transport: ReplicaTransport, address: str,
     return [reply async for reply in transport.stream(address, request, 10)]
 
 
-def test_a_whole_response_is_one_reply_and_the_slot_comes_back() -> None:
+def test_a_whole_response_is_one_reply_and_the_slot_comes_back(channel: str) -> None:
     async def test(replica: ReplicaServer, transport: ReplicaTransport, address: str,
                    app: App) -> None:
         [reply] = await replies(transport, address, get("/ok"))
@@ -100,10 +116,10 @@ def test_a_whole_response_is_one_reply_and_the_slot_comes_back() -> None:
             (h.name, h.value) for h in reply.headers]
         assert replica.admitted == 0 and replica.idle.is_set()
 
-    with_replica(test)
+    with_replica(test, channel)
 
 
-def test_streamed_chunks_come_as_replies_of_their_own() -> None:
+def test_streamed_chunks_come_as_replies_of_their_own(channel: str) -> None:
     async def test(replica: ReplicaServer, transport: ReplicaTransport, address: str,
                    app: App) -> None:
         got = await replies(transport, address, get("/stream"))
@@ -112,7 +128,7 @@ def test_streamed_chunks_come_as_replies_of_their_own() -> None:
         assert [r.more_body for r in got][-1] is False
         assert replica.admitted == 0
 
-    with_replica(test)
+    with_replica(test, channel)
 
 
 def test_an_error_before_the_response_is_a_500_naming_it() -> None:
@@ -124,10 +140,10 @@ def test_an_error_before_the_response_is_a_500_naming_it() -> None:
         assert b"ValueError: no such thing" in reply.body
         assert replica.admitted == 0
 
-    with_replica(test)
+    with_replica(test, channel)
 
 
-def test_a_caller_going_away_cancels_the_users_code() -> None:
+def test_a_caller_going_away_cancels_the_users_code(channel: str) -> None:
     async def test(replica: ReplicaServer, transport: ReplicaTransport, address: str,
                    app: App) -> None:
         assert app.waiting is not None and app.cancelled is not None
@@ -144,10 +160,10 @@ def test_a_caller_going_away_cancels_the_users_code() -> None:
             await asyncio.sleep(0.01)
         assert replica.admitted == 0
 
-    with_replica(test)
+    with_replica(test, channel)
 
 
-def test_a_call_past_its_deadline_is_cancelled_and_answered_timeout() -> None:
+def test_a_call_past_its_deadline_is_cancelled_and_answered_timeout(channel: str) -> None:
     async def test(replica: ReplicaServer, transport: ReplicaTransport, address: str,
                    app: App) -> None:
         assert app.cancelled is not None
@@ -156,10 +172,10 @@ def test_a_call_past_its_deadline_is_cancelled_and_answered_timeout() -> None:
         assert app.cancelled.is_set()
         assert replica.admitted == 0
 
-    with_replica(test)
+    with_replica(test, channel)
 
 
-def test_a_call_beyond_max_ongoing_is_refused() -> None:
+def test_a_call_beyond_max_ongoing_is_refused(channel: str) -> None:
     async def test(replica: ReplicaServer, transport: ReplicaTransport, address: str,
                    app: App) -> None:
         assert app.waiting is not None
@@ -172,10 +188,10 @@ def test_a_call_beyond_max_ongoing_is_refused() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await call
 
-    with_replica(test, max_ongoing=1)
+    with_replica(test, channel, max_ongoing=1)
 
 
-def test_a_unary_handle_call_and_its_timeout() -> None:
+def test_a_unary_handle_call_and_its_timeout(channel: str) -> None:
     async def test(replica: ReplicaServer, transport: ReplicaTransport, address: str,
                    app: App) -> None:
         request = pb.CallRequest(request_id="r2", method="add",
@@ -187,7 +203,7 @@ def test_a_unary_handle_call_and_its_timeout() -> None:
         assert (await transport.call(address, late, 10)).outcome == pb.TIMEOUT
         assert replica.admitted == 0
 
-    with_replica(test)
+    with_replica(test, channel)
 
 
 def test_response_replies_fold_the_start_into_the_first_chunk() -> None:
