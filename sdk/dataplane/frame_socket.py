@@ -137,7 +137,7 @@ class FrameSocketServer:
         self._handler = handler
         self._expected = (auth.cluster_token() if token is None else token).encode()
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.port = 0
 
     async def start(self, host: str) -> int:
@@ -149,7 +149,7 @@ class FrameSocketServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = writer
         try:
             given = await asyncio.wait_for(read_message(reader), TOKEN_TIMEOUT_S)
             if given is None or (self._expected
@@ -162,8 +162,12 @@ class FrameSocketServer:
             await self._relay(reader, writer)
         except (OSError, TimeoutError, FrameSocketClosed) as exc:
             log.info("frame socket ended", reason=f"{type(exc).__name__}: {exc}")
+        except asyncio.CancelledError:
+            # `stop` gave up waiting: this task is the connection's own, nobody awaits it,
+            # and asyncio would log a cancelled one as an error.
+            pass
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -183,7 +187,9 @@ class FrameSocketServer:
         """Stop listening and end every connection (their calls are cancelled)."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
+        for writer in self._connections.values():
+            writer.close()  # its frames end: the handler cancels the calls running on it
         if self._connections:
             await asyncio.wait(list(self._connections), timeout=5)
+        for task in list(self._connections):
+            task.cancel()
