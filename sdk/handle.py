@@ -34,6 +34,18 @@ def decode_reply(reply: pb.CallReply) -> Any:
     return payload.loads(reply.pickled) if reply.pickled else None
 
 
+def _holds_response(value: Any) -> bool:
+    """Whether `value` is or holds a DeploymentResponse (most arguments hold none, and
+    `_resolve` costs a coroutine per item)."""
+    if isinstance(value, DeploymentResponse):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_holds_response(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_response(v) for v in value.values())
+    return False
+
+
 async def _resolve(value: Any) -> Any:
     """Await DeploymentResponses passed as arguments (chaining without awaiting)."""
     if isinstance(value, DeploymentResponse):
@@ -219,7 +231,8 @@ class DeploymentHandle:
 
     async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                     request_id: str) -> Any:
-        args, kwargs = await _resolve(args), await _resolve(kwargs)
+        if _holds_response(args) or _holds_response(kwargs):
+            args, kwargs = await _resolve(args), await _resolve(kwargs)
         plane = await context.get_data_plane()
         reply = await plane.call(self.app_name, self.deployment_name,
                                  self._request(args, kwargs, request_id), self._deadline())
