@@ -103,6 +103,24 @@ def body_receiver(body: bytes, rest: asyncio.Queue[pb.BodyChunk | None] | None =
     return receive
 
 
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_OCTETS = (b"content-type", b"application/octet-stream")
+
+
+def plain_response(result: Any) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+    """The headers and body `to_response` plays for a str or bytes result, byte for byte,
+    without building a starlette Response (8 µs of the replica's CPU per call: a str is
+    what most HTTP deployments return); None for any other result."""
+    kind = type(result)
+    if kind is str:
+        body, content_type = result.encode(), _TEXT
+    elif kind is bytes:
+        body, content_type = result, _OCTETS
+    else:
+        return None
+    return [(b"content-length", str(len(body)).encode()), content_type], body
+
+
 def to_response(result: Any) -> Response:
     """Ray Serve's conversions: str -> text/plain, bytes as is, a starlette Response as is,
     a generator -> a streaming response; anything else as JSON, encoded as FastAPI does
@@ -267,6 +285,12 @@ class UserCallable:
             result: Any = fn(*args)
         else:
             result = await self.invoke(fn, *args)
+        plain = plain_response(result)
+        if plain is not None:
+            headers, body = plain
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
         if inspect.isgenerator(result):
             result = _iterate_in_thread(result, self.threads)
         await to_response(result)(scope, receive, send)
