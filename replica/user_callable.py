@@ -48,6 +48,11 @@ async def within(timeout: float | None, work: Awaitable[T]) -> T:
     no-op call, and `asyncio.wait_for` runs the work in a task of its own on 3.11."""
     if timeout is None:
         return await work
+    if not hasattr(asyncio, "timeout"):  # Python 3.10: wait_for, a task of its own
+        try:
+            return await asyncio.wait_for(work, timeout)
+        except asyncio.TimeoutError:
+            raise CallTimedOut(f"timed out after {timeout:.3f} s") from None
     scope = asyncio.timeout(timeout)
     try:
         async with scope:
