@@ -25,6 +25,7 @@ import struct
 from collections.abc import AsyncIterator, Callable
 
 import structlog
+from google.protobuf.message import DecodeError
 
 from weir import auth
 from weir.protos import weir_pb2 as pb
@@ -36,8 +37,10 @@ ACCEPTED = b"\x01"
 #: The largest message on a channel, socket or gRPC: bodies up to the proxy's limit (100 MB
 #: by default) plus headroom.
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
-#: How long the replica waits for a new connection's token.
+#: How long the replica waits for a new connection's token, and how long a token may be:
+#: a stranger must not make it buffer a large message before the check.
 TOKEN_TIMEOUT_S = 5.0
+MAX_TOKEN_BYTES = 4096
 #: Past this many bytes waiting in its buffer, a writer waits for the peer to read.
 WRITE_BUFFER_HIGH = 1024 * 1024
 
@@ -56,13 +59,24 @@ class FrameSocketClosed(Exception):
     """The connection ended or broke; the message says how."""
 
 
+def decode(data: bytes) -> pb.Frame:
+    """A message read back as the `Frame` it carries; FrameSocketClosed if it is not one
+    (the connection is then of no use)."""
+    try:
+        return pb.Frame.FromString(data)
+    except DecodeError as exc:
+        raise FrameSocketClosed(f"a message that is no Frame: {exc}") from None
+
+
 def encode(message: bytes) -> bytes:
     """One message as it travels: its length, then its bytes."""
     return _LENGTH.pack(len(message)) + message
 
 
-async def read_message(reader: asyncio.StreamReader) -> bytes | None:
-    """The next message, or None at a clean end of the stream (between messages)."""
+async def read_message(reader: asyncio.StreamReader,
+                       limit: int | None = None) -> bytes | None:
+    """The next message, or None at a clean end of the stream (between messages);
+    FrameSocketClosed for one longer than `limit` (default MAX_MESSAGE_BYTES)."""
     try:
         head = await reader.readexactly(_LENGTH.size)
     except asyncio.IncompleteReadError as exc:
@@ -70,9 +84,9 @@ async def read_message(reader: asyncio.StreamReader) -> bytes | None:
             raise FrameSocketClosed("the connection ended inside a message") from None
         return None
     (size,) = _LENGTH.unpack(head)
-    if size > MAX_MESSAGE_BYTES:
-        raise FrameSocketClosed(f"a message of {size} bytes is over the limit "
-                                f"({MAX_MESSAGE_BYTES})")
+    limit = MAX_MESSAGE_BYTES if limit is None else limit
+    if size > limit:
+        raise FrameSocketClosed(f"a message of {size} bytes is over the limit ({limit})")
     try:
         return await reader.readexactly(size)
     except asyncio.IncompleteReadError:
@@ -99,7 +113,7 @@ class FrameSocketCall:
 
     async def _messages(self) -> AsyncIterator[pb.Frame]:
         while (data := await read_message(self._reader)) is not None:
-            yield pb.Frame.FromString(data)
+            yield decode(data)
 
     def cancel(self) -> None:
         """Close the connection (the replica cancels the calls still running on it)."""
@@ -151,7 +165,8 @@ class FrameSocketServer:
         assert task is not None
         self._connections[task] = writer
         try:
-            given = await asyncio.wait_for(read_message(reader), TOKEN_TIMEOUT_S)
+            given = await asyncio.wait_for(read_message(reader, MAX_TOKEN_BYTES),
+                                           TOKEN_TIMEOUT_S)
             if given is None or (self._expected
                                  and not hmac.compare_digest(given, self._expected)):
                 log.warning("refused a frame socket without the cluster token",
@@ -172,8 +187,13 @@ class FrameSocketServer:
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def frames() -> AsyncIterator[pb.Frame]:
-            while (data := await read_message(reader)) is not None:
-                yield pb.Frame.FromString(data)
+            # A broken connection ends the frames, as a gRPC stream's end does: the handler
+            # then cancels the calls still running on it.
+            try:
+                while (data := await read_message(reader)) is not None:
+                    yield decode(data)
+            except (OSError, FrameSocketClosed) as exc:
+                log.info("frame socket broke", reason=f"{type(exc).__name__}: {exc}")
 
         replies = self._handler(frames())
         try:

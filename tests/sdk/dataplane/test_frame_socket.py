@@ -79,3 +79,24 @@ def test_a_message_over_the_limit_ends_the_connection(monkeypatch: pytest.Monkey
         await server.stop()
 
     asyncio.run(main())
+
+
+def test_a_long_token_or_a_message_that_is_no_frame_ends_the_connection() -> None:
+    async def main() -> None:
+        echo = Echo()
+        server = FrameSocketServer(echo, token="")
+        port = await server.start("127.0.0.1")
+        # A stranger announcing a huge "token": refused before it is read.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write((frame_socket.MAX_TOKEN_BYTES + 1).to_bytes(4, "big"))
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        assert echo.served == 0
+        # Past the check, bytes that are no Frame end the frames: the handler ends too.
+        call = await connect("127.0.0.1", port, 5, token="")
+        call._writer.write(frame_socket.encode(b"\xff\xff\xff"))
+        await asyncio.wait_for(echo.ended.wait(), 5)
+        assert [message async for message in call] == []
+        await server.stop()
+
+    asyncio.run(main())
