@@ -33,10 +33,10 @@ from weir.replica import grpc_calls, websocket_relay
 from weir.replica.grpc_codecs import MethodCodec, method_codecs, service_catalog
 from weir.replica.http_call import Emit, emitted_replies, serve_http
 from weir.replica.user_callable import CallTimedOut, UserCallable, error_fields, within
+from weir.runtime import bound_logger
 from weir.runtime_context import RequestContext, replica_context_or_none, serving
 
 log = structlog.get_logger("weir.replica")
-access = structlog.get_logger("weir.replica.access")
 
 
 def serve_request(request: pb.CallRequest) -> None:
@@ -149,6 +149,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         if not self.access_log:
             return
         duration_ms = round(seconds * 1000, 2)
+        access = bound_logger("weir.replica.access")
         if is_http:
             access.info("access", route=request.http.path, http_method=request.http.method,
                         status=outcome, duration_ms=duration_ms)
