@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.composition import composition_config, start
+from bench.composition import REPLICAS, composition_config, start
 from bench.processes import free_port, pids_with_env, wait_http_ok
 from bench.weir_cluster import WeirCluster
 from weir.cli.admin_client import AdminClient
@@ -42,7 +42,7 @@ def cpu_seconds(pid: int) -> float:
 
 def wrk(url: str, connections: int, seconds: float) -> int:
     """Requests wrk completed (non-2xx counted as errors: any fails the run)."""
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url],
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", url],
                          capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk saw errors:\n{out}")
@@ -52,11 +52,21 @@ def wrk(url: str, connections: int, seconds: float) -> int:
     return int(match.group(1))
 
 
-def processes(cluster: WeirCluster) -> dict[str, int]:
-    """PID by role: proxy, and each replica by its deployment."""
+def processes(cluster: WeirCluster, count: int = REPLICAS, timeout: float = 60) -> dict[str, int]:
+    """PID by role: proxy, and each replica as application/deployment, once all `count`
+    replicas run."""
+    client = AdminClient(cluster.admin_address, timeout=10)
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [r for r in client.list_replicas() if r["state"] == "RUNNING" and r["pid"]]
+        if len(running) >= count:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(running)} of {count} replicas run")
+        time.sleep(0.5)
     pids = {"proxy": _proxy_pid(cluster)}
-    for replica in AdminClient(cluster.admin_address, timeout=10).list_replicas():
-        pids[replica["deployment"]] = int(replica["pid"])
+    for replica in running:
+        pids[f"{replica['app']}/{replica['deployment']}"] = int(replica["pid"])
     return pids
 
 
