@@ -184,6 +184,16 @@ class Frame(_message.Message):
     batch: _containers.RepeatedCompositeFieldContainer[Frame]
     def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[CallRequest, _Mapping]] = ..., stream: _Optional[bool] = ..., cancel: _Optional[bool] = ..., reply: _Optional[_Union[CallReply, _Mapping]] = ..., last: _Optional[bool] = ..., batch: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ...) -> None: ...
 
+class ChannelSocketRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ChannelSocketReply(_message.Message):
+    __slots__ = ("port",)
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    def __init__(self, port: _Optional[int] = ...) -> None: ...
+
 class GrpcServicesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -164,18 +164,15 @@ def _unknown_method(path: str) -> pb.CallReply:
 
 
 async def unary_reply(user: UserCallable, codecs: dict[str, MethodCodec],
-                      request: pb.CallRequest, timeout: float | None,
-                      ongoing: Callable[[], int]) -> pb.CallReply:
-    """A unary call (its response message in `body`), or its error, as one reply.
-    TimeoutError if `timeout` passes first (the work is cancelled)."""
+                      request: pb.CallRequest, ongoing: Callable[[], int]) -> pb.CallReply:
+    """A unary call (its response message in `body`), or its error, as one reply. The
+    caller bounds its time (`asyncio.timeout`): cancelled, it raises CancelledError."""
     codec = codecs.get(request.grpc.method_path)
     if codec is None:
         return _unknown_method(request.grpc.method_path)
     call = GrpcCall(user, codec, request)
     try:
-        result = await asyncio.wait_for(call.unary(), timeout)
-    except TimeoutError:
-        raise
+        result = await call.unary()
     except Exception as exc:
         return final_reply(call.context, exc, ongoing=ongoing() - 1)
     return final_reply(call.context, body=codec.serialize(result), ongoing=ongoing() - 1)

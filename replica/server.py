@@ -13,28 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import cloudpickle
 import grpc
 import structlog
 from grpc_health.v1.health import aio as health_aio
 
 from weir import auth, grpc_health, tracing
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
-from weir.dataplane.transport import CHANNEL_OPTIONS, CallInbox, FrameOutbox
+from weir.dataplane import payload
+from weir.dataplane.frame_socket import FrameSocketServer, channel_socket_enabled
+from weir.dataplane.transport import CHANNEL_OPTIONS, FrameOutbox
 from weir.metrics import failed, replica_metrics, replica_metrics_port, serve_metrics
 from weir.multiplex import request_model_id
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.replica import grpc_calls, websocket_relay
 from weir.replica.grpc_codecs import MethodCodec, method_codecs, service_catalog
-from weir.replica.user_callable import UserCallable, error_fields
+from weir.replica.http_call import Emit, emitted_replies, serve_http
+from weir.replica.user_callable import CallTimedOut, UserCallable, error_fields, within
+from weir.runtime import bound_logger
 from weir.runtime_context import RequestContext, replica_context_or_none, serving
 
 log = structlog.get_logger("weir.replica")
-access = structlog.get_logger("weir.replica.access")
 
 
 def serve_request(request: pb.CallRequest) -> None:
@@ -70,6 +72,29 @@ def _outcome(reply: pb.CallReply, before: str) -> str:
     return before
 
 
+class _Served:
+    """The bookkeeping of one admitted streamed call, for a `with` block around it: the
+    outcome its replies tell (`track`), then its access line and metrics and its slot
+    given back when the block ends, before the call's last frame goes out."""
+
+    __slots__ = ("outcome", "request", "server", "started")
+
+    def __init__(self, server: ReplicaServer, request: pb.CallRequest) -> None:
+        self.server, self.request = server, request
+        self.started, self.outcome = time.perf_counter(), "OK"
+
+    def track(self, reply: pb.CallReply) -> None:
+        """Read one reply of the call on its way out."""
+        self.outcome = _outcome(reply, self.outcome)
+
+    def __enter__(self) -> _Served:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server._access(self.request, self.outcome, self.started)
+        self.server._done()
+
+
 class ReplicaServer(pb_grpc.ReplicaServicer):
     """Serves `weir.Replica` for one UserCallable."""
 
@@ -91,6 +116,8 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         self.metrics = replica_metrics()
         #: host:port of this process's Prometheus metrics ("" if none).
         self.metrics_address = ""
+        #: Channel without gRPC (`weir.dataplane.frame_socket`), once the server started.
+        self.channel_socket: FrameSocketServer | None = None
 
     @property
     def ongoing(self) -> int:
@@ -122,6 +149,7 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         if not self.access_log:
             return
         duration_ms = round(seconds * 1000, 2)
+        access = bound_logger("weir.replica.access")
         if is_http:
             access.info("access", route=request.http.path, http_method=request.http.method,
                         status=outcome, duration_ms=duration_ms)
@@ -152,20 +180,20 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             if timeout is not None and timeout <= 0:
                 return pb.CallReply(outcome=pb.TIMEOUT, error="deadline passed before start")
             if request.HasField("grpc"):
-                reply = await grpc_calls.unary_reply(self.user, self._grpc_codecs(), request,
-                                                     timeout, lambda: self.ongoing)
+                reply = await within(timeout, grpc_calls.unary_reply(
+                    self.user, self._grpc_codecs(), request, lambda: self.ongoing))
                 outcome = pb.CallOutcome.Name(reply.outcome)
                 return reply
-            result = await asyncio.wait_for(
-                self.user.call_python(request.method, request.pickled_args), timeout)
+            result = await within(timeout, self.user.call_python(request.method,
+                                                                 request.pickled_args))
             try:
-                pickled = cloudpickle.dumps(result)
+                pickled = payload.dumps(result)
             except Exception as exc:
                 raise TypeError(f"return value of type {type(result).__name__} cannot be "
                                 f"serialized: {exc}") from exc
             outcome = "OK"
             return pb.CallReply(outcome=pb.OK, pickled=pickled, ongoing=self.ongoing - 1)
-        except TimeoutError:
+        except CallTimedOut:
             outcome = "TIMEOUT"
             log.warning("request timed out; cancelled", method=request.method or "__call__")
             return pb.CallReply(outcome=pb.TIMEOUT, error="request timed out on the replica",
@@ -202,16 +230,12 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
             yield refused
             return
         serve_request(request)
-        started, outcome = time.perf_counter(), "OK"
-        try:
-            replies = (self._http(request) if request.HasField("http")
-                       else self._python_stream(request))
+        with _Served(self, request) as served:
+            replies = (emitted_replies(lambda emit: self._http(request, emit))
+                       if request.HasField("http") else self._python_stream(request))
             async for reply in replies:
-                outcome = _outcome(reply, outcome)
+                served.track(reply)
                 yield reply
-        finally:
-            self._access(request, outcome, started)
-            self._done()
 
     async def CallBodyStream(self, parts: AsyncIterator[pb.CallPart],
                              context: Any) -> AsyncIterator[pb.CallReply]:
@@ -244,17 +268,16 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                     rest.put_nowait(None)  # the caller went away before the body ended
 
         reader = asyncio.get_running_loop().create_task(read_body())
-        started, outcome = time.perf_counter(), "OK"
         try:
-            yield pb.CallReply(outcome=pb.OK, admitted=True, ongoing=self.ongoing,
-                               more_body=True)
-            async for reply in self._http(request, rest):
-                outcome = _outcome(reply, outcome)
-                yield reply
+            with _Served(self, request) as served:
+                yield pb.CallReply(outcome=pb.OK, admitted=True, ongoing=self.ongoing,
+                                   more_body=True)
+                async for reply in emitted_replies(
+                        lambda emit: self._http(request, emit, rest)):
+                    served.track(reply)
+                    yield reply
         finally:
             reader.cancel()
-            self._access(request, outcome, started)
-            self._done()
 
     async def _grpc_stream(self, request: pb.CallRequest,
                            parts: AsyncIterator[pb.CallPart]) -> AsyncIterator[pb.CallReply]:
@@ -292,6 +315,12 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         finally:
             self._done()
 
+    async def ChannelSocket(self, request: pb.ChannelSocketRequest,
+                            context: Any) -> pb.ChannelSocketReply:
+        """The port of this replica's frame socket (0: none)."""
+        return pb.ChannelSocketReply(
+            port=self.channel_socket.port if self.channel_socket is not None else 0)
+
     async def CheckHealth(self, request: pb.HealthCheckRequest,
                           context: Any) -> pb.HealthCheckReply:
         """Run the user's check_health(). Only a RUNNING replica is checked: one still
@@ -320,11 +349,20 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                     outbox.add(call_id, reply=await self.Call(frame.request, context),
                                last=True)
                     return
-                # A reply that may be the last is held until the stream ends, so that a
-                # whole response is one frame; one that says more follows goes at once, so
+                request = frame.request
+                refused = self._admit()
+                if refused is not None:
+                    outbox.add(call_id, reply=refused, last=True)
+                    return
+                serve_request(request)
+                # A reply that may be the last is held until the call ends, so that a whole
+                # response is one frame; one that says more follows goes at once, so
                 # streamed chunks are never a chunk late.
                 held: pb.CallReply | None = None
-                async for reply in self.CallStream(frame.request, context):
+
+                def emit(reply: pb.CallReply) -> None:
+                    nonlocal held
+                    served.track(reply)
                     if held is not None:
                         outbox.add(call_id, reply=held)
                         held = None
@@ -332,6 +370,15 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
                         outbox.add(call_id, reply=reply)
                     else:
                         held = reply
+
+                # An HTTP call runs right here, on this task: a cancel frame cancels the
+                # user's code with no task or generator between.
+                with _Served(self, request) as served:
+                    if request.HasField("http"):
+                        await self._http(request, emit)
+                    else:
+                        async for reply in self._python_stream(request):
+                            emit(reply)
                 outbox.add(call_id, reply=held, last=True)
             finally:
                 tasks.pop(call_id, None)
@@ -364,88 +411,17 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
         yield pb.CallReply(outcome=pb.OK, ongoing=self.ongoing, more_body=True)
         try:
             async for item in self.user.stream_python(request.method, request.pickled_args):
-                yield pb.CallReply(outcome=pb.OK, pickled=cloudpickle.dumps(item),
+                yield pb.CallReply(outcome=pb.OK, pickled=payload.dumps(item),
                                    more_body=True)
         except Exception as exc:
             log.error("user stream raised", request_id=request.request_id, exc_info=True)
             yield pb.CallReply(outcome=pb.USER_ERROR, **error_fields(exc, with_cause=True))
 
-    async def _http(self, request: pb.CallRequest,
-                    rest: asyncio.Queue[pb.BodyChunk | None] | None = None,
-                    ) -> AsyncIterator[pb.CallReply]:
+    async def _http(self, request: pb.CallRequest, emit: Emit,
+                    rest: asyncio.Queue[pb.BodyChunk | None] | None = None) -> None:
         assert self.user is not None
-        queue: CallInbox[MutableMapping[str, Any] | BaseException | None] = CallInbox()
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            queue.put(message)
-
-        async def run() -> None:
-            try:
-                await self.user.call_http(request.method, request.http, send, rest)  # type: ignore[union-attr]
-                queue.put(None)
-            except BaseException as exc:
-                queue.put(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-
-        task = asyncio.get_running_loop().create_task(run())
-        timeout = self._timeout(request)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        started = False
-        pending: pb.CallReply | None = None
-        try:
-            while True:
-                wait = None if deadline is None else deadline - time.monotonic()
-                try:
-                    item = await asyncio.wait_for(queue.get(), wait)
-                except TimeoutError:
-                    task.cancel()
-                    log.warning("request timed out; cancelled", request_id=request.request_id)
-                    if not started:
-                        yield pb.CallReply(outcome=pb.TIMEOUT, error="request timed out")
-                    return
-                if isinstance(item, BaseException):
-                    if not started:
-                        log.error("user code raised", request_id=request.request_id,
-                                  exc_info=item)
-                        fields = error_fields(item)
-                        yield pb.CallReply(
-                            outcome=pb.USER_ERROR, status=500, ongoing=self.ongoing - 1,
-                            headers=[pb.Header(name=b"content-type",
-                                               value=b"text/plain; charset=utf-8")],
-                            body=f"Internal Server Error: {fields['error_type']}: "
-                                 f"{fields['error']}".encode(),
-                            **fields)
-                    else:
-                        log.error("user code raised mid-response",
-                                  request_id=request.request_id, exc_info=item)
-                    return
-                if item is None:
-                    if pending is not None:
-                        yield pending
-                    return
-                kind = item["type"]
-                if kind == "http.response.start":
-                    started = True
-                    pending = pb.CallReply(
-                        outcome=pb.OK, status=item["status"], ongoing=self.ongoing - 1,
-                        headers=[pb.Header(name=bytes(k), value=bytes(v))
-                                 for k, v in item.get("headers", [])])
-                elif kind == "http.response.body":
-                    body = item.get("body", b"")
-                    more = item.get("more_body", False)
-                    if pending is not None:
-                        # Fold the first body chunk into the start message: one message for
-                        # the common, non-streaming response.
-                        pending.body = body
-                        pending.more_body = more
-                        yield pending
-                        pending = None
-                    else:
-                        yield pb.CallReply(outcome=pb.OK, body=body, more_body=more)
-        finally:
-            if not task.done():
-                task.cancel()
+        await serve_http(self.user, request, emit, lambda: self.ongoing,
+                         self._timeout(request), rest)
 
 
 async def start_server(servicer: ReplicaServer, host: str) -> tuple[grpc.aio.Server, str]:
@@ -456,6 +432,10 @@ async def start_server(servicer: ReplicaServer, host: str) -> tuple[grpc.aio.Ser
     servicer.health = await grpc_health.serve_health(server, ["weir.Replica"])
     port = server.add_insecure_port(f"{host}:0")
     await server.start()
+    if channel_socket_enabled():
+        servicer.channel_socket = FrameSocketServer(
+            lambda frames: servicer.Channel(frames, None))
+        await servicer.channel_socket.start(host)
     servicer.metrics.identify_by(_identity)
     servicer.metrics.follow_load(lambda: servicer.ongoing)
     metrics_port = replica_metrics_port()

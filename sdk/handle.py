@@ -14,11 +14,10 @@ import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, NoReturn
 
-import cloudpickle
-
 from weir import context
 from weir.config import ray_options
 from weir.config.ray_options import refuse_unknown
+from weir.dataplane import payload
 from weir.dataplane.request_id import new_request_id
 from weir.exceptions import RayServeException, RequestCancelledError, remote_error
 from weir.protos import weir_pb2 as pb
@@ -32,7 +31,19 @@ def decode_reply(reply: pb.CallReply) -> Any:
         raise remote_error(reply.error_type, reply.error, reply.traceback, reply.pickled)
     if reply.outcome != pb.OK:
         raise RayServeException(reply.error or pb.CallOutcome.Name(reply.outcome))
-    return cloudpickle.loads(reply.pickled) if reply.pickled else None
+    return payload.loads(reply.pickled) if reply.pickled else None
+
+
+def _holds_response(value: Any) -> bool:
+    """Whether `value` is or holds a DeploymentResponse (most arguments hold none, and
+    `_resolve` costs a coroutine per item)."""
+    if isinstance(value, DeploymentResponse):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_holds_response(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_response(v) for v in value.values())
+    return False
 
 
 async def _resolve(value: Any) -> Any:
@@ -210,7 +221,7 @@ class DeploymentHandle:
         return pb.CallRequest(
             request_id=request_id,
             method="" if self.method_name == "__call__" else self.method_name,
-            pickled_args=cloudpickle.dumps((args, kwargs)),
+            pickled_args=payload.dumps((args, kwargs)),
             caller="handle",
             multiplexed_model_id=self.multiplexed_model_id,
         )
@@ -220,7 +231,8 @@ class DeploymentHandle:
 
     async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                     request_id: str) -> Any:
-        args, kwargs = await _resolve(args), await _resolve(kwargs)
+        if _holds_response(args) or _holds_response(kwargs):
+            args, kwargs = await _resolve(args), await _resolve(kwargs)
         plane = await context.get_data_plane()
         reply = await plane.call(self.app_name, self.deployment_name,
                                  self._request(args, kwargs, request_id), self._deadline())

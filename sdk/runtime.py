@@ -60,7 +60,25 @@ def apply_logging_config(settings: LoggingSettings, log_file: str | None = None)
     _configure(settings, log_file)
 
 
+#: Bumped each time the logging config changes (`bound_logger` reads it).
+_generation = 0
+_bound: dict[str, tuple[int, Any]] = {}
+
+
+def bound_logger(name: str) -> Any:
+    """structlog's logger `name`, bound to the logging config of now and kept until the
+    config changes: for a line written per request (the replica's access line) in a process
+    whose loggers are not cached (`reconfigurable`), where `get_logger(name).info` binds a
+    new logger on every call (a fifth of the line's cost)."""
+    cached = _bound.get(name)
+    if cached is None or cached[0] != _generation:
+        cached = _bound[name] = (_generation, structlog.get_logger(name).bind())
+    return cached[1]
+
+
 def _configure(settings: LoggingSettings, log_file: str | None = None) -> None:
+    global _generation
+    _generation += 1
     renderer: Any = structlog.processors.JSONRenderer() if settings.json else TextRenderer()
     out: TextIO = sys.stderr
     if log_file is not None:

@@ -114,7 +114,9 @@ class DataPlane:
 
     async def _prepare(self, app: str, deployment: str, request: pb.CallRequest,
                        deadline: float | None) -> DeploymentRouter:
-        await self.wait_known(app, deployment, deadline)
+        router = self.router(app, deployment)
+        if not router.known:
+            await self.wait_known(app, deployment, deadline)
         request.deadline = unix_deadline(deadline)
         # Every call this process sends carries the trace it serves (one place for all).
         traceparent = tracing.outgoing()
@@ -124,7 +126,7 @@ class DataPlane:
             replica = replica_context_or_none()
             handle_metrics().call(app, deployment, "driver" if replica is None
                                   else f"{replica.app_name}/{replica.deployment}")
-        return self.router(app, deployment)
+        return router
 
     async def call(self, app: str, deployment: str, request: pb.CallRequest,
                    deadline: float | None) -> pb.CallReply:

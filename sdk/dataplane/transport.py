@@ -1,8 +1,10 @@
 """The proxy-to-replica transport: one small interface, so it can change without the router.
 
-Calls travel multiplexed on one long-lived bidi stream per replica (`Replica.Channel`),
-told apart by a call id: no per-call HTTP/2 stream setup, about half the latency and CPU of
-a gRPC call each. Requests larger than MULTIPLEX_MAX_BYTES take a call of their own, so a
+Calls travel multiplexed on one long-lived connection per replica, told apart by a call
+id: no per-call HTTP/2 stream setup, about half the latency and CPU of a gRPC call each.
+The connection is the replica's frame socket (`weir.dataplane.frame_socket`: the same
+frames without gRPC's cost per message) where it offers one, else the bidi gRPC stream
+`Replica.Channel`. Requests larger than MULTIPLEX_MAX_BYTES take a call of their own, so a
 big body never holds up the small ones behind it. Each side sends the frames it wrote in
 one event-loop turn as one message (`FrameOutbox`): under load, gRPC's cost is per message.
 
@@ -20,14 +22,22 @@ from collections.abc import AsyncGenerator
 from typing import Any, Generic, TypeVar
 
 import grpc
+import structlog
 
 from weir import auth
+from weir.dataplane.frame_socket import (
+    MAX_MESSAGE_BYTES,
+    FrameSocketCall,
+    FrameSocketClosed,
+    channel_socket_enabled,
+)
+from weir.dataplane.frame_socket import connect as frame_socket_connect
 from weir.dataplane.request_body import RequestBody
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
 
-#: Bodies up to the proxy's limit (100 MB by default) plus headroom.
-MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+log = structlog.get_logger("weir.dataplane.transport")
+
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -109,12 +119,17 @@ class CallInbox(Generic[T]):
         return self.items.popleft()
 
 
-class _Multiplexer:
-    """One bidi stream to one replica, carrying many calls."""
+#: What breaks a channel: its gRPC stream failing, or its frame socket.
+_CHANNEL_ERRORS = (grpc.aio.AioRpcError, OSError, FrameSocketClosed)
 
-    def __init__(self, stub: pb_grpc.ReplicaStub, address: str) -> None:
+
+class _Multiplexer:
+    """One connection to one replica (a frame socket, or a `Replica.Channel` stream: `call`
+    writes messages, iterates them, cancels), carrying many calls."""
+
+    def __init__(self, call: Any, address: str) -> None:
         self.address = address
-        self.call = stub.Channel()
+        self.call = call
         self.ids = itertools.count(1)
         self.pending: dict[int, CallInbox[object]] = {}
         self.outbox = FrameOutbox()
@@ -126,7 +141,7 @@ class _Multiplexer:
         try:
             while (message := await self.outbox.take()) is not None:
                 await self.call.write(message)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+        except (*_CHANNEL_ERRORS, asyncio.InvalidStateError) as exc:
             self._break(f"stream to replica at {self.address} broke: {exc}")
 
     async def _read(self) -> None:
@@ -137,8 +152,9 @@ class _Multiplexer:
                     if inbox is not None:
                         inbox.put(frame)
             self._break(f"replica at {self.address} closed the stream")
-        except grpc.aio.AioRpcError as exc:
-            self._break(f"stream to replica at {self.address} failed: {exc.code().name}")
+        except _CHANNEL_ERRORS as exc:
+            reason = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            self._break(f"stream to replica at {self.address} failed: {reason}")
 
     def _break(self, reason: str) -> None:
         if self.broken is None:
@@ -183,6 +199,9 @@ class ReplicaTransport:
     def __init__(self) -> None:
         self._stubs: dict[str, tuple[grpc.aio.Channel, pb_grpc.ReplicaStub]] = {}
         self._muxes: dict[str, _Multiplexer] = {}
+        #: Replicas whose frame socket is off, too old to have one, or out of reach.
+        self._without_socket: set[str] = set()
+        self._use_sockets = channel_socket_enabled()
 
     def _stub(self, address: str) -> tuple[grpc.aio.Channel, pb_grpc.ReplicaStub]:
         entry = self._stubs.get(address)
@@ -215,8 +234,28 @@ class ReplicaTransport:
         if mux is not None:
             await mux.close()
         stub = await self._ready(address)
-        mux = self._muxes[address] = _Multiplexer(stub, address)
+        call = await self._frame_socket(address, stub)
+        mux = self._muxes[address] = _Multiplexer(
+            call if call is not None else stub.Channel(), address)
         return mux
+
+    async def _frame_socket(self, address: str,
+                            stub: pb_grpc.ReplicaStub) -> FrameSocketCall | None:
+        """A frame socket to the replica, or None to use its gRPC stream: a replica that
+        offers none, or whose socket fails to open, is not asked again."""
+        if not self._use_sockets or address in self._without_socket:
+            return None
+        try:
+            reply = await stub.ChannelSocket(pb.ChannelSocketRequest(),
+                                             timeout=CONNECT_TIMEOUT_S)
+            if reply.port:
+                host = address.rpartition(":")[0].strip("[]")
+                return await frame_socket_connect(host, reply.port, CONNECT_TIMEOUT_S)
+        except (*_CHANNEL_ERRORS, TimeoutError) as exc:
+            log.info("no frame socket to the replica; using its gRPC stream", address=address,
+                     reason=f"{type(exc).__name__}: {exc}")
+        self._without_socket.add(address)
+        return None
 
     async def call(self, address: str, request: pb.CallRequest,
                    timeout: float | None) -> pb.CallReply:
@@ -325,6 +364,7 @@ class ReplicaTransport:
         mux = self._muxes.pop(address, None)
         if mux is not None:
             await mux.close()
+        self._without_socket.discard(address)
         entry = self._stubs.pop(address, None)
         if entry is not None:
             await entry[0].close()

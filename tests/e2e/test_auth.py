@@ -8,6 +8,7 @@ are refused with UNAUTHENTICATED before anything is unpickled, and the refusal i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ import requests
 from tests.e2e.conftest import ROOT, RunningCluster, driver_connected, start_cluster, wait_for
 from weir import auth, serve
 from weir.cli.admin_client import AdminClient
+from weir.dataplane import frame_socket
 from weir.etcd.server import free_port
 from weir.exceptions import ClusterError
 from weir.processes import pid_runs
@@ -116,6 +118,49 @@ def test_a_pickle_sent_without_the_token_is_never_unpickled(secured: RunningClus
     reply = call(accepted_marker, ((auth.TOKEN_METADATA_KEY, TOKEN),))
     assert accepted_marker.is_dir()
     assert reply.outcome == pb.USER_ERROR  # 2 * None: the user code ran after unpickling
+
+
+def test_a_frame_socket_refuses_a_stranger_before_reading_a_frame(secured: RunningCluster,
+                                                                  tmp_path: Path) -> None:
+    """The replica's frame socket (its channel without gRPC) checks the token before it
+    reads a frame: a pickle sent after a wrong token is never unpickled."""
+    replica = next(r for r in secured.client.list_replicas() if r["deployment"] == "Doubler")
+    host = replica["address"].rpartition(":")[0]
+    with auth.sync_channel(replica["address"], token=TOKEN) as channel:
+        port = pb_grpc.ReplicaStub(channel).ChannelSocket(pb.ChannelSocketRequest(),
+                                                          timeout=10).port
+    assert port
+    refused_marker, accepted_marker = tmp_path / "refused", tmp_path / "accepted"
+
+    def frame(marker: Path) -> pb.Frame:
+        return pb.Frame(batch=[pb.Frame(call_id=1, request=pb.CallRequest(
+            request_id="stranger", pickled_args=cloudpickle.dumps(((Mkdir(marker),), {}))))])
+
+    async def stranger() -> bytes:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(frame_socket.encode(b"guess") + frame_socket.encode(
+            frame(refused_marker).SerializeToString()))
+        try:
+            answer = await asyncio.wait_for(reader.read(), 10)  # until the replica closes it
+        except ConnectionResetError:  # closed with our frame unread: a reset, not a FIN
+            answer = b""
+        writer.close()
+        return answer
+
+    async def insider() -> pb.Frame:
+        call = await frame_socket.connect(host, port, 10, token=TOKEN)
+        await call.write(frame(accepted_marker))
+        reply = await asyncio.wait_for(anext(aiter(call)), 10)
+        call.cancel()
+        return reply
+
+    assert asyncio.run(stranger()) == b""  # closed without a byte of answer
+    with pytest.raises(frame_socket.FrameSocketClosed, match="refused the cluster token"):
+        asyncio.run(frame_socket.connect(host, port, 10, token=""))
+    assert not refused_marker.exists()
+    reply = asyncio.run(insider())
+    assert accepted_marker.is_dir()  # the same frame with the token is unpickled
+    assert reply.batch[0].reply.outcome == pb.USER_ERROR  # 2 * None
 
 
 def test_the_controller_refuses_strangers(secured: RunningCluster) -> None:

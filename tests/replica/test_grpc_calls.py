@@ -71,7 +71,7 @@ def test_four_kinds_on_a_user_callable() -> None:
         await user.construct()
         codecs = method_codecs([ADD])
         reply = await unary_reply(user, codecs, _request("Echo", Number(value=4)
-                                                         .SerializeToString()), 5, lambda: 1)
+                                                         .SerializeToString()), lambda: 1)
         assert Number.FromString(reply.body).value == 4
         assert [(h.name, h.value) for h in reply.grpc_trailing_metadata] == [(b"echoed", b"t")]
 
@@ -88,7 +88,7 @@ def test_four_kinds_on_a_user_callable() -> None:
         assert await messages(_request("Sum", more=True), 1, 2, 3) == [6]
         assert await messages(_request("Chat", more=True), 1, 2) == [2, 4]
         missing = await unary_reply(user, codecs, pb.CallRequest(grpc=pb.GrpcRequest(
-            method_path="/x.Y/Z")), 5, lambda: 1)
+            method_path="/x.Y/Z")), lambda: 1)
         assert missing.grpc_code == grpc.StatusCode.UNIMPLEMENTED.value[0]
         user.shutdown()
 

@@ -3,6 +3,7 @@ return values become HTTP responses."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import enum
@@ -14,9 +15,11 @@ from typing import Any
 
 import pydantic
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from weir.replica import json_encoding
-from weir.replica.user_callable import takes_request, to_response
+from weir.replica.user_callable import plain_response, takes_request, to_response
 
 
 class Handler:
@@ -105,3 +108,26 @@ def test_the_encoder_without_fastapi_gives_the_same(value: Any, expected: Any) -
 def test_a_value_with_no_json_form_names_its_type() -> None:
     with pytest.raises(TypeError, match=r"type object .*FastAPI can encode"):
         to_response(object())
+
+
+@given(st.text() | st.binary())
+def test_a_str_or_bytes_result_is_sent_as_starlette_sends_it(result: str | bytes) -> None:
+    async def played(response: Any) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Any) -> None:
+            sent.append(dict(message))
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request"}
+
+        await response({"type": "http"}, receive, send)
+        return sent
+
+    plain = plain_response(result)
+    assert plain is not None
+    headers, body = plain
+    assert asyncio.run(played(to_response(result))) == [
+        {"type": "http.response.start", "status": 200, "headers": headers},
+        {"type": "http.response.body", "body": body}]
+    assert plain_response(bytearray(b"x")) is None  # left to starlette
