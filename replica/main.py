@@ -165,6 +165,8 @@ class Replica:
             if task is not None:
                 task.cancel()
         await grpc_server.stop(0.5)
+        if self.server.channel_socket is not None:  # drained: its calls are done
+            await self.server.channel_socket.stop()
         try:  # the multiplexed models' __del__ run, as in Ray
             await asyncio.wait_for(multiplex.release_all(), self.graceful_timeout)
         except TimeoutError:
