@@ -72,6 +72,17 @@ def _outcome(reply: pb.CallReply, before: str) -> str:
     return before
 
 
+#: How early a cancel may come before the request's deadline and still be its timeout
+#: (the caller's clock and timer against the replica's).
+DEADLINE_SLACK_S = 0.1
+
+
+def cancelled_outcome(deadline: float, now: float) -> str:
+    """What a call its caller cancelled before any answer counts as: TIMEOUT (a failure)
+    if its deadline had passed, else CANCELLED (the caller went away). Pure."""
+    return "TIMEOUT" if deadline and now >= deadline - DEADLINE_SLACK_S else "CANCELLED"
+
+
 class _Served:
     """The bookkeeping of one admitted streamed call, for a `with` block around it: the
     outcome its replies tell (`track`), then its access line and metrics and its slot
@@ -90,7 +101,13 @@ class _Served:
     def __enter__(self) -> _Served:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if (exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+                and self.outcome == "OK"):
+            # Cancelled by its caller before it answered: the caller's deadline passed (the
+            # proxy's request_timeout_s cancels at the same moment the replica's own timer
+            # would, and its cancel frame usually comes first), or the caller went away.
+            self.outcome = cancelled_outcome(self.request.deadline, time.time())
         self.server._access(self.request, self.outcome, self.started)
         self.server._done()
 

@@ -221,3 +221,12 @@ def test_response_replies_fold_the_start_into_the_first_chunk() -> None:
     asyncio.run(main())
     assert [(r.status, r.ongoing, r.body, r.more_body, len(r.headers)) for r in sent] == [
         (201, 2, b"one", True, 1), (0, 0, b"two", False, 0)]
+
+
+def test_a_call_cancelled_at_its_deadline_is_a_timeout_and_before_it_is_not() -> None:
+    from weir.replica.server import DEADLINE_SLACK_S, cancelled_outcome
+
+    assert cancelled_outcome(100.0, 100.0) == "TIMEOUT"
+    assert cancelled_outcome(100.0, 100.0 - DEADLINE_SLACK_S / 2) == "TIMEOUT"
+    assert cancelled_outcome(100.0, 99.0) == "CANCELLED"  # the caller went away
+    assert cancelled_outcome(0.0, 1e9) == "CANCELLED"  # no deadline
