@@ -178,6 +178,10 @@ class RoutePublisher:
         current = self.version
         if not accepts_deltas or version == 0 or version + 1 not in self._deltas:
             return self.table
+        if version + 1 == current:
+            # The usual case: one version behind gets the version's own delta, the same
+            # message for every subscriber (a delta is never changed once published).
+            return self._deltas[current]
         return merge_deltas([self._deltas[v] for v in range(version + 1, current + 1)])
 
     async def watch(self, accepts_deltas: bool = False) -> AsyncIterator[pb.RouteTable]:

@@ -21,6 +21,7 @@ the whole table again. Pure functions over the wire messages; no I/O.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -190,20 +191,44 @@ def merge_deltas(deltas: Sequence[pb.RouteTable]) -> pb.RouteTable:
 def apply_delta(deployments: Mapping[Key, pb.DeploymentTargets], delta: pb.RouteTable
                 ) -> dict[Key, pb.DeploymentTargets]:
     """The deployments after `delta` (a new mapping; `deployments` is left as it was).
-    Each changed deployment lists its replicas by id, as the whole table does."""
+    Each changed deployment lists its replicas by id, as the whole table does (and as
+    `deployments` must: the replicas are found by bisection).
+
+    Costs what the delta changes, not what the deployment holds: a changed deployment is
+    copied whole in one call (`CopyFrom`, in C) and its changed replicas are found by
+    bisection and replaced in place. (It used to rebuild the deployment's list of replicas
+    in Python, sorted anew: 0.5 to 0.8 ms per delta at 1,000 replicas, for one replica
+    changed; every one of a hundred subscribers paid it for every delta.)"""
     out = dict(deployments)
     for gone in delta.removed_deployments:
         out.pop((gone.app, gone.deployment), None)
     for d in delta.deployments:
         key = (d.app, d.deployment)
+        merged = pb.DeploymentTargets()
         before = out.get(key)
-        replaced = set(d.removed_replica_ids)
-        replaced.update(t.replica_id for t in d.replicas)
-        kept = [t for t in before.replicas if t.replica_id not in replaced] if before else []
-        merged = deployment_header(d)
-        merged.replicas.extend(sorted([*kept, *d.replicas], key=_replica_id))
+        if before is not None:
+            merged.CopyFrom(before)
+            for name in _HEADER_FIELDS:
+                merged.ClearField(name)
+        merged.MergeFrom(deployment_header(d))
+        replicas = merged.replicas
+        for rid in d.removed_replica_ids:
+            i = bisect.bisect_left(replicas, rid, key=_replica_id)
+            if i < len(replicas) and replicas[i].replica_id == rid:
+                del replicas[i]
+        for target in d.replicas:
+            i = bisect.bisect_left(replicas, target.replica_id, key=_replica_id)
+            if i < len(replicas) and replicas[i].replica_id == target.replica_id:
+                replicas[i].CopyFrom(target)
+            else:
+                replicas.insert(i, target)
         out[key] = merged
     return out
+
+
+#: The fields of a deployment a delta carries whole: all but its replicas and removals.
+_HEADER_FIELDS = tuple(f.name for f in pb.DeploymentTargets.DESCRIPTOR.fields
+                       if f.name not in ("replicas", "removed_replica_ids"))
 
 
 def _replica_id(target: pb.ReplicaTarget) -> str:

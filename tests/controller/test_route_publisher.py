@@ -59,6 +59,20 @@ def test_a_subscriber_beyond_the_history_gets_the_whole_table() -> None:
     asyncio.run(scenario())
 
 
+def test_subscribers_one_version_behind_share_that_versions_delta() -> None:
+    # The common case at a hundred subscribers: no merge, and one message for all of them.
+    publisher = RoutePublisher(lambda: table({}), lambda: True, asyncio.Event())
+    publisher.ready = True
+    for n in range(3):
+        publisher._publish(table({"r1": n, "r2": 0}))
+    one = publisher.update_for(2, accepts_deltas=True)
+    assert one is publisher.update_for(2, accepts_deltas=True)
+    assert (one.delta_from, one.version) == (2, 3)
+    assert [t.replica_id for t in one.deployments[0].replicas] == ["r1"]
+    merged = publisher.update_for(1, accepts_deltas=True)
+    assert (merged.delta_from, merged.version) == (1, 3)
+
+
 def test_load_changes_are_coalesced_and_set_changes_go_at_once() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()

@@ -114,3 +114,17 @@ def test_the_targets_that_changed_give_the_same_table_as_the_whole(
         assert whole_table(new, index) == new
         unchanged = [k for k in new_index if old_index[k] == new_index[k]]
         assert not {(x.app, x.deployment) for x in d.deployments} & set(unchanged)
+
+
+def test_a_delta_changes_only_what_it_names() -> None:
+    # A deployment the delta leaves out is the same object after (a caller may skip it),
+    # and one it names keeps its other replicas in id order, the new one in its place.
+    old = table(1, {("a", "D"): {f"r{i}": 0 for i in range(0, 200, 2)},
+                    ("b", "E"): {"r1": 0}})
+    new = table(2, {("a", "D"): {**{f"r{i}": 0 for i in range(0, 200, 2) if i != 40},
+                                 "r5": 1, "r8": 2},
+                    ("b", "E"): {"r1": 0}})
+    before = deployments_of(old)
+    after = apply_delta(before, delta(old, new))
+    assert after[("b", "E")] is before[("b", "E")]
+    assert after == deployments_of(new)
