@@ -108,6 +108,20 @@ def latency_ms(probe: Probe, arrivals: list[Arrivals]) -> float:
     return 1000 * (last - probe.started_wall)
 
 
+def first_arrival_ms(probe: Probe, arrivals: list[Arrivals]) -> float | None:
+    """From the change until the first subscriber had a version showing it (the leader's
+    part of the push: the report's way in, the publish, one send); None if the change
+    never showed. `latency_ms` less this is the fan-out to every subscriber."""
+    if not probe.done.is_set():
+        return None
+    first = probe.last_wall
+    for versions, walls in arrivals:
+        i = bisect.bisect_left(versions, probe.version)
+        if i < len(versions):
+            first = min(first, walls[i])
+    return 1000 * (first - probe.started_wall)
+
+
 def p99(values: list[float]) -> float:
     """The 99th percentile (the largest value under 100 samples)."""
     if not values:
@@ -296,11 +310,15 @@ class Bench:
         me1 = cpu_seconds(me)
         arrivals = await asyncio.to_thread(self.stop_subscribers)
         push_ms = [latency_ms(p, arrivals) for p in pushes]
+        first_ms = [ms for p in pushes if (ms := first_arrival_ms(p, arrivals)) is not None]
         report_ms = [latency_ms(p, arrivals) for p in reports]
         self.figures.update(
             route_push_p99_ms=round(p99(push_ms), 1),
             route_push_median_ms=round(statistics.median(push_ms), 1) if push_ms else None,
             report_to_route_p99_ms=round(p99(report_ms), 1),
+            route_push_first_median_ms=(round(statistics.median(first_ms), 1)
+                                        if first_ms else None),
+            route_push_first_p99_ms=round(p99(first_ms), 1),
             leader_cpu_pct=round(100 * (cpu1 - cpu0) / elapsed, 1),
             leader_rss_mb=round(rss_mb(pid), 1),
             etcd_writes_per_s=round((rev1 - rev0) / elapsed, 1),
@@ -311,7 +329,10 @@ class Bench:
             load_average=round(os.getloadavg()[0], 1),
         )
         print(f"  steady state over {elapsed:.0f} s: " + ", ".join(
-            f"{k}={self.figures[k]}" for k in ("route_push_p99_ms", "report_to_route_p99_ms",
+            f"{k}={self.figures[k]}" for k in ("route_push_p99_ms", "route_push_median_ms",
+                                               "route_push_first_median_ms",
+                                               "route_push_first_p99_ms",
+                                               "report_to_route_p99_ms",
                                                "leader_cpu_pct", "leader_rss_mb",
                                                "etcd_writes_per_s", "max_pass_ms",
                                                "sim_cpu_pct", "load_average")), flush=True)
