@@ -94,12 +94,11 @@ FREEZE_MIN_RECORDS = 1000
 #: How often the pass reads every replica record (between, a watch keeps them): a change
 #: the watch missed is caught within this long.
 FULL_READ_S = 5.0
-#: Each pass views again this share of the replicas, in turn, whatever changed
-#: (`Observations`: every replica within SWEEP_PASSES passes, 5 s at one pass a TICK_S),
-#: and looks at their route targets and health checks again: the level-triggered check
-#: spread over passes. (A full pass every FULL_READ_S did it all at once: 294 ms of CPU at
-#: 10,000 replicas.)
-SWEEP_PASSES = 10
+#: Each pass views again a share of the replicas in turn, whatever changed, so that every
+#: replica is viewed again once in this long (`Observations`), and looks at their route
+#: targets and health checks again: the level-triggered check spread over the passes. (A
+#: full pass every FULL_READ_S did it all at once: 294 ms of CPU at 10,000 replicas.)
+SWEEP_S = 5.0
 #: How often the whole route table is built and compared with the published one, besides
 #: the replicas swept: what no replica's change says (none known) is caught within this.
 WHOLE_TABLE_S = 60.0
@@ -382,7 +381,7 @@ class Leader:
         """What this pass changed of the table: the replicas whose records were written or
         deleted, that failed a health check or recovered, or that were told to stop
         (`_stop_replica`), and those the sweep took (so a change missed here lasts at most
-        SWEEP_PASSES passes); the whole table if the routes or a deployment's options
+        SWEEP_S); the whole table if the routes or a deployment's options
         changed, and every WHOLE_TABLE_S."""
         changed, self._records_changed = self._records_changed, {}
         changed.update(self.replica_records.take_changed())
@@ -419,7 +418,7 @@ class Leader:
         return self.observations.update(
             self.goal.records, self.sessions.report_of, self.goal.nodes,
             self.prober.failures, wall_now=self.wall_clock(), mono_now=self.clock(),
-            full=False, sweep_passes=SWEEP_PASSES)
+            full=False, sweep_s=SWEEP_S)
 
     def _check_targets(self, views: list[ReplicaView]) -> list[CheckTarget]:
         """The replicas to health-check: each RUNNING one not stopping. Kept across passes:
