@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from weir.controller.route_publisher import (
     LOAD_PUBLISH_INTERVAL_S,
     RoutePublisher,
@@ -140,5 +142,31 @@ def test_publishing_only_the_changed_targets_gives_the_same_tables() -> None:
         # Nothing changed: no new version.
         parts._publish_targets(TargetChanges(pb.RouteTable(), {("a", "D"): {"r9": None}}))
         assert parts.version == whole.version
+
+    asyncio.run(scenario())
+
+
+def test_every_route_stream_ends_with_the_term() -> None:
+    # Subscribers waiting for a newer version, and one that has not read its first table:
+    # all of them end when the term does, with nothing more sent.
+    async def scenario() -> None:
+        ended = asyncio.Event()
+        publisher = RoutePublisher(lambda: table({}), lambda: True, ended)
+        publisher.ready = True
+        publisher._publish(table({"r1": 0}))
+        streams = [publisher.watch(accepts_deltas=True) for _ in range(3)]
+        for stream in streams[:2]:
+            await anext(stream)
+        waiting = [asyncio.ensure_future(anext(stream)) for stream in streams[:2]]
+        await asyncio.sleep(0.01)
+        assert not any(w.done() for w in waiting)
+        ended.set()
+        for w in waiting:
+            with pytest.raises(StopAsyncIteration):
+                await asyncio.wait_for(w, 5)
+        first = await anext(streams[2])  # it had a version to send before the end
+        assert first.version == publisher.version
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(streams[2]), 5)
 
     asyncio.run(scenario())
