@@ -200,7 +200,7 @@ async def measure(n: int, passes: int) -> dict[str, float]:
         publish(leader)
 
     def whole_table_due() -> None:
-        leader._routes_changed = None
+        leader.route_changes.everything()
 
     out = {
         "pass": await median_ms(one_pass, passes),

@@ -17,14 +17,9 @@ from typing import Any, TypeVar
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
-from weir.controller.leader import (
-    FULL_READ_S,
-    SWEEP_S,
-    WHOLE_TABLE_S,
-    Leader,
-    freeze_due,
-    new_replica_id,
-)
+from weir.controller.leader import FULL_READ_S, SWEEP_S, Leader, freeze_due
+from weir.controller.replica_starts import new_replica_id
+from weir.controller.route_changes import WHOLE_TABLE_S
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
 from weir.etcd.memory_store import ManualClock, MemoryStore
 from weir.etcd.records import NodeRecord, ReplicaRecord
@@ -301,7 +296,7 @@ def test_a_route_change_missed_between_passes_is_published_within_the_sweep() ->
         rid = await h.running_between_full_reads()
         publisher = h.leader.routes
         publisher.ready = True
-        first = h.leader._current_table()
+        first = h.leader.route_changes.current_table()
         assert isinstance(first, pb.RouteTable)  # the first table is whole
         publisher._publish(first)
         session = h.leader.sessions.sessions[rid]
@@ -313,7 +308,7 @@ def test_a_route_change_missed_between_passes_is_published_within_the_sweep() ->
         for _ in range(5):
             h.clock.advance(SWEEP_S / 4)
             await h.leader.reconcile_once()
-            change = h.leader._current_table()
+            change = h.leader.route_changes.current_table()
             assert not isinstance(change, pb.RouteTable)
             publisher._publish_targets(change)
             if ongoing() == 7:
@@ -321,7 +316,7 @@ def test_a_route_change_missed_between_passes_is_published_within_the_sweep() ->
         assert ongoing() == 7
         h.clock.advance(WHOLE_TABLE_S)
         await h.leader.reconcile_once()
-        assert isinstance(h.leader._current_table(), pb.RouteTable)
+        assert isinstance(h.leader.route_changes.current_table(), pb.RouteTable)
         h.close()
 
     run(scenario())
@@ -364,10 +359,10 @@ def test_health_checks_follow_the_replicas_viewed_again_between_full_passes() ->
         h = Harness()
         rid = await h.running_between_full_reads()
         await h.leader.reconcile_once()
-        assert h.leader._full_pass is False and set(h.leader._checks) == {rid}
+        assert h.leader._full_pass is False and set(h.leader.checks._checks) == {rid}
         await h.replicas[0].report(pb.FAILED, "boom", version=h.replicas[0].record.version)
         await h.leader.reconcile_once()
-        assert h.leader._full_pass is False and h.leader._checks == {}
+        assert h.leader._full_pass is False and h.leader.checks._checks == {}
         h.close()
 
     run(scenario())
