@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -97,6 +98,12 @@ FULL_READ_S = 5.0
 SWEEP_S = 5.0
 
 Key = tuple[str, str]
+
+
+def step_times(marks: list[tuple[str, float]]) -> dict[str, float]:
+    """Each step's time in ms, from (step, when it ended) marks after a first (start)."""
+    return {name: round((at - before) * 1000, 1)
+            for (_, before), (name, at) in itertools.pairwise(marks)}
 
 
 def freeze_due(records: int, frozen_at: int) -> bool:
@@ -172,6 +179,8 @@ class Leader:
         self.events = EventLog(store, wall_clock)
         self._last_apps: dict[str, Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        #: The current pass's steps, each with when it ended (`_step`).
+        self._steps: list[tuple[str, float]] = []
 
     @property
     def records(self) -> dict[str, ReplicaRecord]:
@@ -270,7 +279,7 @@ class Leader:
         metrics = controller_metrics()
         window_start, slowest, passes = self.clock(), 0.0, 0
         while True:
-            began = time.perf_counter()
+            began, cpu_began = time.perf_counter(), time.process_time()
             try:
                 await self.reconcile_once()
             except asyncio.CancelledError:
@@ -284,8 +293,11 @@ class Leader:
             metrics.loop_duration.observe(took)
             slowest, passes = max(slowest, took), passes + 1
             if took > SLOW_PASS_S:
+                # Where the time went, and how much of it was this process's CPU (the
+                # rest waited: on etcd, on the loop's other work, or for a core).
                 log.warning("slow reconcile pass", ms=round(took * 1000, 1),
-                            replicas=len(self.goal.records))
+                            cpu_ms=round((time.process_time() - cpu_began) * 1000, 1),
+                            steps=step_times(self._steps), replicas=len(self.goal.records))
             if self.clock() - window_start >= PASS_STATS_S:
                 log.info("reconcile passes", passes=passes, max_ms=round(slowest * 1000, 1),
                          replicas=len(self.goal.records))
@@ -298,14 +310,18 @@ class Leader:
 
     async def reconcile_once(self) -> None:
         """One level-triggered pass: refresh, observe, judge, plan, execute."""
+        self._steps = [("began", time.perf_counter())]
         await self._refresh_records()
+        self._step("records")
         self.goal = await read_goal(self.store, self.replica_records)
+        self._step("goal")
         dead_before = self.dead_nodes
         self.dead_nodes = update_dead_nodes(self.dead_nodes, self.seen_nodes, self.goal.nodes,
                                             self.wall_clock())
         self.seen_nodes = {**self.seen_nodes, **self.goal.nodes}
         self.builder.ensure(self.goal.goals)
         views = self._observe_changes()
+        self._step("observe")
         # Each step walks every replica: at thousands of them a pass holds the loop for
         # long enough that the lease's keep-alive (and the route pushes) must get a turn
         # between steps, or the leader loses its lease in the middle of a rolling update.
@@ -316,10 +332,12 @@ class Leader:
         self.health = judge(targets, views, self.health, now=now, start_errors=errors,
                             unplaced=unplaced)
         apps, self.statuses = self._status(views)
+        self._step("judge")
         wall = self.wall_clock()
         await self.events.record(*status_events(self._last_apps, apps, wall),
                                  *node_events(dead_before, self.dead_nodes, wall))
         self._last_apps = apps
+        self._step("events")
         # Until the replicas re-registered after a failover, their load is unknown.
         targets, self.scaling, changes = scale_targets(
             targets, self.goal.autoscaling, views, self.queues.queued(), self.scaling,
@@ -332,13 +350,16 @@ class Leader:
         plan = reconciler.plan(targets.values(), views,
                                may_start=may_start(self.health, targets, now),
                                frozen_apps=frozen)
+        self._step("plan")
         await asyncio.sleep(0)
         starts = plan.of(reconciler.Start)
         if starts:
             await self.starter.start(starts, self.goal, views)  # type: ignore[arg-type]
+        self._step("start")
         forgotten = [a.replica_id for a in plan.actions
                      if not isinstance(a, reconciler.Start) and self._execute(a)]
         await self._forget(forgotten)
+        self._step("execute")
         self.prober.update(self._check_targets(views))
         changed, self._records_changed = self._records_changed, {}
         changed.update(self.replica_records.take_changed())
@@ -349,6 +370,11 @@ class Leader:
               v.state == "RUNNING" and not v.stopping and v.replica_id not in self.prober.failures)
              for v in views],
             {k: t.num_replicas for k, t in targets.items()}, set(self.goal.autoscaling))
+        self._step("routes")
+
+    def _step(self, name: str) -> None:
+        """The pass reached the end of step `name` (for the slow pass's log line)."""
+        self._steps.append((name, time.perf_counter()))
 
     def _observe(self) -> tuple[list[ReplicaView], dict[str, ReplicaBook]]:
         """Every recorded replica, viewed now, and the books updated by what was seen

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
-from weir.controller.leader import FULL_READ_S, SWEEP_S, Leader, freeze_due
+from weir.controller.leader import FULL_READ_S, SWEEP_S, Leader, freeze_due, step_times
 from weir.controller.replica_starts import new_replica_id
 from weir.controller.route_changes import WHOLE_TABLE_S
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
@@ -366,3 +366,9 @@ def test_health_checks_follow_the_replicas_viewed_again_between_full_passes() ->
         h.close()
 
     run(scenario())
+
+
+def test_a_slow_pass_says_how_long_each_step_took() -> None:
+    marks = [("began", 10.0), ("records", 10.002), ("goal", 10.25), ("observe", 10.26)]
+    assert step_times(marks) == {"records": 2.0, "goal": 248.0, "observe": 10.0}
+    assert step_times(marks[:1]) == {}
