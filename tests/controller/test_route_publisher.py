@@ -10,6 +10,7 @@ import pytest
 
 from weir.controller.route_publisher import (
     LOAD_PUBLISH_INTERVAL_S,
+    PUBLISH_MIN_INTERVAL_S,
     RoutePublisher,
     TargetChanges,
 )
@@ -103,6 +104,39 @@ def test_load_changes_are_coalesced_and_set_changes_go_at_once() -> None:
             publisher.mark_dirty()  # a replica joined: no waiting for the load interval
             await _until(lambda: len(builds) == 3)
             assert builds[2] - began < LOAD_PUBLISH_INTERVAL_S
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_set_change_after_a_load_table_does_not_wait_and_set_changes_are_spaced() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        builds: list[float] = []
+        current = {"r1": 0}
+
+        def build() -> pb.RouteTable:
+            builds.append(loop.time())
+            return table(current)
+
+        publisher = RoutePublisher(build, lambda: True, asyncio.Event())
+        runner = loop.create_task(publisher.run())
+        try:
+            publisher.mark_dirty()
+            await _until(lambda: len(builds) == 1)
+            await asyncio.sleep(LOAD_PUBLISH_INTERVAL_S)
+            current = {"r1": 1}
+            publisher.mark_dirty(load_only=True)  # load: goes out (its interval is over)
+            await _until(lambda: len(builds) == 2)
+            current = {"r1": 1, "r2": 0}
+            publisher.mark_dirty()  # a replica joined, right after the load table
+            await _until(lambda: len(builds) == 3)
+            assert builds[2] - builds[1] < PUBLISH_MIN_INTERVAL_S / 2
+            current = {"r1": 1}
+            publisher.mark_dirty()  # and left: one set change after another waits
+            await _until(lambda: len(builds) == 4)
+            assert builds[3] - builds[2] >= PUBLISH_MIN_INTERVAL_S * 0.9
         finally:
             runner.cancel()
 
