@@ -25,6 +25,24 @@ def table(ongoing: dict[str, int]) -> pb.RouteTable:
                   for r, n in sorted(ongoing.items())])])
 
 
+def counted_publisher() -> tuple[list[float], dict[str, int], RoutePublisher]:
+    """A publisher of `table(current)`, noting when each table was built (loop time)."""
+    loop = asyncio.get_running_loop()
+    builds: list[float] = []
+    current = {"r1": 0}
+
+    def build() -> pb.RouteTable:
+        builds.append(loop.time())
+        return table(current)
+
+    return builds, current, RoutePublisher(build, lambda: True, asyncio.Event())
+
+
+def set_ongoing(current: dict[str, int], now: dict[str, int]) -> None:
+    current.clear()
+    current.update(now)
+
+
 def test_deltas_after_the_first_table_and_merged_when_behind() -> None:
     async def scenario() -> None:
         current = {"r1": 0, "r2": 0}
@@ -78,28 +96,20 @@ def test_subscribers_one_version_behind_share_that_versions_delta() -> None:
 
 def test_load_changes_are_coalesced_and_set_changes_go_at_once() -> None:
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        builds: list[float] = []
-        current = {"r1": 0}
-
-        def build() -> pb.RouteTable:
-            builds.append(loop.time())
-            return table(current)
-
-        publisher = RoutePublisher(build, lambda: True, asyncio.Event())
-        runner = loop.create_task(publisher.run())
+        builds, current, publisher = counted_publisher()
+        runner = asyncio.get_running_loop().create_task(publisher.run())
         try:
             publisher.mark_dirty()
             await _until(lambda: len(builds) == 1)
             for n in range(1, 6):  # a burst of load reports: one table, not five
-                current = {"r1": n}
+                set_ongoing(current, {"r1": n})
                 publisher.mark_dirty(load_only=True)
                 await asyncio.sleep(0)
             await _until(lambda: len(builds) == 2)
             assert builds[1] - builds[0] >= LOAD_PUBLISH_INTERVAL_S * 0.9
             assert publisher.table.deployments[0].replicas[0].ongoing == 5
-            began = loop.time()
-            current = {"r1": 5, "r2": 0}
+            began = asyncio.get_running_loop().time()
+            set_ongoing(current, {"r1": 5, "r2": 0})
             publisher.mark_dirty(load_only=True)
             publisher.mark_dirty()  # a replica joined: no waiting for the load interval
             await _until(lambda: len(builds) == 3)
@@ -112,28 +122,20 @@ def test_load_changes_are_coalesced_and_set_changes_go_at_once() -> None:
 
 def test_a_set_change_after_a_load_table_does_not_wait_and_set_changes_are_spaced() -> None:
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        builds: list[float] = []
-        current = {"r1": 0}
-
-        def build() -> pb.RouteTable:
-            builds.append(loop.time())
-            return table(current)
-
-        publisher = RoutePublisher(build, lambda: True, asyncio.Event())
-        runner = loop.create_task(publisher.run())
+        builds, current, publisher = counted_publisher()
+        runner = asyncio.get_running_loop().create_task(publisher.run())
         try:
             publisher.mark_dirty()
             await _until(lambda: len(builds) == 1)
             await asyncio.sleep(LOAD_PUBLISH_INTERVAL_S)
-            current = {"r1": 1}
+            set_ongoing(current, {"r1": 1})
             publisher.mark_dirty(load_only=True)  # load: goes out (its interval is over)
             await _until(lambda: len(builds) == 2)
-            current = {"r1": 1, "r2": 0}
+            set_ongoing(current, {"r1": 1, "r2": 0})
             publisher.mark_dirty()  # a replica joined, right after the load table
             await _until(lambda: len(builds) == 3)
             assert builds[2] - builds[1] < PUBLISH_MIN_INTERVAL_S / 2
-            current = {"r1": 1}
+            set_ongoing(current, {"r1": 1})
             publisher.mark_dirty()  # and left: one set change after another waits
             await _until(lambda: len(builds) == 4)
             assert builds[3] - builds[2] >= PUBLISH_MIN_INTERVAL_S * 0.9
