@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -61,6 +60,7 @@ from weir.controller.observe import ReplicaBook
 from weir.controller.queue_reports import CallerQueues
 from weir.controller.reconciler import ReplicaView
 from weir.controller.record_writer import RECORDS_PER_WRITE, RecordWriter
+from weir.controller.registration import Registration
 from weir.controller.replica_records import ReplicaRecords
 from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.replica_starts import ReplicaStarter, replica_spec
@@ -138,11 +138,14 @@ class Leader:
         self._last_full_read: float | None = None
         #: How many records there were when the heap was last frozen (`_freeze_if_grown`).
         self._frozen_at = 0
-        #: Registrations' pid writes, coalesced into transactions (`_admit`).
+        #: Registrations' pid writes, coalesced into transactions (`Registration`).
         self.writer = RecordWriter(store, self.replica_records.put)
         #: Each replica's view and book, viewed again only where an input changed.
         self.observations = Observations()
         self.books: dict[str, ReplicaBook] = self.observations.books
+        self.registration = Registration(
+            store, self.replica_records, self.writer, self.spec_for,
+            lambda rid: self.books.get(rid, ReplicaBook()).stop_deadline is not None)
         #: The replicas whose records changed since the last pass (for the route table).
         self._records_changed: dict[str, Key] = {}
         self.health: dict[Key, DeploymentHealth] = {}
@@ -464,35 +467,10 @@ class Leader:
         """What a replica runs: None if its version is no longer wanted."""
         return replica_spec(record, self.goal, self.scaling)
 
-    async def _admit(self, first: pb.ReplicaReport) -> list[pb.ReplicaCommand] | None:
-        """A replica registers: adopt it by its record, and say what it must do first."""
-        replica_id = first.replica_id
-        record = self.goal.records.get(replica_id)
-        if record is None:
-            # Written after this pass's records were read (the watch brings it soon).
-            kv = await self.store.get(REPLICAS_PREFIX + replica_id)
-            if kv is None:
-                return None
-            record = ReplicaRecord.from_bytes(kv.value)
-            self.replica_records.put(record, kv.mod_revision)
-        if record.pid != first.pid:
-            # Written with the other registrations of the moment, in one transaction; the
-            # reply waits until it is durable.
-            await self.writer.put(replace(record, pid=first.pid))
-        commands = []
-        if not first.version and first.state == pb.STARTING:
-            spec = self.spec_for(record)
-            commands.append(
-                pb.ReplicaCommand(kind=pb.STOP, graceful_shutdown_timeout_s=5) if spec is None
-                else pb.ReplicaCommand(kind=pb.INIT, spec_json=json.dumps(spec)))
-        if self.books.get(replica_id, ReplicaBook()).stop_deadline is not None:
-            commands.append(pb.ReplicaCommand(kind=pb.STOP))
-        return commands
-
     def session(self, reports: AsyncIterator[pb.ReplicaReport]
                 ) -> AsyncIterator[pb.ReplicaCommand]:
         """Hold one replica's session: take its reports, send its commands."""
-        return self.sessions.hold(reports, self._admit)
+        return self.sessions.hold(reports, self.registration.admit)
 
     # ------------------------------------------------------------------ routes
 
