@@ -117,6 +117,14 @@ class GcPauses:
         return len(self.pauses), max(self.pauses, default=0.0)
 
 
+def full_read_due(leader: Leader) -> None:
+    """Make the leader's next pass read every record."""
+    if hasattr(leader, "keeper"):
+        leader.keeper.last_full_read = None
+    else:  # a tree before round 4
+        leader._last_full_read = None  # type: ignore[attr-defined]
+
+
 def report(rid: str, pid: int, version: str, ongoing: int = 0) -> pb.ReplicaReport:
     return pb.ReplicaReport(replica_id=rid, pid=pid, state=pb.RUNNING, version=version,
                             address=f"10.0.{pid // 250}.{pid % 250}:9000", ongoing=ongoing,
@@ -162,9 +170,13 @@ async def measure(n: int, passes: int) -> dict[str, float]:
         sess = Session(rid, report=first)
         sess.take(first)
         leader.sessions.sessions[rid] = sess
-    leader._watching_records = True  # passes between full reads, as with the watch
+    # Passes between full reads, as with the watch.
+    if hasattr(leader, "keeper"):
+        leader.keeper.watching = True
+    else:  # a tree before round 4
+        leader._watching_records = True  # type: ignore[attr-defined]
     await leader.reconcile_once()
-    leader._last_full_read = None  # a full read, as the leader makes every FULL_READ_S
+    full_read_due(leader)  # a full read, as the leader makes every FULL_READ_S
     await leader.reconcile_once()
     leader.routes.ready = True
     publish(leader)
@@ -193,7 +205,7 @@ async def measure(n: int, passes: int) -> dict[str, float]:
 
     async def full_pass() -> None:
         clock.advance(TICK_S)
-        leader._last_full_read = None
+        full_read_due(leader)
         await leader.reconcile_once()
 
     async def publish_step() -> None:

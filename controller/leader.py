@@ -2,8 +2,8 @@
 
 Design. Every pass runs `refresh → observe → judge → plan → execute`:
 - refresh: read the goal from etcd (`read_goal`); nothing of the goal is remembered across
-  passes. The replica records are kept from a watch (`weir.controller.replica_records`)
-  and read whole every FULL_READ_S; each pass views again the share of the replicas due
+  passes. The replica records are kept from a watch and read whole every FULL_READ_S
+  (`weir.controller.record_keeper`); each pass views again the share of the replicas due
   in a sweep of SWEEP_S, so the pass stays level-triggered without viewing thousands of
   replicas twice a second;
 - observe (`weir.controller.observe`): each record, its session's last report, whether its
@@ -33,7 +33,6 @@ Reads never change state: `status()` and `replicas()` observe without keeping wh
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -46,7 +45,7 @@ from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.controller import reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.autoscaler import ScalingState, describe, scale_targets, with_decisions
-from weir.controller.cluster_goal import ClusterGoal, read_goal, read_records
+from weir.controller.cluster_goal import ClusterGoal, read_goal
 from weir.controller.deployment_status import StatusInfo
 from weir.controller.event_log import EventLog, node_events, status_events
 from weir.controller.health import DeploymentHealth, judge, may_start
@@ -59,6 +58,7 @@ from weir.controller.observations import Observations, observe_all
 from weir.controller.observe import ReplicaBook
 from weir.controller.queue_reports import CallerQueues
 from weir.controller.reconciler import ReplicaView
+from weir.controller.record_keeper import RecordKeeper
 from weir.controller.record_writer import RECORDS_PER_WRITE, RecordWriter
 from weir.controller.registration import Registration
 from weir.controller.replica_records import ReplicaRecords
@@ -85,12 +85,6 @@ PASS_STATS_S = 10.0
 #: A pass slower than this is logged on its own: every deploy, scale and failover waits on it.
 SLOW_PASS_S = 0.2
 STOP_MARGIN_S = 5.0
-#: The heap is frozen again when the records grew by this share (and are this many).
-FREEZE_GROWTH = 0.25
-FREEZE_MIN_RECORDS = 1000
-#: How often the pass reads every replica record (between, a watch keeps them): a change
-#: the watch missed is caught within this long.
-FULL_READ_S = 5.0
 #: Each pass views again a share of the replicas in turn, whatever changed, so that every
 #: replica is viewed again once in this long (`Observations`), and looks at their route
 #: targets and health checks again: the level-triggered check spread over the passes. (A
@@ -104,15 +98,6 @@ def step_times(marks: list[tuple[str, float]]) -> dict[str, float]:
     """Each step's time in ms, from (step, when it ended) marks after a first (start)."""
     return {name: round((at - before) * 1000, 1)
             for (_, before), (name, at) in itertools.pairwise(marks)}
-
-
-def freeze_due(records: int, frozen_at: int) -> bool:
-    """Whether to freeze the heap now: `records` is at least FREEZE_MIN_RECORDS and
-    FREEZE_GROWTH more than when it was last frozen (at `frozen_at`). Rarely, because a
-    freeze keeps for good the garbage in cycles not yet collected (a few objects each
-    time: the frequent young collections find most of it), and at most about
-    log(N) / log(1 + FREEZE_GROWTH) times in a term of N replicas (some 20 to 10,000)."""
-    return records >= FREEZE_MIN_RECORDS and records >= frozen_at * (1 + FREEZE_GROWTH)
 
 
 class Leader:
@@ -134,10 +119,8 @@ class Leader:
         #: The replica records, from a watch between full reads (`self.goal.records`).
         self.replica_records = ReplicaRecords()
         self.goal = ClusterGoal(records=self.replica_records.records)
-        self._watching_records = False
-        self._last_full_read: float | None = None
-        #: How many records there were when the heap was last frozen (`_freeze_if_grown`).
-        self._frozen_at = 0
+        #: Keeps them: from a watch, read whole every FULL_READ_S.
+        self.keeper = RecordKeeper(store, self.replica_records, clock)
         #: Registrations' pid writes, coalesced into transactions (`Registration`).
         self.writer = RecordWriter(store, self.replica_records.put)
         #: Each replica's view and book, viewed again only where an input changed.
@@ -172,7 +155,6 @@ class Leader:
                                      self.ended, model_ids=self.sessions.model_ids)
         #: The health checks as of the last pass.
         self.checks = CheckTargets()
-        self._full_pass = True
         self.starter = ReplicaStarter(store, self.replica_records, self.books,
                                       cluster_id=cluster_id, wall_clock=wall_clock,
                                       packages=packages, address=address)
@@ -194,13 +176,11 @@ class Leader:
 
     async def start(self) -> None:
         """Load the goal and the records, then run the loops."""
-        revision = await read_records(self.store, self.replica_records)
-        self._last_full_read = self.clock()
-        self._freeze_if_grown()
+        revision = await self.keeper.load()
         self.goal = await read_goal(self.store, self.replica_records)
         loop = asyncio.get_running_loop()
         # The term's event is written beside the loops, never in the way of a takeover.
-        self._tasks = [loop.create_task(self._watch_records(revision + 1)),
+        self._tasks = [loop.create_task(self.keeper.watch(revision + 1)),
                        loop.create_task(self._reconcile_loop()),
                        loop.create_task(self.routes.run()),
                        loop.create_task(self.events.note(
@@ -241,43 +221,6 @@ class Leader:
 
     # ------------------------------------------------------------------ the loop
 
-    async def _watch_records(self, start_revision: int) -> None:
-        """Keep the replica records from the watch, from `start_revision` on."""
-        events = self.store.watch_prefix(REPLICAS_PREFIX, start_revision=start_revision)
-        self._watching_records = True
-        try:
-            async for event in events:
-                if event.kind == "reset":  # the history it needed was compacted
-                    await read_records(self.store, self.replica_records)
-                else:
-                    self.replica_records.apply(event)
-        finally:
-            # Without the watch, every pass reads every record.
-            self._watching_records = False
-            await events.aclose()
-
-    async def _refresh_records(self) -> None:
-        """Read every record if the watch is not running or the last full read is
-        FULL_READ_S old (the level-triggered check of what the watch delivered)."""
-        now = self.clock()
-        self._full_pass = (not self._watching_records or self._last_full_read is None
-                           or now - self._last_full_read >= FULL_READ_S)
-        if self._full_pass:
-            await read_records(self.store, self.replica_records)
-            self._last_full_read = now
-            self._freeze_if_grown()
-
-    def _freeze_if_grown(self) -> None:
-        """Move what the process holds now out of the collector's sight (`gc.freeze`) once
-        the records grew by FREEZE_GROWTH since the last time: at 5,000 replicas each full
-        collection walked 140,000 objects, most of them the records and views that live
-        as long as the term, and took up to 300 ms in the middle of a pass."""
-        if freeze_due(len(self.goal.records), self._frozen_at):
-            gc.freeze()
-            self._frozen_at = len(self.goal.records)
-            log.info("froze the heap", replicas=self._frozen_at,
-                     frozen_objects=gc.get_freeze_count())
-
     async def _reconcile_loop(self) -> None:
         metrics = controller_metrics()
         window_start, slowest, passes = self.clock(), 0.0, 0
@@ -314,7 +257,7 @@ class Leader:
     async def reconcile_once(self) -> None:
         """One level-triggered pass: refresh, observe, judge, plan, execute."""
         self._steps = [("began", time.perf_counter())]
-        await self._refresh_records()
+        await self.keeper.refresh()
         self._step("records")
         self.goal = await read_goal(self.store, self.replica_records)
         self._step("goal")

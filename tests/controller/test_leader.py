@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
-from weir.controller.leader import FULL_READ_S, SWEEP_S, Leader, freeze_due, step_times
+from weir.controller.leader import SWEEP_S, Leader, step_times
+from weir.controller.record_keeper import FULL_READ_S, freeze_due
 from weir.controller.replica_starts import new_replica_id
 from weir.controller.route_changes import WHOLE_TABLE_S
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
@@ -144,7 +145,7 @@ class Harness:
         (with a watch); its id."""
         await self.deploy(b"v1", 1.0)
         await self.start_replica(pb.RUNNING)
-        self.leader._watching_records = True
+        self.leader.keeper.watching = True
         await self.leader.reconcile_once()
         return self.replicas[0].record.replica_id
 
@@ -273,7 +274,7 @@ def test_the_leader_catches_a_change_its_watch_missed_at_the_next_full_read() ->
         await h.deploy(b"v1", 1.0)
         await h.leader.reconcile_once()
         [started] = await h.node.run_assigned()
-        h.leader._watching_records = True
+        h.leader.keeper.watching = True
         await h.store.delete(REPLICAS_PREFIX + started.replica_id)
         h.clock.advance(FULL_READ_S / 2)
         await h.leader.reconcile_once()
@@ -359,10 +360,10 @@ def test_health_checks_follow_the_replicas_viewed_again_between_full_passes() ->
         h = Harness()
         rid = await h.running_between_full_reads()
         await h.leader.reconcile_once()
-        assert h.leader._full_pass is False and set(h.leader.checks._checks) == {rid}
+        assert h.leader.keeper.full_read is False and set(h.leader.checks._checks) == {rid}
         await h.replicas[0].report(pb.FAILED, "boom", version=h.replicas[0].record.version)
         await h.leader.reconcile_once()
-        assert h.leader._full_pass is False and h.leader.checks._checks == {}
+        assert h.leader.keeper.full_read is False and h.leader.checks._checks == {}
         h.close()
 
     run(scenario())
