@@ -79,6 +79,8 @@ from weir.protos import weir_pb2 as pb
 log = structlog.get_logger("weir.controller")
 
 TICK_S = 0.5
+#: Passes start at least this long after the last one ended, however often woken.
+PASS_GAP_S = 0.05
 ADOPTION_GRACE_S = 3.0
 #: How often the leader logs how long its passes took (the slowest, and how many).
 PASS_STATS_S = 10.0
@@ -253,6 +255,10 @@ class Leader:
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
             except TimeoutError:
                 pass
+            # Woken at once again and again (every replica registering at a failover,
+            # every state change of a rolling update), passes would hold the loop back to
+            # back: the sessions that wake them need it more.
+            await asyncio.sleep(max(0.0, began + took + PASS_GAP_S - time.perf_counter()))
 
     async def reconcile_once(self) -> None:
         """One level-triggered pass: refresh, observe, judge, plan, execute."""

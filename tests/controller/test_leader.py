@@ -8,7 +8,9 @@ manual clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import itertools
 import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
-from weir.controller.leader import SWEEP_S, Leader, step_times
+from weir.controller.leader import PASS_GAP_S, SWEEP_S, Leader, step_times
 from weir.controller.record_keeper import FULL_READ_S, freeze_due
 from weir.controller.replica_starts import new_replica_id
 from weir.controller.route_changes import WHOLE_TABLE_S
@@ -373,3 +375,31 @@ def test_a_slow_pass_says_how_long_each_step_took() -> None:
     marks = [("began", 10.0), ("records", 10.002), ("goal", 10.25), ("observe", 10.26)]
     assert step_times(marks) == {"records": 2.0, "goal": 248.0, "observe": 10.0}
     assert step_times(marks[:1]) == {}
+
+
+def test_passes_woken_again_and_again_leave_the_loop_a_gap() -> None:
+    # Every replica registering at a failover wakes the pass: woken without pause for
+    # 0.3 s, passes start at least PASS_GAP_S after the last one ended.
+    async def scenario() -> None:
+        h = Harness()
+        started: list[float] = []
+
+        async def one_pass() -> None:
+            started.append(time.perf_counter())
+
+        h.leader.reconcile_once = one_pass  # type: ignore[method-assign]
+
+        async def wake_always() -> None:
+            while True:
+                h.leader.wake()
+                await asyncio.sleep(0)
+
+        waker = asyncio.ensure_future(wake_always())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(h.leader._reconcile_loop(), 0.3)
+        waker.cancel()
+        assert 2 <= len(started) <= 0.3 / PASS_GAP_S + 1
+        assert all(b - a >= PASS_GAP_S * 0.9 for a, b in itertools.pairwise(started))
+        h.close()
+
+    run(scenario())
