@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from bench.sim_fleet import Probe, Subscribers, target_of
 from bench.sim_pool import SimPool
 from weir import auth
 from weir.cli.admin_client import AdminClient
+from weir.controller.leader import PASS_STATS_S
 from weir.dataplane.route_table import LeaderLocator, RouteTable, parse_leader
 from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.keys import LEADER_KEY
@@ -106,6 +108,41 @@ def latency_ms(probe: Probe, arrivals: list[Arrivals]) -> float:
             return PROBE_TIMEOUT_S * 1000
         last = max(last, walls[i])
     return 1000 * (last - probe.started_wall)
+
+
+def first_arrival_ms(probe: Probe, arrivals: list[Arrivals]) -> float | None:
+    """From the change until the first subscriber had a version showing it (the leader's
+    part of the push: the report's way in, the publish, one send); None if the change
+    never showed. `latency_ms` less this is the fan-out to every subscriber."""
+    if not probe.done.is_set():
+        return None
+    first = probe.last_wall
+    for versions, walls in arrivals:
+        i = bisect.bisect_left(versions, probe.version)
+        if i < len(versions):
+            first = min(first, walls[i])
+    return 1000 * (first - probe.started_wall)
+
+
+def pass_times(events: list[dict[str, Any]], began: float, ended: float
+               ) -> tuple[float | None, int]:
+    """The slowest reconcile pass the controller's log `events` show within [`began`,
+    `ended`] (wall clock), and how many passes were slow (over SLOW_PASS_S, each logged
+    on its own). A periodic stats line counts only if the PASS_STATS_S it covers lies
+    within: one that covers the ramp or the rolling update says nothing of the steady
+    state. None: no pass logged."""
+    slowest, slow = None, 0
+    for event in events:
+        kind = event.get("event")
+        if kind not in ("reconcile passes", "slow reconcile pass"):
+            continue
+        at = datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+        if kind == "slow reconcile pass" and began <= at <= ended:
+            slow += 1
+            slowest = max(slowest or 0.0, float(event["ms"]))
+        elif kind == "reconcile passes" and began <= at - PASS_STATS_S and at <= ended:
+            slowest = max(slowest or 0.0, float(event["max_ms"]))
+    return slowest, slow
 
 
 def p99(values: list[float]) -> float:
@@ -263,6 +300,7 @@ class Bench:
         _, pid = await leader_now(store)
         sims = [me := os.getpid()] + [w.proc.pid for w in self.pool.workers]
         self.log_offsets = {i: self.log_path(i).stat().st_size for i in range(2)}
+        began_wall = time.time()
         _, rev0 = await store.get_prefix("/weir/nothing/")
         cpu0, me0, t0 = cpu_seconds(pid), cpu_seconds(me), time.perf_counter()
         sim0 = sum(map(cpu_seconds, sims))
@@ -294,26 +332,36 @@ class Bench:
         _, rev1 = await store.get_prefix("/weir/nothing/")
         cpu1, sim1 = cpu_seconds(pid), sum(map(cpu_seconds, sims))
         me1 = cpu_seconds(me)
+        steady_passes = pass_times(self.leader_log(pid), began_wall, time.time())
         arrivals = await asyncio.to_thread(self.stop_subscribers)
         push_ms = [latency_ms(p, arrivals) for p in pushes]
+        first_ms = [ms for p in pushes if (ms := first_arrival_ms(p, arrivals)) is not None]
         report_ms = [latency_ms(p, arrivals) for p in reports]
         self.figures.update(
             route_push_p99_ms=round(p99(push_ms), 1),
             route_push_median_ms=round(statistics.median(push_ms), 1) if push_ms else None,
             report_to_route_p99_ms=round(p99(report_ms), 1),
+            route_push_first_median_ms=(round(statistics.median(first_ms), 1)
+                                        if first_ms else None),
+            route_push_first_p99_ms=round(p99(first_ms), 1),
             leader_cpu_pct=round(100 * (cpu1 - cpu0) / elapsed, 1),
             leader_rss_mb=round(rss_mb(pid), 1),
             etcd_writes_per_s=round((rev1 - rev0) / elapsed, 1),
             sim_cpu_pct=round(100 * (sim1 - sim0) / elapsed, 1),
             coordinator_cpu_pct=round(100 * (me1 - me0) / elapsed, 1),
-            max_pass_ms=self.max_pass_ms(pid),
+            max_pass_ms=steady_passes[0],
+            slow_passes=steady_passes[1],
             probes=len(pushes) + len(reports),
             load_average=round(os.getloadavg()[0], 1),
         )
         print(f"  steady state over {elapsed:.0f} s: " + ", ".join(
-            f"{k}={self.figures[k]}" for k in ("route_push_p99_ms", "report_to_route_p99_ms",
+            f"{k}={self.figures[k]}" for k in ("route_push_p99_ms", "route_push_median_ms",
+                                               "route_push_first_median_ms",
+                                               "route_push_first_p99_ms",
+                                               "report_to_route_p99_ms",
                                                "leader_cpu_pct", "leader_rss_mb",
                                                "etcd_writes_per_s", "max_pass_ms",
+                                               "slow_passes",
                                                "sim_cpu_pct", "load_average")), flush=True)
 
     async def _probe(self, subs: Subscribers, index: int, replica_id: str,
@@ -382,9 +430,12 @@ class Bench:
         return self.workdir / f"controller-{index}.log"
 
     def max_pass_ms(self, pid: int) -> float | None:
-        """The slowest reconcile pass the leader logged (its periodic stats and warnings)
-        since the steady state began (a stats line may cover a few seconds before)."""
-        slowest = None
+        """The slowest reconcile pass the controller `pid` logged since `log_offsets`."""
+        return pass_times(self.leader_log(pid), 0.0, float("inf"))[0]
+
+    def leader_log(self, pid: int) -> list[dict[str, Any]]:
+        """The log events of the controller `pid` since `log_offsets`."""
+        events = []
         for proc, index in zip(self.controllers, range(2), strict=False):
             if proc.pid != pid:
                 continue
@@ -393,11 +444,8 @@ class Bench:
                 lines = f.read().splitlines()
             for line in lines:
                 with contextlib.suppress(ValueError):
-                    event = json.loads(line)
-                    if event.get("event") in ("reconcile passes", "slow reconcile pass"):
-                        ms = float(event.get("max_ms", event.get("ms", 0)))
-                        slowest = max(slowest or 0.0, ms)
-        return slowest
+                    events.append(json.loads(line))
+        return events
 
     async def rolling_update(self, store: EtcdStore) -> None:
         """A heavy change to one deployment (up to 1,000 replicas): until every replica

@@ -19,6 +19,7 @@ from typing import Any
 #: Figure -> (panel title, the issue's goal or None).
 PANELS = {
     "route_push_p99_ms": ("route change to every subscriber, p99 (ms)", 100.0),
+    "route_push_median_ms": ("route change to every subscriber, median (ms)", None),
     "report_to_route_p99_ms": ("depth report to every subscriber, p99 (ms)", None),
     "leader_cpu_pct": ("leader CPU, steady state (% of a core)", 25.0),
     "leader_rss_mb": ("leader RSS (MB)", 500.0),
@@ -51,7 +52,7 @@ def main() -> None:
     parser.add_argument("-o", "--out", required=True)
     opts = parser.parse_args()
     series = {opts.after_label: load(opts.after), opts.before_label: load(opts.before)}
-    fig, axes = plt.subplots(3, 3, figsize=(15, 12))
+    fig, axes = plt.subplots(2, 5, figsize=(24, 9))
     for ax, (key, (title, goal)) in zip(axes.flat, PANELS.items(), strict=True):
         for label, runs in series.items():
             points = [(r["replicas"], r[key]) for r in runs if r.get(key) is not None]
@@ -66,6 +67,10 @@ def main() -> None:
         for i, n in enumerate(unfinished):
             ax.axvline(n, linestyle=":", color="red",
                        label="did not finish its ramp" if i == 0 else None)
+        if key.startswith(("route_push", "report_to_route")):
+            # From tens of ms to the 10 s a missed probe counts as: a line on a linear
+            # axis would hide everything under a second.
+            ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("replicas")
         ax.grid(alpha=0.3)

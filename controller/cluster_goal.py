@@ -5,6 +5,7 @@ watch and a full read every few seconds (`read_records`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,20 +75,22 @@ async def read_goal(store: Store, records: ReplicaRecords | None = None) -> Clus
     """Read the goal from etcd, with the replica records kept in `records` (None: read
     them whole now)."""
     out = ClusterGoal()
-    items, _ = await store.get_prefix(APPS_PREFIX)
-    for kv in items:
+    # The four reads at once: every pass makes them, and one after the other each waited
+    # its turn on a busy event loop (120 to 300 ms a pass at 2,000 replicas in the bench).
+    (apps, _), http_options, grpc_options, (nodes, _) = await asyncio.gather(
+        store.get_prefix(APPS_PREFIX), store.get(HTTP_OPTIONS_KEY),
+        store.get(GRPC_OPTIONS_KEY), store.get_prefix(NODES_PREFIX))
+    for kv in apps:
         goal = AppGoal.from_bytes(kv.value)
         out.goals[goal.name] = goal
         out.plans.update({(goal.name, p.target.name): p for p in deployment_plans(goal)})
-    for key, attr in ((HTTP_OPTIONS_KEY, "http_options"), (GRPC_OPTIONS_KEY, "grpc_options")):
-        options = await store.get(key)
-        setattr(out, attr, json.loads(options.value) if options else {})
+    out.http_options = json.loads(http_options.value) if http_options else {}
+    out.grpc_options = json.loads(grpc_options.value) if grpc_options else {}
     if records is None:
         records = ReplicaRecords()
         await read_records(store, records)
     out.records = records.records
-    items, _ = await store.get_prefix(NODES_PREFIX)
-    for kv in items:
+    for kv in nodes:
         node = NodeRecord.from_bytes(kv.value)
         out.nodes[node.node_id] = node
     return out

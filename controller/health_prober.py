@@ -22,6 +22,7 @@ import grpc
 import structlog
 
 from weir import auth
+from weir.controller.reconciler import ReplicaView
 from weir.dataplane.transport import CHANNEL_OPTIONS
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
@@ -138,3 +139,40 @@ class HealthProber:
         if count >= HEALTH_CHECK_FAILURE_THRESHOLD and target.replica_id not in self.failures:
             self.failures[target.replica_id] = reason
             self._on_unhealthy()
+
+
+class CheckTargets:
+    """The replicas to health-check: each RUNNING one not stopping, with its deployment's
+    options. Kept across passes: only the replicas viewed again (the sweep's among them)
+    are looked at again, unless a deployment's check options changed. Pure (no I/O)."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, CheckTarget] = {}
+        self._periods: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def update(self, periods: dict[tuple[str, str], tuple[float, float]],
+               views: Iterable[ReplicaView], reviewed: Iterable[str],
+               viewed: Mapping[str, ReplicaView],
+               address_of: Callable[[str], str | None]) -> list[CheckTarget]:
+        """The checks now: `periods` gives each deployment's (period, timeout); `views`
+        every replica as the pass viewed it, `reviewed` the ids viewed again since the
+        last update (`viewed`: their views); `address_of` a connected replica's address
+        (None: not connected)."""
+        if periods != self._periods:
+            self._checks = {}
+            due: Iterable[ReplicaView] = views
+        else:
+            reviewed = list(reviewed)
+            due = [v for rid in reviewed if (v := viewed.get(rid)) is not None]
+            for rid in reviewed:
+                self._checks.pop(rid, None)
+        self._periods = periods
+        for v in due:
+            address = address_of(v.replica_id)
+            period = periods.get((v.app, v.deployment))
+            if (v.state == "RUNNING" and not v.stopping and address is not None
+                    and period is not None):
+                self._checks[v.replica_id] = CheckTarget(v.replica_id, address, *period)
+            else:
+                self._checks.pop(v.replica_id, None)
+        return list(self._checks.values())

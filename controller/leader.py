@@ -2,9 +2,10 @@
 
 Design. Every pass runs `refresh → observe → judge → plan → execute`:
 - refresh: read the goal from etcd (`read_goal`); nothing of the goal is remembered across
-  passes. The replica records are kept from a watch (`weir.controller.replica_records`)
-  and read whole every FULL_READ_S, so the pass stays level-triggered without parsing
-  thousands of records twice a second;
+  passes. The replica records are kept from a watch and read whole every FULL_READ_S
+  (`weir.controller.record_keeper`); each pass views again the share of the replicas due
+  in a sweep of SWEEP_S, so the pass stays level-triggered without viewing thousands of
+  replicas twice a second;
 - observe (`weir.controller.observe`): each record, its session's last report, whether its
   process lives and its last health check become a `ReplicaView`;
 - judge (`weir.controller.health`): failures, crash-loop backoff and recovery per deployment
@@ -14,9 +15,11 @@ Design. Every pass runs `refresh → observe → judge → plan → execute`:
 - plan (`weir.controller.reconciler`): the actions that close the gap;
 - execute: start, stop, reconfigure, forget replicas (etcd writes and the launcher).
 The steps in the middle are pure functions over plain data with the clock passed in. The
-I/O lives in executors: `AppBuilder` (imports apps in a child process), `ReplicaSessions`
-(the replicas' streams), `RoutePublisher` (route tables to proxies and handles) and
-`HealthProber` (health checks over gRPC).
+I/O lives in executors: `AppBuilder` (imports apps in a child process), `ReplicaStarter`
+(places new replicas and writes their records), `ReplicaSessions` (the replicas'
+streams), `RoutePublisher` (route tables to proxies and handles, made by `RouteChanges`
+from what changed) and `HealthProber` (health checks over gRPC, of the replicas
+`CheckTargets` lists).
 
 Failover. A leader that just took over starts from the records: replicas still running
 re-register within a heartbeat and are adopted; records whose process is gone are
@@ -30,12 +33,9 @@ Reads never change state: `status()` and `replicas()` observe without keeping wh
 from __future__ import annotations
 
 import asyncio
-import base64
-import gc
-import json
-import secrets
+import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -45,28 +45,27 @@ from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.controller import reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.autoscaler import ScalingState, describe, scale_targets, with_decisions
-from weir.controller.cluster_goal import ClusterGoal, read_goal, read_records
+from weir.controller.cluster_goal import ClusterGoal, read_goal
 from weir.controller.deployment_status import StatusInfo
 from weir.controller.event_log import EventLog, node_events, status_events
-from weir.controller.goal import AppGoal
 from weir.controller.health import DeploymentHealth, judge, may_start
-from weir.controller.health_prober import CheckTarget, HealthProber
+from weir.controller.health_prober import CheckTarget, CheckTargets, HealthProber
 from weir.controller.nodes import (
-    node_views,
     nodes_document,
     update_dead_nodes,
 )
 from weir.controller.observations import Observations, observe_all
 from weir.controller.observe import ReplicaBook
-from weir.controller.placement import NodeView, NoFit, PlacedReplica, place, replica_request
 from weir.controller.queue_reports import CallerQueues
-from weir.controller.ranks import RankHolder, assign_rank
 from weir.controller.reconciler import ReplicaView
+from weir.controller.record_keeper import RecordKeeper
 from weir.controller.record_writer import RECORDS_PER_WRITE, RecordWriter
+from weir.controller.registration import Registration
 from weir.controller.replica_records import ReplicaRecords
 from weir.controller.replica_sessions import ReplicaSessions
-from weir.controller.route_publisher import RoutePublisher, TargetChanges
-from weir.controller.routing import build_route_table
+from weir.controller.replica_starts import ReplicaStarter, replica_spec
+from weir.controller.route_changes import RouteChanges
+from weir.controller.route_publisher import RoutePublisher
 from weir.controller.status import status_document
 from weir.etcd.keys import (
     REPLICAS_PREFIX,
@@ -75,46 +74,32 @@ from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store, StoreError
 from weir.metrics import cluster_snapshot, controller_metrics
 from weir.packages.cache import PackageCache
-from weir.packages.resolver import controller_addresses, package_resolver
 from weir.protos import weir_pb2 as pb
-from weir.runtime_env import PreparedEnv, RuntimeEnvError, names_packages, prepare
 
 log = structlog.get_logger("weir.controller")
 
 TICK_S = 0.5
+#: Passes start at least this long after the last one ended, however often woken.
+PASS_GAP_S = 0.05
 ADOPTION_GRACE_S = 3.0
 #: How often the leader logs how long its passes took (the slowest, and how many).
 PASS_STATS_S = 10.0
 #: A pass slower than this is logged on its own: every deploy, scale and failover waits on it.
 SLOW_PASS_S = 0.2
 STOP_MARGIN_S = 5.0
-#: The heap is frozen again when the records grew by this share (and are this many).
-FREEZE_GROWTH = 0.25
-FREEZE_MIN_RECORDS = 1000
-#: How often the pass reads every replica record (between, a watch keeps them): a change
-#: the watch missed is caught within this long.
-FULL_READ_S = 5.0
+#: Each pass views again a share of the replicas in turn, whatever changed, so that every
+#: replica is viewed again once in this long (`Observations`), and looks at their route
+#: targets and health checks again: the level-triggered check spread over the passes. (A
+#: full pass every FULL_READ_S did it all at once: 294 ms of CPU at 10,000 replicas.)
+SWEEP_S = 5.0
 
 Key = tuple[str, str]
 
 
-def freeze_due(records: int, frozen_at: int) -> bool:
-    """Whether to freeze the heap now: `records` is at least FREEZE_MIN_RECORDS and
-    FREEZE_GROWTH more than when it was last frozen (at `frozen_at`). Rarely, because a
-    freeze keeps for good the garbage in cycles not yet collected (a few objects each
-    time: the frequent young collections find most of it), and at most about
-    log(N) / log(1 + FREEZE_GROWTH) times in a term of N replicas (some 20 to 10,000)."""
-    return records >= FREEZE_MIN_RECORDS and records >= frozen_at * (1 + FREEZE_GROWTH)
-
-
-def new_replica_id(app: str, deployment: str, taken: Callable[[str], bool],
-                   token: Callable[[], str] = lambda: secrets.token_hex(3)) -> str:
-    """A replica id for `deployment` that `taken` says no replica has: a random part of 6
-    hex digits (16.7 million) collides within a few thousand replicas (two of 5,000 in
-    one run), and two records under one key would be one replica."""
-    while taken(replica_id := f"{app}#{deployment}#{token()}"):
-        pass
-    return replica_id
+def step_times(marks: list[tuple[str, float]]) -> dict[str, float]:
+    """Each step's time in ms, from (step, when it ended) marks after a first (start)."""
+    return {name: round((at - before) * 1000, 1)
+            for (_, before), (name, at) in itertools.pairwise(marks)}
 
 
 class Leader:
@@ -136,15 +121,16 @@ class Leader:
         #: The replica records, from a watch between full reads (`self.goal.records`).
         self.replica_records = ReplicaRecords()
         self.goal = ClusterGoal(records=self.replica_records.records)
-        self._watching_records = False
-        self._last_full_read: float | None = None
-        #: How many records there were when the heap was last frozen (`_freeze_if_grown`).
-        self._frozen_at = 0
-        #: Registrations' pid writes, coalesced into transactions (`_admit`).
+        #: Keeps them: from a watch, read whole every FULL_READ_S.
+        self.keeper = RecordKeeper(store, self.replica_records, clock)
+        #: Registrations' pid writes, coalesced into transactions (`Registration`).
         self.writer = RecordWriter(store, self.replica_records.put)
         #: Each replica's view and book, viewed again only where an input changed.
         self.observations = Observations()
         self.books: dict[str, ReplicaBook] = self.observations.books
+        self.registration = Registration(
+            store, self.replica_records, self.writer, self.spec_for,
+            lambda rid: self.books.get(rid, ReplicaBook()).stop_deadline is not None)
         #: The replicas whose records changed since the last pass (for the route table).
         self._records_changed: dict[str, Key] = {}
         self.health: dict[Key, DeploymentHealth] = {}
@@ -153,38 +139,35 @@ class Leader:
         #: Each deployment's status as of the last pass (a state machine: the next one
         #: depends on it; `weir.controller.deployment_status`).
         self.statuses: dict[Key, StatusInfo] = {}
-        self._start_errors: dict[Key, str] = {}
-        self._unplaced: dict[Key, str] = {}
         #: Nodes this term has seen, and those found gone since (with when).
         self.seen_nodes: dict[str, NodeRecord] = {}
         self.dead_nodes: dict[str, tuple[NodeRecord, float]] = {}
-        self._envs: dict[str, PreparedEnv] = {}
-        #: The replicas as this pass viewed them (which ranks are free).
-        self._views: list[ReplicaView] = []
         #: Set when this term ends: every session and route stream of this leader closes.
         self.ended = asyncio.Event()
         self._wake = asyncio.Event()
         self.sessions = ReplicaSessions(self.ended, self._on_report)
         self.queues = CallerQueues(self.ended, clock, self._on_new_demand)
         # Each replica's multiplexed models reach the route table from its session.
-        self.routes = RoutePublisher(self._current_table, self._adopted, self.ended,
-                                     model_ids=self.sessions.model_ids)
-        #: The replicas whose targets may have changed since the last table, with their
-        #: deployments (None: rebuild it whole); what the last pass saw of the rest of the
-        #: table (routes, deployments' options) and of the failed health checks.
-        self._routes_changed: dict[str, Key] | None = None
-        self._route_shell: pb.RouteTable | None = None
-        self._failing: set[str] = set()
-        #: The health checks as of the last pass, and the options they were made with.
-        self._checks: dict[str, CheckTarget] = {}
-        self._check_periods: dict[Key, tuple[float, float]] = {}
-        self._full_pass = True
-        self.builder = AppBuilder(store, python_executable, self._prepared_env, self.wake)
         self.prober = HealthProber(self.wake, clock)
+        #: What changed of the route table since the last one, and the next table.
+        self.route_changes = RouteChanges(lambda: self.routes, lambda: self.goal,
+                                          self.sessions, self.books, self.prober.failures,
+                                          clock)
+        self.routes = RoutePublisher(self.route_changes.current_table, self._adopted,
+                                     self.ended, model_ids=self.sessions.model_ids)
+        #: The health checks as of the last pass.
+        self.checks = CheckTargets()
+        self.starter = ReplicaStarter(store, self.replica_records, self.books,
+                                      cluster_id=cluster_id, wall_clock=wall_clock,
+                                      packages=packages, address=address)
+        self.builder = AppBuilder(store, python_executable, self.starter.prepared_env,
+                                  self.wake)
         #: Recent events for the status page; the last pass's statuses, to diff against.
         self.events = EventLog(store, wall_clock)
         self._last_apps: dict[str, Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        #: The current pass's steps, each with when it ended (`_step`).
+        self._steps: list[tuple[str, float]] = []
 
     @property
     def records(self) -> dict[str, ReplicaRecord]:
@@ -195,13 +178,11 @@ class Leader:
 
     async def start(self) -> None:
         """Load the goal and the records, then run the loops."""
-        revision = await read_records(self.store, self.replica_records)
-        self._last_full_read = self.clock()
-        self._freeze_if_grown()
+        revision = await self.keeper.load()
         self.goal = await read_goal(self.store, self.replica_records)
         loop = asyncio.get_running_loop()
         # The term's event is written beside the loops, never in the way of a takeover.
-        self._tasks = [loop.create_task(self._watch_records(revision + 1)),
+        self._tasks = [loop.create_task(self.keeper.watch(revision + 1)),
                        loop.create_task(self._reconcile_loop()),
                        loop.create_task(self.routes.run()),
                        loop.create_task(self.events.note(
@@ -230,15 +211,10 @@ class Leader:
         self.observations.touch(replica_id)
         record = self.goal.records.get(replica_id)
         if record is None:
-            self._routes_changed = None
+            self.route_changes.everything()
         else:
-            self._route_changed(replica_id, (record.app, record.deployment))
+            self.route_changes.replica(replica_id, (record.app, record.deployment))
         self.routes.mark_dirty(load_only=not state_changed)
-
-    def _route_changed(self, replica_id: str, key: Key) -> None:
-        """The replica's target may have changed: the next table looks at it again."""
-        if self._routes_changed is not None:
-            self._routes_changed[replica_id] = key
 
     def _on_new_demand(self, keys: set[Key]) -> None:
         # Requests held for a deployment at zero: start a replica now, not at the next tick.
@@ -247,51 +223,14 @@ class Leader:
 
     # ------------------------------------------------------------------ the loop
 
-    async def _watch_records(self, start_revision: int) -> None:
-        """Keep the replica records from the watch, from `start_revision` on."""
-        events = self.store.watch_prefix(REPLICAS_PREFIX, start_revision=start_revision)
-        self._watching_records = True
-        try:
-            async for event in events:
-                if event.kind == "reset":  # the history it needed was compacted
-                    await read_records(self.store, self.replica_records)
-                else:
-                    self.replica_records.apply(event)
-        finally:
-            # Without the watch, every pass reads every record.
-            self._watching_records = False
-            await events.aclose()
-
-    async def _refresh_records(self) -> None:
-        """Read every record if the watch is not running or the last full read is
-        FULL_READ_S old (the level-triggered check of what the watch delivered)."""
-        now = self.clock()
-        self._full_pass = (not self._watching_records or self._last_full_read is None
-                           or now - self._last_full_read >= FULL_READ_S)
-        if self._full_pass:
-            await read_records(self.store, self.replica_records)
-            self._last_full_read = now
-            self._freeze_if_grown()
-
-    def _freeze_if_grown(self) -> None:
-        """Move what the process holds now out of the collector's sight (`gc.freeze`) once
-        the records grew by FREEZE_GROWTH since the last time: at 5,000 replicas each full
-        collection walked 140,000 objects, most of them the records and views that live
-        as long as the term, and took up to 300 ms in the middle of a pass."""
-        if freeze_due(len(self.goal.records), self._frozen_at):
-            gc.freeze()
-            self._frozen_at = len(self.goal.records)
-            log.info("froze the heap", replicas=self._frozen_at,
-                     frozen_objects=gc.get_freeze_count())
-
     async def _reconcile_loop(self) -> None:
         metrics = controller_metrics()
         window_start, slowest, passes = self.clock(), 0.0, 0
         while True:
-            began = time.perf_counter()
+            began, cpu_began = time.perf_counter(), time.process_time()
             # Cleared before the pass, not after it: a wake that comes while the pass runs
             # (a replica turning RUNNING as the pass awaits etcd) must start the next pass
-            # at once, not wait out the tick.
+            # once PASS_GAP_S is over, not wait out the tick.
             self._wake.clear()
             try:
                 await self.reconcile_once()
@@ -306,8 +245,11 @@ class Leader:
             metrics.loop_duration.observe(took)
             slowest, passes = max(slowest, took), passes + 1
             if took > SLOW_PASS_S:
+                # Where the time went, and how much of it was this process's CPU (the
+                # rest waited: on etcd, on the loop's other work, or for a core).
                 log.warning("slow reconcile pass", ms=round(took * 1000, 1),
-                            replicas=len(self.goal.records))
+                            cpu_ms=round((time.process_time() - cpu_began) * 1000, 1),
+                            steps=step_times(self._steps), replicas=len(self.goal.records))
             if self.clock() - window_start >= PASS_STATS_S:
                 log.info("reconcile passes", passes=passes, max_ms=round(slowest * 1000, 1),
                          replicas=len(self.goal.records))
@@ -316,33 +258,41 @@ class Leader:
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
             except TimeoutError:
                 pass
+            # Woken at once again and again (every replica registering at a failover,
+            # every state change of a rolling update), passes would hold the loop back to
+            # back: the sessions that wake them need it more.
+            await asyncio.sleep(max(0.0, began + took + PASS_GAP_S - time.perf_counter()))
 
     async def reconcile_once(self) -> None:
         """One level-triggered pass: refresh, observe, judge, plan, execute."""
-        await self._refresh_records()
+        self._steps = [("began", time.perf_counter())]
+        await self.keeper.refresh()
+        self._step("records")
         self.goal = await read_goal(self.store, self.replica_records)
+        self._step("goal")
         dead_before = self.dead_nodes
         self.dead_nodes = update_dead_nodes(self.dead_nodes, self.seen_nodes, self.goal.nodes,
                                             self.wall_clock())
         self.seen_nodes = {**self.seen_nodes, **self.goal.nodes}
         self.builder.ensure(self.goal.goals)
         views = self._observe_changes()
-        self._views = views
+        self._step("observe")
         # Each step walks every replica: at thousands of them a pass holds the loop for
         # long enough that the lease's keep-alive (and the route pushes) must get a turn
         # between steps, or the leader loses its lease in the middle of a rolling update.
         await asyncio.sleep(0)
         now = self.clock()
         targets = with_decisions(self.goal.targets, self.scaling)
-        errors, self._start_errors = self._start_errors, {}
-        unplaced, self._unplaced = self._unplaced, {}
+        errors, unplaced = self.starter.take_reasons()
         self.health = judge(targets, views, self.health, now=now, start_errors=errors,
                             unplaced=unplaced)
         apps, self.statuses = self._status(views)
+        self._step("judge")
         wall = self.wall_clock()
         await self.events.record(*status_events(self._last_apps, apps, wall),
                                  *node_events(dead_before, self.dead_nodes, wall))
         self._last_apps = apps
+        self._step("events")
         # Until the replicas re-registered after a failover, their load is unknown.
         targets, self.scaling, changes = scale_targets(
             targets, self.goal.autoscaling, views, self.queues.queued(), self.scaling,
@@ -355,39 +305,31 @@ class Leader:
         plan = reconciler.plan(targets.values(), views,
                                may_start=may_start(self.health, targets, now),
                                frozen_apps=frozen)
+        self._step("plan")
         await asyncio.sleep(0)
         starts = plan.of(reconciler.Start)
         if starts:
-            await self._start_replicas(starts)  # type: ignore[arg-type]
+            await self.starter.start(starts, self.goal, views)  # type: ignore[arg-type]
+        self._step("start")
         forgotten = [a.replica_id for a in plan.actions
                      if not isinstance(a, reconciler.Start) and self._execute(a)]
         await self._forget(forgotten)
+        self._step("execute")
         self.prober.update(self._check_targets(views))
-        self._note_route_changes()
+        changed, self._records_changed = self._records_changed, {}
+        changed.update(self.replica_records.take_changed())
+        self.route_changes.note_pass(changed, self.observations.swept)
         self.routes.mark_dirty()
         controller_metrics().snapshot = cluster_snapshot(
             [(v.app, v.deployment, v.replica_id, "STOPPING" if v.stopping else v.state,
               v.state == "RUNNING" and not v.stopping and v.replica_id not in self.prober.failures)
              for v in views],
             {k: t.num_replicas for k, t in targets.items()}, set(self.goal.autoscaling))
+        self._step("routes")
 
-    def _note_route_changes(self) -> None:
-        """What this pass changed of the table: the replicas whose records were written or
-        deleted, that failed a health check or recovered, or that were told to stop
-        (`_stop_replica`); the whole table if the routes or a deployment's options changed,
-        and at every full read (so a change missed here lasts at most FULL_READ_S)."""
-        changed, self._records_changed = self._records_changed, {}
-        changed.update(self.replica_records.take_changed())
-        failing = set(self.prober.failures)
-        changed.update((rid, (r.app, r.deployment)) for rid in failing ^ self._failing
-                       if (r := self.goal.records.get(rid)) is not None)
-        self._failing = failing
-        shell = build_route_table(self.goal.goals, self.goal.plans, [], self.goal.http_options)
-        if self._full_pass or shell != self._route_shell:
-            self._routes_changed = None
-        elif self._routes_changed is not None:
-            self._routes_changed.update(changed)
-        self._route_shell = shell
+    def _step(self, name: str) -> None:
+        """The pass reached the end of step `name` (for the slow pass's log line)."""
+        self._steps.append((name, time.perf_counter()))
 
     def _observe(self) -> tuple[list[ReplicaView], dict[str, ReplicaBook]]:
         """Every recorded replica, viewed now, and the books updated by what was seen
@@ -398,7 +340,7 @@ class Leader:
 
     def _observe_changes(self) -> list[ReplicaView]:
         """Every recorded replica viewed now, keeping the views and books: only those
-        whose inputs changed are viewed again, and all of them at a full pass."""
+        whose inputs changed are viewed again, and the sweep's share of the rest."""
         changed = self.replica_records.take_changed()
         for rid in changed:
             self.observations.touch(rid)
@@ -406,33 +348,19 @@ class Leader:
         return self.observations.update(
             self.goal.records, self.sessions.report_of, self.goal.nodes,
             self.prober.failures, wall_now=self.wall_clock(), mono_now=self.clock(),
-            full=self._full_pass)
+            full=False, sweep_s=SWEEP_S)
 
     def _check_targets(self, views: list[ReplicaView]) -> list[CheckTarget]:
-        """The replicas to health-check: each RUNNING one not stopping. Kept across passes:
-        only the replicas viewed again are looked at again, unless this is a full pass or
-        a deployment's check options changed."""
+        """The replicas to health-check (`CheckTargets`), with their deployments' options."""
         periods = {k: (float(p.options["health_check_period_s"]),
                        float(p.options["health_check_timeout_s"]))
                    for k, p in self.goal.plans.items()}
-        if self._full_pass or periods != self._check_periods:
-            self._checks = {}
-            due: Iterable[ReplicaView] = views
-        else:
-            due = [v for rid in self.observations.reviewed
-                   if (v := self.observations.views.get(rid)) is not None]
-            for rid in self.observations.reviewed:
-                self._checks.pop(rid, None)
-        self._check_periods = periods
-        for v in due:
-            report = self.sessions.report_of(v.replica_id)
-            period = periods.get((v.app, v.deployment))
-            if v.state == "RUNNING" and not v.stopping and report and period is not None:
-                self._checks[v.replica_id] = CheckTarget(v.replica_id, report.address,
-                                                         *period)
-            else:
-                self._checks.pop(v.replica_id, None)
-        return list(self._checks.values())
+        return self.checks.update(periods, views, self.observations.reviewed,
+                                  self.observations.views, self._address_of)
+
+    def _address_of(self, replica_id: str) -> str | None:
+        report = self.sessions.report_of(replica_id)
+        return report.address if report is not None else None
 
     # ------------------------------------------------------------------ executing
 
@@ -467,101 +395,6 @@ class Leader:
                 self.books.pop(replica_id, None)
                 self.prober.forget(replica_id)
 
-    async def _prepared_env(self, goal: AppGoal) -> PreparedEnv:
-        env = self._envs.get(goal.build_key)
-        if env is None:
-            runtime_env = goal.config.get("runtime_env")
-            resolve = None
-            if self.packages is not None and names_packages(runtime_env):
-                # Normally here already (a deploy uploads to every controller); a controller
-                # started after the deploy fetches it from the others.
-                peers = await controller_addresses(self.store, skip=self.address)
-                resolve = package_resolver(self.packages, peers)
-            env = await asyncio.to_thread(prepare, runtime_env, resolve_package=resolve)
-            self._envs[goal.build_key] = env
-        return env
-
-    async def _start_replicas(self, starts: list[reconciler.Start]) -> None:
-        """Place each replica on a node and write the records: the nodes' agents start them.
-
-        The node views are built once for the whole batch and updated as it is placed (at
-        thousands of replicas, rebuilding them per replica made one pass take seconds), and
-        the records go to etcd RECORDS_PER_WRITE per transaction, not one round trip each.
-        """
-        views = {v.node_id: v for v in node_views(self.goal.nodes, self.goal.records.values())}
-        records: list[ReplicaRecord] = []
-        assigned: set[str] = set()
-        # The ranks taken per deployment version: read once, then each new replica's added.
-        peers: dict[tuple[str, str, str], list[RankHolder]] = {}
-        for action in starts:
-            version = (action.app, action.deployment, action.version)
-            taken = peers.get(version)
-            if taken is None:  # not setdefault: its argument would walk every record each time
-                taken = peers[version] = self._rank_holders(action)
-            record = await self._assign(action, views, taken, assigned)
-            if record is not None:
-                records.append(record)
-                taken.append(RankHolder(record.node_id, record.rank, record.node_rank,
-                                        record.local_rank))
-        for i in range(0, len(records), RECORDS_PER_WRITE):
-            batch = records[i:i + RECORDS_PER_WRITE]
-            # The records are the assignments, and they go before anything runs: a leader
-            # taking over after a crash here adopts or forgets them, and never starts a
-            # second replica.
-            revision = await self.store.commit(puts={REPLICAS_PREFIX + r.replica_id:
-                                                     r.to_bytes() for r in batch})
-            for record in batch:
-                self.replica_records.put(record, revision or 0)
-                self.books[record.replica_id] = ReplicaBook()
-                controller_metrics().replica_starts(record.app, record.deployment).inc()
-                log.info("assigned replica", replica_id=record.replica_id,
-                         node_id=record.node_id, version=record.version)
-
-    async def _assign(self, action: reconciler.Start, views: dict[str, NodeView],
-                      peers: list[RankHolder], assigned: set[str]) -> ReplicaRecord | None:
-        """The record of one new replica placed on `views` (updated with it) and ranked
-        among `peers`, with an id neither recorded nor in `assigned` (added), or None if
-        it cannot start now (the reason is kept for its deployment's status)."""
-        key = (action.app, action.deployment)
-        try:
-            await self._prepared_env(self.goal.goals[action.app])
-        except RuntimeEnvError as exc:
-            self._start_errors[key] = str(exc)
-            return None
-        options = self.goal.plans[key].options
-        try:
-            request = replica_request(options.get("ray_actor_options"))
-        except ValueError as exc:
-            self._start_errors[key] = str(exc)
-            return None
-        placed = place(request, key, views.values(),
-                       max_replicas_per_node=options.get("max_replicas_per_node"))
-        if isinstance(placed, NoFit):
-            self._unplaced[key] = placed.reason
-            return None
-        views[placed.node_id] = views[placed.node_id].with_replica(
-            PlacedReplica(key, dict(request), tuple(placed.gpu_indices)))
-        replica_id = new_replica_id(action.app, action.deployment,
-                                    lambda rid: rid in self.goal.records or rid in assigned)
-        assigned.add(replica_id)
-        rank, node_rank, local_rank = assign_rank(peers, placed.node_id)
-        return ReplicaRecord(replica_id, action.app, action.deployment, action.version,
-                             pid=0, started_at=self.wall_clock(), cluster_id=self.cluster_id,
-                             node_id=placed.node_id, resources=dict(request),
-                             gpu_indices=tuple(placed.gpu_indices), rank=rank,
-                             node_rank=node_rank, local_rank=local_rank)
-
-    def _rank_holders(self, action: reconciler.Start) -> list[RankHolder]:
-        """The live replicas of the version `action` starts: their ranks are taken. One
-        stopping, failed or dead has freed its rank; one assigned in this pass holds its."""
-        freed = {v.replica_id for v in self._views
-                 if v.stopping or v.state in ("DEAD", "FAILED", "UNHEALTHY")}
-        return [RankHolder(r.node_id, r.rank, r.node_rank, r.local_rank)
-                for r in self.goal.records.values()
-                if (r.app, r.deployment, r.version) == (action.app, action.deployment,
-                                                        action.version)
-                and r.replica_id not in freed and r.rank >= 0]
-
     def _stop_replica(self, action: reconciler.Stop) -> bool:
         """Tell a replica to stop; True if it is to be killed, its record forgotten."""
         record = self.goal.records.get(action.replica_id)
@@ -576,7 +409,7 @@ class Leader:
             log.info("killing replica", replica_id=action.replica_id, reason=action.reason)
             return True
         self._book(action.replica_id, stop_deadline=self.clock() + graceful + STOP_MARGIN_S)
-        self._route_changed(action.replica_id, (record.app, record.deployment))
+        self.route_changes.replica(action.replica_id, (record.app, record.deployment))
         log.info("stopping replica", replica_id=action.replica_id, reason=action.reason)
         return False
 
@@ -584,112 +417,14 @@ class Leader:
 
     def spec_for(self, record: ReplicaRecord) -> dict[str, Any] | None:
         """What a replica runs: None if its version is no longer wanted."""
-        p = self.goal.plans.get((record.app, record.deployment))
-        if p is None or p.target.version != record.version:
-            return None
-        # No sys.path entries from here: the leader's are its own machine's paths (its
-        # package cache); the replica's node put its own on the replica's PYTHONPATH.
-        spec = {
-            "app": record.app, "deployment": record.deployment, "version": record.version,
-            "definition": base64.b64encode(p.spec.definition).decode(),
-            "options": p.options,
-            "grpc_servicer_functions": self.goal.grpc_options.get("grpc_servicer_functions",
-                                                                  []),
-        }
-        if record.rank >= 0:
-            key = (record.app, record.deployment)
-            size = (self.scaling[key].target if key in self.scaling
-                    else p.target.num_replicas)
-            spec.update(rank={"rank": record.rank, "node_rank": record.node_rank,
-                              "local_rank": record.local_rank},
-                        world_size=max(1, size))
-        return spec
-
-    async def _admit(self, first: pb.ReplicaReport) -> list[pb.ReplicaCommand] | None:
-        """A replica registers: adopt it by its record, and say what it must do first."""
-        replica_id = first.replica_id
-        record = self.goal.records.get(replica_id)
-        if record is None:
-            # Written after this pass's records were read (the watch brings it soon).
-            kv = await self.store.get(REPLICAS_PREFIX + replica_id)
-            if kv is None:
-                return None
-            record = ReplicaRecord.from_bytes(kv.value)
-            self.replica_records.put(record, kv.mod_revision)
-        if record.pid != first.pid:
-            # Written with the other registrations of the moment, in one transaction; the
-            # reply waits until it is durable.
-            await self.writer.put(replace(record, pid=first.pid))
-        commands = []
-        if not first.version and first.state == pb.STARTING:
-            spec = self.spec_for(record)
-            commands.append(
-                pb.ReplicaCommand(kind=pb.STOP, graceful_shutdown_timeout_s=5) if spec is None
-                else pb.ReplicaCommand(kind=pb.INIT, spec_json=json.dumps(spec)))
-        if self.books.get(replica_id, ReplicaBook()).stop_deadline is not None:
-            commands.append(pb.ReplicaCommand(kind=pb.STOP))
-        return commands
+        return replica_spec(record, self.goal, self.scaling)
 
     def session(self, reports: AsyncIterator[pb.ReplicaReport]
                 ) -> AsyncIterator[pb.ReplicaCommand]:
         """Hold one replica's session: take its reports, send its commands."""
-        return self.sessions.hold(reports, self._admit)
+        return self.sessions.hold(reports, self.registration.admit)
 
     # ------------------------------------------------------------------ routes
-
-    def _current_table(self) -> pb.RouteTable | TargetChanges:
-        """The table now: whole after a full pass (or a change of routes or options), else
-        the targets of only the replicas that changed since the last table."""
-        changed, self._routes_changed = self._routes_changed, {}
-        if changed is None or not all(self.routes.has(k) for k in set(changed.values())):
-            return self._build_table()
-        targets: dict[Key, dict[str, pb.ReplicaTarget | None]] = {}
-        for rid, key in changed.items():
-            record = self.goal.records.get(rid)
-            routable = self._routable(rid, record) if record is not None else None
-            current = self.routes.target(key, rid)
-            if routable is None:
-                if current is not None:
-                    targets.setdefault(key, {})[rid] = None
-            elif (current is None or current.address != routable[3]
-                  or current.ongoing != routable[4] or not self._same_models(current)):
-                # Most reports repeat what the table has: a message only for a change.
-                targets.setdefault(key, {})[rid] = pb.ReplicaTarget(
-                    replica_id=rid, address=routable[3], ongoing=routable[4])
-        return TargetChanges(self._shell(), targets)
-
-    def _same_models(self, target: pb.ReplicaTarget) -> bool:
-        """Whether `target` shows the multiplexed models its replica holds now."""
-        held = self.sessions.model_ids(target.replica_id)
-        if held is None:
-            return not target.multiplexed
-        return target.multiplexed and tuple(target.multiplexed_model_ids) == held
-
-    def _shell(self) -> pb.RouteTable:
-        """The routes and http options of the table now (no replicas)."""
-        return build_route_table(self.goal.goals, self.goal.plans, [], self.goal.http_options,
-                                 only=())
-
-    def _build_table(self) -> pb.RouteTable:
-        """The whole table."""
-        running = [t for rid, record in self.goal.records.items()
-                   if (t := self._routable(rid, record)) is not None]
-        return build_route_table(self.goal.goals, self.goal.plans, running,
-                                 self.goal.http_options)
-
-    def _routable(self, rid: str, record: ReplicaRecord
-                  ) -> tuple[str, str, str, str, int] | None:
-        """(replica_id, app, deployment, address, ongoing) of a replica to route to, None
-        if it is not RUNNING, failed its health check or is stopping."""
-        # Read the session's last report as it is (no plain-data copy): this runs for
-        # every replica of every whole table.
-        sess = self.sessions.sessions.get(rid)
-        if sess is None or not sess.connected or sess.report.state != pb.RUNNING:
-            return None
-        book = self.books.get(rid)
-        if rid in self.prober.failures or (book is not None and book.stop_deadline is not None):
-            return None
-        return (rid, record.app, record.deployment, sess.report.address, sess.report.ongoing)
 
     def _adopted(self) -> bool:
         return (self.clock() - self.started > ADOPTION_GRACE_S

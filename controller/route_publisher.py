@@ -76,6 +76,8 @@ class RoutePublisher:
         #: Something besides load changed: publish without waiting for LOAD_PUBLISH_INTERVAL_S.
         self._urgent = asyncio.Event()
         self._last_publish = 0.0
+        #: When the last table with a change besides load went out.
+        self._last_urgent = 0.0
         #: One event per subscriber, set when a newer version is out.
         self._subscribers: set[asyncio.Event] = set()
         #: The current version: its routes and http options (`_shell`), its deployments
@@ -104,15 +106,25 @@ class RoutePublisher:
             if not self._urgent.is_set() and wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._urgent.wait(), wait)
+            urgent = self._urgent.is_set()
+            # Changes of the replica set go out at most every PUBLISH_MIN_INTERVAL_S (a
+            # rolling update makes hundreds); one right after a load-only table does not
+            # wait for that interval (it used to: up to 50 ms more for one change in
+            # three, at thousands of replicas whose load changes all the time).
+            gap = self._last_urgent + PUBLISH_MIN_INTERVAL_S - loop.time()
+            if urgent and gap > 0:
+                await asyncio.sleep(gap)
             self._dirty.clear()
             self._urgent.clear()
             self._last_publish = loop.time()
+            if urgent:
+                self._last_urgent = self._last_publish
             if self.ready or self._adopted():
                 self.ready = True
                 self.publish_now()
             else:
                 self._dirty.set()
-            await asyncio.sleep(PUBLISH_MIN_INTERVAL_S)
+                await asyncio.sleep(PUBLISH_MIN_INTERVAL_S)
 
     def publish_now(self) -> None:
         """Publish the table as it is now (whole, or only what changed)."""
@@ -178,6 +190,10 @@ class RoutePublisher:
         current = self.version
         if not accepts_deltas or version == 0 or version + 1 not in self._deltas:
             return self.table
+        if version + 1 == current:
+            # The usual case: one version behind gets the version's own delta, the same
+            # message for every subscriber (a delta is never changed once published).
+            return self._deltas[current]
         return merge_deltas([self._deltas[v] for v in range(version + 1, current + 1)])
 
     async def watch(self, accepts_deltas: bool = False) -> AsyncIterator[pb.RouteTable]:
@@ -188,13 +204,14 @@ class RoutePublisher:
         if self.ready:
             newer.set()
         sent = 0
-        loop = asyncio.get_running_loop()
-        ended = loop.create_task(self._ended.wait())
+        # The term's end wakes this subscriber as a new version does: one wait per
+        # version, where a task per version and subscriber (waiting on either) cost the
+        # leader some 5 % of a core at 100 subscribers.
+        ended = asyncio.get_running_loop().create_task(self._ended.wait())
+        ended.add_done_callback(lambda _: newer.set())
         try:
-            while not ended.done():
-                waiter = loop.create_task(newer.wait())
-                await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+            while True:
+                await newer.wait()
                 if ended.done():
                     break
                 newer.clear()

@@ -21,8 +21,10 @@ the whole table again. Pure functions over the wire messages; no I/O.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from weir.protos import weir_pb2 as pb
 
@@ -187,23 +189,79 @@ def merge_deltas(deltas: Sequence[pb.RouteTable]) -> pb.RouteTable:
     return merged
 
 
-def apply_delta(deployments: Mapping[Key, pb.DeploymentTargets], delta: pb.RouteTable
-                ) -> dict[Key, pb.DeploymentTargets]:
+#: Where each replica of a deployment sits in its `replicas`, by replica id, for the
+#: deployment object it was taken from (`apply_delta` keeps them across tables).
+Positions = dict[Key, tuple[pb.DeploymentTargets, dict[str, int] | None]]
+
+
+def apply_delta(deployments: Mapping[Key, pb.DeploymentTargets], delta: pb.RouteTable,
+                positions: Positions | None = None) -> dict[Key, pb.DeploymentTargets]:
     """The deployments after `delta` (a new mapping; `deployments` is left as it was).
-    Each changed deployment lists its replicas by id, as the whole table does."""
+    Each changed deployment lists its replicas by id, as the whole table does (and as
+    `deployments` must: a new replica is placed by bisection).
+
+    Costs what the delta changes, not what the deployment holds: a changed deployment is
+    copied whole in one call (`CopyFrom`, in C) and its changed replicas are replaced in
+    place. (It used to rebuild the deployment's list of replicas in Python, sorted anew:
+    0.5 to 0.8 ms per delta at 1,000 replicas, for one replica changed; every one of a
+    hundred subscribers paid it for every delta.) `positions`, if given, is updated in
+    place for the deployments returned: a delta that only changes replicas already there
+    (most of them: load) finds them by id there, and the next delta reuses them."""
     out = dict(deployments)
     for gone in delta.removed_deployments:
         out.pop((gone.app, gone.deployment), None)
     for d in delta.deployments:
         key = (d.app, d.deployment)
+        merged = pb.DeploymentTargets()
         before = out.get(key)
-        replaced = set(d.removed_replica_ids)
-        replaced.update(t.replica_id for t in d.replicas)
-        kept = [t for t in before.replicas if t.replica_id not in replaced] if before else []
-        merged = deployment_header(d)
-        merged.replicas.extend(sorted([*kept, *d.replicas], key=_replica_id))
+        if before is not None:
+            merged.CopyFrom(before)
+            for name in _HEADER_FIELDS:
+                merged.ClearField(name)
+        merged.MergeFrom(deployment_header(d))
         out[key] = merged
+        kept = positions.get(key) if positions is not None else None
+        at = None
+        if kept is not None and kept[0] is before and not d.removed_replica_ids:
+            # Made when first needed: after a change of the replicas, not before.
+            at = kept[1] if kept[1] is not None else _positions_of(merged)
+        if at is not None and all(t.replica_id in at for t in d.replicas):
+            replicas = merged.replicas
+            for target in d.replicas:
+                replicas[at[target.replica_id]].CopyFrom(target)
+        else:
+            _place(merged.replicas, d)
+            at = None
+        if positions is not None:
+            positions[key] = (merged, at)
+    if positions is not None:
+        for key in [k for k in positions if k not in out]:
+            del positions[key]
     return out
+
+
+def _positions_of(d: pb.DeploymentTargets) -> dict[str, int]:
+    return {t.replica_id: i for i, t in enumerate(d.replicas)}
+
+
+def _place(replicas: Any, d: pb.DeploymentTargets) -> None:
+    """Remove `d`'s removed replicas from `replicas` and put its targets in, by bisection
+    (`replicas` is sorted by id, and stays so)."""
+    for rid in d.removed_replica_ids:
+        i = bisect.bisect_left(replicas, rid, key=_replica_id)
+        if i < len(replicas) and replicas[i].replica_id == rid:
+            del replicas[i]
+    for target in d.replicas:
+        i = bisect.bisect_left(replicas, target.replica_id, key=_replica_id)
+        if i < len(replicas) and replicas[i].replica_id == target.replica_id:
+            replicas[i].CopyFrom(target)
+        else:
+            replicas.insert(i, target)
+
+
+#: The fields of a deployment a delta carries whole: all but its replicas and removals.
+_HEADER_FIELDS = tuple(f.name for f in pb.DeploymentTargets.DESCRIPTOR.fields
+                       if f.name not in ("replicas", "removed_replica_ids"))
 
 
 def _replica_id(target: pb.ReplicaTarget) -> str:

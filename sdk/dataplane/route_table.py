@@ -17,7 +17,7 @@ import structlog
 
 from weir import auth
 from weir.backoff import Backoff
-from weir.dataplane.route_delta import apply_delta
+from weir.dataplane.route_delta import Positions, apply_delta
 from weir.etcd.keys import LEADER_KEY
 from weir.etcd.store import Store, StoreError, WatchEvent
 from weir.leader_redirect import leader_from
@@ -50,6 +50,9 @@ class RouteTable:
     routes: list[RouteEntry] = field(default_factory=list)
     deployments: dict[tuple[str, str], pb.DeploymentTargets] = field(default_factory=dict)
     http_options: dict[str, Any] = field(default_factory=dict)
+    #: Where each replica sits in its deployment, kept from one delta to the next
+    #: (`weir.dataplane.route_delta.apply_delta`).
+    _positions: Positions = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_proto(cls, msg: pb.RouteTable) -> RouteTable:
@@ -66,8 +69,9 @@ class RouteTable:
         """This table changed by the delta `msg` (`weir.dataplane.route_delta`): a new
         table; this one is left as it was (a router may still hold it)."""
         # Routes and http_options travel whole in a delta: only the deployments differ.
-        return replace(RouteTable.from_proto(msg),
-                       deployments=apply_delta(self.deployments, msg))
+        positions = dict(self._positions)
+        return replace(RouteTable.from_proto(msg), _positions=positions,
+                       deployments=apply_delta(self.deployments, msg, positions))
 
 
 def match_route(routes: Sequence[RouteEntry], path: str) -> RouteEntry | None:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
+from bench.control_plane_scale import pass_times
+from weir.controller.leader import PASS_STATS_S
 from weir.processes import find_pids
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,3 +42,23 @@ def test_small_run_writes_every_figure(tmp_path: Path) -> None:
     assert figures["probes"] >= 3
     # Nothing left behind: no controller or etcd of this run still runs.
     assert not find_pids(lambda argv: str(work) in " ".join(argv))
+
+
+def test_the_steady_states_slowest_pass_leaves_out_what_came_before() -> None:
+    def at(second: float) -> str:
+        return f"2026-11-30T17:00:{second:06.3f}Z"
+
+    began = datetime_of(at(20.0))
+    events = [
+        {"event": "slow reconcile pass", "ms": 900.0, "timestamp": at(10.0)},  # the ramp
+        {"event": "reconcile passes", "max_ms": 900.0, "timestamp": at(22.0)},  # covers it
+        {"event": "slow reconcile pass", "ms": 250.0, "timestamp": at(25.0)},
+        {"event": "reconcile passes", "max_ms": 250.0,
+         "timestamp": at(20.0 + PASS_STATS_S + 1)},
+    ]
+    assert pass_times(events, began, began + 30) == (250.0, 1)
+    assert pass_times(events[:2], began, began + 30) == (None, 0)
+
+
+def datetime_of(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import itertools
 import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -18,7 +19,10 @@ from typing import Any, TypeVar
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
-from weir.controller.leader import FULL_READ_S, TICK_S, Leader, freeze_due, new_replica_id
+from weir.controller.leader import PASS_GAP_S, SWEEP_S, TICK_S, Leader, step_times
+from weir.controller.record_keeper import FULL_READ_S, freeze_due
+from weir.controller.replica_starts import new_replica_id
+from weir.controller.route_changes import WHOLE_TABLE_S
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
 from weir.etcd.memory_store import ManualClock, MemoryStore
 from weir.etcd.records import NodeRecord, ReplicaRecord
@@ -143,7 +147,7 @@ class Harness:
         (with a watch); its id."""
         await self.deploy(b"v1", 1.0)
         await self.start_replica(pb.RUNNING)
-        self.leader._watching_records = True
+        self.leader.keeper.watching = True
         await self.leader.reconcile_once()
         return self.replicas[0].record.replica_id
 
@@ -272,7 +276,7 @@ def test_the_leader_catches_a_change_its_watch_missed_at_the_next_full_read() ->
         await h.deploy(b"v1", 1.0)
         await h.leader.reconcile_once()
         [started] = await h.node.run_assigned()
-        h.leader._watching_records = True
+        h.leader.keeper.watching = True
         await h.store.delete(REPLICAS_PREFIX + started.replica_id)
         h.clock.advance(FULL_READ_S / 2)
         await h.leader.reconcile_once()
@@ -285,16 +289,17 @@ def test_the_leader_catches_a_change_its_watch_missed_at_the_next_full_read() ->
     run(scenario())
 
 
-def test_a_route_change_missed_between_passes_is_published_at_the_next_full_pass() -> None:
-    # Between full passes the table changes only where replicas said so; a change nobody
-    # said (here: a report taken without telling the leader) is in the whole table rebuilt
-    # at the next full read.
+def test_a_route_change_missed_between_passes_is_published_within_the_sweep() -> None:
+    # Between passes the table changes only where replicas said so, and where the sweep
+    # looks again: a change nobody said (here: a report taken without telling the leader)
+    # is published within SWEEP_S, as a delta; the whole table is built again
+    # only every WHOLE_TABLE_S.
     async def scenario() -> None:
         h = Harness()
         rid = await h.running_between_full_reads()
         publisher = h.leader.routes
         publisher.ready = True
-        first = h.leader._current_table()
+        first = h.leader.route_changes.current_table()
         assert isinstance(first, pb.RouteTable)  # the first table is whole
         publisher._publish(first)
         session = h.leader.sessions.sessions[rid]
@@ -303,17 +308,18 @@ def test_a_route_change_missed_between_passes_is_published_at_the_next_full_pass
         def ongoing() -> int:
             return publisher.table.deployments[0].replicas[0].ongoing
 
-        await h.leader.reconcile_once()  # not a full pass: only what changed
-        change = h.leader._current_table()
-        assert not isinstance(change, pb.RouteTable)
-        publisher._publish_targets(change)
-        assert ongoing() == 0
-        h.clock.advance(FULL_READ_S)
-        await h.leader.reconcile_once()
-        whole = h.leader._current_table()
-        assert isinstance(whole, pb.RouteTable)
-        publisher._publish(whole)
+        for _ in range(5):
+            h.clock.advance(SWEEP_S / 4)
+            await h.leader.reconcile_once()
+            change = h.leader.route_changes.current_table()
+            assert not isinstance(change, pb.RouteTable)
+            publisher._publish_targets(change)
+            if ongoing() == 7:
+                break
         assert ongoing() == 7
+        h.clock.advance(WHOLE_TABLE_S)
+        await h.leader.reconcile_once()
+        assert isinstance(h.leader.route_changes.current_table(), pb.RouteTable)
         h.close()
 
     run(scenario())
@@ -356,10 +362,44 @@ def test_health_checks_follow_the_replicas_viewed_again_between_full_passes() ->
         h = Harness()
         rid = await h.running_between_full_reads()
         await h.leader.reconcile_once()
-        assert h.leader._full_pass is False and set(h.leader._checks) == {rid}
+        assert h.leader.keeper.full_read is False and set(h.leader.checks._checks) == {rid}
         await h.replicas[0].report(pb.FAILED, "boom", version=h.replicas[0].record.version)
         await h.leader.reconcile_once()
-        assert h.leader._full_pass is False and h.leader._checks == {}
+        assert h.leader.keeper.full_read is False and h.leader.checks._checks == {}
+        h.close()
+
+    run(scenario())
+
+
+def test_a_slow_pass_says_how_long_each_step_took() -> None:
+    marks = [("began", 10.0), ("records", 10.002), ("goal", 10.25), ("observe", 10.26)]
+    assert step_times(marks) == {"records": 2.0, "goal": 248.0, "observe": 10.0}
+    assert step_times(marks[:1]) == {}
+
+
+def test_passes_woken_again_and_again_leave_the_loop_a_gap() -> None:
+    # Every replica registering at a failover wakes the pass: woken without pause for
+    # 0.3 s, passes start at least PASS_GAP_S after the last one ended.
+    async def scenario() -> None:
+        h = Harness()
+        started: list[float] = []
+
+        async def one_pass() -> None:
+            started.append(time.perf_counter())
+
+        h.leader.reconcile_once = one_pass  # type: ignore[method-assign]
+
+        async def wake_always() -> None:
+            while True:
+                h.leader.wake()
+                await asyncio.sleep(0)
+
+        waker = asyncio.ensure_future(wake_always())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(h.leader._reconcile_loop(), 0.3)
+        waker.cancel()
+        assert 2 <= len(started) <= 0.3 / PASS_GAP_S + 1
+        assert all(b - a >= PASS_GAP_S * 0.9 for a, b in itertools.pairwise(started))
         h.close()
 
     run(scenario())

@@ -130,3 +130,32 @@ def test_a_change_nobody_announced_is_seen_at_the_next_full_update() -> None:
     reports["app#D#1"] = SessionReport(connected=True, state="RUNNING", ongoing=4)
     assert update(full=False) == 1  # not announced: not viewed again
     assert update(full=True) == 4
+
+
+def test_the_sweep_sees_a_change_nobody_announced_within_its_time() -> None:
+    # Ten replicas, a sweep of 4 s, an update every second: each update views again a
+    # quarter of them in turn (plus what changed), and every unannounced change shows
+    # within 4 s (and not at once).
+    ids = [f"app#D#{i}" for i in range(10)]
+    records = {rid: ReplicaRecord(rid, "app", "D", "v1", pid=1, started_at=1000.0,
+                                  node_id="n1") for rid in ids}
+    nodes = {"n1": node("n1", dict.fromkeys(ids, 1))}
+    reports = {rid: SessionReport(connected=True, state="RUNNING", ongoing=1) for rid in ids}
+    obs = Observations()
+    mono = [5.0]
+
+    def update() -> list[int]:
+        mono[0] += 1.0
+        views = obs.update(records, reports.get, nodes, {}, wall_now=1001.0,
+                           mono_now=mono[0], full=False, sweep_s=4.0)
+        return [v.ongoing for v in views]
+
+    update()
+    update()  # the books settle (they had not seen the replicas RUNNING)
+    for rid in ids:
+        reports[rid] = SessionReport(connected=True, state="RUNNING", ongoing=4)
+    seen = []
+    for _ in range(4):
+        seen.append(update().count(4))
+        assert len(obs.swept) <= 3
+    assert seen[0] < 10 and seen[-1] == 10

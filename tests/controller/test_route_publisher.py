@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from weir.controller.route_publisher import (
     LOAD_PUBLISH_INTERVAL_S,
+    PUBLISH_MIN_INTERVAL_S,
     RoutePublisher,
     TargetChanges,
 )
@@ -20,6 +23,24 @@ def table(ongoing: dict[str, int]) -> pb.RouteTable:
         app="a", deployment="D",
         replicas=[pb.ReplicaTarget(replica_id=r, address="h:1", ongoing=n)
                   for r, n in sorted(ongoing.items())])])
+
+
+def counted_publisher() -> tuple[list[float], dict[str, int], RoutePublisher]:
+    """A publisher of `table(current)`, noting when each table was built (loop time)."""
+    loop = asyncio.get_running_loop()
+    builds: list[float] = []
+    current = {"r1": 0}
+
+    def build() -> pb.RouteTable:
+        builds.append(loop.time())
+        return table(current)
+
+    return builds, current, RoutePublisher(build, lambda: True, asyncio.Event())
+
+
+def set_ongoing(current: dict[str, int], now: dict[str, int]) -> None:
+    current.clear()
+    current.update(now)
 
 
 def test_deltas_after_the_first_table_and_merged_when_behind() -> None:
@@ -59,34 +80,65 @@ def test_a_subscriber_beyond_the_history_gets_the_whole_table() -> None:
     asyncio.run(scenario())
 
 
+def test_subscribers_one_version_behind_share_that_versions_delta() -> None:
+    # The common case at a hundred subscribers: no merge, and one message for all of them.
+    publisher = RoutePublisher(lambda: table({}), lambda: True, asyncio.Event())
+    publisher.ready = True
+    for n in range(3):
+        publisher._publish(table({"r1": n, "r2": 0}))
+    one = publisher.update_for(2, accepts_deltas=True)
+    assert one is publisher.update_for(2, accepts_deltas=True)
+    assert (one.delta_from, one.version) == (2, 3)
+    assert [t.replica_id for t in one.deployments[0].replicas] == ["r1"]
+    merged = publisher.update_for(1, accepts_deltas=True)
+    assert (merged.delta_from, merged.version) == (1, 3)
+
+
 def test_load_changes_are_coalesced_and_set_changes_go_at_once() -> None:
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        builds: list[float] = []
-        current = {"r1": 0}
-
-        def build() -> pb.RouteTable:
-            builds.append(loop.time())
-            return table(current)
-
-        publisher = RoutePublisher(build, lambda: True, asyncio.Event())
-        runner = loop.create_task(publisher.run())
+        builds, current, publisher = counted_publisher()
+        runner = asyncio.get_running_loop().create_task(publisher.run())
         try:
             publisher.mark_dirty()
             await _until(lambda: len(builds) == 1)
             for n in range(1, 6):  # a burst of load reports: one table, not five
-                current = {"r1": n}
+                set_ongoing(current, {"r1": n})
                 publisher.mark_dirty(load_only=True)
                 await asyncio.sleep(0)
             await _until(lambda: len(builds) == 2)
             assert builds[1] - builds[0] >= LOAD_PUBLISH_INTERVAL_S * 0.9
             assert publisher.table.deployments[0].replicas[0].ongoing == 5
-            began = loop.time()
-            current = {"r1": 5, "r2": 0}
+            began = asyncio.get_running_loop().time()
+            set_ongoing(current, {"r1": 5, "r2": 0})
             publisher.mark_dirty(load_only=True)
             publisher.mark_dirty()  # a replica joined: no waiting for the load interval
             await _until(lambda: len(builds) == 3)
             assert builds[2] - began < LOAD_PUBLISH_INTERVAL_S
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_set_change_after_a_load_table_does_not_wait_and_set_changes_are_spaced() -> None:
+    async def scenario() -> None:
+        builds, current, publisher = counted_publisher()
+        runner = asyncio.get_running_loop().create_task(publisher.run())
+        try:
+            publisher.mark_dirty()
+            await _until(lambda: len(builds) == 1)
+            await asyncio.sleep(LOAD_PUBLISH_INTERVAL_S)
+            set_ongoing(current, {"r1": 1})
+            publisher.mark_dirty(load_only=True)  # load: goes out (its interval is over)
+            await _until(lambda: len(builds) == 2)
+            set_ongoing(current, {"r1": 1, "r2": 0})
+            publisher.mark_dirty()  # a replica joined, right after the load table
+            await _until(lambda: len(builds) == 3)
+            assert builds[2] - builds[1] < PUBLISH_MIN_INTERVAL_S / 2
+            set_ongoing(current, {"r1": 1})
+            publisher.mark_dirty()  # and left: one set change after another waits
+            await _until(lambda: len(builds) == 4)
+            assert builds[3] - builds[2] >= PUBLISH_MIN_INTERVAL_S * 0.9
         finally:
             runner.cancel()
 
@@ -126,5 +178,31 @@ def test_publishing_only_the_changed_targets_gives_the_same_tables() -> None:
         # Nothing changed: no new version.
         parts._publish_targets(TargetChanges(pb.RouteTable(), {("a", "D"): {"r9": None}}))
         assert parts.version == whole.version
+
+    asyncio.run(scenario())
+
+
+def test_every_route_stream_ends_with_the_term() -> None:
+    # Subscribers waiting for a newer version, and one that has not read its first table:
+    # all of them end when the term does, with nothing more sent.
+    async def scenario() -> None:
+        ended = asyncio.Event()
+        publisher = RoutePublisher(lambda: table({}), lambda: True, ended)
+        publisher.ready = True
+        publisher._publish(table({"r1": 0}))
+        streams = [publisher.watch(accepts_deltas=True) for _ in range(3)]
+        for stream in streams[:2]:
+            await anext(stream)
+        waiting = [asyncio.ensure_future(anext(stream)) for stream in streams[:2]]
+        await asyncio.sleep(0.01)
+        assert not any(w.done() for w in waiting)
+        ended.set()
+        for w in waiting:
+            with pytest.raises(StopAsyncIteration):
+                await asyncio.wait_for(w, 5)
+        first = await anext(streams[2])  # it had a version to send before the end
+        assert first.version == publisher.version
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(streams[2]), 5)
 
     asyncio.run(scenario())

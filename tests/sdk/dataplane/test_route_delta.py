@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weir.dataplane.route_delta import (
+    Positions,
     apply_delta,
     index_table,
     merge_deltas,
@@ -78,9 +79,19 @@ def test_deltas_and_merged_deltas_rebuild_every_table(history: list[Deployments]
     tables = [table(v + 1, d) for v, d in enumerate(history)]
     deltas = [delta(a, b) for a, b in itertools.pairwise(tables)]
     current = deployments_of(tables[0])
+    # And again keeping the replicas' positions from one delta to the next, as a
+    # subscriber does: each delta at least twice, so that the kept positions are used.
+    kept, positions = dict(current), Positions()
     for d, want in zip(deltas, tables[1:], strict=True):
         current = apply_delta(current, d)
         assert current == deployments_of(want)
+        for _ in range(2):
+            kept = apply_delta(kept, d, positions)
+            assert kept == deployments_of(want)
+            for key, (of, at) in positions.items():
+                assert of is kept[key]
+                assert at is None or at == {t.replica_id: i
+                                            for i, t in enumerate(of.replicas)}
     merged = merge_deltas(deltas)
     assert merged.delta_from == tables[0].version and merged.version == tables[-1].version
     assert apply_delta(deployments_of(tables[0]), merged) == deployments_of(tables[-1])
@@ -114,3 +125,17 @@ def test_the_targets_that_changed_give_the_same_table_as_the_whole(
         assert whole_table(new, index) == new
         unchanged = [k for k in new_index if old_index[k] == new_index[k]]
         assert not {(x.app, x.deployment) for x in d.deployments} & set(unchanged)
+
+
+def test_a_delta_changes_only_what_it_names() -> None:
+    # A deployment the delta leaves out is the same object after (a caller may skip it),
+    # and one it names keeps its other replicas in id order, the new one in its place.
+    old = table(1, {("a", "D"): {f"r{i}": 0 for i in range(0, 200, 2)},
+                    ("b", "E"): {"r1": 0}})
+    new = table(2, {("a", "D"): {**{f"r{i}": 0 for i in range(0, 200, 2) if i != 40},
+                                 "r5": 1, "r8": 2},
+                    ("b", "E"): {"r1": 0}})
+    before = deployments_of(old)
+    after = apply_delta(before, delta(old, new))
+    assert after[("b", "E")] is before[("b", "E")]
+    assert after == deployments_of(new)
