@@ -58,6 +58,8 @@ class DataPlane:
         self.subscriber = RouteTableSubscriber(locator, subscriber, self._on_table,
                                                companions=[self.queues.run_on])
         self._table_changed = asyncio.Event()
+        #: Each deployment's targets as the routers last took them (by identity).
+        self._applied: dict[tuple[str, str], pb.DeploymentTargets] = {}
 
     @property
     def table(self) -> RouteTable | None:
@@ -74,7 +76,13 @@ class DataPlane:
         await self.transport.close()
 
     def _on_table(self, table: RouteTable) -> None:
+        applied, self._applied = self._applied, {}
         for key, targets in table.deployments.items():
+            self._applied[key] = targets
+            # A delta leaves the deployments it does not change as the same objects
+            # (`apply_delta`): their routers are up to date already.
+            if applied.get(key) is targets:
+                continue
             self.router(*key).update(
                 targets.max_ongoing_requests,
                 targets.max_queued_requests,

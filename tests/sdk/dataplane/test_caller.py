@@ -197,3 +197,34 @@ def test_every_try_gives_its_replica_slot_back(kind: str, how: str) -> None:
         return [slot.in_flight for slot in plane.router(APP, DEPLOYMENT)._slots.values()]
 
     assert with_plane([replica], then_in_flight) == [0]
+
+
+def test_a_table_updates_only_the_routers_of_deployments_it_changed() -> None:
+    from weir.dataplane.route_table import RouteTable
+
+    async def scenario() -> None:
+        plane = DataPlane(LeaderLocator(controllers=["127.0.0.1:1"]), "test")
+        a = pb.DeploymentTargets(app="x", deployment="A", max_ongoing_requests=5,
+                                 replicas=[pb.ReplicaTarget(replica_id="a1", address="h:1")])
+        b = pb.DeploymentTargets(app="x", deployment="B", max_ongoing_requests=5,
+                                 replicas=[pb.ReplicaTarget(replica_id="b1", address="h:2")])
+        plane._on_table(RouteTable(version=1, deployments={("x", "A"): a, ("x", "B"): b}))
+        updated: list[str] = []
+        for key, router in plane.routers.items():
+            original = router.update
+
+            def spy(*args: Any, _key: tuple[str, str] = key, _original: Any = original,
+                    **kwargs: Any) -> None:
+                updated.append(_key[1])
+                _original(*args, **kwargs)
+
+            router.update = spy  # type: ignore[method-assign]
+        b2 = pb.DeploymentTargets()
+        b2.CopyFrom(b)
+        b2.replicas[0].ongoing = 3
+        # A delta: A is the same object as before, B a new one.
+        plane._on_table(RouteTable(version=2, deployments={("x", "A"): a, ("x", "B"): b2}))
+        assert updated == ["B"]
+        await plane.close()
+
+    asyncio.run(scenario())
