@@ -71,7 +71,16 @@ def test_a_restarted_node_agent_adopts_its_replicas(cluster: RunningCluster) -> 
     as those started cold (by their command line), and starts none again."""
     cluster_id = cluster.info.cluster_id
     logs = Path(cluster.info.temp_dir) / "logs"
-    before = sorted(replica_pids(cluster_id))
+
+    def settled() -> list[int]:
+        # The replicas the leader lists as running, once they are all the replica processes
+        # there are: a replica of an app an earlier test deleted may still be stopping, and
+        # the crash-looping `broken` app's may be starting; neither is there to adopt.
+        running = sorted(r["pid"] for r in cluster.client.list_replicas()
+                         if r["state"] == "RUNNING")
+        return running if running == sorted(replica_pids(cluster_id)) else []
+
+    before = wait_for(settled, 20, "the replica processes to be the running replicas")
     assert list(logs.glob("replica-*.mark")), "a replica was started from the warm spare"
     agent_log = logs / "node-agent.log"
     restart = len(agent_log.read_text())
