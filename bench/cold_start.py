@@ -97,26 +97,25 @@ def read_cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def resident_mb(pid: int) -> float:
-    """VmRSS of `pid` in MB (0 if it has gone)."""
+def _proc_mb(pid: int, file: str, field: str) -> float:
+    """The kB figure `field` of /proc/<pid>/<file>, in MB (0 if it has gone or is not ours)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def resident_mb(pid: int) -> float:
+    """VmRSS of `pid` in MB (0 if it has gone)."""
+    return _proc_mb(pid, "status", "VmRSS")
 
 
 def proportional_mb(pid: int) -> float:
     """Pss of `pid` in MB from /proc/<pid>/smaps_rollup (0 if it has gone or is not ours)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return _proc_mb(pid, "smaps_rollup", "Pss")
 
 
 def memory_by_role(pids: list[int]) -> dict[str, float]:
