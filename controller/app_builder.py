@@ -68,11 +68,13 @@ class AppBuilder:
                          ) -> None:
         """Start a build child ahead, for the term's first build (the controller process
         calls this as a term begins; tests that build nothing leave it out). `started`: one
-        the process started already (`start_warm_build_child`), taken instead."""
+        the process started already (`python -m weir.controller` starts one before its
+        imports), taken instead."""
         loop = asyncio.get_running_loop()
         self._let_warm_go()
         self._warm_since = loop.time()
-        self._warm = started if started is not None else start_warm_build_child(self.python)
+        self._warm = started if started is not None else loop.run_in_executor(
+            None, start_warm, self.python, BUILD_MODULE)
 
     def ensure(self, goals: Mapping[str, AppGoal]) -> None:
         """Start a build for every app that needs one and has none running."""
@@ -189,11 +191,6 @@ def _run_process(cmd: list[str], cwd: str | None, env: dict[str, str],
     proc = subprocess.run(cmd, cwd=cwd or None, env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, timeout=timeout, check=False)
     return proc.returncode, proc.stdout, proc.stderr
-
-
-def start_warm_build_child(python: str) -> asyncio.Future[subprocess.Popen[bytes]]:
-    """Start a warm build child (off the event loop); the future is its process."""
-    return asyncio.get_running_loop().run_in_executor(None, start_warm, python, BUILD_MODULE)
 
 
 def let_warm_child_go(started: asyncio.Future[subprocess.Popen[bytes]]) -> None:
