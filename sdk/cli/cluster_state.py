@@ -53,10 +53,15 @@ class ClusterInfo:
         os.chmod(path, 0o600)
 
     @classmethod
+    def read(cls, path: Path) -> ClusterInfo:
+        """Read a state file as it is (OSError, ValueError or TypeError if it cannot be)."""
+        return cls(**json.loads(path.read_text()))
+
+    @classmethod
     def load(cls, path: Path) -> ClusterInfo | None:
         """Read a state file whose cluster still runs (None otherwise)."""
         try:
-            info = cls(**json.loads(path.read_text()))
+            info = cls.read(path)
         except (OSError, ValueError, TypeError):
             return None
         if not any(pid_runs(pid) for name, pid in info.pids.items()

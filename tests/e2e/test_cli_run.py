@@ -44,6 +44,12 @@ def embedded_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def resident_mb(pid: int) -> float:
+    """A process's resident memory in MB (VmRSS)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
 def http_answer(port: int) -> requests.Response | None:
     """GET / of the embedded cluster's proxy (None while it does not answer)."""
     try:
@@ -68,6 +74,10 @@ def test_weir_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         assert "package received" not in (logs / "controller-0.log").read_text()
         assert "package fetched" not in (logs / "node-agent.log").read_text()
         assert len(list((Path(temp_dir) / "packages").glob("*.zip"))) == 1
+        # Once the app runs, `weir run` waits as a lean process (weir.cli.run_keeper).
+        wait_for(lambda: "run_keeper.py" in Path(f"/proc/{proc.pid}/cmdline").read_text(),
+                 20, "weir run to hand its wait over")
+        assert resident_mb(proc.pid) < 20, "the wait holds a few MB, not the CLI's ~47"
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)
