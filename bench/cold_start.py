@@ -46,7 +46,7 @@ from weir.processes import ASSIGNED_NAME, SPARE_FLAG, process_name, spawn, termi
 ROLES: tuple[tuple[str, str], ...] = (
     ("etcd", "etcd"), ("weir.controller", "controller"), ("weir.proxy", "proxy"),
     ("weir.replica.node_agent", "node agent"), ("weir.replica", "replica"),
-    ("weir.build", "build child"), ("weir", "weir run"))
+    ("weir.build", "build child"), ("run_keeper.py", "weir run"), ("weir", "weir run"))
 
 MARK_ENV = "WEIR_COLD_START_BENCH"
 

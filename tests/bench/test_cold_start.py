@@ -14,6 +14,9 @@ def test_role_of_names_each_cluster_process() -> None:
     assert role_of([python, "-m", "weir.replica", "--etcd", "e"]) == "replica"
     assert role_of([python, "-m", "weir.build", "--warm"]) == "build child"
     assert role_of([python, "/venv/bin/weir", "run", "bench.noop_app:app"]) == "weir run"
+    # `weir run`, once its app runs, waits as weir.cli.run_keeper (by path, python -I -S)
+    assert role_of([python, "-I", "-S", "/src/sdk/cli/run_keeper.py", "/t/run.json"]) \
+        == "weir run"
     assert role_of(["sleep", "1"]) == "other"
 
 
