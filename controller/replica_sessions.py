@@ -1,7 +1,8 @@
 """Replica sessions: the leader's side of each replica's bidi stream.
 
 A replica registers on its first report; the leader answers REGISTERED, then whatever
-commands the reconcile pass queues for it (INIT, RECONFIGURE, STOP). Later reports update
+commands the reconcile pass queues for it (INIT, RECONFIGURE, STOP) and the health checks
+(CHECK_HEALTH, `weir.controller.health_prober`). Later reports update
 what the leader sees of it (a report carries the replica's multiplexed models only when
 they changed, so they are kept apart from the last report). A session ends when the
 replica hangs up or the term of leadership ends; the replica then finds the next leader
@@ -27,6 +28,8 @@ log = structlog.get_logger("weir.controller.sessions")
 #: What the leader answers a registration with: the first commands to queue, or None to
 #: refuse (an unknown replica: it is told to stop).
 Admit = Callable[[pb.ReplicaReport], Awaitable[list[pb.ReplicaCommand] | None]]
+#: Takes a replica's answer to a health check (its id, and the answer).
+OnAnswer = Callable[[str, pb.HealthCheckAnswer], None]
 
 
 def says_nothing_new(last: pb.ReplicaReport, report: pb.ReplicaReport) -> bool:
@@ -71,11 +74,13 @@ class Session:
 class ReplicaSessions:
     """Every replica session of one term of leadership."""
 
-    def __init__(self, ended: asyncio.Event,
-                 on_report: Callable[[str, bool], None]) -> None:
+    def __init__(self, ended: asyncio.Event, on_report: Callable[[str, bool], None],
+                 on_answer: OnAnswer | None = None) -> None:
         self._ended = ended
         #: Called on every report with the replica's id; True when its state changed.
         self._on_report = on_report
+        #: Called with every health-check answer a report carries.
+        self._on_answer = on_answer
         self.sessions: dict[str, Session] = {}
 
     def report_of(self, replica_id: str) -> SessionReport | None:
@@ -142,6 +147,12 @@ class ReplicaSessions:
 
         async def read() -> None:
             async for report in reports:
+                if report.HasField("health_check"):
+                    # The answer is the prober's alone: kept in the last report, it would
+                    # make the next idle one look new.
+                    if self._on_answer is not None:
+                        self._on_answer(sess.replica_id, report.health_check)
+                    report.ClearField("health_check")
                 if says_nothing_new(sess.report, report):
                     # Nothing for the routes or the pass (at 10,000 replicas, 2,000 of
                     # these a second marked their deployments' routes dirty for nothing).
