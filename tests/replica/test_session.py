@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import cloudpickle
 import pytest
 
 from weir import multiplex
 from weir.dataplane.route_table import LeaderLocator
 from weir.protos import weir_pb2 as pb
+from weir.replica.server import ReplicaServer
 from weir.replica.session import IDLE_REPORT_S, ControllerSession, answer_check, report_due
+from weir.replica.user_callable import UserCallable
 
 
 @pytest.fixture(autouse=True)
@@ -118,3 +121,28 @@ def test_one_check_runs_at_a_time_and_the_newest_asked_is_answered() -> None:
         assert session._answer is None
 
     asyncio.run(scenario())
+
+
+class Sick:
+    def check_health(self) -> None:
+        raise RuntimeError("db gone")
+
+
+def test_the_session_and_the_unary_rpc_run_the_same_check() -> None:
+    async def scenario() -> list[tuple[bool, str]]:
+        user = UserCallable(cloudpickle.dumps((Sick, (), {})), max_threads=1)
+        await user.construct()
+        replica = ReplicaServer(lambda: None)
+        replica.user = user
+        try:
+            starting = await answer_check(1, replica.check_health)  # not RUNNING: not checked
+            replica.state = pb.RUNNING
+            session = await answer_check(2, replica.check_health)
+            unary = await replica.CheckHealth(pb.HealthCheckRequest(), None)
+        finally:
+            user.shutdown()
+        return [(starting.healthy, starting.message), (session.healthy, session.message),
+                (unary.healthy, unary.message)]
+
+    assert asyncio.run(scenario()) == [(True, ""), (False, "RuntimeError: db gone"),
+                                       (False, "RuntimeError: db gone")]
