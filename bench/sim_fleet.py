@@ -4,8 +4,8 @@ several processes), speaking to a real leader and a real etcd.
 
 What is real and what is not. Each simulated replica holds the real `ReplicaSession` stream
 through the replica's own `weir.replica.session.ControllerSession` (registration, reports
-at its normal cadence, commands), and answers INIT, RECONFIGURE and STOP as a replica does;
-it serves no requests (one gRPC server here answers every replica's health checks). Each
+at its normal cadence, commands), and answers INIT, RECONFIGURE, STOP and CHECK_HEALTH as
+a replica does (healthy: it runs no user code); it serves no requests. Each
 simulated node registers a lease-bound `NodeRecord` and "starts" the replicas the leader
 assigns to it, as `weir.replica.node_agent` does, listing them in its record. Route
 subscribers are `weir.dataplane.route_table.RouteTableSubscriber`s, a proxy's own.
@@ -113,10 +113,16 @@ class SimReplica:
                                 user_config_json=self.user_config)
 
 
+async def healthy() -> pb.HealthCheckReply:
+    """A simulated replica's health check: it runs no user code, so it is healthy whenever
+    its loop gets to answer (a busy loop answering late fails, as a real replica's does)."""
+    return pb.HealthCheckReply(healthy=True)
+
+
 class HealthServer(pb_grpc.ReplicaServicer):
-    """Answers every simulated replica's health checks (they share its address). A
-    thread-pool server, off the simulation's event loop: a loop busy with thousands of
-    streams must not make healthy replicas look dead."""
+    """Answers the unary `Replica.CheckHealth` at the address every simulated replica
+    registers with. The leader no longer calls it (it asks on the sessions); kept only
+    because `bench.sim_worker` starts it for that address."""
 
     def CheckHealth(self, request: pb.HealthCheckRequest,
                     context: grpc.ServicerContext) -> pb.HealthCheckReply:
@@ -192,7 +198,8 @@ class Fleet:
             return
         replica = SimReplica(record)
         replica.session = SimSession(rid, self.address, self.locator, replica.snapshot,
-                                     lambda c, r=replica: self._command(r, c))
+                                     lambda c, r=replica: self._command(r, c),
+                                     check_health=healthy)
         replica.task = asyncio.get_running_loop().create_task(replica.session.run())
         self.replicas[rid] = replica
         self._list(record.node_id, rid, os.getpid())

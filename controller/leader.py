@@ -18,8 +18,8 @@ The steps in the middle are pure functions over plain data with the clock passed
 I/O lives in executors: `AppBuilder` (imports apps in a child process), `ReplicaStarter`
 (places new replicas and writes their records), `ReplicaSessions` (the replicas'
 streams), `RoutePublisher` (route tables to proxies and handles, made by `RouteChanges`
-from what changed) and `HealthProber` (health checks over gRPC, of the replicas
-`CheckTargets` lists).
+from what changed) and `HealthProber` (health checks over the replicas' sessions, of
+the replicas `CheckTargets` lists).
 
 Failover. A leader that just took over starts from the records: replicas still running
 re-register within a heartbeat and are adopted; records whose process is gone are
@@ -145,10 +145,11 @@ class Leader:
         #: Set when this term ends: every session and route stream of this leader closes.
         self.ended = asyncio.Event()
         self._wake = asyncio.Event()
-        self.sessions = ReplicaSessions(self.ended, self._on_report)
+        self.sessions = ReplicaSessions(self.ended, self._on_report,
+                                        lambda rid, answer: self.prober.answered(rid, answer))
         self.queues = CallerQueues(self.ended, clock, self._on_new_demand)
         # Each replica's multiplexed models reach the route table from its session.
-        self.prober = HealthProber(self.wake, clock)
+        self.prober = HealthProber(self.wake, clock, self.sessions.send)
         #: What changed of the route table since the last one, and the next table.
         self.route_changes = RouteChanges(lambda: self.routes, lambda: self.goal,
                                           self.sessions, self.books, self.prober.failures,

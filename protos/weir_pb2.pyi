@@ -31,6 +31,7 @@ class CommandKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INIT: _ClassVar[CommandKind]
     RECONFIGURE: _ClassVar[CommandKind]
     STOP: _ClassVar[CommandKind]
+    CHECK_HEALTH: _ClassVar[CommandKind]
 OK: CallOutcome
 REJECTED: CallOutcome
 USER_ERROR: CallOutcome
@@ -47,6 +48,7 @@ REGISTERED: CommandKind
 INIT: CommandKind
 RECONFIGURE: CommandKind
 STOP: CommandKind
+CHECK_HEALTH: CommandKind
 
 class Header(_message.Message):
     __slots__ = ("name", "value")
@@ -257,7 +259,7 @@ class HealthCheckReply(_message.Message):
     def __init__(self, healthy: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReplicaReport(_message.Message):
-    __slots__ = ("replica_id", "address", "pid", "state", "message", "ongoing", "version", "user_config_json", "multiplexed_models", "metrics_address")
+    __slots__ = ("replica_id", "address", "pid", "state", "message", "ongoing", "version", "user_config_json", "multiplexed_models", "metrics_address", "health_check")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +270,7 @@ class ReplicaReport(_message.Message):
     USER_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     MULTIPLEXED_MODELS_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     address: str
     pid: int
@@ -278,7 +281,18 @@ class ReplicaReport(_message.Message):
     user_config_json: str
     multiplexed_models: MultiplexedModels
     metrics_address: str
-    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., message: _Optional[str] = ..., ongoing: _Optional[int] = ..., version: _Optional[str] = ..., user_config_json: _Optional[str] = ..., multiplexed_models: _Optional[_Union[MultiplexedModels, _Mapping]] = ..., metrics_address: _Optional[str] = ...) -> None: ...
+    health_check: HealthCheckAnswer
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., message: _Optional[str] = ..., ongoing: _Optional[int] = ..., version: _Optional[str] = ..., user_config_json: _Optional[str] = ..., multiplexed_models: _Optional[_Union[MultiplexedModels, _Mapping]] = ..., metrics_address: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheckAnswer, _Mapping]] = ...) -> None: ...
+
+class HealthCheckAnswer(_message.Message):
+    __slots__ = ("check_id", "healthy", "message")
+    CHECK_ID_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    check_id: int
+    healthy: bool
+    message: str
+    def __init__(self, check_id: _Optional[int] = ..., healthy: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class MultiplexedModels(_message.Message):
     __slots__ = ("model_ids",)
@@ -287,16 +301,18 @@ class MultiplexedModels(_message.Message):
     def __init__(self, model_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReplicaCommand(_message.Message):
-    __slots__ = ("kind", "spec_json", "user_config_json", "graceful_shutdown_timeout_s")
+    __slots__ = ("kind", "spec_json", "user_config_json", "graceful_shutdown_timeout_s", "health_check_id")
     KIND_FIELD_NUMBER: _ClassVar[int]
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     USER_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     GRACEFUL_SHUTDOWN_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHECK_ID_FIELD_NUMBER: _ClassVar[int]
     kind: CommandKind
     spec_json: str
     user_config_json: str
     graceful_shutdown_timeout_s: float
-    def __init__(self, kind: _Optional[_Union[CommandKind, str]] = ..., spec_json: _Optional[str] = ..., user_config_json: _Optional[str] = ..., graceful_shutdown_timeout_s: _Optional[float] = ...) -> None: ...
+    health_check_id: int
+    def __init__(self, kind: _Optional[_Union[CommandKind, str]] = ..., spec_json: _Optional[str] = ..., user_config_json: _Optional[str] = ..., graceful_shutdown_timeout_s: _Optional[float] = ..., health_check_id: _Optional[int] = ...) -> None: ...
 
 class ReplicaTarget(_message.Message):
     __slots__ = ("replica_id", "address", "ongoing", "multiplexed_model_ids", "multiplexed")

@@ -153,7 +153,8 @@ class Replica:
         grpc_server, address = await start_server(self.server, self.host)
         structlog.contextvars.bind_contextvars(address=address)
         self.session = ControllerSession(self.replica_id, address, self.locator,
-                                         self.snapshot, self.on_command)
+                                         self.snapshot, self.on_command,
+                                         check_health=self.server.check_health)
         session_task = asyncio.get_running_loop().create_task(self.session.run())
         log.info("replica serving", address=address)
         stop_wait = asyncio.get_running_loop().create_task(self.stop.wait())

@@ -340,9 +340,14 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
 
     async def CheckHealth(self, request: pb.HealthCheckRequest,
                           context: Any) -> pb.HealthCheckReply:
+        """Run the user's check_health() (`check_health`). The caller's deadline bounds the
+        check; when it passes, gRPC cancels this call. The leader asks on the replica's
+        session instead (`weir.replica.session`); this rpc stays for other callers."""
+        return await self.check_health()
+
+    async def check_health(self) -> pb.HealthCheckReply:
         """Run the user's check_health(). Only a RUNNING replica is checked: one still
-        starting is judged by its registration deadline, one stopping is on its way out.
-        The caller's deadline bounds the check; when it passes, gRPC cancels this call."""
+        starting is judged by its registration deadline, one stopping is on its way out."""
         if self.state != pb.RUNNING or self.user is None:
             return pb.HealthCheckReply(healthy=True)
         try:

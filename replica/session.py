@@ -3,15 +3,23 @@
 One bidi stream: the replica registers (id, address, pid, state, version), then reports its
 load when it changes (at most every REPORT_MIN_INTERVAL_S), and a report that would say
 nothing new only every IDLE_REPORT_S (`report_due`); the controller answers with commands
-(`CommandKind`: INIT, RECONFIGURE, STOP). When the stream breaks, or etcd's leader key
-names another leader, the replica finds the leader anew and re-registers with its current
-state, so a new leader adopts it instead of starting another. Serving never waits
-on this session.
+(`CommandKind`: INIT, RECONFIGURE, STOP, CHECK_HEALTH). When the stream breaks, or etcd's
+leader key names another leader, the replica finds the leader anew and re-registers with
+its current state, so a new leader adopts it instead of starting another. Serving never
+waits on this session.
 
 A replica with a `@serve.multiplexed` loader (`weir.multiplex`) adds the models it holds to
 the same reports, only when their set changed since the last report of the session (always
 on the first, even if empty): the leader puts them in the route table, so that callers send
 a model's calls where it is.
+
+Health checks come on the same stream (CHECK_HEALTH with an id) and their answers go back in
+the next report (`health_check`, same id): the leader times them out, so a frozen process or
+a blocked loop fails by not answering. One check runs at a time, off the command reader (a
+check that hangs must not hold STOP back); a check asked while one runs is run once that one
+ends, and only the newest asked is answered. An answer counts as the stream's proof of
+life: the next idle report waits IDLE_REPORT_S from it, so checks add no report of their
+own. Answers never cross to another stream (another leader's ids mean nothing here).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 import structlog
@@ -44,10 +53,29 @@ IDLE_REPORT_S = 5.0
 REGISTER_TIMEOUT_S = 3.0
 
 
-def report_due(report: bytes, last_sent: bytes, since_sent_s: float) -> bool:
-    """Whether a report (serialized) goes out now: when it differs from the last one sent
-    on this stream, or when that one is IDLE_REPORT_S old."""
-    return report != last_sent or since_sent_s >= IDLE_REPORT_S
+#: Runs the replica's health check (the user's `check_health()` when it is RUNNING).
+CheckHealth = Callable[[], Awaitable[pb.HealthCheckReply]]
+
+
+def report_due(report: bytes, last_sent: bytes, since_sent_s: float,
+               answering: bool = False) -> bool:
+    """Whether a report (serialized, without any health-check answer) goes out now: when it
+    carries an answer (`answering`), differs from the last one sent on this stream, or when
+    that one is IDLE_REPORT_S old."""
+    return answering or report != last_sent or since_sent_s >= IDLE_REPORT_S
+
+
+async def answer_check(check_id: int, check_health: CheckHealth | None) -> pb.HealthCheckAnswer:
+    """Run one health check and make its answer (with no check to run, alive is healthy)."""
+    if check_health is None:
+        return pb.HealthCheckAnswer(check_id=check_id, healthy=True)
+    try:
+        reply = await check_health()
+    except Exception as exc:  # the check's own failure is an answer, not a crash
+        return pb.HealthCheckAnswer(check_id=check_id, healthy=False,
+                                    message=f"{type(exc).__name__}: {exc}")
+    return pb.HealthCheckAnswer(check_id=check_id, healthy=reply.healthy,
+                                message=reply.message)
 
 
 class ControllerSession:
@@ -55,7 +83,8 @@ class ControllerSession:
 
     def __init__(self, replica_id: str, address: str, locator: LeaderLocator,
                  snapshot: Callable[[], pb.ReplicaReport],
-                 on_command: Callable[[pb.ReplicaCommand], Awaitable[None]]) -> None:
+                 on_command: Callable[[pb.ReplicaCommand], Awaitable[None]], *,
+                 check_health: CheckHealth | None = None) -> None:
         self.replica_id = replica_id
         self.address = address
         self.locator = locator
@@ -67,6 +96,14 @@ class ControllerSession:
         #: The multiplexed models last reported on the current stream (None: none yet).
         self._sent_models: list[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.check_health = check_health
+        #: Which stream this is (answers are for the stream that asked).
+        self._stream = 0
+        #: The newest check asked: (stream, check id).
+        self._asked: tuple[int, int] = (0, 0)
+        #: The answer waiting for the next report of the current stream.
+        self._answer: pb.HealthCheckAnswer | None = None
+        self._checker: asyncio.Task[Any] | None = None
         multiplex.watch_models(self._models_changed)
 
     def report_soon(self) -> None:
@@ -102,10 +139,31 @@ class ControllerSession:
     async def run(self) -> None:
         """Hold the session until cancelled, reconnecting as needed."""
         self._loop = asyncio.get_running_loop()
-        await follow_leader(self.locator, self._hold, "controller session")
+        try:
+            await follow_leader(self.locator, self._hold, "controller session")
+        finally:
+            if self._checker is not None:
+                self._checker.cancel()
+
+    def _ask(self, check_id: int) -> None:
+        """The leader asked for a health check on the current stream."""
+        self._asked = (self._stream, check_id)
+        if self._checker is None or self._checker.done():
+            self._checker = asyncio.get_running_loop().create_task(self._run_checks())
+
+    async def _run_checks(self) -> None:
+        done = None
+        while self._asked != done:
+            asked = done = self._asked
+            answer = await answer_check(asked[1], self.check_health)
+            if asked[0] == self._stream:
+                self._answer = answer
+                self.report_soon()
 
     async def _hold(self, address: str) -> None:
         self._sent_models = None  # a new stream: the leader hears the models anew
+        self._stream += 1
+        self._answer = None
         async with auth.channel(address) as channel:
             call = pb_grpc.ControllerStub(channel).ReplicaSession()
             first = self._report()
@@ -135,8 +193,12 @@ class ControllerSession:
                     self.changed.clear()
                     report = self._report()
                     wire = report.SerializeToString()
-                    if not report_due(wire, last_sent, time.monotonic() - sent_at):
+                    answer, self._answer = self._answer, None
+                    if not report_due(wire, last_sent, time.monotonic() - sent_at,
+                                      answering=answer is not None):
                         continue
+                    if answer is not None:
+                        report.health_check.CopyFrom(answer)
                     if not await self._write(call, address, report):
                         return
                     last_sent, sent_at = wire, time.monotonic()
@@ -167,6 +229,9 @@ class ControllerSession:
         async for command in call:
             if command.kind == pb.REGISTERED:
                 self.registered.set()
+                continue
+            if command.kind == pb.CHECK_HEALTH:
+                self._ask(command.health_check_id)
                 continue
             try:
                 await self.on_command(command)

@@ -1,12 +1,26 @@
-"""Which replicas' health checks are due: a pure decision."""
+"""Which replicas' health checks are due and how their failures count: pure decisions;
+and the prober that asks over the sessions, with a stand-in for them."""
 
 from __future__ import annotations
 
-from weir.controller.health_prober import CheckTarget, CheckTargets, due_checks
-from weir.controller.reconciler import ReplicaView
+import asyncio
+import time
+from collections.abc import Callable
 
-A = CheckTarget("a", "127.0.0.1:1", period_s=10.0, timeout_s=30.0)
-B = CheckTarget("b", "127.0.0.1:2", period_s=1.0, timeout_s=1.0)
+from weir.controller.health_prober import (
+    HEALTH_CHECK_FAILURE_THRESHOLD,
+    NO_SESSION,
+    CheckBook,
+    CheckTarget,
+    CheckTargets,
+    HealthProber,
+    due_checks,
+)
+from weir.controller.reconciler import ReplicaView
+from weir.protos import weir_pb2 as pb
+
+A = CheckTarget("a", period_s=10.0, timeout_s=30.0)
+B = CheckTarget("b", period_s=1.0, timeout_s=1.0)
 
 
 def test_a_check_is_due_one_period_after_the_last() -> None:
@@ -33,7 +47,7 @@ def test_the_check_list_follows_the_replicas_viewed_again() -> None:
     checks = CheckTargets()
     periods = {("app", "D"): (10.0, 30.0)}
     views = {"a": view("a"), "b": view("b"), "c": view("c", "STARTING")}
-    address = {"a": "h:1", "b": "h:2", "c": "h:3"}.get
+    address = {"a": "h:1", "b": "h:2", "c": "h:3"}.get  # registered with this leader
     first = checks.update(periods, views.values(), [], views, address)
     assert [t.replica_id for t in first] == ["a", "b"]
     views["a"], views["c"] = view("a", stopping=True), view("c")
@@ -42,3 +56,99 @@ def test_the_check_list_follows_the_replicas_viewed_again() -> None:
     slower = {("app", "D"): (20.0, 30.0)}
     again = checks.update(slower, views.values(), [], views, address)
     assert sorted((t.replica_id, t.period_s) for t in again) == [("b", 20.0), ("c", 20.0)]
+
+
+def test_a_check_is_asked_a_period_after_the_replica_is_listed_with_a_new_id() -> None:
+    book = CheckBook()
+    assert book.start([A, B], now=0.0) == ([], [])
+    gone, due = book.start([A, B], now=1.0)
+    assert gone == [] and [(t.replica_id, i) for t, i in due] == [("b", 1)]
+    assert book.start([A, B], now=2.5) == ([], [])  # b's check is still in flight
+    assert book.finish("b", 1, "") is False
+    assert [(t.replica_id, i) for t, i in book.start([A, B], now=2.5)[1]] == [("b", 2)]
+    assert book.start([A], now=3.0) == (["b"], [])  # b stopped being RUNNING: forgotten
+    assert "b" not in book.in_flight
+
+
+def test_threshold_failures_in_a_row_make_a_replica_unhealthy_once() -> None:
+    book = CheckBook()
+    book.start([B], now=0.0)
+    verdicts = []
+    for n in range(HEALTH_CHECK_FAILURE_THRESHOLD + 1):
+        (_, check_id), = book.start([B], now=float(n + 1))[1]
+        verdicts.append(book.finish("b", check_id, f"failure {n}"))
+    assert verdicts == [False] * (HEALTH_CHECK_FAILURE_THRESHOLD - 1) + [True, False]
+    assert book.failures == {"b": f"failure {HEALTH_CHECK_FAILURE_THRESHOLD - 1}"}
+
+
+def test_a_pass_ends_the_run_of_failures() -> None:
+    book = CheckBook()
+    book.start([B], now=0.0)
+    results = ["bad", "bad", "", "bad", "bad"]
+    for n, reason in enumerate(results):
+        (_, check_id), = book.start([B], now=float(n + 1))[1]
+        assert book.finish("b", check_id, reason) is False
+    assert book.consecutive == {"b": 2} and not book.failures
+
+
+def test_an_answer_to_a_check_no_longer_in_flight_counts_for_nothing() -> None:
+    book = CheckBook()
+    book.start([B], now=0.0)
+    (_, first), = book.start([B], now=1.0)[1]
+    assert book.finish("b", first, "no answer in time") is False
+    (_, second), = book.start([B], now=2.0)[1]
+    # The first check's answer comes late, and an answer from an earlier session's ids:
+    assert book.finish("b", first, "") is None
+    assert book.finish("b", 999, "") is None
+    assert book.in_flight == {"b": second} and book.consecutive == {"b": 1}
+
+
+async def _poll(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_the_prober_asks_on_the_session_and_times_out_what_is_not_answered() -> None:
+    async def scenario() -> None:
+        now = [0.0]
+        sent: list[tuple[str, pb.ReplicaCommand]] = []
+        connected = {"a", "b"}
+        unhealthy: list[bool] = []
+
+        def send(rid: str, command: pb.ReplicaCommand) -> bool:
+            if rid not in connected:
+                return False
+            sent.append((rid, command))
+            return True
+
+        prober = HealthProber(lambda: unhealthy.append(True), lambda: now[0], send)
+        quick = [CheckTarget("a", 1.0, 0.05), CheckTarget("b", 1.0, 0.05),
+                 CheckTarget("c", 1.0, 0.05)]
+        prober.update(quick)
+        now[0] = 1.0
+        prober.update(quick)
+        assert [(rid, c.kind, c.health_check_id) for rid, c in sent] == [
+            ("a", pb.CHECK_HEALTH, 1), ("b", pb.CHECK_HEALTH, 2)]
+        # c has no session: failed at once; a answers healthy; b never answers.
+        assert prober.book.consecutive == {"c": 1}
+        prober.answered("a", pb.HealthCheckAnswer(check_id=1, healthy=True))
+        await _poll(lambda: "b" not in prober.book.in_flight)
+        assert prober.book.consecutive == {"b": 1, "c": 1}
+        assert "a" not in prober.book.in_flight and not prober._timers
+        # Two more rounds: b and c reach the threshold, a unhealthy answer counts too.
+        for round_ in (2, 3):
+            now[0] = float(round_)
+            sent.clear()
+            prober.update(quick)
+            _, command = sent[0]
+            prober.answered("a", pb.HealthCheckAnswer(check_id=command.health_check_id,
+                                                      healthy=False, message="sick"))
+            await _poll(lambda: "b" not in prober.book.in_flight)
+        assert prober.failures == {
+            "b": "no answer within health_check_timeout_s=0.05", "c": NO_SESSION}
+        assert prober.book.consecutive["a"] == 2 and len(unhealthy) == 2
+        await prober.stop()
+
+    asyncio.run(scenario())

@@ -47,31 +47,42 @@ def test_a_report_says_nothing_new_only_if_it_repeats_the_last() -> None:
     assert not says_nothing_new(_report(models=("m1",)), _report(ongoing=2))
 
 
-def test_only_a_report_with_news_reaches_the_leader() -> None:
+def _heard(reports: list[pb.ReplicaReport], answers: list[tuple[str, int, bool]]
+           ) -> list[tuple[str, bool]]:
+    """What the leader heard of `reports`, one session's in order until it hangs up
+    (`answers` gets the health-check answers)."""
     async def scenario() -> list[tuple[str, bool]]:
         heard: list[tuple[str, bool]] = []
-        sessions = ReplicaSessions(asyncio.Event(), lambda rid, changed: heard.append(
-            (rid, changed)))
-        queue: asyncio.Queue[pb.ReplicaReport | None] = asyncio.Queue()
+        sessions = ReplicaSessions(
+            asyncio.Event(), lambda rid, changed: heard.append((rid, changed)),
+            lambda rid, answer: answers.append((rid, answer.check_id, answer.healthy)))
 
-        async def reports() -> AsyncIterator[pb.ReplicaReport]:
-            while (report := await queue.get()) is not None:
+        async def stream() -> AsyncIterator[pb.ReplicaReport]:
+            for report in reports:
                 yield report
 
         async def admit(first: pb.ReplicaReport) -> list[pb.ReplicaCommand]:
             return []
 
-        async def hold() -> None:
-            async for _ in sessions.hold(reports(), admit):
-                pass
-
-        task = asyncio.ensure_future(hold())
-        for report in (_report(), _report(), _report(), _report(ongoing=3), _report(ongoing=3)):
-            queue.put_nowait(report)
-        queue.put_nowait(None)
-        await asyncio.wait_for(task, 5)
+        async for _ in sessions.hold(stream(), admit):
+            pass
         return heard
 
+    return asyncio.run(asyncio.wait_for(scenario(), 5))
+
+
+def test_only_a_report_with_news_reaches_the_leader() -> None:
+    reports = [_report(), _report(), _report(), _report(ongoing=3), _report(ongoing=3)]
     # Registration, the load change, and the hang-up: not the two repeats.
-    assert asyncio.run(scenario()) == [("app#D#1", True), ("app#D#1", False),
-                                       ("app#D#1", True)]
+    assert _heard(reports, []) == [("app#D#1", True), ("app#D#1", False),
+                                   ("app#D#1", True)]
+
+
+def test_a_health_answer_goes_to_the_prober_and_is_no_news() -> None:
+    answering = _report()
+    answering.health_check.check_id, answering.health_check.healthy = 7, True
+    answers: list[tuple[str, int, bool]] = []
+    heard = _heard([_report(), answering, _report()], answers)
+    assert answers == [("app#D#1", 7, True)]
+    # The answer and the idle report after it say nothing new: registration and hang-up.
+    assert heard == [("app#D#1", True), ("app#D#1", True)]

@@ -296,6 +296,27 @@ def test_failing_check_health_is_replaced(one_controller: RunningCluster) -> Non
     assert set(before) - {sick} <= set(replicas(rc.client))
 
 
+def test_a_check_health_that_hangs_is_replaced(one_controller: RunningCluster) -> None:
+    """A check_health() that never returns, in a replica whose loop and session stay alive
+    (its reports keep coming): only the leader's health_check_timeout_s (2 s) fails it."""
+    rc = one_controller
+    before = replicas(rc.client)
+    t0 = time.monotonic()
+    hung = rc.get(f"/{APP}/hang").json()["pid"]
+    messages: list[str] = []
+
+    def replaced() -> bool:
+        messages.extend(d["message"] for d in rc.app_status(APP)["deployment_statuses"]
+                        if d["status"] == "UNHEALTHY")
+        now = replicas(rc.client)
+        return hung not in now and list(now.values()).count("RUNNING") == 2
+
+    wait_for(replaced, 30, "the replica whose check hangs replaced")
+    report("check_health hangs", replaced_s=round(time.monotonic() - t0, 2))
+    assert any("no answer within health_check_timeout_s=2" in m for m in messages), messages
+    assert set(before) - {hung} <= set(replicas(rc.client))
+
+
 def test_scale_down_drains_in_flight_requests(one_controller: RunningCluster) -> None:
     rc = one_controller
     results: list[int] = []

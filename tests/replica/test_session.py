@@ -1,17 +1,20 @@
-"""What a replica's reports to the leader carry of its multiplexed models: the set when it
-changed since the last report of the stream, and nothing otherwise. No network."""
+"""What a replica's reports to the leader carry: its multiplexed models when their set
+changed since the last report of the stream, and the answers to health checks. No network."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 
+import cloudpickle
 import pytest
 
 from weir import multiplex
 from weir.dataplane.route_table import LeaderLocator
 from weir.protos import weir_pb2 as pb
-from weir.replica.session import IDLE_REPORT_S, ControllerSession, report_due
+from weir.replica.server import ReplicaServer
+from weir.replica.session import IDLE_REPORT_S, ControllerSession, answer_check, report_due
+from weir.replica.user_callable import UserCallable
 
 
 @pytest.fixture(autouse=True)
@@ -63,3 +66,83 @@ def test_a_report_saying_nothing_new_waits_for_the_idle_interval() -> None:
     assert not report_due(last, last, 1.0)
     assert not report_due(last, last, IDLE_REPORT_S - 0.01)
     assert report_due(last, last, IDLE_REPORT_S)
+    # An answer goes out at once, and is the stream's proof of life (sent_at restarts).
+    assert report_due(last, last, 1.0, answering=True)
+
+
+def test_a_check_that_raises_is_an_unhealthy_answer() -> None:
+    async def raises() -> pb.HealthCheckReply:
+        raise RuntimeError("db gone")
+
+    async def sick() -> pb.HealthCheckReply:
+        return pb.HealthCheckReply(healthy=False, message="told to be sick")
+
+    answers = [asyncio.run(answer_check(4, fn)) for fn in (raises, sick, None)]
+    assert [(a.check_id, a.healthy, a.message) for a in answers] == [
+        (4, False, "RuntimeError: db gone"), (4, False, "told to be sick"), (4, True, "")]
+
+
+def test_one_check_runs_at_a_time_and_the_newest_asked_is_answered() -> None:
+    async def scenario() -> None:
+        started: list[int] = []
+        release = asyncio.Event()
+
+        async def check() -> pb.HealthCheckReply:
+            started.append(len(started) + 1)
+            await release.wait()
+            return pb.HealthCheckReply(healthy=True)
+
+        async def on_command(command: pb.ReplicaCommand) -> None:
+            pass
+
+        session = ControllerSession("r1", "addr", LeaderLocator(), pb.ReplicaReport,
+                                    on_command, check_health=check)
+        session._stream = 1
+        session._ask(1)
+        await asyncio.sleep(0)
+        session._ask(2)
+        session._ask(3)  # asked while 1 hangs: one more check once it ends, for 3
+        await asyncio.sleep(0.01)
+        assert started == [1] and session._answer is None
+        release.set()
+        assert session._checker is not None
+        await asyncio.wait_for(asyncio.shield(session._checker), 5)
+        assert started == [1, 2]
+        assert session._answer is not None and session._answer.check_id == 3
+        assert session.changed.is_set()  # a report goes out with it
+        # A check asked on a stream that has since broken answers nothing on the next one.
+        session._answer = None
+        release.clear()
+        session._ask(4)
+        await asyncio.sleep(0.01)
+        session._stream = 2
+        release.set()
+        await asyncio.wait_for(asyncio.shield(session._checker), 5)
+        assert session._answer is None
+
+    asyncio.run(scenario())
+
+
+class Sick:
+    def check_health(self) -> None:
+        raise RuntimeError("db gone")
+
+
+def test_the_session_and_the_unary_rpc_run_the_same_check() -> None:
+    async def scenario() -> list[tuple[bool, str]]:
+        user = UserCallable(cloudpickle.dumps((Sick, (), {})), max_threads=1)
+        await user.construct()
+        replica = ReplicaServer(lambda: None)
+        replica.user = user
+        try:
+            starting = await answer_check(1, replica.check_health)  # not RUNNING: not checked
+            replica.state = pb.RUNNING
+            session = await answer_check(2, replica.check_health)
+            unary = await replica.CheckHealth(pb.HealthCheckRequest(), None)
+        finally:
+            user.shutdown()
+        return [(starting.healthy, starting.message), (session.healthy, session.message),
+                (unary.healthy, unary.message)]
+
+    assert asyncio.run(scenario()) == [(True, ""), (False, "RuntimeError: db gone"),
+                                       (False, "RuntimeError: db gone")]
