@@ -241,6 +241,8 @@ async def measure(n: int, passes: int, deployment_size: int | None = None) -> di
             old = sess.report
             new = report(rid, old.pid, old.version,
                          old.ongoing if same else (old.ongoing + 1) % 7)
+            # Only the load: what `one_new` changed stays as it was.
+            new.message = old.message
             # What the session does with a report (`ReplicaSessions.hold`).
             if says_nothing_new is not None and says_nothing_new(old, new):
                 continue
