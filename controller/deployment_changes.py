@@ -119,6 +119,14 @@ class DeploymentChanges:
         pass's (autoscaling did not resize them, nor did the clock end a backoff)."""
         return frozenset(k for k in unchanged if self._plan_inputs.get(k) == inputs.get(k))
 
+    def settled(self, targets: Mapping[Key, DeploymentTarget]) -> frozenset[Key]:
+        """The deployments the last pass left settled, with no change of their replicas
+        noted since, that still have the target it had (`targets`: the targets now, for
+        a read between passes)."""
+        return frozenset(k for k, i in self._inputs.items()
+                         if k not in self._unsettled and k not in self._changed
+                         and i.target == targets.get(k))
+
     def passed(self, inputs: Mapping[Key, DeploymentInputs],
                plan_inputs: Mapping[Key, PlanInputs], unsettled: Iterable[Key]) -> None:
         """A pass went through with these inputs, leaving `unsettled` not settled."""

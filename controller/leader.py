@@ -361,16 +361,17 @@ class Leader:
         """The gauges of this pass (`cluster_snapshot`), made again only if a deployment's
         replicas or the targets changed (a scrape reads the last one whole)."""
         counts = {k: t.num_replicas for k, t in targets.items()}
-        redo = [k for k in groups if k not in unchanged or k not in self._gauge_rows]
-        if not redo and counts == self._gauge_targets and groups.keys() == self._gauge_rows.keys():
-            return
-        rows = {k: self._gauge_rows[k] for k in groups if k not in redo}
-        for key in redo:
+        rows = {k: self._gauge_rows[k] for k in groups
+                if k in unchanged and k in self._gauge_rows}
+        for key in [k for k in groups if k not in rows]:
             rows[key] = [(v.app, v.deployment, v.replica_id,
                           "STOPPING" if v.stopping else v.state,
                           v.state == "RUNNING" and not v.stopping
                           and v.replica_id not in self.prober.failures)
                          for v in groups[key]]
+        # A deployment done again (the sweep's) mostly has the rows it had.
+        if rows == self._gauge_rows and counts == self._gauge_targets:
+            return
         self._gauge_rows, self._gauge_targets = rows, counts
         controller_metrics().snapshot = cluster_snapshot(
             list(itertools.chain.from_iterable(rows.values())), counts,
@@ -499,8 +500,14 @@ class Leader:
                        unchanged=unchanged, counts=self._counts)
 
     def status(self) -> dict[str, Any]:
-        """The `applications:` document of `weir status` (changes nothing)."""
-        return self._status(self._observe()[0]).doc
+        """The `applications:` document of `weir status` (changes nothing), from the
+        replicas as the last pass viewed them (at most TICK_S old; a pass comes at once
+        after every change of state): only the deployments the last pass did not leave
+        settled are rolled up again. Viewing and rolling up every replica for each call
+        cost as much as a whole pass, on the loop, at every `weir status`."""
+        targets = with_decisions(self.goal.targets, self.scaling)
+        return self._status(self.observations.groups(),
+                            self.deployment_changes.settled(targets)).doc
 
     def replicas(self) -> list[dict[str, Any]]:
         """Every replica with its state, for `ListReplicas` (changes nothing)."""

@@ -220,3 +220,12 @@ def test_the_pass_per_changed_deployment_decides_what_the_whole_pass_decides() -
         seen |= {s.status for s in statuses_all.values()}
     assert skipped > 500, "the walk never left a deployment unchanged: it tests nothing"
     assert {S.HEALTHY, S.UPDATING, S.UNHEALTHY, S.DEPLOY_FAILED} <= seen, seen
+
+
+def test_a_read_between_passes_rolls_up_again_what_is_not_settled_or_was_resized() -> None:
+    a, b, c = KEYS
+    changes = DeploymentChanges()
+    inputs = {k: DeploymentInputs(target(k)) for k in KEYS}
+    changes.passed(inputs, {}, unsettled={a})
+    now = {k: target(k) for k in KEYS} | {c: target(c, n=5)}
+    assert changes.settled(now) == {b}
