@@ -1,13 +1,18 @@
 """The leader's own work at N replicas, timed in-process (no etcd, no replicas, no network).
 
-A real `Leader` over a `MemoryStore`: one app with one deployment of N replicas on one node
-that lists them all, every replica RUNNING on a session of its own (fake sessions, filled
-in by hand), the leader's loops not running (each step is called and timed here). Printed
-per N, medians in ms:
+A real `Leader` over a `MemoryStore` (`IndexedStore`: its prefix reads cost what they
+return, as etcd's do): one app with deployments of `--deployment-size` replicas (N in all;
+by default one deployment of N) on one node that lists them all, every replica RUNNING on
+a session of its own (fake sessions, filled in by hand), the leader's loops not running
+(each step is called and timed here). Printed per N, medians in ms:
 
 - pass: a reconcile pass between full reads with nothing new; each pass comes TICK_S
   after the last on the leader's clock (a `ManualClock`), so that it takes the share of
   the sweep (`SWEEP_S`) a pass takes at that cadence;
+- checks: the mean CPU of those passes' health-check step (`CheckTargets`,
+  `HealthProber.update`), which is not the pass's decisions (ms);
+- pass 1 new: a pass after one replica reported something new (a message), so that its
+  deployment is judged, rolled up and planned again;
 - pass 5% / pass 5% same: a pass after 5 % of the replicas reported a new load / the same
   report again (the idle heartbeat), as their sessions take reports;
 - full: a pass that reads every record (every FULL_READ_S);
@@ -28,13 +33,16 @@ waits on the store. Both still move with the machine's load (caches, frequency):
 figures of one run.
 
     python -m bench.leader_pass --replicas 1000 2000 5000 10000
+    python -m bench.leader_pass --replicas 1000 10000 --deployment-size 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import gc
+import itertools
 import logging
 import os
 import statistics
@@ -59,6 +67,7 @@ except ImportError:  # a tree before it (to time against)
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX
 from weir.etcd.memory_store import ManualClock, MemoryStore
 from weir.etcd.records import NodeRecord
+from weir.etcd.store import KeyValue
 from weir.protos import weir_pb2 as pb
 
 #: What one etcd request costs etcd in the admission timing (serialised: one at a time).
@@ -93,6 +102,42 @@ class CostlyStore:
         self.writes += 1
         await self._cost()
         return await self._store.commit(**kw)
+
+
+class IndexedStore(MemoryStore):
+    """A `MemoryStore` whose prefix reads look at the keys under the prefix alone, as an
+    etcd range does: `MemoryStore` sorts every key on each, which at 10,000 records was
+    more of a pass than the pass's own work (the goal and the nodes are read every pass).
+    The keys are sorted again only after a write."""
+
+    _sorted: tuple[int, list[str]] = (-1, [])
+
+    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        etcd = await self._call(f"get prefix {prefix}")
+        if self._sorted[0] != etcd.revision:
+            self._sorted = (etcd.revision, sorted(etcd.keys))
+        keys = self._sorted[1]
+        first = bisect.bisect_left(keys, prefix)
+        found = itertools.takewhile(lambda key: key.startswith(prefix), keys[first:])
+        return [etcd.keys[key] for key in found], etcd.revision
+
+
+class CpuOf:
+    """The CPU time spent in some of an object's methods while it listens (ms)."""
+
+    def __init__(self, *methods: tuple[Any, str]) -> None:
+        self.ms = 0.0
+        for owner, name in methods:
+            setattr(owner, name, self._timed(getattr(owner, name)))
+
+    def _timed(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kw: Any) -> Any:
+            began = time.process_time()
+            try:
+                return method(*args, **kw)
+            finally:
+                self.ms += (time.process_time() - began) * 1000
+        return timed
 
 
 class GcPauses:
@@ -149,14 +194,17 @@ async def median_ms(step: Callable[[], Awaitable[None]], times: int,
     return statistics.median(took)
 
 
-async def measure(n: int, passes: int) -> dict[str, float]:
-    store = MemoryStore()
+async def measure(n: int, passes: int, deployment_size: int | None = None) -> dict[str, float]:
+    store = IndexedStore()
     node = NodeRecord("n1", "127.0.0.1", {"CPU": float(n + 10), "GPU": 0.0})
     await store.put(NODES_PREFIX + "n1", node.to_bytes())
-    spec = DeploymentSpec("app", "D", {"num_replicas": n, "health_check_period_s": 3600},
-                          b"v1", ingress=True)
+    size = min(n, deployment_size or n)
+    specs = [DeploymentSpec("app", f"D{i}" if size < n else "D",
+                            {"num_replicas": min(size, n - first),
+                             "health_check_period_s": 3600}, b"v1", ingress=first == 0)
+             for i, first in enumerate(range(0, n, size))]
     goal = AppGoal(name="app", config={"name": "app"}, deployment_timestamp=1.0,
-                   build_key="k", built_json=BuiltApp("app", [spec]).to_json())
+                   build_key="k", built_json=BuiltApp("app", specs).to_json())
     await store.put(APPS_PREFIX + "app", goal.to_bytes())
     clock = ManualClock(1000.0)
     leader = Leader(store, python_executable=sys.executable, clock=clock)
@@ -193,15 +241,32 @@ async def measure(n: int, passes: int) -> dict[str, float]:
             old = sess.report
             new = report(rid, old.pid, old.version,
                          old.ongoing if same else (old.ongoing + 1) % 7)
+            # Only the load: what `one_new` changed stays as it was.
+            new.message = old.message
             # What the session does with a report (`ReplicaSessions.hold`).
             if says_nothing_new is not None and says_nothing_new(old, new):
                 continue
             sess.take(new)
             leader._on_report(rid, False)
 
+    def one_new() -> None:
+        """One replica reports something new (its message): its deployment changed."""
+        tick[0] += 1
+        rid = ids[tick[0] % n]
+        sess = leader.sessions.sessions[rid]
+        new = pb.ReplicaReport()
+        new.CopyFrom(sess.report)
+        new.message = f"report {tick[0]}"
+        sess.take(new)
+        leader._on_report(rid, False)
+
     async def one_pass() -> None:
         clock.advance(TICK_S)
         await leader.reconcile_once()
+
+    checks = CpuOf(*[(owner, name) for owner, name in
+                     ((leader.prober, "update"), (getattr(leader, "checks", None), "update"))
+                     if owner is not None])
 
     async def full_pass() -> None:
         clock.advance(TICK_S)
@@ -217,8 +282,10 @@ async def measure(n: int, passes: int) -> dict[str, float]:
         else:  # a tree before round 4 (to time against)
             leader._routes_changed = None  # type: ignore[attr-defined]
 
-    out = {
-        "pass": await median_ms(one_pass, passes),
+    out = {"pass": await median_ms(one_pass, passes)}
+    out["checks"] = checks.ms / passes
+    out |= {
+        "pass 1 new": await median_ms(one_pass, passes, one_new),
         "pass 5%": await median_ms(one_pass, passes, lambda: reports(False)),
         "pass 5% same": await median_ms(one_pass, passes, lambda: reports(True)),
         "full": await median_ms(full_pass, max(3, passes // 4)),
@@ -250,17 +317,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--replicas", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
     parser.add_argument("--passes", type=int, default=10, help="timed passes per figure")
+    parser.add_argument("--deployment-size", type=int, default=None,
+                        help="replicas per deployment (default: one deployment of N)")
     args = parser.parse_args()
     # One log line per replica assigned and per registration would be most of the time.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    columns = ["pass", "pass 5%", "pass 5% same", "full", "pub 5% new", "pub 5% same",
-               "pub whole",
+    columns = ["pass", "checks", "pass 1 new", "pass 5%", "pass 5% same", "full",
+               "pub 5% new", "pub 5% same", "pub whole",
                "gc2 n", "gc2 max ms", "admit s", "admit writes"]
-    print(f"load average {os.getloadavg()[0]:.1f}; ms unless said")
+    print(f"load average {os.getloadavg()[0]:.1f}; ms unless said; replicas per deployment: "
+          f"{args.deployment_size or 'all'}")
     print("| N | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for n in args.replicas:
-        row = asyncio.run(measure(n, args.passes))
+        row = asyncio.run(measure(n, args.passes, args.deployment_size))
         cells = [f"{row[c]:.0f}" if c in ("gc2 n", "admit writes") else f"{row[c]:.2f}"
                  for c in columns]
         print(f"| {n:,} | " + " | ".join(cells) + " |", flush=True)

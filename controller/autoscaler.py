@@ -30,7 +30,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from weir.config.autoscaling import AutoscalingConfig
-from weir.controller.reconciler import LIVE_STATES, DeploymentTarget, ReplicaView
+from weir.controller.reconciler import (
+    LIVE_STATES,
+    DeploymentTarget,
+    ReplicaView,
+    Views,
+    by_deployment,
+)
 
 Key = tuple[str, str]
 
@@ -187,7 +193,7 @@ def live_replicas(views: Iterable[ReplicaView], version: str) -> int:
 def scale_targets(
     targets: Mapping[Key, DeploymentTarget],
     configs: Mapping[Key, AutoscalingConfig],
-    views: Iterable[ReplicaView],
+    views: Views,
     queued: Mapping[Key, int],
     states: Mapping[Key, ScalingState],
     *,
@@ -197,13 +203,13 @@ def scale_targets(
     """The step between judging and planning: every target, the autoscaled ones (those in
     `configs`) sized by their decision; the states to keep; the targets that changed.
 
-    `queued`: requests waiting in the callers' routers, per deployment. `deciding`: False
+    `views`: every replica's view, or the views grouped by deployment (only the
+    autoscaled deployments' are read). `queued`: requests waiting in the callers' routers,
+    per deployment. `deciding`: False
     while a new leader waits for the replicas to re-register (their load is unknown yet):
     the states are started from what runs, and nothing is decided.
     """
-    groups: dict[Key, list[ReplicaView]] = {}
-    for v in views:
-        groups.setdefault((v.app, v.deployment), []).append(v)
+    groups = by_deployment(views)
     out = dict(targets)
     kept: dict[Key, ScalingState] = {}
     changes = []
@@ -211,7 +217,7 @@ def scale_targets(
         target = targets.get(key)
         if target is None:
             continue
-        group = groups.get(key, [])
+        group = groups.get(key, ())
         state = states.get(key) or start_state(config, live_replicas(group, target.version))
         if deciding:
             running = [v for v in group if v.state == "RUNNING" and not v.stopping]

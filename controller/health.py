@@ -14,10 +14,16 @@ it (DEAD), so it is not seen broken again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from weir.controller.reconciler import BROKEN_STATES, DeploymentTarget, ReplicaView
+from weir.controller.reconciler import (
+    BROKEN_STATES,
+    DeploymentTarget,
+    ReplicaView,
+    Views,
+    by_deployment,
+)
 
 #: Crash-loop backoff: 0.5 s after the first failure, doubling, at most this.
 MAX_BACKOFF_S = 30.0
@@ -73,54 +79,74 @@ def failure_kind(view: ReplicaView) -> str:
 
 def judge(
     targets: Mapping[Key, DeploymentTarget],
-    views: Iterable[ReplicaView],
+    views: Views,
     previous: Mapping[Key, DeploymentHealth],
     *,
     now: float,
     start_errors: Mapping[Key, str] | None = None,
     unplaced: Mapping[Key, str] | None = None,
+    unchanged: Collection[Key] = frozenset(),
 ) -> dict[Key, DeploymentHealth]:
     """The health of every targeted deployment after this pass.
 
+    `views`: every replica's view, or the views grouped by deployment (`by_deployment`).
     `start_errors`: deployments whose replicas could not be launched last pass, and why.
     `unplaced`: deployments whose replicas found no node with room last pass, and why.
+    `unchanged`: deployments whose judgement is the previous one (the caller knows that
+    judging them again would give it: `weir.controller.deployment_changes`); their
+    replicas are not looked at.
     """
-    groups: dict[Key, list[ReplicaView]] = {}
-    for v in views:
-        groups.setdefault((v.app, v.deployment), []).append(v)
+    groups = by_deployment(views)
     out: dict[Key, DeploymentHealth] = {}
     for key, target in targets.items():
-        health = previous.get(key, DeploymentHealth())
-        if health.version != target.version:
-            health = DeploymentHealth(version=target.version,
-                                      healthy_version=health.healthy_version,
-                                      healthy_replicas=health.healthy_replicas)
-        group = groups.get(key, [])
-        health = replace(health, new_failure="")
-        for v in group:
-            if is_failure(v) and v.version == target.version:
-                failures = health.consecutive_failures + 1
-                # A health failure outranks a startup one in the same pass.
-                kind = ("health" if "health" in (health.new_failure, failure_kind(v))
-                        else "startup")
-                health = replace(health, message=v.message or f"replica {v.replica_id} failed",
-                                 consecutive_failures=failures, new_failure=kind,
-                                 backoff_until=now + crash_loop_delay(failures))
-        health = replace(health, waiting=(unplaced or {}).get(key, ""))
-        error = (start_errors or {}).get(key)
-        if error:
-            health = replace(health, message=error,
-                             consecutive_failures=health.consecutive_failures + 1,
-                             new_failure=health.new_failure or "startup",
-                             backoff_until=max(health.backoff_until, now + START_ERROR_BACKOFF_S))
-        running = sum(1 for v in group
-                      if v.version == target.version and v.state == "RUNNING" and not v.stopping)
-        if running >= target.num_replicas:
-            health = replace(health, message="", consecutive_failures=0, backoff_until=0.0,
-                             healthy_version=target.version,
-                             healthy_replicas=target.num_replicas)
-        out[key] = health
+        if key in unchanged and key in previous:
+            out[key] = previous[key]
+            continue
+        out[key] = judge_deployment(target, groups.get(key, ()), previous.get(key), now=now,
+                                    start_error=(start_errors or {}).get(key, ""),
+                                    unplaced=(unplaced or {}).get(key, ""))
     return out
+
+
+def judge_deployment(target: DeploymentTarget, group: Iterable[ReplicaView],
+                     previous: DeploymentHealth | None, *, now: float, start_error: str = "",
+                     unplaced: str = "") -> DeploymentHealth:
+    """One deployment's health after this pass, from its replicas' views (`group`).
+
+    With the same inputs and no failure, the judgement it returns judged again is the
+    same (what lets a pass skip an unchanged deployment); `now` is read only to back off
+    after a failure, which changes the judgement."""
+    health = previous or DeploymentHealth()
+    if health.version != target.version:
+        health = DeploymentHealth(version=target.version,
+                                  healthy_version=health.healthy_version,
+                                  healthy_replicas=health.healthy_replicas)
+    health = replace(health, new_failure="")
+    running = 0
+    for v in group:
+        if v.version != target.version:
+            continue
+        if v.state == "RUNNING" and not v.stopping:
+            running += 1
+        elif is_failure(v):
+            failures = health.consecutive_failures + 1
+            # A health failure outranks a startup one in the same pass.
+            kind = ("health" if "health" in (health.new_failure, failure_kind(v))
+                    else "startup")
+            health = replace(health, message=v.message or f"replica {v.replica_id} failed",
+                             consecutive_failures=failures, new_failure=kind,
+                             backoff_until=now + crash_loop_delay(failures))
+    health = replace(health, waiting=unplaced)
+    if start_error:
+        health = replace(health, message=start_error,
+                         consecutive_failures=health.consecutive_failures + 1,
+                         new_failure=health.new_failure or "startup",
+                         backoff_until=max(health.backoff_until, now + START_ERROR_BACKOFF_S))
+    if running >= target.num_replicas:
+        health = replace(health, message="", consecutive_failures=0, backoff_until=0.0,
+                         healthy_version=target.version,
+                         healthy_replicas=target.num_replicas)
+    return health
 
 
 def may_start(health: Mapping[Key, DeploymentHealth], targets: Iterable[Key],

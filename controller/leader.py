@@ -9,7 +9,11 @@ Design. Every pass runs `refresh → observe → judge → plan → execute`:
 - observe (`weir.controller.observe`): each record, its session's last report, whether its
   process lives and its last health check become a `ReplicaView`;
 - judge (`weir.controller.health`): failures, crash-loop backoff and recovery per deployment
-  version; which apps have been RUNNING since their last deploy;
+  version; which apps have been RUNNING since their last deploy. Judging, the status
+  roll-up and the plan are done again only for the deployments whose replicas or inputs
+  changed since the last pass, the others taken as it left them
+  (`weir.controller.deployment_changes`, which says why that is what doing them all
+  would give, and sweeps every deployment again within SWEEP_S);
 - scale (`weir.controller.autoscaler`): autoscaled deployments' replica counts from their
   load (replicas' ongoing counts, callers' queued counts: `CallerQueues`);
 - plan (`weir.controller.reconciler`): the actions that close the gap;
@@ -35,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, cast
 
@@ -45,7 +49,13 @@ from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.controller import reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.autoscaler import ScalingState, describe, scale_targets, with_decisions
-from weir.controller.cluster_goal import ClusterGoal, read_goal
+from weir.controller.cluster_goal import ClusterGoal, ParsedNodes, read_goal
+from weir.controller.deployment_changes import (
+    DeploymentChanges,
+    PlanInputs,
+    deployment_inputs,
+    unsettled_deployments,
+)
 from weir.controller.deployment_status import StatusInfo
 from weir.controller.event_log import EventLog, node_events, status_events
 from weir.controller.health import DeploymentHealth, judge, may_start
@@ -57,7 +67,7 @@ from weir.controller.nodes import (
 from weir.controller.observations import Observations, observe_all
 from weir.controller.observe import ReplicaBook
 from weir.controller.queue_reports import CallerQueues
-from weir.controller.reconciler import ReplicaView
+from weir.controller.reconciler import DeploymentTarget, ReplicaView, Views
 from weir.controller.record_keeper import RecordKeeper
 from weir.controller.record_writer import RECORDS_PER_WRITE, RecordWriter
 from weir.controller.registration import Registration
@@ -66,7 +76,7 @@ from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.replica_starts import ReplicaStarter, replica_spec
 from weir.controller.route_changes import RouteChanges
 from weir.controller.route_publisher import RoutePublisher
-from weir.controller.status import status_document
+from weir.controller.status import Rollup, roll_up
 from weir.etcd.keys import (
     REPLICAS_PREFIX,
 )
@@ -121,6 +131,8 @@ class Leader:
         #: The replica records, from a watch between full reads (`self.goal.records`).
         self.replica_records = ReplicaRecords()
         self.goal = ClusterGoal(records=self.replica_records.records)
+        #: The node records as last parsed (parsed again only when written).
+        self.parsed_nodes = ParsedNodes()
         #: Keeps them: from a watch, read whole every FULL_READ_S.
         self.keeper = RecordKeeper(store, self.replica_records, clock)
         #: Registrations' pid writes, coalesced into transactions (`Registration`).
@@ -139,6 +151,13 @@ class Leader:
         #: Each deployment's status as of the last pass (a state machine: the next one
         #: depends on it; `weir.controller.deployment_status`).
         self.statuses: dict[Key, StatusInfo] = {}
+        #: Each deployment's replicas by state as of the last pass, and what the passes
+        #: did with each deployment (only those that changed are done again).
+        self._counts: dict[Key, dict[str, int]] = {}
+        self.deployment_changes = DeploymentChanges()
+        #: Each deployment's gauge rows as of the last pass, and the targets they went with.
+        self._gauge_rows: dict[Key, list[tuple[str, str, str, str, bool]]] = {}
+        self._gauge_targets: dict[Key, int] | None = None
         #: Nodes this term has seen, and those found gone since (with when).
         self.seen_nodes: dict[str, NodeRecord] = {}
         self.dead_nodes: dict[str, tuple[NodeRecord, float]] = {}
@@ -180,7 +199,7 @@ class Leader:
     async def start(self) -> None:
         """Load the goal and the records, then run the loops."""
         revision = await self.keeper.load()
-        self.goal = await read_goal(self.store, self.replica_records)
+        self.goal = await read_goal(self.store, self.replica_records, self.parsed_nodes)
         loop = asyncio.get_running_loop()
         # The term's event is written beside the loops, never in the way of a takeover.
         self._tasks = [loop.create_task(self.keeper.watch(revision + 1)),
@@ -269,7 +288,7 @@ class Leader:
         self._steps = [("began", time.perf_counter())]
         await self.keeper.refresh()
         self._step("records")
-        self.goal = await read_goal(self.store, self.replica_records)
+        self.goal = await read_goal(self.store, self.replica_records, self.parsed_nodes)
         self._step("goal")
         dead_before = self.dead_nodes
         self.dead_nodes = update_dead_nodes(self.dead_nodes, self.seen_nodes, self.goal.nodes,
@@ -277,17 +296,27 @@ class Leader:
         self.seen_nodes = {**self.seen_nodes, **self.goal.nodes}
         self.builder.ensure(self.goal.goals)
         views = self._observe_changes()
+        groups = self.observations.groups()
+        self.deployment_changes.note(self.observations.take_changed())
         self._step("observe")
-        # Each step walks every replica: at thousands of them a pass holds the loop for
-        # long enough that the lease's keep-alive (and the route pushes) must get a turn
-        # between steps, or the leader loses its lease in the middle of a rolling update.
+        # A step may walk thousands of replicas (a rolling update of a big deployment, a
+        # full read): the lease's keep-alive (and the route pushes) get a turn between
+        # steps, or the leader could lose its lease in the middle of a rolling update.
         await asyncio.sleep(0)
         now = self.clock()
         targets = with_decisions(self.goal.targets, self.scaling)
         errors, unplaced = self.starter.take_reasons()
-        self.health = judge(targets, views, self.health, now=now, start_errors=errors,
-                            unplaced=unplaced)
-        apps, self.statuses = self._status(views)
+        frozen = frozenset(n for n, g in self.goal.goals.items() if needs_build(g))
+        inputs = deployment_inputs(targets, groups, self.goal.autoscaling.keys(), frozen,
+                                   errors, unplaced)
+        # Only the deployments whose replicas or inputs changed are judged, rolled up and
+        # planned again (`weir.controller.deployment_changes`).
+        unchanged = self.deployment_changes.unchanged(inputs, now, SWEEP_S)
+        health_before, statuses_before = self.health, self.statuses
+        self.health = judge(targets, groups, self.health, now=now, start_errors=errors,
+                            unplaced=unplaced, unchanged=unchanged)
+        rollup = self._status(groups, unchanged)
+        apps, self.statuses, self._counts = rollup.doc, rollup.statuses, rollup.counts
         self._step("judge")
         wall = self.wall_clock()
         await self.events.record(*status_events(self._last_apps, apps, wall),
@@ -296,16 +325,20 @@ class Leader:
         self._step("events")
         # Until the replicas re-registered after a failover, their load is unknown.
         targets, self.scaling, changes = scale_targets(
-            targets, self.goal.autoscaling, views, self.queues.queued(), self.scaling,
+            targets, self.goal.autoscaling, groups, self.queues.queued(), self.scaling,
             now=now, deciding=self.routes.ready or self._adopted())
         for c in changes:
             log.info("autoscaling", app=c.key[0], deployment=c.key[1], replicas=c.new,
                      previous=c.old, reason=c.reason)
         await asyncio.sleep(0)
-        frozen = frozenset(n for n, g in self.goal.goals.items() if needs_build(g))
-        plan = reconciler.plan(targets.values(), views,
-                               may_start=may_start(self.health, targets, now),
-                               frozen_apps=frozen)
+        allowed = may_start(self.health, targets, now)
+        plan_inputs = {k: PlanInputs(targets.get(k), k in allowed) for k in inputs}
+        plan_unchanged = self.deployment_changes.plan_unchanged(unchanged, plan_inputs)
+        plan = reconciler.plan(targets.values(), groups, may_start=allowed,
+                               frozen_apps=frozen, unchanged=plan_unchanged)
+        self.deployment_changes.passed(inputs, plan_inputs, unsettled_deployments(
+            (k for k in inputs if k not in plan_unchanged), health_before, self.health,
+            statuses_before, self.statuses, plan.deployments))
         self._step("plan")
         await asyncio.sleep(0)
         starts = plan.of(reconciler.Start)
@@ -321,12 +354,29 @@ class Leader:
         changed.update(self.replica_records.take_changed())
         self.route_changes.note_pass(changed, self.observations.swept)
         self.routes.mark_dirty()
-        controller_metrics().snapshot = cluster_snapshot(
-            [(v.app, v.deployment, v.replica_id, "STOPPING" if v.stopping else v.state,
-              v.state == "RUNNING" and not v.stopping and v.replica_id not in self.prober.failures)
-             for v in views],
-            {k: t.num_replicas for k, t in targets.items()}, set(self.goal.autoscaling))
+        self._snapshot(groups, unchanged, targets)
         self._step("routes")
+
+    def _snapshot(self, groups: Mapping[Key, Iterable[ReplicaView]],
+                  unchanged: frozenset[Key], targets: Mapping[Key, DeploymentTarget]) -> None:
+        """The gauges of this pass (`cluster_snapshot`), made again only if a deployment's
+        replicas or the targets changed (a scrape reads the last one whole)."""
+        counts = {k: t.num_replicas for k, t in targets.items()}
+        rows = {k: self._gauge_rows[k] for k in groups
+                if k in unchanged and k in self._gauge_rows}
+        for key in [k for k in groups if k not in rows]:
+            rows[key] = [(v.app, v.deployment, v.replica_id,
+                          "STOPPING" if v.stopping else v.state,
+                          v.state == "RUNNING" and not v.stopping
+                          and v.replica_id not in self.prober.failures)
+                         for v in groups[key]]
+        # A deployment done again (the sweep's) mostly has the rows it had.
+        if rows == self._gauge_rows and counts == self._gauge_targets:
+            return
+        self._gauge_rows, self._gauge_targets = rows, counts
+        controller_metrics().snapshot = cluster_snapshot(
+            list(itertools.chain.from_iterable(rows.values())), counts,
+            set(self.goal.autoscaling))
 
     def _step(self, name: str) -> None:
         """The pass reached the end of step `name` (for the slow pass's log line)."""
@@ -442,18 +492,23 @@ class Leader:
 
     # ------------------------------------------------------------------ reads
 
-    def _status(self, views: list[ReplicaView]
-                ) -> tuple[dict[str, Any], dict[Key, StatusInfo]]:
+    def _status(self, views: Views, unchanged: frozenset[Key] = frozenset()) -> Rollup:
         autoscaling = {k: describe(c, self.scaling[k])
                        for k, c in self.goal.autoscaling.items() if k in self.scaling}
-        return status_document(self.goal.app_views(),
-                               with_decisions(self.goal.targets, self.scaling), views,
-                               self.health, self.statuses,
-                               autoscaled=self.goal.autoscaling.keys(), autoscaling=autoscaling)
+        return roll_up(self.goal.app_views(), with_decisions(self.goal.targets, self.scaling),
+                       views, self.health, self.statuses,
+                       autoscaled=self.goal.autoscaling.keys(), autoscaling=autoscaling,
+                       unchanged=unchanged, counts=self._counts)
 
     def status(self) -> dict[str, Any]:
-        """The `applications:` document of `weir status` (changes nothing)."""
-        return self._status(self._observe()[0])[0]
+        """The `applications:` document of `weir status` (changes nothing), from the
+        replicas as the last pass viewed them (at most TICK_S old; a pass comes at once
+        after every change of state): only the deployments the last pass did not leave
+        settled are rolled up again. Viewing and rolling up every replica for each call
+        cost as much as a whole pass, on the loop, at every `weir status`."""
+        targets = with_decisions(self.goal.targets, self.scaling)
+        return self._status(self.observations.groups(),
+                            self.deployment_changes.settled(targets)).doc
 
     def replicas(self) -> list[dict[str, Any]]:
         """Every replica with its state, for `ListReplicas` (changes nothing)."""

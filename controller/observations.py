@@ -17,13 +17,17 @@ which one of those changed:
   (PENDING until its registration times out, or within its node's start grace) and those
   stopping whose deadline has not passed.
 So that a change nobody announced does not last, each update also views again a share
-of the replicas in turn, in proportion to the time since the last (`sweep_s`): every
+of the replicas in turn, in proportion to the time since the last (`sweep_s`,
+`weir.controller.sweep`): every
 replica recorded when a sweep began is viewed again within `sweep_s` of its start (at
 the first update after), and a replica that appears is viewed at once; the pass stays
 level-triggered. (It used to view every replica again at one full update every
 FULL_READ_S: 294 ms of CPU at 10,000 replicas, over the 200 ms a pass may take; in
 shares, the same work is spread over the passes.) A full update views every replica
 again.
+The views are also kept by deployment (`by_deployment`), and an update notes each
+deployment whose views changed beyond their load (`take_changed`): only those are judged,
+rolled up and planned again (`weir.controller.deployment_changes`).
 `observe_all` is the same view of everything without keeping anything (what `weir
 status` reads). No I/O here: the caller passes the records, nodes, reports
 and verdicts in.
@@ -31,16 +35,18 @@ and verdicts in.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, ValuesView
+from dataclasses import fields, replace
+from operator import attrgetter
 
 from weir.controller.nodes import replica_liveness
 from weir.controller.observe import ReplicaBook, SessionReport, observe
 from weir.controller.reconciler import ReplicaView
+from weir.controller.sweep import Sweep
 from weir.etcd.records import NodeRecord, ReplicaRecord
 
 ReportOf = Callable[[str], SessionReport | None]
+Key = tuple[str, str]
 
 
 def view_replica(record: ReplicaRecord, report: SessionReport | None,
@@ -68,6 +74,18 @@ def observe_all(records: Mapping[str, ReplicaRecord], report_of: ReportOf,
             failures.get(rid, ""), wall_now=wall_now, mono_now=mono_now)
         views.append(view)
     return views, new_books
+
+
+#: A view's fields but its load, as a tuple.
+_beyond_load = attrgetter(*(f.name for f in fields(ReplicaView) if f.name != "ongoing"))
+
+
+def differs_beyond_load(before: ReplicaView, after: ReplicaView) -> bool:
+    """Whether two views of a replica differ in more than its load (`ongoing`): what
+    judging, the status and the plan read (the load is the autoscaler's alone, and changes
+    with every request)."""
+    # Field by field in one tuple each (in C), no copy: most views compared are the same.
+    return _beyond_load(before) != _beyond_load(after)
 
 
 def clock_bound(view: ReplicaView, report: SessionReport | None) -> bool:
@@ -110,14 +128,27 @@ class Observations:
         self.reviewed: set[str] = set()
         #: Those of them the sweep took (`sweep_s`), whatever changed or not.
         self.swept: set[str] = set()
-        #: The sweep under way: the replicas recorded when it began, and how far it got.
-        self._sweep: list[str] = []
-        self._sweep_at = 0
-        self._sweep_began = 0.0
+        self._sweep: Sweep[str] = Sweep()
+        #: Each deployment's views by replica id (what judging, status and the plan read).
+        self.by_deployment: dict[Key, dict[str, ReplicaView]] = {}
+        #: The deployments whose views changed beyond their load (`differs_beyond_load`),
+        #: or gained or lost a replica, since the last `take_changed`.
+        self._changed: set[Key] = set()
 
     def touch(self, replica_id: str) -> None:
         """The replica's record, report or book changed: view it again at the next update."""
         self._touched.add(replica_id)
+
+    def groups(self) -> dict[Key, ValuesView[ReplicaView]]:
+        """Each deployment's views as the last update left them (live: a later update
+        changes them)."""
+        return {key: group.values() for key, group in self.by_deployment.items()}
+
+    def take_changed(self) -> set[Key]:
+        """The deployments whose views changed beyond their load, or that gained or lost a
+        replica, since the last call."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def update(self, records: Mapping[str, ReplicaRecord], report_of: ReportOf,
                nodes: Mapping[str, NodeRecord], failures: Mapping[str, str], *,
@@ -132,7 +163,7 @@ class Observations:
             due: set[str] = set(records) | set(self.views)
         else:
             if sweep_s > 0:
-                self.swept = self._next_share(records, mono_now, sweep_s)
+                self.swept = self._sweep.share(records.keys(), mono_now, sweep_s)
             due = self._touched | self._clock_bound
             on_nodes, changed_nodes = node_changes(self._nodes, nodes)
             due |= on_nodes
@@ -148,7 +179,10 @@ class Observations:
         self.reviewed = due
         for rid in due:
             record = records.get(rid)
+            before = self.views.get(rid)
             if record is None:
+                if before is not None:
+                    self._ungroup(before)
                 self.views.pop(rid, None)
                 self.books.pop(rid, None)
                 self._clock_bound.discard(rid)
@@ -159,6 +193,14 @@ class Observations:
                 record, report, nodes, book, failures.get(rid, ""), wall_now=wall_now,
                 mono_now=mono_now)
             self.views[rid] = view
+            key = (view.app, view.deployment)
+            if before is None or (before.app, before.deployment) != key:
+                if before is not None:
+                    self._ungroup(before)
+                self._changed.add(key)
+            elif differs_beyond_load(before, view):
+                self._changed.add(key)
+            self.by_deployment.setdefault(key, {})[rid] = view
             if self.books[rid] is not book:
                 # A view shows the book as it was (`last_state`): the next one shows this.
                 self._touched.add(rid)
@@ -169,16 +211,12 @@ class Observations:
         self._nodes, self._failures = nodes, dict(failures)
         return [self.views[rid] for rid in records]
 
-    def _next_share(self, records: Mapping[str, ReplicaRecord], mono_now: float,
-                    sweep_s: float) -> set[str]:
-        """The sweep's share due by `mono_now` (of those still recorded); once the last
-        sweep is through, a new one of every replica recorded now, starting where the last
-        one was due to end (or now, if that is more than a sweep ago)."""
-        if self._sweep_at >= len(self._sweep):
-            start = self._sweep_began + sweep_s if self._sweep else mono_now
-            self._sweep, self._sweep_at = list(records), 0
-            self._sweep_began = start if 0 <= mono_now - start < sweep_s else mono_now
-        due = math.ceil(len(self._sweep) * min(1.0, (mono_now - self._sweep_began) / sweep_s))
-        share = self._sweep[self._sweep_at:due]
-        self._sweep_at = max(self._sweep_at, due)
-        return set(share).intersection(records.keys())
+    def _ungroup(self, view: ReplicaView) -> None:
+        """Take a replica's view out of its deployment's (which changed by it)."""
+        key = (view.app, view.deployment)
+        group = self.by_deployment.get(key)
+        if group is not None:
+            group.pop(view.replica_id, None)
+            if not group:
+                del self.by_deployment[key]
+        self._changed.add(key)

@@ -12,7 +12,7 @@ user_config reconfigures the running replicas in place (their version does not c
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 #: Replica states (`weir.controller.observe`): those replicas report, plus PENDING
@@ -98,10 +98,26 @@ class Plan:
     """The actions of one reconcile pass."""
 
     actions: list[Action] = field(default_factory=list)
+    #: The deployments that have actions in it.
+    deployments: set[tuple[str, str]] = field(default_factory=set)
 
     def of(self, kind: type) -> list[Action]:
         """Actions of one kind."""
         return [a for a in self.actions if isinstance(a, kind)]
+
+
+#: Replicas' views: every one, or grouped by deployment (`by_deployment`).
+Views = Iterable[ReplicaView] | Mapping[tuple[str, str], Collection[ReplicaView]]
+
+
+def by_deployment(views: Views) -> Mapping[tuple[str, str], Collection[ReplicaView]]:
+    """The views grouped by deployment (as they are, if grouped already)."""
+    if isinstance(views, Mapping):
+        return views
+    groups: dict[tuple[str, str], list[ReplicaView]] = {}
+    for v in views:
+        groups.setdefault((v.app, v.deployment), []).append(v)
+    return groups
 
 
 def _stop_order(r: ReplicaView) -> tuple[int, str]:
@@ -111,62 +127,81 @@ def _stop_order(r: ReplicaView) -> tuple[int, str]:
 
 def plan(
     targets: Iterable[DeploymentTarget],
-    replicas: Iterable[ReplicaView],
+    replicas: Views,
     *,
     may_start: frozenset[tuple[str, str]] | None = None,
     frozen_apps: frozenset[str] = frozenset(),
+    unchanged: Collection[tuple[str, str]] = frozenset(),
 ) -> Plan:
     """Compute the actions that move `replicas` toward `targets`.
 
     `may_start`: the deployments allowed to start replicas now (others are backing off after
     failures); None allows all. `frozen_apps`: apps whose targets are not known yet (being
-    built); their replicas are left alone.
+    built); their replicas are left alone. `unchanged`: deployments the caller knows have
+    nothing to do (planned last pass with the same inputs, to no action: `weir.controller.
+    deployment_changes`); their replicas are not looked at.
     """
     out = Plan()
-    by_key: dict[tuple[str, str], list[ReplicaView]] = {}
+    groups = by_deployment(replicas)
+    wanted = {(t.app, t.name): t for t in targets}
+    for key in [*groups, *(k for k in wanted if k not in groups)]:
+        if key in unchanged:
+            continue
+        actions = plan_deployment(wanted.get(key), groups.get(key, ()),
+                                  may_start=may_start is None or key in may_start,
+                                  frozen=key[0] in frozen_apps)
+        if actions:
+            out.actions.extend(actions)
+            out.deployments.add(key)
+    return out
+
+
+def plan_deployment(target: DeploymentTarget | None, replicas: Iterable[ReplicaView], *,
+                    may_start: bool = True, frozen: bool = False) -> list[Action]:
+    """The actions that move one deployment's `replicas` toward its `target` (None: the
+    deployment is no longer wanted, and its replicas stop unless its app is `frozen`,
+    being built). `may_start`: it is not backing off after failures."""
+    actions: list[Action] = []
+    group: list[ReplicaView] = []
     for r in replicas:
         if r.state == "DEAD":
-            out.actions.append(Forget(r.replica_id))
+            actions.append(Forget(r.replica_id))
             continue
         if r.stopping:
             if r.stop_overdue:
-                out.actions.append(Stop(r.replica_id, "graceful shutdown timed out", kill=True))
+                actions.append(Stop(r.replica_id, "graceful shutdown timed out", kill=True))
             continue
         if r.state in BROKEN_STATES:
-            out.actions.append(Stop(r.replica_id, f"replica is {r.state.lower()}", kill=True))
+            actions.append(Stop(r.replica_id, f"replica is {r.state.lower()}", kill=True))
             continue
         if r.state == "STOPPING":
             continue
-        by_key.setdefault((r.app, r.deployment), []).append(r)
+        group.append(r)
 
-    wanted = {(t.app, t.name): t for t in targets}
-    for key, group in by_key.items():
-        if key not in wanted and key[0] not in frozen_apps:
-            for r in group:
-                out.actions.append(Stop(r.replica_id, "deployment removed"))
+    if target is None:
+        if not frozen:
+            actions.extend(Stop(r.replica_id, "deployment removed") for r in group)
+        return actions
 
-    for key, target in wanted.items():
-        group = by_key.get(key, [])
-        new = [r for r in group if r.version == target.version]
-        old = [r for r in group if r.version != target.version]
-        new_running = [r for r in new if r.state == "RUNNING"]
+    new = [r for r in group if r.version == target.version]
+    old = [r for r in group if r.version != target.version]
+    new_running = [r for r in new if r.state == "RUNNING"]
 
-        missing = target.num_replicas - len(new)
-        if missing > 0 and (may_start is None or key in may_start):
-            out.actions.extend(Start(target.app, target.name, target.version)
-                               for _ in range(missing))
-        elif missing < 0:
-            for r in sorted(new, key=_stop_order)[:-missing]:
-                out.actions.append(Stop(r.replica_id, "scaled down"))
+    missing = target.num_replicas - len(new)
+    if missing > 0 and may_start:
+        actions.extend(Start(target.app, target.name, target.version) for _ in range(missing))
+    elif missing < 0:
+        for r in sorted(new, key=_stop_order)[:-missing]:
+            actions.append(Stop(r.replica_id, "scaled down"))
 
-        keep_old = max(0, target.num_replicas - len(new_running))
-        # Keep the running old replicas serving until enough new ones run.
-        old_sorted = sorted(old, key=_stop_order, reverse=True)
-        for r in old_sorted[keep_old:]:
-            out.actions.append(Stop(r.replica_id, "replaced by a new version"))
+    keep_old = max(0, target.num_replicas - len(new_running))
+    # Keep the running old replicas serving until enough new ones run.
+    old_sorted = sorted(old, key=_stop_order, reverse=True)
+    for r in old_sorted[keep_old:]:
+        actions.append(Stop(r.replica_id, "replaced by a new version"))
 
-        for r in new_running:
-            if (r.user_config_json != target.user_config_json
-                    and r.pending_user_config != target.user_config_json):
-                out.actions.append(Reconfigure(r.replica_id, target.user_config_json))
-    return out
+    for r in new_running:
+        if (r.user_config_json != target.user_config_json
+                and r.pending_user_config != target.user_config_json):
+            actions.append(Reconfigure(r.replica_id, target.user_config_json))
+    return actions

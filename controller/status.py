@@ -12,13 +12,13 @@ autoscaling, which is RUNNING).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from weir.controller.deployment_status import StatusInfo, advance, deleting
 from weir.controller.health import DeploymentHealth
-from weir.controller.reconciler import DeploymentTarget, ReplicaView
+from weir.controller.reconciler import DeploymentTarget, ReplicaView, Views, by_deployment
 from weir.statuses import ApplicationStatus as A
 from weir.statuses import DeploymentStatus as S
 from weir.statuses import DeploymentStatusTrigger as T
@@ -63,27 +63,48 @@ def application_status(app: AppView, deployments: Mapping[str, StatusInfo]) -> t
     return A.RUNNING, ""
 
 
-def status_document(
+@dataclass(frozen=True)
+class Rollup:
+    """A pass's status: the `applications:` document, each deployment's status (the
+    state machine's `previous` next time) and its replicas counted by state."""
+
+    doc: dict[str, Any]
+    statuses: dict[Key, StatusInfo]
+    counts: dict[Key, dict[str, int]]
+
+
+def roll_up(
     apps: Iterable[AppView],
     targets: Mapping[Key, DeploymentTarget],
-    replicas: Iterable[ReplicaView],
+    replicas: Views,
     health: Mapping[Key, DeploymentHealth],
     previous: Mapping[Key, StatusInfo],
     *,
     autoscaled: Collection[Key] = (),
     autoscaling: Mapping[Key, Mapping[str, Any]] | None = None,
-) -> tuple[dict[str, Any], dict[Key, StatusInfo]]:
-    """The `applications:` part of `weir status`, and each deployment's status to pass as
-    `previous` next time.
+    unchanged: Collection[Key] = frozenset(),
+    counts: Mapping[Key, dict[str, int]] | None = None,
+) -> Rollup:
+    """The status of every application and deployment after a pass.
 
     `autoscaled`: deployments whose replica count the autoscaler sets. `autoscaling`: what
     to show of each autoscaled deployment's decision (its target...). An application that
-    is no longer in `apps` but still has replicas is DELETING."""
-    by_key: dict[Key, list[ReplicaView]] = {}
-    for r in replicas:
-        by_key.setdefault((r.app, r.deployment), []).append(r)
+    is no longer in `apps` but still has replicas is DELETING. `unchanged`: deployments
+    whose status and replica counts are the previous ones (`previous`, `counts`: the last
+    roll-up's), as the caller knows (`weir.controller.deployment_changes`); their replicas
+    are not looked at."""
+    by_key = by_deployment(replicas)
     apps = list(apps)
     names = {a.name for a in apps}
+    kept = counts or {}
+    out_counts: dict[Key, dict[str, int]] = {}
+
+    def counted(key: Key) -> dict[str, int]:
+        if key not in out_counts:
+            out_counts[key] = (kept[key] if key in unchanged and key in kept
+                               else replica_counts(by_key.get(key, ())))
+        return out_counts[key]
+
     gone: dict[str, list[str]] = {}
     for (app_name, dep), group in sorted(by_key.items()):
         # Dead ones are only waiting to be forgotten: they hold up no delete.
@@ -99,29 +120,33 @@ def status_document(
             if target is None:
                 infos[name] = StatusInfo(message="waiting for the application to build")
                 continue
+            if key in unchanged and key in previous:
+                infos[name] = statuses[key] = previous[key]
+                continue
             infos[name] = statuses[key] = advance(
-                previous.get(key), target, by_key.get(key, []),
+                previous.get(key), target, by_key.get(key, ()),
                 health.get(key, DeploymentHealth()), autoscaled=key in autoscaled)
         status, message = application_status(app, infos)
         doc[app.name] = _app_doc(status, message, app.deployment_timestamp, app.route_prefix,
-                                 infos, by_key, app.name, autoscaling or {})
+                                 infos, counted, app.name, autoscaling or {})
     for app_name, deps in gone.items():
         infos = {}
         for name in deps:
             infos[name] = statuses[(app_name, name)] = deleting(previous.get((app_name, name)))
-        doc[app_name] = _app_doc(A.DELETING, "", 0.0, None, infos, by_key, app_name, {})
-    return doc, statuses
+        doc[app_name] = _app_doc(A.DELETING, "", 0.0, None, infos, counted, app_name, {})
+    return Rollup(doc, statuses, out_counts)
 
 
 def _app_doc(status: str, message: str, deployed_at: float, route_prefix: str | None,
-             infos: Mapping[str, StatusInfo], by_key: Mapping[Key, list[ReplicaView]],
+             infos: Mapping[str, StatusInfo], counted: Callable[[Key], dict[str, int]],
              app_name: str, autoscaling: Mapping[Key, Mapping[str, Any]]) -> dict[str, Any]:
     deployments = []
     for name, info in infos.items():
         entry: dict[str, Any] = {
             "name": name, "status": info.status, "status_trigger": info.status_trigger,
             "message": info.message,
-            "replica_states": replica_counts(by_key.get((app_name, name), []))}
+            # A copy: the counts are kept for the next roll-up, the document is the reader's.
+            "replica_states": dict(counted((app_name, name)))}
         if (app_name, name) in autoscaling:
             entry["autoscaling"] = dict(autoscaling[(app_name, name)])
         deployments.append(entry)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
+from weir.controller.health import FIRST_BACKOFF_S
 from weir.controller.leader import PASS_GAP_S, SWEEP_S, TICK_S, Leader, step_times
 from weir.controller.record_keeper import FULL_READ_S, freeze_due
 from weir.controller.replica_starts import new_replica_id
@@ -433,5 +434,52 @@ def test_a_wake_during_a_pass_starts_the_next_pass_at_once() -> None:
                 await loop
         assert len(passes) >= 2
         assert passes[1] - passes[0] < TICK_S / 2
+
+    run(scenario())
+
+
+def test_a_changed_replica_of_an_unchanged_deployment_is_acted_on_at_the_next_pass() -> None:
+    # Two deployments, settled: passes take both as they were (`deployment_changes`). A
+    # replica of one fails, its deployment's goal unchanged: the next pass (long before
+    # the sweep of deployments would come to it) judges it and kills the replica, and
+    # starts another once its backoff is over; the other deployment is taken as it was.
+    async def scenario() -> None:
+        h = Harness()
+        await h.node.run_assigned()
+        specs = [DeploymentSpec("app", name, {"num_replicas": 1}, b"v1", ingress=name == "A")
+                 for name in ("A", "B")]
+        await h.store.put(APPS_PREFIX + "app", AppGoal(
+            name="app", config={"name": "app"}, deployment_timestamp=1.0, build_key="k",
+            built_json=BuiltApp("app", specs).to_json()).to_bytes())
+        await h.leader.reconcile_once()
+        for record in await h.node.run_assigned():
+            replica = SimulatedReplica(h.leader, record, 1000 + len(h.replicas))
+            h.replicas.append(replica)
+            await replica.report(pb.STARTING)
+            await replica.report(pb.RUNNING, version=record.version)
+        h.leader.keeper.watching = True
+        taken: list[frozenset[tuple[str, str]]] = []
+        unchanged = h.leader.deployment_changes.unchanged
+        h.leader.deployment_changes.unchanged = (  # type: ignore[method-assign]
+            lambda *a, **kw: taken.append(unchanged(*a, **kw)) or taken[-1])
+        for _ in range(3):
+            h.clock.advance(0.01)
+            await h.leader.reconcile_once()
+        assert taken[-1] == {("app", "A"), ("app", "B")}, "the deployments never settled"
+        a = next(r for r in h.replicas if r.record.deployment == "A")
+        await a.report(pb.FAILED, "boom", version=a.record.version)
+        h.clock.advance(0.01)
+        await h.leader.reconcile_once()
+        assert taken[-1] == {("app", "B")}
+        assert not h.leader.deployment_changes.swept
+        assert a.record.replica_id not in h.leader.records, "the failed replica was kept"
+        assert h.leader.health[("app", "A")].consecutive_failures == 1
+        # Its crash-loop backoff over, a replica is started in its place: the clock alone
+        # changed (`may_start`), and that is enough to plan it again.
+        for _ in range(3):
+            h.clock.advance(FIRST_BACKOFF_S / 2)
+            await h.leader.reconcile_once()
+        assert len(h.leader.replica_records.of(("app", "A"))) == 1, "none started instead"
+        h.close()
 
     run(scenario())

@@ -5,7 +5,12 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from weir.controller.observations import Observations, node_changes, observe_all
+from weir.controller.observations import (
+    Observations,
+    differs_beyond_load,
+    node_changes,
+    observe_all,
+)
 from weir.controller.observe import ReplicaBook, SessionReport
 from weir.controller.reconciler import ReplicaView
 from weir.etcd.records import NodeRecord, ReplicaRecord
@@ -44,7 +49,8 @@ def test_viewing_only_what_changed_sees_what_viewing_everything_sees() -> None:
         action = rng.randrange(9)
         if action == 0 or not rids:
             rid = f"app#D#{step}"
-            records[rid] = ReplicaRecord(rid, "app", "D", "v1", pid=0, started_at=wall,
+            records[rid] = ReplicaRecord(rid, "app", rng.choice(["D", "E"]), "v1", pid=0,
+                                         started_at=wall,
                                          node_id=rng.choice(["n1", "n2", "n3"]))
             if rng.random() < 0.5:
                 obs.touch(rid)  # the set difference must catch the others
@@ -108,6 +114,18 @@ def test_viewing_only_what_changed_sees_what_viewing_everything_sees() -> None:
         assert got == expected, f"step {step}: action {action}"
         assert all(rid in obs.reviewed for rid in (previous.keys() | obs.views.keys())
                    if previous.get(rid) != obs.views.get(rid)), "a change not reviewed"
+        # Every deployment a replica's view changed in (beyond its load), joined or left,
+        # is named changed; the views grouped by deployment are the views.
+        moved: set[tuple[str, str]] = set()
+        for rid in previous.keys() | obs.views.keys():
+            a, b = previous.get(rid), obs.views.get(rid)
+            if a is None or b is None or differs_beyond_load(a, b):
+                moved |= {(v.app, v.deployment) for v in (a, b) if v is not None}
+        assert moved <= obs.take_changed(), f"step {step}: a deployment's change missed"
+        grouped: dict[tuple[str, str], dict[str, ReplicaView]] = {}
+        for v in got:
+            grouped.setdefault((v.app, v.deployment), {})[v.replica_id] = v
+        assert obs.by_deployment == grouped, f"step {step}"
         previous = dict(obs.views)
         assert obs.books == expected_books, f"step {step}: action {action}"
         reviewed_fewer += due < len(records)

@@ -1,12 +1,20 @@
 """Status roll-up as a pure function, with the seed's meanings and Ray's statuses."""
 
+from typing import Any
+
 from weir.controller.deployment_status import StatusInfo
 from weir.controller.health import DeploymentHealth
 from weir.controller.reconciler import DeploymentTarget, ReplicaView
-from weir.controller.status import AppView, status_document
+from weir.controller.status import AppView, roll_up
 
 T = DeploymentTarget("app", "D", "v1", 2, "null")
 KEY = ("app", "D")
+
+
+def status_document(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[Any, Any]]:
+    """The document and the statuses of a roll-up of everything."""
+    rollup = roll_up(*args, **kwargs)
+    return rollup.doc, rollup.statuses
 
 
 def doc(replicas: list[ReplicaView], health: DeploymentHealth | None = None,
