@@ -16,7 +16,11 @@ stays right, and the connection takes its next request; a request with a body cl
 connection instead (hypercorn's own error answers do the same; the body is never read).
 A shed request leaves the connection's keep-alive timer running from the last answered
 request (stopping and restarting it is a quarter of the cost): a connection whose every
-request is shed closes keep_alive_timeout_s after its last answered one. A request it
+request is shed closes keep_alive_timeout_s after its last answered one. From its first
+admitted request on, the connection's keep-alive timer is the protocol's own: one
+`call_later` that looks again when it fires, instead of hypercorn's task cancelled and
+awaited (the request waiting loop turns for it) and two tasks made per request; it closes
+the connection keep_alive_timeout after its last answer, or at shutdown. A request it
 admits goes on as before, counted in at once and marked as checked in its ASGI scope
 (`admit_in_scope`), for `AdmissionGate` to count it out when its app call ends. WebSocket
 upgrades and HTTP/2 (`H2Protocol`) are left to the gate.
@@ -29,6 +33,7 @@ gate still sheds). Tested against the installed hypercorn
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -71,21 +76,82 @@ def admitting_protocol(admission: Admission) -> type:
             self._to_server = self.send
             self.send = self._send_or_hold  # type: ignore[method-assign]
             self._busy_held = False
+            #: The keep-alive timer is this protocol's (`_take_over_keep_alive`).
+            self._keeps_alive = False
+            self._idle_since: float | None = None
+            self._idle_timer: asyncio.TimerHandle | None = None
+            self._closer: asyncio.Task[None] | None = None
+            self._shutdown_watch: asyncio.Task[None] | None = None
 
         async def _send_or_hold(self, event: Any) -> None:
             # hypercorn stops the connection's keep-alive timer once a request's headers
-            # are in and starts a new one once it is answered: two tasks cancelled and
-            # awaited, two made, a quarter of a shed request's cost. A request shed at
-            # once needs neither, so the stop waits for the verdict.
-            if isinstance(event, Updated) and not event.idle:
-                self._busy_held = True
+            # are in and starts a new one once it is answered: a task cancelled and
+            # awaited (the request waits loop turns for it), two made, a quarter of a shed
+            # request's cost. A request shed at once needs neither, so the stop waits for
+            # the verdict; an admitted one finds the timer this protocol's own.
+            if isinstance(event, Updated):
+                if not event.idle:
+                    self._busy_held = True
+                elif self._keeps_alive:
+                    self._went_idle()
+                else:
+                    await self._to_server(event)
                 return
             await self._to_server(event)
 
-        async def _go_busy(self) -> None:
+        async def _go_busy(self, own_timer: bool = False) -> None:
             if self._busy_held:
                 self._busy_held = False
-                await self._to_server(Updated(idle=False))
+                self._idle_since = None
+                if not self._keeps_alive:
+                    await self._to_server(Updated(idle=False))
+                    if own_timer:
+                        self._keeps_alive = True
+                        # hypercorn's timer also closed an idle connection at shutdown.
+                        self._shutdown_watch = asyncio.get_running_loop().create_task(
+                            self._close_at_shutdown())
+
+        async def _close_at_shutdown(self) -> None:
+            await self.context.terminated.wait()
+            if self._idle_since is not None:
+                self._idle_check()
+
+        def _went_idle(self) -> None:
+            # One timer a keep-alive period, not two tasks a request: it looks again when it
+            # fires and sleeps on while the connection was busy since.
+            loop = asyncio.get_running_loop()
+            self._idle_since = loop.time()
+            if self._idle_timer is None:
+                self._idle_timer = loop.call_later(self.config.keep_alive_timeout,
+                                                   self._idle_check)
+            if self.context.terminated.is_set():
+                self._idle_check()
+
+        def _idle_check(self) -> None:
+            self._idle_timer = None
+            if self._idle_since is None or self._closer is not None:
+                return  # busy: the next answer starts the timer again
+            loop = asyncio.get_running_loop()
+            left = self._idle_since + self.config.keep_alive_timeout - loop.time()
+            if left > 0 and not self.context.terminated.is_set():
+                self._idle_timer = loop.call_later(left, self._idle_check)
+                return
+            # As hypercorn closes an idle connection: the protocol first, then the socket.
+            self._closer = loop.create_task(self._close_idle())
+
+        async def _close_idle(self) -> None:
+            await self.handle(Closed())
+            await self._to_server(Closed())
+
+        async def handle(self, event: Any) -> None:
+            if isinstance(event, Closed):
+                if self._idle_timer is not None:
+                    self._idle_timer.cancel()
+                    self._idle_timer = None
+                watch, self._shutdown_watch = self._shutdown_watch, None
+                if watch is not None and watch is not asyncio.current_task():
+                    watch.cancel()
+            await super().handle(event)
 
         async def _check_protocol(self, event: h11.Request) -> None:
             try:
@@ -105,7 +171,7 @@ def admitting_protocol(admission: Admission) -> type:
             if refusal:
                 await self._refuse(refusal, body)
                 return
-            await self._go_busy()
+            await self._go_busy(own_timer=True)
             await super()._create_stream(request)
             # Counted in now, not when its task reaches the gate: the requests parsed in
             # one loop iteration would all pass otherwise, and the gate shed them after all.

@@ -45,6 +45,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     marked.append(scope.get(ADMITTED_KEY, "unmarked"))
+    if scope["path"] == "/slow":
+        await asyncio.sleep(0.6)
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"ok"})
@@ -193,3 +195,41 @@ def test_shed_requests_leave_the_keep_alive_timer_running() -> None:
 
     answered, lasted = asyncio.run(scenario())
     assert answered >= 2 and lasted < 4
+
+
+def test_answered_requests_keep_the_connection_alive_for_the_timeout_after_each() -> None:
+    # The protocol keeps the timer of admitted requests too (hypercorn's costs a task
+    # cancelled and awaited, and two made, per request): idle for keep_alive_timeout after
+    # its last answer, the connection closes; a request longer than that is not cut.
+    async def scenario() -> tuple[bytes, float]:
+        async with hypercorn_with(ShedUnderShed(), keep_alive_timeout=0.3) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get("/ok"))
+            await _read_until(reader, 1)
+            writer.write(get("/slow"))
+            slow = await _read_until(reader, 1)
+            answered = time.monotonic()
+            closed = await asyncio.wait_for(reader.read(1), 3) == b""
+            assert closed
+            writer.close()
+            return slow, time.monotonic() - answered
+
+    slow, idle = asyncio.run(scenario())
+    assert slow.startswith(b"HTTP/1.1 200 ") and slow.endswith(b"ok")
+    assert 0.2 < idle < 2
+
+
+def test_shutdown_closes_an_idle_kept_alive_connection_at_once() -> None:
+    async def scenario() -> float:
+        admission = ShedUnderShed()
+        async with contextlib.AsyncExitStack() as stack:
+            port = await stack.enter_async_context(
+                hypercorn_with(admission, keep_alive_timeout=30, graceful_timeout=10))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get("/ok"))
+            await _read_until(reader, 1)
+            stopping = time.monotonic()
+        writer.close()
+        return time.monotonic() - stopping
+
+    assert asyncio.run(scenario()) < 3
