@@ -82,6 +82,26 @@ def admitting_protocol(admission: Admission) -> type:
             self._idle_timer: asyncio.TimerHandle | None = None
             self._closer: asyncio.Task[None] | None = None
             self._shutdown_watch: asyncio.Task[None] | None = None
+            #: A response's head, held for its first body chunk (`_send_h11_event`).
+            self._head = b""
+
+        async def _send_h11_event(self, event: Any) -> None:
+            # A response's head waits for its first body chunk (or its end) and goes in
+            # the same write: one send system call, lock and drain a response, not two.
+            # (The replica already sends a response's start with its first chunk.)
+            try:
+                data = self.connection.send(event)
+            except h11.LocalProtocolError:
+                if self.connection.their_state != h11.ERROR:
+                    raise
+                return  # as hypercorn: nothing more goes to a client in error
+            if isinstance(event, h11.Response):
+                self._head = data or b""
+                return
+            head, self._head = self._head, b""
+            data = head + data if data else head
+            if data:
+                await self.send(RawData(data=data))
 
         async def _send_or_hold(self, event: Any) -> None:
             # hypercorn stops the connection's keep-alive timer once a request's headers
@@ -97,6 +117,9 @@ def admitting_protocol(admission: Admission) -> type:
                 else:
                     await self._to_server(event)
                 return
+            if isinstance(event, Closed) and self._head:
+                head, self._head = self._head, b""
+                await self._to_server(RawData(data=head))
             await self._to_server(event)
 
         async def _go_busy(self, own_timer: bool = False) -> None:
