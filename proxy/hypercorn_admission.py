@@ -11,8 +11,9 @@ is most of a core.
 So, while the proxy serves on hypercorn, `hypercorn.protocol.H11Protocol` (the name its
 `ProtocolWrapper` looks up for each connection) is a subclass whose `_create_stream` asks
 `Admission.check` first. A request it sheds gets the 503 the uvicorn protocol writes
-(`weir.proxy.admission.shed_headers`) in one write, through h11 so that its state machine
-stays right, and the connection takes its next request; a request with a body closes the
+(`weir.proxy.admission.shed_response`, built once without h11, whose parser is then
+replaced by a fresh one holding the bytes after the request) in one write, and the
+connection takes its next request; a request with a body closes the
 connection instead (hypercorn's own error answers do the same; the body is never read).
 A shed request leaves the connection's keep-alive timer running from the last answered
 request (stopping and restarting it is a quarter of the cost): a connection whose every
@@ -41,7 +42,7 @@ from urllib.parse import unquote
 
 import structlog
 
-from weir.proxy.admission import admit_in_scope, shed_headers
+from weir.proxy.admission import admit_in_scope, shed_response
 
 if TYPE_CHECKING:
     from weir.proxy.admission import Admission
@@ -62,6 +63,17 @@ def request_facts(headers: Any) -> tuple[bool, bool]:
         elif name in _BODY_HEADERS and value not in (b"0", b""):
             body = True
     return upgrade, body
+
+
+def keeps_alive(request: Any) -> bool:
+    """Whether an h11 request lets its connection live on after the answer, by h11's rule:
+    HTTP/1.1 or later, without `connection: close`. Pure."""
+    if request.http_version < b"1.1":
+        return False
+    for name, value in request.headers:
+        if name == b"connection" and b"close" in (t.strip().lower() for t in value.split(b",")):
+            return False
+    return True
 
 
 def admitting_protocol(admission: Admission) -> type:
@@ -192,7 +204,7 @@ def admitting_protocol(admission: Admission) -> type:
             path = unquote(request.target.partition(b"?")[0].decode("ascii"))
             key, refusal = admission.check(path, request.method.decode("ascii").upper())
             if refusal:
-                await self._refuse(refusal, body)
+                await self._refuse(refusal, body, keeps_alive(request))
                 return
             await self._go_busy(own_timer=True)
             await super()._create_stream(request)
@@ -202,31 +214,29 @@ def admitting_protocol(admission: Admission) -> type:
             if isinstance(scope, dict):
                 admit_in_scope(admission, scope, key)
 
-        async def _refuse(self, text: str, body: bool) -> None:
-            connection = self.connection
-            assert isinstance(connection, h11.Connection)
+        async def _refuse(self, text: str, body: bool, client_keeps_alive: bool) -> None:
+            # The uvicorn protocol's bytes, built without h11: its three sends (events
+            # built, headers checked, state moved) cost about as much as the rest of a
+            # refusal's Python. h11 never sees the answer, so a fresh parser takes the
+            # connection's next request, with the bytes that came after this one.
             self.keep_alive_requests += 1
-            keep_alive = not body and (self.keep_alive_requests
-                                       < self.config.keep_alive_max_requests)
-            payload = text.encode()
-            data = connection.send(h11.Response(
-                status_code=503, headers=shed_headers(len(payload), keep_alive),
-                reason=b"Service Unavailable"))
-            data += connection.send(h11.Data(data=payload))  # type: ignore[operator]
-            data += connection.send(h11.EndOfMessage())  # type: ignore[operator]
-            await self.send(RawData(data=data))  # type: ignore[arg-type]
+            keep_alive = (client_keeps_alive and not body
+                          and self.keep_alive_requests < self.config.keep_alive_max_requests
+                          and not self.context.terminated.is_set())
+            await self.send(RawData(data=shed_response(text, keep_alive)))
             await self.context.mark_request()
-            if keep_alive and connection.next_event() is not h11.NEED_DATA:
-                # A request without a body ends here (h11's EndOfMessage): both sides are
-                # done, and the connection takes its next request, as hypercorn recycles it,
-                # its keep-alive timer still running from the last answer before.
-                if (connection.our_state is h11.DONE and connection.their_state is h11.DONE
-                        and not self.context.terminated.is_set()):
-                    connection.start_next_cycle()
-                    self._busy_held = False
-                    return
-            self._busy_held = False  # closing stops the timer
-            await self.send(Closed())
+            self._busy_held = False
+            if keep_alive:
+                # Its keep-alive timer runs on from the last answer before (see above).
+                trailing, closed = self.connection.trailing_data
+                self.connection = fresh = h11.Connection(
+                    h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size)
+                if trailing or closed:
+                    fresh.receive_data(trailing)
+                    if closed:
+                        fresh.receive_data(b"")
+                return
+            await self.send(Closed())  # closing stops the timer
 
     return AdmittingH11Protocol
 

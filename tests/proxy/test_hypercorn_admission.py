@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import hypercorn.protocol
+import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from weir.proxy.admission import ADMITTED_KEY
-from weir.proxy.hypercorn_admission import admission_in_protocol, request_facts
+from weir.proxy.hypercorn_admission import admission_in_protocol, keeps_alive, request_facts
 
 
 class ShedUnderShed:
@@ -145,6 +146,30 @@ def test_a_shed_request_with_a_body_closes_the_connection_unread() -> None:
     assert answered.startswith(b"HTTP/1.1 503 ") and b"connection: close\r\n" in answered
     assert answered.endswith(b"shed /shed/p")
     assert closed
+
+
+@pytest.mark.parametrize("request_line, header", [
+    (b"GET /shed/x HTTP/1.1", b"connection: close\r\n"),
+    (b"GET /shed/x HTTP/1.0", b""),
+])
+def test_a_shed_request_of_a_client_that_closes_closes_the_connection(
+        request_line: bytes, header: bytes) -> None:
+    # The 503 is built without h11, which would otherwise have decided this itself.
+    answered, closed = exchange(ShedUnderShed(), request_line + b"\r\nhost: x\r\n" + header
+                                + b"\r\n" + get("/ok"), 1)
+    assert answered.startswith(b"HTTP/1.1 503 ") and b"connection: close\r\n" in answered
+    assert closed and b"200" not in answered
+
+
+def test_keeps_alive() -> None:
+    class Request:
+        def __init__(self, version: bytes, *headers: tuple[bytes, bytes]) -> None:
+            self.http_version, self.headers = version, list(headers)
+
+    assert keeps_alive(Request(b"1.1", (b"host", b"x")))
+    assert keeps_alive(Request(b"1.1", (b"connection", b"keep-alive")))
+    assert not keeps_alive(Request(b"1.1", (b"connection", b"Keep-Alive, Close")))
+    assert not keeps_alive(Request(b"1.0", (b"connection", b"keep-alive")))
 
 
 def test_websocket_upgrades_are_left_to_the_app() -> None:
