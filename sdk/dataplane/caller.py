@@ -41,6 +41,8 @@ log = structlog.get_logger("weir.dataplane.caller")
 #: With no deadline, how long a call waits for the route table to name its deployment.
 UNKNOWN_DEPLOYMENT_WAIT_S = 30.0
 _NEVER_STARTED = (pb.REJECTED, pb.UNAVAILABLE)
+#: Outcomes of a call the replica ran to its end.
+_RAN = (pb.OK, pb.USER_ERROR)
 
 
 def unix_deadline(deadline: float | None) -> float:
@@ -196,7 +198,7 @@ class DataPlane:
             retry = True
             with _Attempt(router, slot, model_id) as attempt:
                 replies = self.transport.stream(slot.address, request, _remaining(deadline),
-                                                body)
+                                                body, on_last=attempt.ended)
                 async with contextlib.aclosing(replies):
                     first = True
                     async for reply in replies:
@@ -220,12 +222,25 @@ class _Attempt:
     reply reported; how long to skip it if it refused the call or could not be reached). A
     replica out of reach is swallowed (try another); a timeout becomes RequestTimeoutError."""
 
-    __slots__ = ("model_id", "reported", "router", "skip", "slot")
+    __slots__ = ("model_id", "released", "reported", "router", "skip", "slot")
 
     def __init__(self, router: DeploymentRouter, slot: ReplicaSlot, model_id: str) -> None:
         self.router, self.slot, self.model_id = router, slot, model_id
         self.reported: int | None = None
         self.skip = 0.0
+        self.released = False
+
+    def ended(self, reply: pb.CallReply) -> None:
+        """The call's last reply was just read, before the caller sees it: a call the
+        replica ran to its end (it freed its own slot before sending it) frees this one
+        now, so that a queued call goes out before the caller works on this reply."""
+        if self.released or reply.outcome not in _RAN:
+            return  # a refusal or a timeout: the caller reads it first (skip, retry, raise)
+        self.released = True
+        # The replica's load as it reported it: on the call's first reply (this one, for
+        # a whole response in one message), else noted already.
+        reported = reply.ongoing if self.reported is None else None
+        self.router.release(self.slot, reported=reported, model_id=self.model_id)
 
     def refused(self, reply: pb.CallReply) -> bool:
         """Read the call's first reply: whether the replica refused it (it never started)."""
@@ -241,8 +256,10 @@ class _Attempt:
         unreachable = kind is not None and issubclass(kind, ReplicaUnreachable)
         if unreachable:
             self.skip = UNREACHABLE_BACKOFF_S
-        self.router.release(self.slot, reported=self.reported, skip_for=self.skip,
-                            model_id=self.model_id)
+        if not self.released:
+            self.released = True
+            self.router.release(self.slot, reported=self.reported, skip_for=self.skip,
+                                model_id=self.model_id)
         if (kind is not None and issubclass(kind, TimeoutError)
                 and not issubclass(kind, RequestTimeoutError)):
             raise RequestTimeoutError(str(exc)) from exc

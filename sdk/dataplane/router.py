@@ -18,6 +18,7 @@ A call for a multiplexed model (`model_id`) is offered only the replicas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import deque
@@ -81,8 +82,27 @@ def choose_replica(
     return a if a.load <= b.load else b
 
 
+class _Waiter:
+    """A call waiting in a router's queue, and the slot handed to it once one is free."""
+
+    __slots__ = ("event", "model_id", "since", "slot")
+
+    def __init__(self, model_id: str, since: float) -> None:
+        self.event = asyncio.Event()
+        self.model_id = model_id
+        self.since = since
+        self.slot: ReplicaSlot | None = None
+
+
 class DeploymentRouter:
-    """One caller's router for one deployment."""
+    """One caller's router for one deployment.
+
+    A freed slot is handed to the head of the queue at once (`_wake`), as many as there
+    are free slots, rather than waking the head to take one itself: woken heads took the
+    slots one event-loop turn after another, so the calls freed by one batch of replies
+    went out one by one, each after a turn of the caller's other work (in the proxy, the
+    HTTP side of every connection), and the replica sat idle meanwhile.
+    """
 
     def __init__(self, app: str, deployment: str, *, rng: random.Random | None = None,
                  on_queue_change: Callable[[], None] | None = None) -> None:
@@ -93,7 +113,7 @@ class DeploymentRouter:
         self.max_ongoing = 5
         self.max_queued = -1
         self._slots: dict[str, ReplicaSlot] = {}
-        self._waiters: deque[asyncio.Event] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self._rng = rng or random.Random()
         self.known = False
         #: The deployment left the route table (deleted): calls fail at once.
@@ -134,8 +154,8 @@ class DeploymentRouter:
         """The deployment is gone from the route table: fail every waiting call."""
         self.removed = True
         self._slots = {}
-        for event in self._waiters:
-            event.set()
+        for waiter in self._waiters:
+            waiter.event.set()
 
     def would_shed(self) -> bool:
         """Whether a new call would be shed now (as `assign` would): for a proxy to refuse
@@ -154,8 +174,17 @@ class DeploymentRouter:
                 f"deployment {self.deployment!r} of application {self.app!r} was deleted")
 
     def _wake(self) -> None:
-        if self._waiters:
-            self._waiters[0].set()
+        # FIFO: the head first; a head no replica can take now (its model's replicas are
+        # full, say) keeps its place and the rest wait behind it, as before.
+        waiters = self._waiters
+        while waiters:
+            head = waiters[0]
+            slot = self._take(head.model_id, head.since)
+            if slot is None:
+                return
+            waiters.popleft()
+            head.slot = slot
+            head.event.set()
 
     def _take(self, model_id: str = "", since: float = 0.0) -> ReplicaSlot | None:
         now = time.monotonic()
@@ -196,34 +225,42 @@ class DeploymentRouter:
             )
         if deadline is None and not self._slots:
             deadline = time.monotonic() + NO_REPLICA_WAIT_S
-        event = asyncio.Event()
+        waiter = _Waiter(model_id, since)
         if retry:
-            self._waiters.appendleft(event)
+            self._waiters.appendleft(waiter)
         else:
-            self._waiters.append(event)
+            self._waiters.append(waiter)
         self._queue_changed()
         try:
             while True:
                 self._check_removed()
-                if self._waiters[0] is event:
-                    slot = self._take(model_id, since)
-                    if slot is not None:
-                        return slot
-                event.clear()
+                if waiter.slot is None and self._waiters[0] is waiter:
+                    # Time alone may free a slot (a skipped replica's skip ends; a model
+                    # match stops being required): the head polls for those.
+                    waiter.slot = self._take(model_id, since)
+                if waiter.slot is not None:
+                    slot, waiter.slot = waiter.slot, None
+                    return slot
+                waiter.event.clear()
                 wait = self._poll_interval(deadline,
                                            since + MODEL_MATCH_WAIT_S if model_id else None)
                 try:
-                    await asyncio.wait_for(event.wait(), wait)
+                    await asyncio.wait_for(waiter.event.wait(), wait)
                 except TimeoutError:
                     pass
-                if deadline is not None and time.monotonic() >= deadline:
+                if waiter.slot is None and deadline is not None and time.monotonic() >= deadline:
                     raise DeploymentUnavailableError(
                         f"no replica of deployment {self.deployment!r} in application "
                         f"{self.app!r} became available in time"
                         + ("" if self._slots else " (it has no running replica)")
                     )
         finally:
-            self._waiters.remove(event)
+            if waiter.slot is not None:
+                # Handed a slot it will not use (cancelled, or the deployment removed).
+                waiter.slot.in_flight = max(0, waiter.slot.in_flight - 1)
+                waiter.slot = None
+            with contextlib.suppress(ValueError):  # not there once handed a slot
+                self._waiters.remove(waiter)
             self._queue_changed()
             self._wake()
 
@@ -254,4 +291,10 @@ class DeploymentRouter:
         if skip_for:
             slot.skip_until = time.monotonic() + skip_for
             slot.sent_models.pop(model_id, None)
+            # The call is retried at once (the data plane's rule), at the head of the queue:
+            # nothing is handed over here, the head only looks again (another replica may
+            # be free) and takes its turn behind the retry.
+            if self._waiters:
+                self._waiters[0].event.set()
+            return
         self._wake()

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -132,6 +132,10 @@ class _Multiplexer:
         self.call = call
         self.ids = itertools.count(1)
         self.pending: dict[int, CallInbox[object]] = {}
+        #: Calls that asked to hear of their last frame as soon as it is read (`open`).
+        self.ending: dict[int, Callable[[pb.CallReply], None]] = {}
+        #: Messages read but not yet handed to their calls' inboxes (`_read`), in order.
+        self._undelivered: list[pb.Frame] = []
         self.outbox = FrameOutbox()
         self.broken: str | None = None
         loop = asyncio.get_running_loop()
@@ -145,34 +149,66 @@ class _Multiplexer:
             self._break(f"stream to replica at {self.address} broke: {exc}")
 
     async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             async for message in self.call:
-                for frame in message.batch:
-                    inbox = self.pending.get(frame.call_id)
-                    if inbox is not None:
-                        inbox.put(frame)
+                ended = False
+                if self.ending:
+                    for frame in message.batch:
+                        if frame.last and (on_last := self.ending.pop(frame.call_id, None)):
+                            on_last(frame.reply)
+                            ended = True
+                if ended or self._undelivered:
+                    # `on_last` freed router slots, which went to queued calls: their tasks
+                    # run first on the next turn and put their frames in the outbox. The
+                    # replies reach their calls a turn later, so that the next calls go out
+                    # before this process works on the replies (the proxy's HTTP
+                    # responses), rather than the replica waiting for that work.
+                    if not self._undelivered:
+                        loop.call_soon(self._deliver)
+                    self._undelivered.append(message)
+                else:
+                    self._deliver_one(message)
             self._break(f"replica at {self.address} closed the stream")
         except _CHANNEL_ERRORS as exc:
             reason = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
             self._break(f"stream to replica at {self.address} failed: {reason}")
 
+    def _deliver_one(self, message: pb.Frame) -> None:
+        for frame in message.batch:
+            inbox = self.pending.get(frame.call_id)
+            if inbox is not None:
+                inbox.put(frame)
+
+    def _deliver(self) -> None:
+        undelivered, self._undelivered = self._undelivered, []
+        for message in undelivered:
+            self._deliver_one(message)
+
     def _break(self, reason: str) -> None:
+        self._deliver()  # the replies read before the break come first
         if self.broken is None:
             self.broken = reason
             for inbox in self.pending.values():
                 inbox.put(_BROKEN)
 
-    def open(self, request: pb.CallRequest, stream: bool) -> tuple[int, CallInbox[object]]:
-        """Send a call; returns its id and the inbox its frames arrive in."""
+    def open(self, request: pb.CallRequest, stream: bool,
+             on_last: Callable[[pb.CallReply], None] | None = None,
+             ) -> tuple[int, CallInbox[object]]:
+        """Send a call; returns its id and the inbox its frames arrive in. `on_last` is
+        given the call's last reply as soon as it is read, before the inbox has it."""
         call_id = next(self.ids)
         inbox: CallInbox[object] = CallInbox()
         self.pending[call_id] = inbox
+        if on_last is not None:
+            self.ending[call_id] = on_last
         self.outbox.add(call_id, request=request, stream=stream)
         return call_id, inbox
 
     def close_call(self, call_id: int, *, cancel: bool) -> None:
         """Forget a call; with `cancel`, tell the replica to stop its work."""
         self.pending.pop(call_id, None)
+        self.ending.pop(call_id, None)
         if cancel and self.broken is None:
             self.outbox.add(call_id, cancel=True)
 
@@ -280,10 +316,13 @@ class ReplicaTransport:
             mux.close_call(call_id, cancel=not done)
 
     async def stream(self, address: str, request: pb.CallRequest, timeout: float | None,
-                     body: RequestBody | None = None) -> AsyncGenerator[pb.CallReply, None]:
+                     body: RequestBody | None = None,
+                     on_last: Callable[[pb.CallReply], None] | None = None,
+                     ) -> AsyncGenerator[pb.CallReply, None]:
         """A streaming call; yields reply messages as they arrive. A `body` still arriving
         is sealed into `request` here, as late as possible; if more of it is to come, its
-        chunks follow on the call once the replica admitted it."""
+        chunks follow on the call once the replica admitted it. `on_last`: given the last
+        reply as soon as it is read (on the replica's channel only), before it is yielded."""
         if body is not None and body.seal():
             own = self._body_stream(address, request, body, timeout)
         elif request.ByteSize() > MULTIPLEX_MAX_BYTES:
@@ -297,7 +336,7 @@ class ReplicaTransport:
                     yield reply
             return
         mux = await self._mux(address)
-        call_id, inbox = mux.open(request, stream=True)
+        call_id, inbox = mux.open(request, stream=True, on_last=on_last)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         done = False

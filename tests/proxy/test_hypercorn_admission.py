@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import hypercorn.protocol
+import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from weir.proxy.admission import ADMITTED_KEY
-from weir.proxy.hypercorn_admission import admission_in_protocol, request_facts
+from weir.proxy.hypercorn_admission import admission_in_protocol, keeps_alive, request_facts
 
 
 class ShedUnderShed:
@@ -45,6 +46,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     marked.append(scope.get(ADMITTED_KEY, "unmarked"))
+    if scope["path"] == "/slow":
+        await asyncio.sleep(0.6)
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"ok"})
@@ -145,6 +148,30 @@ def test_a_shed_request_with_a_body_closes_the_connection_unread() -> None:
     assert closed
 
 
+@pytest.mark.parametrize("request_line, header", [
+    (b"GET /shed/x HTTP/1.1", b"connection: close\r\n"),
+    (b"GET /shed/x HTTP/1.0", b""),
+])
+def test_a_shed_request_of_a_client_that_closes_closes_the_connection(
+        request_line: bytes, header: bytes) -> None:
+    # The 503 is built without h11, which would otherwise have decided this itself.
+    answered, closed = exchange(ShedUnderShed(), request_line + b"\r\nhost: x\r\n" + header
+                                + b"\r\n" + get("/ok"), 1)
+    assert answered.startswith(b"HTTP/1.1 503 ") and b"connection: close\r\n" in answered
+    assert closed and b"200" not in answered
+
+
+def test_keeps_alive() -> None:
+    class Request:
+        def __init__(self, version: bytes, *headers: tuple[bytes, bytes]) -> None:
+            self.http_version, self.headers = version, list(headers)
+
+    assert keeps_alive(Request(b"1.1", (b"host", b"x")))
+    assert keeps_alive(Request(b"1.1", (b"connection", b"keep-alive")))
+    assert not keeps_alive(Request(b"1.1", (b"connection", b"Keep-Alive, Close")))
+    assert not keeps_alive(Request(b"1.0", (b"connection", b"keep-alive")))
+
+
 def test_websocket_upgrades_are_left_to_the_app() -> None:
     admission = ShedUnderShed()
     upgrade = (b"GET /shed/ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\n"
@@ -193,3 +220,41 @@ def test_shed_requests_leave_the_keep_alive_timer_running() -> None:
 
     answered, lasted = asyncio.run(scenario())
     assert answered >= 2 and lasted < 4
+
+
+def test_answered_requests_keep_the_connection_alive_for_the_timeout_after_each() -> None:
+    # The protocol keeps the timer of admitted requests too (hypercorn's costs a task
+    # cancelled and awaited, and two made, per request): idle for keep_alive_timeout after
+    # its last answer, the connection closes; a request longer than that is not cut.
+    async def scenario() -> tuple[bytes, float]:
+        async with hypercorn_with(ShedUnderShed(), keep_alive_timeout=0.3) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get("/ok"))
+            await _read_until(reader, 1)
+            writer.write(get("/slow"))
+            slow = await _read_until(reader, 1)
+            answered = time.monotonic()
+            closed = await asyncio.wait_for(reader.read(1), 3) == b""
+            assert closed
+            writer.close()
+            return slow, time.monotonic() - answered
+
+    slow, idle = asyncio.run(scenario())
+    assert slow.startswith(b"HTTP/1.1 200 ") and slow.endswith(b"ok")
+    assert 0.2 < idle < 2
+
+
+def test_shutdown_closes_an_idle_kept_alive_connection_at_once() -> None:
+    async def scenario() -> float:
+        admission = ShedUnderShed()
+        async with contextlib.AsyncExitStack() as stack:
+            port = await stack.enter_async_context(
+                hypercorn_with(admission, keep_alive_timeout=30, graceful_timeout=10))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get("/ok"))
+            await _read_until(reader, 1)
+            stopping = time.monotonic()
+        writer.close()
+        return time.monotonic() - stopping
+
+    assert asyncio.run(scenario()) < 3

@@ -199,6 +199,20 @@ def test_every_try_gives_its_replica_slot_back(kind: str, how: str) -> None:
     assert with_plane([replica], then_in_flight) == [0]
 
 
+def test_a_streamed_call_frees_its_slot_as_its_last_reply_is_read() -> None:
+    # Before the caller sees that reply: a queued call goes out before the caller's work on
+    # it (the proxy's HTTP response), instead of the replica waiting for that work.
+    async def in_flight_at_each_reply(plane: DataPlane) -> list[int]:
+        router = plane.router(APP, DEPLOYMENT)
+        replies = plane.stream(APP, DEPLOYMENT, pb.CallRequest(request_id="r"),
+                               time.monotonic() + 10)
+        return [sum(slot.in_flight for slot in router._slots.values())
+                async for _ in replies]
+
+    # (The first reply may be read in the same turn as the last, so its count may be 0.)
+    assert with_plane([Replica("r")], in_flight_at_each_reply)[1:] == [0]
+
+
 def test_a_table_updates_only_the_routers_of_deployments_it_changed() -> None:
     from weir.dataplane.route_table import RouteTable
 

@@ -6,7 +6,12 @@ import time
 
 import pytest
 
-from weir.dataplane.router import DeploymentRouter, ReplicaSlot, choose_replica
+from weir.dataplane.router import (
+    REJECTED_BACKOFF_S,
+    DeploymentRouter,
+    ReplicaSlot,
+    choose_replica,
+)
 from weir.exceptions import BackPressureError, DeploymentUnavailableError
 
 
@@ -111,13 +116,50 @@ def test_a_retry_is_never_shed_and_goes_first() -> None:
         with pytest.raises(BackPressureError):
             await router.assign(None)
         # `first` was refused by its replica: it retries, ahead of the queued request.
-        # (The data plane releases and re-assigns with no await in between.)
-        router.release(first)
+        # (The data plane releases, skipping the replica, and re-assigns with no await in
+        # between.)
+        router.release(first, skip_for=REJECTED_BACKOFF_S)
         slot = await router.assign(None, retry=True)
         await asyncio.sleep(0.01)
         assert not queued.done()
         router.release(slot)
         await asyncio.wait_for(queued, 1)
+
+    asyncio.run(scenario())
+
+
+def test_slots_freed_together_go_to_as_many_waiters_in_one_turn() -> None:
+    # Waking only the head made the freed slots go out one event-loop turn after another.
+    async def scenario() -> None:
+        router = DeploymentRouter("app", "D")
+        router.update(2, -1, [("r1", "addr", 0)])
+        held = [await router.assign(None), await router.assign(None)]
+        queued = [asyncio.ensure_future(router.assign(None)) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert router.num_queued == 3
+        for slot in held:
+            router.release(slot)
+        assert router.num_queued == 1  # handed over at once, in order
+        await asyncio.sleep(0)
+        assert [task.done() for task in queued] == [True, True, False]
+        router.release(queued[0].result())
+        await asyncio.wait_for(queued[2], 1)
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_waiter_gives_back_the_slot_it_was_handed() -> None:
+    async def scenario() -> None:
+        router = DeploymentRouter("app", "D")
+        router.update(1, -1, [("r1", "addr", 0)])
+        first = await router.assign(None)
+        second = asyncio.ensure_future(router.assign(None))
+        third = asyncio.ensure_future(router.assign(None))
+        await asyncio.sleep(0)
+        router.release(first)  # handed to `second`, which is cancelled before it runs
+        second.cancel()
+        slot = await asyncio.wait_for(third, 1)
+        assert slot.in_flight == 1
 
     asyncio.run(scenario())
 
