@@ -153,15 +153,19 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def app_config(replicas: int, num_cpus: float = 1.0) -> list[dict[str, Any]]:
-    """Apps of at most APP_SIZE replicas each, `replicas` in all."""
+def app_config(replicas: int, num_cpus: float = 1.0,
+               health_check_period_s: float | None = None) -> list[dict[str, Any]]:
+    """Apps of at most APP_SIZE replicas each, `replicas` in all (checked every
+    `health_check_period_s`: None keeps the default)."""
     apps, left, i = [], replicas, 0
     while left > 0:
         n = min(APP_SIZE, left)
+        deployment: dict[str, Any] = {"name": "Noop", "num_replicas": n,
+                                      "ray_actor_options": {"num_cpus": num_cpus}}
+        if health_check_period_s is not None:
+            deployment["health_check_period_s"] = health_check_period_s
         apps.append({"name": f"sim{i}", "import_path": "bench.noop_app:app",
-                     "route_prefix": f"/sim{i}",
-                     "deployments": [{"name": "Noop", "num_replicas": n,
-                                      "ray_actor_options": {"num_cpus": num_cpus}}]})
+                     "route_prefix": f"/sim{i}", "deployments": [deployment]})
         left, i = left - n, i + 1
     return apps
 
@@ -284,7 +288,8 @@ class Bench:
         n = self.opts.replicas
         began = time.perf_counter()
         client = AdminClient(address, timeout=120)
-        await asyncio.to_thread(client.deploy, {"applications": app_config(n)})
+        await asyncio.to_thread(client.deploy, {"applications": app_config(
+            n, health_check_period_s=self.opts.health_check_period)})
         await wait_until(lambda: self.pool.status().running_count() >= n,
                          self.opts.ramp_timeout,
                          f"{n} replicas running", 0.5)
@@ -453,7 +458,8 @@ class Bench:
         key = "sim0/Noop"
         old = set(self.pool.status().running.get(key, {}))
         target = min(APP_SIZE, self.opts.replicas)
-        apps = app_config(target, num_cpus=0.5)
+        apps = app_config(target, num_cpus=0.5,
+                          health_check_period_s=self.opts.health_check_period)
         leader, _ = await leader_now(store)
         client = AdminClient(leader or "", timeout=120, leader_wait_s=30)
         began = time.perf_counter()
@@ -521,6 +527,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds of steady state")
     parser.add_argument("--churn", type=float, default=0.2,
                         help="fraction of the replicas whose load changes each second")
+    parser.add_argument("--health-check-period", type=float, default=None,
+                        help="the deployments' health_check_period_s [Ray's default, 10]: "
+                        "shorter multiplies the health checks, to weigh their cost")
     parser.add_argument("--channels", type=int, default=32,
                         help="gRPC channels the simulated replicas of a process share")
     parser.add_argument("--leader-cpu", type=int, default=None,

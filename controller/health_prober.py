@@ -13,17 +13,19 @@ command with an id) and the answer comes back in one of its reports (`health_che
 with the same id). A unary call per replica per period cost the leader a gRPC call, a
 channel and a task each: 14 % of its busy time at 2,000 replicas, 1,000 calls a second at
 10,000. The timeout is the leader's, as before: a replica that cannot answer (frozen,
-its loop blocked, its check hung) is one that does not answer in time. An answer with an
-id the leader no longer waits for (late, or from an earlier session) counts for nothing.
+its loop blocked, its check hung) is one that does not answer in time, found by the next
+pass (`CheckBook.expired`; passes come at least every TICK_S, so at most that late). A
+timer per check cost the leader more than the rest of the check's bookkeeping. An answer
+with an id the leader no longer waits for (late, or from an earlier session) counts for
+nothing.
 
 Which replicas are due and how failures count is pure (`due_checks`, `CheckBook`);
-`HealthProber` only sends the commands, times them out and takes the answers. The reconcile
-pass reads the result (`failures`) as observations.
+`HealthProber` only sends the commands and takes the answers. The reconcile pass reads the
+result (`failures`) as observations.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -79,6 +81,8 @@ class CheckBook:
         self.last_started: dict[str, float] = {}
         #: Replica id -> the id of its check in flight.
         self.in_flight: dict[str, int] = {}
+        #: Replica id -> when its check in flight times out, and its timeout.
+        self._deadlines: dict[str, tuple[float, float]] = {}
         self.consecutive: dict[str, int] = {}
         #: Replica id -> why it failed its last HEALTH_CHECK_FAILURE_THRESHOLD checks.
         self.failures: dict[str, str] = {}
@@ -99,8 +103,15 @@ class CheckBook:
             check_id = next(self._ids)
             self.last_started[t.replica_id] = now
             self.in_flight[t.replica_id] = check_id
+            self._deadlines[t.replica_id] = (now + t.timeout_s, t.timeout_s)
             due.append((t, check_id))
         return gone, due
+
+    def expired(self, now: float) -> list[tuple[str, int, str]]:
+        """The checks in flight not answered within their timeout, each as (replica id,
+        check id, why it failed), for `finish`."""
+        return [(rid, self.in_flight[rid], f"no answer within health_check_timeout_s={t:g}")
+                for rid, (deadline, t) in self._deadlines.items() if now >= deadline]
 
     def finish(self, replica_id: str, check_id: int, reason: str) -> bool | None:
         """Check `check_id` of a replica ended: passed (`reason` empty) or failed for
@@ -111,6 +122,7 @@ class CheckBook:
         if self.in_flight.get(replica_id) != check_id:
             return None
         del self.in_flight[replica_id]
+        del self._deadlines[replica_id]
         if not reason:
             self.consecutive.pop(replica_id, None)
             return False
@@ -124,13 +136,14 @@ class CheckBook:
         """Drop everything about a replica (it stopped being RUNNING or is gone)."""
         self.last_started.pop(replica_id, None)
         self.in_flight.pop(replica_id, None)
+        self._deadlines.pop(replica_id, None)
         self.consecutive.pop(replica_id, None)
         self.failures.pop(replica_id, None)
 
 
 class HealthProber:
-    """Sends the checks `CheckBook` finds due on the replicas' sessions (`send`), times
-    them out after their `health_check_timeout_s`, and takes the answers (`answered`)."""
+    """Sends the checks `CheckBook` finds due on the replicas' sessions (`send`) and takes
+    the answers (`answered`); each update fails the checks past their timeout."""
 
     def __init__(self, on_unhealthy: Callable[[], None], clock: Callable[[], float],
                  send: Send) -> None:
@@ -141,24 +154,17 @@ class HealthProber:
         #: Replica id -> why it is unhealthy (the same dict for the leader's life: the
         #: route table reads it).
         self.failures = self.book.failures
-        #: Replica id -> the timeout of its check in flight.
-        self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def update(self, targets: list[CheckTarget]) -> None:
-        """Ask the replicas whose checks are due; forget replicas no longer RUNNING."""
-        gone, due = self.book.start(targets, self._clock())
-        for replica_id in gone:
-            self._cancel_timer(replica_id)
-        loop = asyncio.get_running_loop()
-        for target, check_id in due:
-            rid = target.replica_id
+        """Fail the checks past their timeout, ask the replicas whose checks are due, and
+        forget replicas no longer RUNNING."""
+        now = self._clock()
+        for rid, check_id, reason in self.book.expired(now):
+            self._finish(rid, check_id, reason)
+        for target, check_id in self.book.start(targets, now)[1]:
             command = pb.ReplicaCommand(kind=pb.CHECK_HEALTH, health_check_id=check_id)
-            if not self._send(rid, command):
-                self._finish(rid, check_id, NO_SESSION)
-                continue
-            self._timers[rid] = loop.call_later(
-                target.timeout_s, self._finish, rid, check_id,
-                f"no answer within health_check_timeout_s={target.timeout_s:g}")
+            if not self._send(target.replica_id, command):
+                self._finish(target.replica_id, check_id, NO_SESSION)
 
     def answered(self, replica_id: str, answer: pb.HealthCheckAnswer) -> None:
         """A replica's session brought the answer to a check."""
@@ -167,24 +173,14 @@ class HealthProber:
     def forget(self, replica_id: str) -> None:
         """Drop everything about a replica (it stopped being RUNNING or is gone)."""
         self.book.forget(replica_id)
-        self._cancel_timer(replica_id)
 
     async def stop(self) -> None:
-        """Cancel the checks' timeouts (the answers have no session left to come on)."""
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-
-    def _cancel_timer(self, replica_id: str) -> None:
-        timer = self._timers.pop(replica_id, None)
-        if timer is not None:
-            timer.cancel()
+        """Nothing runs between updates: kept for the leader's orderly stop."""
 
     def _finish(self, replica_id: str, check_id: int, reason: str) -> None:
         verdict = self.book.finish(replica_id, check_id, reason)
         if verdict is None:
             return
-        self._cancel_timer(replica_id)  # its own timer when this is the timeout: harmless
         if reason:
             log.warning("health check failed", replica_id=replica_id, reason=reason,
                         consecutive=self.book.consecutive.get(replica_id, 0))

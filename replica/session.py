@@ -28,7 +28,6 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import grpc
 import structlog
@@ -103,7 +102,7 @@ class ControllerSession:
         self._asked: tuple[int, int] = (0, 0)
         #: The answer waiting for the next report of the current stream.
         self._answer: pb.HealthCheckAnswer | None = None
-        self._checker: asyncio.Task[Any] | None = None
+        self._checker: asyncio.Task[None] | None = None
         multiplex.watch_models(self._models_changed)
 
     def report_soon(self) -> None:

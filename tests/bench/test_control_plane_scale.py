@@ -12,7 +12,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from bench.control_plane_scale import pass_times
+from bench.control_plane_scale import APP_SIZE, app_config, pass_times
 from weir.controller.leader import PASS_STATS_S
 from weir.processes import find_pids
 
@@ -62,3 +62,10 @@ def test_the_steady_states_slowest_pass_leaves_out_what_came_before() -> None:
 
 def datetime_of(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_the_health_check_period_is_set_on_every_deployment_when_given() -> None:
+    apps = app_config(APP_SIZE + 1, health_check_period_s=1.0)
+    assert [d["health_check_period_s"] for a in apps for d in a["deployments"]] == [1.0, 1.0]
+    assert all("health_check_period_s" not in d
+               for a in app_config(APP_SIZE + 1) for d in a["deployments"])

@@ -3,10 +3,6 @@ and the prober that asks over the sessions, with a stand-in for them."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-
 from weir.controller.health_prober import (
     HEALTH_CHECK_FAILURE_THRESHOLD,
     NO_SESSION,
@@ -103,52 +99,46 @@ def test_an_answer_to_a_check_no_longer_in_flight_counts_for_nothing() -> None:
     assert book.in_flight == {"b": second} and book.consecutive == {"b": 1}
 
 
-async def _poll(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+def test_a_check_not_answered_within_its_timeout_has_expired() -> None:
+    book = CheckBook()
+    book.start([B], now=0.0)
+    (_, check_id), = book.start([B], now=1.0)[1]
+    assert book.expired(1.99) == []
+    assert book.expired(2.0) == [("b", check_id, "no answer within health_check_timeout_s=1")]
+    assert book.finish("b", check_id, "") is False
+    assert book.expired(5.0) == []  # answered: nothing left to expire
 
 
-def test_the_prober_asks_on_the_session_and_times_out_what_is_not_answered() -> None:
-    async def scenario() -> None:
-        now = [0.0]
-        sent: list[tuple[str, pb.ReplicaCommand]] = []
-        connected = {"a", "b"}
-        unhealthy: list[bool] = []
+def test_the_prober_asks_on_the_session_and_fails_what_is_not_answered_in_time() -> None:
+    now = [0.0]
+    sent: list[tuple[str, pb.ReplicaCommand]] = []
+    unhealthy: list[bool] = []
 
-        def send(rid: str, command: pb.ReplicaCommand) -> bool:
-            if rid not in connected:
-                return False
-            sent.append((rid, command))
-            return True
+    def send(rid: str, command: pb.ReplicaCommand) -> bool:
+        if rid == "c":
+            return False  # no session
+        sent.append((rid, command))
+        return True
 
-        prober = HealthProber(lambda: unhealthy.append(True), lambda: now[0], send)
-        quick = [CheckTarget("a", 1.0, 0.05), CheckTarget("b", 1.0, 0.05),
-                 CheckTarget("c", 1.0, 0.05)]
-        prober.update(quick)
-        now[0] = 1.0
-        prober.update(quick)
-        assert [(rid, c.kind, c.health_check_id) for rid, c in sent] == [
-            ("a", pb.CHECK_HEALTH, 1), ("b", pb.CHECK_HEALTH, 2)]
-        # c has no session: failed at once; a answers healthy; b never answers.
-        assert prober.book.consecutive == {"c": 1}
-        prober.answered("a", pb.HealthCheckAnswer(check_id=1, healthy=True))
-        await _poll(lambda: "b" not in prober.book.in_flight)
-        assert prober.book.consecutive == {"b": 1, "c": 1}
-        assert "a" not in prober.book.in_flight and not prober._timers
-        # Two more rounds: b and c reach the threshold, a unhealthy answer counts too.
-        for round_ in (2, 3):
-            now[0] = float(round_)
-            sent.clear()
-            prober.update(quick)
-            _, command = sent[0]
-            prober.answered("a", pb.HealthCheckAnswer(check_id=command.health_check_id,
-                                                      healthy=False, message="sick"))
-            await _poll(lambda: "b" not in prober.book.in_flight)
-        assert prober.failures == {
-            "b": "no answer within health_check_timeout_s=0.05", "c": NO_SESSION}
-        assert prober.book.consecutive["a"] == 2 and len(unhealthy) == 2
-        await prober.stop()
-
-    asyncio.run(scenario())
+    prober = HealthProber(lambda: unhealthy.append(True), lambda: now[0], send)
+    targets = [CheckTarget(rid, period_s=1.0, timeout_s=0.5) for rid in "abc"]
+    prober.update(targets)
+    for round_ in range(1, HEALTH_CHECK_FAILURE_THRESHOLD + 1):
+        now[0] = float(round_)
+        sent.clear()
+        prober.update(targets)  # b's check of the last round, unanswered, has expired
+        assert [(rid, c.kind) for rid, c in sent] == [("a", pb.CHECK_HEALTH),
+                                                     ("b", pb.CHECK_HEALTH)]
+        # a answers; b never does; c has no session and failed at once.
+        healthy = round_ == 1
+        prober.answered("a", pb.HealthCheckAnswer(check_id=sent[0][1].health_check_id,
+                                                  healthy=healthy, message="sick"))
+    assert prober.book.consecutive == {"a": 2, "b": 2, "c": 3}
+    now[0] += 0.5
+    prober.update(targets)
+    assert prober.failures == {
+        "b": "no answer within health_check_timeout_s=0.5", "c": NO_SESSION}
+    assert len(unhealthy) == 2
+    # b stops being RUNNING: forgotten, its verdict with it.
+    prober.update(targets[::2])
+    assert "b" not in prober.failures and "b" not in prober.book.in_flight
