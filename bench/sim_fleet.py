@@ -28,11 +28,8 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
-
-import grpc
 
 import weir.replica.session as session_module
 from weir import auth
@@ -43,7 +40,6 @@ from weir.etcd.presence import Presence
 from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store, StoreError
 from weir.protos import weir_pb2 as pb
-from weir.protos import weir_pb2_grpc as pb_grpc
 from weir.replica.session import ControllerSession
 
 #: How often a simulated node agent publishes its record when it changed.
@@ -119,24 +115,9 @@ async def healthy() -> pb.HealthCheckReply:
     return pb.HealthCheckReply(healthy=True)
 
 
-class HealthServer(pb_grpc.ReplicaServicer):
-    """Answers the unary `Replica.CheckHealth` at the address every simulated replica
-    registers with. The leader no longer calls it (it asks on the sessions); kept only
-    because `bench.sim_worker` starts it for that address."""
-
-    def CheckHealth(self, request: pb.HealthCheckRequest,
-                    context: grpc.ServicerContext) -> pb.HealthCheckReply:
-        """Healthy: a simulated replica runs no user code."""
-        return pb.HealthCheckReply(healthy=True)
-
-
-def start_health_server() -> tuple[grpc.Server, str]:
-    """The health server, started; and its address."""
-    server = grpc.server(ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_ReplicaServicer_to_server(HealthServer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, f"127.0.0.1:{port}"
+#: The address every simulated replica registers with. Nothing connects to it: the leader
+#: asks for health on the replica's session, and the simulated subscribers send no calls.
+SIM_REPLICA_ADDRESS = "127.0.0.1:9"
 
 
 @dataclass

@@ -23,7 +23,7 @@ import os
 import time
 from typing import Any
 
-from bench.sim_fleet import Fleet, pool_replica_channels, start_health_server
+from bench.sim_fleet import SIM_REPLICA_ADDRESS, Fleet, pool_replica_channels
 from bench.sim_pool import STATUS_S
 from weir.dataplane.route_table import LeaderLocator
 from weir.etcd.etcd_store import EtcdStore
@@ -58,11 +58,10 @@ async def run(opts: argparse.Namespace) -> None:
     """Hold the fleet until told to stop."""
     store = EtcdStore(opts.etcd)
     await store.connect()
-    health, health_address = start_health_server()
     pool = pool_replica_channels(opts.channels)
     # The real locator: one watch of the leader key for every replica of this process.
     locator = LeaderLocator(store=store)
-    fleet = Fleet(store, locator, health_address)
+    fleet = Fleet(store, locator, SIM_REPLICA_ADDRESS)
     reader, writer = await asyncio.open_unix_connection(opts.socket, limit=2**24)
 
     def send(msg: dict[str, Any]) -> None:
@@ -90,7 +89,6 @@ async def run(opts: argparse.Namespace) -> None:
         await fleet.close()
         await locator.close()
         await pool.close()
-        health.stop(0)
         await store.close()
         if stop_id is not None:
             send({"id": stop_id})
