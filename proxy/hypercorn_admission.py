@@ -11,24 +11,27 @@ is most of a core.
 So, while the proxy serves on hypercorn, `hypercorn.protocol.H11Protocol` (the name its
 `ProtocolWrapper` looks up for each connection) is a subclass whose `_create_stream` asks
 `Admission.check` first. A request it sheds gets the 503 the uvicorn protocol writes
-(`weir.proxy.admission.shed_response`, built once without h11, whose parser is then
-replaced by a fresh one holding the bytes after the request) in one write, and the
-connection takes its next request; a request with a body closes the
-connection instead (hypercorn's own error answers do the same; the body is never read).
-From a connection's first request on, its keep-alive timer is the protocol's own: one
-`call_later` that looks again when it fires, instead of hypercorn's task cancelled and
-awaited (the request waiting loop turns for it) and two tasks made per request (a quarter
-of a shed request's cost); it closes the connection keep_alive_timeout after its last
-answer, shed or not, or at shutdown. (Round 2 left hypercorn's timer running through shed
-requests to save that cost, so a connection whose requests were all shed was closed every
-keep_alive_timeout under load, racing its next request.) A request it
-admits goes on as before, counted in at once and marked as checked in its ASGI scope
-(`admit_in_scope`), for `AdmissionGate` to count it out when its app call ends. WebSocket
-upgrades and HTTP/2 (`H2Protocol`) are left to the gate.
+(`weir.proxy.admission.shed_response`, made without h11, whose parser is then replaced by
+a fresh one holding the bytes after the request) in one write, and the connection takes
+its next request; a request with a body, or from a client that asked to close, closes the
+connection instead (hypercorn's own error answers do the same; the body is never read). A
+request it admits goes on as before, counted in at once and marked as checked in its ASGI
+scope (`admit_in_scope`), for `AdmissionGate` to count it out when its app call ends.
+WebSocket upgrades and HTTP/2 (`H2Protocol`) are left to the gate.
 
-This leans on hypercorn's private `_create_stream(request)` and `_check_protocol`:
-`supported()` checks that the first is there and, if not, hypercorn is left alone (the
-gate still sheds). Tested against the installed hypercorn
+Two costs of hypercorn's own go with it (docs/performance.md, "Round 4"). From a
+connection's first request on, its keep-alive timer is the protocol's: one `call_later`
+that looks again when it fires, instead of hypercorn's task cancelled and awaited (the
+request waiting loop turns for it) and two tasks made per request; it closes the
+connection keep_alive_timeout after its last answer, shed or not, or at shutdown. (Round 2
+left hypercorn's timer running through shed requests to save that cost, so under load a
+connection whose requests were shed was closed every keep_alive_timeout, racing its next
+request.) And a response's head goes out with its first body chunk, one send through
+hypercorn's locked write instead of two.
+
+This leans on hypercorn's private `_create_stream(request)`, `_check_protocol`,
+`_send_h11_event` and `connection`: `supported()` checks that the first is there and, if
+not, hypercorn is left alone (the gate still sheds). Tested against the installed hypercorn
 (tests/proxy/test_hypercorn_admission.py runs a real server).
 """
 
