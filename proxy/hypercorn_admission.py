@@ -11,24 +11,27 @@ is most of a core.
 So, while the proxy serves on hypercorn, `hypercorn.protocol.H11Protocol` (the name its
 `ProtocolWrapper` looks up for each connection) is a subclass whose `_create_stream` asks
 `Admission.check` first. A request it sheds gets the 503 the uvicorn protocol writes
-(`weir.proxy.admission.shed_response`, built once without h11, whose parser is then
-replaced by a fresh one holding the bytes after the request) in one write, and the
-connection takes its next request; a request with a body closes the
-connection instead (hypercorn's own error answers do the same; the body is never read).
-A shed request leaves the connection's keep-alive timer running from the last answered
-request (stopping and restarting it is a quarter of the cost): a connection whose every
-request is shed closes keep_alive_timeout_s after its last answered one. From its first
-admitted request on, the connection's keep-alive timer is the protocol's own: one
-`call_later` that looks again when it fires, instead of hypercorn's task cancelled and
-awaited (the request waiting loop turns for it) and two tasks made per request; it closes
-the connection keep_alive_timeout after its last answer, or at shutdown. A request it
-admits goes on as before, counted in at once and marked as checked in its ASGI scope
-(`admit_in_scope`), for `AdmissionGate` to count it out when its app call ends. WebSocket
-upgrades and HTTP/2 (`H2Protocol`) are left to the gate.
+(`weir.proxy.admission.shed_response`, made without h11, whose parser is then replaced by
+a fresh one holding the bytes after the request) in one write, and the connection takes
+its next request; a request with a body, or from a client that asked to close, closes the
+connection instead (hypercorn's own error answers do the same; the body is never read). A
+request it admits goes on as before, counted in at once and marked as checked in its ASGI
+scope (`admit_in_scope`), for `AdmissionGate` to count it out when its app call ends.
+WebSocket upgrades and HTTP/2 (`H2Protocol`) are left to the gate.
 
-This leans on hypercorn's private `_create_stream(request)` and `_check_protocol`:
-`supported()` checks that the first is there and, if not, hypercorn is left alone (the
-gate still sheds). Tested against the installed hypercorn
+Two costs of hypercorn's own go with it (docs/performance.md, "Round 4"). From a
+connection's first request on, its keep-alive timer is the protocol's: one `call_later`
+that looks again when it fires, instead of hypercorn's task cancelled and awaited (the
+request waiting loop turns for it) and two tasks made per request; it closes the
+connection keep_alive_timeout after its last answer, shed or not, or at shutdown. (Round 2
+left hypercorn's timer running through shed requests to save that cost, so under load a
+connection whose requests were shed was closed every keep_alive_timeout, racing its next
+request.) And a response's head goes out with its first body chunk, one send through
+hypercorn's locked write instead of two.
+
+This leans on hypercorn's private `_create_stream(request)`, `_check_protocol`,
+`_send_h11_event` and `connection`: `supported()` checks that the first is there and, if
+not, hypercorn is left alone (the gate still sheds). Tested against the installed hypercorn
 (tests/proxy/test_hypercorn_admission.py runs a real server).
 """
 
@@ -138,13 +141,18 @@ def admitting_protocol(admission: Admission) -> type:
             if self._busy_held:
                 self._busy_held = False
                 self._idle_since = None
-                if not self._keeps_alive:
-                    await self._to_server(Updated(idle=False))
-                    if own_timer:
-                        self._keeps_alive = True
-                        # hypercorn's timer also closed an idle connection at shutdown.
-                        self._shutdown_watch = asyncio.get_running_loop().create_task(
-                            self._close_at_shutdown())
+                await self._own_keep_alive(own_timer)
+
+        async def _own_keep_alive(self, own_timer: bool = True) -> None:
+            # Once a connection: hypercorn's timer, running since the connection opened,
+            # stops, and (`own_timer`) this protocol's takes over.
+            if not self._keeps_alive:
+                await self._to_server(Updated(idle=False))
+                if own_timer:
+                    self._keeps_alive = True
+                    # hypercorn's timer also closed an idle connection at shutdown.
+                    self._shutdown_watch = asyncio.get_running_loop().create_task(
+                        self._close_at_shutdown())
 
         async def _close_at_shutdown(self) -> None:
             await self.context.terminated.wait()
@@ -204,6 +212,7 @@ def admitting_protocol(admission: Admission) -> type:
             path = unquote(request.target.partition(b"?")[0].decode("ascii"))
             key, refusal = admission.check(path, request.method.decode("ascii").upper())
             if refusal:
+                await self._own_keep_alive()
                 await self._refuse(refusal, body, keeps_alive(request))
                 return
             await self._go_busy(own_timer=True)
@@ -227,7 +236,7 @@ def admitting_protocol(admission: Admission) -> type:
             await self.context.mark_request()
             self._busy_held = False
             if keep_alive:
-                # Its keep-alive timer runs on from the last answer before (see above).
+                self._went_idle()  # an answer like any other: idle from now
                 trailing, closed = self.connection.trailing_data
                 self.connection = fresh = h11.Connection(
                     h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size)
