@@ -41,14 +41,14 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
-from weir.controller import reconciler
+from weir.controller import leader_reads, reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
-from weir.controller.autoscaler import ScalingState, describe, scale_targets, with_decisions
+from weir.controller.autoscaler import ScalingState, scale_targets, with_decisions
 from weir.controller.cluster_goal import ClusterGoal, ParsedNodes, read_goal
 from weir.controller.deployment_changes import (
     DeploymentChanges,
@@ -61,13 +61,12 @@ from weir.controller.event_log import EventLog, node_events, status_events
 from weir.controller.health import DeploymentHealth, judge, may_start
 from weir.controller.health_prober import CheckTarget, CheckTargets, HealthProber
 from weir.controller.nodes import (
-    nodes_document,
     update_dead_nodes,
 )
-from weir.controller.observations import Observations, observe_all
+from weir.controller.observations import Observations
 from weir.controller.observe import ReplicaBook
 from weir.controller.queue_reports import CallerQueues
-from weir.controller.reconciler import DeploymentTarget, ReplicaView, Views
+from weir.controller.reconciler import DeploymentTarget, ReplicaView
 from weir.controller.record_keeper import RecordKeeper
 from weir.controller.record_writer import RECORDS_PER_WRITE, RecordWriter
 from weir.controller.registration import Registration
@@ -76,7 +75,6 @@ from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.replica_starts import ReplicaStarter, replica_spec
 from weir.controller.route_changes import RouteChanges
 from weir.controller.route_publisher import RoutePublisher
-from weir.controller.status import Rollup, roll_up
 from weir.etcd.keys import (
     REPLICAS_PREFIX,
 )
@@ -153,7 +151,7 @@ class Leader:
         self.statuses: dict[Key, StatusInfo] = {}
         #: Each deployment's replicas by state as of the last pass, and what the passes
         #: did with each deployment (only those that changed are done again).
-        self._counts: dict[Key, dict[str, int]] = {}
+        self.counts: dict[Key, dict[str, int]] = {}
         self.deployment_changes = DeploymentChanges()
         #: Each deployment's gauge rows as of the last pass, and the targets they went with.
         self._gauge_rows: dict[Key, list[tuple[str, str, str, str, bool]]] = {}
@@ -314,8 +312,8 @@ class Leader:
         health_before, statuses_before = self.health, self.statuses
         self.health = judge(targets, groups, self.health, now=now, start_errors=errors,
                             unplaced=unplaced, unchanged=unchanged)
-        rollup = self._status(groups, unchanged)
-        apps, self.statuses, self._counts = rollup.doc, rollup.statuses, rollup.counts
+        rollup = leader_reads.rollup(self, groups, unchanged)
+        apps, self.statuses, self.counts = rollup.doc, rollup.statuses, rollup.counts
         self._step("judge")
         wall = self.wall_clock()
         await self.events.record(*status_events(self._last_apps, apps, wall),
@@ -380,13 +378,6 @@ class Leader:
     def _step(self, name: str) -> None:
         """The pass reached the end of step `name` (for the slow pass's log line)."""
         self._steps.append((name, time.perf_counter()))
-
-    def _observe(self) -> tuple[list[ReplicaView], dict[str, ReplicaBook]]:
-        """Every recorded replica, viewed now, and the books updated by what was seen
-        (nothing kept: what status reads)."""
-        return observe_all(self.goal.records, self.sessions.report_of, self.goal.nodes,
-                           self.books, self.prober.failures, wall_now=self.wall_clock(),
-                           mono_now=self.clock())
 
     def _observe_changes(self) -> list[ReplicaView]:
         """Every recorded replica viewed now, keeping the views and books: only those
@@ -491,49 +482,20 @@ class Leader:
 
     # ------------------------------------------------------------------ reads
 
-    def _status(self, views: Views, unchanged: frozenset[Key] = frozenset()) -> Rollup:
-        autoscaling = {k: describe(c, self.scaling[k])
-                       for k, c in self.goal.autoscaling.items() if k in self.scaling}
-        return roll_up(self.goal.app_views(), with_decisions(self.goal.targets, self.scaling),
-                       views, self.health, self.statuses,
-                       autoscaled=self.goal.autoscaling.keys(), autoscaling=autoscaling,
-                       unchanged=unchanged, counts=self._counts)
+    @property
+    def failures(self) -> dict[str, str]:
+        """Why each replica that failed its health checks failed them."""
+        return self.prober.failures
 
     def status(self) -> dict[str, Any]:
-        """The `applications:` document of `weir status` (changes nothing), from the
-        replicas as the last pass viewed them (at most TICK_S old; a pass comes at once
-        after every change of state): only the deployments the last pass did not leave
-        settled are rolled up again. Viewing and rolling up every replica for each call
-        cost as much as a whole pass, on the loop, at every `weir status`."""
-        targets = with_decisions(self.goal.targets, self.scaling)
-        return self._status(self.observations.groups(),
-                            self.deployment_changes.settled(targets)).doc
+        """The `applications:` document of `weir status` (changes nothing;
+        `leader_reads.status_document`)."""
+        return leader_reads.status_document(self)
 
     def replicas(self) -> list[dict[str, Any]]:
         """Every replica with its state, for `ListReplicas` (changes nothing)."""
-        out = []
-        for view in self._observe()[0]:
-            record = self.goal.records[view.replica_id]
-            report = self.sessions.report_of(view.replica_id)
-            out.append({
-                "replica_id": view.replica_id, "app": view.app, "deployment": view.deployment,
-                "version": view.version, "state": "STOPPING" if view.stopping else view.state,
-                "pid": record.pid, "address": report.address if report else "",
-                "ongoing": report.ongoing if report else 0, "log_file": record.log_file,
-                "node_id": record.node_id,
-            })
-        return out
+        return leader_reads.replica_list(self)
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node with its resources and replicas, for `weir status` (changes nothing)."""
-        addresses = {rid: r.address for rid in self.goal.records
-                     if (r := self.sessions.report_of(rid)) is not None}
-        doc = nodes_document(self.goal.nodes, self.goal.records.values(), addresses,
-                             self.dead_nodes)
-        # Where Prometheus scrapes each replica (weir.metrics).
-        for node in doc:
-            for entry in cast(list[dict[str, str]], node["replicas"]):
-                held = self.sessions.sessions.get(entry["replica_id"])
-                if held is not None and held.report.metrics_address:
-                    entry["metrics"] = held.report.metrics_address
-        return doc
+        return leader_reads.node_list(self)
