@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -58,6 +58,7 @@ from weir.controller.deployment_changes import (
 )
 from weir.controller.deployment_status import StatusInfo
 from weir.controller.event_log import EventLog, node_events, status_events
+from weir.controller.gauges import Gauges
 from weir.controller.health import DeploymentHealth, judge, may_start
 from weir.controller.health_prober import CheckTarget, CheckTargets, HealthProber
 from weir.controller.nodes import (
@@ -66,7 +67,7 @@ from weir.controller.nodes import (
 from weir.controller.observations import Observations
 from weir.controller.observe import ReplicaBook
 from weir.controller.queue_reports import CallerQueues
-from weir.controller.reconciler import DeploymentTarget, ReplicaView
+from weir.controller.reconciler import ReplicaView
 from weir.controller.record_keeper import RecordKeeper
 from weir.controller.record_writer import RECORDS_PER_WRITE, RecordWriter
 from weir.controller.registration import Registration
@@ -80,7 +81,7 @@ from weir.etcd.keys import (
 )
 from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store, StoreError
-from weir.metrics import cluster_snapshot, controller_metrics
+from weir.metrics import controller_metrics
 from weir.packages.cache import PackageCache
 from weir.protos import weir_pb2 as pb
 
@@ -153,9 +154,8 @@ class Leader:
         #: did with each deployment (only those that changed are done again).
         self.counts: dict[Key, dict[str, int]] = {}
         self.deployment_changes = DeploymentChanges()
-        #: Each deployment's gauge rows as of the last pass, and the targets they went with.
-        self._gauge_rows: dict[Key, list[tuple[str, str, str, str, bool]]] = {}
-        self._gauge_targets: dict[Key, int] | None = None
+        #: The gauges of the last pass (made again only where a deployment changed).
+        self.gauges = Gauges()
         #: Nodes this term has seen, and those found gone since (with when).
         self.seen_nodes: dict[str, NodeRecord] = {}
         self.dead_nodes: dict[str, tuple[NodeRecord, float]] = {}
@@ -351,29 +351,11 @@ class Leader:
         changed.update(self.replica_records.take_changed())
         self.route_changes.note_pass(changed, self.observations.swept)
         self.routes.mark_dirty()
-        self._snapshot(groups, unchanged, targets)
+        snapshot = self.gauges.update(groups, unchanged, targets, self.prober.failures,
+                                      self.goal.autoscaling.keys())
+        if snapshot is not None:
+            controller_metrics().snapshot = snapshot
         self._step("routes")
-
-    def _snapshot(self, groups: Mapping[Key, Iterable[ReplicaView]],
-                  unchanged: frozenset[Key], targets: Mapping[Key, DeploymentTarget]) -> None:
-        """The gauges of this pass (`cluster_snapshot`), made again only if a deployment's
-        replicas or the targets changed (a scrape reads the last one whole)."""
-        counts = {k: t.num_replicas for k, t in targets.items()}
-        rows = {k: self._gauge_rows[k] for k in groups
-                if k in unchanged and k in self._gauge_rows}
-        for key in [k for k in groups if k not in rows]:
-            rows[key] = [(v.app, v.deployment, v.replica_id,
-                          "STOPPING" if v.stopping else v.state,
-                          v.state == "RUNNING" and not v.stopping
-                          and v.replica_id not in self.prober.failures)
-                         for v in groups[key]]
-        # A deployment done again (the sweep's) mostly has the rows it had.
-        if rows == self._gauge_rows and counts == self._gauge_targets:
-            return
-        self._gauge_rows, self._gauge_targets = rows, counts
-        controller_metrics().snapshot = cluster_snapshot(
-            list(itertools.chain.from_iterable(rows.values())), counts,
-            set(self.goal.autoscaling))
 
     def _step(self, name: str) -> None:
         """The pass reached the end of step `name` (for the slow pass's log line)."""
