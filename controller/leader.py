@@ -31,7 +31,8 @@ forgotten; no replica is started twice, because starting is bounded by the targe
 over records, and a record is written before its launch. The route table waits until every
 recorded replica has re-registered (or ADOPTION_GRACE_S passed).
 
-Reads never change state: `status()` and `replicas()` observe without keeping what they saw.
+Reads never change state (`weir.controller.leader_reads`): `status()` rolls up the replicas
+as the last pass viewed them, `replicas()` views them afresh, neither keeps what it saw.
 """
 
 from __future__ import annotations
