@@ -31,7 +31,8 @@ forgotten; no replica is started twice, because starting is bounded by the targe
 over records, and a record is written before its launch. The route table waits until every
 recorded replica has re-registered (or ADOPTION_GRACE_S passed).
 
-Reads never change state: `status()` and `replicas()` observe without keeping what they saw.
+Reads never change state (`weir.controller.leader_reads`): `status()` rolls up the replicas
+as the last pass viewed them, `replicas()` views them afresh, neither keeps what it saw.
 """
 
 from __future__ import annotations
@@ -39,16 +40,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
-from weir.controller import reconciler
+from weir.controller import leader_reads, reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
-from weir.controller.autoscaler import ScalingState, describe, scale_targets, with_decisions
+from weir.controller.autoscaler import ScalingState, scale_targets, with_decisions
 from weir.controller.cluster_goal import ClusterGoal, ParsedNodes, read_goal
 from weir.controller.deployment_changes import (
     DeploymentChanges,
@@ -58,16 +59,16 @@ from weir.controller.deployment_changes import (
 )
 from weir.controller.deployment_status import StatusInfo
 from weir.controller.event_log import EventLog, node_events, status_events
+from weir.controller.gauges import Gauges
 from weir.controller.health import DeploymentHealth, judge, may_start
 from weir.controller.health_prober import CheckTarget, CheckTargets, HealthProber
 from weir.controller.nodes import (
-    nodes_document,
     update_dead_nodes,
 )
-from weir.controller.observations import Observations, observe_all
+from weir.controller.observations import Observations
 from weir.controller.observe import ReplicaBook
 from weir.controller.queue_reports import CallerQueues
-from weir.controller.reconciler import DeploymentTarget, ReplicaView, Views
+from weir.controller.reconciler import ReplicaView
 from weir.controller.record_keeper import RecordKeeper
 from weir.controller.record_writer import RECORDS_PER_WRITE, RecordWriter
 from weir.controller.registration import Registration
@@ -76,13 +77,12 @@ from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.replica_starts import ReplicaStarter, replica_spec
 from weir.controller.route_changes import RouteChanges
 from weir.controller.route_publisher import RoutePublisher
-from weir.controller.status import Rollup, roll_up
 from weir.etcd.keys import (
     REPLICAS_PREFIX,
 )
 from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store, StoreError
-from weir.metrics import cluster_snapshot, controller_metrics
+from weir.metrics import controller_metrics
 from weir.packages.cache import PackageCache
 from weir.protos import weir_pb2 as pb
 
@@ -153,11 +153,10 @@ class Leader:
         self.statuses: dict[Key, StatusInfo] = {}
         #: Each deployment's replicas by state as of the last pass, and what the passes
         #: did with each deployment (only those that changed are done again).
-        self._counts: dict[Key, dict[str, int]] = {}
+        self.counts: dict[Key, dict[str, int]] = {}
         self.deployment_changes = DeploymentChanges()
-        #: Each deployment's gauge rows as of the last pass, and the targets they went with.
-        self._gauge_rows: dict[Key, list[tuple[str, str, str, str, bool]]] = {}
-        self._gauge_targets: dict[Key, int] | None = None
+        #: The gauges of the last pass (made again only where a deployment changed).
+        self.gauges = Gauges()
         #: Nodes this term has seen, and those found gone since (with when).
         self.seen_nodes: dict[str, NodeRecord] = {}
         self.dead_nodes: dict[str, tuple[NodeRecord, float]] = {}
@@ -315,8 +314,8 @@ class Leader:
         health_before, statuses_before = self.health, self.statuses
         self.health = judge(targets, groups, self.health, now=now, start_errors=errors,
                             unplaced=unplaced, unchanged=unchanged)
-        rollup = self._status(groups, unchanged)
-        apps, self.statuses, self._counts = rollup.doc, rollup.statuses, rollup.counts
+        rollup = leader_reads.rollup(self, groups, unchanged)
+        apps, self.statuses, self.counts = rollup.doc, rollup.statuses, rollup.counts
         self._step("judge")
         wall = self.wall_clock()
         await self.events.record(*status_events(self._last_apps, apps, wall),
@@ -354,40 +353,15 @@ class Leader:
         changed.update(self.replica_records.take_changed())
         self.route_changes.note_pass(changed, self.observations.swept)
         self.routes.mark_dirty()
-        self._snapshot(groups, unchanged, targets)
+        snapshot = self.gauges.update(groups, unchanged, targets, self.prober.failures,
+                                      self.goal.autoscaling.keys())
+        if snapshot is not None:
+            controller_metrics().snapshot = snapshot
         self._step("routes")
-
-    def _snapshot(self, groups: Mapping[Key, Iterable[ReplicaView]],
-                  unchanged: frozenset[Key], targets: Mapping[Key, DeploymentTarget]) -> None:
-        """The gauges of this pass (`cluster_snapshot`), made again only if a deployment's
-        replicas or the targets changed (a scrape reads the last one whole)."""
-        counts = {k: t.num_replicas for k, t in targets.items()}
-        rows = {k: self._gauge_rows[k] for k in groups
-                if k in unchanged and k in self._gauge_rows}
-        for key in [k for k in groups if k not in rows]:
-            rows[key] = [(v.app, v.deployment, v.replica_id,
-                          "STOPPING" if v.stopping else v.state,
-                          v.state == "RUNNING" and not v.stopping
-                          and v.replica_id not in self.prober.failures)
-                         for v in groups[key]]
-        # A deployment done again (the sweep's) mostly has the rows it had.
-        if rows == self._gauge_rows and counts == self._gauge_targets:
-            return
-        self._gauge_rows, self._gauge_targets = rows, counts
-        controller_metrics().snapshot = cluster_snapshot(
-            list(itertools.chain.from_iterable(rows.values())), counts,
-            set(self.goal.autoscaling))
 
     def _step(self, name: str) -> None:
         """The pass reached the end of step `name` (for the slow pass's log line)."""
         self._steps.append((name, time.perf_counter()))
-
-    def _observe(self) -> tuple[list[ReplicaView], dict[str, ReplicaBook]]:
-        """Every recorded replica, viewed now, and the books updated by what was seen
-        (nothing kept: what status reads)."""
-        return observe_all(self.goal.records, self.sessions.report_of, self.goal.nodes,
-                           self.books, self.prober.failures, wall_now=self.wall_clock(),
-                           mono_now=self.clock())
 
     def _observe_changes(self) -> list[ReplicaView]:
         """Every recorded replica viewed now, keeping the views and books: only those
@@ -492,49 +466,20 @@ class Leader:
 
     # ------------------------------------------------------------------ reads
 
-    def _status(self, views: Views, unchanged: frozenset[Key] = frozenset()) -> Rollup:
-        autoscaling = {k: describe(c, self.scaling[k])
-                       for k, c in self.goal.autoscaling.items() if k in self.scaling}
-        return roll_up(self.goal.app_views(), with_decisions(self.goal.targets, self.scaling),
-                       views, self.health, self.statuses,
-                       autoscaled=self.goal.autoscaling.keys(), autoscaling=autoscaling,
-                       unchanged=unchanged, counts=self._counts)
+    @property
+    def failures(self) -> dict[str, str]:
+        """Why each replica that failed its health checks failed them."""
+        return self.prober.failures
 
     def status(self) -> dict[str, Any]:
-        """The `applications:` document of `weir status` (changes nothing), from the
-        replicas as the last pass viewed them (at most TICK_S old; a pass comes at once
-        after every change of state): only the deployments the last pass did not leave
-        settled are rolled up again. Viewing and rolling up every replica for each call
-        cost as much as a whole pass, on the loop, at every `weir status`."""
-        targets = with_decisions(self.goal.targets, self.scaling)
-        return self._status(self.observations.groups(),
-                            self.deployment_changes.settled(targets)).doc
+        """The `applications:` document of `weir status` (changes nothing;
+        `leader_reads.status_document`)."""
+        return leader_reads.status_document(self)
 
     def replicas(self) -> list[dict[str, Any]]:
         """Every replica with its state, for `ListReplicas` (changes nothing)."""
-        out = []
-        for view in self._observe()[0]:
-            record = self.goal.records[view.replica_id]
-            report = self.sessions.report_of(view.replica_id)
-            out.append({
-                "replica_id": view.replica_id, "app": view.app, "deployment": view.deployment,
-                "version": view.version, "state": "STOPPING" if view.stopping else view.state,
-                "pid": record.pid, "address": report.address if report else "",
-                "ongoing": report.ongoing if report else 0, "log_file": record.log_file,
-                "node_id": record.node_id,
-            })
-        return out
+        return leader_reads.replica_list(self)
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node with its resources and replicas, for `weir status` (changes nothing)."""
-        addresses = {rid: r.address for rid in self.goal.records
-                     if (r := self.sessions.report_of(rid)) is not None}
-        doc = nodes_document(self.goal.nodes, self.goal.records.values(), addresses,
-                             self.dead_nodes)
-        # Where Prometheus scrapes each replica (weir.metrics).
-        for node in doc:
-            for entry in cast(list[dict[str, str]], node["replicas"]):
-                held = self.sessions.sessions.get(entry["replica_id"])
-                if held is not None and held.report.metrics_address:
-                    entry["metrics"] = held.report.metrics_address
-        return doc
+        return leader_reads.node_list(self)

@@ -1,0 +1,32 @@
+"""The gauges of a pass: made again only where a deployment changed, and then whole."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from weir.controller.gauges import Gauges
+from weir.controller.reconciler import DeploymentTarget, ReplicaView
+
+A, B = ("app", "A"), ("app", "B")
+TARGETS = {A: DeploymentTarget("app", "A", "v1", 1, ""),
+           B: DeploymentTarget("app", "B", "v1", 1, "")}
+
+
+def test_the_snapshot_is_made_again_only_when_a_row_or_a_target_changed() -> None:
+    a = ReplicaView("a1", "app", "A", "v1", "RUNNING")
+    b = ReplicaView("b1", "app", "B", "v1", "RUNNING")
+    gauges = Gauges()
+    first = gauges.update({A: [a], B: [b]}, set(), TARGETS, set(), set())
+    assert first is not None
+    assert first.replica_states == {("app", "A", "RUNNING"): 1, ("app", "B", "RUNNING"): 1}
+    # Done again (swept) with the same rows, or taken as they were: nothing new.
+    assert gauges.update({A: [a], B: [b]}, {B}, TARGETS, set(), set()) is None
+    # A row changed in a deployment done again: the whole snapshot, the other's rows kept.
+    after = gauges.update({A: [replace(a, stopping=True)], B: [b]}, {B}, TARGETS, {"b1"},
+                          set())
+    assert after is not None
+    assert after.replica_states == {("app", "A", "STOPPING"): 1, ("app", "B", "RUNNING"): 1}
+    assert after.replica_healthy[("app", "B", "b1")] == 1.0  # B not done again: as it was
+    assert gauges.update({A: [replace(a, stopping=True)], B: [b]}, {A, B},
+                         {**TARGETS, B: replace(TARGETS[B], num_replicas=2)}, set(),
+                         set()) is not None
