@@ -9,18 +9,26 @@ the compact form (`compact_load`: positions and counts). `copy_us` is the floor 
 apply: one copy of the changed deployment (the new table's; the old one stays as it was).
 CPU time (`time.process_time`), the median of `--repeat` runs, in microseconds.
 
-    python -m bench.route_fanout --replicas 1000 2000 5000 10000
+    python -m bench.route_fanout --replicas 1000 2000 5000 10000 [--grpc]
+
+With `--grpc`, `receive_us` is a grpc.aio stream's CPU per message received and parsed
+(a server in another process sends the delta every 2 ms): what a subscriber pays per
+version before it applies anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import multiprocessing
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+import grpc
 
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.route_delta import (
@@ -31,6 +39,7 @@ from weir.dataplane.route_delta import (
     whole_table,
 )
 from weir.dataplane.route_table import LeaderLocator, RouteTable
+from weir.processes import free_port
 from weir.protos import weir_pb2 as pb
 
 KEY = ("app", "model")
@@ -111,7 +120,58 @@ def measure(replicas: int, share: float, compact: bool, repeat: int) -> dict[str
         # The floor of an apply: the changed deployment copied, as the new table needs.
         "copy_us": round(cpu_us(copy, repeat), 1),
         "on_table_us": round(cpu_us(on_table, repeat), 1),
+        "wire": wire,
     }
+
+
+#: The stream `receive_us` measures: a server in a process of its own sends the same bytes.
+_METHOD = "/bench.RouteFanout/Stream"
+
+
+def _serve(port: int, wire: bytes, count: int, gap_s: float) -> None:
+    async def stream(_request: bytes, _context: Any) -> AsyncIterator[bytes]:
+        for _ in range(count):
+            yield wire
+            await asyncio.sleep(gap_s)
+
+    async def run() -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "bench.RouteFanout", {"Stream": grpc.unary_stream_rpc_method_handler(stream)})])
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(run())
+
+
+def receive_us(wire: bytes, count: int = 400, gap_s: float = 0.002) -> float:
+    """The CPU a subscriber's event loop spends per message of a grpc.aio stream, the
+    message parsed (as the subscriber's stub does) and nothing else done with it: one
+    message every `gap_s`, as versions come, each waking the loop on its own."""
+    port = free_port()
+    server = multiprocessing.get_context("spawn").Process(
+        target=_serve, args=(port, wire, count, gap_s), daemon=True)
+    server.start()
+
+    async def read() -> float:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            call = channel.unary_stream(_METHOD, response_deserializer=pb.RouteTable.FromString)
+            stream, got = call(b""), 0
+            start = time.process_time_ns()
+            async for _ in stream:
+                got += 1
+            spent = time.process_time_ns() - start
+        if got != count:
+            raise AssertionError(f"the stream sent {got} of {count} messages")
+        return spent / count / 1000
+
+    try:
+        return asyncio.run(read())
+    finally:
+        server.kill()
+        server.join(10)
 
 
 def main() -> None:
@@ -119,10 +179,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
     parser.add_argument("--repeat", type=int, default=21)
+    parser.add_argument("--grpc", action="store_true",
+                        help="also time receiving each delta on a grpc.aio stream")
     args = parser.parse_args()
     for replicas in args.replicas:
         for share, compact in ((0.0, False), (0.05, False), (0.05, True)):
-            print(json.dumps(measure(replicas, share, compact, args.repeat)), flush=True)
+            row = measure(replicas, share, compact, args.repeat)
+            if args.grpc:
+                row["receive_us"] = round(receive_us(row.pop("wire")), 1)
+            row.pop("wire", None)
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
