@@ -217,3 +217,25 @@ def test_compact_deltas_give_the_same_tables_as_whole_ones(history: list[Targets
             for t in x.replicas:
                 was = entry.targets.get(t.replica_id) if entry is not None else None
                 assert was is None or was.address != t.address
+
+
+def test_positions_are_made_only_for_enough_whole_targets() -> None:
+    # After a change of the replicas, compact loads and a few whole targets need no map of
+    # positions (it costs a lookup per replica); many whole targets make one.
+    ids = {f"r{i:03d}": 0 for i in range(320)}
+    tables = [table(1, {("a", "D"): ids}),
+              table(2, {("a", "D"): {**ids, "r999": 0}}),  # a replica added
+              table(3, {("a", "D"): {**ids, "r999": 0, "r005": 2}}),  # a load alone
+              table(4, {("a", "D"): {**ids, "r999": 1, "r005": 2}})]
+    tables[3].deployments[0].replicas[-1].address = "moved:1"  # r999: a whole target
+    tables.append(table(5, {("a", "D"): {**ids, "r999": 1, "r005": 2}}))
+    tables[4].deployments[0].replicas[-1].address = "moved:1"
+    for target in tables[4].deployments[0].replicas[:40]:  # 40 replicas moved: whole
+        target.address = "moved:2"
+    view, positions = deployments_of(tables[0]), Positions()
+    made = []
+    for old, new in itertools.pairwise(tables):
+        view = apply_delta(view, compact(delta(old, new), old, new), positions)
+        assert view == deployments_of(new)
+        made.append(positions[("a", "D")][1] is not None)
+    assert made == [False, False, False, True]
