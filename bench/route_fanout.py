@@ -89,9 +89,9 @@ def measure(replicas: int, share: float, compact: bool, repeat: int) -> dict[str
     if compact:
         delta = compact_load(delta, old, lambda key: replica_order(index[key].targets))
     wire = delta.SerializeToString()
-    # The subscriber's positions warm, as after a stream's first two deltas (one replica's
-    # load up, then back: the table is `whole` again).
-    bump = changes(whole, 1e-9, rng)
+    # The subscriber's positions warm, as after a stream's first two deltas (5 % of the
+    # replicas' load up, then back: the table is `whole` again).
+    bump = changes(whole, 0.05, rng)
     up, bumped = targets_delta(1, old, whole, bump)
     back, _ = targets_delta(2, bumped, whole, {KEY: {rid: old[KEY].targets[rid]
                                                      for rid in bump[KEY]}})
