@@ -309,6 +309,9 @@ class Bench:
         _, rev0 = await store.get_prefix("/weir/nothing/")
         cpu0, me0, t0 = cpu_seconds(pid), cpu_seconds(me), time.perf_counter()
         sim0 = sum(map(cpu_seconds, sims))
+        # The route subscribers' processes: what the fan-out costs its receiving end.
+        subscribers = [proc.pid for proc, _ in self.subscriber_procs]
+        subs0 = sum(map(cpu_seconds, subscribers))
         pushes: list[Probe] = []
         reports: list[Probe] = []
         marker = 1000
@@ -337,6 +340,7 @@ class Bench:
         _, rev1 = await store.get_prefix("/weir/nothing/")
         cpu1, sim1 = cpu_seconds(pid), sum(map(cpu_seconds, sims))
         me1 = cpu_seconds(me)
+        subs1 = sum(map(cpu_seconds, subscribers))
         steady_passes = pass_times(self.leader_log(pid), began_wall, time.time())
         arrivals = await asyncio.to_thread(self.stop_subscribers)
         push_ms = [latency_ms(p, arrivals) for p in pushes]
@@ -354,6 +358,7 @@ class Bench:
             etcd_writes_per_s=round((rev1 - rev0) / elapsed, 1),
             sim_cpu_pct=round(100 * (sim1 - sim0) / elapsed, 1),
             coordinator_cpu_pct=round(100 * (me1 - me0) / elapsed, 1),
+            subscriber_cpu_pct=round(100 * (subs1 - subs0) / elapsed, 1),
             max_pass_ms=steady_passes[0],
             slow_passes=steady_passes[1],
             probes=len(pushes) + len(reports),
@@ -367,7 +372,8 @@ class Bench:
                                                "leader_cpu_pct", "leader_rss_mb",
                                                "etcd_writes_per_s", "max_pass_ms",
                                                "slow_passes",
-                                               "sim_cpu_pct", "load_average")), flush=True)
+                                               "sim_cpu_pct", "subscriber_cpu_pct",
+                                               "load_average")), flush=True)
 
     async def _probe(self, subs: Subscribers, index: int, replica_id: str,
                      change: dict[str, int], seen: Callable[[RouteTable], bool]) -> Probe:

@@ -9,11 +9,15 @@ a newer version exists, and takes it when it is ready, skipping the versions in 
 Subscribers that accept deltas (`weir.dataplane.route_delta`) get the whole table once,
 then what changed since the version they have: the deltas of the versions they missed,
 merged, or the whole table again if those are older than the last DELTA_HISTORY versions.
-Each version's delta is computed once, whatever the number of subscribers. Between its
-passes the leader gives only the targets of the replicas that reported (`TargetChanges`):
-only those are compared, so a publish costs what changed, not the whole table (nor the
-whole deployment: at 1,000 replicas of one deployment that made no difference); the whole
-message is made again only when a subscriber needs it (`table`).
+Each version's delta is computed once, whatever the number of subscribers. Most versions
+change only replicas' load: a subscriber that said so (`accepts_compact_load`) gets
+those changes as positions and counts (`route_delta.compact_load`, made once per version
+when first asked), the others as whole targets.
+
+Between its passes the leader gives only the targets of the replicas that reported
+(`TargetChanges`): only those are compared, so a publish costs what changed, not the whole
+table (nor the whole deployment: at 1,000 replicas of one deployment that made no
+difference); the whole message is made again only when a subscriber needs it (`table`).
 
 Each replica's multiplexed models (`model_ids`, from its session: None for a replica that
 does not multiplex) are added to the table here.
@@ -33,8 +37,10 @@ from dataclasses import dataclass
 from weir.dataplane.route_delta import (
     IndexedDeployment,
     Key,
+    compact_load,
     index_table,
     merge_deltas,
+    replica_order,
     table_delta,
     targets_delta,
     whole_table,
@@ -88,6 +94,12 @@ class RoutePublisher:
         self._whole: pb.RouteTable | None = pb.RouteTable()
         #: Version -> the delta from the version before it.
         self._deltas: dict[int, pb.RouteTable] = {}
+        #: The current version's delta with its loads compact (once asked), the index of
+        #: the version before it (what tells a change of load alone), and each
+        #: deployment's replica positions (kept until its replicas change).
+        self._compact: pb.RouteTable | None = None
+        self._previous_index: dict[Key, IndexedDeployment] = {}
+        self._orders: dict[Key, dict[str, int]] = {}
         self.ready = False
 
     def mark_dirty(self, load_only: bool = False) -> None:
@@ -173,8 +185,11 @@ class RoutePublisher:
                 and delta.http_options_json == self._shell.http_options_json
                 and self.version > 0):
             return
+        self._forget_orders(delta, whole is not None)
         self.version = delta.version
         self._deltas[self.version] = delta
+        self._compact = None
+        self._previous_index = self._index
         self._deltas.pop(self.version - DELTA_HISTORY, None)
         self._shell = pb.RouteTable(version=self.version,
                                     http_options_json=delta.http_options_json)
@@ -185,20 +200,50 @@ class RoutePublisher:
         for event in self._subscribers:
             event.set()
 
-    def update_for(self, version: int, accepts_deltas: bool) -> pb.RouteTable:
-        """What a subscriber holding `version` (0: none) is sent to be current."""
+    def _forget_orders(self, delta: pb.RouteTable, whole: bool) -> None:
+        """Drop the replica positions `delta` changes (all of them for a whole table)."""
+        if whole:
+            self._orders.clear()
+            return
+        for gone in delta.removed_deployments:
+            self._orders.pop((gone.app, gone.deployment), None)
+        for d in delta.deployments:
+            key = (d.app, d.deployment)
+            entry = self._index.get(key)
+            if (entry is None or d.removed_replica_ids
+                    or any(t.replica_id not in entry.targets for t in d.replicas)):
+                self._orders.pop(key, None)
+
+    def _order(self, key: Key) -> dict[str, int]:
+        order = self._orders.get(key)
+        if order is None:
+            order = self._orders[key] = replica_order(self._index[key].targets)
+        return order
+
+    def update_for(self, version: int, accepts_deltas: bool,
+                   compact: bool = False) -> pb.RouteTable:
+        """What a subscriber holding `version` (0: none) is sent to be current; `compact`:
+        it takes changes of load alone as positions and counts."""
         current = self.version
         if not accepts_deltas or version == 0 or version + 1 not in self._deltas:
             return self.table
         if version + 1 == current:
             # The usual case: one version behind gets the version's own delta, the same
             # message for every subscriber (a delta is never changed once published).
-            return self._deltas[current]
+            if not compact:
+                return self._deltas[current]
+            if self._compact is None:
+                self._compact = compact_load(self._deltas[current], self._previous_index,
+                                             self._order)
+            return self._compact
+        # Rare (a subscriber fell behind): the whole targets, merged.
         return merge_deltas([self._deltas[v] for v in range(version + 1, current + 1)])
 
-    async def watch(self, accepts_deltas: bool = False) -> AsyncIterator[pb.RouteTable]:
+    async def watch(self, accepts_deltas: bool = False,
+                    compact: bool = False) -> AsyncIterator[pb.RouteTable]:
         """The table now (once ready) and on every change, until this term ends; with
-        `accepts_deltas`, the whole table first and deltas after."""
+        `accepts_deltas`, the whole table first and deltas after (`compact`: with changes
+        of load alone as positions and counts)."""
         newer = asyncio.Event()
         self._subscribers.add(newer)
         if self.ready:
@@ -216,7 +261,7 @@ class RoutePublisher:
                     break
                 newer.clear()
                 if self.ready and self.version != sent:
-                    update = self.update_for(sent, accepts_deltas)
+                    update = self.update_for(sent, accepts_deltas, compact)
                     sent = self.version
                     yield update
         finally:

@@ -329,20 +329,24 @@ class ReplicaTarget(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., ongoing: _Optional[int] = ..., multiplexed_model_ids: _Optional[_Iterable[str]] = ..., multiplexed: _Optional[bool] = ...) -> None: ...
 
 class DeploymentTargets(_message.Message):
-    __slots__ = ("app", "deployment", "max_ongoing_requests", "max_queued_requests", "replicas", "removed_replica_ids")
+    __slots__ = ("app", "deployment", "max_ongoing_requests", "max_queued_requests", "replicas", "removed_replica_ids", "load_positions", "load_ongoing")
     APP_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     MAX_ONGOING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     REMOVED_REPLICA_IDS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_ONGOING_FIELD_NUMBER: _ClassVar[int]
     app: str
     deployment: str
     max_ongoing_requests: int
     max_queued_requests: int
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaTarget]
     removed_replica_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, app: _Optional[str] = ..., deployment: _Optional[str] = ..., max_ongoing_requests: _Optional[int] = ..., max_queued_requests: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaTarget, _Mapping]]] = ..., removed_replica_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    load_positions: _containers.RepeatedScalarFieldContainer[int]
+    load_ongoing: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, app: _Optional[str] = ..., deployment: _Optional[str] = ..., max_ongoing_requests: _Optional[int] = ..., max_queued_requests: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaTarget, _Mapping]]] = ..., removed_replica_ids: _Optional[_Iterable[str]] = ..., load_positions: _Optional[_Iterable[int]] = ..., load_ongoing: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Route(_message.Message):
     __slots__ = ("route_prefix", "app", "deployment")
@@ -371,12 +375,14 @@ class RouteTable(_message.Message):
     def __init__(self, version: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., deployments: _Optional[_Iterable[_Union[DeploymentTargets, _Mapping]]] = ..., http_options_json: _Optional[str] = ..., delta_from: _Optional[int] = ..., removed_deployments: _Optional[_Iterable[_Union[DeploymentTargets, _Mapping]]] = ...) -> None: ...
 
 class WatchRoutesRequest(_message.Message):
-    __slots__ = ("subscriber", "accepts_deltas")
+    __slots__ = ("subscriber", "accepts_deltas", "accepts_compact_load")
     SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_DELTAS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_COMPACT_LOAD_FIELD_NUMBER: _ClassVar[int]
     subscriber: str
     accepts_deltas: bool
-    def __init__(self, subscriber: _Optional[str] = ..., accepts_deltas: _Optional[bool] = ...) -> None: ...
+    accepts_compact_load: bool
+    def __init__(self, subscriber: _Optional[str] = ..., accepts_deltas: _Optional[bool] = ..., accepts_compact_load: _Optional[bool] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
     __slots__ = ("config_json", "partial", "pickled_apps", "dry_run")

@@ -294,8 +294,8 @@ class RouteTableSubscriber:
     async def _follow(self, address: str) -> None:
         async with auth.channel(address) as channel:
             stub = pb_grpc.ControllerStub(channel)
-            stream = stub.WatchRoutes(pb.WatchRoutesRequest(subscriber=self.subscriber,
-                                                             accepts_deltas=True))
+            stream = stub.WatchRoutes(pb.WatchRoutesRequest(
+                subscriber=self.subscriber, accepts_deltas=True, accepts_compact_load=True))
             loop = asyncio.get_running_loop()
             reader = loop.create_task(self._read(stream))
             moved = loop.create_task(self.locator.until_moved_from(address))

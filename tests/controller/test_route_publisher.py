@@ -206,3 +206,45 @@ def test_every_route_stream_ends_with_the_term() -> None:
             await asyncio.wait_for(anext(streams[2]), 5)
 
     asyncio.run(scenario())
+
+
+def test_compact_subscribers_follow_the_same_tables_and_old_ones_get_whole_targets() -> None:
+    # Loads alone, replicas coming and going, a whole table between: a subscriber of the
+    # compact form and one of whole targets, each reading every version, end up with the
+    # publisher's table at each; only the compact one gets positions, and only for loads.
+    async def scenario() -> None:
+        publisher = RoutePublisher(lambda: pb.RouteTable(), lambda: True, asyncio.Event())
+        publisher.ready = True
+        publisher._publish(table({f"r{i}": 0 for i in range(6)}))
+        compact = publisher.watch(accepts_deltas=True, compact=True)
+        plain = publisher.watch(accepts_deltas=True)
+        views = [RouteTable.from_proto(await anext(s)) for s in (compact, plain)]
+
+        def target(rid: str, n: int) -> pb.ReplicaTarget:
+            return pb.ReplicaTarget(replica_id=rid, address="h:1", ongoing=n)
+
+        steps: list[dict[str, pb.ReplicaTarget | None] | dict[str, int]] = [
+            {"r1": target("r1", 3), "r4": target("r4", 1)},
+            {"r0": None, "r2": target("r2", 2)},
+            {"r3": target("r3", 5), "r5": target("r5", 1)},
+            {"r7": target("r7", 0), "r5": target("r5", 2)},
+            {"r1": 9, "r3": 5, "r4": 1, "r5": 2, "r7": 0},  # a whole table
+            {"r3": target("r3", 0)},
+        ]
+        for step in steps:
+            if all(isinstance(v, int) for v in step.values()):
+                publisher._publish(table(step))  # type: ignore[arg-type]
+            else:
+                publisher._publish_targets(
+                    TargetChanges(pb.RouteTable(), {("a", "D"): step}))  # type: ignore[dict-item]
+            got = [await asyncio.wait_for(anext(s), 5) for s in (compact, plain)]
+            assert not any(d.load_positions for d in got[1].deployments)
+            views = [v.with_delta(g) for v, g in zip(views, got, strict=True)]
+            want = RouteTable.from_proto(publisher.table).deployments
+            assert views[0].deployments == views[1].deployments == want
+        # The last step changed a load alone: one position, no whole target.
+        last = publisher.update_for(publisher.version - 1, True, compact=True)
+        assert not last.deployments[0].replicas
+        assert list(last.deployments[0].load_positions) == [1]  # r1 r3 r4 r5 r7
+
+    asyncio.run(scenario())

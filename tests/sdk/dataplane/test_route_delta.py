@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weir.dataplane.route_delta import (
     Positions,
     apply_delta,
+    compact_load,
     index_table,
     merge_deltas,
+    replica_order,
     table_delta,
     targets_delta,
     whole_table,
@@ -139,3 +142,100 @@ def test_a_delta_changes_only_what_it_names() -> None:
     after = apply_delta(before, delta(old, new))
     assert after[("b", "E")] is before[("b", "E")]
     assert after == deployments_of(new)
+
+
+def compact(d: pb.RouteTable, old: pb.RouteTable, new: pb.RouteTable) -> pb.RouteTable:
+    """`d` (from `old` to `new`) with its loads compact, as the leader sends it."""
+    new_index = index_table(new)
+    return compact_load(d, index_table(old), lambda key: replica_order(new_index[key].targets))
+
+
+def test_a_change_of_load_alone_travels_as_a_position() -> None:
+    old = table(1, {("a", "D"): {f"r{i}": 0 for i in range(10)}})
+    new = table(2, {("a", "D"): {**{f"r{i}": 0 for i in range(10) if i != 2},
+                                 "r7": 3, "r4": 1, "r10": 2}})
+    new.deployments[0].replicas[0].address = "elsewhere:1"  # r0 moved: sent whole
+    d = compact(delta(old, new), old, new)
+    (changed,) = d.deployments
+    assert sorted(t.replica_id for t in changed.replicas) == ["r0", "r10"]
+    assert list(changed.removed_replica_ids) == ["r2"]
+    # Positions in the replicas after the delta, by id: r0 r1 r10 r3 r4 r5 r6 r7 ...
+    assert list(changed.load_positions) == [4, 7]
+    assert list(changed.load_ongoing) == [1, 3]
+    assert apply_delta(deployments_of(old), d) == deployments_of(new)
+
+
+def test_compact_loads_that_do_not_fit_the_table_are_refused() -> None:
+    old = table(1, {("a", "D"): {"r1": 0, "r2": 0}})
+    bad = pb.RouteTable(version=2, delta_from=1)
+    bad.deployments.append(pb.DeploymentTargets(app="a", deployment="D",
+                                                load_positions=[2], load_ongoing=[1]))
+    with pytest.raises(ValueError, match="load_positions"):
+        apply_delta(deployments_of(old), bad)
+    bad.deployments[0].load_positions[:] = [0, 1]
+    with pytest.raises(ValueError, match="load_ongoing"):
+        apply_delta(deployments_of(old), bad)
+
+
+#: Each replica's (ongoing, port): a change of port is a change besides load.
+Targets = dict[tuple[str, str], dict[str, tuple[int, int]]]
+target_sets = st.dictionaries(
+    st.sampled_from([("a", "D"), ("a", "E"), ("b", "D")]),
+    st.dictionaries(st.sampled_from([f"r{i}" for i in range(8)]),
+                    st.tuples(st.integers(0, 3), st.integers(1, 2))),
+    max_size=3)
+
+
+def table_of_targets(version: int, deployments: Targets) -> pb.RouteTable:
+    out = table(version, {key: {r: n for r, (n, _) in replicas.items()}
+                          for key, replicas in deployments.items()})
+    for d in out.deployments:
+        for t in d.replicas:
+            t.address = f"h:{deployments[(d.app, d.deployment)][t.replica_id][1]}"
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(target_sets, min_size=2, max_size=6))
+def test_compact_deltas_give_the_same_tables_as_whole_ones(history: list[Targets]) -> None:
+    # A subscriber applies them keeping its positions, as it does, each delta twice so
+    # that the kept positions are used; no change of load alone travels whole.
+    tables = [table_of_targets(v + 1, d) for v, d in enumerate(history)]
+    whole_view = deployments_of(tables[0])
+    compact_view, positions = dict(whole_view), Positions()
+    for old, new in itertools.pairwise(tables):
+        d = delta(old, new)
+        c = compact(d, old, new)
+        whole_view = apply_delta(whole_view, d)
+        for _ in range(2):
+            compact_view = apply_delta(compact_view, c, positions)
+            assert compact_view == deployments_of(new)
+        assert whole_view == deployments_of(new)
+        before = index_table(old)
+        for x in c.deployments:
+            entry = before.get((x.app, x.deployment))
+            for t in x.replicas:
+                was = entry.targets.get(t.replica_id) if entry is not None else None
+                assert was is None or was.address != t.address
+
+
+def test_positions_are_made_only_for_enough_whole_targets() -> None:
+    # After a change of the replicas, compact loads and a few whole targets need no map of
+    # positions (it costs a lookup per replica); many whole targets make one.
+    ids = {f"r{i:03d}": 0 for i in range(320)}
+    tables = [table(1, {("a", "D"): ids}),
+              table(2, {("a", "D"): {**ids, "r999": 0}}),  # a replica added
+              table(3, {("a", "D"): {**ids, "r999": 0, "r005": 2}}),  # a load alone
+              table(4, {("a", "D"): {**ids, "r999": 1, "r005": 2}})]
+    tables[3].deployments[0].replicas[-1].address = "moved:1"  # r999: a whole target
+    tables.append(table(5, {("a", "D"): {**ids, "r999": 1, "r005": 2}}))
+    tables[4].deployments[0].replicas[-1].address = "moved:1"
+    for target in tables[4].deployments[0].replicas[:40]:  # 40 replicas moved: whole
+        target.address = "moved:2"
+    view, positions = deployments_of(tables[0]), Positions()
+    made = []
+    for old, new in itertools.pairwise(tables):
+        view = apply_delta(view, compact(delta(old, new), old, new), positions)
+        assert view == deployments_of(new)
+        made.append(positions[("a", "D")][1] is not None)
+    assert made == [False, False, False, True]
