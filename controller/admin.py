@@ -149,7 +149,8 @@ class AdminService(pb_grpc.ControllerServicer):
         """Stream the route table (leader only)."""
         leader = await self._need_leader(context)
         log.info("route subscriber", subscriber=request.subscriber)
-        async for table in leader.watch_routes(request.accepts_deltas):
+        async for table in leader.watch_routes(request.accepts_deltas,
+                                               request.accepts_compact_load):
             yield table
 
     async def ReportQueues(self, request_iterator: AsyncIterator[pb.QueueReport],

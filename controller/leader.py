@@ -455,10 +455,12 @@ class Leader:
         return (self.clock() - self.started > ADOPTION_GRACE_S
                 or all(rid in self.sessions.sessions for rid in self.goal.records))
 
-    def watch_routes(self, accepts_deltas: bool = False) -> AsyncIterator[pb.RouteTable]:
+    def watch_routes(self, accepts_deltas: bool = False,
+                     compact: bool = False) -> AsyncIterator[pb.RouteTable]:
         """The route table now (once adopted) and on every change (as deltas after the
-        first table, if the subscriber `accepts_deltas`)."""
-        return self.routes.watch(accepts_deltas)
+        first table, if the subscriber `accepts_deltas`; `compact`: with changes of load
+        alone as positions and counts)."""
+        return self.routes.watch(accepts_deltas, compact)
 
     async def report_queues(self, reports: AsyncIterator[pb.QueueReport]) -> None:
         """Take one caller's queue reports until it hangs up or this term ends."""
