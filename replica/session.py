@@ -50,6 +50,18 @@ HEARTBEAT_S = 1.0
 IDLE_REPORT_S = 5.0
 #: A registration the controller has not acknowledged by then is dropped and retried.
 REGISTER_TIMEOUT_S = 3.0
+#: ... doubled after each registration in a row that went unanswered, up to this. A leader
+#: that every replica registers with at once (a failover at thousands of replicas, on a
+#: busy machine) answers late; dropping its streams to register again at once sent it the
+#: same registrations again and again (up to four per replica at 5,000).
+REGISTER_TIMEOUT_MAX_S = 30.0
+
+
+def register_timeout(unanswered_in_row: int) -> float:
+    """How long a registration waits for the leader's answer after `unanswered_in_row`
+    registrations in a row went unanswered: REGISTER_TIMEOUT_S, doubled for each, at most
+    REGISTER_TIMEOUT_MAX_S. Pure."""
+    return min(REGISTER_TIMEOUT_S * 2 ** min(unanswered_in_row, 16), REGISTER_TIMEOUT_MAX_S)
 
 
 #: Runs the replica's health check (the user's `check_health()` when it is RUNNING).
@@ -98,6 +110,8 @@ class ControllerSession:
         self.check_health = check_health
         #: Which stream this is (answers are for the stream that asked).
         self._stream = 0
+        #: Registrations in a row that went unanswered (`register_timeout`).
+        self._unanswered_in_row = 0
         #: The newest check asked: (stream, check id).
         self._asked: tuple[int, int] = (0, 0)
         #: The answer waiting for the next report of the current stream.
@@ -173,7 +187,7 @@ class ControllerSession:
             self.registered = asyncio.Event()
             reader = asyncio.get_running_loop().create_task(self._read(call))
             moved = asyncio.get_running_loop().create_task(self.locator.until_moved_from(address))
-            unanswered = time.monotonic() + REGISTER_TIMEOUT_S
+            unanswered = time.monotonic() + register_timeout(self._unanswered_in_row)
             try:
                 while not reader.done():
                     waiter = asyncio.get_running_loop().create_task(self.changed.wait())
@@ -183,7 +197,9 @@ class ControllerSession:
                     if moved in done:
                         return  # that controller no longer leads: find the one that does
                     if not self.registered.is_set() and time.monotonic() > unanswered:
-                        log.info("registration unanswered; reconnecting", controller=address)
+                        log.info("registration unanswered; reconnecting", controller=address,
+                                 waited_s=register_timeout(self._unanswered_in_row))
+                        self._unanswered_in_row += 1
                         return
                     if reader in done:
                         break
@@ -228,6 +244,7 @@ class ControllerSession:
         async for command in call:
             if command.kind == pb.REGISTERED:
                 self.registered.set()
+                self._unanswered_in_row = 0
                 continue
             if command.kind == pb.CHECK_HEALTH:
                 self._ask(command.health_check_id)

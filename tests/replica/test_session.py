@@ -13,7 +13,15 @@ from weir import multiplex
 from weir.dataplane.route_table import LeaderLocator
 from weir.protos import weir_pb2 as pb
 from weir.replica.server import ReplicaServer
-from weir.replica.session import IDLE_REPORT_S, ControllerSession, answer_check, report_due
+from weir.replica.session import (
+    IDLE_REPORT_S,
+    REGISTER_TIMEOUT_MAX_S,
+    REGISTER_TIMEOUT_S,
+    ControllerSession,
+    answer_check,
+    register_timeout,
+    report_due,
+)
 from weir.replica.user_callable import UserCallable
 
 
@@ -146,3 +154,10 @@ def test_the_session_and_the_unary_rpc_run_the_same_check() -> None:
 
     assert asyncio.run(scenario()) == [(True, ""), (False, "RuntimeError: db gone"),
                                        (False, "RuntimeError: db gone")]
+
+
+def test_a_registration_waits_longer_after_each_that_went_unanswered() -> None:
+    assert register_timeout(0) == REGISTER_TIMEOUT_S
+    assert register_timeout(1) == 2 * REGISTER_TIMEOUT_S
+    assert register_timeout(2) == 4 * REGISTER_TIMEOUT_S
+    assert register_timeout(10) == register_timeout(10_000) == REGISTER_TIMEOUT_MAX_S
