@@ -305,6 +305,64 @@ def apply_delta(deployments: Mapping[Key, pb.DeploymentTargets], delta: pb.Route
     return out
 
 
+@dataclass(frozen=True)
+class TableChange:
+    """How a table made by a delta differs from the one it was applied to (`before`), for
+    a caller that keeps state per deployment (a proxy's routers, which took 9 ms to
+    rebuild at 10,000 replicas): a deployment whose change was of load alone is in
+    `loads`; any other one the delta names changed otherwise (replicas, a replica's
+    address or models, options) and is taken whole; the rest are `before`'s objects."""
+
+    #: The deployments the delta was applied to (a caller checks it holds these).
+    before: Mapping[Key, pb.DeploymentTargets]
+    #: Deployment -> (position, new `ongoing`) of each replica whose load changed, for the
+    #: deployments whose load alone changed. Positions, not ids: a compact delta names
+    #: positions, and an id per position cost 0.3 ms per version at 10,000 replicas.
+    loads: Mapping[Key, Sequence[tuple[int, int]]]
+
+
+def table_change(before: Mapping[Key, pb.DeploymentTargets],
+                 after: Mapping[Key, pb.DeploymentTargets], delta: pb.RouteTable,
+                 positions: Positions | None = None) -> TableChange:
+    """What `delta` changed, `after` being `apply_delta(before, delta, positions)`: the
+    deployments whose change was of load alone and the replicas' new counts. `positions`
+    (as `apply_delta` left them) spares a bisection per whole target."""
+    loads: dict[Key, Sequence[tuple[int, int]]] = {}
+    for d in delta.deployments:
+        key = (d.app, d.deployment)
+        changed = _load_alone(before.get(key), after[key], d,
+                              positions.get(key) if positions is not None else None)
+        if changed is not None:
+            loads[key] = changed
+    return TableChange(before, loads)
+
+
+def _load_alone(before: pb.DeploymentTargets | None, after: pb.DeploymentTargets,
+                d: pb.DeploymentTargets,
+                kept: tuple[pb.DeploymentTargets, dict[str, int] | None] | None,
+                ) -> list[tuple[int, int]] | None:
+    """The positions and new counts of the replicas `d` changed, if it changed only their
+    load; else None."""
+    if (before is None or d.removed_replica_ids
+            or len(after.replicas) != len(before.replicas)
+            or any(getattr(d, name) != getattr(before, name) for name in _HEADER_FIELDS)):
+        return None
+    # No replica left and as many as before: the same ids, at the same positions.
+    at = kept[1] if kept is not None and kept[0] is after else None
+    old, new = before.replicas, after.replicas
+    loads = list(zip(d.load_positions, d.load_ongoing, strict=True))
+    for target in d.replicas:
+        rid = target.replica_id
+        i = at[rid] if at is not None and rid in at else bisect.bisect_left(
+            new, rid, key=_replica_id)
+        prior = old[i]
+        if prior.replica_id != rid or not (prior == target
+                                           or _only_load_differs(prior, target)):
+            return None
+        loads.append((i, target.ongoing))
+    return loads
+
+
 def _set_loads(merged: pb.DeploymentTargets, d: pb.DeploymentTargets) -> None:
     """Set the `ongoing` of the replicas `d`'s compact loads name, by position in `merged`."""
     count = len(merged.replicas)

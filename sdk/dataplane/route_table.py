@@ -17,7 +17,7 @@ import structlog
 
 from weir import auth
 from weir.backoff import Backoff
-from weir.dataplane.route_delta import Positions, apply_delta
+from weir.dataplane.route_delta import Positions, TableChange, apply_delta, table_change
 from weir.etcd.keys import LEADER_KEY
 from weir.etcd.store import Store, StoreError, WatchEvent
 from weir.leader_redirect import leader_from
@@ -53,6 +53,10 @@ class RouteTable:
     #: Where each replica sits in its deployment, kept from one delta to the next
     #: (`weir.dataplane.route_delta.apply_delta`).
     _positions: Positions = field(default_factory=dict, repr=False, compare=False)
+    #: How this table differs from the one it was made from by a delta (None: a whole
+    #: table): which deployments changed only in load, for callers that can update just
+    #: those replicas (`weir.dataplane.route_delta.TableChange`).
+    change: TableChange | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_proto(cls, msg: pb.RouteTable) -> RouteTable:
@@ -64,14 +68,15 @@ class RouteTable:
             http_options=json.loads(msg.http_options_json) if msg.http_options_json else {},
         )
 
-
     def with_delta(self, msg: pb.RouteTable) -> RouteTable:
         """This table changed by the delta `msg` (`weir.dataplane.route_delta`): a new
         table; this one is left as it was (a router may still hold it)."""
         # Routes and http_options travel whole in a delta: only the deployments differ.
         positions = dict(self._positions)
+        deployments = apply_delta(self.deployments, msg, positions)
         return replace(RouteTable.from_proto(msg), _positions=positions,
-                       deployments=apply_delta(self.deployments, msg, positions))
+                       deployments=deployments,
+                       change=table_change(self.deployments, deployments, msg, positions))
 
 
 def match_route(routes: Sequence[RouteEntry], path: str) -> RouteEntry | None:

@@ -113,6 +113,8 @@ class DeploymentRouter:
         self.max_ongoing = 5
         self.max_queued = -1
         self._slots: dict[str, ReplicaSlot] = {}
+        #: The slots in the order the last `update` listed the replicas (`set_reported`).
+        self._ordered: list[ReplicaSlot] = []
         self._waiters: deque[_Waiter] = deque()
         self._rng = rng or random.Random()
         self.known = False
@@ -148,12 +150,25 @@ class DeploymentRouter:
             refresh_sent(slot, now)
             fresh[replica_id] = slot
         self._slots = fresh
+        self._ordered = list(fresh.values())
+        self._wake()
+
+    def set_reported(self, loads: Iterable[tuple[int, int]]) -> None:
+        """Take the new reported load of some replicas, `(position, ongoing)`, a position
+        being the replica's place in the list the last `update` took, the table having
+        changed nothing else of the deployment (`weir.dataplane.route_delta.TableChange`):
+        what `update` would do for them, without rebuilding every slot (9 ms per load
+        version at 10,000 replicas). Raises IndexError for a position past that list."""
+        ordered = self._ordered
+        for position, ongoing in loads:
+            ordered[position].reported = ongoing
         self._wake()
 
     def remove(self) -> None:
         """The deployment is gone from the route table: fail every waiting call."""
         self.removed = True
         self._slots = {}
+        self._ordered = []
         for waiter in self._waiters:
             waiter.event.set()
 
