@@ -1,6 +1,7 @@
 """What one route version costs each subscriber, in-process: the leader's serialization of
 the delta, the subscriber's parse and apply (`RouteTable.with_delta`), and what a proxy's
-data plane does after (`DataPlane._on_table`: its routers take the changed deployments).
+data plane does after (`DataPlane._on_table`: its routers take the changed deployments,
+a change of load alone as the changed replicas' counts, anything else whole).
 
 Two changes per size: one replica added (a change of the replica set, as a probe or a
 rolling update makes) and 5 % of the replicas with a new load (what the leader publishes
@@ -107,6 +108,13 @@ def measure(replicas: int, share: float, compact: bool, repeat: int) -> dict[str
     def on_table() -> None:
         plane._applied = dict(base.deployments)  # as after the table before
         plane._on_table(applied)
+
+    on_table()
+    router = plane.routers[KEY]
+    if [(s.replica_id, s.reported) for s in router._slots.values()] != [
+            (t.replica_id, t.ongoing) for t in applied.deployments[KEY].replicas]:
+        raise AssertionError(f"the proxy's router at {replicas} replicas did not take the "
+                             "table's loads")
 
     def copy() -> None:
         pb.DeploymentTargets().CopyFrom(base.deployments[KEY])
