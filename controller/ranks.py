@@ -35,13 +35,50 @@ def lowest_free(taken: Iterable[int]) -> int:
     return rank
 
 
+class Ranks:
+    """The ranks of one deployment version's live replicas, handing out new ones as
+    `assign_rank` does, each in O(1) amortized: a start of a thousand replicas of one
+    deployment walked every peer for each (a million steps, most of a 10,000-replica
+    placement pass). Plain data and pure steps, no I/O."""
+
+    def __init__(self, peers: Iterable[RankHolder]) -> None:
+        self._ranks: set[int] = set()
+        self._node_ranks: dict[str, int] = {}
+        self._locals: dict[str, set[int]] = {}
+        #: Below these, every rank is taken (the searches start there).
+        self._rank_floor = 0
+        self._local_floor: dict[str, int] = {}
+        for peer in peers:
+            self.add(peer)
+
+    def add(self, holder: RankHolder) -> None:
+        """A live replica holds these ranks."""
+        self._ranks.add(holder.rank)
+        if holder.node_rank >= 0:
+            self._node_ranks[holder.node_id] = holder.node_rank
+        self._locals.setdefault(holder.node_id, set()).add(holder.local_rank)
+
+    def take(self, node_id: str) -> tuple[int, int, int]:
+        """(rank, node_rank, local_rank) for a new replica on `node_id`, now held."""
+        rank = self._rank_floor = _lowest_from(self._ranks, self._rank_floor)
+        node_rank = self._node_ranks.get(node_id)
+        if node_rank is None:
+            node_rank = lowest_free(self._node_ranks.values())
+        taken = self._locals.setdefault(node_id, set())
+        local = self._local_floor[node_id] = _lowest_from(taken,
+                                                          self._local_floor.get(node_id, 0))
+        self.add(RankHolder(node_id, rank, node_rank, local))
+        return rank, node_rank, local
+
+
+def _lowest_from(used: set[int], floor: int) -> int:
+    rank = floor
+    while rank in used:
+        rank += 1
+    return rank
+
+
 def assign_rank(peers: Iterable[RankHolder], node_id: str) -> tuple[int, int, int]:
     """(rank, node_rank, local_rank) for a new replica on `node_id`, given its live peers
     (the same deployment and version). Pure."""
-    peers = list(peers)
-    node_ranks = {p.node_id: p.node_rank for p in peers if p.node_rank >= 0}
-    node_rank = node_ranks.get(node_id)
-    if node_rank is None:
-        node_rank = lowest_free(node_ranks.values())
-    local = lowest_free(p.local_rank for p in peers if p.node_id == node_id)
-    return lowest_free(p.rank for p in peers), node_rank, local
+    return Ranks(peers).take(node_id)

@@ -28,7 +28,7 @@ from weir.controller.goal import AppGoal
 from weir.controller.nodes import node_views
 from weir.controller.observe import ReplicaBook
 from weir.controller.placement import NodeView, NoFit, PlacedReplica, place, replica_request
-from weir.controller.ranks import RankHolder, assign_rank
+from weir.controller.ranks import RankHolder, Ranks
 from weir.controller.reconciler import ReplicaView
 from weir.controller.record_writer import RECORDS_PER_WRITE
 from weir.controller.replica_records import ReplicaRecords
@@ -43,6 +43,8 @@ from weir.runtime_env import PreparedEnv, RuntimeEnvError, names_packages, prepa
 log = structlog.get_logger("weir.controller")
 
 Key = tuple[str, str]
+#: Starts placed between two turns of the event loop (each costs ~0.1-0.2 ms of CPU).
+STARTS_PER_TURN = 200
 
 
 def new_replica_id(app: str, deployment: str, taken: Callable[[str], bool],
@@ -146,17 +148,20 @@ class ReplicaStarter:
         records: list[ReplicaRecord] = []
         assigned: set[str] = set()
         # The ranks taken per deployment version: read once, then each new replica's added.
-        peers: dict[tuple[str, str, str], list[RankHolder]] = {}
-        for action in starts:
+        ranks: dict[tuple[str, str, str], Ranks] = {}
+        for done, action in enumerate(starts):
             version = (action.app, action.deployment, action.version)
-            taken = peers.get(version)
+            taken = ranks.get(version)
             if taken is None:  # not setdefault: its argument would walk every record each time
-                taken = peers[version] = rank_holders(action, goal.records.values(), views)
+                taken = ranks[version] = Ranks(rank_holders(action, goal.records.values(),
+                                                            views))
             record = await self._assign(action, goal, nodes, taken, assigned)
             if record is not None:
                 records.append(record)
-                taken.append(RankHolder(record.node_id, record.rank, record.node_rank,
-                                        record.local_rank))
+            if done % STARTS_PER_TURN == STARTS_PER_TURN - 1:
+                # Thousands of starts (a deploy at scale) take seconds of CPU: the loop
+                # keeps the lease, the sessions and the route streams going meanwhile.
+                await asyncio.sleep(0)
         for i in range(0, len(records), RECORDS_PER_WRITE):
             batch = records[i:i + RECORDS_PER_WRITE]
             # The records are the assignments, and they go before anything runs: a leader
@@ -172,10 +177,10 @@ class ReplicaStarter:
                          node_id=record.node_id, version=record.version)
 
     async def _assign(self, action: reconciler.Start, goal: ClusterGoal,
-                      nodes: dict[str, NodeView], peers: list[RankHolder],
+                      nodes: dict[str, NodeView], ranks: Ranks,
                       assigned: set[str]) -> ReplicaRecord | None:
         """The record of one new replica placed on `nodes` (updated with it) and ranked
-        among `peers`, with an id neither recorded nor in `assigned` (added), or None if
+        by `ranks`, with an id neither recorded nor in `assigned` (added), or None if
         it cannot start now (the reason is kept for its deployment's status)."""
         key = (action.app, action.deployment)
         try:
@@ -199,7 +204,7 @@ class ReplicaStarter:
         replica_id = new_replica_id(action.app, action.deployment,
                                     lambda rid: rid in goal.records or rid in assigned)
         assigned.add(replica_id)
-        rank, node_rank, local_rank = assign_rank(peers, placed.node_id)
+        rank, node_rank, local_rank = ranks.take(placed.node_id)
         return ReplicaRecord(replica_id, action.app, action.deployment, action.version,
                              pid=0, started_at=self._wall_clock(), cluster_id=self._cluster_id,
                              node_id=placed.node_id, resources=dict(request),

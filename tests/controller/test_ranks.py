@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 
 from tests.controller.test_leader import SimulatedNode, SimulatedReplica, run
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.goal import AppGoal
 from weir.controller.leader import Leader
-from weir.controller.ranks import RankHolder, assign_rank, lowest_free
+from weir.controller.ranks import RankHolder, Ranks, assign_rank, lowest_free
 from weir.etcd.keys import APPS_PREFIX
 from weir.etcd.memory_store import ManualClock, MemoryStore
 from weir.protos import weir_pb2 as pb
@@ -71,3 +72,28 @@ def test_the_leader_gives_a_lost_replicas_rank_to_its_replacement() -> None:
             replica.close()
 
     run(scenario())
+
+
+def _by_walking(peers: list[RankHolder], node_id: str) -> tuple[int, int, int]:
+    """The ranks of a new replica found by walking every peer (what `Ranks` must equal)."""
+    node_ranks = {p.node_id: p.node_rank for p in peers if p.node_rank >= 0}
+    node_rank = node_ranks.get(node_id)
+    if node_rank is None:
+        node_rank = lowest_free(node_ranks.values())
+    local = lowest_free(p.local_rank for p in peers if p.node_id == node_id)
+    return lowest_free(p.rank for p in peers), node_rank, local
+
+
+def test_ranks_handed_out_one_after_another_equal_a_walk_of_the_peers_each_time() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        nodes = [f"n{i}" for i in range(rng.randint(1, 5))]
+        # Live peers with holes in every kind of rank (replicas that were replaced).
+        peers = [RankHolder(rng.choice(nodes), rank, rng.randint(-1, 3), rng.randint(-1, 4))
+                 for rank in rng.sample(range(12), rng.randint(0, 8))]
+        ranks = Ranks(peers)
+        for _ in range(rng.randint(1, 15)):
+            node = rng.choice([*nodes, "new"])
+            expected = _by_walking(peers, node)
+            assert ranks.take(node) == expected
+            peers.append(RankHolder(node, *expected))
