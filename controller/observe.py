@@ -29,7 +29,10 @@ RUNNING = "RUNNING"
 FAILED = "FAILED"
 STOPPING = "STOPPING"
 
-#: A launched replica that has not registered by then is FAILED.
+#: A launched replica that has not registered by then is FAILED: counted from its launch, or
+#: from when this leader first viewed it if later (after a failover at thousands of
+#: replicas on a busy machine, re-registering takes a while; counted from the launch, a new
+#: leader failed and replaced replicas that were running and simply had not come back yet).
 REGISTER_TIMEOUT_S = 60.0
 
 
@@ -59,6 +62,8 @@ class ReplicaBook:
     was_running: bool = False
     #: Its node's agent has listed it running (an absence later means it ended).
     listed: bool = False
+    #: Wall time this leader first viewed it (None: not yet).
+    first_seen: float | None = None
 
 
 def observe(
@@ -86,7 +91,8 @@ def observe(
         state, user_config = DEAD, ""
     else:
         state, user_config = book.last_state, ""
-        if state == PENDING and wall_now - record.started_at > REGISTER_TIMEOUT_S:
+        if state == PENDING and wall_now - max(record.started_at,
+                                               book.first_seen or wall_now) > REGISTER_TIMEOUT_S:
             state = FAILED
             message = (f"replica {record.replica_id} did not register within "
                        f"{REGISTER_TIMEOUT_S:.0f} s")
@@ -97,9 +103,11 @@ def observe(
     was_running = book.was_running or (connected and state in (RUNNING, UNHEALTHY))
     pending = None if book.pending_user_config == user_config else book.pending_user_config
     # Every pass observes every replica, and most books do not change: no copy then.
-    new_book = book if (last_state, was_running, pending) == (
-        book.last_state, book.was_running, book.pending_user_config) else replace(
-        book, last_state=last_state, was_running=was_running, pending_user_config=pending)
+    first_seen = wall_now if book.first_seen is None else book.first_seen
+    new_book = book if (last_state, was_running, pending, first_seen) == (
+        book.last_state, book.was_running, book.pending_user_config, book.first_seen
+    ) else replace(book, last_state=last_state, was_running=was_running,
+                   pending_user_config=pending, first_seen=first_seen)
     if state == DEAD and not message:
         message = (f"replica {record.replica_id} died unexpectedly" if new_book.was_running
                    else f"replica {record.replica_id} exited before it was running")

@@ -41,10 +41,23 @@ def test_process_gone_is_dead_with_a_reason() -> None:
 
 
 def test_pending_too_long_is_failed() -> None:
-    view, _ = look(None, wall=REC.started_at + REGISTER_TIMEOUT_S + 1)
+    seen_at_launch = ReplicaBook(first_seen=REC.started_at)
+    view, _ = look(None, book=seen_at_launch, wall=REC.started_at + REGISTER_TIMEOUT_S + 1)
     assert view.state == "FAILED" and "did not register" in view.message
-    view, _ = look(None, wall=REC.started_at + 1)
+    view, _ = look(None, book=seen_at_launch, wall=REC.started_at + 1)
     assert view.state == "PENDING"
+
+
+def test_a_new_leader_gives_a_replica_launched_long_ago_the_whole_time_to_register() -> None:
+    # A failover: the replica ran for minutes; this leader views it first now, before its
+    # session has come back.
+    now = REC.started_at + 5 * REGISTER_TIMEOUT_S
+    view, book = look(None, wall=now)
+    assert view.state == "PENDING" and book.first_seen == now
+    view, book = look(None, book=book, wall=now + REGISTER_TIMEOUT_S - 1)
+    assert view.state == "PENDING"
+    view, _ = look(None, book=book, wall=now + REGISTER_TIMEOUT_S + 1)
+    assert view.state == "FAILED"
 
 
 def test_failed_health_check_makes_a_running_replica_unhealthy() -> None:
