@@ -61,7 +61,7 @@ from weir.controller.deployment_status import StatusInfo
 from weir.controller.event_log import EventLog, node_events, status_events
 from weir.controller.gauges import Gauges
 from weir.controller.health import DeploymentHealth, judge, may_start
-from weir.controller.health_prober import CheckTarget, CheckTargets, HealthProber
+from weir.controller.health_prober import CheckChanges, CheckTargets, HealthProber
 from weir.controller.nodes import (
     update_dead_nodes,
 )
@@ -375,8 +375,9 @@ class Leader:
             self.prober.failures, wall_now=self.wall_clock(), mono_now=self.clock(),
             full=False, sweep_s=SWEEP_S)
 
-    def _check_targets(self, views: list[ReplicaView]) -> list[CheckTarget]:
-        """The replicas to health-check (`CheckTargets`), with their deployments' options."""
+    def _check_targets(self, views: list[ReplicaView]) -> CheckChanges:
+        """What changed of the replicas to health-check (`CheckTargets`), with their
+        deployments' options."""
         periods = {k: (float(p.options["health_check_period_s"]),
                        float(p.options["health_check_timeout_s"]))
                    for k, p in self.goal.plans.items()}
