@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from weir.controller.goal import DeploymentPlan
+from weir.controller.observe import SessionReport
 from weir.controller.reconciler import ReplicaView
 from weir.protos import weir_pb2 as pb
 
@@ -199,14 +201,26 @@ class HealthProber:
     the answers (`answered`); each update fails the checks past their timeout."""
 
     def __init__(self, on_unhealthy: Callable[[], None], clock: Callable[[], float],
-                 send: Send) -> None:
+                 send: Send, report_of: Callable[[str], SessionReport | None]) -> None:
         self._on_unhealthy = on_unhealthy
         self._clock = clock
         self._send = send
+        self._report_of = report_of
         self.book = CheckBook()
+        #: The replicas to check, as of the last pass (`follow`).
+        self.targets = CheckTargets()
         #: Replica id -> why it is unhealthy (the same dict for the leader's life: the
         #: route table reads it).
         self.failures = self.book.failures
+
+    def follow(self, plans: Mapping[tuple[str, str], DeploymentPlan],
+               views: Iterable[ReplicaView], reviewed: Iterable[str],
+               viewed: Mapping[str, ReplicaView]) -> None:
+        """A pass viewed the replicas (`CheckTargets.update` says what those arguments
+        are; `plans`: the deployments' options): take what changed of the checks, then
+        `update`."""
+        self.update(self.targets.update(check_periods(plans), views, reviewed, viewed,
+                                        self._address_of))
 
     def update(self, changes: CheckChanges) -> None:
         """Fail the checks past their timeout, take the changes of the targets (forget
@@ -231,6 +245,10 @@ class HealthProber:
     async def stop(self) -> None:
         """Nothing runs between updates: kept for the leader's orderly stop."""
 
+    def _address_of(self, replica_id: str) -> str | None:
+        report = self._report_of(replica_id)
+        return report.address if report is not None else None
+
     def _finish(self, replica_id: str, check_id: int, reason: str) -> None:
         verdict = self.book.finish(replica_id, check_id, reason)
         if verdict is None:
@@ -240,6 +258,13 @@ class HealthProber:
                         consecutive=self.book.consecutive.get(replica_id, 0))
         if verdict:
             self._on_unhealthy()
+
+
+def check_periods(plans: Mapping[tuple[str, str], DeploymentPlan]
+                  ) -> dict[tuple[str, str], tuple[float, float]]:
+    """Each deployment's health-check (period, timeout), from its options."""
+    return {k: (float(p.options["health_check_period_s"]),
+                float(p.options["health_check_timeout_s"])) for k, p in plans.items()}
 
 
 class CheckTargets:

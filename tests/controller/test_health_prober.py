@@ -215,7 +215,8 @@ def test_the_prober_asks_on_the_session_and_fails_what_is_not_answered_in_time()
         sent.append((rid, command))
         return True
 
-    prober = HealthProber(lambda: unhealthy.append(True), lambda: now[0], send)
+    prober = HealthProber(lambda: unhealthy.append(True), lambda: now[0], send,
+                          lambda rid: None)
     targets = [CheckTarget(rid, period_s=1.0, timeout_s=0.5) for rid in "abc"]
     prober.update(CheckChanges(targets))
     for round_ in range(1, HEALTH_CHECK_FAILURE_THRESHOLD + 1):
