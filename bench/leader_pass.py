@@ -9,8 +9,8 @@ a session of its own (fake sessions, filled in by hand), the leader's loops not 
 - pass: a reconcile pass between full reads with nothing new; each pass comes TICK_S
   after the last on the leader's clock (a `ManualClock`), so that it takes the share of
   the sweep (`SWEEP_S`) a pass takes at that cadence;
-- checks: the mean CPU of those passes' health-check step (`CheckTargets`,
-  `HealthProber.update`), which is not the pass's decisions (ms);
+- checks: the mean CPU of those passes' health-check step (`HealthProber.follow`:
+  `CheckTargets.update` and `HealthProber.update`), which is not the pass's decisions (ms);
 - pass 1 new: a pass after one replica reported something new (a message), so that its
   deployment is judged, rolled up and planned again;
 - pass 5% / pass 5% same: a pass after 5 % of the replicas reported a new load / the same
@@ -266,9 +266,12 @@ async def measure(n: int, passes: int, deployment_size: int | None = None) -> di
         clock.advance(TICK_S)
         await leader.reconcile_once()
 
-    checks = CpuOf(*[(owner, name) for owner, name in
-                     ((leader.prober, "update"), (getattr(leader, "checks", None), "update"))
-                     if owner is not None])
+    # `follow` takes the pass's views and updates the checks (round 6); before, the
+    # leader called `CheckTargets.update` and `HealthProber.update` itself.
+    checks = CpuOf(*[(leader.prober, "follow")] if hasattr(leader.prober, "follow") else [
+        (owner, name) for owner, name in
+        ((leader.prober, "update"), (getattr(leader, "checks", None), "update"))
+        if owner is not None])
 
     async def full_pass() -> None:
         clock.advance(TICK_S)

@@ -19,19 +19,22 @@ timer per check cost the leader more than the rest of the check's bookkeeping. A
 with an id the leader no longer waits for (late, or from an earlier session) counts for
 nothing.
 
-Which replicas are due and how failures count is pure (`due_checks`, `CheckBook`);
+Which replicas are due and how failures count is pure (`CheckBook`, `CheckTargets`);
 `HealthProber` only sends the commands and takes the answers. The reconcile pass reads the
 result (`failures`) as observations.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
+from weir.controller.goal import DeploymentPlan
+from weir.controller.observe import SessionReport
 from weir.controller.reconciler import ReplicaView
 from weir.protos import weir_pb2 as pb
 
@@ -58,10 +61,21 @@ class CheckTarget:
 def due_checks(targets: Iterable[CheckTarget], last_started: Mapping[str, float],
                in_flight: Iterable[str], now: float) -> list[CheckTarget]:
     """The replicas whose next check is due: a period after the last one started (or after
-    the replica was first seen RUNNING), and none in flight."""
+    the replica was first seen RUNNING), and none in flight. The plain walk over every
+    target: `CheckBook` finds the same ones from its queue of due times."""
     busy = set(in_flight)
     return [t for t in targets if t.replica_id not in busy
-            and t.replica_id in last_started and now - last_started[t.replica_id] >= t.period_s]
+            and t.replica_id in last_started and last_started[t.replica_id] + t.period_s <= now]
+
+
+@dataclass(frozen=True)
+class CheckChanges:
+    """What changed of the checks since the last update (`CheckTargets.update`)."""
+
+    #: Replicas to check that were not, or whose deployment's period or timeout changed.
+    put: list[CheckTarget] = field(default_factory=list)
+    #: Replicas no longer to check (they left RUNNING, are stopping, or are gone).
+    removed: list[str] = field(default_factory=list)
 
 
 def answer_reason(answer: pb.HealthCheckAnswer) -> str:
@@ -73,56 +87,89 @@ def answer_reason(answer: pb.HealthCheckAnswer) -> str:
 
 class CheckBook:
     """Which checks are due and in flight, and each replica's failures in a row. Pure (no
-    I/O, the clock passed in): `HealthProber` sends what `start` returns and reports each
-    check's end to `finish`."""
+    I/O, the clock passed in): `HealthProber` gives it the changes of the targets
+    (`change`), sends what `start` returns and reports each check's end to `finish`.
+
+    Each pass's work is what changed and what is due, not every replica checked: the next
+    checks wait in a heap by due time and the checks in flight in one by deadline. (Walking
+    every target each pass grew faster than the replicas: 8.5 ms of a 20 ms pass at
+    10,000.) An entry is pushed again when its replica's due time moves and the old one is
+    left in place, found stale when it comes up (`_is_due`)."""
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
+        #: Replica id -> its check's options (the replicas to check).
+        self.targets: dict[str, CheckTarget] = {}
         self.last_started: dict[str, float] = {}
         #: Replica id -> the id of its check in flight.
         self.in_flight: dict[str, int] = {}
-        #: Replica id -> when its check in flight times out, and its timeout.
-        self._deadlines: dict[str, tuple[float, float]] = {}
+        #: (due time, replica id) of the next checks; stale entries among them.
+        self._due: list[tuple[float, str]] = []
+        #: (deadline, check id, replica id, timeout) of the checks in flight; stale
+        #: entries (answered, forgotten) among them.
+        self._deadlines: list[tuple[float, int, str, float]] = []
         self.consecutive: dict[str, int] = {}
         #: Replica id -> why it failed its last HEALTH_CHECK_FAILURE_THRESHOLD checks.
         self.failures: dict[str, str] = {}
 
-    def start(self, targets: list[CheckTarget], now: float
-              ) -> tuple[list[str], list[tuple[CheckTarget, int]]]:
-        """The replicas no longer to check (forgotten here), and the checks due now, each
-        with its new id (taken as in flight). A replica first listed now is due a period
-        later."""
-        wanted = {t.replica_id for t in targets}
-        gone = [r for r in self.last_started if r not in wanted]
-        for replica_id in gone:
+    def change(self, put: Iterable[CheckTarget], removed: Iterable[str], now: float) -> None:
+        """Forget the replicas `removed`; check those `put` with their (new) options. A
+        replica first put now is due a period later; one already checked keeps its last
+        check's start, and is next due a new period after it."""
+        for replica_id in removed:
             self.forget(replica_id)
-        for t in targets:
-            self.last_started.setdefault(t.replica_id, now)
+        for t in put:
+            self.targets[t.replica_id] = t
+            started = self.last_started.setdefault(t.replica_id, now)
+            if t.replica_id not in self.in_flight:
+                heapq.heappush(self._due, (started + t.period_s, t.replica_id))
+        # Stale entries (periods changed again and again) would otherwise pile up until
+        # their due time: keep the heap within twice the targets.
+        if len(self._due) > 2 * len(self.targets) + 64:
+            self._due = [e for e in self._due if self._is_due(*e)]
+            heapq.heapify(self._due)
+
+    def start(self, now: float) -> list[tuple[CheckTarget, int]]:
+        """The checks due now, each with its new id (taken as in flight)."""
         due = []
-        for t in due_checks(targets, self.last_started, self.in_flight, now):
+        while self._due and self._due[0][0] <= now:
+            at, replica_id = heapq.heappop(self._due)
+            if not self._is_due(at, replica_id):
+                continue
+            t = self.targets[replica_id]
             check_id = next(self._ids)
-            self.last_started[t.replica_id] = now
-            self.in_flight[t.replica_id] = check_id
-            self._deadlines[t.replica_id] = (now + t.timeout_s, t.timeout_s)
+            self.last_started[replica_id] = now
+            self.in_flight[replica_id] = check_id
+            heapq.heappush(self._deadlines, (now + t.timeout_s, check_id, replica_id,
+                                             t.timeout_s))
             due.append((t, check_id))
-        return gone, due
+        return due
 
     def expired(self, now: float) -> list[tuple[str, int, str]]:
         """The checks in flight not answered within their timeout, each as (replica id,
-        check id, why it failed), for `finish`."""
-        return [(rid, self.in_flight[rid], f"no answer within health_check_timeout_s={t:g}")
-                for rid, (deadline, t) in self._deadlines.items() if now >= deadline]
+        check id, why it failed): taken off the deadlines, so the caller passes each to
+        `finish`."""
+        out = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, check_id, replica_id, timeout = heapq.heappop(self._deadlines)
+            if self.in_flight.get(replica_id) == check_id:
+                out.append((replica_id, check_id,
+                            f"no answer within health_check_timeout_s={timeout:g}"))
+        return out
 
     def finish(self, replica_id: str, check_id: int, reason: str) -> bool | None:
         """Check `check_id` of a replica ended: passed (`reason` empty) or failed for
         `reason`. None if that is not the check in flight (late, or the replica was
         forgotten: nothing changes); else True if this failure made the replica UNHEALTHY
         (the HEALTH_CHECK_FAILURE_THRESHOLD-th in a row), False otherwise. A pass ends the
-        run of failures but not UNHEALTHY: that replica is being replaced."""
+        run of failures but not UNHEALTHY: that replica is being replaced. The next check
+        is due a period after this one started."""
         if self.in_flight.get(replica_id) != check_id:
             return None
         del self.in_flight[replica_id]
-        del self._deadlines[replica_id]
+        t = self.targets.get(replica_id)
+        if t is not None:
+            heapq.heappush(self._due, (self.last_started[replica_id] + t.period_s, replica_id))
         if not reason:
             self.consecutive.pop(replica_id, None)
             return False
@@ -133,12 +180,20 @@ class CheckBook:
         return False
 
     def forget(self, replica_id: str) -> None:
-        """Drop everything about a replica (it stopped being RUNNING or is gone)."""
+        """Drop everything about a replica (it stopped being RUNNING or is gone); its heap
+        entries go stale."""
+        self.targets.pop(replica_id, None)
         self.last_started.pop(replica_id, None)
         self.in_flight.pop(replica_id, None)
-        self._deadlines.pop(replica_id, None)
         self.consecutive.pop(replica_id, None)
         self.failures.pop(replica_id, None)
+
+    def _is_due(self, at: float, replica_id: str) -> bool:
+        """Whether a due-heap entry is current: its replica is still checked, with no check
+        in flight, and this is still its next due time (not one before a new period)."""
+        t = self.targets.get(replica_id)
+        return (t is not None and replica_id not in self.in_flight
+                and at == self.last_started[replica_id] + t.period_s)
 
 
 class HealthProber:
@@ -146,22 +201,35 @@ class HealthProber:
     the answers (`answered`); each update fails the checks past their timeout."""
 
     def __init__(self, on_unhealthy: Callable[[], None], clock: Callable[[], float],
-                 send: Send) -> None:
+                 send: Send, report_of: Callable[[str], SessionReport | None]) -> None:
         self._on_unhealthy = on_unhealthy
         self._clock = clock
         self._send = send
+        self._report_of = report_of
         self.book = CheckBook()
+        #: The replicas to check, as of the last pass (`follow`).
+        self.targets = CheckTargets()
         #: Replica id -> why it is unhealthy (the same dict for the leader's life: the
         #: route table reads it).
         self.failures = self.book.failures
 
-    def update(self, targets: list[CheckTarget]) -> None:
-        """Fail the checks past their timeout, ask the replicas whose checks are due, and
-        forget replicas no longer RUNNING."""
+    def follow(self, plans: Mapping[tuple[str, str], DeploymentPlan],
+               views: Iterable[ReplicaView], reviewed: Iterable[str],
+               viewed: Mapping[str, ReplicaView]) -> None:
+        """A pass viewed the replicas (`CheckTargets.update` says what those arguments
+        are; `plans`: the deployments' options): take what changed of the checks, then
+        `update`."""
+        self.update(self.targets.update(check_periods(plans), views, reviewed, viewed,
+                                        self._address_of))
+
+    def update(self, changes: CheckChanges) -> None:
+        """Fail the checks past their timeout, take the changes of the targets (forget
+        replicas no longer RUNNING) and ask the replicas whose checks are due."""
         now = self._clock()
         for rid, check_id, reason in self.book.expired(now):
             self._finish(rid, check_id, reason)
-        for target, check_id in self.book.start(targets, now)[1]:
+        self.book.change(changes.put, changes.removed, now)
+        for target, check_id in self.book.start(now):
             command = pb.ReplicaCommand(kind=pb.CHECK_HEALTH, health_check_id=check_id)
             if not self._send(target.replica_id, command):
                 self._finish(target.replica_id, check_id, NO_SESSION)
@@ -177,6 +245,10 @@ class HealthProber:
     async def stop(self) -> None:
         """Nothing runs between updates: kept for the leader's orderly stop."""
 
+    def _address_of(self, replica_id: str) -> str | None:
+        report = self._report_of(replica_id)
+        return report.address if report is not None else None
+
     def _finish(self, replica_id: str, check_id: int, reason: str) -> None:
         verdict = self.book.finish(replica_id, check_id, reason)
         if verdict is None:
@@ -188,11 +260,18 @@ class HealthProber:
             self._on_unhealthy()
 
 
+def check_periods(plans: Mapping[tuple[str, str], DeploymentPlan]
+                  ) -> dict[tuple[str, str], tuple[float, float]]:
+    """Each deployment's health-check (period, timeout), from its options."""
+    return {k: (float(p.options["health_check_period_s"]),
+                float(p.options["health_check_timeout_s"])) for k, p in plans.items()}
+
+
 class CheckTargets:
     """The replicas to health-check: each RUNNING one not stopping that registered with
     this leader, with its deployment's options. Kept across passes: only the replicas
     viewed again (the sweep's among them) are looked at again, unless a deployment's
-    check options changed. Pure (no I/O)."""
+    check options changed; each update gives what changed. Pure (no I/O)."""
 
     def __init__(self) -> None:
         self._checks: dict[str, CheckTarget] = {}
@@ -201,26 +280,39 @@ class CheckTargets:
     def update(self, periods: dict[tuple[str, str], tuple[float, float]],
                views: Iterable[ReplicaView], reviewed: Iterable[str],
                viewed: Mapping[str, ReplicaView],
-               address_of: Callable[[str], str | None]) -> list[CheckTarget]:
-        """The checks now: `periods` gives each deployment's (period, timeout); `views`
-        every replica as the pass viewed it, `reviewed` the ids viewed again since the
-        last update (`viewed`: their views); `address_of` the address a replica registered
-        with this leader (None: it has not; a replica whose session has since broken is
-        still checked, and fails)."""
-        if periods != self._periods:
-            self._checks = {}
-            due: Iterable[ReplicaView] = views
-        else:
-            reviewed = list(reviewed)
-            due = [v for rid in reviewed if (v := viewed.get(rid)) is not None]
-            for rid in reviewed:
-                self._checks.pop(rid, None)
+               address_of: Callable[[str], str | None]) -> CheckChanges:
+        """What changed of the checks: `periods` gives each deployment's (period,
+        timeout); `views` every replica as the pass viewed it (looked at only when
+        `periods` changed), `reviewed` the ids viewed again since the last update
+        (`viewed`: their views); `address_of` the address a replica registered with this
+        leader (None: it has not; a replica whose session has since broken is still
+        checked, and fails)."""
+        full = periods != self._periods
         self._periods = periods
-        for v in due:
+        reviewed = list(reviewed)
+        looked_at = views if full else [v for r in reviewed if (v := viewed.get(r)) is not None]
+        changes = CheckChanges()
+        kept: set[str] = set()
+        # The sweep brings a tenth of the replicas here each pass, mostly unchanged: a
+        # target is made (and the book told) only for a replica whose check changed.
+        for v in looked_at:
+            rid = v.replica_id
+            old = self._checks.get(rid)
             period = periods.get((v.app, v.deployment))
+            # A session is dropped only with its record: one checked already registered.
             if (v.state == "RUNNING" and not v.stopping and period is not None
-                    and address_of(v.replica_id) is not None):
-                self._checks[v.replica_id] = CheckTarget(v.replica_id, *period)
-            else:
-                self._checks.pop(v.replica_id, None)
-        return list(self._checks.values())
+                    and (old is not None or address_of(rid) is not None)):
+                kept.add(rid)
+                if old is None or (old.period_s, old.timeout_s) != period:
+                    t = self._checks[rid] = CheckTarget(rid, *period)
+                    changes.put.append(t)
+            elif old is not None:
+                del self._checks[rid]
+                changes.removed.append(rid)
+        # Not viewed now (their records are gone), or not among the views at all.
+        gone = ([r for r in self._checks if r not in kept] if full
+                else [r for r in reviewed if r not in viewed and r in self._checks])
+        for rid in gone:
+            del self._checks[rid]
+            changes.removed.append(rid)
+        return changes

@@ -17,13 +17,14 @@ Design. Every pass runs `refresh → observe → judge → plan → execute`:
 - scale (`weir.controller.autoscaler`): autoscaled deployments' replica counts from their
   load (replicas' ongoing counts, callers' queued counts: `CallerQueues`);
 - plan (`weir.controller.reconciler`): the actions that close the gap;
-- execute: start, stop, reconfigure, forget replicas (etcd writes and the launcher).
+- execute: start (`ReplicaStarter`), stop, reconfigure, forget replicas
+  (`PlanExecutor`): etcd writes, the launcher, commands on the sessions.
 The steps in the middle are pure functions over plain data with the clock passed in. The
 I/O lives in executors: `AppBuilder` (imports apps in a child process), `ReplicaStarter`
 (places new replicas and writes their records), `ReplicaSessions` (the replicas'
 streams), `RoutePublisher` (route tables to proxies and handles, made by `RouteChanges`
-from what changed) and `HealthProber` (health checks over the replicas' sessions, of
-the replicas `CheckTargets` lists).
+from what changed), `HealthProber` (health checks over the replicas' sessions, of the
+replicas `CheckTargets` lists) and `PlanExecutor` (the plan's actions).
 
 Failover. A leader that just took over starts from the records: replicas still running
 re-register within a heartbeat and are adopted; records whose process is gone are
@@ -41,12 +42,10 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from typing import Any
 
 import structlog
 
-from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS
 from weir.controller import leader_reads, reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.autoscaler import ScalingState, scale_targets, with_decisions
@@ -61,25 +60,21 @@ from weir.controller.deployment_status import StatusInfo
 from weir.controller.event_log import EventLog, node_events, status_events
 from weir.controller.gauges import Gauges
 from weir.controller.health import DeploymentHealth, judge, may_start
-from weir.controller.health_prober import CheckTarget, CheckTargets, HealthProber
-from weir.controller.nodes import (
-    update_dead_nodes,
-)
+from weir.controller.health_prober import HealthProber
+from weir.controller.nodes import update_dead_nodes
 from weir.controller.observations import Observations
 from weir.controller.observe import ReplicaBook
+from weir.controller.plan_executor import PlanExecutor
 from weir.controller.queue_reports import CallerQueues
 from weir.controller.reconciler import ReplicaView
 from weir.controller.record_keeper import RecordKeeper
-from weir.controller.record_writer import RECORDS_PER_WRITE, RecordWriter
+from weir.controller.record_writer import RecordWriter
 from weir.controller.registration import Registration
 from weir.controller.replica_records import ReplicaRecords
 from weir.controller.replica_sessions import ReplicaSessions
 from weir.controller.replica_starts import ReplicaStarter, replica_spec
 from weir.controller.route_changes import RouteChanges
 from weir.controller.route_publisher import RoutePublisher
-from weir.etcd.keys import (
-    REPLICAS_PREFIX,
-)
 from weir.etcd.records import NodeRecord, ReplicaRecord
 from weir.etcd.store import Store, StoreError
 from weir.metrics import controller_metrics
@@ -96,7 +91,6 @@ ADOPTION_GRACE_S = 3.0
 PASS_STATS_S = 10.0
 #: A pass slower than this is logged on its own: every deploy, scale and failover waits on it.
 SLOW_PASS_S = 0.2
-STOP_MARGIN_S = 5.0
 #: Each pass views again a share of the replicas in turn, whatever changed, so that every
 #: replica is viewed again once in this long (`Observations`), and looks at their route
 #: targets and health checks again: the level-triggered check spread over the passes. (A
@@ -167,18 +161,21 @@ class Leader:
                                         lambda rid, answer: self.prober.answered(rid, answer))
         self.queues = CallerQueues(self.ended, clock, self._on_new_demand)
         # Each replica's multiplexed models reach the route table from its session.
-        self.prober = HealthProber(self.wake, clock, self.sessions.send)
+        self.prober = HealthProber(self.wake, clock, self.sessions.send,
+                                   self.sessions.report_of)
         #: What changed of the route table since the last one, and the next table.
         self.route_changes = RouteChanges(lambda: self.routes, lambda: self.goal,
                                           self.sessions, self.books, self.prober.failures,
                                           clock)
         self.routes = RoutePublisher(self.route_changes.current_table, self._adopted,
                                      self.ended, model_ids=self.sessions.model_ids)
-        #: The health checks as of the last pass.
-        self.checks = CheckTargets()
         self.starter = ReplicaStarter(store, self.replica_records, self.books,
                                       cluster_id=cluster_id, wall_clock=wall_clock,
                                       packages=packages, address=address)
+        #: Carries out the plan: starts, stops, reconfigurations, forgettings.
+        self.executor = PlanExecutor(store, self.starter, self.replica_records, self.sessions,
+                                     self.observations, self.route_changes,
+                                     self.prober.forget, clock)
         self.builder = AppBuilder(store, python_executable, self.starter.prepared_env,
                                   self.wake)
         #: Recent events for the status page; the last pass's statuses, to diff against.
@@ -340,15 +337,9 @@ class Leader:
             statuses_before, self.statuses, plan.deployments))
         self._step("plan")
         await asyncio.sleep(0)
-        starts = plan.of(reconciler.Start)
-        if starts:
-            await self.starter.start(starts, self.goal, views)  # type: ignore[arg-type]
-        self._step("start")
-        forgotten = [a.replica_id for a in plan.actions
-                     if not isinstance(a, reconciler.Start) and self._execute(a)]
-        await self._forget(forgotten)
-        self._step("execute")
-        self.prober.update(self._check_targets(views))
+        await self.executor.carry_out(plan, self.goal, views, self._step)
+        self.prober.follow(self.goal.plans, views, self.observations.reviewed,
+                           self.observations.views)
         changed, self._records_changed = self._records_changed, {}
         changed.update(self.replica_records.take_changed())
         self.route_changes.note_pass(changed, self.observations.swept)
@@ -374,69 +365,6 @@ class Leader:
             self.goal.records, self.sessions.report_of, self.goal.nodes,
             self.prober.failures, wall_now=self.wall_clock(), mono_now=self.clock(),
             full=False, sweep_s=SWEEP_S)
-
-    def _check_targets(self, views: list[ReplicaView]) -> list[CheckTarget]:
-        """The replicas to health-check (`CheckTargets`), with their deployments' options."""
-        periods = {k: (float(p.options["health_check_period_s"]),
-                       float(p.options["health_check_timeout_s"]))
-                   for k, p in self.goal.plans.items()}
-        return self.checks.update(periods, views, self.observations.reviewed,
-                                  self.observations.views, self._address_of)
-
-    def _address_of(self, replica_id: str) -> str | None:
-        report = self.sessions.report_of(replica_id)
-        return report.address if report is not None else None
-
-    # ------------------------------------------------------------------ executing
-
-    def _execute(self, action: reconciler.Action) -> bool:
-        """Carry out `action` (not a Start); True if its replica's record is to be forgotten
-        (the caller deletes them together)."""
-        if isinstance(action, reconciler.Stop):
-            return self._stop_replica(action)
-        if isinstance(action, reconciler.Reconfigure):
-            command = pb.ReplicaCommand(kind=pb.RECONFIGURE,
-                                        user_config_json=action.user_config_json)
-            if self.sessions.send(action.replica_id, command):
-                self._book(action.replica_id, pending_user_config=action.user_config_json)
-                log.info("reconfiguring", replica_id=action.replica_id)
-            return False
-        return isinstance(action, reconciler.Forget)
-
-    def _book(self, replica_id: str, **changes: Any) -> None:
-        self.observations.touch(replica_id)
-        self.books[replica_id] = replace(self.books.get(replica_id, ReplicaBook()), **changes)
-
-    async def _forget(self, replica_ids: list[str]) -> None:
-        """Delete the records of `replica_ids`, RECORDS_PER_WRITE per transaction (when a
-        node is lost, hundreds at once: one round trip each held the pass for seconds)."""
-        for i in range(0, len(replica_ids), RECORDS_PER_WRITE):
-            batch = replica_ids[i:i + RECORDS_PER_WRITE]
-            # A commit, not a delete: its revision tells the watch's older echoes apart.
-            revision = await self.store.commit(deletes=[REPLICAS_PREFIX + r for r in batch])
-            for replica_id in batch:
-                self.replica_records.delete(replica_id, revision or 0)
-                self.sessions.drop(replica_id)
-                self.books.pop(replica_id, None)
-                self.prober.forget(replica_id)
-
-    def _stop_replica(self, action: reconciler.Stop) -> bool:
-        """Tell a replica to stop; True if it is to be killed, its record forgotten."""
-        record = self.goal.records.get(action.replica_id)
-        if record is None:
-            return False
-        p = self.goal.plans.get((record.app, record.deployment))
-        options = p.options if p else DEFAULT_DEPLOYMENT_OPTIONS
-        graceful = float(options["graceful_shutdown_timeout_s"])
-        stop = pb.ReplicaCommand(kind=pb.STOP, graceful_shutdown_timeout_s=graceful)
-        if action.kill or not self.sessions.send(action.replica_id, stop):
-            # Unassigned, its node's agent kills it.
-            log.info("killing replica", replica_id=action.replica_id, reason=action.reason)
-            return True
-        self._book(action.replica_id, stop_deadline=self.clock() + graceful + STOP_MARGIN_S)
-        self.route_changes.replica(action.replica_id, (record.app, record.deployment))
-        log.info("stopping replica", replica_id=action.replica_id, reason=action.reason)
-        return False
 
     # ------------------------------------------------------------------ sessions
 

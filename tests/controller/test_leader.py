@@ -335,7 +335,7 @@ def test_records_are_forgotten_together_in_one_transaction() -> None:
         await read_records(h.store, h.leader.replica_records)
         assert len(h.leader.records) == 3
         before = h.store.revision
-        await h.leader._forget(["app#D#1", "app#D#3"])
+        await h.leader.executor.forget(["app#D#1", "app#D#3"])
         assert h.store.revision == before + 1
         assert set(h.leader.records) == {"app#D#2"}
         items, _ = await h.store.get_prefix(REPLICAS_PREFIX)
@@ -363,10 +363,10 @@ def test_health_checks_follow_the_replicas_viewed_again_between_full_passes() ->
         h = Harness()
         rid = await h.running_between_full_reads()
         await h.leader.reconcile_once()
-        assert h.leader.keeper.full_read is False and set(h.leader.checks._checks) == {rid}
+        assert h.leader.keeper.full_read is False and set(h.leader.prober.targets._checks) == {rid}
         await h.replicas[0].report(pb.FAILED, "boom", version=h.replicas[0].record.version)
         await h.leader.reconcile_once()
-        assert h.leader.keeper.full_read is False and h.leader.checks._checks == {}
+        assert h.leader.keeper.full_read is False and h.leader.prober.targets._checks == {}
         h.close()
 
     run(scenario())
