@@ -34,7 +34,7 @@ from bench.sim_fleet import Probe, Subscribers, target_of
 from bench.sim_pool import SimPool
 from weir import auth
 from weir.cli.admin_client import AdminClient
-from weir.controller.leader import PASS_STATS_S
+from weir.controller.pass_stats import PASS_STATS_S
 from weir.dataplane.route_table import LeaderLocator, RouteTable, parse_leader
 from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.keys import LEADER_KEY

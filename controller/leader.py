@@ -39,7 +39,6 @@ as the last pass viewed them, `replicas()` views them afresh, neither keeps what
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -64,6 +63,7 @@ from weir.controller.health_prober import HealthProber
 from weir.controller.nodes import update_dead_nodes
 from weir.controller.observations import Observations
 from weir.controller.observe import ReplicaBook
+from weir.controller.pass_stats import PassTimes
 from weir.controller.plan_executor import PlanExecutor
 from weir.controller.queue_reports import CallerQueues
 from weir.controller.reconciler import ReplicaView
@@ -87,10 +87,6 @@ TICK_S = 0.5
 #: Passes start at least this long after the last one ended, however often woken.
 PASS_GAP_S = 0.05
 ADOPTION_GRACE_S = 3.0
-#: How often the leader logs how long its passes took (the slowest, and how many).
-PASS_STATS_S = 10.0
-#: A pass slower than this is logged on its own: every deploy, scale and failover waits on it.
-SLOW_PASS_S = 0.2
 #: Each pass views again a share of the replicas in turn, whatever changed, so that every
 #: replica is viewed again once in this long (`Observations`), and looks at their route
 #: targets and health checks again: the level-triggered check spread over the passes. (A
@@ -98,12 +94,6 @@ SLOW_PASS_S = 0.2
 SWEEP_S = 5.0
 
 Key = tuple[str, str]
-
-
-def step_times(marks: list[tuple[str, float]]) -> dict[str, float]:
-    """Each step's time in ms, from (step, when it ended) marks after a first (start)."""
-    return {name: round((at - before) * 1000, 1)
-            for (_, before), (name, at) in itertools.pairwise(marks)}
 
 
 class Leader:
@@ -183,7 +173,7 @@ class Leader:
         self._last_apps: dict[str, Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         #: The current pass's steps, each with when it ended (`_step`).
-        self._steps: list[tuple[str, float]] = []
+        self.pass_times = PassTimes(clock)
 
     @property
     def records(self) -> dict[str, ReplicaRecord]:
@@ -241,7 +231,6 @@ class Leader:
 
     async def _reconcile_loop(self) -> None:
         metrics = controller_metrics()
-        window_start, slowest, passes = self.clock(), 0.0, 0
         while True:
             began, cpu_began = time.perf_counter(), time.process_time()
             # Cleared before the pass, not after it: a wake that comes while the pass runs
@@ -259,17 +248,8 @@ class Leader:
             took = time.perf_counter() - began
             metrics.loops.inc()
             metrics.loop_duration.observe(took)
-            slowest, passes = max(slowest, took), passes + 1
-            if took > SLOW_PASS_S:
-                # Where the time went, and how much of it was this process's CPU (the
-                # rest waited: on etcd, on the loop's other work, or for a core).
-                log.warning("slow reconcile pass", ms=round(took * 1000, 1),
-                            cpu_ms=round((time.process_time() - cpu_began) * 1000, 1),
-                            steps=step_times(self._steps), replicas=len(self.goal.records))
-            if self.clock() - window_start >= PASS_STATS_S:
-                log.info("reconcile passes", passes=passes, max_ms=round(slowest * 1000, 1),
-                         replicas=len(self.goal.records))
-                window_start, slowest, passes = self.clock(), 0.0, 0
+            self.pass_times.ended(took, time.process_time() - cpu_began,
+                                  len(self.goal.records))
             try:
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
             except TimeoutError:
@@ -281,11 +261,11 @@ class Leader:
 
     async def reconcile_once(self) -> None:
         """One level-triggered pass: refresh, observe, judge, plan, execute."""
-        self._steps = [("began", time.perf_counter())]
+        self.pass_times.begin()
         await self.keeper.refresh()
-        self._step("records")
+        self.pass_times.step("records")
         self.goal = await read_goal(self.store, self.replica_records, self.parsed_nodes)
-        self._step("goal")
+        self.pass_times.step("goal")
         dead_before = self.dead_nodes
         self.dead_nodes = update_dead_nodes(self.dead_nodes, self.seen_nodes, self.goal.nodes,
                                             self.wall_clock())
@@ -294,7 +274,7 @@ class Leader:
         views = self._observe_changes()
         groups = self.observations.groups()
         self.deployment_changes.note(self.observations.take_changed())
-        self._step("observe")
+        self.pass_times.step("observe")
         # A step may walk thousands of replicas (a rolling update of a big deployment, a
         # full read): the lease's keep-alive (and the route pushes) get a turn between
         # steps, or the leader could lose its lease in the middle of a rolling update.
@@ -313,12 +293,12 @@ class Leader:
                             unplaced=unplaced, unchanged=unchanged)
         rollup = leader_reads.rollup(self, groups, unchanged)
         apps, self.statuses, self.counts = rollup.doc, rollup.statuses, rollup.counts
-        self._step("judge")
+        self.pass_times.step("judge")
         wall = self.wall_clock()
         await self.events.record(*status_events(self._last_apps, apps, wall),
                                  *node_events(dead_before, self.dead_nodes, wall))
         self._last_apps = apps
-        self._step("events")
+        self.pass_times.step("events")
         # Until the replicas re-registered after a failover, their load is unknown.
         targets, self.scaling, changes = scale_targets(
             targets, self.goal.autoscaling, groups, self.queues.queued(), self.scaling,
@@ -335,9 +315,9 @@ class Leader:
         self.deployment_changes.passed(inputs, plan_inputs, unsettled_deployments(
             (k for k in inputs if k not in plan_unchanged), health_before, self.health,
             statuses_before, self.statuses, plan.deployments))
-        self._step("plan")
+        self.pass_times.step("plan")
         await asyncio.sleep(0)
-        await self.executor.carry_out(plan, self.goal, views, self._step)
+        await self.executor.carry_out(plan, self.goal, views, self.pass_times.step)
         self.prober.follow(self.goal.plans, views, self.observations.reviewed,
                            self.observations.views)
         changed, self._records_changed = self._records_changed, {}
@@ -348,11 +328,7 @@ class Leader:
                                       self.goal.autoscaling.keys())
         if snapshot is not None:
             controller_metrics().snapshot = snapshot
-        self._step("routes")
-
-    def _step(self, name: str) -> None:
-        """The pass reached the end of step `name` (for the slow pass's log line)."""
-        self._steps.append((name, time.perf_counter()))
+        self.pass_times.step("routes")
 
     def _observe_changes(self) -> list[ReplicaView]:
         """Every recorded replica viewed now, keeping the views and books: only those

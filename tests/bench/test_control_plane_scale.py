@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.control_plane_scale import APP_SIZE, app_config, pass_times
-from weir.controller.leader import PASS_STATS_S
+from weir.controller.pass_stats import PASS_STATS_S
 from weir.processes import find_pids
 
 ROOT = Path(__file__).resolve().parents[2]

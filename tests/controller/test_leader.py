@@ -20,7 +20,8 @@ from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
 from weir.controller.health import FIRST_BACKOFF_S
-from weir.controller.leader import PASS_GAP_S, SWEEP_S, TICK_S, Leader, step_times
+from weir.controller.leader import PASS_GAP_S, SWEEP_S, TICK_S, Leader
+from weir.controller.pass_stats import step_times
 from weir.controller.record_keeper import FULL_READ_S, freeze_due
 from weir.controller.replica_starts import new_replica_id
 from weir.controller.route_changes import WHOLE_TABLE_S
