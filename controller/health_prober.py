@@ -42,7 +42,10 @@ log = structlog.get_logger("weir.controller.health")
 
 #: Consecutive failed checks that make a replica UNHEALTHY (Ray Serve's threshold).
 HEALTH_CHECK_FAILURE_THRESHOLD = 3
-#: Why a check failed when the replica had no session to ask it on.
+#: Why a check failed when the replica had no session to ask it on, and its timeout passed
+#: (a check due while the session is down waits out health_check_timeout_s like one
+#: unanswered: at a failover thousands of replicas re-register, and failing them at once
+#: made the leader kill running replicas that had not come back yet).
 NO_SESSION = "unreachable (no session with the leader)"
 
 #: Sends a command on a replica's session; False if it has none now.
@@ -212,6 +215,8 @@ class HealthProber:
         #: Replica id -> why it is unhealthy (the same dict for the leader's life: the
         #: route table reads it).
         self.failures = self.book.failures
+        #: Replica id -> its check in flight that could not be sent (no session then).
+        self._unsent: dict[str, int] = {}
 
     def follow(self, plans: Mapping[tuple[str, str], DeploymentPlan],
                views: Iterable[ReplicaView], reviewed: Iterable[str],
@@ -227,12 +232,16 @@ class HealthProber:
         replicas no longer RUNNING) and ask the replicas whose checks are due."""
         now = self._clock()
         for rid, check_id, reason in self.book.expired(now):
+            if self._unsent.get(rid) == check_id:
+                reason = NO_SESSION
             self._finish(rid, check_id, reason)
         self.book.change(changes.put, changes.removed, now)
+        for rid in changes.removed:
+            self._unsent.pop(rid, None)
         for target, check_id in self.book.start(now):
             command = pb.ReplicaCommand(kind=pb.CHECK_HEALTH, health_check_id=check_id)
             if not self._send(target.replica_id, command):
-                self._finish(target.replica_id, check_id, NO_SESSION)
+                self._unsent[target.replica_id] = check_id  # fails at its timeout
 
     def answered(self, replica_id: str, answer: pb.HealthCheckAnswer) -> None:
         """A replica's session brought the answer to a check."""
@@ -241,6 +250,7 @@ class HealthProber:
     def forget(self, replica_id: str) -> None:
         """Drop everything about a replica (it stopped being RUNNING or is gone)."""
         self.book.forget(replica_id)
+        self._unsent.pop(replica_id, None)
 
     async def stop(self) -> None:
         """Nothing runs between updates: kept for the leader's orderly stop."""
@@ -250,6 +260,8 @@ class HealthProber:
         return report.address if report is not None else None
 
     def _finish(self, replica_id: str, check_id: int, reason: str) -> None:
+        if self._unsent.get(replica_id) == check_id:
+            del self._unsent[replica_id]
         verdict = self.book.finish(replica_id, check_id, reason)
         if verdict is None:
             return
