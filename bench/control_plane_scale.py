@@ -69,9 +69,19 @@ def node_count(nodes: int | None, procs: int) -> int:
     return -(-max(10, procs) // procs) * procs
 
 
-async def leader_now(store: EtcdStore) -> tuple[str | None, int]:
-    """The leader's address and PID as etcd names them now (None, 0: no leader)."""
-    kv = await store.get(LEADER_KEY)
+async def leader_now(store: EtcdStore, patience_s: float = 30.0) -> tuple[str | None, int]:
+    """The leader's address and PID as etcd names them now (None, 0: no leader). An etcd
+    that answers late (a loaded machine at 10,000 replicas) is asked again, for up to
+    `patience_s`: the bench measures the system rather than stop at its first slow read."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            kv = await store.get(LEADER_KEY)
+            break
+        except StoreError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
     if kv is None:
         return None, 0
     return parse_leader(kv.value), int(json.loads(kv.value).get("pid", 0))
