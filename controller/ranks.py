@@ -26,20 +26,21 @@ class RankHolder:
     local_rank: int = -1
 
 
-def lowest_free(taken: Iterable[int]) -> int:
-    """The smallest rank (0, 1, 2...) not in `taken`."""
-    used = set(taken)
-    rank = 0
+def lowest_free(taken: Iterable[int], floor: int = 0) -> int:
+    """The smallest rank (`floor`, `floor` + 1...) not in `taken`."""
+    used = taken if isinstance(taken, set) else set(taken)
+    rank = floor
     while rank in used:
         rank += 1
     return rank
 
 
 class Ranks:
-    """The ranks of one deployment version's live replicas, handing out new ones as
-    `assign_rank` does, each in O(1) amortized: a start of a thousand replicas of one
-    deployment walked every peer for each (a million steps, most of a 10,000-replica
-    placement pass). Plain data and pure steps, no I/O."""
+    """The ranks of one deployment version's live replicas, handing out new ones (the
+    lowest free rank, the node's rank among the version's nodes, the lowest free local
+    rank), each in O(1) amortized: a walk of every peer per new replica was a million steps
+    for a deployment of a thousand, most of a 10,000-replica placement pass. Plain data
+    and pure steps, no I/O."""
 
     def __init__(self, peers: Iterable[RankHolder]) -> None:
         self._ranks: set[int] = set()
@@ -60,25 +61,12 @@ class Ranks:
 
     def take(self, node_id: str) -> tuple[int, int, int]:
         """(rank, node_rank, local_rank) for a new replica on `node_id`, now held."""
-        rank = self._rank_floor = _lowest_from(self._ranks, self._rank_floor)
+        rank = self._rank_floor = lowest_free(self._ranks, self._rank_floor)
         node_rank = self._node_ranks.get(node_id)
         if node_rank is None:
             node_rank = lowest_free(self._node_ranks.values())
         taken = self._locals.setdefault(node_id, set())
-        local = self._local_floor[node_id] = _lowest_from(taken,
-                                                          self._local_floor.get(node_id, 0))
+        local = self._local_floor[node_id] = lowest_free(taken,
+                                                         self._local_floor.get(node_id, 0))
         self.add(RankHolder(node_id, rank, node_rank, local))
         return rank, node_rank, local
-
-
-def _lowest_from(used: set[int], floor: int) -> int:
-    rank = floor
-    while rank in used:
-        rank += 1
-    return rank
-
-
-def assign_rank(peers: Iterable[RankHolder], node_id: str) -> tuple[int, int, int]:
-    """(rank, node_rank, local_rank) for a new replica on `node_id`, given its live peers
-    (the same deployment and version). Pure."""
-    return Ranks(peers).take(node_id)

@@ -10,7 +10,7 @@ from tests.controller.test_leader import SimulatedNode, SimulatedReplica, run
 from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.goal import AppGoal
 from weir.controller.leader import Leader
-from weir.controller.ranks import RankHolder, Ranks, assign_rank, lowest_free
+from weir.controller.ranks import RankHolder, Ranks, lowest_free
 from weir.etcd.keys import APPS_PREFIX
 from weir.etcd.memory_store import ManualClock, MemoryStore
 from weir.protos import weir_pb2 as pb
@@ -24,10 +24,10 @@ def test_lowest_free_fills_holes_first() -> None:
 
 def test_a_replacement_takes_the_freed_rank_and_its_node_keeps_its_node_rank() -> None:
     peers = [RankHolder("a", 0, 0, 0), RankHolder("b", 2, 1, 0), RankHolder("a", 3, 0, 2)]
-    assert assign_rank(peers, "a") == (1, 0, 1)
-    assert assign_rank(peers, "b") == (1, 1, 1)
-    assert assign_rank(peers, "c") == (1, 2, 0)
-    assert assign_rank([], "a") == (0, 0, 0)
+    assert Ranks(peers).take("a") == (1, 0, 1)
+    assert Ranks(peers).take("b") == (1, 1, 1)
+    assert Ranks(peers).take("c") == (1, 2, 0)
+    assert Ranks([]).take("a") == (0, 0, 0)
 
 
 def test_the_leader_gives_a_lost_replicas_rank_to_its_replacement() -> None:
