@@ -214,11 +214,7 @@ def wait_lean(cluster: LocalCluster, stop: threading.Event) -> None:
         return
     state_file = Path(info.temp_dir) / "run.json"
     info.save(state_file)
-    signal.pthread_sigmask(signal.SIG_BLOCK, run_keeper.STOP_SIGNALS)
-    if stop.is_set():  # came before the block: this process stops the cluster
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, run_keeper.STOP_SIGNALS)
-        return
-    run_keeper.hand_over(state_file)
+    run_keeper.hand_over(state_file, stop.is_set)
 
 
 def pack_and_stage(config: dict[str, Any], max_bytes: int, cache: PackageCache

@@ -67,11 +67,16 @@ def _next_signal(timeout: float) -> int | None:
     return None if info is None else info.si_signo
 
 
-def hand_over(state_file: Path) -> None:
+def hand_over(state_file: Path, stopping: Callable[[], bool]) -> None:
     """Called by `weir run` (its cluster started and its app running): become the wait.
 
-    Does not return. The caller has saved the cluster's ClusterInfo to `state_file`."""
+    Returns only if `stopping()` says a stop signal came before they were blocked (the
+    caller stops the cluster then); else does not return. The caller has saved the
+    cluster's ClusterInfo to `state_file`."""
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    if stopping():
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-I", "-S", __file__, str(state_file)])
