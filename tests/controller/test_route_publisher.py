@@ -4,7 +4,8 @@ those that accept them, and a subscriber that fell behind gets what it missed in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -36,6 +37,19 @@ def counted_publisher() -> tuple[list[float], dict[str, int], RoutePublisher]:
         return table(current)
 
     return builds, current, RoutePublisher(build, lambda: True, asyncio.Event())
+
+
+@contextlib.asynccontextmanager
+async def published_once() -> AsyncIterator[tuple[list[float], dict[str, int], RoutePublisher]]:
+    """`counted_publisher`, running, once its first table is built; stopped on exit."""
+    builds, current, publisher = counted_publisher()
+    runner = asyncio.get_running_loop().create_task(publisher.run())
+    try:
+        publisher.mark_dirty()
+        await _until(lambda: len(builds) == 1)
+        yield builds, current, publisher
+    finally:
+        runner.cancel()
 
 
 def set_ongoing(current: dict[str, int], now: dict[str, int]) -> None:
@@ -96,11 +110,7 @@ def test_subscribers_one_version_behind_share_that_versions_delta() -> None:
 
 def test_load_changes_are_coalesced_and_set_changes_go_at_once() -> None:
     async def scenario() -> None:
-        builds, current, publisher = counted_publisher()
-        runner = asyncio.get_running_loop().create_task(publisher.run())
-        try:
-            publisher.mark_dirty()
-            await _until(lambda: len(builds) == 1)
+        async with published_once() as (builds, current, publisher):
             for n in range(1, 6):  # a burst of load reports: one table, not five
                 set_ongoing(current, {"r1": n})
                 publisher.mark_dirty(load_only=True)
@@ -114,19 +124,13 @@ def test_load_changes_are_coalesced_and_set_changes_go_at_once() -> None:
             publisher.mark_dirty()  # a replica joined: no waiting for the load interval
             await _until(lambda: len(builds) == 3)
             assert builds[2] - began < LOAD_PUBLISH_INTERVAL_S
-        finally:
-            runner.cancel()
 
     asyncio.run(scenario())
 
 
 def test_a_set_change_after_a_load_table_does_not_wait_and_set_changes_are_spaced() -> None:
     async def scenario() -> None:
-        builds, current, publisher = counted_publisher()
-        runner = asyncio.get_running_loop().create_task(publisher.run())
-        try:
-            publisher.mark_dirty()
-            await _until(lambda: len(builds) == 1)
+        async with published_once() as (builds, current, publisher):
             await asyncio.sleep(LOAD_PUBLISH_INTERVAL_S)
             set_ongoing(current, {"r1": 1})
             publisher.mark_dirty(load_only=True)  # load: goes out (its interval is over)
@@ -139,8 +143,6 @@ def test_a_set_change_after_a_load_table_does_not_wait_and_set_changes_are_space
             publisher.mark_dirty()  # and left: one set change after another waits
             await _until(lambda: len(builds) == 4)
             assert builds[3] - builds[2] >= PUBLISH_MIN_INTERVAL_S * 0.9
-        finally:
-            runner.cancel()
 
     asyncio.run(scenario())
 
