@@ -85,12 +85,16 @@ def observe(
     """
     message = ""
     connected = report is not None and report.connected
+    # A session that dropped keeps its last report: the newest word of the replica's state,
+    # even if no pass viewed it while it was up (a replica can report RUNNING, be listed
+    # so, and die before the next pass).
+    last_state = report.state if report is not None else book.last_state
     if report is not None and report.connected:
         state, user_config, message = report.state, report.user_config_json, report.message
     elif not alive:
         state, user_config = DEAD, ""
     else:
-        state, user_config = book.last_state, ""
+        state, user_config = last_state, ""
         if state == PENDING and wall_now - max(record.started_at,
                                                book.first_seen or wall_now) > REGISTER_TIMEOUT_S:
             state = FAILED
@@ -99,8 +103,7 @@ def observe(
     if state == RUNNING and health_failure:
         state = UNHEALTHY
         message = f"replica {record.replica_id} failed its health check: {health_failure}"
-    last_state = report.state if report is not None and connected else book.last_state
-    was_running = book.was_running or (connected and state in (RUNNING, UNHEALTHY))
+    was_running = book.was_running or last_state == RUNNING
     pending = None if book.pending_user_config == user_config else book.pending_user_config
     # Every pass observes every replica, and most books do not change: no copy then.
     first_seen = wall_now if book.first_seen is None else book.first_seen

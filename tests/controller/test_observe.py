@@ -96,3 +96,14 @@ def test_the_reported_load_is_seen_only_while_connected() -> None:
     assert view.ongoing == 4
     down, _ = look(report("RUNNING", connected=False, ongoing=4), book=book)
     assert down.ongoing == 0
+
+
+def test_a_replica_that_reported_running_and_died_before_any_pass_viewed_it_died() -> None:
+    # Listed RUNNING from its session, then its process killed before the next pass: the
+    # dropped session's last report still says it ran.
+    view, book = look(report("RUNNING", connected=False), alive=False)
+    assert view.state == "DEAD"
+    assert "died unexpectedly" in view.message
+    assert book.was_running and book.last_state == "RUNNING"
+    starting, _ = look(report("INITIALIZING", connected=False), alive=False)
+    assert "exited before it was running" in starting.message
