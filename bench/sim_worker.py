@@ -46,7 +46,8 @@ def answer(fleet: Fleet, msg: dict[str, Any]) -> dict[str, Any]:
             replica.state = msg["state"]
         if msg.get("ongoing") is not None:
             replica.ongoing = msg["ongoing"]
-        replica.session.report_soon()
+        # A change of state goes out at once, as a real replica's does.
+        replica.session.report_soon(urgent=msg.get("state") is not None)
         return {"wall": time.time()}
     if op == "churn":
         fleet.start_churn(msg["fraction"])

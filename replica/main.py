@@ -68,6 +68,10 @@ class Replica:
         if self.session is not None:
             self.session.report_soon()
 
+    def _state_changed(self) -> None:
+        if self.session is not None:
+            self.session.report_soon(urgent=True)
+
     def snapshot(self) -> pb.ReplicaReport:
         """What the replica tells the controller now."""
         return pb.ReplicaReport(
@@ -123,13 +127,13 @@ class Replica:
                             f"{fields['error_type']}: {fields['error']}")
             log.error("constructor raised", exc_info=True)
             self.server.state = pb.FAILED
-            self._load_changed()
+            self._state_changed()
             return
         self.version = spec["version"]
         self.server.state = pb.RUNNING
         self.message = ""
         log.info("running", version=self.version)
-        self._load_changed()
+        self._state_changed()
 
     def _apply_logging_config(self, config: dict[str, Any] | None) -> None:
         """The deployment's LoggingConfig for this process. None keeps the process's
@@ -181,7 +185,7 @@ class Replica:
         self.server.state = pb.STOPPING
         if self.server.health is not None:  # health checkers see it go before it is gone
             await self.server.health.enter_graceful_shutdown()
-        self._load_changed()
+        self._state_changed()
         deadline = time.monotonic() + self.graceful_timeout
         log.info("draining", ongoing=self.server.ongoing, timeout_s=self.graceful_timeout)
         while self.server.ongoing > 0 and time.monotonic() < deadline:

@@ -1,8 +1,9 @@
 """The replica's session with the leading controller.
 
 One bidi stream: the replica registers (id, address, pid, state, version), then reports its
-load when it changes (at most every REPORT_MIN_INTERVAL_S), and a report that would say
-nothing new only every IDLE_REPORT_S (`report_due`); the controller answers with commands
+load when it changes (at most every REPORT_MIN_INTERVAL_S; a change of state, or what a
+command did, goes out at once), and a report that would say nothing new only every
+IDLE_REPORT_S (`report_due`); the controller answers with commands
 (`CommandKind`: INIT, RECONFIGURE, STOP, CHECK_HEALTH). When the stream breaks, or etcd's
 leader key names another leader, the replica finds the leader anew and re-registers with
 its current state, so a new leader adopts it instead of starting another. Serving never
@@ -102,6 +103,9 @@ class ControllerSession:
         self.snapshot = snapshot
         self.on_command = on_command
         self.changed = asyncio.Event()
+        #: Ends the hold after a report: set REPORT_MIN_INTERVAL_S after it, or at once by
+        #: a change that must not wait (`report_soon(urgent=True)`).
+        self._hold_over = asyncio.Event()
         #: Set once the leader has taken the current session's registration.
         self.registered = asyncio.Event()
         #: The multiplexed models last reported on the current stream (None: none yet).
@@ -119,9 +123,15 @@ class ControllerSession:
         self._checker: asyncio.Task[None] | None = None
         multiplex.watch_models(self._models_changed)
 
-    def report_soon(self) -> None:
-        """Load or state changed: send a report shortly."""
+    def report_soon(self, urgent: bool = False) -> None:
+        """Load or state changed: send a report shortly. `urgent`: the replica's state
+        changed (or a command was carried out): send it without waiting out the
+        REPORT_MIN_INTERVAL_S since the last report, which only spaces out load reports (a
+        replica turning RUNNING right after it reported INITIALIZING waited up to 50 ms
+        to be routed to)."""
         self.changed.set()
+        if urgent:
+            self._hold_over.set()
 
     def _models_changed(self) -> None:
         """A model cache changed (on the loop its loader runs on: normally the replica's)."""
@@ -173,6 +183,15 @@ class ControllerSession:
                 self._answer = answer
                 self.report_soon()
 
+    async def _space_reports(self) -> None:
+        """Wait REPORT_MIN_INTERVAL_S after a report, or less if an urgent change came."""
+        if not self._hold_over.is_set():
+            timer = asyncio.get_running_loop().call_later(REPORT_MIN_INTERVAL_S,
+                                                          self._hold_over.set)
+            await self._hold_over.wait()
+            timer.cancel()
+        self._hold_over.clear()
+
     async def _hold(self, address: str) -> None:
         self._sent_models = None  # a new stream: the leader hears the models anew
         self._stream += 1
@@ -217,7 +236,7 @@ class ControllerSession:
                     if not await self._write(call, address, report):
                         return
                     last_sent, sent_at = wire, time.monotonic()
-                    await asyncio.sleep(REPORT_MIN_INTERVAL_S)
+                    await self._space_reports()
                 await reader
             finally:
                 reader.cancel()
@@ -253,4 +272,4 @@ class ControllerSession:
                 await self.on_command(command)
             except Exception:
                 log.error("command failed", kind=pb.CommandKind.Name(command.kind), exc_info=True)
-            self.report_soon()
+            self.report_soon(urgent=True)

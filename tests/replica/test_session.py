@@ -17,6 +17,7 @@ from weir.replica.session import (
     IDLE_REPORT_S,
     REGISTER_TIMEOUT_MAX_S,
     REGISTER_TIMEOUT_S,
+    REPORT_MIN_INTERVAL_S,
     ControllerSession,
     answer_check,
     register_timeout,
@@ -161,3 +162,29 @@ def test_a_registration_waits_longer_after_each_that_went_unanswered() -> None:
     assert register_timeout(1) == 2 * REGISTER_TIMEOUT_S
     assert register_timeout(2) == 4 * REGISTER_TIMEOUT_S
     assert register_timeout(10) == register_timeout(10_000) == REGISTER_TIMEOUT_MAX_S
+
+
+def test_an_urgent_change_ends_the_hold_after_a_report_and_load_waits_it_out() -> None:
+    async def on_command(command: pb.ReplicaCommand) -> None:
+        pass
+
+    async def main() -> tuple[float, float]:
+        session = ControllerSession("r1", "addr", LeaderLocator(), pb.ReplicaReport,
+                                    on_command)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await session._space_reports()  # nothing came: the whole interval
+        load_only = loop.time() - began
+        began = loop.time()
+        hold = loop.create_task(session._space_reports())
+        await asyncio.sleep(0)
+        session.report_soon()  # load: waits the hold out
+        await asyncio.sleep(0)
+        assert not hold.done()
+        session.report_soon(urgent=True)  # a change of state: at once
+        await hold
+        return load_only, loop.time() - began
+
+    load_only, urgent = asyncio.run(main())
+    assert load_only >= REPORT_MIN_INTERVAL_S * 0.9
+    assert urgent < REPORT_MIN_INTERVAL_S * 0.9
