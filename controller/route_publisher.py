@@ -2,9 +2,11 @@
 
 Design. The table is a pure function of the goal and the replicas' reports
 (`weir.controller.routing`); this module only moves it. Changes are coalesced: a burst of
-reports marks the table dirty once, and at most one table goes out per
-PUBLISH_MIN_INTERVAL_S. A slow subscriber never holds up the others: each is only told that
-a newer version exists, and takes it when it is ready, skipping the versions in between.
+reports marks the table dirty once; changes of the replica set go out at once, up to
+URGENT_BURST tables in a row, then one per PUBLISH_MIN_INTERVAL_S (`set_change_wait`); a
+change of load alone waits for company up to LOAD_PUBLISH_INTERVAL_S. A slow subscriber
+never holds up the others: each is only told that a newer version exists, and takes it
+when it is ready, skipping the versions in between.
 
 Subscribers that accept deltas (`weir.dataplane.route_delta`) get the whole table once,
 then what changed since the version they have: the deltas of the versions they missed,
@@ -48,6 +50,10 @@ from weir.dataplane.route_delta import (
 from weir.protos import weir_pb2 as pb
 
 PUBLISH_MIN_INTERVAL_S = 0.05
+#: How many changes of the replica set go out back to back before PUBLISH_MIN_INTERVAL_S
+#: spaces them (a credit refilled at one per interval): a replica leaving and coming back
+#: within 50 ms is two tables at once, a rolling update's hundreds are spaced.
+URGENT_BURST = 4.0
 #: A change of load alone (a replica's ongoing count) waits up to this long for company:
 #: at thousands of replicas reports arrive every millisecond, and rebuilding the table for
 #: each would keep the leader busy; a change of the replica set goes out at once.
@@ -67,6 +73,17 @@ class TargetChanges:
     targets: Mapping[Key, Mapping[str, pb.ReplicaTarget | None]]
 
 
+def set_change_wait(credit: float, since_last_s: float) -> tuple[float, float]:
+    """How long a table with a change of the replica set waits before it goes out, and the
+    credit left after it: `credit` (at most URGENT_BURST) was left when the last such table
+    went out, `since_last_s` ago, and grows by one per PUBLISH_MIN_INTERVAL_S since; one
+    table spends one. Pure."""
+    credit = min(URGENT_BURST, credit + since_last_s / PUBLISH_MIN_INTERVAL_S)
+    if credit >= 1.0:
+        return 0.0, credit - 1.0
+    return (1.0 - credit) * PUBLISH_MIN_INTERVAL_S, 0.0
+
+
 class RoutePublisher:
     """Holds the current table and its subscribers for one term of leadership."""
 
@@ -82,8 +99,10 @@ class RoutePublisher:
         #: Something besides load changed: publish without waiting for LOAD_PUBLISH_INTERVAL_S.
         self._urgent = asyncio.Event()
         self._last_publish = 0.0
-        #: When the last table with a change besides load went out.
+        #: When the last table with a change besides load went out, and the credit of
+        #: such tables left then (`set_change_wait`).
         self._last_urgent = 0.0
+        self._credit = URGENT_BURST
         #: One event per subscriber, set when a newer version is out.
         self._subscribers: set[asyncio.Event] = set()
         #: The current version: its routes and http options (`_shell`), its deployments
@@ -119,13 +138,14 @@ class RoutePublisher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._urgent.wait(), wait)
             urgent = self._urgent.is_set()
-            # Changes of the replica set go out at most every PUBLISH_MIN_INTERVAL_S (a
-            # rolling update makes hundreds); one right after a load-only table does not
-            # wait for that interval (it used to: up to 50 ms more for one change in
-            # three, at thousands of replicas whose load changes all the time).
-            gap = self._last_urgent + PUBLISH_MIN_INTERVAL_S - loop.time()
-            if urgent and gap > 0:
-                await asyncio.sleep(gap)
+            # A change of the replica set goes out at once unless a burst of them just
+            # did (a rolling update makes hundreds); one right after a load-only table
+            # does not wait either.
+            if urgent:
+                gap, self._credit = set_change_wait(self._credit,
+                                                    loop.time() - self._last_urgent)
+                if gap > 0:
+                    await asyncio.sleep(gap)
             self._dirty.clear()
             self._urgent.clear()
             self._last_publish = loop.time()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -12,8 +13,10 @@ import pytest
 from weir.controller.route_publisher import (
     LOAD_PUBLISH_INTERVAL_S,
     PUBLISH_MIN_INTERVAL_S,
+    URGENT_BURST,
     RoutePublisher,
     TargetChanges,
+    set_change_wait,
 )
 from weir.dataplane.route_table import RouteTable
 from weir.protos import weir_pb2 as pb
@@ -135,23 +138,33 @@ def test_a_set_change_after_a_load_table_does_not_wait_and_set_changes_are_space
             set_ongoing(current, {"r1": 1})
             publisher.mark_dirty(load_only=True)  # load: goes out (its interval is over)
             await _until(lambda: len(builds) == 2)
-            set_ongoing(current, {"r1": 1, "r2": 0})
-            publisher.mark_dirty()  # a replica joined, right after the load table
-            await _until(lambda: len(builds) == 3)
-            assert builds[2] - builds[1] < PUBLISH_MIN_INTERVAL_S / 2
-            set_ongoing(current, {"r1": 1})
-            publisher.mark_dirty()  # and left: one set change after another waits
-            await _until(lambda: len(builds) == 4)
-            assert builds[3] - builds[2] >= PUBLISH_MIN_INTERVAL_S * 0.9
+            # A burst of set changes right after the load table: URGENT_BURST go out at
+            # once, one after another; the next waits for the credit to grow again.
+            burst = int(URGENT_BURST)
+            for n in range(burst + 1):
+                set_ongoing(current, {"r1": 1, f"r{n + 2}": 0} if n % 2 == 0 else {"r1": 1})
+                publisher.mark_dirty()
+                await _until(lambda n=n: len(builds) == 3 + n, poll_s=0.0)
+            at_once = [b - a for a, b in itertools.pairwise(builds[1:burst + 2])]
+            assert max(at_once) < PUBLISH_MIN_INTERVAL_S / 2, at_once
+            assert builds[burst + 2] - builds[burst + 1] >= PUBLISH_MIN_INTERVAL_S * 0.5
 
     asyncio.run(scenario())
 
 
-async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+def test_set_changes_spend_a_credit_that_grows_back_one_per_interval() -> None:
+    assert set_change_wait(URGENT_BURST, 0.0) == (0.0, URGENT_BURST - 1)
+    assert set_change_wait(0.0, 10.0) == (0.0, URGENT_BURST - 1)  # full again, capped
+    wait, left = set_change_wait(0.0, PUBLISH_MIN_INTERVAL_S / 4)
+    assert wait == pytest.approx(PUBLISH_MIN_INTERVAL_S * 3 / 4) and left == 0.0
+    assert set_change_wait(0.5, PUBLISH_MIN_INTERVAL_S / 2) == (0.0, 0.0)
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0, poll_s: float = 0.01) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(poll_s)
 
 
 def test_publishing_only_the_changed_targets_gives_the_same_tables() -> None:
