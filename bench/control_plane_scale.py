@@ -50,6 +50,11 @@ FIGURES = ("replicas", "proxies", "ramp_s", "route_push_p99_ms", "report_to_rout
            "deploy_s", "failover_s", "sim_cpu_pct")
 APP_SIZE = 1000
 PROBE_TIMEOUT_S = 10.0
+#: A probe round (two changes of the set and a report) begins this often, whatever its
+#: probes took: the leader's CPU in the steady state includes what the probes cost, so
+#: their rate must not depend on how fast they are seen (runs before this paced the
+#: rounds by a 0.2 s pause after each, about one every 0.55 s at 1,000).
+PROBE_ROUND_S = 0.55
 #: The controllers' lease TTL by default: the real one.
 LEASE_TTL_S = 3.0
 #: Simulated replica streams per simulation process, at most (the default `--sim-procs`).
@@ -326,6 +331,7 @@ class Bench:
         reports: list[Probe] = []
         marker = 1000
         while time.perf_counter() - t0 < self.opts.duration:
+            round_began = time.perf_counter()
             picked = await self.pool.pick()
             if picked is None:
                 raise TimeoutError("no running replica to probe")
@@ -345,7 +351,7 @@ class Bench:
                 lambda t, k=key, i=rid, m=marker:
                 getattr(target_of(t, k, i), "ongoing", -1) == m))
             await self.pool.call(index, "change", replica=rid, ongoing=0)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(max(0.0, round_began + PROBE_ROUND_S - time.perf_counter()))
         elapsed = time.perf_counter() - t0
         _, rev1 = await store.get_prefix("/weir/nothing/")
         cpu1, sim1 = cpu_seconds(pid), sum(map(cpu_seconds, sims))
@@ -354,6 +360,10 @@ class Bench:
         steady_passes = pass_times(self.leader_log(pid), began_wall, time.time())
         arrivals = await asyncio.to_thread(self.stop_subscribers)
         push_ms = [latency_ms(p, arrivals) for p in pushes]
+        if self.opts.probes_json:
+            await asyncio.to_thread(Path(self.opts.probes_json).write_text, json.dumps({
+                "pushes": [(p.version, p.started_wall) for p in pushes],
+                "arrivals": arrivals}))
         first_ms = [ms for p in pushes if (ms := first_arrival_ms(p, arrivals)) is not None]
         report_ms = [latency_ms(p, arrivals) for p in reports]
         self.figures.update(
@@ -570,6 +580,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subscriber-procs", type=int, default=2,
                         help="processes the route subscribers (all but one) run in")
     parser.add_argument("--json", default="", help="write the figures here")
+    parser.add_argument("--probes-json", default="",
+                        help="write each route-push probe (version, wall time begun) and "
+                             "when every subscriber got each version here")
     opts = parser.parse_args(argv)
     if opts.sim_cpu is not None:
         os.sched_setaffinity(0, {opts.sim_cpu})
