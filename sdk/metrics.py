@@ -272,7 +272,8 @@ class ControllerMetrics:
         self.replica_starts = _counter(
             "serve_deployment_replica_starts", "Replicas the leader started (new ones and "
             "replacements of failed ones).", ("application", "deployment"), registry)
-        self.snapshot = ClusterSnapshot()
+        self._snapshot = ClusterSnapshot()
+        self._make_snapshot: Callable[[], ClusterSnapshot] | None = None
         LiveGauge(PREFIX + "serve_deployment_replicas", "Replicas by state.",
                   ("application", "deployment", "state"),
                   lambda: self.snapshot.replica_states, registry)
@@ -287,6 +288,24 @@ class ControllerMetrics:
         LiveGauge(PREFIX + "serve_autoscaling_target_replicas", "The autoscaler's target "
                   "replica count of each autoscaled deployment.", ("application", "deployment"),
                   lambda: self.snapshot.autoscaling_targets, registry)
+
+    @property
+    def snapshot(self) -> ClusterSnapshot:
+        """The cluster state as the leader last saw it (made on first read after a pass
+        gave a new one, `snapshot_later`)."""
+        make = self._make_snapshot
+        if make is not None:
+            self._snapshot, self._make_snapshot = make(), None
+        return self._snapshot
+
+    @snapshot.setter
+    def snapshot(self, snapshot: ClusterSnapshot) -> None:
+        self._snapshot, self._make_snapshot = snapshot, None
+
+    def snapshot_later(self, make: Callable[[], ClusterSnapshot]) -> None:
+        """The next snapshot is `make()`, made when first read (a scrape), not now: most
+        passes' snapshots are never read."""
+        self._make_snapshot = make
 
     def leadership(self, leading: bool) -> None:
         """This controller started or stopped leading."""
