@@ -20,7 +20,7 @@ from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
 from weir.controller.health import FIRST_BACKOFF_S
-from weir.controller.leader import PASS_GAP_S, SWEEP_S, TICK_S, Leader
+from weir.controller.leader import PASS_GAP_S, SWEEP_S, TICK_S, Leader, pass_gap
 from weir.controller.pass_stats import step_times
 from weir.controller.record_keeper import FULL_READ_S, freeze_due
 from weir.controller.replica_starts import new_replica_id
@@ -484,3 +484,9 @@ def test_a_changed_replica_of_an_unchanged_deployment_is_acted_on_at_the_next_pa
         h.close()
 
     run(scenario())
+
+
+def test_a_slow_pass_leaves_the_loop_as_long_again_up_to_a_tick() -> None:
+    assert pass_gap(0.001) == PASS_GAP_S
+    assert pass_gap(0.2) == 0.2
+    assert pass_gap(3.0) == TICK_S
