@@ -71,7 +71,7 @@ from weir.controller.record_keeper import RecordKeeper
 from weir.controller.record_writer import RecordWriter
 from weir.controller.registration import Registration
 from weir.controller.replica_records import ReplicaRecords
-from weir.controller.replica_sessions import ReplicaSessions
+from weir.controller.replica_sessions import ReplicaSessions, ReportChange
 from weir.controller.replica_starts import ReplicaStarter, replica_spec
 from weir.controller.route_changes import RouteChanges
 from weir.controller.route_publisher import RoutePublisher
@@ -222,16 +222,20 @@ class Leader:
         """Reconcile now (the goal or a replica changed)."""
         self._wake.set()
 
-    def _on_report(self, replica_id: str, state_changed: bool) -> None:
-        if state_changed:
+    def _on_report(self, replica_id: str, change: ReportChange) -> None:
+        if change == "state":
             self.wake()
-        self.observations.touch(replica_id)
         record = self.goal.records.get(replica_id)
-        if record is None:
+        key = (record.app, record.deployment) if record is not None else None
+        # A view's load is read only by the autoscaler: a change of load alone (most
+        # reports, at thousands of replicas) views the replica again only if it autoscales.
+        if change != "load" or key is None or key in self.goal.autoscaling:
+            self.observations.touch(replica_id)
+        if key is None:
             self.route_changes.everything()
         else:
-            self.route_changes.replica(replica_id, (record.app, record.deployment))
-        self.routes.mark_dirty(load_only=not state_changed)
+            self.route_changes.replica(replica_id, key)
+        self.routes.mark_dirty(load_only=change != "state")
 
     def _on_new_demand(self, keys: set[Key]) -> None:
         # Requests held for a deployment at zero: start a replica now, not at the next tick.

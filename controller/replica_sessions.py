@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import structlog
 
@@ -44,6 +45,28 @@ def says_nothing_new(last: pb.ReplicaReport, report: pb.ReplicaReport) -> bool:
     bare.CopyFrom(last)
     bare.ClearField("multiplexed_models")
     return report == bare
+
+
+#: What a report changed: "state" (its state, or the models it holds: the routes change at
+#: once, and a pass comes), "load" (its ongoing count alone: only the routes' load and the
+#: autoscaler read it), "other" (anything else: its config acknowledged, its message...).
+ReportChange = Literal["state", "load", "other"]
+
+
+def report_change(last: pb.ReplicaReport, report: pb.ReplicaReport,
+                  models_changed: bool) -> ReportChange:
+    """What `report` changed since `last` (the two differ); `models_changed`: the models it
+    holds changed. Pure (`report` is compared field by field as it is)."""
+    if models_changed or report.state != last.state:
+        return "state"
+    if report.ongoing != last.ongoing and not report.HasField("multiplexed_models"):
+        ongoing = report.ongoing
+        report.ongoing = last.ongoing
+        same = report == last
+        report.ongoing = ongoing
+        if same:
+            return "load"
+    return "other"
 
 
 @dataclass
@@ -75,10 +98,11 @@ class Session:
 class ReplicaSessions:
     """Every replica session of one term of leadership."""
 
-    def __init__(self, ended: asyncio.Event, on_report: Callable[[str, bool], None],
+    def __init__(self, ended: asyncio.Event, on_report: Callable[[str, ReportChange], None],
                  on_answer: OnAnswer | None = None) -> None:
         self._ended = ended
-        #: Called on every report with the replica's id; True when its state changed.
+        #: Called on every report that says something new, with the replica's id and what
+        #: changed; on registering and when the session ends, with "state".
         self._on_report = on_report
         #: Called with every health-check answer a report carries.
         self._on_answer = on_answer
@@ -158,14 +182,14 @@ class ReplicaSessions:
                     # Nothing for the routes or the pass (at 10,000 replicas, 2,000 of
                     # these a second marked their deployments' routes dirty for nothing).
                     continue
-                changed = sess.report.state != report.state
+                last = sess.report
                 models_changed = sess.take(report)
                 # A new model set goes out at once, as a state change does (not load-only).
-                self._on_report(sess.replica_id, changed or models_changed)
+                self._on_report(sess.replica_id, report_change(last, report, models_changed))
 
         loop = asyncio.get_running_loop()
         reader = loop.create_task(read())
-        self._on_report(first.replica_id, True)
+        self._on_report(first.replica_id, "state")
         ended = loop.create_task(self._ended.wait())
         # The reader's end and the term's put None in the queue, so the loop waits on the
         # queue alone: a task and an asyncio.wait per command were 5 % of the leader's time
@@ -180,4 +204,4 @@ class ReplicaSessions:
             ended.cancel()
             if self.sessions.get(first.replica_id) is sess:
                 sess.connected = False
-            self._on_report(first.replica_id, True)
+            self._on_report(first.replica_id, "state")

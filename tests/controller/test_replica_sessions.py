@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from weir.controller.replica_sessions import ReplicaSessions, says_nothing_new
+from weir.controller.replica_sessions import (
+    ReplicaSessions,
+    ReportChange,
+    report_change,
+    says_nothing_new,
+)
 from weir.protos import weir_pb2 as pb
 
 
@@ -28,8 +33,9 @@ def test_a_stream_closed_before_registering_yields_nothing() -> None:
     assert asyncio.run(scenario()) == []
 
 
-def _report(ongoing: int = 0, models: tuple[str, ...] | None = None) -> pb.ReplicaReport:
-    report = pb.ReplicaReport(replica_id="app#D#1", pid=7, state=pb.RUNNING,
+def _report(ongoing: int = 0, models: tuple[str, ...] | None = None,
+            state: pb.ReplicaState = pb.RUNNING) -> pb.ReplicaReport:
+    report = pb.ReplicaReport(replica_id="app#D#1", pid=7, state=state,
                               address="127.0.0.1:9", ongoing=ongoing)
     if models is not None:
         report.multiplexed_models.model_ids.extend(models)
@@ -48,11 +54,11 @@ def test_a_report_says_nothing_new_only_if_it_repeats_the_last() -> None:
 
 
 def _heard(reports: list[pb.ReplicaReport], answers: list[tuple[str, int, bool]]
-           ) -> list[tuple[str, bool]]:
+           ) -> list[tuple[str, ReportChange]]:
     """What the leader heard of `reports`, one session's in order until it hangs up
     (`answers` gets the health-check answers)."""
-    async def scenario() -> list[tuple[str, bool]]:
-        heard: list[tuple[str, bool]] = []
+    async def scenario() -> list[tuple[str, ReportChange]]:
+        heard: list[tuple[str, ReportChange]] = []
         sessions = ReplicaSessions(
             asyncio.Event(), lambda rid, changed: heard.append((rid, changed)),
             lambda rid, answer: answers.append((rid, answer.check_id, answer.healthy)))
@@ -74,8 +80,8 @@ def _heard(reports: list[pb.ReplicaReport], answers: list[tuple[str, int, bool]]
 def test_only_a_report_with_news_reaches_the_leader() -> None:
     reports = [_report(), _report(), _report(), _report(ongoing=3), _report(ongoing=3)]
     # Registration, the load change, and the hang-up: not the two repeats.
-    assert _heard(reports, []) == [("app#D#1", True), ("app#D#1", False),
-                                   ("app#D#1", True)]
+    assert _heard(reports, []) == [("app#D#1", "state"), ("app#D#1", "load"),
+                                   ("app#D#1", "state")]
 
 
 def test_a_health_answer_goes_to_the_prober_and_is_no_news() -> None:
@@ -85,4 +91,16 @@ def test_a_health_answer_goes_to_the_prober_and_is_no_news() -> None:
     heard = _heard([_report(), answering, _report()], answers)
     assert answers == [("app#D#1", 7, True)]
     # The answer and the idle report after it say nothing new: registration and hang-up.
-    assert heard == [("app#D#1", True), ("app#D#1", True)]
+    assert heard == [("app#D#1", "state"), ("app#D#1", "state")]
+
+
+def test_a_report_changes_the_state_the_load_alone_or_something_else() -> None:
+    assert report_change(_report(), _report(state=pb.STOPPING), False) == "state"
+    assert report_change(_report(), _report(ongoing=1), True) == "state"  # models
+    loaded = _report(ongoing=4)
+    assert report_change(_report(), loaded, False) == "load"
+    assert loaded.ongoing == 4  # compared as it is, left as it was
+    configured = _report(ongoing=4)
+    configured.user_config_json = '{"a": 1}'
+    assert report_change(_report(), configured, False) == "other"
+    assert report_change(_report(), _report(models=()), False) == "other"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from weir.controller.replica_sessions import ReplicaSessions
+from weir.controller.replica_sessions import ReplicaSessions, ReportChange
 from weir.controller.route_publisher import RoutePublisher
 from weir.protos import weir_pb2 as pb
 
@@ -27,7 +27,7 @@ def test_sessions_keep_the_models_of_the_last_report_that_carried_them() -> None
         seen: list[tuple[str, ...]] = []
         news = asyncio.Event()
 
-        def on_report(replica_id: str, changed: bool) -> None:
+        def on_report(replica_id: str, change: ReportChange) -> None:
             seen.append(sessions.model_ids("r1"))
             news.set()
 
