@@ -15,7 +15,10 @@ which one of those changed:
 - its health verdict: the replicas whose failure appeared, changed or cleared;
 - the clock: the replicas whose view depends on it (`clock_bound`): those not connected
   (PENDING until its registration times out, or within its node's start grace) and those
-  stopping whose deadline has not passed.
+  stopping whose deadline has not passed; at the first update once the clock moved
+  CLOCK_VIEW_S since they were last viewed for it (their deadlines are seconds long: at a
+  failover, every replica not yet re-registered is one, and viewing 5,000 of them on
+  every pass was most of a pass).
 So that a change nobody announced does not last, each update also views again a share
 of the replicas in turn, in proportion to the time since the last (`sweep_s`,
 `weir.controller.sweep`): every
@@ -46,6 +49,10 @@ from weir.controller.sweep import Sweep
 from weir.etcd.records import NodeRecord, ReplicaRecord
 
 ReportOf = Callable[[str], SessionReport | None]
+
+#: The replicas whose view depends on the clock alone are viewed again for it once it
+#: moved this much (a timeout or deadline they wait for is seen at most this late).
+CLOCK_VIEW_S = 1.0
 Key = tuple[str, str]
 
 
@@ -121,6 +128,8 @@ class Observations:
         self.books: dict[str, ReplicaBook] = {}
         self._touched: set[str] = set()
         self._clock_bound: set[str] = set()
+        #: When (monotonic) the clock-bound replicas were last all viewed for the clock.
+        self._clock_viewed: float | None = None
         self._nodes: Mapping[str, NodeRecord] = {}
         self._failures: dict[str, str] = {}
         #: The replicas the last update viewed again (or dropped): only their views may
@@ -164,7 +173,10 @@ class Observations:
         else:
             if sweep_s > 0:
                 self.swept = self._sweep.share(records.keys(), mono_now, sweep_s)
-            due = self._touched | self._clock_bound
+            due = set(self._touched)
+            if self._clock_viewed is None or mono_now - self._clock_viewed >= CLOCK_VIEW_S:
+                due |= self._clock_bound
+                self._clock_viewed = mono_now
             on_nodes, changed_nodes = node_changes(self._nodes, nodes)
             due |= on_nodes
             if changed_nodes:

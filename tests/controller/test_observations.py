@@ -6,12 +6,13 @@ import random
 from dataclasses import replace
 
 from weir.controller.observations import (
+    CLOCK_VIEW_S,
     Observations,
     differs_beyond_load,
     node_changes,
     observe_all,
 )
-from weir.controller.observe import ReplicaBook, SessionReport
+from weir.controller.observe import REGISTER_TIMEOUT_S, ReplicaBook, SessionReport
 from weir.controller.reconciler import ReplicaView
 from weir.etcd.records import NodeRecord, ReplicaRecord
 
@@ -177,3 +178,22 @@ def test_the_sweep_sees_a_change_nobody_announced_within_its_time() -> None:
         seen.append(update().count(4))
         assert len(obs.swept) <= 3
     assert seen[0] < 10 and seen[-1] == 10
+
+
+def test_replicas_waiting_on_the_clock_are_viewed_for_it_once_it_moved_a_clock_view() -> None:
+    rec = ReplicaRecord("app#D#1", "app", "D", "v1", pid=0, started_at=1000.0, node_id="n1")
+    nodes = {"n1": node("n1", {"app#D#1": 1})}
+    obs = Observations()
+    wall, mono = 1000.0, 50.0
+
+    def state() -> str:
+        views = obs.update({rec.replica_id: rec}, lambda rid: None, nodes, {}, wall_now=wall,
+                           mono_now=mono, full=False)
+        return views[0].state
+
+    assert state() == "PENDING"
+    assert state() == "PENDING"  # viewed again once: its book changed (first seen)
+    wall, mono = wall + REGISTER_TIMEOUT_S + 1, mono + CLOCK_VIEW_S / 2
+    assert state() == "PENDING"  # not viewed again for the clock yet
+    mono += CLOCK_VIEW_S / 2
+    assert state() == "FAILED"
