@@ -15,10 +15,11 @@ which one of those changed:
 - its health verdict: the replicas whose failure appeared, changed or cleared;
 - the clock: the replicas whose view depends on it (`clock_bound`): those not connected
   (PENDING until its registration times out, or within its node's start grace) and those
-  stopping whose deadline has not passed; at the first update once the clock moved
-  CLOCK_VIEW_S since they were last viewed for it (their deadlines are seconds long: at a
-  failover, every replica not yet re-registered is one, and viewing 5,000 of them on
-  every pass was most of a pass).
+  stopping whose deadline has not passed; each at the first update once the clock reached
+  one of the times at which its view may change (`clock_due`: its registration timeout,
+  its node's start grace, its stop deadline), not at every update (at a failover every
+  replica not yet re-registered is one, and viewing 5,000 of them on every pass was most
+  of a pass).
 So that a change nobody announced does not last, each update also views again a share
 of the replicas in turn, in proportion to the time since the last (`sweep_s`,
 `weir.controller.sweep`): every
@@ -38,21 +39,18 @@ and verdicts in.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Mapping, ValuesView
 from dataclasses import fields, replace
 from operator import attrgetter
 
-from weir.controller.nodes import replica_liveness
-from weir.controller.observe import ReplicaBook, SessionReport, observe
+from weir.controller.nodes import AGENT_START_GRACE_S, replica_liveness
+from weir.controller.observe import REGISTER_TIMEOUT_S, ReplicaBook, SessionReport, observe
 from weir.controller.reconciler import ReplicaView
 from weir.controller.sweep import Sweep
 from weir.etcd.records import NodeRecord, ReplicaRecord
 
 ReportOf = Callable[[str], SessionReport | None]
-
-#: The replicas whose view depends on the clock alone are viewed again for it once it
-#: moved this much (a timeout or deadline they wait for is seen at most this late).
-CLOCK_VIEW_S = 1.0
 Key = tuple[str, str]
 
 
@@ -101,6 +99,24 @@ def clock_bound(view: ReplicaView, report: SessionReport | None) -> bool:
     return report is None or not report.connected or (view.stopping and not view.stop_overdue)
 
 
+def clock_due(record: ReplicaRecord, book: ReplicaBook, *, wall_now: float,
+              mono_now: float) -> tuple[float | None, float | None]:
+    """The next wall time, and monotonic time, at which the view of a clock-bound replica
+    (`clock_bound`) may change with nothing else changing: its node's start grace ends,
+    its registration times out (`weir.controller.observe`), or its stop deadline passes.
+    Times already past change nothing more; None: none to come. A time equal to now is
+    still to come (a view changes at it or just after it: the replica is viewed at it,
+    and again once it is past). Every time that may apply is given, whether it does or
+    not: a view made again for nothing is the same view. Pure."""
+    first_seen = book.first_seen if book.first_seen is not None else wall_now
+    walls = [t for t in (record.started_at + AGENT_START_GRACE_S,
+                         max(record.started_at, first_seen) + REGISTER_TIMEOUT_S)
+             if t >= wall_now]
+    stop = book.stop_deadline
+    return (min(walls) if walls else None), (stop if stop is not None and stop >= mono_now
+                                             else None)
+
+
 def node_changes(before: Mapping[str, NodeRecord], now: Mapping[str, NodeRecord]
                  ) -> tuple[set[str], set[str]]:
     """What changed between two reads of the nodes: the replicas a node lists or fails
@@ -127,9 +143,11 @@ class Observations:
         #: Each replica's book (the leader updates it between passes, and `touch`es it).
         self.books: dict[str, ReplicaBook] = {}
         self._touched: set[str] = set()
-        self._clock_bound: set[str] = set()
-        #: When (monotonic) the clock-bound replicas were last all viewed for the clock.
-        self._clock_viewed: float | None = None
+        #: Each clock-bound replica's `clock_due` times, and the same as heaps of (time,
+        #: replica id) (stale entries among them: found so when they come up).
+        self._clock_due: dict[str, tuple[float | None, float | None]] = {}
+        self._wall_due: list[tuple[float, str]] = []
+        self._mono_due: list[tuple[float, str]] = []
         self._nodes: Mapping[str, NodeRecord] = {}
         self._failures: dict[str, str] = {}
         #: The replicas the last update viewed again (or dropped): only their views may
@@ -173,10 +191,7 @@ class Observations:
         else:
             if sweep_s > 0:
                 self.swept = self._sweep.share(records.keys(), mono_now, sweep_s)
-            due = set(self._touched)
-            if self._clock_viewed is None or mono_now - self._clock_viewed >= CLOCK_VIEW_S:
-                due |= self._clock_bound
-                self._clock_viewed = mono_now
+            due = self._touched | self._clock_due_now(wall_now, mono_now)
             on_nodes, changed_nodes = node_changes(self._nodes, nodes)
             due |= on_nodes
             if changed_nodes:
@@ -197,7 +212,7 @@ class Observations:
                     self._ungroup(before)
                 self.views.pop(rid, None)
                 self.books.pop(rid, None)
-                self._clock_bound.discard(rid)
+                self._clock_due.pop(rid, None)
                 continue
             report = report_of(rid)
             book = self.books.get(rid, ReplicaBook())
@@ -217,11 +232,47 @@ class Observations:
                 # A view shows the book as it was (`last_state`): the next one shows this.
                 self._touched.add(rid)
             if clock_bound(view, report):
-                self._clock_bound.add(rid)
+                self._wait_for_clock(rid, clock_due(record, self.books[rid],
+                                                    wall_now=wall_now, mono_now=mono_now))
             else:
-                self._clock_bound.discard(rid)
+                self._clock_due.pop(rid, None)
         self._nodes, self._failures = nodes, dict(failures)
         return [self.views[rid] for rid in records]
+
+    def _wait_for_clock(self, replica_id: str, due: tuple[float | None, float | None]
+                        ) -> None:
+        """View `replica_id` again when the clock reaches `due` (wall, monotonic)."""
+        if self._clock_due.get(replica_id) == due:
+            return
+        self._clock_due[replica_id] = due
+        wall, mono = due
+        if wall is not None:
+            heapq.heappush(self._wall_due, (wall, replica_id))
+        if mono is not None:
+            heapq.heappush(self._mono_due, (mono, replica_id))
+
+    def _clock_due_now(self, wall_now: float, mono_now: float) -> set[str]:
+        """The clock-bound replicas one of whose times came (taken off the heaps)."""
+        due: set[str] = set()
+        for heap, now, index in ((self._wall_due, wall_now, 0),
+                                 (self._mono_due, mono_now, 1)):
+            while heap and heap[0][0] <= now:
+                at, rid = heapq.heappop(heap)
+                times = self._clock_due.get(rid)
+                if times is not None and times[index] == at:
+                    # Viewed now, its next times are taken anew (the same ones, if they
+                    # are still to come).
+                    del self._clock_due[rid]
+                    due.add(rid)
+        # Stale entries (times moved again and again) would pile up: keep each heap
+        # within twice the replicas waiting.
+        for heap in (self._wall_due, self._mono_due):
+            if len(heap) > 2 * len(self._clock_due) + 64:
+                index = 0 if heap is self._wall_due else 1
+                heap[:] = [e for e in heap
+                           if (t := self._clock_due.get(e[1])) is not None and t[index] == e[0]]
+                heapq.heapify(heap)
+        return due
 
     def _ungroup(self, view: ReplicaView) -> None:
         """Take a replica's view out of its deployment's (which changed by it)."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from weir.controller.nodes import AGENT_START_GRACE_S
 from weir.controller.observations import (
-    CLOCK_VIEW_S,
     Observations,
+    clock_due,
     differs_beyond_load,
     node_changes,
     observe_all,
@@ -109,7 +110,7 @@ def test_viewing_only_what_changed_sees_what_viewing_everything_sees() -> None:
         books_before = dict(obs.books)
         expected, expected_books = observe_all(records, reports.get, nodes, books_before,
                                                failures, wall_now=wall, mono_now=mono)
-        due = len(obs._touched | obs._clock_bound)
+        due = len(obs._touched | obs._clock_due.keys())
         got = obs.update(records, reports.get, nodes, failures, wall_now=wall,
                          mono_now=mono, full=step % 50 == 0)
         assert got == expected, f"step {step}: action {action}"
@@ -180,7 +181,7 @@ def test_the_sweep_sees_a_change_nobody_announced_within_its_time() -> None:
     assert seen[0] < 10 and seen[-1] == 10
 
 
-def test_replicas_waiting_on_the_clock_are_viewed_for_it_once_it_moved_a_clock_view() -> None:
+def test_a_replica_waiting_on_the_clock_is_viewed_when_its_time_comes_and_not_before() -> None:
     rec = ReplicaRecord("app#D#1", "app", "D", "v1", pid=0, started_at=1000.0, node_id="n1")
     nodes = {"n1": node("n1", {"app#D#1": 1})}
     obs = Observations()
@@ -193,7 +194,20 @@ def test_replicas_waiting_on_the_clock_are_viewed_for_it_once_it_moved_a_clock_v
 
     assert state() == "PENDING"
     assert state() == "PENDING"  # viewed again once: its book changed (first seen)
-    wall, mono = wall + REGISTER_TIMEOUT_S + 1, mono + CLOCK_VIEW_S / 2
-    assert state() == "PENDING"  # not viewed again for the clock yet
-    mono += CLOCK_VIEW_S / 2
+    assert obs.update({rec.replica_id: rec}, lambda rid: None, nodes, {}, wall_now=wall + 10,
+                      mono_now=mono + 10, full=False) and not obs.reviewed  # not due yet
+    wall, mono = wall + REGISTER_TIMEOUT_S, mono + REGISTER_TIMEOUT_S
+    assert state() == "PENDING"  # its time: viewed, not past it yet
+    assert obs.reviewed == {rec.replica_id}
+    wall, mono = wall + 0.001, mono + 0.001
     assert state() == "FAILED"
+
+
+def test_clock_due_gives_the_times_still_to_come() -> None:
+    rec = ReplicaRecord("app#D#1", "app", "D", "v1", pid=0, started_at=1000.0)
+    book = ReplicaBook(first_seen=1010.0, stop_deadline=70.0)
+    assert clock_due(rec, book, wall_now=1001.0, mono_now=60.0) == (
+        1000.0 + AGENT_START_GRACE_S, 70.0)
+    assert clock_due(rec, book, wall_now=1020.0, mono_now=71.0) == (
+        1010.0 + REGISTER_TIMEOUT_S, None)
+    assert clock_due(rec, book, wall_now=2000.0, mono_now=70.0) == (None, 70.0)
