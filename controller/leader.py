@@ -123,6 +123,8 @@ class Leader:
         self.clock = clock
         self.wall_clock = wall_clock
         self.started = clock()
+        #: Every recorded replica registered (or the grace passed): latched, logged once.
+        self._adoption_over = False
         #: The replica records, from a watch between full reads (`self.goal.records`).
         self.replica_records = ReplicaRecords()
         self.goal = ClusterGoal(records=self.replica_records.records)
@@ -373,8 +375,18 @@ class Leader:
     # ------------------------------------------------------------------ routes
 
     def _adopted(self) -> bool:
-        return (self.clock() - self.started > ADOPTION_GRACE_S
-                or all(rid in self.sessions.sessions for rid in self.goal.records))
+        """Whether every recorded replica registered with this leader, or the grace passed
+        (logged once, when first true)."""
+        if self._adoption_over:
+            return True
+        waited = self.clock() - self.started
+        every = all(rid in self.sessions.sessions for rid in self.goal.records)
+        if every or waited > ADOPTION_GRACE_S:
+            self._adoption_over = True
+            log.info("replicas adopted" if every else "adoption grace over",
+                     registered=len(self.sessions.sessions), recorded=len(self.goal.records),
+                     after_s=round(waited, 2))
+        return self._adoption_over
 
     def watch_routes(self, accepts_deltas: bool = False,
                      compact: bool = False) -> AsyncIterator[pb.RouteTable]:
