@@ -44,10 +44,12 @@ log = structlog.get_logger("weir.controller.admin")
 
 #: How many accepted configs `weir config --history` keeps.
 HISTORY_LIMIT = 100
-#: How long an admin call waits out an etcd failover (a leader election takes 1-1.6 s; a
-#: member dying under a call, a reconnect to another) before failing. When no etcd member
-#: answers at all, calls fail at once instead.
-ETCD_PATIENCE_S = 2.5
+#: How long an admin call waits out an etcd failover (a leader election takes 1-1.6 s on
+#: a quiet machine and several seconds on a busy one, where a vote can split and be run
+#: again; a member dying under a call, a reconnect to another) before failing, counted
+#: from its first sign (`EtcdPatience`). 2.5 s failed deploys under a CI run's load. When
+#: no etcd member answers at all, calls fail at once instead.
+ETCD_PATIENCE_S = 5.0
 ETCD_RETRY_S = 0.2
 
 T = TypeVar("T")
