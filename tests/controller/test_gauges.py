@@ -15,7 +15,7 @@ TARGETS = {A: DeploymentTarget("app", "A", "v1", 1, ""),
            B: DeploymentTarget("app", "B", "v1", 1, "")}
 
 
-def test_the_snapshot_is_made_again_only_when_a_row_or_a_target_changed() -> None:
+def test_the_snapshot_is_made_again_only_when_a_view_a_target_or_a_failure_changed() -> None:
     a = ReplicaView("a1", "app", "A", "v1", "RUNNING")
     b = ReplicaView("b1", "app", "B", "v1", "RUNNING")
     gauges = Gauges()
@@ -25,13 +25,16 @@ def test_the_snapshot_is_made_again_only_when_a_row_or_a_target_changed() -> Non
     assert first.replica_states == {("app", "A", "RUNNING"): 1, ("app", "B", "RUNNING"): 1}
     # Done again (swept) with the same rows, or taken as they were: nothing new.
     assert gauges.update({A: [a], B: [b]}, {B}, TARGETS, set(), set()) is None
-    # A row changed in a deployment done again: the whole snapshot, the other's rows kept.
+    # A view changed in a deployment done again: the whole snapshot, the other's views kept.
     make_after = gauges.update({A: [replace(a, stopping=True)], B: [b]}, {B}, TARGETS,
                                {"b1"}, set())
     assert make_after is not None
     after = make_after()
     assert after.replica_states == {("app", "A", "STOPPING"): 1, ("app", "B", "RUNNING"): 1}
-    assert after.replica_healthy[("app", "B", "b1")] == 1.0  # B not done again: as it was
+    # B not done again: its views as they were, with the failing replicas as they are now.
+    assert after.replica_healthy[("app", "B", "b1")] == 0.0
+    assert gauges.update({A: [replace(a, stopping=True)], B: [b]}, {A, B}, TARGETS, set(),
+                         set()) is not None  # b1 no longer failing
     assert gauges.update({A: [replace(a, stopping=True)], B: [b]}, {A, B},
                          {**TARGETS, B: replace(TARGETS[B], num_replicas=2)}, set(),
                          set()) is not None
