@@ -92,6 +92,20 @@ async def leader_now(store: EtcdStore, patience_s: float = 30.0) -> tuple[str | 
     return parse_leader(kv.value), int(json.loads(kv.value).get("pid", 0))
 
 
+async def leader_elected(store: EtcdStore, timeout_s: float) -> tuple[str, int]:
+    """The leader's address and PID once there is one (its PID never 0: `os.kill(0, ...)`
+    signals the bench's own process group, which a failover phase begun between two terms
+    once did, killing the bench and leaving its controllers behind)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        address, pid = await leader_now(store)
+        if address is not None and pid > 0:
+            return address, pid
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no leader within {timeout_s:.0f} s")
+        await asyncio.sleep(0.2)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of `pid` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -317,7 +331,7 @@ class Bench:
         """The steady state: churn, probes, and the leader's and etcd's costs."""
         await self.pool.broadcast("churn", fraction=self.opts.churn)
         await asyncio.sleep(2.0)  # the churn's first reports settle
-        _, pid = await leader_now(store)
+        _, pid = await leader_elected(store, self.opts.phase_timeout)
         sims = [me := os.getpid()] + [w.proc.pid for w in self.pool.workers]
         self.log_offsets = {i: self.log_path(i).stat().st_size for i in range(2)}
         began_wall = time.time()
@@ -503,7 +517,7 @@ class Bench:
     async def failover(self, store: EtcdStore) -> None:
         """SIGKILL the leader; until the standby has adopted every replica (as the
         workers' statuses sent after the kill say)."""
-        old, pid = await leader_now(store)
+        old, pid = await leader_elected(store, self.opts.phase_timeout)
         n = self.pool.status().replicas
         # The standbys' CPU over the failover: the new leader's work (adopting every
         # replica), against the wall time the machine took.
