@@ -92,6 +92,21 @@ async def leader_now(store: EtcdStore, patience_s: float = 30.0) -> tuple[str | 
     return parse_leader(kv.value), int(json.loads(kv.value).get("pid", 0))
 
 
+async def etcd_revision(store: EtcdStore, patience_s: float = 30.0) -> int:
+    """etcd's revision now (what counts its writes), asked again for up to `patience_s`
+    when etcd answers late (a 10,000 run once stopped at this read, after its steady
+    state)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            _, revision = await store.get_prefix("/weir/nothing/")
+            return revision
+        except StoreError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def leader_elected(store: EtcdStore, timeout_s: float) -> tuple[str, int]:
     """The leader's address and PID once there is one (its PID never 0: `os.kill(0, ...)`
     signals the bench's own process group, which a failover phase begun between two terms
@@ -335,7 +350,7 @@ class Bench:
         sims = [me := os.getpid()] + [w.proc.pid for w in self.pool.workers]
         self.log_offsets = {i: self.log_path(i).stat().st_size for i in range(2)}
         began_wall = time.time()
-        _, rev0 = await store.get_prefix("/weir/nothing/")
+        rev0 = await etcd_revision(store)
         cpu0, me0, t0 = cpu_seconds(pid), cpu_seconds(me), time.perf_counter()
         sim0 = sum(map(cpu_seconds, sims))
         # The route subscribers' processes: what the fan-out costs its receiving end.
@@ -367,7 +382,7 @@ class Bench:
             await self.pool.call(index, "change", replica=rid, ongoing=0)
             await asyncio.sleep(max(0.0, round_began + PROBE_ROUND_S - time.perf_counter()))
         elapsed = time.perf_counter() - t0
-        _, rev1 = await store.get_prefix("/weir/nothing/")
+        rev1 = await etcd_revision(store)
         cpu1, sim1 = cpu_seconds(pid), sum(map(cpu_seconds, sims))
         me1 = cpu_seconds(me)
         subs1 = sum(map(cpu_seconds, subscribers))
