@@ -31,6 +31,13 @@ _UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCE
 #: What gRPC says when no endpoint at all accepts a connection.
 _NOTHING_REACHABLE = ("failed to connect to all addresses", "connections to all backends failing")
 
+#: What an etcd member answers, whatever the status code, when it cannot serve a call for
+#: want of a leader: its own deadline passed while it waited for one ("context deadline
+#: exceeded" came with another code than DEADLINE_EXCEEDED, and a deploy made during an
+#: election failed as a refusal instead of waiting it out), or it says so.
+_LEADERLESS = ("context deadline exceeded", "etcdserver: request timed out",
+               "etcdserver: leader changed", "etcdserver: no leader")
+
 
 def rpc_error(exc: BaseException) -> grpc.aio.AioRpcError | None:
     """The gRPC error behind an aetcd or gRPC exception, if there is one."""
@@ -43,6 +50,11 @@ def rpc_error(exc: BaseException) -> grpc.aio.AioRpcError | None:
 
 def describe(exc: BaseException, timeout: float) -> tuple[bool, str]:
     """Whether ``exc`` means etcd is unreachable (or leaderless), and a readable detail."""
+    unavailable, detail = _describe(exc, timeout)
+    return unavailable or any(m in detail for m in _LEADERLESS), detail
+
+
+def _describe(exc: BaseException, timeout: float) -> tuple[bool, str]:
     error = rpc_error(exc)
     if error is not None:
         code = error.code()

@@ -30,3 +30,11 @@ def test_a_refusal_is_not_unavailable() -> None:
     assert describe(ValueError("bad request"), 1.0) == (False, "bad request")
     assert describe(aetcd.ConnectionFailedError("gone"), 1.0) == (True, "gone")
     assert not timed_out(aetcd.ConnectionFailedError("gone"))
+
+
+def test_a_member_without_a_leader_is_unavailable_whatever_the_code() -> None:
+    # etcd's own deadline, passed while it waited for a leader, came as a refusal.
+    leaderless = aetcd.ClientError("context deadline exceeded")
+    assert describe(leaderless, 1.0) == (True, "context deadline exceeded")
+    assert looks_like_failover(leaderless)
+    assert describe(aetcd.ClientError("etcdserver: request timed out"), 1.0)[0]
