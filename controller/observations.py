@@ -264,11 +264,9 @@ class Observations:
                     # are still to come).
                     del self._clock_due[rid]
                     due.add(rid)
-        # Stale entries (times moved again and again) would pile up: keep each heap
-        # within twice the replicas waiting.
-        for heap in (self._wall_due, self._mono_due):
+            # Stale entries (times moved again and again) would pile up: keep the heap
+            # within twice the replicas waiting.
             if len(heap) > 2 * len(self._clock_due) + 64:
-                index = 0 if heap is self._wall_due else 1
                 heap[:] = [e for e in heap
                            if (t := self._clock_due.get(e[1])) is not None and t[index] == e[0]]
                 heapq.heapify(heap)
