@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.processes import REPO_ROOT
 from bench.sim_fleet import Probe, Subscribers, target_of
@@ -74,37 +74,37 @@ def node_count(nodes: int | None, procs: int) -> int:
     return -(-max(10, procs) // procs) * procs
 
 
-async def leader_now(store: EtcdStore, patience_s: float = 30.0) -> tuple[str | None, int]:
-    """The leader's address and PID as etcd names them now (None, 0: no leader). An etcd
-    that answers late (a loaded machine at 10,000 replicas) is asked again, for up to
-    `patience_s`: the bench measures the system rather than stop at its first slow read."""
+T = TypeVar("T")
+
+
+async def patiently(read: Callable[[], Awaitable[T]], patience_s: float = 30.0) -> T:
+    """`read()`, asked again for up to `patience_s` while etcd fails to answer (a loaded
+    machine at 10,000 replicas): the bench measures the system rather than stop at its
+    first slow read."""
     deadline = time.monotonic() + patience_s
     while True:
         try:
-            kv = await store.get(LEADER_KEY)
-            break
+            return await read()
         except StoreError:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+async def leader_now(store: EtcdStore) -> tuple[str | None, int]:
+    """The leader's address and PID as etcd names them now (None, 0: no leader), read
+    `patiently`."""
+    kv = await patiently(lambda: store.get(LEADER_KEY))
     if kv is None:
         return None, 0
     return parse_leader(kv.value), int(json.loads(kv.value).get("pid", 0))
 
 
-async def etcd_revision(store: EtcdStore, patience_s: float = 30.0) -> int:
-    """etcd's revision now (what counts its writes), asked again for up to `patience_s`
-    when etcd answers late (a 10,000 run once stopped at this read, after its steady
-    state)."""
-    deadline = time.monotonic() + patience_s
-    while True:
-        try:
-            _, revision = await store.get_prefix("/weir/nothing/")
-            return revision
-        except StoreError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+async def etcd_revision(store: EtcdStore) -> int:
+    """etcd's revision now (what counts its writes), read `patiently` (a 10,000 run once
+    stopped at this read, after its steady state)."""
+    _, revision = await patiently(lambda: store.get_prefix("/weir/nothing/"))
+    return revision
 
 
 async def leader_elected(store: EtcdStore, timeout_s: float) -> tuple[str, int]:
