@@ -45,6 +45,7 @@ from typing import Any
 
 import structlog
 
+from weir.cancellation import cancel_all, event_within
 from weir.controller import leader_reads, reconciler
 from weir.controller.app_builder import AppBuilder, needs_build
 from weir.controller.autoscaler import ScalingState, scale_targets, with_decisions
@@ -210,9 +211,9 @@ class Leader:
 
     async def stop(self) -> None:
         """End this term: stop loops, builds and checks (replicas keep running)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Until every loop has ended: a pass made after this term's lease is gone would
+        # act without it (`weir.cancellation` says how a loop can outlive one cancel).
+        await cancel_all(self._tasks)
         await self.builder.stop()
         await self.prober.stop()
         await self.writer.stop()
@@ -267,10 +268,7 @@ class Leader:
             metrics.loop_duration.observe(took)
             self.pass_times.ended(took, time.process_time() - cpu_began,
                                   len(self.goal.records))
-            try:
-                await asyncio.wait_for(self._wake.wait(), TICK_S)
-            except TimeoutError:
-                pass
+            await event_within(self._wake, TICK_S)
             # Woken at once again and again (every replica registering at a failover,
             # every state change of a rolling update), passes would hold the loop back to
             # back: the sessions that wake them need it more.

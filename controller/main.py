@@ -15,7 +15,6 @@ import weir.plain_structlog  # noqa: F401
 # isort: split
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 import structlog
 
 from weir import auth, grpc_health
+from weir.cancellation import event_within, within
 from weir.controller.admin import AdminService
 from weir.controller.app_builder import WARM_CHILD_IDLE_S, let_warm_child_go
 from weir.controller.election import Election
@@ -123,8 +123,7 @@ class Controller:
             # (for a first term that follows a cluster's start at once) is not needed.
             self._take_first_warm(let_go=True)
         presence.start()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(presence.registered.wait(), PRESENCE_WAIT_S)
+        await event_within(presence.registered, PRESENCE_WAIT_S)
         log.info("controller up", address=self.address)
         if self.opts.ready_file:
             await asyncio.to_thread(_write_atomically, Path(self.opts.ready_file), self.address)
@@ -191,8 +190,7 @@ class Controller:
                 return None
             if kv is None or parse_leader(kv.value) != self.address:
                 return None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._leading.wait(), LEADER_START_WAIT_S)
+        await event_within(self._leading, LEADER_START_WAIT_S)
         return self.leader
 
     def _take_first_warm(self, let_go: bool = False
@@ -256,7 +254,7 @@ async def _nothing_listens(address: str, probes: int = 2) -> bool:
         if attempt:
             await asyncio.sleep(0.05)
         try:
-            _, writer = await asyncio.wait_for(
+            _, writer = await within(
                 asyncio.open_connection(host.strip("[]"), int(port)), 0.5)
         except ConnectionRefusedError:
             continue

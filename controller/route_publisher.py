@@ -32,10 +32,10 @@ empty table during a failover.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from weir.cancellation import event_within
 from weir.dataplane.route_delta import (
     IndexedDeployment,
     Key,
@@ -135,8 +135,7 @@ class RoutePublisher:
             await self._dirty.wait()
             wait = self._last_publish + LOAD_PUBLISH_INTERVAL_S - loop.time()
             if not self._urgent.is_set() and wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), wait)
+                await event_within(self._urgent, wait)
             urgent = self._urgent.is_set()
             # A change of the replica set goes out at once unless a burst of them just
             # did (a rolling update makes hundreds); one right after a load-only table

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import structlog
 
+from weir.cancellation import within
 from weir.dataplane.caller import DataPlane
 from weir.dataplane.request_id import new_request_id
 from weir.dataplane.route_table import match_route
@@ -134,7 +135,7 @@ async def _pump(call: Any, receive: Any, send: Any) -> None:
         up.result()
         # The client left; give the app a moment to end its side, then stop.
         with contextlib.suppress(Exception):  # the client is gone: nothing to tell it
-            await asyncio.wait_for(down, 1.0)
+            await within(down, 1.0)
     except grpc.aio.AioRpcError as exc:
         log.warning("websocket stream to the replica failed", error=exc.code().name)
         with contextlib.suppress(Exception):

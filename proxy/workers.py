@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import structlog
 
+from weir.cancellation import within
+
 log = structlog.get_logger("weir.proxy")
 
 #: How long a worker has to stop after SIGTERM before it is killed.
@@ -77,7 +79,7 @@ async def stop_workers(started: Sequence[asyncio.subprocess.Process],
             proc.send_signal(signal.SIGTERM)
     for proc in started:
         try:
-            await asyncio.wait_for(proc.wait(), grace_s)
+            await within(proc.wait(), grace_s)
         except TimeoutError:
             log.warning("proxy worker ignored SIGTERM; killed", pid=proc.pid)
             proc.kill()

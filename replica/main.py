@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from weir import auth, context, multiplex
+from weir.cancellation import event_within, within
 from weir.config.deployment_options import DEFAULT_DEPLOYMENT_OPTIONS, user_config_json
 from weir.config.logging_settings import LoggingSettings, logging_settings, replica_log_file
 from weir.dataplane.route_table import LeaderLocator
@@ -173,7 +174,7 @@ class Replica:
         if self.server.channel_socket is not None:  # drained: its calls are done
             await self.server.channel_socket.stop()
         try:  # the multiplexed models' __del__ run, as in Ray
-            await asyncio.wait_for(multiplex.release_all(), self.graceful_timeout)
+            await within(multiplex.release_all(), self.graceful_timeout)
         except TimeoutError:
             log.warning("releasing multiplexed models timed out", timeout_s=self.graceful_timeout)
         if self.server.user is not None:
@@ -189,11 +190,7 @@ class Replica:
         deadline = time.monotonic() + self.graceful_timeout
         log.info("draining", ongoing=self.server.ongoing, timeout_s=self.graceful_timeout)
         while self.server.ongoing > 0 and time.monotonic() < deadline:
-            try:
-                await asyncio.wait_for(self.server.idle.wait(),
-                                       min(0.1, deadline - time.monotonic()))
-            except TimeoutError:
-                pass
+            await event_within(self.server.idle, min(0.1, deadline - time.monotonic()))
         # Let the session tell the controller we are stopping before we vanish.
         await asyncio.sleep(0.05)
 

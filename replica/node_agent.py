@@ -36,6 +36,7 @@ from pathlib import Path
 
 import structlog
 
+from weir.cancellation import within
 from weir.etcd.etcd_store import EtcdStore
 from weir.etcd.keys import (
     APPS_PREFIX,
@@ -132,7 +133,7 @@ class NodeAgent:
                 log.warning("cannot read assignments; replicas keep running", error=str(exc))
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wait_any(signalled), RECONCILE_S)
+                await within(self._wait_any(signalled), RECONCILE_S)
         watcher.cancel()
         prefetcher.cancel()
         for task in self._prefetching.values():

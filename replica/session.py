@@ -34,6 +34,7 @@ import grpc
 import structlog
 
 from weir import auth, multiplex
+from weir.cancellation import within
 from weir.dataplane.route_table import LeaderLocator, follow_leader
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
@@ -251,7 +252,7 @@ class ControllerSession:
         """Send `report`; False if the controller did not take it in time (a stream to a
         controller that is going away can block a write forever)."""
         try:
-            await asyncio.wait_for(call.write(report), REGISTER_TIMEOUT_S)
+            await within(call.write(report), REGISTER_TIMEOUT_S)
         except TimeoutError:
             log.info("controller stopped taking reports; reconnecting", controller=address)
             return False

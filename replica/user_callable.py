@@ -22,6 +22,7 @@ import cloudpickle
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from weir import cancellation
 from weir.dataplane import payload
 from weir.protos import weir_pb2 as pb
 from weir.replica.json_encoding import jsonable
@@ -45,12 +46,12 @@ class CallTimedOut(Exception):
 async def within(timeout: float | None, work: Awaitable[T]) -> T:
     """Await `work`, cancelling it after `timeout` seconds (None: no limit) and raising
     CallTimedOut. Without a limit it is a plain await: `asyncio.timeout` costs more than a
-    no-op call, and `asyncio.wait_for` runs the work in a task of its own on 3.11."""
+    no-op call, and `weir.cancellation.within` runs the work in a task of its own."""
     if timeout is None:
         return await work
-    if not hasattr(asyncio, "timeout"):  # Python 3.10: wait_for, a task of its own
+    if not hasattr(asyncio, "timeout"):  # Python 3.10: a task of its own
         try:
-            return await asyncio.wait_for(work, timeout)
+            return await cancellation.within(work, timeout)
         except asyncio.TimeoutError:
             raise CallTimedOut(f"timed out after {timeout:.3f} s") from None
     scope = asyncio.timeout(timeout)

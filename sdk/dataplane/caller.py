@@ -20,6 +20,7 @@ import grpc
 import structlog
 
 from weir import tracing
+from weir.cancellation import event_within
 from weir.dataplane.queue_report import QueueReporter
 from weir.dataplane.request_body import RequestBody
 from weir.dataplane.route_table import LeaderLocator, RouteTable, RouteTableSubscriber
@@ -126,10 +127,7 @@ class DataPlane:
                     f"deployment {deployment!r} of application {app!r} is not known to the "
                     "cluster (not deployed, or the controller is unreachable)"
                 )
-            try:
-                await asyncio.wait_for(self._table_changed.wait(), remaining)
-            except TimeoutError:
-                pass
+            await event_within(self._table_changed, remaining)
 
     async def _prepare(self, app: str, deployment: str, request: pb.CallRequest,
                        deadline: float | None) -> DeploymentRouter:

@@ -28,6 +28,7 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from weir import auth
+from weir.cancellation import within
 from weir.protos import weir_pb2 as pb
 
 log = structlog.get_logger("weir.dataplane.frame_socket")
@@ -126,10 +127,10 @@ async def connect(host: str, port: int, timeout: float,
     OSError or TimeoutError if the replica cannot be reached; FrameSocketClosed if it
     refused the token."""
     token = auth.cluster_token() if token is None else token
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    reader, writer = await within(asyncio.open_connection(host, port), timeout)
     try:
         writer.write(encode(token.encode()))
-        answer = await asyncio.wait_for(reader.read(1), timeout)
+        answer = await within(reader.read(1), timeout)
     except BaseException:
         writer.close()
         raise
@@ -165,7 +166,7 @@ class FrameSocketServer:
         assert task is not None
         self._connections[task] = writer
         try:
-            given = await asyncio.wait_for(read_message(reader, MAX_TOKEN_BYTES),
+            given = await within(read_message(reader, MAX_TOKEN_BYTES),
                                            TOKEN_TIMEOUT_S)
             if given is None or (self._expected
                                  and not hmac.compare_digest(given, self._expected)):

@@ -21,6 +21,7 @@ import grpc
 import structlog
 
 from weir.backoff import Backoff
+from weir.cancellation import event_within
 from weir.dataplane.router import DeploymentRouter
 from weir.protos import weir_pb2 as pb
 from weir.protos import weir_pb2_grpc as pb_grpc
@@ -78,9 +79,5 @@ class QueueReporter:
             if report != last or report.queues:
                 yield report
                 last = report
-            try:
-                await asyncio.wait_for(self._changed.wait(),
-                                       REFRESH_S if report.queues else None)
-            except TimeoutError:
-                pass
+            await event_within(self._changed, REFRESH_S if report.queues else None)
             await asyncio.sleep(REPORT_MIN_INTERVAL_S)

@@ -17,6 +17,7 @@ import structlog
 
 from weir import auth
 from weir.backoff import Backoff
+from weir.cancellation import event_within
 from weir.dataplane.route_delta import Positions, TableChange, apply_delta, table_change
 from weir.etcd.keys import LEADER_KEY
 from weir.etcd.store import Store, StoreError, WatchEvent
@@ -167,8 +168,7 @@ class LeaderLocator:
 
     async def until_changed(self, timeout: float) -> None:
         """Return when the leader key next changes, or after `timeout` seconds."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+        await event_within(self._changed, timeout)
 
     def _start_watch(self) -> None:
         if self._watch is None:

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from weir.cancellation import event_within
 from weir.dataplane.model_affinity import (
     MODEL_MATCH_WAIT_S,
     model_candidates,
@@ -259,10 +260,7 @@ class DeploymentRouter:
                 waiter.event.clear()
                 wait = self._poll_interval(deadline,
                                            since + MODEL_MATCH_WAIT_S if model_id else None)
-                try:
-                    await asyncio.wait_for(waiter.event.wait(), wait)
-                except TimeoutError:
-                    pass
+                await event_within(waiter.event, wait)
                 if waiter.slot is None and deadline is not None and time.monotonic() >= deadline:
                     raise DeploymentUnavailableError(
                         f"no replica of deployment {self.deployment!r} in application "

@@ -25,6 +25,7 @@ import grpc
 import structlog
 
 from weir import auth
+from weir.cancellation import within
 from weir.dataplane.frame_socket import (
     MAX_MESSAGE_BYTES,
     FrameSocketCall,
@@ -214,7 +215,7 @@ class _Multiplexer:
 
     async def next_frame(self, inbox: CallInbox[object], timeout: float | None) -> pb.Frame:
         """The call's next frame; ReplicaCallFailed if the stream broke."""
-        item = await (inbox.get() if timeout is None else asyncio.wait_for(inbox.get(), timeout))
+        item = await (inbox.get() if timeout is None else within(inbox.get(), timeout))
         if item is _BROKEN:
             raise ReplicaCallFailed(self.broken or "stream broke")
         assert isinstance(item, pb.Frame)
@@ -251,7 +252,7 @@ class ReplicaTransport:
         channel, stub = self._stub(address)
         if channel.get_state(try_to_connect=True) != grpc.ChannelConnectivity.READY:
             try:
-                await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_S)
+                await within(channel.channel_ready(), CONNECT_TIMEOUT_S)
             except (TimeoutError, grpc.aio.AioRpcError) as exc:
                 await self.forget(address)
                 raise ReplicaUnreachable(f"replica at {address} is unreachable") from exc

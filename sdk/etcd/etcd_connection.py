@@ -36,6 +36,7 @@ import aetcd.watcher
 import grpc
 import grpc.aio
 
+from weir.cancellation import within
 from weir.etcd.endpoints import (
     PASSWORD_ENV,
     PASSWORD_FILE_ENV,
@@ -305,7 +306,7 @@ class EtcdConnection:
     async def sleep_unless_closed(self, seconds: float) -> bool:
         """Sleep ``seconds``; return ``True`` at once if the store gets closed."""
         try:
-            await asyncio.wait_for(self._closed.wait(), seconds)
+            await within(self._closed.wait(), seconds)
         except asyncio.TimeoutError:
             return False
         if being_cancelled():

@@ -20,6 +20,7 @@ import aetcd.rpc
 import structlog
 
 from weir.backoff import Backoff
+from weir.cancellation import within
 from weir.etcd.etcd_connection import EtcdClient, EtcdConnection
 from weir.etcd.etcd_failures import being_cancelled, compacted
 from weir.etcd.store import StoreError, WatchEvent
@@ -97,7 +98,7 @@ async def watch_prefix(
         finally:
             if watch is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(watch.cancel(), etcd.timeout)
+                    await within(watch.cancel(), etcd.timeout)
         # The stream ended without an error: the store is closing, or aetcd dropped it.
         if etcd.closed:
             return

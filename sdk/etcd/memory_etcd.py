@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from weir.cancellation import within
 from weir.etcd.store import KeyValue, Lease, StoreError, WatchEvent
 
 __all__ = ["WHERE", "LeaseState", "MemoryEtcd"]
@@ -210,7 +211,7 @@ class MemoryEtcd:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            await within(waiter, timeout)
         except asyncio.TimeoutError:
             pass
         finally:

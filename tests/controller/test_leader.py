@@ -407,6 +407,33 @@ def test_passes_woken_again_and_again_leave_the_loop_a_gap() -> None:
     run(scenario())
 
 
+def test_the_pass_loop_cancelled_as_it_is_woken_ends() -> None:
+    # At 10,000 replicas a leader that lost its lease made passes for minutes after its
+    # stop() cancelled the loop: the cancel came as a registration woke the loop, and
+    # asyncio.wait_for (Python < 3.12) took the wake for the answer and dropped the cancel.
+    harness = Harness()
+    passes: list[float] = []
+
+    async def one_pass() -> None:
+        passes.append(time.monotonic())
+
+    harness.leader.reconcile_once = one_pass  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        loop = asyncio.ensure_future(harness.leader._reconcile_loop())
+        deadline = time.monotonic() + 5
+        while not passes and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(PASS_GAP_S)  # past the pass's gap: waiting for a wake
+        harness.leader.wake()
+        loop.cancel()  # in the same turn as the wake
+        done, _ = await asyncio.wait((loop,), timeout=1)
+        assert loop in done and loop.cancelled(), "the loop ran on after its cancel"
+        assert len(passes) == 1
+
+    run(scenario())
+
+
 def test_a_wake_during_a_pass_starts_the_next_pass_at_once() -> None:
     # A replica turning RUNNING while a pass awaits etcd wakes the leader: the next pass must
     # start at once, not after the tick (it was cleared with the pass's end, then waited out
