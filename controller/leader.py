@@ -30,7 +30,7 @@ Failover. A leader that just took over starts from the records: replicas still r
 re-register within a heartbeat and are adopted; records whose process is gone are
 forgotten; no replica is started twice, because starting is bounded by the target count
 over records, and a record is written before its launch. The route table waits until every
-recorded replica has re-registered (or ADOPTION_GRACE_S passed).
+recorded replica has re-registered, or none has for ADOPTION_GRACE_S (`adoption_over`).
 
 Reads never change state (`weir.controller.leader_reads`): `status()` rolls up the replicas
 as the last pass viewed them, `replicas()` views them afresh, neither keeps what it saw.
@@ -88,7 +88,10 @@ TICK_S = 0.5
 #: Passes start at least this long after the last one ended, however often woken
 #: (`pass_gap`).
 PASS_GAP_S = 0.05
+#: A new leader's adoption is over once every recorded replica registered again, or once
+#: none did for ADOPTION_GRACE_S, or ADOPTION_MAX_S after the term began (`adoption_over`).
 ADOPTION_GRACE_S = 3.0
+ADOPTION_MAX_S = 30.0
 #: Each pass views again a share of the replicas in turn, whatever changed, so that every
 #: replica is viewed again once in this long (`Observations`), and looks at their route
 #: targets and health checks again: the level-triggered check spread over the passes. (A
@@ -96,6 +99,17 @@ ADOPTION_GRACE_S = 3.0
 SWEEP_S = 5.0
 
 Key = tuple[str, str]
+
+
+def adoption_over(every_registered: bool, waited_s: float, quiet_s: float) -> bool:
+    """Whether a new leader's adoption is over: every recorded replica registered again
+    (`every_registered`), or none did for ADOPTION_GRACE_S (`quiet_s`: since the last one,
+    or since the term began), or the term is ADOPTION_MAX_S old (`waited_s`). Until then
+    the proxies keep the last leader's table, whole, and the autoscaler waits: at 10,000
+    replicas on two cores none had registered 3 s into the term (their registrations all
+    under way at once), and a grace counted from the term's start published a table
+    without them, sending every request to a 503 while every replica was up. Pure."""
+    return every_registered or quiet_s > ADOPTION_GRACE_S or waited_s > ADOPTION_MAX_S
 
 
 def pass_gap(took: float) -> float:
@@ -126,6 +140,9 @@ class Leader:
         self.started = clock()
         #: Every recorded replica registered (or the grace passed): latched, logged once.
         self._adoption_over = False
+        #: How many replicas had registered when `_adopted` last looked, and since when.
+        self._registered_seen = 0
+        self._registered_since = self.started
         #: The replica records, from a watch between full reads (`self.goal.records`).
         self.replica_records = ReplicaRecords()
         self.goal = ClusterGoal(records=self.replica_records.records)
@@ -373,13 +390,18 @@ class Leader:
     # ------------------------------------------------------------------ routes
 
     def _adopted(self) -> bool:
-        """Whether every recorded replica registered with this leader, or the grace passed
-        (logged once, when first true)."""
+        """Whether this term's adoption is over (`adoption_over`; logged once, when first
+        true)."""
         if self._adoption_over:
             return True
-        waited = self.clock() - self.started
-        every = all(rid in self.sessions.sessions for rid in self.goal.records)
-        if every or waited > ADOPTION_GRACE_S:
+        now, sessions = self.clock(), self.sessions.sessions
+        if len(sessions) != self._registered_seen:
+            self._registered_seen, self._registered_since = len(sessions), now
+        waited = now - self.started
+        # Counted first: a walk of every record each time would cost O(N) per look.
+        every = (len(sessions) >= len(self.goal.records)
+                 and all(rid in sessions for rid in self.goal.records))
+        if adoption_over(every, waited, now - self._registered_since):
             self._adoption_over = True
             log.info("replicas adopted" if every else "adoption grace over",
                      registered=len(self.sessions.sessions), recorded=len(self.goal.records),

@@ -20,7 +20,16 @@ from weir.build import BuiltApp, DeploymentSpec
 from weir.controller.cluster_goal import read_records
 from weir.controller.goal import AppGoal
 from weir.controller.health import FIRST_BACKOFF_S
-from weir.controller.leader import PASS_GAP_S, SWEEP_S, TICK_S, Leader, pass_gap
+from weir.controller.leader import (
+    ADOPTION_GRACE_S,
+    ADOPTION_MAX_S,
+    PASS_GAP_S,
+    SWEEP_S,
+    TICK_S,
+    Leader,
+    adoption_over,
+    pass_gap,
+)
 from weir.controller.pass_stats import step_times
 from weir.controller.record_keeper import FULL_READ_S, freeze_due
 from weir.controller.replica_starts import new_replica_id
@@ -112,8 +121,8 @@ class SimulatedReplica:
         self._task.cancel()
 
 
-def built_goal(definition: bytes, timestamp: float) -> AppGoal:
-    spec = DeploymentSpec("app", "D", {"num_replicas": 1}, definition, ingress=True)
+def built_goal(definition: bytes, timestamp: float, replicas: int = 1) -> AppGoal:
+    spec = DeploymentSpec("app", "D", {"num_replicas": replicas}, definition, ingress=True)
     return AppGoal(name="app", config={"name": "app"}, deployment_timestamp=timestamp,
                    build_key="k", built_json=BuiltApp("app", [spec]).to_json())
 
@@ -403,6 +412,71 @@ def test_passes_woken_again_and_again_leave_the_loop_a_gap() -> None:
         assert 2 <= len(started) <= 0.3 / PASS_GAP_S + 1
         assert all(b - a >= PASS_GAP_S * 0.9 for a, b in itertools.pairwise(started))
         h.close()
+
+    run(scenario())
+
+
+async def two_recorded_replicas(h: Harness) -> list[ReplicaRecord]:
+    """A two-replica deployment whose replicas the leader of `h` placed and recorded."""
+    await h.node.run_assigned()  # registers the node
+    await h.store.put(APPS_PREFIX + "app", built_goal(b"v1", 1.0, replicas=2).to_bytes())
+    await h.leader.reconcile_once()
+    records = await h.node.run_assigned()
+    assert len(records) == 2
+    return records
+
+
+def test_adoption_is_over_when_all_registered_or_none_did_for_the_grace() -> None:
+    assert adoption_over(True, 0.1, 0.1)
+    assert not adoption_over(False, ADOPTION_GRACE_S + 5, ADOPTION_GRACE_S - 0.1)
+    assert adoption_over(False, ADOPTION_GRACE_S + 5, ADOPTION_GRACE_S + 0.1)
+    assert adoption_over(False, ADOPTION_MAX_S + 0.1, 0.0)
+
+
+def test_a_new_leader_waits_for_registrations_that_keep_coming() -> None:
+    # The routes of a new term wait while replicas keep registering, past ADOPTION_GRACE_S
+    # from the term's start, and go out once they are all in.
+    async def scenario() -> None:
+        h = Harness()
+        records = await two_recorded_replicas(h)
+        # The next term: a new leader on the same store.
+        new = Leader(h.store, python_executable=sys.executable, clock=h.clock,
+                     wall_clock=lambda: 1e9 + h.clock())
+        await new.start()
+        try:
+            h.clock.advance(ADOPTION_GRACE_S - 1)
+            first = SimulatedReplica(new, records[0], 1001)
+            await first.report(pb.RUNNING, version=records[0].version)
+            h.clock.advance(ADOPTION_GRACE_S - 1)  # the term is older than the grace
+            assert not new._adopted(), "adoption ended while registrations kept coming"
+            second = SimulatedReplica(new, records[1], 1002)
+            await second.report(pb.RUNNING, version=records[1].version)
+            assert new._adopted()
+            first.close()
+            second.close()
+        finally:
+            await new.stop()
+
+    run(scenario())
+
+
+def test_a_new_leader_ends_adoption_once_none_registered_for_the_grace() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        records = await two_recorded_replicas(h)
+        # The next term: a new leader on the same store.
+        new = Leader(h.store, python_executable=sys.executable, clock=h.clock,
+                     wall_clock=lambda: 1e9 + h.clock())
+        await new.start()
+        try:
+            first = SimulatedReplica(new, records[0], 1001)
+            await first.report(pb.RUNNING, version=records[0].version)
+            assert not new._adopted()
+            h.clock.advance(ADOPTION_GRACE_S + 0.1)  # the other's process is gone
+            assert new._adopted()
+            first.close()
+        finally:
+            await new.stop()
 
     run(scenario())
 
