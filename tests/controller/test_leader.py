@@ -416,14 +416,29 @@ def test_passes_woken_again_and_again_leave_the_loop_a_gap() -> None:
     run(scenario())
 
 
-async def two_recorded_replicas(h: Harness) -> list[ReplicaRecord]:
-    """A two-replica deployment whose replicas the leader of `h` placed and recorded."""
+@contextlib.asynccontextmanager
+async def next_term(h: Harness) -> AsyncIterator[tuple[Leader, list[ReplicaRecord]]]:
+    """A two-replica deployment placed and recorded by the leader of `h`, then a new
+    leader started on the same store (stopped on exit), with the two records."""
     await h.node.run_assigned()  # registers the node
     await h.store.put(APPS_PREFIX + "app", built_goal(b"v1", 1.0, replicas=2).to_bytes())
     await h.leader.reconcile_once()
     records = await h.node.run_assigned()
     assert len(records) == 2
-    return records
+    new = Leader(h.store, python_executable=sys.executable, clock=h.clock,
+                 wall_clock=lambda: 1e9 + h.clock())
+    await new.start()
+    try:
+        yield new, records
+    finally:
+        await new.stop()
+
+
+async def register(leader: Leader, record: ReplicaRecord, pid: int) -> SimulatedReplica:
+    """`record`'s replica registering with `leader`, RUNNING."""
+    replica = SimulatedReplica(leader, record, pid)
+    await replica.report(pb.RUNNING, version=record.version)
+    return replica
 
 
 def test_adoption_is_over_when_all_registered_or_none_did_for_the_grace() -> None:
@@ -438,24 +453,15 @@ def test_a_new_leader_waits_for_registrations_that_keep_coming() -> None:
     # from the term's start, and go out once they are all in.
     async def scenario() -> None:
         h = Harness()
-        records = await two_recorded_replicas(h)
-        # The next term: a new leader on the same store.
-        new = Leader(h.store, python_executable=sys.executable, clock=h.clock,
-                     wall_clock=lambda: 1e9 + h.clock())
-        await new.start()
-        try:
+        async with next_term(h) as (new, records):
             h.clock.advance(ADOPTION_GRACE_S - 1)
-            first = SimulatedReplica(new, records[0], 1001)
-            await first.report(pb.RUNNING, version=records[0].version)
+            first = await register(new, records[0], 1001)
             h.clock.advance(ADOPTION_GRACE_S - 1)  # the term is older than the grace
             assert not new._adopted(), "adoption ended while registrations kept coming"
-            second = SimulatedReplica(new, records[1], 1002)
-            await second.report(pb.RUNNING, version=records[1].version)
+            second = await register(new, records[1], 1002)
             assert new._adopted()
             first.close()
             second.close()
-        finally:
-            await new.stop()
 
     run(scenario())
 
@@ -463,20 +469,12 @@ def test_a_new_leader_waits_for_registrations_that_keep_coming() -> None:
 def test_a_new_leader_ends_adoption_once_none_registered_for_the_grace() -> None:
     async def scenario() -> None:
         h = Harness()
-        records = await two_recorded_replicas(h)
-        # The next term: a new leader on the same store.
-        new = Leader(h.store, python_executable=sys.executable, clock=h.clock,
-                     wall_clock=lambda: 1e9 + h.clock())
-        await new.start()
-        try:
-            first = SimulatedReplica(new, records[0], 1001)
-            await first.report(pb.RUNNING, version=records[0].version)
+        async with next_term(h) as (new, records):
+            first = await register(new, records[0], 1001)
             assert not new._adopted()
             h.clock.advance(ADOPTION_GRACE_S + 0.1)  # the other's process is gone
             assert new._adopted()
             first.close()
-        finally:
-            await new.stop()
 
     run(scenario())
 
