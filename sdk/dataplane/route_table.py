@@ -5,7 +5,6 @@ proxy and handle; subscribers keep serving the last table while the controller i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -17,7 +16,7 @@ import structlog
 
 from weir import auth
 from weir.backoff import Backoff
-from weir.cancellation import event_within
+from weir.cancellation import cancel_all, event_within
 from weir.dataplane.route_delta import Positions, TableChange, apply_delta, table_change
 from weir.etcd.keys import LEADER_KEY
 from weir.etcd.store import Store, StoreError, WatchEvent
@@ -214,9 +213,7 @@ class LeaderLocator:
     async def close(self) -> None:
         """Stop watching; release the etcd connection if the locator opened it."""
         if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await cancel_all([self._watch])
             self._watch = None
         self._known = False
         if self._store is not None and self._owns_store:
@@ -284,11 +281,7 @@ class RouteTableSubscriber:
     async def stop(self) -> None:
         """Stop the subscription."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_all([self._task])
             self._task = None
         await self.locator.close()
 

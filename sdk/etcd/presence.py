@@ -12,6 +12,7 @@ import contextlib
 
 import structlog
 
+from weir.cancellation import cancel_all
 from weir.etcd.store import Lease, Store, StoreError
 
 log = structlog.get_logger("weir.etcd.presence")
@@ -72,9 +73,7 @@ class Presence:
     async def withdraw(self) -> None:
         """Stop re-registering and remove the key at once (etcd permitting)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_all([self._task])
         if self._lease is not None:
             with contextlib.suppress(StoreError):
                 await self.store.revoke_lease(self._lease)
