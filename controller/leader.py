@@ -103,12 +103,13 @@ Key = tuple[str, str]
 
 def adoption_over(every_registered: bool, waited_s: float, quiet_s: float) -> bool:
     """Whether a new leader's adoption is over: every recorded replica registered again
-    (`every_registered`), or none did for ADOPTION_GRACE_S (`quiet_s`: since the last one,
-    or since the term began), or the term is ADOPTION_MAX_S old (`waited_s`). Until then
-    the proxies keep the last leader's table, whole, and the autoscaler waits: at 10,000
-    replicas on two cores none had registered 3 s into the term (their registrations all
-    under way at once), and a grace counted from the term's start published a table
-    without them, sending every request to a 503 while every replica was up. Pure."""
+    (`every_registered`), or none did or was registering for ADOPTION_GRACE_S (`quiet_s`:
+    since the last one, or since the term began), or the term is ADOPTION_MAX_S old
+    (`waited_s`). Until then the proxies keep the last leader's table, whole, and the
+    autoscaler waits: at 10,000 replicas on two cores none had registered 3 s into the
+    term (their registrations all under way at once), and a grace counted from the term's
+    start published a table without them, sending every request to a 503 while every
+    replica was up. Pure."""
     return every_registered or quiet_s > ADOPTION_GRACE_S or waited_s > ADOPTION_MAX_S
 
 
@@ -395,7 +396,9 @@ class Leader:
         if self._adoption_over:
             return True
         now, sessions = self.clock(), self.sessions.sessions
-        if len(sessions) != self._registered_seen:
+        # Registrations under way count as progress: all of them start at once at a
+        # failover, and none may be done for seconds.
+        if len(sessions) != self._registered_seen or self.sessions.registering:
             self._registered_seen, self._registered_since = len(sessions), now
         waited = now - self.started
         # Counted first: a walk of every record each time would cost O(N) per look.

@@ -107,6 +107,9 @@ class ReplicaSessions:
         #: Called with every health-check answer a report carries.
         self._on_answer = on_answer
         self.sessions: dict[str, Session] = {}
+        #: Sessions opened and not yet registered (or refused): a new leader's adoption is
+        #: still under way while any are (at 10,000 replicas all 10,000 are, for seconds).
+        self.registering = 0
 
     def report_of(self, replica_id: str) -> SessionReport | None:
         """The last report of a replica, as plain data (None: it never registered)."""
@@ -153,10 +156,14 @@ class ReplicaSessions:
     async def hold(self, reports: AsyncIterator[pb.ReplicaReport],
                    admit: Admit) -> AsyncIterator[pb.ReplicaCommand]:
         """Hold one replica's session: take its reports, send its commands."""
-        first = await anext(aiter(reports), None)
-        if first is None:
-            return  # hung up before registering (a replica reconnecting at once, say)
-        initial = await admit(first)
+        self.registering += 1
+        try:
+            first = await anext(aiter(reports), None)
+            if first is None:
+                return  # hung up before registering (a replica reconnecting at once, say)
+            initial = await admit(first)
+        finally:
+            self.registering -= 1
         if initial is None:
             log.warning("unknown replica registered; stopping it", replica_id=first.replica_id)
             yield pb.ReplicaCommand(kind=pb.STOP, graceful_shutdown_timeout_s=5)

@@ -479,6 +479,27 @@ def test_a_new_leader_ends_adoption_once_none_registered_for_the_grace() -> None
     run(scenario())
 
 
+def test_a_registration_under_way_keeps_the_adoption_going() -> None:
+    # At a failover every session opens at once and none may be registered for seconds.
+    async def scenario() -> None:
+        h = Harness()
+        async with next_term(h) as (new, records):
+            first = await register(new, records[0], 1001)
+            opening = SimulatedReplica(new, records[1], 1002)  # its first report not read yet
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert new.sessions.registering == 1
+            h.clock.advance(ADOPTION_GRACE_S + 0.1)
+            assert not new._adopted(), "adoption ended with a registration under way"
+            await opening.report(pb.RUNNING, version=records[1].version)
+            assert new.sessions.registering == 0
+            assert new._adopted()
+            first.close()
+            opening.close()
+
+    run(scenario())
+
+
 def test_the_pass_loop_cancelled_as_it_is_woken_ends() -> None:
     # At 10,000 replicas a leader that lost its lease made passes for minutes after its
     # stop() cancelled the loop: the cancel came as a registration woke the loop, and
