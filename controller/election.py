@@ -82,6 +82,7 @@ class Election:
         self._leading = False
         # Bumped at every win: a callback or task of an earlier term must not end this one.
         self._term = 0
+        self.term_revision = 0
         self._lease: Lease | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -155,6 +156,8 @@ class Election:
             return False
         self._lease = lease
         self._leading = True
+        #: The leader key's mod_revision in this term (`weir.controller.term_store`).
+        self.term_revision = held.mod_revision
         self._term += 1
         term = self._term
         self._tasks = [

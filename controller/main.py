@@ -32,6 +32,7 @@ from weir.controller.admin import AdminService
 from weir.controller.app_builder import WARM_CHILD_IDLE_S, let_warm_child_go
 from weir.controller.election import Election
 from weir.controller.leader import Leader
+from weir.controller.term_store import TermStore
 from weir.dataplane.route_table import parse_leader
 from weir.dataplane.transport import CHANNEL_OPTIONS
 from weir.etcd.etcd_store import EtcdStore
@@ -155,7 +156,9 @@ class Controller:
             await election.campaign()
             self._term_starting = True
             self.leader_address = self.address
-            leader = Leader(self.store, python_executable=sys.executable,
+            # Every write of the term is guarded on it (`weir.controller.term_store`).
+            term_store = TermStore(self.store, LEADER_KEY, election.term_revision)
+            leader = Leader(term_store, python_executable=sys.executable,
                             cluster_id=self.opts.cluster_id, packages=self.packages,
                             address=self.address)
             # A deploy often follows a term's start (a cluster just started): its build
