@@ -8,8 +8,10 @@ registers) then outlives the `cancel()` meant to end it. That happened at 10,000
 a leader that lost its lease kept making passes (stopping and starting replicas) without
 the lease, and never campaigned again, since its `stop()` waited for the loop for ever.
 
-`within` is `wait_for` without that flaw, and `event_within` waits for an event; both are
-built on `asyncio.wait`, which never takes a cancellation for a result. `cancel_all`
+`within` is `wait_for` without that flaw, and `event_within` waits for an event: on Python
+3.11+ both are `asyncio.timeout` (which counts cancellations, and needs no task of its
+own: cheaper than `wait_for`), on 3.10 `asyncio.wait` (which never takes a cancellation
+for a result). `cancel_all`
 cancels tasks until they have ended, so one that swallowed a cancellation anyway (in a
 library's code) is cancelled again instead of holding its owner's stop for ever.
 """
@@ -33,6 +35,15 @@ async def within(awaitable: Awaitable[T], timeout: float | None) -> T:
     of the caller always raises CancelledError, after `awaitable` is cancelled too."""
     if timeout is None:
         return await awaitable
+    if hasattr(asyncio, "timeout"):  # 3.11+: in the caller's task, none of its own
+        async with asyncio.timeout(max(0.0, timeout)):
+            return await awaitable
+    return await within_by_wait(awaitable, timeout)
+
+
+async def within_by_wait(awaitable: Awaitable[T], timeout: float) -> T:
+    """`within` on Python 3.10 (no `asyncio.timeout`): `awaitable` in a task of its own,
+    awaited with `asyncio.wait`."""
     task = asyncio.ensure_future(awaitable)
     try:
         await asyncio.wait((task,), timeout=max(0.0, timeout))

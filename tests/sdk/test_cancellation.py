@@ -13,10 +13,16 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from weir.cancellation import cancel_all, event_within, within
+from weir.cancellation import cancel_all, event_within, within, within_by_wait
+
+Within = Callable[[Awaitable[Any], float], Awaitable[Any]]
+#: Both ways `within` works: asyncio.timeout (3.11+) and asyncio.wait (3.10).
+WITHINS = pytest.mark.parametrize("within_", [within, within_by_wait],
+                                  ids=["within", "within_by_wait"])
 
 
 async def _woken_loop(wait: Callable[[asyncio.Event], Awaitable[object]],
@@ -69,7 +75,8 @@ def test_event_within_keeps_the_cancel() -> None:
     asyncio.run(main())
 
 
-def test_within_keeps_the_cancel_and_cancels_what_it_awaited() -> None:
+@WITHINS
+def test_within_keeps_the_cancel_and_cancels_what_it_awaited(within_: Within) -> None:
     async def main() -> None:
         inner_ended = asyncio.Event()
 
@@ -79,7 +86,7 @@ def test_within_keeps_the_cancel_and_cancels_what_it_awaited() -> None:
             finally:
                 inner_ended.set()
 
-        task = asyncio.get_running_loop().create_task(within(slow(), 10))
+        task = asyncio.get_running_loop().create_task(within_(slow(), 10))
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -89,7 +96,8 @@ def test_within_keeps_the_cancel_and_cancels_what_it_awaited() -> None:
     asyncio.run(main())
 
 
-def test_within_times_out_like_wait_for() -> None:
+@WITHINS
+def test_within_times_out_like_wait_for(within_: Within) -> None:
     async def main() -> None:
         cancelled = asyncio.Event()
 
@@ -101,12 +109,12 @@ def test_within_times_out_like_wait_for() -> None:
                 raise
 
         with pytest.raises(TimeoutError):
-            await within(slow(), 0.01)
+            await within_(slow(), 0.01)
         assert cancelled.is_set()
-        assert await within(asyncio.sleep(0, "done"), 1) == "done"
+        assert await within_(asyncio.sleep(0, "done"), 1) == "done"
         assert await within(asyncio.sleep(0, "no limit"), None) == "no limit"
         with pytest.raises(ValueError, match="boom"):
-            await within(_fails(), 1)
+            await within_(_fails(), 1)
 
     asyncio.run(main())
 
@@ -115,7 +123,8 @@ async def _fails() -> None:
     raise ValueError("boom")
 
 
-def test_within_returns_a_result_that_came_with_the_timeout() -> None:
+@WITHINS
+def test_within_returns_a_result_that_came_with_the_timeout(within_: Within) -> None:
     async def main() -> None:
         async def finishes_when_cancelled() -> str:
             try:
@@ -124,7 +133,7 @@ def test_within_returns_a_result_that_came_with_the_timeout() -> None:
                 return "finished anyway"
             return "slept"
 
-        assert await within(finishes_when_cancelled(), 0.01) == "finished anyway"
+        assert await within_(finishes_when_cancelled(), 0.01) == "finished anyway"
 
     asyncio.run(main())
 
