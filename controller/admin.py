@@ -163,10 +163,11 @@ class AdminService(pb_grpc.ControllerServicer):
             async for command in leader.session(request_iterator):
                 yield command
         except StoreError as exc:
-            # etcd did not take the replica's registration (a slow or failing-over etcd):
-            # the replica retries its session, as after any broken stream.
+            # etcd did not take the replica's registration (a slow or failing-over etcd, or
+            # this term is over: `TermEnded`): the replica retries its session, as after
+            # any broken stream, with whichever controller leads then.
             await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"etcd did not answer; register again: {exc}")
+                                f"the registration was not written ({exc}); register again")
 
     async def WatchRoutes(self, request: pb.WatchRoutesRequest,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RouteTable]:
