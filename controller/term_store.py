@@ -17,10 +17,8 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from types import TracebackType
 
+from weir.controller.record_writer import RECORDS_PER_WRITE
 from weir.etcd.store import KeyValue, Lease, Store, StoreError, WatchEvent
-
-#: How many keys `delete_prefix` deletes in one transaction.
-DELETE_BATCH = 100
 
 
 class TermEnded(StoreError):
@@ -32,8 +30,8 @@ class TermStore:
 
     def __init__(self, store: Store, leader_key: str, revision: int) -> None:
         self._store = store
-        self._fence = {leader_key: revision}
         self._leader_key = leader_key
+        self._revision = revision
 
     # ------------------------------------------------------------------ writes (guarded)
 
@@ -44,7 +42,8 @@ class TermStore:
         if self._leader_key in puts or self._leader_key in deletes:
             raise ValueError("a term's writes never touch the leader key")
         revision = await self._store.commit(
-            puts=puts, deletes=deletes, expect_mod_revision={**expect_mod_revision, **self._fence})
+            puts=puts, deletes=deletes,
+            expect_mod_revision={**expect_mod_revision, self._leader_key: self._revision})
         if revision is None:
             await self._check_term()
         return revision
@@ -64,11 +63,11 @@ class TermStore:
         return existed
 
     async def delete_prefix(self, prefix: str) -> int:
-        """`Store.delete_prefix` within this term: the keys there now, DELETE_BATCH to a
-        transaction (etcd takes at most 128 operations in one)."""
+        """`Store.delete_prefix` within this term: the keys there now, RECORDS_PER_WRITE to
+        a transaction (etcd takes at most 128 operations in one)."""
         items, _ = await self._store.get_prefix(prefix)
-        for i in range(0, len(items), DELETE_BATCH):
-            await self.commit(deletes=[kv.key for kv in items[i:i + DELETE_BATCH]])
+        for i in range(0, len(items), RECORDS_PER_WRITE):
+            await self.commit(deletes=[kv.key for kv in items[i:i + RECORDS_PER_WRITE]])
         return len(items)
 
     async def create_if_absent(self, key: str, value: bytes, *,
@@ -81,9 +80,8 @@ class TermStore:
     async def _check_term(self) -> None:
         """TermEnded if the leader key is no longer this term's."""
         held = await self._store.get(self._leader_key)
-        (key, revision), = self._fence.items()
-        if held is None or held.mod_revision != revision:
-            raise TermEnded(f"this term of leadership is over ({key} is "
+        if held is None or held.mod_revision != self._revision:
+            raise TermEnded(f"this term of leadership is over ({self._leader_key} is "
                             f"{'gone' if held is None else 'held by another term'}): "
                             "not written")
 

@@ -11,9 +11,9 @@ the lease, and never campaigned again, since its `stop()` waited for the loop fo
 `within` is `wait_for` without that flaw, and `event_within` waits for an event: on Python
 3.11+ both are `asyncio.timeout` (which counts cancellations, and needs no task of its
 own: cheaper than `wait_for`), on 3.10 `asyncio.wait` (which never takes a cancellation
-for a result). `cancel_all`
-cancels tasks until they have ended, so one that swallowed a cancellation anyway (in a
-library's code) is cancelled again instead of holding its owner's stop for ever.
+for a result). `cancel_all` cancels tasks until they have ended, so one that swallowed a
+cancellation anyway (in a library's code) is cancelled again instead of holding its
+owner's stop for ever.
 """
 
 from __future__ import annotations

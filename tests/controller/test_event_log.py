@@ -71,3 +71,17 @@ def test_the_log_keeps_the_last_events_in_order() -> None:
     assert len(events) == 30
     assert [e["message"] for e in events] == [f"deploy {i}" for i in range(30, 60)]
     assert events[0] == {"time": 7.0, "kind": "deploy", "message": "deploy 30", "app": "a"}
+
+
+def test_a_terms_first_write_trims_more_than_one_transaction_takes() -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        store = MemoryStore()
+        earlier = EventLog(store, clock=lambda: 1.0, limit=0)  # a term that never trimmed
+        for i in range(250):
+            await earlier.note("deploy", f"deploy {i}", app="a")
+        log = EventLog(store, clock=lambda: 2.0, limit=10)
+        await log.note("deploy", "deploy 250", app="a")  # the term's first write trims
+        return await read_events(store)
+
+    events = asyncio.run(scenario())
+    assert [e["message"] for e in events] == [f"deploy {i}" for i in range(241, 251)]
