@@ -4,8 +4,9 @@ several processes), speaking to a real leader and a real etcd.
 
 What is real and what is not. Each simulated replica holds the real `ReplicaSession` stream
 through the replica's own `weir.replica.session.ControllerSession` (registration, reports
-at its normal cadence, commands), and answers INIT, RECONFIGURE, STOP and CHECK_HEALTH as
-a replica does (healthy: it runs no user code); it serves no requests. Each
+at its normal cadence, commands), answers INIT, RECONFIGURE and STOP as a replica does,
+and checks its health on a replica's own schedule from INIT (healthy: it runs no user
+code); it serves no requests. Each
 simulated node registers a lease-bound `NodeRecord` and "starts" the replicas the leader
 assigns to it, as `weir.replica.node_agent` does, listing them in its record. Route
 subscribers are `weir.dataplane.route_table.RouteTableSubscriber`s, a proxy's own.
@@ -115,8 +116,8 @@ async def healthy() -> pb.HealthCheckReply:
     return pb.HealthCheckReply(healthy=True)
 
 
-#: The address every simulated replica registers with. Nothing connects to it: the leader
-#: asks for health on the replica's session, and the simulated subscribers send no calls.
+#: The address every simulated replica registers with. Nothing connects to it: health
+#: checks' answers go on the replica's session, and the simulated subscribers send no calls.
 SIM_REPLICA_ADDRESS = "127.0.0.1:9"
 
 
@@ -224,6 +225,9 @@ class Fleet:
             replica.version = spec["version"]
             replica.user_config = user_config_json(spec["options"].get("user_config"))
             replica.state = pb.RUNNING
+            if replica.session is not None:
+                replica.session.check_every(float(spec["options"]["health_check_period_s"]),
+                                            float(spec["options"]["health_check_timeout_s"]))
         elif command.kind == pb.RECONFIGURE:
             replica.user_config = command.user_config_json
         elif command.kind == pb.STOP:

@@ -1,33 +1,31 @@
-"""Health checks from outside: the leader asks each RUNNING replica over its session.
+"""Health checks: every RUNNING replica proves its health to the leader each period.
 
 Design. A replica's own view of its health is not enough: a frozen process (SIGSTOP), an
-event loop blocked by user code, or a replica cut off from the controller keeps reporting
-(or keeps its last report) HEALTHY. As in Ray Serve, the controller checks every replica
-each `health_check_period_s`, bounded by `health_check_timeout_s`; the replica runs the
-user's `check_health()`. HEALTH_CHECK_FAILURE_THRESHOLD failures in a row (an unhealthy
-answer, no answer in time, or no session to ask on) make it UNHEALTHY: it leaves routing,
-is killed and replaced, and the other replicas serve meanwhile.
+event loop blocked by user code, or a replica cut off from the controller keeps (or keeps
+its last report) HEALTHY. As in Ray Serve, each replica's `check_health()` runs every
+`health_check_period_s`, bounded by `health_check_timeout_s`, and
+HEALTH_CHECK_FAILURE_THRESHOLD failures in a row make it UNHEALTHY: it leaves routing, is
+killed and replaced, and the other replicas serve meanwhile.
 
-The question goes on the stream the replica already holds to the leader (a CHECK_HEALTH
-command with an id) and the answer comes back in one of its reports (`health_check`,
-with the same id). A unary call per replica per period cost the leader a gRPC call, a
-channel and a task each: 14 % of its busy time at 2,000 replicas, 1,000 calls a second at
-10,000. The timeout is the leader's, as before: a replica that cannot answer (frozen,
-its loop blocked, its check hung) is one that does not answer in time, found by the next
-pass (`CheckBook.expired`; passes come at least every TICK_S, so at most that late). A
-timer per check cost the leader more than the rest of the check's bookkeeping. An answer
-with an id the leader no longer waits for (late, or from an earlier session) counts for
-nothing.
+The replica runs its checks on its own schedule and sends each outcome in a report
+(`weir.replica.session`); each answer promises the next within `next_within_s`. What the
+leader counts as a failure: an unhealthy answer, or a promise broken (no answer in time: a
+frozen process, a blocked loop, a hung check that could not even time out, a replica with
+no session). The leader used to ask for each check with a command on the session: 500
+commands a second out of the leader at 5,000 replicas, and as many answers in, each in a
+report of its own; now a healthy answer rides on a report going out anyway when one does.
+A replica whose promise is broken is next due max(period, timeout) later, as a check in
+flight would have timed out again.
 
-Which replicas are due and how failures count is pure (`CheckBook`, `CheckTargets`);
-`HealthProber` only sends the commands and takes the answers. The reconcile pass reads the
-result (`failures`) as observations.
+When each replica is due and how failures count is pure (`CheckBook`, `CheckTargets`);
+`HealthProber` takes the answers and the passes' views. The reconcile pass reads the result
+(`failures`) as observations. Passes come at least every TICK_S, so a broken promise is
+found at most that late; no timer per replica.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -36,20 +34,18 @@ import structlog
 from weir.controller.goal import DeploymentPlan
 from weir.controller.observe import SessionReport
 from weir.controller.reconciler import ReplicaView
+from weir.health_promise import next_answer_within
 from weir.protos import weir_pb2 as pb
 
 log = structlog.get_logger("weir.controller.health")
 
 #: Consecutive failed checks that make a replica UNHEALTHY (Ray Serve's threshold).
 HEALTH_CHECK_FAILURE_THRESHOLD = 3
-#: Why a check failed when the replica had no session to ask it on, and its timeout passed
-#: (a check due while the session is down waits out health_check_timeout_s like one
-#: unanswered: at a failover thousands of replicas re-register, and failing them at once
-#: made the leader kill running replicas that had not come back yet).
+#: Why a check failed when its replica had no session with the leader when it was due (a
+#: check due while the session is down waits its promise out like one unanswered: at a
+#: failover thousands of replicas re-register, and failing them at once made the leader
+#: kill running replicas that had not come back yet).
 NO_SESSION = "unreachable (no session with the leader)"
-
-#: Sends a command on a replica's session; False if it has none now.
-Send = Callable[[str, pb.ReplicaCommand], bool]
 
 
 @dataclass(frozen=True)
@@ -60,15 +56,17 @@ class CheckTarget:
     period_s: float
     timeout_s: float
 
+    @property
+    def first_within_s(self) -> float:
+        """How soon its first answer is due after it became a target: what a replica
+        promises with each answer (`next_answer_within`)."""
+        return next_answer_within(self.period_s, self.timeout_s)
 
-def due_checks(targets: Iterable[CheckTarget], last_started: Mapping[str, float],
-               in_flight: Iterable[str], now: float) -> list[CheckTarget]:
-    """The replicas whose next check is due: a period after the last one started (or after
-    the replica was first seen RUNNING), and none in flight. The plain walk over every
-    target: `CheckBook` finds the same ones from its queue of due times."""
-    busy = set(in_flight)
-    return [t for t in targets if t.replica_id not in busy
-            and t.replica_id in last_started and last_started[t.replica_id] + t.period_s <= now]
+    @property
+    def again_within_s(self) -> float:
+        """After a broken promise, how soon the next answer is due: a check in flight with
+        no answer would have timed out again by then, or the next one begun."""
+        return max(self.period_s, self.timeout_s)
 
 
 @dataclass(frozen=True)
@@ -88,91 +86,96 @@ def answer_reason(answer: pb.HealthCheckAnswer) -> str:
     return answer.message or "check_health() failed"
 
 
-class CheckBook:
-    """Which checks are due and in flight, and each replica's failures in a row. Pure (no
-    I/O, the clock passed in): `HealthProber` gives it the changes of the targets
-    (`change`), sends what `start` returns and reports each check's end to `finish`.
+def broken_promise(waited_s: float, target: CheckTarget) -> str:
+    """Why a replica that sent no answer for `waited_s` failed its check."""
+    return (f"no answer for {waited_s:g} s (health_check_period_s={target.period_s:g}, "
+            f"health_check_timeout_s={target.timeout_s:g}): the replica is frozen, its "
+            "loop blocked, or it is cut off")
 
-    Each pass's work is what changed and what is due, not every replica checked: the next
-    checks wait in a heap by due time and the checks in flight in one by deadline. (Walking
-    every target each pass grew faster than the replicas: 8.5 ms of a 20 ms pass at
-    10,000.) An entry is pushed again when its replica's due time moves and the old one is
-    left in place, found stale when it comes up (`_is_due`)."""
+
+class CheckBook:
+    """When each replica's next answer is due, and its failures in a row. Pure (no I/O,
+    the clock passed in): `HealthProber` gives it the changes of the targets (`change`),
+    each answer (`answered`) and, each pass, the time (`expired`).
+
+    Each pass's work is what changed and what is due, not every replica: the due times wait
+    in a heap. An entry is pushed again when its replica's due time moves and the old one is
+    left in place, found stale when it comes up (`_is_current`)."""
 
     def __init__(self) -> None:
-        self._ids = itertools.count(1)
         #: Replica id -> its check's options (the replicas to check).
         self.targets: dict[str, CheckTarget] = {}
-        self.last_started: dict[str, float] = {}
-        #: Replica id -> the id of its check in flight.
-        self.in_flight: dict[str, int] = {}
-        #: (due time, replica id) of the next checks; stale entries among them.
-        self._due: list[tuple[float, str]] = []
-        #: (deadline, check id, replica id, timeout) of the checks in flight; stale
-        #: entries (answered, forgotten) among them.
-        self._deadlines: list[tuple[float, int, str, float]] = []
+        #: Replica id -> when its next answer is due, and since when it has waited (its
+        #: last answer, or when it was first put).
+        self.due: dict[str, tuple[float, float]] = {}
+        #: (due time, replica id); stale entries among them.
+        self._heap: list[tuple[float, str]] = []
         self.consecutive: dict[str, int] = {}
         #: Replica id -> why it failed its last HEALTH_CHECK_FAILURE_THRESHOLD checks.
         self.failures: dict[str, str] = {}
 
     def change(self, put: Iterable[CheckTarget], removed: Iterable[str], now: float) -> None:
         """Forget the replicas `removed`; check those `put` with their (new) options. A
-        replica first put now is due a period later; one already checked keeps its last
-        check's start, and is next due a new period after it."""
+        replica first put now owes its first answer `first_within_s` from now; one already
+        checked keeps its due time (its promise stands)."""
         for replica_id in removed:
             self.forget(replica_id)
         for t in put:
             self.targets[t.replica_id] = t
-            started = self.last_started.setdefault(t.replica_id, now)
-            if t.replica_id not in self.in_flight:
-                heapq.heappush(self._due, (started + t.period_s, t.replica_id))
-        # Stale entries (periods changed again and again) would otherwise pile up until
-        # their due time: keep the heap within twice the targets.
-        if len(self._due) > 2 * len(self.targets) + 64:
-            self._due = [e for e in self._due if self._is_due(*e)]
-            heapq.heapify(self._due)
+            if t.replica_id not in self.due:
+                self._set_due(t.replica_id, now + t.first_within_s, now)
+        # Stale entries (answers come every period) would otherwise pile up until their
+        # due time: keep the heap within twice the targets.
+        if len(self._heap) > 2 * len(self.targets) + 64:
+            self._heap = [e for e in self._heap if self._is_current(*e)]
+            heapq.heapify(self._heap)
 
-    def start(self, now: float) -> list[tuple[CheckTarget, int]]:
-        """The checks due now, each with its new id (taken as in flight)."""
-        due = []
-        while self._due and self._due[0][0] <= now:
-            at, replica_id = heapq.heappop(self._due)
-            if not self._is_due(at, replica_id):
+    def answered(self, replica_id: str, reason: str, next_within_s: float,
+                 now: float) -> bool | None:
+        """A replica's answer came: healthy (`reason` empty) or not, with its next promised
+        within `next_within_s` (0: none promised; the target's `first_within_s` then).
+        None if the replica is not checked (nothing changes); else whether this failure
+        made it UNHEALTHY (`_count`)."""
+        t = self.targets.get(replica_id)
+        if t is None:
+            return None
+        self._set_due(replica_id, now + (next_within_s or t.first_within_s), now)
+        return self._count(replica_id, reason)
+
+    def expired(self, now: float, connected: Callable[[str], bool] = lambda _: True
+                ) -> list[tuple[str, str, bool]]:
+        """The replicas whose promised answer did not come by now, each as (replica id, why
+        it failed, whether that made it UNHEALTHY): each counts as a failed check and is
+        next due `again_within_s` from now. `connected` says whether a replica has a
+        session now (one that has not fails as NO_SESSION)."""
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            at, replica_id = heapq.heappop(self._heap)
+            if not self._is_current(at, replica_id):
                 continue
             t = self.targets[replica_id]
-            check_id = next(self._ids)
-            self.last_started[replica_id] = now
-            self.in_flight[replica_id] = check_id
-            heapq.heappush(self._deadlines, (now + t.timeout_s, check_id, replica_id,
-                                             t.timeout_s))
-            due.append((t, check_id))
-        return due
-
-    def expired(self, now: float) -> list[tuple[str, int, str]]:
-        """The checks in flight not answered within their timeout, each as (replica id,
-        check id, why it failed): taken off the deadlines, so the caller passes each to
-        `finish`."""
-        out = []
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, check_id, replica_id, timeout = heapq.heappop(self._deadlines)
-            if self.in_flight.get(replica_id) == check_id:
-                out.append((replica_id, check_id,
-                            f"no answer within health_check_timeout_s={timeout:g}"))
+            reason = (broken_promise(round(now - self.due[replica_id][1], 1), t)
+                      if connected(replica_id) else NO_SESSION)
+            self._set_due(replica_id, now + t.again_within_s, self.due[replica_id][1])
+            out.append((replica_id, reason, self._count(replica_id, reason)))
         return out
 
-    def finish(self, replica_id: str, check_id: int, reason: str) -> bool | None:
-        """Check `check_id` of a replica ended: passed (`reason` empty) or failed for
-        `reason`. None if that is not the check in flight (late, or the replica was
-        forgotten: nothing changes); else True if this failure made the replica UNHEALTHY
-        (the HEALTH_CHECK_FAILURE_THRESHOLD-th in a row), False otherwise. A pass ends the
-        run of failures but not UNHEALTHY: that replica is being replaced. The next check
-        is due a period after this one started."""
-        if self.in_flight.get(replica_id) != check_id:
-            return None
-        del self.in_flight[replica_id]
-        t = self.targets.get(replica_id)
-        if t is not None:
-            heapq.heappush(self._due, (self.last_started[replica_id] + t.period_s, replica_id))
+    def forget(self, replica_id: str) -> None:
+        """Drop everything about a replica (it stopped being RUNNING or is gone); its heap
+        entries go stale."""
+        self.targets.pop(replica_id, None)
+        self.due.pop(replica_id, None)
+        self.consecutive.pop(replica_id, None)
+        self.failures.pop(replica_id, None)
+
+    def _set_due(self, replica_id: str, at: float, since: float) -> None:
+        self.due[replica_id] = (at, since)
+        heapq.heappush(self._heap, (at, replica_id))
+
+    def _count(self, replica_id: str, reason: str) -> bool:
+        """Count one check's outcome: True if this failure is the
+        HEALTH_CHECK_FAILURE_THRESHOLD-th in a row (the replica is UNHEALTHY now). A pass
+        ends the run of failures but not UNHEALTHY: that replica is being replaced."""
         if not reason:
             self.consecutive.pop(replica_id, None)
             return False
@@ -182,32 +185,22 @@ class CheckBook:
             return True
         return False
 
-    def forget(self, replica_id: str) -> None:
-        """Drop everything about a replica (it stopped being RUNNING or is gone); its heap
-        entries go stale."""
-        self.targets.pop(replica_id, None)
-        self.last_started.pop(replica_id, None)
-        self.in_flight.pop(replica_id, None)
-        self.consecutive.pop(replica_id, None)
-        self.failures.pop(replica_id, None)
-
-    def _is_due(self, at: float, replica_id: str) -> bool:
-        """Whether a due-heap entry is current: its replica is still checked, with no check
-        in flight, and this is still its next due time (not one before a new period)."""
-        t = self.targets.get(replica_id)
-        return (t is not None and replica_id not in self.in_flight
-                and at == self.last_started[replica_id] + t.period_s)
+    def _is_current(self, at: float, replica_id: str) -> bool:
+        """Whether a heap entry is its replica's due time now."""
+        due = self.due.get(replica_id)
+        return due is not None and due[0] == at
 
 
 class HealthProber:
-    """Sends the checks `CheckBook` finds due on the replicas' sessions (`send`) and takes
-    the answers (`answered`); each update fails the checks past their timeout."""
+    """Takes the replicas' answers (`answered`) and, each pass, fails the replicas whose
+    promised answer did not come (`update`)."""
 
     def __init__(self, on_unhealthy: Callable[[], None], clock: Callable[[], float],
-                 send: Send, report_of: Callable[[str], SessionReport | None]) -> None:
+                 connected: Callable[[str], bool],
+                 report_of: Callable[[str], SessionReport | None]) -> None:
         self._on_unhealthy = on_unhealthy
         self._clock = clock
-        self._send = send
+        self._connected = connected
         self._report_of = report_of
         self.book = CheckBook()
         #: The replicas to check, as of the last pass (`follow`).
@@ -215,8 +208,6 @@ class HealthProber:
         #: Replica id -> why it is unhealthy (the same dict for the leader's life: the
         #: route table reads it).
         self.failures = self.book.failures
-        #: Replica id -> its check in flight that could not be sent (no session then).
-        self._unsent: dict[str, int] = {}
 
     def follow(self, plans: Mapping[tuple[str, str], DeploymentPlan],
                views: Iterable[ReplicaView], reviewed: Iterable[str],
@@ -228,29 +219,24 @@ class HealthProber:
                                         self._address_of))
 
     def update(self, changes: CheckChanges) -> None:
-        """Fail the checks past their timeout, take the changes of the targets (forget
-        replicas no longer RUNNING) and ask the replicas whose checks are due."""
+        """Fail the replicas whose promised answer is late, then take the changes of the
+        targets (forget replicas no longer RUNNING)."""
         now = self._clock()
-        for rid, check_id, reason in self.book.expired(now):
-            if self._unsent.get(rid) == check_id:
-                reason = NO_SESSION
-            self._finish(rid, check_id, reason)
+        for rid, reason, unhealthy in self.book.expired(now, self._connected):
+            self._judged(rid, reason, unhealthy)
         self.book.change(changes.put, changes.removed, now)
-        for rid in changes.removed:
-            self._unsent.pop(rid, None)
-        for target, check_id in self.book.start(now):
-            command = pb.ReplicaCommand(kind=pb.CHECK_HEALTH, health_check_id=check_id)
-            if not self._send(target.replica_id, command):
-                self._unsent[target.replica_id] = check_id  # fails at its timeout
 
     def answered(self, replica_id: str, answer: pb.HealthCheckAnswer) -> None:
-        """A replica's session brought the answer to a check."""
-        self._finish(replica_id, answer.check_id, answer_reason(answer))
+        """A replica's report brought the outcome of one of its checks."""
+        reason = answer_reason(answer)
+        unhealthy = self.book.answered(replica_id, reason, answer.next_within_s,
+                                       self._clock())
+        if unhealthy is not None:
+            self._judged(replica_id, reason, unhealthy)
 
     def forget(self, replica_id: str) -> None:
         """Drop everything about a replica (it stopped being RUNNING or is gone)."""
         self.book.forget(replica_id)
-        self._unsent.pop(replica_id, None)
 
     async def stop(self) -> None:
         """Nothing runs between updates: kept for the leader's orderly stop."""
@@ -259,16 +245,11 @@ class HealthProber:
         report = self._report_of(replica_id)
         return report.address if report is not None else None
 
-    def _finish(self, replica_id: str, check_id: int, reason: str) -> None:
-        if self._unsent.get(replica_id) == check_id:
-            del self._unsent[replica_id]
-        verdict = self.book.finish(replica_id, check_id, reason)
-        if verdict is None:
-            return
+    def _judged(self, replica_id: str, reason: str, unhealthy: bool) -> None:
         if reason:
             log.warning("health check failed", replica_id=replica_id, reason=reason,
                         consecutive=self.book.consecutive.get(replica_id, 0))
-        if verdict:
+        if unhealthy:
             self._on_unhealthy()
 
 

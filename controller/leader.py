@@ -183,7 +183,7 @@ class Leader:
                                         lambda rid, answer: self.prober.answered(rid, answer))
         self.queues = CallerQueues(self.ended, clock, self._on_new_demand)
         # Each replica's multiplexed models reach the route table from its session.
-        self.prober = HealthProber(self.wake, clock, self.sessions.send,
+        self.prober = HealthProber(self.wake, clock, self.sessions.connected,
                                    self.sessions.report_of)
         #: What changed of the route table since the last one, and the next table.
         self.route_changes = RouteChanges(lambda: self.routes, lambda: self.goal,

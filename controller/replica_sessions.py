@@ -1,8 +1,7 @@
 """Replica sessions: the leader's side of each replica's bidi stream.
 
 A replica registers on its first report; the leader answers REGISTERED, then whatever
-commands the reconcile pass queues for it (INIT, RECONFIGURE, STOP) and the health checks
-(CHECK_HEALTH, `weir.controller.health_prober`). Later reports update
+commands the reconcile pass queues for it (INIT, RECONFIGURE, STOP). Later reports update
 what the leader sees of it (a report carries the replica's multiplexed models only when
 they changed, so they are kept apart from the last report). A session ends when the
 replica hangs up or the term of leadership ends; the replica then finds the next leader
@@ -29,7 +28,8 @@ log = structlog.get_logger("weir.controller.sessions")
 #: What the leader answers a registration with: the first commands to queue, or None to
 #: refuse (an unknown replica: it is told to stop).
 Admit = Callable[[pb.ReplicaReport], Awaitable[list[pb.ReplicaCommand] | None]]
-#: Takes a replica's answer to a health check (its id, and the answer).
+#: Takes the outcome of a replica's health check (its id, and the answer a report carried:
+#: `weir.controller.health_prober`).
 OnAnswer = Callable[[str, pb.HealthCheckAnswer], None]
 
 
@@ -202,7 +202,7 @@ class ReplicaSessions:
         ended = loop.create_task(self._ended.wait())
         # The reader's end and the term's put None in the queue, so the loop waits on the
         # queue alone: a task and an asyncio.wait per command were 5 % of the leader's time
-        # once every health check was a command.
+        # when every health check was a command.
         for task in (reader, ended):
             task.add_done_callback(lambda _: sess.commands.put_nowait(None))
         try:

@@ -31,7 +31,6 @@ class CommandKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INIT: _ClassVar[CommandKind]
     RECONFIGURE: _ClassVar[CommandKind]
     STOP: _ClassVar[CommandKind]
-    CHECK_HEALTH: _ClassVar[CommandKind]
 OK: CallOutcome
 REJECTED: CallOutcome
 USER_ERROR: CallOutcome
@@ -48,7 +47,6 @@ REGISTERED: CommandKind
 INIT: CommandKind
 RECONFIGURE: CommandKind
 STOP: CommandKind
-CHECK_HEALTH: CommandKind
 
 class Header(_message.Message):
     __slots__ = ("name", "value")
@@ -285,14 +283,16 @@ class ReplicaReport(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., message: _Optional[str] = ..., ongoing: _Optional[int] = ..., version: _Optional[str] = ..., user_config_json: _Optional[str] = ..., multiplexed_models: _Optional[_Union[MultiplexedModels, _Mapping]] = ..., metrics_address: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheckAnswer, _Mapping]] = ...) -> None: ...
 
 class HealthCheckAnswer(_message.Message):
-    __slots__ = ("check_id", "healthy", "message")
+    __slots__ = ("check_id", "healthy", "message", "next_within_s")
     CHECK_ID_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_WITHIN_S_FIELD_NUMBER: _ClassVar[int]
     check_id: int
     healthy: bool
     message: str
-    def __init__(self, check_id: _Optional[int] = ..., healthy: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+    next_within_s: float
+    def __init__(self, check_id: _Optional[int] = ..., healthy: _Optional[bool] = ..., message: _Optional[str] = ..., next_within_s: _Optional[float] = ...) -> None: ...
 
 class MultiplexedModels(_message.Message):
     __slots__ = ("model_ids",)
@@ -301,18 +301,16 @@ class MultiplexedModels(_message.Message):
     def __init__(self, model_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReplicaCommand(_message.Message):
-    __slots__ = ("kind", "spec_json", "user_config_json", "graceful_shutdown_timeout_s", "health_check_id")
+    __slots__ = ("kind", "spec_json", "user_config_json", "graceful_shutdown_timeout_s")
     KIND_FIELD_NUMBER: _ClassVar[int]
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     USER_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     GRACEFUL_SHUTDOWN_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
-    HEALTH_CHECK_ID_FIELD_NUMBER: _ClassVar[int]
     kind: CommandKind
     spec_json: str
     user_config_json: str
     graceful_shutdown_timeout_s: float
-    health_check_id: int
-    def __init__(self, kind: _Optional[_Union[CommandKind, str]] = ..., spec_json: _Optional[str] = ..., user_config_json: _Optional[str] = ..., graceful_shutdown_timeout_s: _Optional[float] = ..., health_check_id: _Optional[int] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[CommandKind, str]] = ..., spec_json: _Optional[str] = ..., user_config_json: _Optional[str] = ..., graceful_shutdown_timeout_s: _Optional[float] = ...) -> None: ...
 
 class ReplicaTarget(_message.Message):
     __slots__ = ("replica_id", "address", "ongoing", "multiplexed_model_ids", "multiplexed")

@@ -105,6 +105,9 @@ class Replica:
         self.server.max_ongoing = int(options["max_ongoing_requests"])
         self.server.grpc_servicer_functions = list(spec.get("grpc_servicer_functions", []))
         self.graceful_timeout = float(options["graceful_shutdown_timeout_s"])
+        if self.session is not None:
+            self.session.check_every(float(options["health_check_period_s"]),
+                                     float(options["health_check_timeout_s"]))
         self.server.state = pb.INITIALIZING
         add_sys_paths(spec.get("sys_paths", []))
         bind_process_context(app=spec["app"], deployment=spec["deployment"])

@@ -341,8 +341,8 @@ class ReplicaServer(pb_grpc.ReplicaServicer):
     async def CheckHealth(self, request: pb.HealthCheckRequest,
                           context: Any) -> pb.HealthCheckReply:
         """Run the user's check_health() (`check_health`). The caller's deadline bounds the
-        check; when it passes, gRPC cancels this call. The leader asks on the replica's
-        session instead (`weir.replica.session`); this rpc stays for other callers."""
+        check; when it passes, gRPC cancels this call. The replica checks itself for the
+        leader (`weir.replica.session`); this rpc stays for other callers."""
         return await self.check_health()
 
     async def check_health(self) -> pb.HealthCheckReply:

@@ -1,5 +1,5 @@
-"""Which replicas' health checks are due and how their failures count: pure decisions;
-and the prober that asks over the sessions, with a stand-in for them."""
+"""When each replica's health-check answer is due and how failures count: pure decisions;
+and the prober that takes the answers, with a stand-in for the sessions."""
 
 from __future__ import annotations
 
@@ -13,27 +13,21 @@ from weir.controller.health_prober import (
     CheckTarget,
     CheckTargets,
     HealthProber,
-    due_checks,
 )
 from weir.controller.reconciler import ReplicaView
+from weir.health_promise import next_answer_within
 from weir.protos import weir_pb2 as pb
 
 A = CheckTarget("a", period_s=10.0, timeout_s=30.0)
 B = CheckTarget("b", period_s=1.0, timeout_s=1.0)
+#: What B promises with each answer: 1 + 1 + 0.5 held + 1 margin.
+B_WITHIN = 3.5
 
 
-def test_a_check_is_due_one_period_after_the_last() -> None:
-    assert due_checks([A, B], {"a": 0.0, "b": 0.0}, [], now=0.5) == []
-    assert due_checks([A, B], {"a": 0.0, "b": 0.0}, [], now=1.0) == [B]
-    assert due_checks([A, B], {"a": 0.0, "b": 0.0}, [], now=10.0) == [A, B]
-
-
-def test_a_check_in_flight_is_not_started_again() -> None:
-    assert due_checks([B], {"b": 0.0}, ["b"], now=5.0) == []
-
-
-def test_a_replica_never_seen_is_not_due_yet() -> None:
-    assert due_checks([A], {}, [], now=100.0) == []
+def test_an_answer_promises_the_next_within_period_timeout_hold_and_margin() -> None:
+    assert next_answer_within(1.0, 1.0) == B_WITHIN == B.first_within_s
+    assert next_answer_within(10.0, 30.0) == 46.0  # Ray's defaults
+    assert (A.again_within_s, B.again_within_s) == (30.0, 1.0)
 
 
 def test_the_check_list_follows_the_replicas_viewed_again() -> None:
@@ -63,178 +57,162 @@ def test_the_check_list_follows_the_replicas_viewed_again() -> None:
         [], ["b"])
 
 
-def start(book: CheckBook, now: float, put: list[CheckTarget] | None = None,
-          removed: list[str] | None = None) -> list[tuple[str, int]]:
-    """The changes given to `book`, then the checks due now as (replica id, check id)."""
-    book.change(put or [], removed or [], now)
-    return [(t.replica_id, i) for t, i in book.start(now)]
+def expired(book: CheckBook, now: float) -> list[tuple[str, bool]]:
+    """The replicas whose promise `book` found broken at `now`, and whether each is now
+    UNHEALTHY."""
+    return [(rid, unhealthy) for rid, _, unhealthy in book.expired(now)]
 
 
-def test_a_check_is_asked_a_period_after_the_replica_is_listed_with_a_new_id() -> None:
+def test_a_replica_owes_its_first_answer_as_if_it_had_just_answered() -> None:
     book = CheckBook()
-    assert start(book, 0.0, [A, B]) == []
-    assert start(book, 1.0) == [("b", 1)]
-    assert start(book, 2.5) == []  # b's check is still in flight
-    assert book.finish("b", 1, "") is False
-    assert start(book, 2.5) == [("b", 2)]
-    assert start(book, 3.0, removed=["b"]) == []  # b stopped being RUNNING: forgotten
-    assert "b" not in book.in_flight and "b" not in book.targets
-    assert start(book, 100.0) == [("a", 3)]  # nor is it checked again
+    book.change([A, B], [], 0.0)
+    assert expired(book, B_WITHIN - 0.01) == []
+    assert expired(book, B_WITHIN) == [("b", False)]
+    assert book.consecutive == {"b": 1}
+    book.forget("b")
+    assert expired(book, 45.99) == [] and expired(book, 46.0) == [("a", False)]
 
 
-def test_a_replica_whose_period_changes_is_checked_on_the_new_period() -> None:
+def test_each_answer_moves_the_due_time_to_what_it_promised() -> None:
     book = CheckBook()
-    start(book, 0.0, [A])
-    assert start(book, 5.0, [CheckTarget("a", period_s=2.0, timeout_s=30.0)]) == [("a", 1)]
-    book.finish("a", 1, "")
-    assert start(book, 6.9) == []
-    assert start(book, 7.0) == [("a", 2)]
-    # Slower while in flight: the next check a new period after this one started.
-    start(book, 7.5, [CheckTarget("a", period_s=4.0, timeout_s=30.0)])
-    book.finish("a", 2, "")
-    assert start(book, 9.0) == [] and start(book, 10.9) == []
-    assert start(book, 11.0) == [("a", 3)]
+    book.change([B], [], 0.0)
+    for n in range(1, 20):  # answers every 3 s, each promising 3.5: never late
+        assert expired(book, 3.0 * n) == []
+        assert book.answered("b", "", 3.5, 3.0 * n) is False
+    # An answer promising nothing (0): the target's own promise.
+    assert book.answered("b", "", 0.0, 100.0) is False
+    assert expired(book, 103.49) == [] and expired(book, 103.5) == [("b", False)]
+    # A longer promise (an old replica on a longer period) is taken as given.
+    book.answered("b", "", 50.0, 200.0)
+    assert expired(book, 249.9) == [] and expired(book, 250.0) == [("b", False)]
 
 
-def test_a_replica_that_leaves_and_comes_back_is_due_a_period_after_it_came_back() -> None:
+def test_broken_promises_in_a_row_make_a_replica_unhealthy_once() -> None:
+    assert HEALTH_CHECK_FAILURE_THRESHOLD == 3  # Ray's; the runs below count to it
     book = CheckBook()
-    start(book, 0.0, [B])
-    start(book, 0.5, removed=["b"])
-    assert start(book, 1.0, [B]) == []
-    assert start(book, 2.0) == [("b", 1)]
+    book.change([CheckTarget("c", period_s=1.0, timeout_s=2.0)], [], 0.0)
+    first = 1 + 2 + 0.5 + 1
+    # Each broken promise is a failed check; the next is due max(period, timeout) later,
+    # as a check in flight would have timed out again.
+    seen = [expired(book, t) for t in (first, first + 1.99, first + 2, first + 4, first + 6)]
+    assert seen == [[("c", False)], [], [("c", False)], [("c", True)], [("c", False)]]
+    reason = book.failures["c"]
+    assert reason.startswith("no answer for 8.5 s (health_check_period_s=1, "
+                             "health_check_timeout_s=2)"), reason
 
 
-def test_the_due_heap_stays_within_twice_the_targets() -> None:
+def test_unhealthy_answers_count_and_a_healthy_one_ends_the_run() -> None:
     book = CheckBook()
+    book.change([B], [], 0.0)
+    verdicts = [book.answered("b", reason, B_WITHIN, float(n))
+                for n, reason in enumerate(["bad", "bad", "", "bad", "bad", "sick", "bad"])]
+    assert verdicts == [False, False, False, False, False, True, False]
+    assert book.failures == {"b": "sick"} and book.consecutive == {"b": 4}
+
+
+def test_an_answer_from_a_replica_not_checked_counts_for_nothing() -> None:
+    book = CheckBook()
+    assert book.answered("x", "sick", 3.0, 0.0) is None
+    assert book.due == {} and book.consecutive == {}
+
+
+def test_a_replica_that_leaves_and_comes_back_owes_a_first_answer_again() -> None:
+    book = CheckBook()
+    book.change([B], [], 0.0)
+    book.change([], ["b"], 0.5)
+    assert expired(book, 10.0) == []  # forgotten: its old due time is stale
+    book.change([B], [], 10.0)
+    assert expired(book, 10.0 + B_WITHIN - 0.01) == []
+    assert expired(book, 10.0 + B_WITHIN) == [("b", False)]
+
+
+def test_a_new_period_keeps_the_promise_already_made() -> None:
+    book = CheckBook()
+    book.change([B], [], 0.0)
+    book.change([CheckTarget("b", period_s=100.0, timeout_s=1.0)], [], 1.0)
+    assert expired(book, B_WITHIN) == [("b", False)]
+    assert book.targets["b"].period_s == 100.0
+
+
+def test_the_heap_stays_within_twice_the_targets() -> None:
+    book = CheckBook()
+    book.change([B], [], 0.0)
     for n in range(1000):
-        book.change([CheckTarget("a", period_s=1000.0 + n, timeout_s=1.0)], [], 0.0)
-    assert len(book._due) <= 2 * len(book.targets) + 64
-    assert start(book, 1998.9) == [] and start(book, 1999.0) == [("a", 1)]
+        book.answered("b", "", B_WITHIN, n * 0.001)
+        book.change([], [], n * 0.001)
+    assert len(book._heap) <= 2 * len(book.targets) + 64
+    assert expired(book, 0.999 + B_WITHIN - 0.01) == []
+    assert expired(book, 0.999 + B_WITHIN) == [("b", False)]
 
 
-def test_the_due_checks_and_expiries_are_those_of_the_plain_walk() -> None:
-    # A randomized run against the walk over every target (`due_checks`): targets come,
-    # change period and go, checks are answered or not; at every step the book starts
-    # exactly the checks the walk finds due and expires exactly the unanswered ones.
+def test_the_broken_promises_are_those_of_the_plain_walk() -> None:
+    # A randomized run against a walk over every target's due time: targets come, change
+    # options and go, answers come or not; at every step the book finds broken exactly
+    # the promises the walk finds past due, and counts failures as the walk does.
     rng = random.Random(18)
     book = CheckBook()
+    due: dict[str, float] = {}
     targets: dict[str, CheckTarget] = {}
-    last_started: dict[str, float] = {}
-    in_flight: dict[str, tuple[int, float]] = {}  # check id, deadline
-    started = expired = 0
+    failures_in_row: dict[str, int] = {}
+    broken = answered = 0
     for step in range(3000):
         now = step * 0.25
-        want_expired = sorted((rid, c) for rid, (c, deadline) in in_flight.items()
-                              if deadline <= now)
-        got_expired = book.expired(now)
-        assert sorted((rid, c) for rid, c, _ in got_expired) == want_expired, step
-        for rid, check_id, reason in got_expired:
-            book.finish(rid, check_id, reason)
-            del in_flight[rid]
-        expired += len(got_expired)
+        want = sorted(rid for rid, at in due.items() if at <= now)
+        got = book.expired(now)
+        assert sorted(rid for rid, _, _ in got) == want, step
+        for rid in want:
+            due[rid] = now + targets[rid].again_within_s
+            failures_in_row[rid] = failures_in_row.get(rid, 0) + 1
+        broken += len(got)
         put, removed = [], []
         for rid in sorted({f"r{rng.randrange(30)}" for _ in range(rng.randrange(4))}):
             if rng.random() < 0.3:
                 removed.append(rid)
-                targets.pop(rid, None)
-                last_started.pop(rid, None)
-                in_flight.pop(rid, None)
+                for d in (due, targets, failures_in_row):
+                    d.pop(rid, None)
             else:
                 t = CheckTarget(rid, period_s=rng.choice([0.5, 1.0, 2.5]),
                                 timeout_s=rng.choice([0.25, 1.0, 4.0]))
                 put.append(t)
                 targets[rid] = t
-                last_started.setdefault(rid, now)
-        want_due = due_checks(targets.values(), last_started, in_flight, now)
+                due.setdefault(rid, now + t.first_within_s)
         book.change(put, removed, now)
-        got = book.start(now)
-        assert sorted(t.replica_id for t, _ in got) == sorted(t.replica_id for t in want_due)
-        started += len(got)
-        for t, check_id in got:
-            last_started[t.replica_id] = now
-            in_flight[t.replica_id] = (check_id, now + t.timeout_s)
-        for rid, (check_id, _) in list(in_flight.items()):
-            if rng.random() < 0.3:
-                book.finish(rid, check_id, rng.choice(["", "sick"]))
-                del in_flight[rid]
-    assert book.in_flight == {rid: c for rid, (c, _) in in_flight.items()}
-    assert started > 1000 and expired > 100  # the run did exercise both
+        for rid in list(targets):
+            if rng.random() < 0.2:
+                reason = rng.choice(["", "", "sick"])
+                within = rng.choice([0.0, 1.0, 3.0])
+                assert book.answered(rid, reason, within, now) is not None
+                due[rid] = now + (within or targets[rid].first_within_s)
+                failures_in_row[rid] = failures_in_row.get(rid, 0) + 1 if reason else 0
+                answered += 1
+        assert {r: c for r, c in failures_in_row.items() if c} == book.consecutive
+    assert {r: at for r, (at, _) in book.due.items()} == due
+    assert broken > 300 and answered > 1000  # the run did exercise both
 
 
-def test_threshold_failures_in_a_row_make_a_replica_unhealthy_once() -> None:
-    book = CheckBook()
-    start(book, 0.0, [B])
-    verdicts = []
-    for n in range(HEALTH_CHECK_FAILURE_THRESHOLD + 1):
-        (_, check_id), = start(book, float(n + 1))
-        verdicts.append(book.finish("b", check_id, f"failure {n}"))
-    assert verdicts == [False] * (HEALTH_CHECK_FAILURE_THRESHOLD - 1) + [True, False]
-    assert book.failures == {"b": f"failure {HEALTH_CHECK_FAILURE_THRESHOLD - 1}"}
-
-
-def test_a_pass_ends_the_run_of_failures() -> None:
-    book = CheckBook()
-    start(book, 0.0, [B])
-    results = ["bad", "bad", "", "bad", "bad"]
-    for n, reason in enumerate(results):
-        (_, check_id), = start(book, float(n + 1))
-        assert book.finish("b", check_id, reason) is False
-    assert book.consecutive == {"b": 2} and not book.failures
-
-
-def test_an_answer_to_a_check_no_longer_in_flight_counts_for_nothing() -> None:
-    book = CheckBook()
-    start(book, 0.0, [B])
-    (_, first), = start(book, 1.0)
-    assert book.finish("b", first, "no answer in time") is False
-    (_, second), = start(book, 2.0)
-    # The first check's answer comes late, and an answer from an earlier session's ids:
-    assert book.finish("b", first, "") is None
-    assert book.finish("b", 999, "") is None
-    assert book.in_flight == {"b": second} and book.consecutive == {"b": 1}
-
-
-def test_a_check_not_answered_within_its_timeout_has_expired() -> None:
-    book = CheckBook()
-    start(book, 0.0, [B])
-    (_, check_id), = start(book, 1.0)
-    assert book.expired(1.99) == []
-    assert book.expired(2.0) == [("b", check_id, "no answer within health_check_timeout_s=1")]
-    assert book.finish("b", check_id, "") is False
-    assert book.expired(5.0) == []  # answered: nothing left to expire
-
-
-def test_the_prober_asks_on_the_session_and_fails_what_is_not_answered_in_time() -> None:
+def test_the_prober_takes_answers_and_fails_broken_promises() -> None:
     now = [0.0]
-    sent: list[tuple[str, pb.ReplicaCommand]] = []
     unhealthy: list[bool] = []
-
-    def send(rid: str, command: pb.ReplicaCommand) -> bool:
-        if rid == "c":
-            return False  # no session
-        sent.append((rid, command))
-        return True
-
-    prober = HealthProber(lambda: unhealthy.append(True), lambda: now[0], send,
-                          lambda rid: None)
+    connected = {"a": True, "b": True, "c": False}
+    prober = HealthProber(lambda: unhealthy.append(True), lambda: now[0],
+                          connected.__getitem__, lambda rid: None)
     targets = [CheckTarget(rid, period_s=1.0, timeout_s=0.5) for rid in "abc"]
     prober.update(CheckChanges(targets))
-    for round_ in range(1, HEALTH_CHECK_FAILURE_THRESHOLD + 1):
+    # a answers unhealthy, each time within its promise; b is connected and silent
+    # (frozen); c has no session.
+    for round_ in range(1, 6):  # b and c break promises at 3, 4 and 5
         now[0] = float(round_)
-        sent.clear()
-        prober.update(CheckChanges())  # b's check of the last round, unanswered, has expired
-        assert [(rid, c.kind) for rid, c in sent] == [("a", pb.CHECK_HEALTH),
-                                                     ("b", pb.CHECK_HEALTH)]
-        # a answers; b never does; c has no session: its check fails at its timeout.
-        healthy = round_ == 1
-        prober.answered("a", pb.HealthCheckAnswer(check_id=sent[0][1].health_check_id,
-                                                  healthy=healthy, message="sick"))
-    assert prober.book.consecutive == {"a": 2, "b": 2, "c": 2}
-    now[0] += 0.5
-    prober.update(CheckChanges())
-    assert prober.failures == {
-        "b": "no answer within health_check_timeout_s=0.5", "c": NO_SESSION}
-    assert len(unhealthy) == 2
+        prober.answered("a", pb.HealthCheckAnswer(check_id=round_, healthy=round_ > 3,
+                                                  message="sick", next_within_s=3.0))
+        prober.update(CheckChanges())
+    assert prober.book.consecutive == {"b": 3, "c": 3}
+    assert prober.failures["a"] == "sick"
+    assert prober.failures["b"].startswith("no answer for 5 s")
+    assert prober.failures["c"] == NO_SESSION
+    assert len(unhealthy) == 3
+    # An answer from a replica that is not checked (not RUNNING here) is ignored.
+    prober.answered("x", pb.HealthCheckAnswer(check_id=1, healthy=False))
+    assert "x" not in prober.failures
     # b stops being RUNNING: forgotten, its verdict with it.
     prober.update(CheckChanges(removed=["b"]))
-    assert "b" not in prober.failures and "b" not in prober.book.in_flight
+    assert "b" not in prober.failures and "b" not in prober.book.due

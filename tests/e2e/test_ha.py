@@ -239,9 +239,9 @@ def test_sigkill_a_replica_under_load(one_controller: RunningCluster) -> None:
 
 def test_frozen_replica_is_found_from_outside_and_replaced(
         one_controller: RunningCluster) -> None:
-    """A SIGSTOPped replica keeps its session's TCP connection and reports nothing: only
-    the controller's own health check finds it. It leaves routing and is replaced while
-    the other replica serves."""
+    """A SIGSTOPped replica keeps its session's TCP connection and reports nothing, so its
+    health-check answers stop: only the leader, whose due answers do not come, finds it.
+    It leaves routing and is replaced while the other replica serves."""
     rc = one_controller
     before = replicas(rc.client)
     victim = sorted(before)[0]
@@ -298,7 +298,7 @@ def test_failing_check_health_is_replaced(one_controller: RunningCluster) -> Non
 
 def test_a_check_health_that_hangs_is_replaced(one_controller: RunningCluster) -> None:
     """A check_health() that never returns, in a replica whose loop and session stay alive
-    (its reports keep coming): only the leader's health_check_timeout_s (2 s) fails it."""
+    (its reports keep coming): the replica's own health_check_timeout_s (2 s) fails it."""
     rc = one_controller
     before = replicas(rc.client)
     t0 = time.monotonic()
@@ -313,7 +313,8 @@ def test_a_check_health_that_hangs_is_replaced(one_controller: RunningCluster) -
 
     wait_for(replaced, 30, "the replica whose check hangs replaced")
     report("check_health hangs", replaced_s=round(time.monotonic() - t0, 2))
-    assert any("no answer within health_check_timeout_s=2" in m for m in messages), messages
+    assert any("check_health() gave no answer within health_check_timeout_s=2" in m
+               for m in messages), messages
     assert set(before) - {hung} <= set(replicas(rc.client))
 
 

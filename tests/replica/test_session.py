@@ -1,16 +1,18 @@
 """What a replica's reports to the leader carry: its multiplexed models when their set
-changed since the last report of the stream, and the answers to health checks. No network."""
+changed since the last report of the stream, and the outcomes of its own health checks,
+each period. No network."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import cloudpickle
 import pytest
 
 from weir import multiplex
 from weir.dataplane.route_table import LeaderLocator
+from weir.health_promise import answer_hold, next_answer_within
 from weir.protos import weir_pb2 as pb
 from weir.replica.server import ReplicaServer
 from weir.replica.session import (
@@ -75,7 +77,8 @@ def test_a_report_saying_nothing_new_waits_for_the_idle_interval() -> None:
     assert not report_due(last, last, 1.0)
     assert not report_due(last, last, IDLE_REPORT_S - 0.01)
     assert report_due(last, last, IDLE_REPORT_S)
-    # An answer goes out at once, and is the stream's proof of life (sent_at restarts).
+    # A report with an answer goes out, and is the stream's proof of life (sent_at
+    # restarts).
     assert report_due(last, last, 1.0, answering=True)
 
 
@@ -91,43 +94,80 @@ def test_a_check_that_raises_is_an_unhealthy_answer() -> None:
         (4, False, "RuntimeError: db gone"), (4, False, "told to be sick"), (4, True, "")]
 
 
-def test_one_check_runs_at_a_time_and_the_newest_asked_is_answered() -> None:
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll `predicate` on the loop until it holds, or fail after `timeout` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_a_check_that_outlives_its_timeout_is_an_unhealthy_answer() -> None:
+    async def hangs() -> pb.HealthCheckReply:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    answer = asyncio.run(answer_check(7, hangs, timeout_s=0.05))
+    assert (answer.check_id, answer.healthy, answer.message) == (
+        7, False, "check_health() gave no answer within health_check_timeout_s=0.05")
+
+
+def test_the_replica_checks_itself_each_period_and_a_healthy_answer_waits_for_a_report(
+        ) -> None:
     async def scenario() -> None:
-        started: list[int] = []
+        loop = asyncio.get_running_loop()
+        healthy = [True]
+        started: list[float] = []
         release = asyncio.Event()
+        release.set()
 
         async def check() -> pb.HealthCheckReply:
-            started.append(len(started) + 1)
+            started.append(loop.time())
             await release.wait()
-            return pb.HealthCheckReply(healthy=True)
+            return pb.HealthCheckReply(healthy=healthy[0], message="" if healthy[0] else "sick")
 
         async def on_command(command: pb.ReplicaCommand) -> None:
             pass
 
         session = ControllerSession("r1", "addr", LeaderLocator(), pb.ReplicaReport,
                                     on_command, check_health=check)
-        session._stream = 1
-        session._ask(1)
-        await asyncio.sleep(0)
-        session._ask(2)
-        session._ask(3)  # asked while 1 hangs: one more check once it ends, for 3
-        await asyncio.sleep(0.01)
-        assert started == [1] and session._answer is None
-        release.set()
-        assert session._checker is not None
-        await asyncio.wait_for(asyncio.shield(session._checker), 5)
-        assert started == [1, 2]
-        assert session._answer is not None and session._answer.check_id == 3
-        assert session.changed.is_set()  # a report goes out with it
-        # A check asked on a stream that has since broken answers nothing on the next one.
-        session._answer = None
-        release.clear()
-        session._ask(4)
-        await asyncio.sleep(0.01)
-        session._stream = 2
-        release.set()
-        await asyncio.wait_for(asyncio.shield(session._checker), 5)
-        assert session._answer is None
+        t0 = loop.time()
+        session.check_every(0.2, 1.0)
+        try:
+            await until(lambda: session._answer is not None)
+            answer = session._answer
+            assert answer is not None
+            assert (answer.check_id, answer.healthy) == (1, True)
+            assert answer.next_within_s == next_answer_within(0.2, 1.0)
+            assert started[0] - t0 >= 0.2  # the first check a period from the start
+            # Healthy: held for a report going out anyway, up to half a period.
+            assert not session.changed.is_set()
+            await until(session.changed.is_set)
+            assert loop.time() - started[0] >= answer_hold(0.2) - 0.01
+            # A check that hangs holds back the next: never two at once.
+            release.clear()
+            await until(lambda: len(started) == 2)
+            await asyncio.sleep(0.3)  # longer than a period (an upper bound, not a wait)
+            assert len(started) == 2
+            healthy[0] = False
+            session.changed.clear()
+            freed = loop.time()
+            release.set()
+            # Unhealthy: out at once, without the spacing of load reports. (The next check
+            # was due a period after the hung one began, so it runs at once: check 3.)
+            await until(lambda: session._answer is not None and session._answer.check_id >= 2)
+            assert not session._answer.healthy and session._answer.message == "sick"
+            assert session.changed.is_set() and session._hold_over.is_set()
+            await until(lambda: len(started) == 3)
+            assert started[2] >= freed
+            # A new schedule replaces the old one.
+            session.check_every(60.0, 1.0)
+            count = len(started)
+            await asyncio.sleep(0.3)
+            assert len(started) == count
+        finally:
+            assert session._checker is not None
+            session._checker.cancel()
 
     asyncio.run(scenario())
 
