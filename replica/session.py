@@ -137,8 +137,10 @@ class ControllerSession:
         self.check_health = check_health
         #: Registrations in a row that went unanswered (`register_timeout`).
         self._unanswered_in_row = 0
-        #: The newest check's answer, waiting for the next report (of any stream).
+        #: The newest check's answer, waiting for the next report (of any stream), and
+        #: when it goes out alone if no report has taken it by then (time.monotonic()).
         self._answer: pb.HealthCheckAnswer | None = None
+        self._answer_due = 0.0
         self._checker: asyncio.Task[None] | None = None
         multiplex.watch_models(self._models_changed)
 
@@ -208,8 +210,11 @@ class ControllerSession:
             answer.next_within_s = promise
             self._answer = answer
             if answer.healthy:
-                loop.call_later(answer_hold(period_s), self.report_soon)
+                hold = answer_hold(period_s)
+                self._answer_due = time.monotonic() + hold
+                loop.call_later(hold, self.report_soon)
             else:
+                self._answer_due = time.monotonic()
                 self.report_soon(urgent=True)
 
     async def _space_reports(self) -> None:
@@ -254,11 +259,15 @@ class ControllerSession:
                     self.changed.clear()
                     report = self._report()
                     wire = report.SerializeToString()
-                    answer, self._answer = self._answer, None
+                    # A held answer goes with any report that goes out, and alone once
+                    # its hold is over (not at a heartbeat's wake before then).
+                    answer = self._answer
                     if not report_due(wire, last_sent, time.monotonic() - sent_at,
-                                      answering=answer is not None):
+                                      answering=answer is not None
+                                      and time.monotonic() >= self._answer_due):
                         continue
                     if answer is not None:
+                        self._answer = None
                         report.health_check.CopyFrom(answer)
                     if not await self._write(call, address, report):
                         if answer is not None and self._answer is None:
