@@ -5,7 +5,7 @@ each period. No network."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import cloudpickle
 import pytest
@@ -26,12 +26,6 @@ from weir.replica.session import (
     report_due,
 )
 from weir.replica.user_callable import UserCallable
-
-
-@pytest.fixture(autouse=True)
-def no_watchers() -> Iterator[None]:
-    yield
-    multiplex._watchers.clear()
 
 
 def carried(report: pb.ReplicaReport) -> list[str] | None:
