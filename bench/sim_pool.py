@@ -101,8 +101,9 @@ class SimPool:
         self._connected = asyncio.Event()
 
     async def start(self, procs: int, etcd: str, nodes: int, node_lease_ttl: float,
-                    channels: int) -> None:
-        """Start `procs` workers sharing `nodes` simulated nodes; return once all connected."""
+                    channels: int, nice: int = 0) -> None:
+        """Start `procs` workers sharing `nodes` simulated nodes, at CPU priority `nice`
+        (`nice -n`); return once all connected."""
         socket_path = self.workdir / "sim.sock"
         self._server = await asyncio.start_unix_server(self._serve, path=str(socket_path),
                                                        limit=2**24)
@@ -111,6 +112,8 @@ class SimPool:
                    "--index", str(index), "--etcd", etcd,
                    "--nodes", ",".join(map(str, mine)), "--node-lease-ttl",
                    str(node_lease_ttl), "--channels", str(channels)]
+            if nice:
+                cmd = ["nice", "-n", str(nice), *cmd]
             proc = spawn(cmd, log_path=self.workdir / f"sim-worker-{index}.log", cwd=REPO_ROOT)
             self.workers.append(Worker(index, proc))
         await asyncio.wait_for(self._connected.wait(), START_TIMEOUT_S)

@@ -12,7 +12,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from bench.control_plane_scale import APP_SIZE, app_config, pass_times
+from bench.control_plane_scale import APP_SIZE, app_config, first_arrival_ms, latency_ms, pass_times
+from bench.sim_fleet import Probe
 from weir.controller.pass_stats import PASS_STATS_S
 from weir.processes import find_pids
 
@@ -69,3 +70,15 @@ def test_the_health_check_period_is_set_on_every_deployment_when_given() -> None
     assert [d["health_check_period_s"] for a in apps for d in a["deployments"]] == [1.0, 1.0]
     assert all("health_check_period_s" not in d
                for a in app_config(APP_SIZE + 1) for d in a["deployments"])
+
+
+def test_a_push_is_timed_from_arrivals_since_the_change_across_two_terms() -> None:
+    # A leader's table versions start again with its term: the first term's version 900
+    # arrived long before the change, which the second term shows at version 40.
+    probe = Probe(started=0.0, seen=lambda table: True, waiting=set(), started_wall=100.0,
+                  version=40, last_wall=100.02)
+    probe.done.set()
+    arrivals = [([900, 12, 39, 40, 41], [20.0, 90.0, 99.0, 100.03, 100.2]),
+                ([950, 41], [25.0, 100.05])]
+    assert round(first_arrival_ms(probe, arrivals) or 0, 1) == 20.0  # the witness's
+    assert round(latency_ms(probe, arrivals), 1) == 50.0
