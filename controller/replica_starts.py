@@ -45,6 +45,10 @@ log = structlog.get_logger("weir.controller")
 Key = tuple[str, str]
 #: Starts placed between two turns of the event loop (each costs ~0.1-0.2 ms of CPU).
 STARTS_PER_TURN = 200
+#: A pass that assigns at most this many replicas logs a line for each at info; one that
+#: assigns more logs a line per deployment version (`assignment_lines`), and each replica
+#: at debug: a deploy of 10,000 replicas wrote 10,000 info lines from the leader's loop.
+ASSIGNED_LINES_EACH = 10
 
 
 def new_replica_id(app: str, deployment: str, taken: Callable[[str], bool],
@@ -95,6 +99,19 @@ def rank_holders(action: reconciler.Start, records: Iterable[ReplicaRecord],
                                                     action.version)
             and r.replica_id not in freed and r.rank >= 0]
 
+
+
+def assignment_lines(records: Iterable[ReplicaRecord]) -> list[dict[str, Any]]:
+    """One log line's fields per (app, deployment, version) among `records`: how many
+    replicas were assigned, and how many on each node. Pure."""
+    lines: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in records:
+        line = lines.setdefault((r.app, r.deployment, r.version), {
+            "app": r.app, "deployment": r.deployment, "version": r.version, "count": 0,
+            "per_node": {}})
+        line["count"] += 1
+        line["per_node"][r.node_id] = line["per_node"].get(r.node_id, 0) + 1
+    return list(lines.values())
 
 class ReplicaStarter:
     """Places and records new replicas for one term of leadership; keeps each app's
@@ -173,8 +190,12 @@ class ReplicaStarter:
                 self._records.put(record, revision or 0)
                 self._books[record.replica_id] = ReplicaBook()
                 controller_metrics().replica_starts(record.app, record.deployment).inc()
-                log.info("assigned replica", replica_id=record.replica_id,
-                         node_id=record.node_id, version=record.version)
+                (log.info if len(records) <= ASSIGNED_LINES_EACH else log.debug)(
+                    "assigned replica", replica_id=record.replica_id,
+                    node_id=record.node_id, version=record.version)
+        if len(records) > ASSIGNED_LINES_EACH:
+            for fields in assignment_lines(records):
+                log.info("assigned replicas", **fields)
 
     async def _assign(self, action: reconciler.Start, goal: ClusterGoal,
                       nodes: dict[str, NodeView], ranks: Ranks,
