@@ -48,6 +48,7 @@ from weir.etcd.keys import (
 )
 from weir.etcd.presence import Presence
 from weir.etcd.store import StoreError
+from weir.gc_watch import watch_collections
 from weir.metrics import controller_metrics, serve_metrics
 from weir.packages.cache import PackageCache
 from weir.packages.resolver import default_packages_dir
@@ -311,6 +312,7 @@ def main(argv: list[str] | None = None,
     opts = parser.parse_args(argv)
     # Reconfigurable: it follows the cluster's logging_config (weir.system_logging).
     configure_logging("controller", reconfigurable=True)
+    watch_collections()
     # Before anything serves or spawns: its server, its health checks and its replicas
     # then share one token.
     auth.pin_token()
