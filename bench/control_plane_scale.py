@@ -623,8 +623,8 @@ def main(argv: list[str] | None = None) -> None:
                              "machines")
     parser.add_argument("--etcd-nice", type=int, default=0,
                         help="etcd's CPU priority (negative: ahead of the rest; needs root): "
-                             "at 10,000 on two cores etcd's answers came too late for the "
-                             "leader's 3 s lease; a real etcd runs on machines of its own")
+                             "a real etcd runs on machines of its own (at 10,000 it did not "
+                             "keep the leader's lease: docs/scale.md, round 9)")
     parser.add_argument("--ramp-timeout", type=float, default=600.0,
                         help="give up when the replicas are not all running after this")
     parser.add_argument("--phase-timeout", type=float, default=180.0,
