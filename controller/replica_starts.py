@@ -100,7 +100,6 @@ def rank_holders(action: reconciler.Start, records: Iterable[ReplicaRecord],
             and r.replica_id not in freed and r.rank >= 0]
 
 
-
 def assignment_lines(records: Iterable[ReplicaRecord]) -> list[dict[str, Any]]:
     """One log line's fields per (app, deployment, version) among `records`: how many
     replicas were assigned, and how many on each node. Pure."""
@@ -112,6 +111,7 @@ def assignment_lines(records: Iterable[ReplicaRecord]) -> list[dict[str, Any]]:
         line["count"] += 1
         line["per_node"][r.node_id] = line["per_node"].get(r.node_id, 0) + 1
     return list(lines.values())
+
 
 class ReplicaStarter:
     """Places and records new replicas for one term of leadership; keeps each app's
@@ -179,6 +179,9 @@ class ReplicaStarter:
                 # Thousands of starts (a deploy at scale) take seconds of CPU: the loop
                 # keeps the lease, the sessions and the route streams going meanwhile.
                 await asyncio.sleep(0)
+        # A few assignments are logged each at info; many, a line per deployment version.
+        each = len(records) <= ASSIGNED_LINES_EACH
+        each_at = log.info if each else log.debug
         for i in range(0, len(records), RECORDS_PER_WRITE):
             batch = records[i:i + RECORDS_PER_WRITE]
             # The records are the assignments, and they go before anything runs: a leader
@@ -190,10 +193,9 @@ class ReplicaStarter:
                 self._records.put(record, revision or 0)
                 self._books[record.replica_id] = ReplicaBook()
                 controller_metrics().replica_starts(record.app, record.deployment).inc()
-                (log.info if len(records) <= ASSIGNED_LINES_EACH else log.debug)(
-                    "assigned replica", replica_id=record.replica_id,
-                    node_id=record.node_id, version=record.version)
-        if len(records) > ASSIGNED_LINES_EACH:
+                each_at("assigned replica", replica_id=record.replica_id,
+                        node_id=record.node_id, version=record.version)
+        if not each:
             for fields in assignment_lines(records):
                 log.info("assigned replicas", **fields)
 

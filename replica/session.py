@@ -100,15 +100,12 @@ async def answer_check(check_id: int, check_health: CheckHealth | None,
     try:
         reply = await (check_health() if timeout_s is None
                        else within(check_health(), timeout_s))
-    except TimeoutError as exc:
-        if timeout_s is not None and time.monotonic() - started >= timeout_s:
-            return pb.HealthCheckAnswer(check_id=check_id, healthy=False, message=(
-                f"check_health() gave no answer within health_check_timeout_s={timeout_s:g}"))
-        return pb.HealthCheckAnswer(check_id=check_id, healthy=False,
-                                    message=f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # the check's own failure is an answer, not a crash
-        return pb.HealthCheckAnswer(check_id=check_id, healthy=False,
-                                    message=f"{type(exc).__name__}: {exc}")
+        timed_out = (isinstance(exc, TimeoutError) and timeout_s is not None
+                     and time.monotonic() - started >= timeout_s)
+        return pb.HealthCheckAnswer(check_id=check_id, healthy=False, message=(
+            f"check_health() gave no answer within health_check_timeout_s={timeout_s:g}"
+            if timed_out else f"{type(exc).__name__}: {exc}"))
     return pb.HealthCheckAnswer(check_id=check_id, healthy=reply.healthy,
                                 message=reply.message)
 

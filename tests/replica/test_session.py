@@ -5,11 +5,11 @@ each period. No network."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import cloudpickle
 import pytest
 
+from tests.polling import until
 from weir import multiplex
 from weir.dataplane.route_table import LeaderLocator
 from weir.health_promise import answer_hold, next_answer_within
@@ -86,14 +86,6 @@ def test_a_check_that_raises_is_an_unhealthy_answer() -> None:
     answers = [asyncio.run(answer_check(4, fn)) for fn in (raises, sick, None)]
     assert [(a.check_id, a.healthy, a.message) for a in answers] == [
         (4, False, "RuntimeError: db gone"), (4, False, "told to be sick"), (4, True, "")]
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll `predicate` on the loop until it holds, or fail after `timeout` s."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
 
 
 def test_a_check_that_outlives_its_timeout_is_an_unhealthy_answer() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import pytest
 
+from tests.polling import loopback_server, until
 from weir.dataplane.route_table import LeaderLocator
 from weir.health_promise import answer_hold
 from weir.protos import weir_pb2 as pb
@@ -35,13 +35,6 @@ class Recorder(pb_grpc.ControllerServicer):
                 yield pb.ReplicaCommand(kind=pb.REGISTERED)
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.005)
-
-
 def test_a_healthy_answer_waits_out_its_hold_or_rides_on_a_load_report(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Wakes far more often than the hold: a wake must not send a held answer by itself.
@@ -51,10 +44,8 @@ def test_a_healthy_answer_waits_out_its_hold_or_rides_on_a_load_report(
 
     async def scenario() -> None:
         recorder = Recorder()
-        server = grpc.aio.server()
-        pb_grpc.add_ControllerServicer_to_server(recorder, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server, port = await loopback_server(pb_grpc.add_ControllerServicer_to_server,
+                                             recorder)
         load = [0]
         checks: list[float] = []
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from tests.polling import loopback_server, until
 from weir.dataplane import queue_report as queue_report_module
 from weir.dataplane.queue_report import QueueReporter, queue_report
 from weir.dataplane.router import DeploymentRouter
@@ -28,13 +29,6 @@ class Collector(pb_grpc.ControllerServicer):
         async for msg in request_iterator:
             self.received.append((time.monotonic(), msg))
         return pb.QueueReportReply()
-
-
-async def until(predicate: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 def test_only_deployments_with_requests_waiting_are_listed() -> None:
@@ -57,10 +51,8 @@ def test_held_requests_are_reported_at_once_refreshed_and_cleared(
 
     async def scenario() -> None:
         collector = Collector()
-        server = grpc.aio.server()
-        pb_grpc.add_ControllerServicer_to_server(collector, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server, port = await loopback_server(pb_grpc.add_ControllerServicer_to_server,
+                                             collector)
         routers: dict[tuple[str, str], DeploymentRouter] = {}
         reporter = QueueReporter("proxy:p", lambda: routers)
         router = routers[("app", "D")] = DeploymentRouter("app", "D",
