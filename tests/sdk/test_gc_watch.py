@@ -26,4 +26,5 @@ def test_a_slow_collection_is_logged_and_a_quick_one_is_not(
         gc.callbacks.remove(gc_watch._on_collection)
     assert [e for e in quick if e["event"] == "slow garbage collection"] == []
     logged = [e for e in slow if e["event"] == "slow garbage collection"]
-    assert len(logged) == 1 and logged[0]["generation"] == 2 and logged[0]["ms"] >= 0
+    assert len(logged) == 1 and logged[0]["generation"] == 2
+    assert 0 <= logged[0]["cpu_ms"] <= logged[0]["ms"] + 1  # a thread's CPU, within wall
