@@ -83,17 +83,18 @@ class DataPlane:
         change = table.change
         for key, targets in table.deployments.items():
             self._applied[key] = targets
-            # A delta leaves the deployments it does not change as the same objects
-            # (`apply_delta`): their routers are up to date already.
             before = applied.get(key)
-            if before is targets:
-                continue
             # A change of load alone, to the deployment this router took last: set those
             # replicas' counts (most versions; a rebuild was 9 ms at 10,000 replicas).
+            # Its object may be the same as before: the counts are set in place.
             loads = change.loads.get(key) if change is not None else None
             if loads is not None and before is not None and change is not None \
                     and change.before.get(key) is before:
                 self.router(*key).set_reported(loads)
+                continue
+            # A delta leaves the deployments it does not change as the same objects
+            # (`apply_delta`): their routers are up to date already.
+            if before is targets:
                 continue
             self.router(*key).update(
                 targets.max_ongoing_requests,

@@ -252,10 +252,18 @@ Positions = dict[Key, tuple[pb.DeploymentTargets, dict[str, int] | None]]
 
 
 def apply_delta(deployments: Mapping[Key, pb.DeploymentTargets], delta: pb.RouteTable,
-                positions: Positions | None = None) -> dict[Key, pb.DeploymentTargets]:
-    """The deployments after `delta` (a new mapping; `deployments` is left as it was).
-    Each changed deployment lists its replicas by id, as the whole table does (and as
-    `deployments` must: a new replica is placed by bisection).
+                positions: Positions | None = None, *,
+                loads_in_place: bool = False) -> dict[Key, pb.DeploymentTargets]:
+    """The deployments after `delta` (a new mapping; `deployments` is left as it was,
+    unless `loads_in_place`). Each changed deployment lists its replicas by id, as the
+    whole table does (and as `deployments` must: a new replica is placed by bisection).
+
+    With `loads_in_place`, a deployment whose change is of compact loads alone
+    (`loads_only`: most versions) has those counts set in the object `deployments` holds,
+    which the result holds too: a copy of the deployment per delta cost a subscriber 64 us
+    per 1,000 replicas, for a few counts, and at 10,000 replicas most of a simulated
+    proxy's CPU. For a caller that keeps one table and drops the one before (a
+    subscriber); a change of anything else still makes a new deployment object.
 
     Costs what the delta changes, not what the deployment holds: a changed deployment is
     copied whole in one call (`CopyFrom`, in C) and its changed replicas are replaced in
@@ -269,8 +277,11 @@ def apply_delta(deployments: Mapping[Key, pb.DeploymentTargets], delta: pb.Route
         out.pop((gone.app, gone.deployment), None)
     for d in delta.deployments:
         key = (d.app, d.deployment)
-        merged = pb.DeploymentTargets()
         before = out.get(key)
+        if loads_in_place and before is not None and loads_only(before, d):
+            _set_loads(before, d)  # the same object: `positions` of it still hold
+            continue
+        merged = pb.DeploymentTargets()
         if before is not None:
             merged.CopyFrom(before)
             for name in _HEADER_FIELDS:
@@ -361,6 +372,13 @@ def _load_alone(before: pb.DeploymentTargets | None, after: pb.DeploymentTargets
             return None
         loads.append((i, target.ongoing))
     return loads
+
+
+def loads_only(before: pb.DeploymentTargets, d: pb.DeploymentTargets) -> bool:
+    """Whether `d` (a deployment of a delta) changes `before` only by compact loads: no
+    whole target, no removal, the same header."""
+    return (not d.replicas and not d.removed_replica_ids
+            and all(getattr(d, name) == getattr(before, name) for name in _HEADER_FIELDS))
 
 
 def _set_loads(merged: pb.DeploymentTargets, d: pb.DeploymentTargets) -> None:

@@ -70,10 +70,13 @@ class RouteTable:
 
     def with_delta(self, msg: pb.RouteTable) -> RouteTable:
         """This table changed by the delta `msg` (`weir.dataplane.route_delta`): a new
-        table; this one is left as it was (a router may still hold it)."""
+        table, which replaces this one. The deployments whose change is of load alone are
+        this table's objects, their counts set in place (`apply_delta`'s
+        `loads_in_place`); every other change makes new objects, so a router that took a
+        deployment still holds it as it was."""
         # Routes and http_options travel whole in a delta: only the deployments differ.
         positions = dict(self._positions)
-        deployments = apply_delta(self.deployments, msg, positions)
+        deployments = apply_delta(self.deployments, msg, positions, loads_in_place=True)
         return replace(RouteTable.from_proto(msg), _positions=positions,
                        deployments=deployments,
                        change=table_change(self.deployments, deployments, msg, positions))

@@ -219,6 +219,39 @@ def test_compact_deltas_give_the_same_tables_as_whole_ones(history: list[Targets
                 assert was is None or was.address != t.address
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(target_sets, min_size=2, max_size=6))
+def test_loads_set_in_place_give_the_same_tables_and_leave_other_changes_new(
+        history: list[Targets]) -> None:
+    # A subscriber's way: compact deltas, loads set in the objects it holds. A deployment
+    # changed otherwise is a new object, and the one before keeps what it held.
+    tables = [table_of_targets(v + 1, d) for v, d in enumerate(history)]
+    view, positions = deployments_of(tables[0]), Positions()
+    for old, new in itertools.pairwise(tables):
+        c = compact(delta(old, new), old, new)
+        held = {key: d.SerializeToString() for key, d in view.items()}
+        after = apply_delta(view, c, positions, loads_in_place=True)
+        assert after == deployments_of(new)
+        for x in c.deployments:
+            key = (x.app, x.deployment)
+            before = view.get(key)
+            in_place = before is not None and not x.replicas and not x.removed_replica_ids \
+                and x.max_ongoing_requests == before.max_ongoing_requests
+            assert (after[key] is before) == in_place
+            if before is not None and not in_place:
+                assert before.SerializeToString() == held[key]
+        view = after
+
+
+def test_a_changed_header_is_not_set_in_place() -> None:
+    old = table(1, {("a", "D"): {"r1": 0, "r2": 0}})
+    new = table(2, {("a", "D"): {"r1": 0, "r2": 4}}, max_ongoing=9)
+    view = deployments_of(old)
+    after = apply_delta(view, compact(delta(old, new), old, new), loads_in_place=True)
+    assert after == deployments_of(new) and after[("a", "D")] is not view[("a", "D")]
+    assert view == deployments_of(old)
+
+
 def test_positions_are_made_only_for_enough_whole_targets() -> None:
     # After a change of the replicas, compact loads and a few whole targets need no map of
     # positions (it costs a lookup per replica); many whole targets make one.
