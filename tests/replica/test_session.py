@@ -19,9 +19,11 @@ from weir.replica.session import (
     IDLE_REPORT_S,
     REGISTER_TIMEOUT_MAX_S,
     REGISTER_TIMEOUT_S,
+    HEARTBEAT_S,
     REPORT_MIN_INTERVAL_S,
     ControllerSession,
     answer_check,
+    next_wake,
     register_timeout,
     report_due,
 )
@@ -188,6 +190,17 @@ def test_a_registration_waits_longer_after_each_that_went_unanswered() -> None:
     assert register_timeout(1) == 2 * REGISTER_TIMEOUT_S
     assert register_timeout(2) == 4 * REGISTER_TIMEOUT_S
     assert register_timeout(10) == register_timeout(10_000) == REGISTER_TIMEOUT_MAX_S
+
+
+def test_an_idle_session_wakes_for_what_is_due_not_every_moment() -> None:
+    now = 1000.0
+    # Registered, a report just sent: nothing due but the ceiling.
+    assert next_wake(now, now, None) == now + HEARTBEAT_S
+    # The idle report falls due before the ceiling.
+    assert next_wake(now, now - IDLE_REPORT_S + 1, None) == now + 1
+    # Not registered yet: it wakes when the answer is overdue.
+    assert next_wake(now, now, now + 0.5) == now + 0.5
+    assert HEARTBEAT_S <= IDLE_REPORT_S
 
 
 def test_an_urgent_change_ends_the_hold_after_a_report_and_load_waits_it_out() -> None:

@@ -91,3 +91,50 @@ def test_a_healthy_answer_waits_out_its_hold_or_rides_on_a_load_report(
             await server.stop(None)
 
     asyncio.run(scenario())
+
+
+class Silent(pb_grpc.ControllerServicer):
+    """Takes registrations and never answers them; counts the streams."""
+
+    def __init__(self) -> None:
+        self.streams: list[float] = []
+
+    async def ReplicaSession(self, request_iterator: AsyncIterator[pb.ReplicaReport],
+                             context: Any) -> AsyncIterator[pb.ReplicaCommand]:
+        self.streams.append(time.monotonic())
+        async for _ in request_iterator:
+            pass
+        if False:  # pragma: no cover - an async generator that yields nothing
+            yield pb.ReplicaCommand()
+
+
+def test_an_unanswered_registration_is_retried_when_overdue_not_at_a_heartbeat(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The heartbeat is far off: the session must wake for the overdue answer itself.
+    monkeypatch.setattr(session_module, "HEARTBEAT_S", 30.0)
+    monkeypatch.setattr(session_module, "REGISTER_TIMEOUT_S", 0.2)
+
+    async def scenario() -> list[float]:
+        controller = Silent()
+        server, port = await loopback_server(pb_grpc.add_ControllerServicer_to_server,
+                                             controller)
+
+        async def on_command(command: pb.ReplicaCommand) -> None:
+            pass
+
+        session = ControllerSession(
+            "r1", "127.0.0.1:1", LeaderLocator(controllers=[f"127.0.0.1:{port}"]),
+            lambda: pb.ReplicaReport(state=pb.RUNNING), on_command)
+        task = asyncio.get_running_loop().create_task(session.run())
+        try:
+            await until(lambda: len(controller.streams) >= 3, timeout=10.0)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await server.stop(None)
+        return controller.streams
+
+    streams = asyncio.run(scenario())
+    # 0.2 s, then 0.4 s (doubled): well under the heartbeat.
+    assert 0.15 <= streams[1] - streams[0] < 5.0
+    assert streams[2] - streams[1] >= streams[1] - streams[0] - 0.1
