@@ -16,10 +16,10 @@ from weir.health_promise import answer_hold, next_answer_within
 from weir.protos import weir_pb2 as pb
 from weir.replica.server import ReplicaServer
 from weir.replica.session import (
+    HEARTBEAT_S,
     IDLE_REPORT_S,
     REGISTER_TIMEOUT_MAX_S,
     REGISTER_TIMEOUT_S,
-    HEARTBEAT_S,
     REPORT_MIN_INTERVAL_S,
     ControllerSession,
     answer_check,
