@@ -94,7 +94,10 @@ def observe(
     elif not alive:
         state, user_config = DEAD, ""
     else:
-        state, user_config = last_state, ""
+        # The user_config it last said it applied: a replica keeps it while its session
+        # is down ("" if it never reported to this leader: unknown, never reconfigured).
+        state = last_state
+        user_config = report.user_config_json if report is not None else ""
         if state == PENDING and wall_now - max(record.started_at,
                                                book.first_seen or wall_now) > REGISTER_TIMEOUT_S:
             state = FAILED

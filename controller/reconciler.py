@@ -201,7 +201,10 @@ def plan_deployment(target: DeploymentTarget | None, replicas: Iterable[ReplicaV
         actions.append(Stop(r.replica_id, "replaced by a new version"))
 
     for r in new_running:
-        if (r.user_config_json != target.user_config_json
+        # "": not known (no report on this leader's sessions). A replica that reported
+        # always says which it applied ("null" for none): reconfiguring on "" called the
+        # user's reconfigure() again with the same config after a failover.
+        if (r.user_config_json and r.user_config_json != target.user_config_json
                 and r.pending_user_config != target.user_config_json):
             actions.append(Reconfigure(r.replica_id, target.user_config_json))
     return actions

@@ -30,6 +30,14 @@ def test_session_down_keeps_the_last_state_while_the_process_lives() -> None:
     assert view.state == "RUNNING"
 
 
+def test_session_down_keeps_the_user_config_it_last_applied() -> None:
+    # A RUNNING replica whose session dropped (a failover, a blip) still runs its config:
+    # "" (unknown) made the leader reconfigure it with the config it already had.
+    _, book = look(report("RUNNING", user_config_json="null"))
+    view, _ = look(report("RUNNING", connected=False, user_config_json="null"), book=book)
+    assert (view.state, view.user_config_json) == ("RUNNING", "null")
+
+
 def test_process_gone_is_dead_with_a_reason() -> None:
     _, book = look(report("RUNNING"))
     view, after = look(None, alive=False, book=book)

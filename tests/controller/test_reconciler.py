@@ -57,6 +57,10 @@ def test_user_config_change_reconfigures_in_place() -> None:
     assert pending.actions == []
 
 
+def test_a_replica_whose_user_config_is_not_known_is_not_reconfigured() -> None:
+    assert plan([target(1, uc=UC)], [replica(1, uc="")]).actions == []
+
+
 def test_broken_and_dead_replicas() -> None:
     p = plan([target(2)], [replica(1, state="FAILED"), replica(2, state="DEAD"), replica(3)])
     assert Stop("r1", "replica is failed", kill=True) in p.actions
