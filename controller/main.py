@@ -48,7 +48,7 @@ from weir.etcd.keys import (
 )
 from weir.etcd.presence import Presence
 from weir.etcd.store import StoreError
-from weir.gc_watch import watch_collections
+from weir.gc_watch import collect_deeply_every, watch_collections
 from weir.metrics import controller_metrics, serve_metrics
 from weir.packages.cache import PackageCache
 from weir.packages.resolver import default_packages_dir
@@ -132,7 +132,8 @@ class Controller:
         tasks = [asyncio.get_running_loop().create_task(self._lead(election)),
                  asyncio.get_running_loop().create_task(self._follow_leader(election)),
                  asyncio.get_running_loop().create_task(
-                     follow_system_logging(self.store, "controller", self.id))]
+                     follow_system_logging(self.store, "controller", self.id)),
+                 asyncio.get_running_loop().create_task(collect_deeply_every())]
         stop_wait = asyncio.get_running_loop().create_task(signalled.wait())
         exit_wait = asyncio.get_running_loop().create_task(self.exit.wait())
         await asyncio.wait({stop_wait, exit_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -312,7 +313,9 @@ def main(argv: list[str] | None = None,
     opts = parser.parse_args(argv)
     # Reconfigurable: it follows the cluster's logging_config (weir.system_logging).
     configure_logging("controller", reconfigurable=True)
-    watch_collections()
+    # Its heap is mostly sessions and records that live long: frozen after each full
+    # collection, and collected whole now and then (weir.gc_watch).
+    watch_collections(freeze_after_full=True)
     # Before anything serves or spawns: its server, its health checks and its replicas
     # then share one token.
     auth.pin_token()

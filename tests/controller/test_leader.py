@@ -31,7 +31,7 @@ from weir.controller.leader import (
     pass_gap,
 )
 from weir.controller.pass_stats import step_times
-from weir.controller.record_keeper import FULL_READ_S, freeze_due
+from weir.controller.record_keeper import FULL_READ_S
 from weir.controller.replica_starts import new_replica_id
 from weir.controller.route_changes import WHOLE_TABLE_S
 from weir.etcd.keys import APPS_PREFIX, NODES_PREFIX, REPLICAS_PREFIX
@@ -359,13 +359,6 @@ def test_a_new_replica_id_is_never_one_already_taken() -> None:
     taken = {"app#D#aaaaaa", "app#D#bbbbbb"}
     assert new_replica_id("app", "D", taken.__contains__, lambda: next(tokens)) == (
         "app#D#cccccc")
-
-
-def test_the_heap_is_frozen_again_only_after_the_records_grew_a_quarter() -> None:
-    assert not freeze_due(999, 0)
-    assert freeze_due(1000, 0)
-    assert not freeze_due(1249, 1000) and freeze_due(1250, 1000)
-    assert not freeze_due(900, 1000)  # fewer: nothing new to keep out of sight
 
 
 def test_health_checks_follow_the_replicas_viewed_again_between_full_passes() -> None:
