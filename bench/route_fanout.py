@@ -6,8 +6,10 @@ a change of load alone as the changed replicas' counts, anything else whole).
 Two changes per size: one replica added (a change of the replica set, as a probe or a
 rolling update makes) and 5 % of the replicas with a new load (what the leader publishes
 every LOAD_PUBLISH_INTERVAL_S), each sent whole (`ReplicaTarget`s) and, for the load, in
-the compact form (`compact_load`: positions and counts). `copy_us` is the floor of an
-apply: one copy of the changed deployment (the new table's; the old one stays as it was).
+the compact form (`compact_load`: positions and counts). `copy_us` is one copy of the
+changed deployment: the floor of an apply that makes a new deployment object (a change of
+the replicas, or whole targets); a compact change of load alone is set in place and copies
+nothing (`apply_delta`'s `loads_in_place`).
 CPU time (`time.process_time`), the median of `--repeat` runs, in microseconds.
 
     python -m bench.route_fanout --replicas 1000 2000 5000 10000 [--grpc]
