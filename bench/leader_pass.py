@@ -114,7 +114,10 @@ class IndexedStore(MemoryStore):
 
     _sorted: tuple[int, list[str]] = (-1, [])
 
-    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+    async def get_prefix(self, prefix: str, *, keys_only: bool = False
+                         ) -> tuple[list[KeyValue], int]:
+        if keys_only:
+            return await super().get_prefix(prefix, keys_only=True)
         etcd = await self._call(f"get prefix {prefix}")
         if self._sorted[0] != etcd.revision:
             self._sorted = (etcd.revision, sorted(etcd.keys))

@@ -1,4 +1,4 @@
-"""Keeping the replica records for one term: from a watch, read whole every FULL_READ_S.
+"""Keeping the replica records for one term: from a watch, checked whole every FULL_READ_S.
 
 Design. Reading and parsing every record on every pass (twice a second) was most of the
 leader's etcd traffic and much of its CPU at thousands of replicas, so the records
@@ -62,11 +62,20 @@ class RecordKeeper:
             await events.aclose()
 
     async def refresh(self) -> None:
-        """Read every record if the watch is not running or the last full read is
-        FULL_READ_S old (the level-triggered check of what the watch delivered)."""
+        """Read every record if the watch is not running; check every record if the last
+        full read is FULL_READ_S old (the level-triggered check of what the watch
+        delivered): their keys and revisions alone, and the values only if one differs
+        from what the cache holds (at 10,000 records, 4 ms of CPU against 28 ms for the
+        values, in-process on a real etcd)."""
         now = self._clock()
         self.full_read = (not self.watching or self.last_full_read is None
                           or now - self.last_full_read >= FULL_READ_S)
-        if self.full_read:
+        if not self.full_read:
+            return
+        if self.watching:
+            items, revision = await self._store.get_prefix(REPLICAS_PREFIX, keys_only=True)
+            if not self._records.load(items, revision):
+                await read_records(self._store, self._records)
+        else:
             await read_records(self._store, self._records)
-            self.last_full_read = now
+        self.last_full_read = now

@@ -93,18 +93,26 @@ class ReplicaRecords:
             return False  # parse nothing stale
         return self.put(ReplicaRecord.from_bytes(event.value), event.revision)
 
-    def load(self, items: Iterable[KeyValue], revision: int) -> None:
+    def load(self, items: Iterable[KeyValue], revision: int) -> bool:
         """Agree with a full read of REPLICAS_PREFIX made at `revision`: records it has at a
         later revision than the cache are taken (parsed only then), records it lacks that
-        the cache holds from before it are dropped, writes after it are kept."""
+        the cache holds from before it are dropped, writes after it are kept.
+
+        A read of keys only (values b"") does as much when it has no record to take;
+        if it has one, nothing changes and this is False: read the values."""
         seen = set()
+        newer = []
         for kv in items:
             rid = kv.key[len(REPLICAS_PREFIX):]
             seen.add(rid)
             if (self._revisions.get(rid, 0) < kv.mod_revision
                     and self._deleted.get(rid, 0) < kv.mod_revision):
-                self._deleted.pop(rid, None)
-                self._store(ReplicaRecord.from_bytes(kv.value), kv.mod_revision)
+                if not kv.value:  # a record is never empty: a read of keys only
+                    return False
+                newer.append((rid, kv))
+        for rid, kv in newer:
+            self._deleted.pop(rid, None)
+            self._store(ReplicaRecord.from_bytes(kv.value), kv.mod_revision)
         for rid in [r for r, rev in self._revisions.items() if r not in seen and rev <= revision]:
             self._drop(rid)
         # A deletion the read reflects needs its tombstone no more, unless a watch behind
@@ -112,6 +120,7 @@ class ReplicaRecords:
         horizon = revision if self._watched is None else min(revision, self._watched)
         self._deleted = {r: rev for r, rev in self._deleted.items() if rev > horizon}
         self.revision = max(self.revision, revision)
+        return True
 
     # ------------------------------------------------------------------ internals
 

@@ -109,8 +109,9 @@ class TermStore:
     async def get(self, key: str) -> KeyValue | None:
         return await self._store.get(key)
 
-    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
-        return await self._store.get_prefix(prefix)
+    async def get_prefix(self, prefix: str, *, keys_only: bool = False
+                         ) -> tuple[list[KeyValue], int]:
+        return await self._store.get_prefix(prefix, keys_only=keys_only)
 
     async def get_at_revision(self, key: str, revision: int) -> KeyValue | None:
         return await self._store.get_at_revision(key, revision)

@@ -130,14 +130,16 @@ class EtcdStore:
         result = await self._etcd.read(f"get {key}", lambda c: c.get(key.encode()))
         return None if result is None else _key_value(result)
 
-    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+    async def get_prefix(self, prefix: str, *, keys_only: bool = False
+                         ) -> tuple[list[KeyValue], int]:
         """Every key starting with ``prefix`` sorted by key, and the revision of the read.
 
         Watching from that revision + 1 misses nothing that happened after the read.
         """
         result = await self._etcd.read(
             f"get prefix {prefix}",
-            lambda c: c.get_prefix(prefix.encode(), sort_order="ascend", sort_target="key"),
+            lambda c: c.get_prefix(prefix.encode(), sort_order="ascend", sort_target="key",
+                                   keys_only=keys_only),
         )
         return [_key_value(kv) for kv in result], int(result.header.revision)
 

@@ -39,6 +39,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -186,10 +187,13 @@ class MemoryStore:
         etcd = await self._call(f"get {key}")
         return etcd.keys.get(key)
 
-    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
-        """Every key starting with ``prefix`` sorted by key, and the revision of the read."""
+    async def get_prefix(self, prefix: str, *, keys_only: bool = False
+                         ) -> tuple[list[KeyValue], int]:
+        """Every key starting with ``prefix`` sorted by key, and the revision of the read
+        (each value ``b""`` with ``keys_only``)."""
         etcd = await self._call(f"get prefix {prefix}")
-        items = [kv for key, kv in sorted(etcd.keys.items()) if key.startswith(prefix)]
+        items = [replace(kv, value=b"") if keys_only else kv
+                 for key, kv in sorted(etcd.keys.items()) if key.startswith(prefix)]
         return items, etcd.revision
 
     async def get_at_revision(self, key: str, revision: int) -> KeyValue | None:

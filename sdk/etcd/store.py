@@ -180,10 +180,13 @@ class Store(Protocol):
         """The key's value and revisions, or ``None`` if it does not exist."""
         ...
 
-    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+    async def get_prefix(self, prefix: str, *, keys_only: bool = False
+                         ) -> tuple[list[KeyValue], int]:
         """Every key starting with ``prefix`` sorted by key, and the revision of the read.
 
-        Watching from that revision + 1 misses nothing that happened after the read.
+        Watching from that revision + 1 misses nothing that happened after the read. With
+        ``keys_only`` each value is ``b""`` (the revisions are there): a check of what
+        changed costs etcd and the reader no values.
         """
         ...
 

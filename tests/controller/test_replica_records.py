@@ -8,11 +8,12 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from weir.controller.cluster_goal import read_records
+from weir.controller.record_keeper import FULL_READ_S, RecordKeeper
 from weir.controller.replica_records import ReplicaRecords
 from weir.etcd.keys import REPLICAS_PREFIX
 from weir.etcd.memory_store import ManualClock, MemoryStore
 from weir.etcd.records import ReplicaRecord
-from weir.etcd.store import WatchEvent
+from weir.etcd.store import KeyValue, WatchEvent
 
 T = TypeVar("T")
 
@@ -118,3 +119,58 @@ def test_a_reset_changes_nothing_by_itself() -> None:
     cache.put(record("a"), 3)
     assert not cache.apply(WatchEvent("reset", REPLICAS_PREFIX, b"", 9))
     assert set(cache.records) == {"a"}
+
+
+def test_a_read_of_keys_only_drops_what_is_gone_and_asks_for_what_is_new() -> None:
+    async def scenario() -> None:
+        store = MemoryStore(clock=ManualClock())
+        cache = ReplicaRecords()
+        await put(store, record("a"))
+        await put(store, record("b"))
+        await read_records(store, cache)
+        cache.take_changed()
+        # Nothing new: the keys and revisions agree, and nothing is parsed or changed.
+        items, revision = await store.get_prefix(REPLICAS_PREFIX, keys_only=True)
+        assert cache.load(items, revision) and cache.take_changed() == {}
+        # A record gone: its key is missing, which is enough to drop it.
+        await store.delete(REPLICAS_PREFIX + "b")
+        items, revision = await store.get_prefix(REPLICAS_PREFIX, keys_only=True)
+        assert cache.load(items, revision)
+        assert set(cache.records) == {"a"} and cache.take_changed() == {"b": ("app", "D")}
+        # A record written: its value is needed, so nothing changes until it is read.
+        await put(store, record("a", pid=9))
+        items, revision = await store.get_prefix(REPLICAS_PREFIX, keys_only=True)
+        assert not cache.load(items, revision)
+        assert cache.records == {"a": record("a")} and cache.take_changed() == {}
+        await read_records(store, cache)
+        assert cache.records == {"a": record("a", pid=9)}
+
+    run(scenario())
+
+
+def test_the_keepers_check_reads_values_only_when_a_record_changed() -> None:
+    class Counting(MemoryStore):
+        reads: list[bool] = []
+
+        async def get_prefix(self, prefix: str, *, keys_only: bool = False
+                             ) -> tuple[list[KeyValue], int]:
+            self.reads.append(keys_only)
+            return await super().get_prefix(prefix, keys_only=keys_only)
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        store = Counting(clock=clock)
+        cache = ReplicaRecords()
+        keeper = RecordKeeper(store, cache, clock)
+        await put(store, record("a"))
+        await keeper.load()
+        keeper.watching = True  # said to run, delivering nothing: the check finds it
+        clock.advance(FULL_READ_S)
+        await keeper.refresh()
+        assert store.reads == [False, True]  # the load, then keys only: nothing new
+        await put(store, record("b"))
+        clock.advance(FULL_READ_S)
+        await keeper.refresh()
+        assert store.reads[2:] == [True, False] and set(cache.records) == {"a", "b"}
+
+    run(scenario())

@@ -42,9 +42,10 @@ class CountingStore(MemoryStore):
         self.reads += 1
         return await super().get(key)
 
-    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+    async def get_prefix(self, prefix: str, *, keys_only: bool = False
+                         ) -> tuple[list[KeyValue], int]:
         self.reads += 1
-        return await super().get_prefix(prefix)
+        return await super().get_prefix(prefix, keys_only=keys_only)
 
 
 def test_a_follower_learns_of_a_new_leader_by_watch_without_reads() -> None:

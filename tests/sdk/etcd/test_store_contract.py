@@ -14,6 +14,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -241,6 +242,10 @@ def test_get_prefix_sorts_and_delete_prefix_deletes_in_one_revision(world: World
         assert [kv.key for kv in items] == [p + "app/a", p + "app/b", p + "app/c"]
         assert [kv.value for kv in items] == [b"app/a", b"app/b", b"app/c"]
         assert revision == last
+        # Keys only: the same keys and revisions, no values.
+        bare, at = await store.get_prefix(p + "app/", keys_only=True)
+        assert at == last
+        assert bare == [replace(kv, value=b"") for kv in items]
         assert await store.delete_prefix(p + "app/") == 3
         assert await revision_now(store) == last + 1
         assert (await store.get_prefix(p + "app/"))[0] == []
