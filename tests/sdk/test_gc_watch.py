@@ -59,7 +59,9 @@ def test_a_full_collection_ends_by_freezing_and_a_deep_one_collects_the_frozen()
             assert gc_watch.collect_deeply() >= 1
         assert ref() is None
         assert gc.get_freeze_count() >= len(kept)
-        assert [e["event"] for e in logs] == ["collected the whole heap"]
+        # (a "slow garbage collection" line may come too: this process's heap is large)
+        assert [e["event"] for e in logs if e["event"] != "slow garbage collection"] == [
+            "collected the whole heap"]
     finally:
         gc.callbacks.remove(gc_watch._on_collection)
         gc_watch._freeze_after_full[0] = False
