@@ -72,10 +72,10 @@ class RecordKeeper:
                           or now - self.last_full_read >= FULL_READ_S)
         if not self.full_read:
             return
+        checked = False
         if self.watching:
             items, revision = await self._store.get_prefix(REPLICAS_PREFIX, keys_only=True)
-            if not self._records.load(items, revision):
-                await read_records(self._store, self._records)
-        else:
+            checked = self._records.load(items, revision)
+        if not checked:
             await read_records(self._store, self._records)
         self.last_full_read = now

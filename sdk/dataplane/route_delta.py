@@ -356,7 +356,7 @@ def _load_alone(before: pb.DeploymentTargets | None, after: pb.DeploymentTargets
     load; else None."""
     if (before is None or d.removed_replica_ids
             or len(after.replicas) != len(before.replicas)
-            or any(getattr(d, name) != getattr(before, name) for name in _HEADER_FIELDS)):
+            or not _same_header(d, before)):
         return None
     # No replica left and as many as before: the same ids, at the same positions.
     at = kept[1] if kept is not None and kept[0] is after else None
@@ -377,8 +377,12 @@ def _load_alone(before: pb.DeploymentTargets | None, after: pb.DeploymentTargets
 def loads_only(before: pb.DeploymentTargets, d: pb.DeploymentTargets) -> bool:
     """Whether `d` (a deployment of a delta) changes `before` only by compact loads: no
     whole target, no removal, the same header."""
-    return (not d.replicas and not d.removed_replica_ids
-            and all(getattr(d, name) == getattr(before, name) for name in _HEADER_FIELDS))
+    return not d.replicas and not d.removed_replica_ids and _same_header(d, before)
+
+
+def _same_header(a: pb.DeploymentTargets, b: pb.DeploymentTargets) -> bool:
+    """Whether `a` and `b` agree in every field but the replicas (`_HEADER_FIELDS`)."""
+    return all(getattr(a, name) == getattr(b, name) for name in _HEADER_FIELDS)
 
 
 def _set_loads(merged: pb.DeploymentTargets, d: pb.DeploymentTargets) -> None:
