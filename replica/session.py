@@ -126,18 +126,37 @@ async def answer_check(check_id: int, check_health: CheckHealth | None,
     (with no check to run, alive is healthy)."""
     if check_health is None:
         return pb.HealthCheckAnswer(check_id=check_id, healthy=True)
-    started = time.monotonic()
     try:
         reply = await (check_health() if timeout_s is None
-                       else within(check_health(), timeout_s))
-    except Exception as exc:  # the check's own failure is an answer, not a crash
-        timed_out = (isinstance(exc, TimeoutError) and timeout_s is not None
-                     and time.monotonic() - started >= timeout_s)
+                       else within(_own_errors(check_health()), timeout_s))
+    except TimeoutError:  # the bound's: the check's own come as _CheckRaised
         return pb.HealthCheckAnswer(check_id=check_id, healthy=False, message=(
-            f"check_health() gave no answer within health_check_timeout_s={timeout_s:g}"
-            if timed_out else f"{type(exc).__name__}: {exc}"))
+            f"check_health() gave no answer within health_check_timeout_s={timeout_s:g}"))
+    except Exception as exc:  # the check's own failure is an answer, not a crash
+        raised = exc.error if isinstance(exc, _CheckRaised) else exc
+        return pb.HealthCheckAnswer(check_id=check_id, healthy=False,
+                                    message=f"{type(raised).__name__}: {raised}")
     return pb.HealthCheckAnswer(check_id=check_id, healthy=reply.healthy,
                                 message=reply.message)
+
+
+class _CheckRaised(Exception):
+    """A TimeoutError the check raised itself, kept apart from the bound's expiry."""
+
+    def __init__(self, error: TimeoutError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _own_errors(check: Awaitable[pb.HealthCheckReply]) -> pb.HealthCheckReply:
+    """`check`, a TimeoutError of its own raised as _CheckRaised: the TimeoutError that
+    reaches `answer_check` is then the bound's alone (the time taken did not tell them
+    apart: asyncio's timer may fire a clock tick before the bound, and a hung check was
+    once reported as a bare "TimeoutError: ")."""
+    try:
+        return await check
+    except TimeoutError as exc:
+        raise _CheckRaised(exc) from exc
 
 
 class ControllerSession:

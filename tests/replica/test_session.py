@@ -100,6 +100,14 @@ def test_a_check_that_outlives_its_timeout_is_an_unhealthy_answer() -> None:
         7, False, "check_health() gave no answer within health_check_timeout_s=0.05")
 
 
+def test_a_timeout_the_check_raises_itself_is_its_own_failure_not_the_bound() -> None:
+    async def gives_up() -> pb.HealthCheckReply:
+        raise TimeoutError("db did not answer")
+
+    answer = asyncio.run(answer_check(8, gives_up, timeout_s=5.0))
+    assert (answer.healthy, answer.message) == (False, "TimeoutError: db did not answer")
+
+
 def test_the_replica_checks_itself_each_period_and_a_healthy_answer_waits_for_a_report(
         ) -> None:
     async def scenario() -> None:
